@@ -1,0 +1,68 @@
+# edgeseek — portable build (no -march=native; per-ISA flags go on per-ISA files)
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iruntime -Isimd -Immap -MMD -MP
+LDLIBS  += -lm -lpthread
+SHARED  ?= ../shared
+
+LIB_SRC  := $(wildcard runtime/*.c) $(wildcard simd/*.c) $(wildcard mmap/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC  := $(wildcard cli/*.c)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TOOL_SRC := $(wildcard tools/*.c)
+TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_COMMON_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_COMMON_OBJ := $(TEST_COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test run asan-test clean tools bench
+all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libedgeseek.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/edgeseek: $(CLI_OBJ) $(BUILD)/libedgeseek.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/libedgeseek.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_COMMON_OBJ) $(BUILD)/libedgeseek.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_COMMON_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libedgeseek.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+
+tools: $(TOOLS)
+bench: $(BENCHES)
+
+# Runs every test binary; the last line is "N passed, N failed".
+test: all $(TESTS)
+	@ES_BUILD=$(BUILD) ES_SHARED=$(SHARED) sh tests/run_tests.sh $(TESTS)
+
+# The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
+asan-test:
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+# `make run`: the main job on the default model.
+run: all
+	@sh tools/run_default.sh $(BUILD)
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

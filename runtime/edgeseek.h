@@ -1,0 +1,123 @@
+/* edgeseek.h — the public interface of the edgeseek runtime.
+ *
+ * Opaque handles, prefix es_.  Every call that can fail returns an es_status
+ * and, where a caller passes an error buffer, writes a one-line message that
+ * names the problem.  Nothing here aborts on bad input.
+ */
+#ifndef EDGESEEK_H
+#define EDGESEEK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum es_status {
+    ES_OK = 0,
+    ES_ERR_IO = 1,          /* file missing, unreadable */
+    ES_ERR_FORMAT = 2,      /* malformed or inconsistent model file */
+    ES_ERR_UNSUPPORTED = 3, /* valid but not supported (architecture, type) */
+    ES_ERR_NOMEM = 4,
+    ES_ERR_ARG = 5,         /* bad argument from the caller */
+    ES_ERR_CONTEXT = 6      /* context window exceeded */
+} es_status;
+
+const char *es_status_str(es_status s);
+
+typedef struct es_model es_model;
+typedef struct es_session es_session;
+typedef struct es_sampler es_sampler;
+
+/* ---- model ------------------------------------------------------------ */
+
+typedef struct es_load_params {
+    int vocab_only; /* load only the tokenizer (file may have no tensors) */
+} es_load_params;
+
+es_status es_model_load(const char *path, const es_load_params *params,
+                        es_model **out, char *err, size_t errlen);
+void es_model_free(es_model *m);
+
+int es_model_n_vocab(const es_model *m);
+int es_model_n_ctx_train(const es_model *m);
+int32_t es_model_bos(const es_model *m);
+int32_t es_model_eos(const es_model *m);
+int es_model_is_eog(const es_model *m, int32_t tok);
+/* Bytes of KV cache per token (all layers). */
+size_t es_model_kv_bytes_per_token(const es_model *m);
+/* Architecture, hyperparameters, tensor types and sizes. */
+void es_model_print_info(const es_model *m, FILE *f);
+
+/* ---- tokenizer --------------------------------------------------------- */
+
+/* ids are malloc'd; caller frees.  parse_special: match special and
+ * user-defined tokens whole in the text. */
+es_status es_tokenize(const es_model *m, const char *text, size_t len,
+                      int add_bos, int parse_special,
+                      int32_t **ids, size_t *n_ids, char *err, size_t errlen);
+/* Exact bytes of one token; returns the length (may exceed cap: then
+ * nothing is written past cap), or -1 for an invalid id. */
+int es_token_piece(const es_model *m, int32_t id, char *buf, size_t cap);
+
+/* Streaming detokenizer: holds back incomplete UTF-8 sequences that are
+ * split across tokens. */
+typedef struct es_detok {
+    unsigned char pend[8];
+    int n_pend;
+} es_detok;
+/* Appends the bytes now complete to out (up to cap); returns their count. */
+size_t es_detok_push(es_detok *d, const es_model *m, int32_t id, char *out, size_t cap);
+size_t es_detok_flush(es_detok *d, char *out, size_t cap);
+
+typedef struct es_chat_msg {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} es_chat_msg;
+/* Renders the DeepSeek chat format; *out is malloc'd. */
+es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n,
+                         int add_generation_prompt, char **out,
+                         char *err, size_t errlen);
+
+/* ---- session: KV cache and forward pass -------------------------------- */
+
+es_status es_session_new(es_model *m, int n_ctx, es_session **out,
+                         char *err, size_t errlen);
+void es_session_free(es_session *s);
+void es_session_reset(es_session *s);
+int es_session_pos(const es_session *s);
+int es_session_n_ctx(const es_session *s);
+
+/* Runs n tokens from the current position.  logits: if all_positions,
+ * [n][n_vocab] floats; else the last position's [n_vocab]; may be NULL. */
+es_status es_session_eval(es_session *s, const int32_t *tokens, int n,
+                          float *logits, int all_positions,
+                          char *err, size_t errlen);
+
+/* Called for every MoE layer and token with the selected experts (sorted
+ * ascending). */
+typedef void (*es_route_fn)(void *user, int layer, int pos,
+                            const int32_t *experts, int k);
+void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user);
+
+/* ---- sampling ---------------------------------------------------------- */
+
+typedef struct es_sampler_params {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    float min_p;       /* <= 0: off */
+    uint64_t seed;
+} es_sampler_params;
+
+es_sampler_params es_sampler_defaults(void);
+es_sampler *es_sampler_new(const es_sampler_params *p);
+void es_sampler_free(es_sampler *s);
+int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,50 @@
+/* testutil.c — see testutil.h */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int test_n_pass, test_n_fail;
+
+int test_summary(void) {
+    printf("%d passed, %d failed\n", test_n_pass, test_n_fail);
+    return test_n_fail ? 1 : 0;
+}
+
+static const char *join(char *buf, size_t cap, const char *env, const char *def, const char *rel) {
+    const char *base = getenv(env);
+    if (!base || !*base) base = def;
+    snprintf(buf, cap, "%s/%s", base, rel);
+    return buf;
+}
+
+const char *test_shared_path(const char *rel) {
+    static char buf[4][4096];
+    static int i;
+    i = (i + 1) & 3;
+    return join(buf[i], sizeof buf[i], "ES_SHARED", "../shared", rel);
+}
+
+const char *test_build_path(const char *rel) {
+    static char buf[4][4096];
+    static int i;
+    i = (i + 1) & 3;
+    return join(buf[i], sizeof buf[i], "ES_BUILD", "build", rel);
+}
+
+void *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    long sz = ftell(f);
+    if (sz < 0) { fclose(f); return NULL; }
+    rewind(f);
+    char *buf = malloc((size_t)sz + 1);
+    if (!buf) { fclose(f); return NULL; }
+    size_t got = fread(buf, 1, (size_t)sz, f);
+    fclose(f);
+    if (got != (size_t)sz) { free(buf); return NULL; }
+    buf[sz] = 0;
+    if (len) *len = (size_t)sz;
+    return buf;
+}

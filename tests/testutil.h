@@ -1,0 +1,35 @@
+/* testutil.h — the tiny test harness every tests/test_*.c uses.
+ * CHECK records a pass or a failure (with file:line and a message);
+ * test_summary() prints "N passed, N failed" as the binary's last line and
+ * returns the exit status.  Paths to shared data come from ES_SHARED. */
+#ifndef ES_TESTUTIL_H
+#define ES_TESTUTIL_H
+
+#include <stdio.h>
+
+extern int test_n_pass, test_n_fail;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (cond) {                                                        \
+            test_n_pass++;                                                 \
+        } else {                                                           \
+            test_n_fail++;                                                 \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
+            printf(__VA_ARGS__);                                           \
+            printf("\n");                                                  \
+        }                                                                  \
+    } while (0)
+
+/* Marks a test skipped (printed, not counted). */
+#define SKIP(...) do { printf("SKIP "); printf(__VA_ARGS__); printf("\n"); } while (0)
+
+int test_summary(void);
+/* "$ES_SHARED/rel" (default ../shared) in a static buffer */
+const char *test_shared_path(const char *rel);
+/* "$ES_BUILD/rel" (default build) */
+const char *test_build_path(const char *rel);
+/* Reads a whole file; malloc'd, *len set; NULL if unreadable. */
+void *test_read_file(const char *path, size_t *len);
+
+#endif
