@@ -1,0 +1,168 @@
+/* run.c — `edgeseek run`: tokenize a prompt (optionally in the chat format),
+ * prefill it, then sample and stream tokens to stdout until -n tokens, an
+ * end-of-generation token or the context end.  Statistics go to stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "edgeseek.h"
+
+static void usage_run(FILE *f) {
+    fprintf(f,
+            "usage: edgeseek run -m MODEL [-p PROMPT | -f FILE] [options]\n"
+            "  -n N          tokens to generate (default 128; -1: until the context is full)\n"
+            "  --temp T      temperature (default 0.8; 0 = greedy)\n"
+            "  --top-k K     keep the K most likely tokens (default 40; 0 = off)\n"
+            "  --top-p P     nucleus sampling (default 0.95; 1 = off)\n"
+            "  --min-p P     drop tokens below P x the best probability (default 0.05; 0 = off)\n"
+            "  --seed S      random seed (default 0); the same seed gives the same output\n"
+            "  -t THREADS    worker threads (default: all cores)\n"
+            "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
+            "  --chat        render the prompt as one user turn of the DeepSeek chat format\n"
+            "  --system TEXT system text for --chat\n"
+            "  --no-stats    do not print statistics to stderr\n");
+}
+
+int cmd_run(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *file = NULL, *system_text = NULL;
+    long n_gen = 128, n_ctx = 0, threads = 0, top_k = 40;
+    double temp = 0.8, top_p = 0.95, min_p = 0.05;
+    unsigned long long seed = 0;
+    int chat = 0, stats = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_run(stdout); return 0; }
+        if (!strcmp(a, "--chat")) { chat = 1; continue; }
+        if (!strcmp(a, "--no-stats")) { stats = 0; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); usage_run(stderr); return 2; }
+        const char *v = argv[++i];
+        long l;
+        int bad = 0;
+        if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-p")) prompt = v;
+        else if (!strcmp(a, "-f")) file = v;
+        else if (!strcmp(a, "--system")) system_text = v;
+        else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
+        else if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &n_ctx);
+        else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &top_k);
+        else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &temp);
+        else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &top_p);
+        else if (!strcmp(a, "--min-p")) bad = cli_parse_float(a, v, 0, 1, &min_p);
+        else if (!strcmp(a, "--seed")) { bad = cli_parse_int(a, v, 0, 0x7fffffffffffffffL, &l); seed = (unsigned long long)l; }
+        else { fprintf(stderr, "edgeseek run: unknown option %s\n", a); usage_run(stderr); return 2; }
+        if (bad) return 2;
+    }
+    if (!model) { fprintf(stderr, "edgeseek run: -m MODEL is required\n"); usage_run(stderr); return 2; }
+    if (prompt && file) { fprintf(stderr, "edgeseek run: give -p or -f, not both\n"); return 2; }
+    (void)threads; /* accepted; the forward pass is single-threaded until the thread pool lands */
+
+    char *filebuf = NULL;
+    size_t flen = 0;
+    if (file) {
+        if (cli_read_file(file, &filebuf, &flen) != 0) return 1;
+        prompt = filebuf;
+    }
+    if (!prompt) prompt = "";
+
+    double t0 = cli_now();
+    es_model *m = cli_load_model(model, 0);
+    if (!m) { free(filebuf); return 1; }
+    double t_load = cli_now() - t0;
+
+    int rc = 1;
+    char err[512];
+    char *rendered = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    es_session *s = NULL;
+    es_sampler *smp = NULL;
+    float *logits = NULL;
+    const char *text = prompt;
+    if (chat) {
+        es_chat_msg msgs[2];
+        size_t nm = 0;
+        if (system_text) msgs[nm++] = (es_chat_msg){"system", system_text};
+        msgs[nm++] = (es_chat_msg){"user", prompt};
+        if (es_chat_render(m, msgs, nm, 1, &rendered, err, sizeof err) != ES_OK) {
+            fprintf(stderr, "edgeseek: %s\n", err);
+            goto done;
+        }
+        text = rendered;
+    }
+    /* The chat format carries its own BOS; a plain prompt gets one prepended. */
+    if (es_tokenize(m, text, strlen(text), !chat, chat, &ids, &n_ids, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        goto done;
+    }
+    if (n_ids == 0) {
+        fprintf(stderr, "edgeseek: the prompt is empty and the model has no BOS token\n");
+        goto done;
+    }
+    if (n_ctx == 0) n_ctx = es_model_n_ctx_train(m) < 4096 ? es_model_n_ctx_train(m) : 4096;
+    if ((long)n_ids >= n_ctx) {
+        fprintf(stderr, "edgeseek: the prompt is %zu tokens; the context holds %ld (use -c to enlarge it)\n",
+                n_ids, n_ctx);
+        goto done;
+    }
+    if (es_session_new(m, (int)n_ctx, &s, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        goto done;
+    }
+    es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                            .min_p = (float)min_p, .seed = seed};
+    smp = es_sampler_new(&sp);
+    int nv = es_model_n_vocab(m);
+    logits = malloc(sizeof(float) * (size_t)nv);
+    if (!smp || !logits) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+
+    double t1 = cli_now();
+    if (es_session_eval(s, ids, (int)n_ids, logits, 0, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        goto done;
+    }
+    double t_prompt = cli_now() - t1;
+
+    es_detok dt = {0};
+    char out[1024];
+    long produced = 0;
+    double t2 = cli_now();
+    while (n_gen < 0 || produced < n_gen) {
+        int32_t tok = es_sampler_sample(smp, logits, nv);
+        produced++;
+        if (es_model_is_eog(m, tok)) break;
+        size_t w = es_detok_push(&dt, m, tok, out, sizeof out);
+        fwrite(out, 1, w, stdout);
+        fflush(stdout);
+        if (es_session_pos(s) >= es_session_n_ctx(s)) {
+            fprintf(stderr, "\nedgeseek: context full (%d tokens)\n", es_session_n_ctx(s));
+            break;
+        }
+        if (es_session_eval(s, &tok, 1, logits, 0, err, sizeof err) != ES_OK) {
+            fprintf(stderr, "\nedgeseek: %s\n", err);
+            goto done;
+        }
+    }
+    size_t w = es_detok_flush(&dt, out, sizeof out);
+    fwrite(out, 1, w, stdout);
+    printf("\n");
+    double t_gen = cli_now() - t2;
+    if (stats) {
+        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | generated %ld tokens, %.2f tokens/s"
+                        " | KV cache %zu bytes/token, %zu bytes used\n",
+                t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, produced,
+                t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
+                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s));
+    }
+    rc = 0;
+done:
+    free(logits);
+    es_sampler_free(smp);
+    es_session_free(s);
+    free(ids);
+    free(rendered);
+    free(filebuf);
+    es_model_free(m);
+    return rc;
+}

@@ -1,0 +1,283 @@
+/* api.c — the public es_ functions: model load/free and queries, sessions
+ * (latent KV cache and scratch), evaluation, tokenizer wrappers, streaming
+ * detokenisation and the `info` report. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgeseek.h"
+#include "kernels.h"
+#include "model.h"
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+const char *es_status_str(es_status s) {
+    switch (s) {
+    case ES_OK: return "ok";
+    case ES_ERR_IO: return "i/o error";
+    case ES_ERR_FORMAT: return "bad model file";
+    case ES_ERR_UNSUPPORTED: return "unsupported";
+    case ES_ERR_NOMEM: return "out of memory";
+    case ES_ERR_ARG: return "bad argument";
+    case ES_ERR_CONTEXT: return "context full";
+    }
+    return "unknown error";
+}
+
+/* ---- model ------------------------------------------------------------- */
+
+es_status es_model_load(const char *path, const es_load_params *params, es_model **out,
+                        char *err, size_t errlen) {
+    char dummy[8];
+    if (!err) { err = dummy; errlen = sizeof dummy; }
+    *out = NULL;
+    gguf_ctx *g;
+    if (gguf_open_file(path, &g, err, errlen) != 0) {
+        FILE *f = fopen(path, "rb");
+        if (f) { fclose(f); return ES_ERR_FORMAT; }
+        return ES_ERR_IO;
+    }
+    es_model *m = calloc(1, sizeof *m);
+    if (!m) { gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    char inner[512];
+    es_status st = es_model_load_gguf(m, g, params && params->vocab_only, inner, sizeof inner);
+    if (st != ES_OK) {
+        set_err(err, errlen, "%s: %s", path, inner);
+        es_model_free(m);
+        return st;
+    }
+    *out = m;
+    return ES_OK;
+}
+
+void es_model_free(es_model *m) {
+    if (!m) return;
+    es_tokenizer_free(m->tok);
+    free(m->layers);
+    free(m->rope_freqs);
+    free(m->f32_copies);
+    gguf_close(m->gguf);
+    free(m);
+}
+
+int es_model_n_vocab(const es_model *m) { return m->vocab_only ? es_tokenizer_n_vocab(m->tok) : m->hp.n_vocab; }
+int es_model_n_ctx_train(const es_model *m) { return m->hp.n_ctx_train; }
+int32_t es_model_bos(const es_model *m) { return es_tokenizer_bos(m->tok); }
+int32_t es_model_eos(const es_model *m) { return es_tokenizer_eos(m->tok); }
+int es_model_is_eog(const es_model *m, int32_t tok) { return es_tokenizer_is_eog(m->tok, tok); }
+
+size_t es_model_kv_bytes_per_token(const es_model *m) {
+    return (size_t)m->hp.n_layers * (size_t)(m->hp.kv_lora + m->hp.rope) * sizeof(float);
+}
+
+static void human_bytes(char *buf, size_t n, double b) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) { b /= 1024; i++; }
+    snprintf(buf, n, "%.2f %s", b, u[i]);
+}
+
+void es_model_print_info(const es_model *m, FILE *f) {
+    const gguf_ctx *g = m->gguf;
+    gguf_str name = {0};
+    gguf_get_str(g, "general.name", &name);
+    fprintf(f, "file:        GGUF v%u, %llu tensors, %llu metadata keys, alignment %llu\n", g->version,
+            (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv, (unsigned long long)g->alignment);
+    if (name.len) fprintf(f, "name:        %.*s\n", (int)(name.len > 200 ? 200 : name.len), name.ptr);
+    fprintf(f, "vocabulary:  %d tokens, bos %d, eos %d\n", es_tokenizer_n_vocab(m->tok),
+            es_tokenizer_bos(m->tok), es_tokenizer_eos(m->tok));
+    if (m->vocab_only) return;
+    const es_hparams *hp = &m->hp;
+    fprintf(f, "architecture: deepseek2\n");
+    fprintf(f, "  n_vocab %d  n_ctx_train %d  dim %d  n_layers %d  (MTP layers skipped: %d)\n",
+            hp->n_vocab, hp->n_ctx_train, hp->dim, hp->n_layers, hp->n_nextn);
+    fprintf(f, "  leading dense layers %d  dense ffn %d  expert ffn %d\n", hp->n_dense, hp->ffn_dim, hp->moe_ffn_dim);
+    fprintf(f, "  heads %d  q_lora_rank %d%s  kv_lora_rank %d  nope %d  rope %d  v %d\n", hp->n_heads,
+            hp->q_lora, hp->q_lora ? "" : " (no query compression)", hp->kv_lora, hp->nope, hp->rope, hp->vdim);
+    fprintf(f, "  experts %d  used %d  shared %d  gating %s  bias %s  renormalise %s  scale %g\n",
+            hp->n_experts, hp->n_used, hp->n_shared, hp->gating == ES_GATING_SIGMOID ? "sigmoid" : "softmax",
+            hp->n_layers > hp->n_dense && m->layers[hp->n_dense].exp_bias ? "yes" : "no",
+            hp->norm_topk ? "yes" : "no", hp->route_scale);
+    fprintf(f, "  expert groups %d  used groups %d (group score: %s)\n", hp->n_groups, hp->n_groups_used,
+            hp->n_layers > hp->n_dense && m->layers[hp->n_dense].exp_bias ? "top-2 sum" : "max");
+    fprintf(f, "  rms eps %g  rope base %g  rope scaling %s", hp->eps, hp->rope_base, hp->yarn ? "yarn" : "none");
+    if (hp->yarn)
+        fprintf(f, " (factor %g, original ctx %d, beta %g/%g, log mul %g)", hp->rope_factor,
+                hp->yarn_orig_ctx, hp->yarn_beta_fast, hp->yarn_beta_slow, hp->yarn_log_mul);
+    fprintf(f, "\n  attention scale %.6f  MLA layout %s\n", hp->attn_scale,
+            hp->n_layers && m->layers[0].legacy_kv_b ? "combined attn_kv_b (legacy)" : "split attn_k_b/attn_v_b");
+    char hb[32];
+    human_bytes(hb, sizeof hb, (double)m->weight_bytes);
+    fprintf(f, "weights:     %s\n", hb);
+    fprintf(f, "KV cache:    %zu bytes per token (%d layers x (%d + %d) x %zu bytes)\n",
+            es_model_kv_bytes_per_token(m), hp->n_layers, hp->kv_lora, hp->rope, sizeof(float));
+    /* tensor types */
+    uint64_t count[ES_TYPE_COUNT] = {0}, bytes[ES_TYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        count[g->tensors[i].type]++;
+        bytes[g->tensors[i].type] += g->tensors[i].nbytes;
+    }
+    fprintf(f, "tensor types:\n");
+    for (int t = 0; t < ES_TYPE_COUNT; t++)
+        if (count[t]) {
+            human_bytes(hb, sizeof hb, (double)bytes[t]);
+            fprintf(f, "  %-6s %5llu tensors  %s\n", es_type_info((uint32_t)t)->name, (unsigned long long)count[t], hb);
+        }
+}
+
+/* ---- tokenizer wrappers --------------------------------------------------- */
+
+es_status es_tokenize(const es_model *m, const char *text, size_t len, int add_bos, int parse_special,
+                      int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+    char dummy[8];
+    if (!err) { err = dummy; errlen = sizeof dummy; }
+    if (es_tokenizer_encode(m->tok, text, len, add_bos, parse_special, ids, n_ids, err, errlen) != 0)
+        return ES_ERR_ARG;
+    return ES_OK;
+}
+
+int es_token_piece(const es_model *m, int32_t id, char *buf, size_t cap) {
+    return es_tokenizer_piece(m->tok, id, buf, cap);
+}
+
+es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n, int add_generation_prompt,
+                         char **out, char *err, size_t errlen) {
+    char dummy[8];
+    if (!err) { err = dummy; errlen = sizeof dummy; }
+    if (es_tokenizer_chat(m->tok, msgs, n, add_generation_prompt, out, err, errlen) != 0) return ES_ERR_ARG;
+    return ES_OK;
+}
+
+/* Length of a UTF-8 sequence from its lead byte; 1 for invalid leads so
+ * that garbage passes through instead of being held forever. */
+static int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xe0) == 0xc0) return 2;
+    if ((c & 0xf0) == 0xe0) return 3;
+    if ((c & 0xf8) == 0xf0) return 4;
+    return 1;
+}
+
+size_t es_detok_push(es_detok *d, const es_model *m, int32_t id, char *out, size_t cap) {
+    char piece[256];
+    int n = es_tokenizer_piece(m->tok, id, piece, sizeof piece);
+    if (n < 0) return 0;
+    if (n > (int)sizeof piece) n = (int)sizeof piece;
+    size_t w = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)piece[i];
+        if (d->n_pend > 0 && (c & 0xc0) != 0x80) {
+            /* a sequence broken off: emit what was held as it is */
+            for (int j = 0; j < d->n_pend && w < cap; j++) out[w++] = (char)d->pend[j];
+            d->n_pend = 0;
+        }
+        d->pend[d->n_pend++] = c;
+        if (d->n_pend >= utf8_len(d->pend[0])) {
+            for (int j = 0; j < d->n_pend && w < cap; j++) out[w++] = (char)d->pend[j];
+            d->n_pend = 0;
+        }
+    }
+    return w;
+}
+
+size_t es_detok_flush(es_detok *d, char *out, size_t cap) {
+    size_t w = 0;
+    for (int j = 0; j < d->n_pend && w < cap; j++) out[w++] = (char)d->pend[j];
+    d->n_pend = 0;
+    return w;
+}
+
+/* ---- sessions ---------------------------------------------------------------- */
+
+void es_session_free(es_session *s) {
+    if (!s) return;
+    float **bufs[] = {&s->kv, &s->x, &s->xn, &s->xb, &s->q, &s->qa, &s->kva, &s->qt, &s->att, &s->u,
+                      &s->o, &s->ffh, &s->ffh2, &s->moe_out, &s->sh_out, &s->router, &s->logits_tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    free(s);
+}
+
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (m->vocab_only) { set_err(err, errlen, "model was loaded vocabulary-only"); return ES_ERR_ARG; }
+    const es_hparams *hp = &m->hp;
+    if (n_ctx <= 0) n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (n_ctx > hp->n_ctx_train) {
+        set_err(err, errlen, "context %d exceeds the model's training context %d", n_ctx, hp->n_ctx_train);
+        return ES_ERR_ARG;
+    }
+    es_session *s = calloc(1, sizeof *s);
+    if (!s) { set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    s->m = m;
+    s->n_ctx = n_ctx;
+    size_t kvw = (size_t)(hp->kv_lora + hp->rope);
+    size_t D = (size_t)hp->dim, H = (size_t)hp->n_heads;
+    size_t ff = max3((size_t)hp->ffn_dim, (size_t)hp->moe_ffn_dim * (size_t)(hp->n_shared ? hp->n_shared : 1),
+                     (size_t)hp->kv_lora);
+    s->kv = malloc(sizeof(float) * (size_t)hp->n_layers * (size_t)n_ctx * kvw);
+    s->x = malloc(sizeof(float) * D);
+    s->xn = malloc(sizeof(float) * D);
+    s->xb = malloc(sizeof(float) * D);
+    s->q = malloc(sizeof(float) * H * (size_t)(hp->nope + hp->rope));
+    s->qa = malloc(sizeof(float) * (size_t)(hp->q_lora ? hp->q_lora : 1));
+    s->kva = malloc(sizeof(float) * kvw);
+    s->qt = malloc(sizeof(float) * (size_t)hp->kv_lora);
+    s->att = malloc(sizeof(float) * (size_t)n_ctx);
+    s->u = malloc(sizeof(float) * (size_t)hp->kv_lora);
+    s->o = malloc(sizeof(float) * H * (size_t)hp->vdim);
+    s->ffh = malloc(sizeof(float) * ff);
+    s->ffh2 = malloc(sizeof(float) * ff);
+    s->moe_out = malloc(sizeof(float) * D);
+    s->sh_out = malloc(sizeof(float) * D);
+    s->router = malloc(sizeof(float) * 2 * (size_t)(hp->n_experts ? hp->n_experts : 1));
+    s->logits_tmp = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    if (!s->kv || !s->x || !s->xn || !s->xb || !s->q || !s->qa || !s->kva || !s->qt || !s->att || !s->u ||
+        !s->o || !s->ffh || !s->ffh2 || !s->moe_out || !s->sh_out || !s->router || !s->logits_tmp) {
+        set_err(err, errlen, "out of memory for a %d-token session (KV cache %zu bytes)", n_ctx,
+                es_model_kv_bytes_per_token(m) * (size_t)n_ctx);
+        es_session_free(s);
+        return ES_ERR_NOMEM;
+    }
+    *out = s;
+    return ES_OK;
+}
+
+void es_session_reset(es_session *s) { s->pos = 0; }
+int es_session_pos(const es_session *s) { return s->pos; }
+int es_session_n_ctx(const es_session *s) { return s->n_ctx; }
+
+void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user) {
+    s->route_fn = fn;
+    s->route_user = user;
+}
+
+es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions,
+                          char *err, size_t errlen) {
+    const es_hparams *hp = &s->m->hp;
+    if (n <= 0) { set_err(err, errlen, "no tokens to evaluate"); return ES_ERR_ARG; }
+    if (n > s->n_ctx - s->pos) {
+        set_err(err, errlen, "%d tokens at position %d exceed the context of %d tokens", n, s->pos, s->n_ctx);
+        return ES_ERR_CONTEXT;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) {
+            set_err(err, errlen, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
+                    hp->n_vocab - 1);
+            return ES_ERR_ARG;
+        }
+    for (int i = 0; i < n; i++) {
+        float *lg = NULL;
+        if (logits && all_positions) lg = logits + (size_t)i * (size_t)hp->n_vocab;
+        else if (logits && i == n - 1) lg = logits;
+        es_forward_token(s, tokens[i], lg);
+    }
+    return ES_OK;
+}

@@ -1,0 +1,114 @@
+/* model.h — the deepseek2 model as loaded from GGUF: hyperparameters read
+ * from metadata, weights as views into the read-only mapping, and the
+ * per-session state (latent KV cache, scratch) the forward pass uses.
+ * Internal to the runtime; the public face is edgeseek.h. */
+#ifndef ES_MODEL_H
+#define ES_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgeseek.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+enum es_gating { ES_GATING_SOFTMAX = 1, ES_GATING_SIGMOID = 2 };
+
+typedef struct es_hparams {
+    int n_vocab;
+    int n_ctx_train;     /* context_length */
+    int dim;             /* embedding_length */
+    int n_layers;        /* block_count, without an MTP/next-n layer */
+    int n_nextn;         /* MTP layers present in the file and skipped */
+    int n_dense;         /* leading_dense_block_count */
+    int ffn_dim;         /* feed_forward_length (dense layers) */
+    int moe_ffn_dim;     /* expert_feed_forward_length */
+    int n_heads;
+    int q_lora;          /* 0: no query compression */
+    int kv_lora;         /* R */
+    int nope;            /* dn */
+    int rope;            /* dr */
+    int vdim;            /* dv */
+    int n_experts;       /* E */
+    int n_used;          /* k */
+    int n_shared;
+    int gating;          /* enum es_gating */
+    int norm_topk;       /* renormalise the selected weights */
+    int n_groups;        /* G (1: no groups) */
+    int n_groups_used;   /* Gk */
+    float route_scale;
+    float eps;
+    float rope_base;
+    int yarn;            /* YaRN frequency blend and m^2 scale active */
+    float rope_factor;
+    int yarn_orig_ctx;
+    float yarn_beta_fast, yarn_beta_slow;
+    float yarn_log_mul;  /* 0.1 * mscale_all_dim */
+    float attn_scale;    /* (dn+dr)^-1/2 * m^2 */
+} es_hparams;
+
+/* A weight tensor viewed as n_mat matrices of `rows` rows of `n` elements. */
+typedef struct es_weight {
+    const uint8_t *data;
+    uint32_t type;
+    int64_t n;           /* row length (ne[0]) */
+    int64_t rows;        /* ne[1] */
+    int64_t n_mat;       /* ne[2] (experts, heads) */
+    size_t row_bytes;
+    size_t mat_bytes;
+    const char *name;
+} es_weight;
+
+typedef struct es_layer {
+    const float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm; /* F32 copies */
+    es_weight wq;        /* q_lora == 0: [dim -> H*(dn+dr)] */
+    es_weight wq_a, wq_b;
+    es_weight wkv_a;     /* [dim -> R+dr] */
+    es_weight wk_b;      /* [H][R rows][dn]  (split layout) */
+    es_weight wv_b;      /* [H][dv rows][R] */
+    es_weight wkv_b;     /* legacy: [H*(dn+dv) rows][R] */
+    int legacy_kv_b;
+    es_weight wo;        /* [H*dv -> dim] */
+    int is_moe;
+    es_weight ffn_gate, ffn_up, ffn_down;    /* dense */
+    es_weight gate_inp;                      /* router [dim -> E] */
+    const float *exp_bias;                   /* NULL if absent */
+    es_weight gate_exps, up_exps, down_exps; /* [E][ffe rows][dim], [E][dim rows][ffe] */
+    es_weight gate_sh, up_sh, down_sh;       /* shared experts, n_shared*ffe wide */
+    int has_shared;
+} es_layer;
+
+struct es_model {
+    gguf_ctx *gguf;
+    es_tokenizer *tok;
+    int vocab_only;
+    es_hparams hp;
+    es_weight tok_embd;  /* [vocab rows][dim] */
+    es_weight out;       /* [vocab rows][dim] */
+    const float *out_norm;
+    es_layer *layers;
+    float *rope_freqs;   /* [dr/2], YaRN applied */
+    float *f32_copies;   /* one allocation behind every norm vector / bias */
+    size_t weight_bytes;
+};
+
+/* Loads hyperparameters and weights (or only the tokenizer). */
+es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err, size_t errlen);
+
+struct es_session {
+    es_model *m;
+    int n_ctx;
+    int pos;
+    float *kv;           /* [n_layers][n_ctx][R+dr]: normalised latent, rotated k_pe */
+    /* scratch, sized once */
+    float *x, *xn, *xb, *q, *qa, *kva, *qt, *att, *u, *o, *ffh, *ffh2, *moe_out, *sh_out, *router;
+    float *logits_tmp;
+    es_route_fn route_fn;
+    void *route_user;
+};
+
+/* One token through every layer at position s->pos; writes logits (n_vocab)
+ * if logits != NULL; advances s->pos. */
+void es_forward_token(es_session *s, int32_t token, float *logits);
+
+#endif
