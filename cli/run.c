@@ -56,7 +56,6 @@ int cmd_run(int argc, char **argv) {
     }
     if (!model) { fprintf(stderr, "edgeseek run: -m MODEL is required\n"); usage_run(stderr); return 2; }
     if (prompt && file) { fprintf(stderr, "edgeseek run: give -p or -f, not both\n"); return 2; }
-    (void)threads; /* accepted; the forward pass is single-threaded until the thread pool lands */
 
     char *filebuf = NULL;
     size_t flen = 0;
@@ -110,6 +109,10 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "edgeseek: %s\n", err);
         goto done;
     }
+    if (es_session_set_threads(s, (int)threads, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        goto done;
+    }
     es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
                             .min_p = (float)min_p, .seed = seed};
     smp = es_sampler_new(&sp);
@@ -150,10 +153,10 @@ int cmd_run(int argc, char **argv) {
     double t_gen = cli_now() - t2;
     if (stats) {
         fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | generated %ld tokens, %.2f tokens/s"
-                        " | KV cache %zu bytes/token, %zu bytes used\n",
+                        " | KV cache %zu bytes/token, %zu bytes used | %d threads\n",
                 t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
-                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s));
+                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s));
     }
     rc = 0;
 done:

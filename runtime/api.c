@@ -8,6 +8,7 @@
 #include "edgeseek.h"
 #include "kernels.h"
 #include "model.h"
+#include "threadpool.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
@@ -200,6 +201,7 @@ void es_session_free(es_session *s) {
     float **bufs[] = {&s->kv, &s->x, &s->xn, &s->xb, &s->q, &s->qa, &s->kva, &s->qt, &s->att, &s->u,
                       &s->o, &s->ffh, &s->ffh2, &s->moe_out, &s->sh_out, &s->router, &s->logits_tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    es_pool_free(s->pool);
     free(s);
 }
 
@@ -246,9 +248,33 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
         es_session_free(s);
         return ES_ERR_NOMEM;
     }
+    es_status st = es_session_set_threads(s, 0, err, errlen);
+    if (st != ES_OK) {
+        es_session_free(s);
+        return st;
+    }
     *out = s;
     return ES_OK;
 }
+
+es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t errlen) {
+    if (n_threads < 0 || n_threads > 1024) {
+        set_err(err, errlen, "thread count %d is out of range (1..1024, 0 = default)", n_threads);
+        return ES_ERR_ARG;
+    }
+    if (n_threads == 0) n_threads = es_default_threads();
+    if (s->pool && es_pool_threads(s->pool) == n_threads) return ES_OK;
+    es_pool *p = es_pool_new(n_threads);
+    if (!p) {
+        set_err(err, errlen, "cannot start %d threads", n_threads);
+        return ES_ERR_NOMEM;
+    }
+    es_pool_free(s->pool);
+    s->pool = p;
+    return ES_OK;
+}
+
+int es_session_threads(const es_session *s) { return es_pool_threads(s->pool); }
 
 void es_session_reset(es_session *s) { s->pos = 0; }
 int es_session_pos(const es_session *s) { return s->pos; }

@@ -18,10 +18,38 @@
 
 #include "kernels.h"
 #include "model.h"
+#include "threadpool.h"
+
+/* ---- matrix-vector products, split by rows across the thread pool -------- */
+
+typedef struct matvec_job {
+    uint32_t type;
+    const uint8_t *base;
+    size_t row_bytes;
+    int64_t n;
+    const float *x;
+    float *y;
+} matvec_job;
+
+static void matvec_task(void *ctx, int64_t r0, int64_t r1) {
+    const matvec_job *j = ctx;
+    es_matvec(j->type, j->base, j->row_bytes, j->n, j->x, j->y, r0, r1);
+}
+
+/* y[rows] = M x for `rows` rows starting at base.  Chunks carry at least
+ * ~32 KiB of weights so that dispatch costs stay small against the work. */
+static void matvec_rows(const es_session *s, uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n,
+                        int64_t rows, const float *x, float *y) {
+    matvec_job j = {type, base, row_bytes, n, x, y};
+    int64_t chunk = (int64_t)(32768 / (row_bytes ? row_bytes : 1)) + 1;
+    int64_t even = rows / (4 * (int64_t)es_pool_threads(s->pool)) + 1;
+    if (chunk < even) chunk = even;
+    es_pool_run(s->pool, matvec_task, &j, rows, chunk);
+}
 
 /* y[rows] = W x, W one matrix of an es_weight (index mat for 3-D tensors) */
-static void matvec(const es_weight *w, int64_t mat, const float *x, float *y) {
-    es_matvec(w->type, w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n, x, y, 0, w->rows);
+static void matvec(const es_session *s, const es_weight *w, int64_t mat, const float *x, float *y) {
+    matvec_rows(s, w->type, w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n, w->rows, x, y);
 }
 
 /* Interleaved (GPT-J) rotation of dr values at position pos. */
@@ -53,7 +81,7 @@ static void absorb_query(const es_session *s, const es_layer *ly, int h, const f
     const int R = hp->kv_lora, dn = hp->nope, dv = hp->vdim;
     if (!ly->legacy_kv_b) {
         /* attn_k_b stores (W_UK^h)^T: R rows of dn */
-        matvec(&ly->wk_b, h, q_nope, qt);
+        matvec(s, &ly->wk_b, h, q_nope, qt);
         return;
     }
     /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
@@ -68,14 +96,15 @@ static void absorb_query(const es_session *s, const es_layer *ly, int h, const f
 }
 
 /* o[dv] = W_UV^h u[R] */
-static void value_up(const es_layer *ly, const es_hparams *hp, int h, const float *u, float *o) {
+static void value_up(const es_session *s, const es_layer *ly, int h, const float *u, float *o) {
+    const es_hparams *hp = &s->m->hp;
     if (!ly->legacy_kv_b) {
-        matvec(&ly->wv_b, h, u, o);
+        matvec(s, &ly->wv_b, h, u, o);
         return;
     }
     const es_weight *w = &ly->wkv_b;
     const uint8_t *base = w->data + (size_t)(h * (hp->nope + hp->vdim) + hp->nope) * w->row_bytes;
-    es_matvec(w->type, base, w->row_bytes, w->n, u, o, 0, hp->vdim);
+    matvec_rows(s, w->type, base, w->row_bytes, w->n, hp->vdim, u, o);
 }
 
 /* s->xn holds the normed input; result (D) in s->xb. */
@@ -89,14 +118,14 @@ static void attention(es_session *s, int il) {
 
     /* q [H][dn+dr] */
     if (hp->q_lora) {
-        matvec(&ly->wq_a, 0, s->xn, s->qa);
+        matvec(s, &ly->wq_a, 0, s->xn, s->qa);
         K->rmsnorm(s->qa, s->qa, ly->q_a_norm, hp->q_lora, hp->eps);
-        matvec(&ly->wq_b, 0, s->qa, s->q);
+        matvec(s, &ly->wq_b, 0, s->qa, s->q);
     } else {
-        matvec(&ly->wq, 0, s->xn, s->q);
+        matvec(s, &ly->wq, 0, s->xn, s->q);
     }
     /* a = [c (R) ; k_pe (dr)] */
-    matvec(&ly->wkv_a, 0, s->xn, s->kva);
+    matvec(s, &ly->wkv_a, 0, s->xn, s->kva);
     float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
     float *slot = cache + (size_t)pos * kvw;
     K->rmsnorm(slot, s->kva, ly->kv_a_norm, R, hp->eps);
@@ -117,9 +146,9 @@ static void attention(es_session *s, int il) {
         /* u = Σ p_t ĉ_t */
         memset(s->u, 0, sizeof(float) * (size_t)R);
         for (int t = 0; t <= pos; t++) K->axpy_f32(s->u, s->att[t], cache + (size_t)t * kvw, R);
-        value_up(ly, hp, h, s->u, s->o + (size_t)h * dv);
+        value_up(s, ly, h, s->u, s->o + (size_t)h * dv);
     }
-    matvec(&ly->wo, 0, s->o, s->xb);
+    matvec(s, &ly->wo, 0, s->o, s->xb);
 }
 
 /* ---- feed-forward --------------------------------------------------------- */
@@ -127,10 +156,10 @@ static void attention(es_session *s, int il) {
 /* out[D] = W2 (silu(W1 x) ⊙ W3 x), one matrix `mat` of (gate, up, down) */
 static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const es_weight *down,
                 int64_t mat, const float *x, float *out) {
-    matvec(gate, mat, x, s->ffh);
-    matvec(up, mat, x, s->ffh2);
+    matvec(s, gate, mat, x, s->ffh);
+    matvec(s, up, mat, x, s->ffh2);
     for (int64_t i = 0; i < gate->rows; i++) s->ffh[i] = silu(s->ffh[i]) * s->ffh2[i];
-    matvec(down, mat, s->ffh, out);
+    matvec(s, down, mat, s->ffh, out);
 }
 
 /* Router: fills sel[k] (ascending expert ids) and w[k] (their weights). */
@@ -139,7 +168,7 @@ static void route(es_session *s, const es_layer *ly, const float *x, int32_t *se
     const int E = hp->n_experts, k = hp->n_used, G = hp->n_groups;
     float *score = s->router;      /* s: [E] unbiased scores */
     float *choice = s->router + E; /* c: [E] selection scores */
-    matvec(&ly->gate_inp, 0, x, score);
+    matvec(s, &ly->gate_inp, 0, x, score);
     if (hp->gating == ES_GATING_SIGMOID) {
         for (int e = 0; e < E; e++) score[e] = 1.0f / (1.0f + expf(-score[e]));
     } else {
@@ -238,7 +267,7 @@ void es_forward_token(es_session *s, int32_t token, float *logits) {
     }
     if (logits) {
         K->rmsnorm(s->xn, s->x, m->out_norm, D, hp->eps);
-        matvec(&m->out, 0, s->xn, logits);
+        matvec(s, &m->out, 0, s->xn, logits);
     }
     s->pos++;
 }
