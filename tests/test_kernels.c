@@ -1,0 +1,188 @@
+/* test_kernels.c — the compute kernels against plain references on awkward
+ * sizes: every matvec slot against dequantise-then-dot in double, the
+ * quantise→dequantise round-trip error per format, fp16/bf16 conversions
+ * (exhaustive for fp16), row ranges (r0, r1) and the vector operations.
+ * Also the thread pool: every item of a loop done exactly once. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "testutil.h"
+#include "threadpool.h"
+
+static uint64_t rng = 0x1234567;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+
+/* Round-trip bound relative to the block's max |x|: Q8_0 half a step
+ * (amax/127/2); Q4_0 a whole step amax/8, since its scale is max/-8 and a
+ * value of the opposite sign near -max clamps from +8 to +7 (ggml's layout);
+ * both plus fp16 rounding of the scale.  Exact for F32; half an ulp relative
+ * to the value for F16 (2^-11) and BF16 (2^-8). */
+static double roundtrip_bound(uint32_t t) {
+    switch (t) {
+    case ES_TYPE_F32: return 0;
+    case ES_TYPE_F16: return 1.0 / 2048;
+    case ES_TYPE_BF16: return 1.0 / 256;
+    case ES_TYPE_Q8_0: return 0.5 / 127 + 1.0 / 1024;
+    case ES_TYPE_Q4_0: return 1.0 / 8 + 1.0 / 1024;
+    }
+    return 0;
+}
+
+static void test_roundtrip(void) {
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        int64_t n = 32 * 37;
+        float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+        void *q = malloc(es_row_bytes(t, n));
+        double worst = 0;
+        for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 97 == 0 ? 20.0f : 1.0f);
+        CHECK(es_quant_row(t, x, q, n) == 0 && es_dequant_row(t, q, y, n) == 0, "%s quant/dequant",
+              es_type_info(t)->name);
+        for (int64_t b = 0; b < n / 32; b++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            for (int j = 0; j < 32; j++) {
+                double rel = fabs((double)x[b * 32 + j] - y[b * 32 + j]) / (t <= ES_TYPE_F16 || t == ES_TYPE_BF16 ? fmax(fabs(x[b * 32 + j]), 1e-30) : amax);
+                if (rel > worst) worst = rel;
+            }
+        }
+        printf("%-5s round-trip worst relative error %.3g (bound %.3g)\n", es_type_info(t)->name, worst, roundtrip_bound(t));
+        CHECK(worst <= roundtrip_bound(t), "%s round-trip error %.3g > %.3g", es_type_info(t)->name, worst, roundtrip_bound(t));
+        free(x); free(y); free(q);
+    }
+    /* an all-zero block must not divide by zero */
+    float z[32] = {0}, back[32];
+    block_q4_0 b4; block_q8_0 b8;
+    es_quant_row(ES_TYPE_Q4_0, z, &b4, 32);
+    es_dequant_row(ES_TYPE_Q4_0, &b4, back, 32);
+    int ok = 1;
+    for (int i = 0; i < 32; i++) ok &= back[i] == 0;
+    es_quant_row(ES_TYPE_Q8_0, z, &b8, 32);
+    es_dequant_row(ES_TYPE_Q8_0, &b8, back, 32);
+    for (int i = 0; i < 32; i++) ok &= back[i] == 0;
+    CHECK(ok, "zero blocks round-trip to zero");
+}
+
+/* matvec of every type vs dequantise + double dot, sizes that cross block
+ * and chunk boundaries, sub-ranges of rows. */
+static void test_matvec(void) {
+    static const int64_t rows_list[] = {1, 2, 3, 7, 31, 33, 255, 257};
+    static const int64_t cols_list[] = {32, 64, 96, 224, 1024, 1056};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        double worst = 0;
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
+                int64_t rows = rows_list[ri], n = cols_list[ci];
+                size_t rb = es_row_bytes(t, n);
+                uint8_t *w = malloc(rb * (size_t)rows);
+                float *src = malloc(sizeof(float) * (size_t)n), *deq = malloc(sizeof(float) * (size_t)n);
+                float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)rows);
+                for (int64_t i = 0; i < n; i++) x[i] = frand();
+                for (int64_t r = 0; r < rows; r++) {
+                    for (int64_t i = 0; i < n; i++) src[i] = frand();
+                    es_quant_row(t, src, w + (size_t)r * rb, n);
+                }
+                for (int64_t r = 0; r < rows; r++) y[r] = NAN;
+                /* the middle third only, then the rest */
+                int64_t a = rows / 3, b = 2 * rows / 3;
+                es_matvec(t, w, rb, n, x, y, a, b);
+                int untouched = 1;
+                for (int64_t r = 0; r < a; r++) untouched &= isnan(y[r]);
+                for (int64_t r = b; r < rows; r++) untouched &= isnan(y[r]);
+                CHECK(untouched, "%s matvec wrote outside [r0, r1)", es_type_info(t)->name);
+                es_matvec(t, w, rb, n, x, y, 0, a);
+                es_matvec(t, w, rb, n, x, y, b, rows);
+                for (int64_t r = 0; r < rows; r++) {
+                    es_dequant_row(t, w + (size_t)r * rb, deq, n);
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < n; i++) { ref += (double)deq[i] * x[i]; mag += fabs((double)deq[i] * x[i]); }
+                    double e = fabs(ref - y[r]) / (mag + 1e-30);
+                    if (!(e <= worst)) worst = e;
+                }
+                free(w); free(src); free(deq); free(x); free(y);
+            }
+        /* fp32 accumulation of up to ~1000 terms: relative to sum |terms| */
+        printf("%-5s matvec worst relative error %.3g\n", es_type_info(t)->name, worst);
+        CHECK(worst <= 1e-5, "%s matvec error %.3g > 1e-5", es_type_info(t)->name, worst);
+    }
+}
+
+static void test_fp16(void) {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = es_fp16_to_f32((es_fp16)h);
+        if (isnan(f)) { bad += !isnan(es_fp16_to_f32(es_f32_to_fp16(f))); continue; }
+        bad += es_f32_to_fp16(f) != h;
+    }
+    CHECK(bad == 0, "fp16 -> f32 -> fp16 not identity for %d values", bad);
+    /* rounding: halfway cases to even, overflow to inf, underflow to zero */
+    CHECK(es_f32_to_fp16(1.0f + 1.0f / 2048) == 0x3c00, "1 + 2^-11 rounds to even 1.0");
+    CHECK(es_f32_to_fp16(1.0f + 3.0f / 2048) == 0x3c02, "1 + 3*2^-11 rounds up to even");
+    CHECK(es_f32_to_fp16(70000.0f) == 0x7c00, "overflow to +inf");
+    CHECK(es_f32_to_fp16(-1e-10f) == 0x8000, "underflow to -0");
+    CHECK(es_f32_to_fp16(5.9604645e-8f) == 0x0001, "smallest subnormal");
+    CHECK(es_bf16_to_f32(es_f32_to_bf16(1.00390625f)) == 1.0f, "bf16 ties to even");
+    CHECK(es_f32_to_bf16(3.0f) == 0x4040, "bf16 of 3");
+}
+
+static void test_vector_ops(void) {
+    const es_kernels *K = es_kern();
+    for (int64_t n = 1; n <= 67; n += 11) {
+        float x[80], w[80], y[80], a[80];
+        double ss = 0, dot = 0;
+        for (int64_t i = 0; i < n; i++) { x[i] = frand(); w[i] = frand(); a[i] = frand(); ss += (double)x[i] * x[i]; dot += (double)x[i] * w[i]; }
+        K->rmsnorm(y, x, w, n, 1e-6f);
+        double inv = 1.0 / sqrt(ss / n + 1e-6), worst = 0;
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(y[i] - x[i] * inv * w[i]));
+        CHECK(worst < 1e-5, "rmsnorm n=%lld error %.3g", (long long)n, worst);
+        CHECK(fabs(K->dot_f32(x, w, n) - dot) < 1e-5, "dot n=%lld", (long long)n);
+        memcpy(y, a, sizeof(float) * (size_t)n);
+        K->axpy_f32(y, 0.5f, x, n);
+        worst = 0;
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(y[i] - (a[i] + 0.5 * x[i])));
+        CHECK(worst < 1e-6, "axpy n=%lld", (long long)n);
+    }
+}
+
+typedef struct { atomic_int *hits; } pool_ctx;
+static void pool_task(void *ctx, int64_t i0, int64_t i1) {
+    pool_ctx *c = ctx;
+    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_pool(void) {
+    for (int threads = 1; threads <= 4; threads++) {
+        es_pool *p = es_pool_new(threads);
+        CHECK(p && es_pool_threads(p) == threads, "pool of %d", threads);
+        if (!p) continue;
+        for (int64_t n = 1; n < 3000; n = n * 3 + 1) {
+            atomic_int *hits = calloc((size_t)n, sizeof(atomic_int));
+            pool_ctx c = {hits};
+            for (int rep = 0; rep < 20; rep++) es_pool_run(p, pool_task, &c, n, 1 + n / 7);
+            int ok = 1;
+            for (int64_t i = 0; i < n; i++) ok &= atomic_load(&hits[i]) == 20;
+            CHECK(ok, "pool %d threads, n=%lld: every item exactly once per run", threads, (long long)n);
+            free(hits);
+        }
+        es_pool_free(p);
+    }
+    CHECK(es_default_threads() >= 1, "default threads");
+}
+
+int main(void) {
+    test_fp16();
+    test_roundtrip();
+    test_matvec();
+    test_vector_ops();
+    test_pool();
+    return test_summary();
+}
