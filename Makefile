@@ -1,11 +1,19 @@
 # edgeseek — portable build (no -march=native; per-ISA flags go on per-ISA files)
 CC      ?= cc
 BUILD   ?= build
-OPT     ?= -O2
-CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iruntime -Isimd -Immap -MMD -MP
+CFLAGS  ?= -O2 -g
+# flags the build needs whatever CFLAGS the user passes
+ES_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iruntime -Isimd -Immap -Icli -MMD -MP
 LDLIBS  += -lm -lpthread
 SHARED  ?= ../shared
+
+# Per-ISA flags go on the per-ISA files only; dispatch.c checks the CPU at
+# run time before calling into them.
+TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine)
+ifneq (,$(findstring x86_64,$(TARGET_ARCH_NAME)))
+$(BUILD)/obj/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
+$(BUILD)/obj/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+endif
 
 LIB_SRC  := $(wildcard runtime/*.c) $(wildcard simd/*.c) $(wildcard mmap/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -21,11 +29,12 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test run asan-test clean tools bench
+.SECONDARY:
 all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ES_CFLAGS) $(CFLAGS) $(ISA_FLAGS) -c $< -o $@
 
 $(BUILD)/libedgeseek.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -54,7 +63,7 @@ test: all $(TESTS)
 
 # The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
 asan-test:
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 

@@ -201,6 +201,7 @@ void es_session_free(es_session *s) {
     float **bufs[] = {&s->kv, &s->x, &s->xn, &s->xb, &s->q, &s->qa, &s->kva, &s->qt, &s->att, &s->u,
                       &s->o, &s->ffh, &s->ffh2, &s->moe_out, &s->sh_out, &s->router, &s->logits_tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    free(s->act);
     es_pool_free(s->pool);
     free(s);
 }
@@ -241,8 +242,13 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
     s->sh_out = malloc(sizeof(float) * D);
     s->router = malloc(sizeof(float) * 2 * (size_t)(hp->n_experts ? hp->n_experts : 1));
     s->logits_tmp = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    /* widest matvec input: D, q_lora, the ffn widths, H*dv, R, dn; fp32 is
+     * the largest activation format per value */
+    size_t widest = max3(D, (size_t)hp->q_lora, ff);
+    widest = max3(widest, H * (size_t)hp->vdim, (size_t)hp->nope);
+    s->act = malloc(sizeof(float) * (widest + 256));
     if (!s->kv || !s->x || !s->xn || !s->xb || !s->q || !s->qa || !s->kva || !s->qt || !s->att || !s->u ||
-        !s->o || !s->ffh || !s->ffh2 || !s->moe_out || !s->sh_out || !s->router || !s->logits_tmp) {
+        !s->o || !s->ffh || !s->ffh2 || !s->moe_out || !s->sh_out || !s->router || !s->logits_tmp || !s->act) {
         set_err(err, errlen, "out of memory for a %d-token session (KV cache %zu bytes)", n_ctx,
                 es_model_kv_bytes_per_token(m) * (size_t)n_ctx);
         es_session_free(s);

@@ -23,24 +23,32 @@
 /* ---- matrix-vector products, split by rows across the thread pool -------- */
 
 typedef struct matvec_job {
-    uint32_t type;
+    es_matvec_fn fn;
     const uint8_t *base;
     size_t row_bytes;
     int64_t n;
-    const float *x;
+    const void *act;
     float *y;
 } matvec_job;
 
 static void matvec_task(void *ctx, int64_t r0, int64_t r1) {
     const matvec_job *j = ctx;
-    es_matvec(j->type, j->base, j->row_bytes, j->n, j->x, j->y, r0, r1);
+    j->fn(j->base, j->row_bytes, j->n, j->act, j->y, r0, r1);
 }
 
-/* y[rows] = M x for `rows` rows starting at base.  Chunks carry at least
- * ~32 KiB of weights so that dispatch costs stay small against the work. */
+/* y[rows] = M x for `rows` rows starting at base.  The input is converted
+ * once to the format the kernel multiplies with (e.g. Q8_0 for quantised
+ * weights on SIMD paths), then rows are split across the pool in chunks
+ * carrying at least ~32 KiB of weights, so dispatch stays cheap. */
 static void matvec_rows(const es_session *s, uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n,
                         int64_t rows, const float *x, float *y) {
-    matvec_job j = {type, base, row_bytes, n, x, y};
+    es_matvec_plan plan = es_plan_matvec(type);
+    const void *act = x;
+    if (plan.act_type != ES_TYPE_F32) {
+        es_prepare_act(plan.act_type, x, s->act, n);
+        act = s->act;
+    }
+    matvec_job j = {plan.fn, base, row_bytes, n, act, y};
     int64_t chunk = (int64_t)(32768 / (row_bytes ? row_bytes : 1)) + 1;
     int64_t even = rows / (4 * (int64_t)es_pool_threads(s->pool)) + 1;
     if (chunk < even) chunk = even;

@@ -103,6 +103,7 @@ struct es_session {
     /* scratch, sized once */
     float *x, *xn, *xb, *q, *qa, *kva, *qt, *att, *u, *o, *ffh, *ffh2, *moe_out, *sh_out, *router;
     float *logits_tmp;
+    void *act;           /* a matvec input in the kernel's activation format */
     struct es_pool *pool; /* NULL: single-threaded */
     es_route_fn route_fn;
     void *route_user;

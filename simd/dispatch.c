@@ -1,34 +1,227 @@
-/* dispatch.c — chooses the kernel table and routes calls through it.  Until
- * per-ISA tables exist the generic table is the only one; an ISA table
- * leaves slots it does not accelerate NULL and they fall back here. */
+/* dispatch.c — run-time choice of the kernel table.
+ *
+ * x86-64: cpuid for the instruction sets, and XGETBV for whether the OS saves
+ * the AVX (YMM) and AVX-512 (opmask, ZMM) registers; an instruction set the
+ * OS has not enabled is treated as absent.  aarch64: HWCAP bits.  The best
+ * table the CPU can run is chosen unless EDGESEEK_SIMD names one; a name the
+ * CPU cannot run is refused with a message and generic is used.  The choice
+ * is made once (pthread_once) and logged by the CLI (`info`, `run`).
+ */
 #include "kernels.h"
 
-const es_kernels *es_kern(void) { return &es_kernels_generic; }
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define ES_X86 1
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+#endif
+
+typedef struct cpu_features {
+    int avx2, fma, f16c;
+    int avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16;
+    int neon, dotprod, i8mm;
+} cpu_features;
+
+static cpu_features cpu;
+static char features_line[256];
+
+#ifdef ES_X86
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+#endif
+
+static void detect(void) {
+#ifdef ES_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    cpu.fma = (c >> 12) & 1;
+    cpu.f16c = (c >> 29) & 1;
+    uint64_t xcr0 = osxsave ? xgetbv0() : 0;
+    int os_avx = (xcr0 & 0x6) == 0x6;       /* XMM and YMM state */
+    int os_avx512 = (xcr0 & 0xe6) == 0xe6;  /* plus opmask, ZMM_Hi256, Hi16_ZMM */
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        cpu.avx2 = avx && os_avx && ((b >> 5) & 1);
+        cpu.avx512f = os_avx512 && ((b >> 16) & 1);
+        cpu.avx512dq = cpu.avx512f && ((b >> 17) & 1);
+        cpu.avx512bw = cpu.avx512f && ((b >> 30) & 1);
+        cpu.avx512vl = cpu.avx512f && ((b >> 31) & 1);
+        cpu.avx512vnni = cpu.avx512f && ((c >> 11) & 1);
+        __cpuid_count(7, 1, a, b, c, d);
+        cpu.avx512bf16 = cpu.avx512f && ((a >> 5) & 1);
+    }
+    if (!os_avx) cpu.fma = cpu.f16c = 0;
+#elif defined(__aarch64__)
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    cpu.neon = (hw & HWCAP_ASIMD) != 0;
+    cpu.dotprod = (hw & HWCAP_ASIMDDP) != 0;
+    cpu.i8mm = (hw2 & HWCAP2_I8MM) != 0;
+#endif
+    snprintf(features_line, sizeof features_line, "%s%s%s%s%s%s%s%s%s%s%s%s",
+             cpu.avx2 ? "avx2 " : "", cpu.fma ? "fma " : "", cpu.f16c ? "f16c " : "",
+             cpu.avx512f ? "avx512f " : "", cpu.avx512bw ? "avx512bw " : "", cpu.avx512vl ? "avx512vl " : "",
+             cpu.avx512dq ? "avx512dq " : "", cpu.avx512vnni ? "avx512vnni " : "",
+             cpu.avx512bf16 ? "avx512bf16 " : "", cpu.neon ? "neon " : "", cpu.dotprod ? "dotprod " : "",
+             cpu.i8mm ? "i8mm " : "");
+    size_t l = strlen(features_line);
+    if (l) features_line[l - 1] = 0;
+    else snprintf(features_line, sizeof features_line, "(no SIMD extensions detected)");
+}
+
+int es_simd_supported(const char *name) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, detect);
+    if (!strcmp(name, "generic")) return 1;
+    if (!strcmp(name, "avx2")) return es_kernels_avx2 && cpu.avx2 && cpu.fma && cpu.f16c;
+    if (!strcmp(name, "avx512"))
+        return es_kernels_avx512 && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq &&
+               cpu.fma && cpu.f16c;
+    if (!strcmp(name, "neon")) return es_kernels_neon && cpu.neon;
+    return 0;
+}
+
+static const es_kernels *table_by_name(const char *name) {
+    if (!strcmp(name, "generic")) return &es_kernels_generic;
+    if (!strcmp(name, "avx2")) return es_kernels_avx2;
+    if (!strcmp(name, "avx512")) return es_kernels_avx512;
+    if (!strcmp(name, "neon")) return es_kernels_neon;
+    return NULL;
+}
+
+static const es_kernels *active;
+static es_kernels merged;
+static char select_error[256];
+
+/* Copies an ISA table with its empty slots filled from generic, so callers
+ * never see a NULL slot the generic table has. */
+static void use_table(const es_kernels *t) {
+    merged = *t;
+    for (int i = 0; i < ES_TYPE_COUNT; i++) {
+        if (!merged.matvec[i]) {
+            merged.matvec[i] = es_kernels_generic.matvec[i];
+            merged.act_type[i] = es_kernels_generic.act_type[i];
+        }
+        if (!merged.dequant_row[i]) merged.dequant_row[i] = es_kernels_generic.dequant_row[i];
+        if (!merged.quant_row[i]) merged.quant_row[i] = es_kernels_generic.quant_row[i];
+    }
+    if (!merged.rmsnorm) merged.rmsnorm = es_kernels_generic.rmsnorm;
+    if (!merged.dot_f32) merged.dot_f32 = es_kernels_generic.dot_f32;
+    if (!merged.axpy_f32) merged.axpy_f32 = es_kernels_generic.axpy_f32;
+    active = &merged;
+}
+static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
+
+int es_simd_select(const char *name, char *err, size_t errlen) {
+    if (!table_by_name(name) && strcmp(name, "avx2") && strcmp(name, "avx512") && strcmp(name, "neon")) {
+        snprintf(err, errlen, "unknown SIMD path '%s' (generic, avx2, avx512, neon)", name);
+        return -1;
+    }
+    if (!es_simd_supported(name)) {
+        snprintf(err, errlen, "SIMD path '%s' cannot run here: %s", name,
+                 table_by_name(name) ? "this CPU (or its OS) lacks the instructions" : "not built for this architecture");
+        return -1;
+    }
+    use_table(table_by_name(name));
+    return 0;
+}
+
+static void choose(void) {
+    const char *env = getenv("EDGESEEK_SIMD");
+    if (env && *env) {
+        if (es_simd_select(env, select_error, sizeof select_error) == 0) return;
+        use_table(&es_kernels_generic);
+        return;
+    }
+    static const char *order[] = {"avx512", "avx2", "neon"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (es_simd_supported(order[i])) {
+            use_table(table_by_name(order[i]));
+            return;
+        }
+    use_table(&es_kernels_generic);
+}
+
+const es_kernels *es_kern(void) {
+    if (!active) pthread_once(&choose_once, choose);
+    return active;
+}
+
+const char *es_simd_name(void) { return es_kern()->name; }
+const char *es_simd_error(void) {
+    es_kern();
+    return select_error[0] ? select_error : NULL;
+}
+const char *es_cpu_features(void) {
+    es_simd_supported("generic");
+    return features_line;
+}
+
+/* ---- resolution with fallback to generic ---------------------------------- */
+
+es_matvec_plan es_plan_matvec(uint32_t type) {
+    es_matvec_plan p = {0, 0};
+    if (type >= ES_TYPE_COUNT) return p;
+    p.fn = es_kern()->matvec[type];
+    p.act_type = es_kern()->act_type[type];
+    return p;
+}
+
+size_t es_act_bytes(uint32_t act_type, int64_t n) {
+    const es_type_traits *t = es_type_info(act_type);
+    int64_t bs = t ? t->block_size : 1;
+    return es_row_bytes(act_type, (n + bs - 1) / bs * bs);
+}
+
+void es_prepare_act(uint32_t act_type, const float *x, void *dst, int64_t n) {
+    if (act_type == ES_TYPE_F32) {
+        memcpy(dst, x, sizeof(float) * (size_t)n);
+        return;
+    }
+    es_quant_row(act_type, x, dst, n);
+}
 
 int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const float *x, float *y, int64_t r0, int64_t r1) {
-    if (type >= ES_TYPE_COUNT) return -1;
-    es_matvec_fn f = es_kern()->matvec[type];
-    if (!f) f = es_kernels_generic.matvec[type];
-    if (!f) return -1;
-    f(w, row_bytes, n, x, y, r0, r1);
+    es_matvec_plan p = es_plan_matvec(type);
+    if (!p.fn) return -1;
+    if (p.act_type == ES_TYPE_F32) {
+        p.fn(w, row_bytes, n, x, y, r0, r1);
+        return 0;
+    }
+    void *act = malloc(es_act_bytes(p.act_type, n));
+    if (!act) return -1;
+    es_prepare_act(p.act_type, x, act, n);
+    p.fn(w, row_bytes, n, act, y, r0, r1);
+    free(act);
     return 0;
 }
 
 int es_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
-    if (type >= ES_TYPE_COUNT) return -1;
-    es_dequant_fn f = es_kern()->dequant_row[type];
-    if (!f) f = es_kernels_generic.dequant_row[type];
-    if (!f) return -1;
-    f(src, dst, n);
+    if (type >= ES_TYPE_COUNT || !es_kern()->dequant_row[type]) return -1;
+    es_kern()->dequant_row[type](src, dst, n);
     return 0;
 }
 
 int es_quant_row(uint32_t type, const float *src, void *dst, int64_t n) {
-    if (type >= ES_TYPE_COUNT) return -1;
-    es_quant_fn f = es_kern()->quant_row[type];
-    if (!f) f = es_kernels_generic.quant_row[type];
-    if (!f) return -1;
-    f(src, dst, n);
+    if (type >= ES_TYPE_COUNT || !es_kern()->quant_row[type]) return -1;
+    es_kern()->quant_row[type](src, dst, n);
     return 0;
 }

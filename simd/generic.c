@@ -93,7 +93,8 @@ static void quant_q4_0(const float *src, void *dst, int64_t n) {
 
 /* ---- matrix-vector products --------------------------------------------- */
 
-static void matvec_f32(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1) {
+static void matvec_f32(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
         const float *row = (const float *)((const char *)w + (size_t)r * rb);
         float s = 0.0f;
@@ -102,7 +103,8 @@ static void matvec_f32(const void *w, size_t rb, int64_t n, const float *x, floa
     }
 }
 
-static void matvec_f16(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1) {
+static void matvec_f16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
         const es_fp16 *row = (const es_fp16 *)((const char *)w + (size_t)r * rb);
         float s = 0.0f;
@@ -111,7 +113,8 @@ static void matvec_f16(const void *w, size_t rb, int64_t n, const float *x, floa
     }
 }
 
-static void matvec_bf16(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1) {
+static void matvec_bf16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
         const es_bf16 *row = (const es_bf16 *)((const char *)w + (size_t)r * rb);
         float s = 0.0f;
@@ -121,7 +124,8 @@ static void matvec_bf16(const void *w, size_t rb, int64_t n, const float *x, flo
 }
 
 /* Block formats: sum of q·x within a block, then times the block scale. */
-static void matvec_q8_0(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1) {
+static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
         const block_q8_0 *b = (const block_q8_0 *)((const char *)w + (size_t)r * rb);
         float s = 0.0f;
@@ -135,7 +139,8 @@ static void matvec_q8_0(const void *w, size_t rb, int64_t n, const float *x, flo
     }
 }
 
-static void matvec_q4_0(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1) {
+static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
         const block_q4_0 *b = (const block_q4_0 *)((const char *)w + (size_t)r * rb);
         float s = 0.0f;

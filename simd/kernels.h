@@ -5,6 +5,8 @@
  *
  * Shapes: a weight matrix is `rows` rows of `n` elements of one type, each
  * row `row_bytes` apart (es_row_bytes(type, n) for dense tensors).
+ * The tables: generic.c (scalar reference, every slot), x86_avx2.c,
+ * x86_avx512.c, arm_neon.c; dispatch.c picks one at run time.
  */
 #ifndef ES_KERNELS_H
 #define ES_KERNELS_H
@@ -13,19 +15,23 @@
 #include <stdint.h>
 #include "quant.h"
 
+/* y[r] = dot(row r of W, act) for r in [r0, r1).  `act` holds the n input
+ * values in the format the kernel's act_type names: F32 (raw floats) for the
+ * generic kernels; a SIMD kernel may ask for an 8-bit format (Q8_0) that it
+ * multiplies with integer instructions, as ggml does. */
 typedef void (*es_matvec_fn)(const void *w, size_t row_bytes, int64_t n,
-                             const float *x, float *y, int64_t r0, int64_t r1);
+                             const void *act, float *y, int64_t r0, int64_t r1);
 typedef void (*es_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*es_quant_fn)(const float *src, void *dst, int64_t n);
 
 typedef struct es_kernels {
     const char *name;
-    /* y[r] = dot(row r of W, x) for r in [r0, r1); x has n floats */
     es_matvec_fn matvec[ES_TYPE_COUNT];
+    uint32_t act_type[ES_TYPE_COUNT]; /* format matvec[t] expects; 0 = F32 */
     /* one row of n elements (n a multiple of the block size) */
     es_dequant_fn dequant_row[ES_TYPE_COUNT];
     es_quant_fn quant_row[ES_TYPE_COUNT];
-    /* y = x / sqrt(mean(x^2) + eps) * w */
+    /* y = x / sqrt(mean(x^2) + eps) * w  (y may alias x) */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
     /* dot product of two float vectors */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
@@ -33,13 +39,39 @@ typedef struct es_kernels {
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
 } es_kernels;
 
+/* The tables; a table an ISA cannot provide on this build is NULL. */
 extern const es_kernels es_kernels_generic;
+extern const es_kernels *const es_kernels_avx2;
+extern const es_kernels *const es_kernels_avx512;
+extern const es_kernels *const es_kernels_neon;
 
-/* The table in use (generic until an ISA table is selected). */
+/* The table in use: chosen on first use from the CPU's features (with the
+ * OS's support for their registers), or forced by EDGESEEK_SIMD =
+ * generic|avx2|avx512|neon.  A forced path the CPU cannot run is refused:
+ * es_simd_error() then says why and the generic table is used. */
 const es_kernels *es_kern(void);
+const char *es_simd_name(void);
+const char *es_simd_error(void); /* NULL when the request was honoured */
+/* Force a path by name now; -1 with a message if this CPU cannot run it. */
+int es_simd_select(const char *name, char *err, size_t errlen);
+/* Whether this CPU and OS can run the named path. */
+int es_simd_supported(const char *name);
+/* One line describing the CPU features found. */
+const char *es_cpu_features(void);
 
-/* Convenience wrappers that route through es_kern(); return -1 if the type
- * has no kernel. */
+/* A resolved matrix-vector kernel: the active table's slot, or generic's. */
+typedef struct es_matvec_plan {
+    es_matvec_fn fn;
+    uint32_t act_type;
+} es_matvec_plan;
+es_matvec_plan es_plan_matvec(uint32_t weight_type);
+/* Bytes needed to hold n activations in act_type. */
+size_t es_act_bytes(uint32_t act_type, int64_t n);
+/* Converts n floats into act_type (a plain copy for F32). */
+void es_prepare_act(uint32_t act_type, const float *x, void *dst, int64_t n);
+
+/* Convenience wrappers through es_kern(); return -1 if the type has no
+ * kernel.  es_matvec converts x itself (tests, cold paths). */
 int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const float *x, float *y, int64_t r0, int64_t r1);
 int es_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
