@@ -153,10 +153,10 @@ int cmd_run(int argc, char **argv) {
     double t_gen = cli_now() - t2;
     if (stats) {
         fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | generated %ld tokens, %.2f tokens/s"
-                        " | KV cache %zu bytes/token, %zu bytes used | %d threads\n",
+                        " | KV cache %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
                 t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
-                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s));
+                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_simd_name());
     }
     rc = 0;
 done:

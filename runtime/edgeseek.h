@@ -31,6 +31,15 @@ typedef struct es_model es_model;
 typedef struct es_session es_session;
 typedef struct es_sampler es_sampler;
 
+/* ---- kernels ------------------------------------------------------------ */
+
+/* The SIMD path in use ("generic", "avx2", "avx512", "neon"), chosen from
+ * the CPU's features or forced with EDGESEEK_SIMD; the features found; and
+ * when EDGESEEK_SIMD named a path this CPU cannot run, why (else NULL). */
+const char *es_simd_name(void);
+const char *es_simd_error(void);
+const char *es_cpu_features(void);
+
 /* ---- model ------------------------------------------------------------ */
 
 typedef struct es_load_params {
