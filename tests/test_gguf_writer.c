@@ -603,7 +603,8 @@ static void check_tiny(const gguf_ctx *ctx, uint32_t wt, int mtp) {
     CHECK(gguf_str_eq(tok->v.arr.strs[eos + 1], "<｜User｜>") && gguf_arr_int(tt, (uint64_t)eos + 1) == 4 &&
               gguf_str_eq(tok->v.arr.strs[eos + 4], "</think>"),
           "user-defined chat tokens");
-    CHECK(gguf_str_eq(tok->v.arr.strs[399], "<pad_399>"), "padding tokens fill the vocabulary");
+    CHECK(gguf_str_eq(tok->v.arr.strs[399], "<pad_399>") && gguf_arr_int(tt, 399) == 1,
+          "normal padding tokens fill the vocabulary");
 }
 
 /* max |a - b| over the whole tensor, dequantising both. */
