@@ -34,4 +34,9 @@ int es_tokenizer_piece(const es_tokenizer *t, int32_t id, char *buf, size_t cap)
 int es_tokenizer_chat(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
                       int add_generation_prompt, char **out, char *err, size_t errlen);
 
+/* For streaming decoders: length of the longest prefix of s[0..n) that does
+ * not end inside a UTF-8 sequence more bytes could still complete (bytes
+ * that can never become valid UTF-8 count as complete). */
+size_t es_utf8_complete_prefix(const unsigned char *s, size_t n);
+
 #endif
