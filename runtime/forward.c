@@ -71,15 +71,6 @@ static void rope(float *v, int dr, int pos, const float *freqs) {
     }
 }
 
-static void softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
-    for (int i = 0; i < n; i++) x[i] /= sum;
-}
-
-static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* ---- attention ----------------------------------------------------------- */
 
@@ -150,7 +141,7 @@ static void attention(es_session *s, int il) {
             float sc = K->dot_f32(s->qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr);
             s->att[t] = sc * hp->attn_scale;
         }
-        softmax(s->att, pos + 1);
+        K->softmax(s->att, pos + 1);
         /* u = Σ p_t ĉ_t */
         memset(s->u, 0, sizeof(float) * (size_t)R);
         for (int t = 0; t <= pos; t++) K->axpy_f32(s->u, s->att[t], cache + (size_t)t * kvw, R);
@@ -166,7 +157,7 @@ static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const
                 int64_t mat, const float *x, float *out) {
     matvec(s, gate, mat, x, s->ffh);
     matvec(s, up, mat, x, s->ffh2);
-    for (int64_t i = 0; i < gate->rows; i++) s->ffh[i] = silu(s->ffh[i]) * s->ffh2[i];
+    es_kern()->silu_mul(s->ffh, s->ffh2, gate->rows);
     matvec(s, down, mat, s->ffh, out);
 }
 
@@ -180,7 +171,7 @@ static void route(es_session *s, const es_layer *ly, const float *x, int32_t *se
     if (hp->gating == ES_GATING_SIGMOID) {
         for (int e = 0; e < E; e++) score[e] = 1.0f / (1.0f + expf(-score[e]));
     } else {
-        softmax(score, E);
+        es_kern()->softmax(score, E);
     }
     for (int e = 0; e < E; e++) choice[e] = ly->exp_bias ? score[e] + ly->exp_bias[e] : score[e];
 

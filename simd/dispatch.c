@@ -125,6 +125,8 @@ static void use_table(const es_kernels *t) {
     if (!merged.rmsnorm) merged.rmsnorm = es_kernels_generic.rmsnorm;
     if (!merged.dot_f32) merged.dot_f32 = es_kernels_generic.dot_f32;
     if (!merged.axpy_f32) merged.axpy_f32 = es_kernels_generic.axpy_f32;
+    if (!merged.silu_mul) merged.silu_mul = es_kernels_generic.silu_mul;
+    if (!merged.softmax) merged.softmax = es_kernels_generic.softmax;
     active = &merged;
 }
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
@@ -211,6 +213,20 @@ int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
     es_prepare_act(p.act_type, x, act, n);
     p.fn(w, row_bytes, n, act, y, r0, r1);
     free(act);
+    return 0;
+}
+
+int es_matmul(uint32_t type, const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
+              int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
+    if (type >= ES_TYPE_COUNT || !es_kern()->matvec[type]) return -1;
+    if (es_kern()->matmul[type]) {
+        es_kern()->matmul[type](w, row_bytes, n, act, act_stride, n_tok, y, y_stride, r0, r1);
+        return 0;
+    }
+    /* one matvec per token, writing into a row of Y */
+    for (int64_t t = 0; t < n_tok; t++)
+        es_kern()->matvec[type](w, row_bytes, n, (const char *)act + (size_t)t * act_stride,
+                                y + t * y_stride, r0, r1);
     return 0;
 }
 

@@ -176,6 +176,21 @@ static void axpy_generic(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+static void silu_mul_generic(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void softmax_generic(float *x, int64_t n) {
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    for (int64_t i = 0; i < n; i++) x[i] /= sum;
+}
+
 const es_kernels es_kernels_generic = {
     .name = "generic",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
@@ -187,4 +202,6 @@ const es_kernels es_kernels_generic = {
     .rmsnorm = rmsnorm_generic,
     .dot_f32 = dot_generic,
     .axpy_f32 = axpy_generic,
+    .silu_mul = silu_mul_generic,
+    .softmax = softmax_generic,
 };

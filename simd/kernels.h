@@ -21,6 +21,13 @@
  * multiplies with integer instructions, as ggml does. */
 typedef void (*es_matvec_fn)(const void *w, size_t row_bytes, int64_t n,
                              const void *act, float *y, int64_t r0, int64_t r1);
+/* Matrix-matrix product for prefill: Y[t][r] = dot(row r of W, act row t)
+ * for t in [0, n_tok) and r in [r0, r1); act rows (in the same act_type as
+ * the type's matvec) are act_stride bytes apart, Y rows y_stride floats
+ * apart.  An empty slot falls back to one matvec per token. */
+typedef void (*es_matmul_fn)(const void *w, size_t row_bytes, int64_t n,
+                             const void *act, size_t act_stride, int64_t n_tok,
+                             float *y, int64_t y_stride, int64_t r0, int64_t r1);
 typedef void (*es_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*es_quant_fn)(const float *src, void *dst, int64_t n);
 
@@ -28,6 +35,7 @@ typedef struct es_kernels {
     const char *name;
     es_matvec_fn matvec[ES_TYPE_COUNT];
     uint32_t act_type[ES_TYPE_COUNT]; /* format matvec[t] expects; 0 = F32 */
+    es_matmul_fn matmul[ES_TYPE_COUNT]; /* same act_type as matvec[t] */
     /* one row of n elements (n a multiple of the block size) */
     es_dequant_fn dequant_row[ES_TYPE_COUNT];
     es_quant_fn quant_row[ES_TYPE_COUNT];
@@ -37,6 +45,10 @@ typedef struct es_kernels {
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     /* y += a * x */
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    /* g[i] = silu(g[i]) * u[i] */
+    void (*silu_mul)(float *g, const float *u, int64_t n);
+    /* x = softmax(x) in place, max-subtracted */
+    void (*softmax)(float *x, int64_t n);
 } es_kernels;
 
 /* The tables; a table an ISA cannot provide on this build is NULL. */
@@ -74,6 +86,9 @@ void es_prepare_act(uint32_t act_type, const float *x, void *dst, int64_t n);
  * kernel.  es_matvec converts x itself (tests, cold paths). */
 int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const float *x, float *y, int64_t r0, int64_t r1);
+int es_matmul(uint32_t type, const void *w, size_t row_bytes, int64_t n,
+              const void *act, size_t act_stride, int64_t n_tok,
+              float *y, int64_t y_stride, int64_t r0, int64_t r1);
 int es_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
 int es_quant_row(uint32_t type, const float *src, void *dst, int64_t n);
 
