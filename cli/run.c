@@ -136,6 +136,15 @@ int cmd_run(int argc, char **argv) {
         produced++;
         if (es_model_is_eog(m, tok)) break;
         size_t w = es_detok_push(&dt, m, tok, out, sizeof out);
+        if (w > sizeof out) { /* a very long token: decode it into its own buffer */
+            char *big = malloc(w);
+            if (big) {
+                w = es_detok_push(&dt, m, tok, big, w);
+                fwrite(big, 1, w, stdout);
+                free(big);
+            }
+            w = 0;
+        }
         fwrite(out, 1, w, stdout);
         fflush(stdout);
         if (es_session_pos(s) >= es_session_n_ctx(s)) {

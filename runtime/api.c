@@ -139,7 +139,7 @@ es_status es_tokenize(const es_model *m, const char *text, size_t len, int add_b
     char dummy[8];
     if (!err) { err = dummy; errlen = sizeof dummy; }
     if (es_tokenizer_encode(m->tok, text, len, add_bos, parse_special, ids, n_ids, err, errlen) != 0)
-        return ES_ERR_ARG;
+        return strstr(err, "out of memory") ? ES_ERR_NOMEM : ES_ERR_ARG;
     return ES_OK;
 }
 
@@ -151,40 +151,33 @@ es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n, i
                          char **out, char *err, size_t errlen) {
     char dummy[8];
     if (!err) { err = dummy; errlen = sizeof dummy; }
-    if (es_tokenizer_chat(m->tok, msgs, n, add_generation_prompt, out, err, errlen) != 0) return ES_ERR_ARG;
+    if (es_tokenizer_chat(m->tok, msgs, n, add_generation_prompt, out, err, errlen) != 0)
+        return strstr(err, "out of memory") ? ES_ERR_NOMEM : ES_ERR_ARG;
     return ES_OK;
 }
 
-/* Length of a UTF-8 sequence from its lead byte; 1 for invalid leads so
- * that garbage passes through instead of being held forever. */
-static int utf8_len(unsigned char c) {
-    if (c < 0x80) return 1;
-    if ((c & 0xe0) == 0xc0) return 2;
-    if ((c & 0xf0) == 0xe0) return 3;
-    if ((c & 0xf8) == 0xf0) return 4;
-    return 1;
-}
-
 size_t es_detok_push(es_detok *d, const es_model *m, int32_t id, char *out, size_t cap) {
-    char piece[256];
-    int n = es_tokenizer_piece(m->tok, id, piece, sizeof piece);
+    char small[256];
+    int n = es_tokenizer_piece(m->tok, id, small, sizeof small);
     if (n < 0) return 0;
-    if (n > (int)sizeof piece) n = (int)sizeof piece;
-    size_t w = 0;
-    for (int i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)piece[i];
-        if (d->n_pend > 0 && (c & 0xc0) != 0x80) {
-            /* a sequence broken off: emit what was held as it is */
-            for (int j = 0; j < d->n_pend && w < cap; j++) out[w++] = (char)d->pend[j];
-            d->n_pend = 0;
-        }
-        d->pend[d->n_pend++] = c;
-        if (d->n_pend >= utf8_len(d->pend[0])) {
-            for (int j = 0; j < d->n_pend && w < cap; j++) out[w++] = (char)d->pend[j];
-            d->n_pend = 0;
-        }
+    /* held bytes + this piece, then emit the longest prefix that does not
+     * end inside a UTF-8 sequence the next token could still complete */
+    size_t total = (size_t)d->n_pend + (size_t)n;
+    unsigned char *buf = total <= sizeof small ? (unsigned char *)small : malloc(total);
+    if (!buf) return 0;
+    if ((size_t)n > sizeof small) es_tokenizer_piece(m->tok, id, (char *)buf + d->n_pend, (size_t)n);
+    else memmove(buf + d->n_pend, small, (size_t)n);
+    memcpy(buf, d->pend, (size_t)d->n_pend);
+    size_t ready = es_utf8_complete_prefix(buf, total);
+    if (ready > cap) { /* caller retries with a larger buffer; nothing consumed */
+        if (buf != (unsigned char *)small) free(buf);
+        return ready;
     }
-    return w;
+    memcpy(out, buf, ready);
+    d->n_pend = (int)(total - ready); /* at most 3 bytes of an unfinished sequence */
+    memcpy(d->pend, buf + ready, (size_t)d->n_pend);
+    if (buf != (unsigned char *)small) free(buf);
+    return ready;
 }
 
 size_t es_detok_flush(es_detok *d, char *out, size_t cap) {

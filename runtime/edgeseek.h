@@ -77,7 +77,9 @@ typedef struct es_detok {
     unsigned char pend[8];
     int n_pend;
 } es_detok;
-/* Appends the bytes now complete to out (up to cap); returns their count. */
+/* Writes the bytes that are now complete to out and returns their count.
+ * If that count exceeds cap, nothing is written or consumed: call again
+ * with a buffer of at least the returned size. */
 size_t es_detok_push(es_detok *d, const es_model *m, int32_t id, char *out, size_t cap);
 size_t es_detok_flush(es_detok *d, char *out, size_t cap);
 

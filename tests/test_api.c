@@ -1,0 +1,188 @@
+/* test_api.c — the public API around the forward pass: sampling (greedy,
+ * temperature, top-k, top-p, min-p, seeded determinism, frequencies close
+ * to the filtered distribution), streaming detokenisation of UTF-8 split
+ * across tokens, vocabulary-only loading, and the `run` and `tokenize`
+ * subcommands end to end (same seed, same text; exit codes). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "edgeseek.h"
+#include "testutil.h"
+
+static void test_sampler(void) {
+    float logits[6] = {1.0f, 3.0f, 2.0f, 3.0f - 1e-3f, -5.0f, 0.5f};
+    es_sampler_params p = es_sampler_defaults();
+    p.temperature = 0;
+    es_sampler *s = es_sampler_new(&p);
+    CHECK(es_sampler_sample(s, logits, 6) == 1, "greedy picks the argmax");
+    es_sampler_free(s);
+
+    /* top-k 1 at any temperature is greedy */
+    p = (es_sampler_params){.temperature = 5.0f, .top_k = 1, .top_p = 1.0f, .min_p = 0, .seed = 3};
+    s = es_sampler_new(&p);
+    int ok = 1;
+    for (int i = 0; i < 200; i++) ok &= es_sampler_sample(s, logits, 6) == 1;
+    CHECK(ok, "top-k 1 always gives the argmax");
+    es_sampler_free(s);
+
+    /* same seed, same sequence; another seed, another sequence */
+    p = (es_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0, .seed = 42};
+    es_sampler *a = es_sampler_new(&p), *b = es_sampler_new(&p);
+    p.seed = 43;
+    es_sampler *c = es_sampler_new(&p);
+    int same = 1, differ = 0;
+    for (int i = 0; i < 200; i++) {
+        int x = es_sampler_sample(a, logits, 6), y = es_sampler_sample(b, logits, 6), z = es_sampler_sample(c, logits, 6);
+        same &= x == y;
+        differ |= x != z;
+    }
+    CHECK(same, "same seed, same tokens");
+    CHECK(differ, "a different seed changes the tokens");
+    es_sampler_free(a); es_sampler_free(b); es_sampler_free(c);
+
+    /* frequencies follow softmax(logits / T): 20000 draws, each within 4
+     * standard deviations of its expected count */
+    p = (es_sampler_params){.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .min_p = 0, .seed = 7};
+    s = es_sampler_new(&p);
+    int count[6] = {0};
+    const int N = 20000;
+    for (int i = 0; i < N; i++) count[es_sampler_sample(s, logits, 6)]++;
+    double z = 0, prob[6];
+    for (int i = 0; i < 6; i++) z += exp(logits[i] / 0.7);
+    for (int i = 0; i < 6; i++) {
+        prob[i] = exp(logits[i] / 0.7) / z;
+        double sd = sqrt(N * prob[i] * (1 - prob[i])) + 1;
+        CHECK(fabs(count[i] - N * prob[i]) <= 4 * sd, "token %d drawn %d times, expected %.0f", i, count[i], N * prob[i]);
+    }
+    es_sampler_free(s);
+
+    /* top-k 2: only the two best tokens (1 and 3) ever appear */
+    p = (es_sampler_params){.temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .min_p = 0, .seed = 9};
+    s = es_sampler_new(&p);
+    int seen[6] = {0};
+    for (int i = 0; i < 2000; i++) seen[es_sampler_sample(s, logits, 6)]++;
+    CHECK(seen[1] > 0 && seen[3] > 0 && seen[0] + seen[2] + seen[4] + seen[5] == 0, "top-k 2 keeps tokens 1 and 3");
+    es_sampler_free(s);
+
+    /* top-p 0.5: tokens 1 and 3 hold ~0.32 each at T=1, so the nucleus is those two */
+    p = (es_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 0.5f, .min_p = 0, .seed = 11};
+    s = es_sampler_new(&p);
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 2000; i++) seen[es_sampler_sample(s, logits, 6)]++;
+    CHECK(seen[1] > 0 && seen[3] > 0 && seen[0] + seen[2] + seen[4] + seen[5] == 0, "top-p 0.5 keeps tokens 1 and 3");
+    es_sampler_free(s);
+
+    /* min-p 0.3: token 2 has p/p_max = e^-1 = 0.37 (kept), token 0 e^-2 (dropped) */
+    p = (es_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.3f, .seed = 13};
+    s = es_sampler_new(&p);
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 4000; i++) seen[es_sampler_sample(s, logits, 6)]++;
+    CHECK(seen[2] > 0 && seen[0] + seen[4] + seen[5] == 0, "min-p 0.3 keeps tokens 1, 3, 2 only");
+    es_sampler_free(s);
+}
+
+/* Streams a text's tokens through es_detok_push: every chunk must end on a
+ * UTF-8 boundary and the chunks must rebuild the text exactly. */
+static void test_detok(void) {
+    char err[512];
+    es_load_params lp = {.vocab_only = 1};
+    es_model *m = NULL;
+    es_status st = es_model_load(test_shared_path("golden/tokenizer/dsv3-vocab.gguf"), &lp, &m, err, sizeof err);
+    CHECK(st == ES_OK, "vocab-only load: %s", err);
+    if (st != ES_OK) return;
+    const char *texts[] = {"héllo wörld", "日本語のテキスト 🙂🚀 mixed", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ∮ E⋅da = Q", "plain ascii"};
+    for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(es_tokenize(m, texts[t], strlen(texts[t]), 0, 0, &ids, &n, err, sizeof err) == ES_OK, "tokenize");
+        char out[512];
+        size_t len = 0;
+        int boundaries_ok = 1;
+        es_detok d = {0};
+        for (size_t i = 0; i < n; i++) {
+            char chunk[64];
+            size_t w = es_detok_push(&d, m, ids[i], chunk, sizeof chunk);
+            if (w > sizeof chunk) { boundaries_ok = 0; break; }
+            /* a chunk never ends inside a sequence: its last lead byte is complete */
+            for (size_t j = 0; j < w;) {
+                unsigned char c = (unsigned char)chunk[j];
+                size_t l = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
+                if (j + l > w) boundaries_ok = 0;
+                j += l;
+            }
+            memcpy(out + len, chunk, w);
+            len += w;
+        }
+        len += es_detok_flush(&d, out + len, sizeof out - len);
+        CHECK(boundaries_ok, "'%s': a chunk ended inside a UTF-8 sequence", texts[t]);
+        CHECK(len == strlen(texts[t]) && memcmp(out, texts[t], len) == 0, "'%s' streams back exactly", texts[t]);
+        free(ids);
+    }
+    /* a cap too small consumes nothing and reports the size needed */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    es_tokenize(m, "internationalization", 20, 0, 0, &ids, &n, err, sizeof err);
+    es_detok d = {0};
+    char tiny[1], big[64];
+    size_t need = es_detok_push(&d, m, ids[0], tiny, 0);
+    CHECK(need > 0 && d.n_pend == 0, "cap 0 reports %zu bytes needed and consumes nothing", need);
+    CHECK(es_detok_push(&d, m, ids[0], big, sizeof big) == need, "retry with room gives the bytes");
+    (void)tiny;
+    free(ids);
+    es_session *s = NULL;
+    CHECK(es_session_new(m, 16, &s, err, sizeof err) == ES_ERR_ARG, "a vocab-only model cannot run");
+    es_model_free(m);
+}
+
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int rc = pclose(p);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_cli(void) {
+    const char *bin = test_build_path("edgeseek");
+    const char *model = test_shared_path("golden/v3-tiny/model.gguf");
+    char cmd[2048], a[8192], b[8192], c[8192];
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 5 --temp 0.9 --no-stats 2>/dev/null", bin, model);
+    int r1 = run_cmd(cmd, a, sizeof a), r2 = run_cmd(cmd, b, sizeof b);
+    CHECK(r1 == 0 && r2 == 0 && strlen(a) > 0 && strcmp(a, b) == 0, "run: same seed, same text (rc %d %d)", r1, r2);
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 6 --temp 0.9 --no-stats -t 1 2>/dev/null", bin, model);
+    run_cmd(cmd, c, sizeof c);
+    CHECK(strcmp(a, c) != 0, "run: another seed, other text");
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 5 --temp 0.9 --no-stats -t 2 2>/dev/null", bin, model);
+    run_cmd(cmd, c, sizeof c);
+    CHECK(strcmp(a, c) == 0, "run: the thread count does not change the text");
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hi -n 4 2>&1 >/dev/null", bin, model);
+    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "tokens/s") && strstr(a, "KV cache"), "run prints stats to stderr");
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --temp abc 2>&1", bin, model);
+    CHECK(run_cmd(cmd, a, sizeof a) == 2, "bad flag value is exit 2");
+    snprintf(cmd, sizeof cmd, "%s run -m %s --bogus 2>&1", bin, model);
+    CHECK(run_cmd(cmd, a, sizeof a) == 2, "unknown flag is exit 2");
+    snprintf(cmd, sizeof cmd, "%s run -m %s -c 4 -p 'a long prompt that does not fit in four tokens' 2>&1", bin, model);
+    CHECK(run_cmd(cmd, a, sizeof a) == 1 && strstr(a, "context"), "prompt longer than the context: exit 1 with a message");
+    snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world'", bin, test_shared_path("golden/tokenizer/dsv3-vocab.gguf"));
+    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strcmp(a, "19923,2058\n") == 0, "tokenize prints ids: '%s'", a);
+    snprintf(cmd, sizeof cmd, "%s info -m %s", bin, model);
+    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "KV cache:    480 bytes per token"), "info reports KV bytes per token");
+    const char *subs[] = {"run", "logits", "tokenize", "info"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s --help", bin, subs[i]);
+        CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "usage"), "%s --help", subs[i]);
+    }
+    snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin);
+    CHECK(run_cmd(cmd, a, sizeof a) == 2, "unknown command is exit 2");
+}
+
+int main(void) {
+    test_sampler();
+    test_detok();
+    test_cli();
+    return test_summary();
+}
