@@ -191,15 +191,11 @@ size_t es_detok_flush(es_detok *d, char *out, size_t cap) {
 
 void es_session_free(es_session *s) {
     if (!s) return;
-    float **bufs[] = {&s->kv, &s->x, &s->xn, &s->xb, &s->q, &s->qa, &s->kva, &s->qt, &s->att, &s->u,
-                      &s->o, &s->ffh, &s->ffh2, &s->moe_out, &s->sh_out, &s->router, &s->logits_tmp};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
-    free(s->act);
+    free(s->kv);
+    es_scratch_free(s->scratch);
     es_pool_free(s->pool);
     free(s);
 }
-
-static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
     *out = NULL;
@@ -214,36 +210,10 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
     if (!s) { set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     s->m = m;
     s->n_ctx = n_ctx;
-    size_t kvw = (size_t)(hp->kv_lora + hp->rope);
-    size_t D = (size_t)hp->dim, H = (size_t)hp->n_heads;
-    size_t ff = max3((size_t)hp->ffn_dim, (size_t)hp->moe_ffn_dim * (size_t)(hp->n_shared ? hp->n_shared : 1),
-                     (size_t)hp->kv_lora);
-    s->kv = malloc(sizeof(float) * (size_t)hp->n_layers * (size_t)n_ctx * kvw);
-    s->x = malloc(sizeof(float) * D);
-    s->xn = malloc(sizeof(float) * D);
-    s->xb = malloc(sizeof(float) * D);
-    s->q = malloc(sizeof(float) * H * (size_t)(hp->nope + hp->rope));
-    s->qa = malloc(sizeof(float) * (size_t)(hp->q_lora ? hp->q_lora : 1));
-    s->kva = malloc(sizeof(float) * kvw);
-    s->qt = malloc(sizeof(float) * (size_t)hp->kv_lora);
-    s->att = malloc(sizeof(float) * (size_t)n_ctx);
-    s->u = malloc(sizeof(float) * (size_t)hp->kv_lora);
-    s->o = malloc(sizeof(float) * H * (size_t)hp->vdim);
-    s->ffh = malloc(sizeof(float) * ff);
-    s->ffh2 = malloc(sizeof(float) * ff);
-    s->moe_out = malloc(sizeof(float) * D);
-    s->sh_out = malloc(sizeof(float) * D);
-    s->router = malloc(sizeof(float) * 2 * (size_t)(hp->n_experts ? hp->n_experts : 1));
-    s->logits_tmp = malloc(sizeof(float) * (size_t)hp->n_vocab);
-    /* widest matvec input: D, q_lora, the ffn widths, H*dv, R, dn; fp32 is
-     * the largest activation format per value */
-    size_t widest = max3(D, (size_t)hp->q_lora, ff);
-    widest = max3(widest, H * (size_t)hp->vdim, (size_t)hp->nope);
-    s->act = malloc(sizeof(float) * (widest + 256));
-    if (!s->kv || !s->x || !s->xn || !s->xb || !s->q || !s->qa || !s->kva || !s->qt || !s->att || !s->u ||
-        !s->o || !s->ffh || !s->ffh2 || !s->moe_out || !s->sh_out || !s->router || !s->logits_tmp || !s->act) {
-        set_err(err, errlen, "out of memory for a %d-token session (KV cache %zu bytes)", n_ctx,
-                es_model_kv_bytes_per_token(m) * (size_t)n_ctx);
+    size_t kv_bytes = es_model_kv_bytes_per_token(m) * (size_t)n_ctx;
+    s->kv = malloc(kv_bytes);
+    if (!s->kv) {
+        set_err(err, errlen, "out of memory for a %d-token KV cache (%zu bytes)", n_ctx, kv_bytes);
         es_session_free(s);
         return ES_ERR_NOMEM;
     }
@@ -264,12 +234,16 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
     if (n_threads == 0) n_threads = es_default_threads();
     if (s->pool && es_pool_threads(s->pool) == n_threads) return ES_OK;
     es_pool *p = es_pool_new(n_threads);
-    if (!p) {
-        set_err(err, errlen, "cannot start %d threads", n_threads);
+    es_scratch *sc = p ? es_scratch_new(s->m, s->n_ctx, es_pool_threads(p)) : NULL;
+    if (!p || !sc) {
+        es_pool_free(p);
+        set_err(err, errlen, "cannot start %d threads with their buffers (out of memory)", n_threads);
         return ES_ERR_NOMEM;
     }
     es_pool_free(s->pool);
+    es_scratch_free(s->scratch);
     s->pool = p;
+    s->scratch = sc;
     return ES_OK;
 }
 
@@ -298,11 +272,6 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
                     hp->n_vocab - 1);
             return ES_ERR_ARG;
         }
-    for (int i = 0; i < n; i++) {
-        float *lg = NULL;
-        if (logits && all_positions) lg = logits + (size_t)i * (size_t)hp->n_vocab;
-        else if (logits && i == n - 1) lg = logits;
-        es_forward_token(s, tokens[i], lg);
-    }
+    es_forward(s, tokens, n, logits, all_positions);
     return ES_OK;
 }

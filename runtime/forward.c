@@ -1,5 +1,6 @@
-/* forward.c — the deepseek2 forward pass for one token, top to bottom, as
- * shared/spec/deepseek-semantics.md states it:
+/* forward.c — the deepseek2 forward pass over a batch of T consecutive
+ * tokens (T = 1 for decode), top to bottom, as shared/spec/deepseek-
+ * semantics.md states it:
  *
  *   h = Embed[tok]
  *   per layer: h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))   (dense or MoE)
@@ -10,83 +11,187 @@
  * holds only the normalised latent ĉ (R floats) and the rotated shared rope
  * key k_pe (dr floats) per token per layer.  The router is fp32 throughout.
  *
- * Notation: D = dim, H = heads, dn/dr/dv = nope/rope/value head dims,
- * R = kv_lora_rank, E = experts, k = experts used, F = expert ffn dim.
+ * Work is split across the session's thread pool: matrix products by rows
+ * (each chunk computing every token of the batch, so weights are read once
+ * per batch), attention by (token, head), and the routed experts of a layer
+ * as (expert, row-chunk) units in two parallel regions (gate+up, then down),
+ * with the batch's tokens grouped by the expert they routed to.  Every
+ * output value is computed by exactly one unit in a fixed order, so results
+ * do not depend on the thread count.
+ *
+ * Notation: T = tokens in the batch, D = dim, H = heads, dn/dr/dv = nope/
+ * rope/value head dims, R = kv_lora_rank, E = experts, k = experts used,
+ * F = expert ffn dim, S = shared ffn dim (n_shared · F), V = vocabulary.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
 #include "model.h"
 #include "threadpool.h"
 
-/* ---- matrix-vector products, split by rows across the thread pool -------- */
+/* Tokens per batch: prefill runs in batches of this many. */
+#define ES_BATCH 64
 
-typedef struct matvec_job {
-    es_matvec_fn fn;
+struct es_scratch {
+    int B;                   /* batch capacity */
+    float *x, *xn, *xb;      /* [B][D] residual stream, normed input, block output */
+    float *q;                /* [B][H*(dn+dr)] */
+    float *qa;               /* [B][q_lora] */
+    float *kva;              /* [B][R+dr] */
+    float *o;                /* [B][H*dv] attention heads, concatenated */
+    float *ff_g, *ff_u;      /* [B][max(ffn, S)] dense / shared hidden */
+    float *router;           /* [B][E] router scores */
+    int32_t *sel;            /* [B][k] chosen experts, ascending */
+    float *selw;             /* [B][k] their weights */
+    int32_t *ex_start;       /* [E+1] first gathered row of each expert */
+    int32_t *ex_fill;        /* [E] */
+    int32_t *tok_row;        /* [B][k] gathered row of (token, choice) */
+    int32_t *active;         /* [E] experts with at least one token */
+    float *ex_g, *ex_h;      /* [B*k][F] gate and hidden of gathered rows */
+    float *ex_out;           /* [B*k][D] expert outputs */
+    float *rope_cs;          /* [B][dr/2][2] cos, sin per position */
+    void *act;               /* activation rows in a kernel's format */
+    void *act_gather;        /* gathered expert input rows in a kernel's format */
+    /* per thread: attention scores, absorbed query, latent sum, a dequantised
+     * row (legacy layout) and one activation row */
+    int n_threads;
+    float *t_att, *t_qt, *t_u, *t_row;
+    void *t_act;
+    size_t t_act_bytes;
+};
+
+/* ---- matrix products, split by rows across the pool ------------------------ */
+
+typedef struct matmul_job {
+    es_matvec_fn mv;
+    es_matmul_fn mm;         /* NULL: one matvec per token */
     const uint8_t *base;
     size_t row_bytes;
     int64_t n;
     const void *act;
+    size_t act_stride;
+    int T;
     float *y;
-} matvec_job;
+    int64_t y_stride;
+} matmul_job;
 
-static void matvec_task(void *ctx, int64_t r0, int64_t r1) {
-    const matvec_job *j = ctx;
-    j->fn(j->base, j->row_bytes, j->n, j->act, j->y, r0, r1);
+static void matmul_rows(const matmul_job *j, int64_t r0, int64_t r1) {
+    if (j->mm) {
+        j->mm(j->base, j->row_bytes, j->n, j->act, j->act_stride, j->T, j->y, j->y_stride, r0, r1);
+        return;
+    }
+    for (int t = 0; t < j->T; t++)
+        j->mv(j->base, j->row_bytes, j->n, (const uint8_t *)j->act + (size_t)t * j->act_stride,
+              j->y + t * j->y_stride, r0, r1);
 }
 
-/* y[rows] = M x for `rows` rows starting at base.  The input is converted
- * once to the format the kernel multiplies with (e.g. Q8_0 for quantised
- * weights on SIMD paths), then rows are split across the pool in chunks
- * carrying at least ~32 KiB of weights, so dispatch stays cheap. */
-static void matvec_rows(const es_session *s, uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n,
-                        int64_t rows, const float *x, float *y) {
+static void matmul_task(void *ctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    matmul_rows(ctx, r0, r1);
+}
+
+/* Converts T rows of X (x_stride floats apart, n used) to act_type in buf;
+ * F32 needs no copy.  Returns the rows and sets their stride in bytes. */
+static const void *prepare_rows(uint32_t act_type, const float *X, int64_t x_stride, int64_t n, int T,
+                                void *buf, size_t *stride) {
+    if (act_type == ES_TYPE_F32) {
+        *stride = (size_t)x_stride * sizeof(float);
+        return X;
+    }
+    *stride = es_act_bytes(act_type, n);
+    for (int t = 0; t < T; t++) es_prepare_act(act_type, X + t * x_stride, (uint8_t *)buf + (size_t)t * *stride, n);
+    return buf;
+}
+
+static matmul_job make_job(const es_weight *w, int64_t mat, const void *act, size_t act_stride, int T, float *Y,
+                           int64_t y_stride) {
+    es_matvec_plan plan = es_plan_matvec(w->type);
+    matmul_job j = {plan.fn, es_kern()->matmul[w->type], w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n,
+                    act, act_stride, T, Y, y_stride};
+    return j;
+}
+
+/* Rows per work unit: about 64 KiB of weight reads (times the tokens), and
+ * at least four units per thread on large matrices. */
+static int64_t row_chunk(const es_session *s, size_t row_bytes, int64_t rows, int T) {
+    int64_t chunk = (int64_t)(65536 / ((row_bytes ? row_bytes : 1) * (size_t)T)) + 1;
+    int64_t even = rows / (4 * (int64_t)es_pool_threads(s->pool)) + 1;
+    return chunk > even ? chunk : even;
+}
+
+/* Y[t][0..rows) = W X[t] for t < T.  X rows x_stride floats apart, Y rows
+ * y_stride floats apart. */
+static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *X, int64_t x_stride, int T, float *Y,
+                   int64_t y_stride) {
+    es_matvec_plan plan = es_plan_matvec(w->type);
+    size_t stride;
+    const void *act = prepare_rows(plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
+    matmul_job j = make_job(w, mat, act, stride, T, Y, y_stride);
+    es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(s, w->row_bytes, w->rows, T));
+}
+
+/* y = M x on the calling thread only (inside a parallel unit), for rows
+ * [0, rows) of a matrix at base; actbuf holds x in the kernel's format. */
+static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
+                        const float *x, float *y, void *actbuf) {
     es_matvec_plan plan = es_plan_matvec(type);
     const void *act = x;
     if (plan.act_type != ES_TYPE_F32) {
-        es_prepare_act(plan.act_type, x, s->act, n);
-        act = s->act;
+        es_prepare_act(plan.act_type, x, actbuf, n);
+        act = actbuf;
     }
-    matvec_job j = {plan.fn, base, row_bytes, n, act, y};
-    int64_t chunk = (int64_t)(32768 / (row_bytes ? row_bytes : 1)) + 1;
-    int64_t even = rows / (4 * (int64_t)es_pool_threads(s->pool)) + 1;
-    if (chunk < even) chunk = even;
-    es_pool_run(s->pool, matvec_task, &j, rows, chunk);
+    plan.fn(base, row_bytes, n, act, y, 0, rows);
 }
 
-/* y[rows] = W x, W one matrix of an es_weight (index mat for 3-D tensors) */
-static void matvec(const es_session *s, const es_weight *w, int64_t mat, const float *x, float *y) {
-    matvec_rows(s, w->type, w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n, w->rows, x, y);
-}
+/* ---- rotary embedding -------------------------------------------------------- */
 
-/* Interleaved (GPT-J) rotation of dr values at position pos. */
-static void rope(float *v, int dr, int pos, const float *freqs) {
+/* cos/sin of every pair at position pos: angle = pos · f_i in fp32, as the
+ * reference; not scaled by mscale. */
+static void rope_table(float *cs, int dr, int pos, const float *freqs) {
     for (int i = 0; i < dr / 2; i++) {
-        float angle = (float)pos * freqs[i]; /* fp32 product, as the reference */
-        float c = cosf(angle), s = sinf(angle);
-        float a = v[2 * i], b = v[2 * i + 1];
-        v[2 * i] = a * c - b * s;
-        v[2 * i + 1] = a * s + b * c;
+        float angle = (float)pos * freqs[i];
+        cs[2 * i] = cosf(angle);
+        cs[2 * i + 1] = sinf(angle);
     }
 }
 
+/* Interleaved (GPT-J) rotation of the pairs (v[2i], v[2i+1]). */
+static void rope(float *v, int dr, const float *cs) {
+    for (int i = 0; i < dr / 2; i++) {
+        float c = cs[2 * i], sn = cs[2 * i + 1];
+        float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * c - b * sn;
+        v[2 * i + 1] = a * sn + b * c;
+    }
+}
 
-/* ---- attention ----------------------------------------------------------- */
+/* ---- attention ------------------------------------------------------------- */
+
+typedef struct attn_job {
+    es_session *s;
+    const es_layer *ly;
+    const float *cache;  /* this layer's [n_ctx][R+dr] */
+    int pos0;            /* position of the batch's first token */
+} attn_job;
 
 /* q̃[R] = (W_UK^h)^T q_nope[dn] */
-static void absorb_query(const es_session *s, const es_layer *ly, int h, const float *q_nope, float *qt) {
+static void absorb_query(const es_session *s, const es_layer *ly, int h, const float *q_nope, float *qt, int tid) {
     const es_hparams *hp = &s->m->hp;
+    const es_scratch *sc = s->scratch;
     const int R = hp->kv_lora, dn = hp->nope, dv = hp->vdim;
+    void *actbuf = (uint8_t *)sc->t_act + (size_t)tid * sc->t_act_bytes;
     if (!ly->legacy_kv_b) {
         /* attn_k_b stores (W_UK^h)^T: R rows of dn */
-        matvec(s, &ly->wk_b, h, q_nope, qt);
+        const es_weight *w = &ly->wk_b;
+        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt, actbuf);
         return;
     }
     /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
-     * the transpose product row by row. */
+     * the transposed product row by row */
     const es_weight *w = &ly->wkv_b;
-    float *row = s->ffh; /* scratch, >= R floats */
+    float *row = sc->t_row + (size_t)tid * R;
     memset(qt, 0, sizeof(float) * (size_t)R);
     for (int d = 0; d < dn; d++) {
         es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
@@ -95,86 +200,128 @@ static void absorb_query(const es_session *s, const es_layer *ly, int h, const f
 }
 
 /* o[dv] = W_UV^h u[R] */
-static void value_up(const es_session *s, const es_layer *ly, int h, const float *u, float *o) {
+static void value_up(const es_session *s, const es_layer *ly, int h, const float *u, float *o, int tid) {
     const es_hparams *hp = &s->m->hp;
+    const es_scratch *sc = s->scratch;
+    void *actbuf = (uint8_t *)sc->t_act + (size_t)tid * sc->t_act_bytes;
     if (!ly->legacy_kv_b) {
-        matvec(s, &ly->wv_b, h, u, o);
+        const es_weight *w = &ly->wv_b;
+        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, hp->kv_lora, hp->vdim, u, o, actbuf);
         return;
     }
     const es_weight *w = &ly->wkv_b;
     const uint8_t *base = w->data + (size_t)(h * (hp->nope + hp->vdim) + hp->nope) * w->row_bytes;
-    matvec_rows(s, w->type, base, w->row_bytes, w->n, hp->vdim, u, o);
+    matvec_here(w->type, base, w->row_bytes, w->n, hp->vdim, u, o, actbuf);
 }
 
-/* s->xn holds the normed input; result (D) in s->xb. */
-static void attention(es_session *s, int il) {
+/* One (token, head) unit: scores over positions 0..p, softmax, the
+ * weighted sum of latents, and W_UV. */
+static void attend(const attn_job *j, int t, int h, int tid) {
+    es_session *s = j->s;
+    const es_hparams *hp = &s->m->hp;
+    const es_scratch *sc = s->scratch;
+    const es_kernels *K = es_kern();
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
+    const int p = j->pos0 + t;
+    const float *qh = sc->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
+    float *att = sc->t_att + (size_t)tid * s->n_ctx;
+    float *qt = sc->t_qt + (size_t)tid * R;
+    float *u = sc->t_u + (size_t)tid * R;
+    absorb_query(s, j->ly, h, qh, qt, tid);
+    for (int i = 0; i <= p; i++) {
+        const float *kv = j->cache + (size_t)i * kvw;
+        att[i] = (K->dot_f32(qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr)) * hp->attn_scale;
+    }
+    K->softmax(att, p + 1);
+    memset(u, 0, sizeof(float) * (size_t)R);
+    for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
+    value_up(s, j->ly, h, u, sc->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv, tid);
+}
+
+static void attend_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const attn_job *j = ctx;
+    const int H = j->s->m->hp.n_heads;
+    for (int64_t i = i0; i < i1; i++) attend(j, (int)(i / H), (int)(i % H), tid);
+}
+
+/* xn [T][D] holds the normed input; result [T][D] in xb. */
+static void attention(es_session *s, int il, int T) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
     const es_layer *ly = &m->layers[il];
-    const es_kernels *K = es_kern();
-    const int H = hp->n_heads, R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim;
-    const int pos = s->pos, kvw = R + dr;
+    es_scratch *sc = s->scratch;
+    const int D = hp->dim, H = hp->n_heads, R = hp->kv_lora, dn = hp->nope, dr = hp->rope, kvw = R + dr;
+    const int qw = H * (dn + dr);
 
-    /* q [H][dn+dr] */
     if (hp->q_lora) {
-        matvec(s, &ly->wq_a, 0, s->xn, s->qa);
-        K->rmsnorm(s->qa, s->qa, ly->q_a_norm, hp->q_lora, hp->eps);
-        matvec(s, &ly->wq_b, 0, s->qa, s->q);
+        matmul(s, &ly->wq_a, 0, sc->xn, D, T, sc->qa, hp->q_lora);
+        for (int t = 0; t < T; t++)
+            es_kern()->rmsnorm(sc->qa + (size_t)t * hp->q_lora, sc->qa + (size_t)t * hp->q_lora, ly->q_a_norm,
+                               hp->q_lora, hp->eps);
+        matmul(s, &ly->wq_b, 0, sc->qa, hp->q_lora, T, sc->q, qw);
     } else {
-        matvec(s, &ly->wq, 0, s->xn, s->q);
+        matmul(s, &ly->wq, 0, sc->xn, D, T, sc->q, qw);
     }
-    /* a = [c (R) ; k_pe (dr)] */
-    matvec(s, &ly->wkv_a, 0, s->xn, s->kva);
+    /* a = [c (R) ; k_pe (dr)] per token; cache ĉ = RMSNorm(c) and rotated k_pe */
+    matmul(s, &ly->wkv_a, 0, sc->xn, D, T, sc->kva, kvw);
     float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
-    float *slot = cache + (size_t)pos * kvw;
-    K->rmsnorm(slot, s->kva, ly->kv_a_norm, R, hp->eps);
-    memcpy(slot + R, s->kva + R, sizeof(float) * (size_t)dr);
-    rope(slot + R, dr, pos, m->rope_freqs);
+    for (int t = 0; t < T; t++) {
+        const float *cs = sc->rope_cs + (size_t)t * dr;
+        float *slot = cache + (size_t)(s->pos + t) * kvw;
+        const float *a = sc->kva + (size_t)t * kvw;
+        es_kern()->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
+        memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
+        rope(slot + R, dr, cs);
+        for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
+    }
+    attn_job j = {s, ly, cache, s->pos};
+    es_pool_run(s->pool, attend_task, &j, (int64_t)T * H, 1);
+    matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
+}
 
-    for (int h = 0; h < H; h++) {
-        float *qh = s->q + (size_t)h * (dn + dr);
-        rope(qh + dn, dr, pos, m->rope_freqs);
-        absorb_query(s, ly, h, qh, s->qt);
-        /* scores over positions 0..pos */
-        for (int t = 0; t <= pos; t++) {
-            const float *kv = cache + (size_t)t * kvw;
-            float sc = K->dot_f32(s->qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr);
-            s->att[t] = sc * hp->attn_scale;
+/* ---- feed-forward ------------------------------------------------------------- */
+
+/* out[T][D] = W2 (silu(W1 x) ⊙ W3 x) for the T rows of x */
+static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const es_weight *down, const float *x,
+                int T, float *out) {
+    es_scratch *sc = s->scratch;
+    const int64_t F = gate->rows, D = s->m->hp.dim;
+    matmul(s, gate, 0, x, D, T, sc->ff_g, F);
+    matmul(s, up, 0, x, D, T, sc->ff_u, F);
+    es_kern()->silu_mul(sc->ff_g, sc->ff_u, F * T);
+    matmul(s, down, 0, sc->ff_g, F, T, out, D);
+}
+
+/* Router scores s (unbiased) for T tokens, always with fp32 activations:
+ * a kernel that would quantise the input is bypassed for the generic one. */
+static void router_scores(es_session *s, const es_layer *ly, int T) {
+    es_scratch *sc = s->scratch;
+    const es_weight *w = &ly->gate_inp;
+    const int E = s->m->hp.n_experts;
+    es_matvec_plan plan = es_plan_matvec(w->type);
+    matmul_job j = make_job(w, 0, sc->xn, sizeof(float) * (size_t)s->m->hp.dim, T, sc->router, E);
+    if (plan.act_type != ES_TYPE_F32) {
+        j.mv = es_kernels_generic.matvec[w->type];
+        j.mm = NULL;
+    }
+    es_pool_run(s->pool, matmul_task, &j, E, row_chunk(s, w->row_bytes, E, T));
+    for (int t = 0; t < T; t++) {
+        float *sc_t = sc->router + (size_t)t * E;
+        if (s->m->hp.gating == ES_GATING_SIGMOID) {
+            for (int e = 0; e < E; e++) sc_t[e] = 1.0f / (1.0f + expf(-sc_t[e]));
+        } else {
+            es_kern()->softmax(sc_t, E);
         }
-        K->softmax(s->att, pos + 1);
-        /* u = Σ p_t ĉ_t */
-        memset(s->u, 0, sizeof(float) * (size_t)R);
-        for (int t = 0; t <= pos; t++) K->axpy_f32(s->u, s->att[t], cache + (size_t)t * kvw, R);
-        value_up(s, ly, h, s->u, s->o + (size_t)h * dv);
     }
-    matvec(s, &ly->wo, 0, s->o, s->xb);
 }
 
-/* ---- feed-forward --------------------------------------------------------- */
-
-/* out[D] = W2 (silu(W1 x) ⊙ W3 x), one matrix `mat` of (gate, up, down) */
-static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const es_weight *down,
-                int64_t mat, const float *x, float *out) {
-    matvec(s, gate, mat, x, s->ffh);
-    matvec(s, up, mat, x, s->ffh2);
-    es_kern()->silu_mul(s->ffh, s->ffh2, gate->rows);
-    matvec(s, down, mat, s->ffh, out);
-}
-
-/* Router: fills sel[k] (ascending expert ids) and w[k] (their weights). */
-static void route(es_session *s, const es_layer *ly, const float *x, int32_t *sel, float *w) {
-    const es_hparams *hp = &s->m->hp;
+/* Expert choice for one token from its scores: fills sel[k] (ascending ids)
+ * and w[k].  choice (E floats) and taken (E ints) are scratch.  NaN scores
+ * (a broken model) still yield k distinct valid ids. */
+static void select_experts(const es_hparams *hp, const float *bias, const float *score, float *choice, int32_t *taken,
+                           int32_t *sel, float *w) {
     const int E = hp->n_experts, k = hp->n_used, G = hp->n_groups;
-    float *score = s->router;      /* s: [E] unbiased scores */
-    float *choice = s->router + E; /* c: [E] selection scores */
-    matvec(s, &ly->gate_inp, 0, x, score);
-    if (hp->gating == ES_GATING_SIGMOID) {
-        for (int e = 0; e < E; e++) score[e] = 1.0f / (1.0f + expf(-score[e]));
-    } else {
-        es_kern()->softmax(score, E);
-    }
-    for (int e = 0; e < E; e++) choice[e] = ly->exp_bias ? score[e] + ly->exp_bias[e] : score[e];
-
+    for (int e = 0; e < E; e++) choice[e] = bias ? score[e] + bias[e] : score[e];
     if (G > 1) {
         /* contiguous groups: top-2 sum with a bias, max without */
         const int per = E / G;
@@ -187,7 +334,7 @@ static void route(es_session *s, const es_layer *ly, const float *x, int32_t *se
                 if (c > b1) { b2 = b1; b1 = c; }
                 else if (c > b2) b2 = c;
             }
-            gscore[g] = ly->exp_bias ? b1 + (per > 1 ? b2 : 0.0f) : b1;
+            gscore[g] = bias ? b1 + (per > 1 ? b2 : 0.0f) : b1;
             keep[g] = 0;
         }
         for (int n = 0; n < hp->n_groups_used; n++) {
@@ -201,14 +348,13 @@ static void route(es_session *s, const es_layer *ly, const float *x, int32_t *se
                 for (int j = 0; j < per; j++) choice[g * per + j] = -INFINITY;
     }
     /* top-k by choice score (ties: lower id first) */
+    memset(taken, 0, sizeof(int32_t) * (size_t)E);
     for (int n = 0; n < k; n++) {
         int best = -1;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int j = 0; j < n; j++) taken |= sel[j] == e;
-            if (!taken && (best < 0 || choice[e] > choice[best])) best = e;
-        }
+        for (int e = 0; e < E; e++)
+            if (!taken[e] && (best < 0 || choice[e] > choice[best])) best = e;
         sel[n] = best;
+        taken[best] = 1;
     }
     /* ascending ids: the reference accumulates experts in id order */
     for (int a = 1; a < k; a++)
@@ -223,50 +369,234 @@ static void route(es_session *s, const es_layer *ly, const float *x, int32_t *se
     }
 }
 
-/* s->xn holds the normed input; result (D) in s->xb. */
-static void moe(es_session *s, int il) {
-    const es_hparams *hp = &s->m->hp;
-    const es_layer *ly = &s->m->layers[il];
-    const int D = hp->dim, k = hp->n_used;
-    int32_t sel[256];
-    float w[256];
-    route(s, ly, s->xn, sel, w);
-    if (s->route_fn) s->route_fn(s->route_user, il, s->pos, sel, k);
+/* Routed experts run as (active expert, row chunk) units over the rows of
+ * the batch gathered by expert. */
+typedef struct expert_job {
+    es_session *s;
+    const es_layer *ly;
+    int n_active;
+    int64_t chunk;       /* rows per unit */
+    int64_t units_per;   /* units per expert */
+    int phase;           /* 0: gate+up+silu, 1: down */
+    const void *act;     /* gathered input rows in the kernel's format */
+    size_t act_stride;
+    int generic_gate_up; /* gate and up want different formats: both use F32 rows */
+} expert_job;
 
-    memset(s->moe_out, 0, sizeof(float) * (size_t)D);
-    for (int n = 0; n < k; n++) {
-        mlp(s, &ly->gate_exps, &ly->up_exps, &ly->down_exps, sel[n], s->xn, s->sh_out);
-        es_kern()->axpy_f32(s->moe_out, w[n], s->sh_out, D);
+static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const expert_job *j = ctx;
+    const es_scratch *sc = j->s->scratch;
+    const es_layer *ly = j->ly;
+    const int64_t F = j->s->m->hp.moe_ffn_dim, D = j->s->m->hp.dim;
+    for (int64_t u = i0; u < i1; u++) {
+        int e = sc->active[u / j->units_per];
+        int64_t first = sc->ex_start[e], nrows = sc->ex_start[e + 1] - first;
+        int64_t r0 = (u % j->units_per) * j->chunk;
+        const uint8_t *act = (const uint8_t *)j->act + (size_t)first * j->act_stride;
+        if (j->phase == 0) {
+            int64_t r1 = r0 + j->chunk < F ? r0 + j->chunk : F;
+            matmul_job g = make_job(&ly->gate_exps, e, act, j->act_stride, (int)nrows, sc->ex_g + first * F, F);
+            matmul_job up = make_job(&ly->up_exps, e, act, j->act_stride, (int)nrows, sc->ex_h + first * F, F);
+            if (j->generic_gate_up) {
+                g.mv = es_kernels_generic.matvec[ly->gate_exps.type];
+                up.mv = es_kernels_generic.matvec[ly->up_exps.type];
+                g.mm = up.mm = NULL;
+            }
+            matmul_rows(&g, r0, r1);
+            matmul_rows(&up, r0, r1);
+            for (int64_t t = 0; t < nrows; t++)
+                es_kern()->silu_mul(sc->ex_g + (first + t) * F + r0, sc->ex_h + (first + t) * F + r0, r1 - r0);
+        } else {
+            int64_t r1 = r0 + j->chunk < D ? r0 + j->chunk : D;
+            matmul_job dn = make_job(&ly->down_exps, e, act, j->act_stride, (int)nrows, sc->ex_out + first * D, D);
+            matmul_rows(&dn, r0, r1);
+        }
     }
-    if (ly->has_shared) {
-        mlp(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, 0, s->xn, s->sh_out);
-        for (int i = 0; i < D; i++) s->moe_out[i] += s->sh_out[i];
-    }
-    memcpy(s->xb, s->moe_out, sizeof(float) * (size_t)D);
 }
 
-/* ---- the whole token ------------------------------------------------------- */
+static void run_experts(es_session *s, const es_layer *ly, int n_active, int phase, const es_weight *w,
+                        int64_t out_rows, const void *act, size_t act_stride, int rows_total, int generic_gate_up) {
+    int64_t chunk = row_chunk(s, w->row_bytes, out_rows, rows_total / (n_active ? n_active : 1) + 1);
+    /* enough units to keep every thread busy even with few experts */
+    int64_t min_units = 4 * (int64_t)es_pool_threads(s->pool);
+    int64_t per = (out_rows + chunk - 1) / chunk;
+    if ((int64_t)n_active * per < min_units) {
+        per = (min_units + n_active - 1) / n_active;
+        chunk = (out_rows + per - 1) / per;
+        per = (out_rows + chunk - 1) / chunk;
+    }
+    expert_job j = {s, ly, n_active, chunk, per, phase, act, act_stride, generic_gate_up};
+    es_pool_run(s->pool, expert_task, &j, (int64_t)n_active * per, 1);
+}
 
-void es_forward_token(es_session *s, int32_t token, float *logits) {
+/* xn [T][D] holds the normed input; result [T][D] in xb. */
+static void moe(es_session *s, int il, int T) {
+    const es_hparams *hp = &s->m->hp;
+    const es_layer *ly = &s->m->layers[il];
+    es_scratch *sc = s->scratch;
+    const int D = hp->dim, E = hp->n_experts, k = hp->n_used, F = hp->moe_ffn_dim;
+
+    router_scores(s, ly, T);
+    float *choice = sc->ex_g; /* E floats of scratch, free until the experts run */
+    for (int t = 0; t < T; t++) {
+        select_experts(hp, ly->exp_bias, sc->router + (size_t)t * E, choice, sc->ex_fill, sc->sel + (size_t)t * k,
+                       sc->selw + (size_t)t * k);
+        if (s->route_fn) s->route_fn(s->route_user, il, s->pos + t, sc->sel + (size_t)t * k, k);
+    }
+    /* group the batch's (token, choice) pairs by expert, tokens in order */
+    memset(sc->ex_fill, 0, sizeof(int32_t) * (size_t)E);
+    for (int i = 0; i < T * k; i++) sc->ex_fill[sc->sel[i]]++;
+    int n_active = 0;
+    sc->ex_start[0] = 0;
+    for (int e = 0; e < E; e++) {
+        sc->ex_start[e + 1] = sc->ex_start[e] + sc->ex_fill[e];
+        if (sc->ex_fill[e]) sc->active[n_active++] = e;
+        sc->ex_fill[e] = 0;
+    }
+    es_matvec_plan pg = es_plan_matvec(ly->gate_exps.type), pu = es_plan_matvec(ly->up_exps.type);
+    int mixed = pg.act_type != pu.act_type; /* rare: gate and up of different types */
+    if (mixed) pg.act_type = ES_TYPE_F32;
+    size_t in_stride = es_act_bytes(pg.act_type, D);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            int e = sc->sel[t * k + j];
+            int row = sc->ex_start[e] + sc->ex_fill[e]++;
+            sc->tok_row[t * k + j] = row;
+            es_prepare_act(pg.act_type, sc->xn + (size_t)t * D, (uint8_t *)sc->act_gather + (size_t)row * in_stride, D);
+        }
+    run_experts(s, ly, n_active, 0, &ly->gate_exps, F, sc->act_gather, in_stride, T * k, mixed);
+
+    /* the down projection's input: the hidden rows in its kernel's format */
+    es_matvec_plan pd = es_plan_matvec(ly->down_exps.type);
+    size_t h_stride;
+    const void *hact = prepare_rows(pd.act_type, sc->ex_g, F, F, T * k, sc->act_gather, &h_stride);
+    run_experts(s, ly, n_active, 1, &ly->down_exps, D, hact, h_stride, T * k, 0);
+
+    /* y_t = Σ_j w_tj · expert_j(x_t), experts in ascending id order, + shared */
+    memset(sc->xb, 0, sizeof(float) * (size_t)T * D);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++)
+            es_kern()->axpy_f32(sc->xb + (size_t)t * D, sc->selw[t * k + j],
+                                sc->ex_out + (size_t)sc->tok_row[t * k + j] * D, D);
+    if (ly->has_shared) {
+        float *sh = sc->ex_out; /* free again: T*D <= T*k*D */
+        mlp(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, sc->xn, T, sh);
+        for (size_t i = 0; i < (size_t)T * D; i++) sc->xb[i] += sh[i];
+    }
+}
+
+/* ---- the batch ------------------------------------------------------------------ */
+
+/* T tokens (T <= the scratch batch) from position s->pos.  logits: NULL, or
+ * [T][V] if all, else the last token's [V]. */
+static void forward_batch(es_session *s, const int32_t *tokens, int T, float *logits, int all) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
     const es_kernels *K = es_kern();
+    es_scratch *sc = s->scratch;
     const int D = hp->dim;
 
-    es_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)token * m->tok_embd.row_bytes, s->x, D);
+    for (int t = 0; t < T; t++) {
+        es_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                       sc->x + (size_t)t * D, D);
+        rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, s->pos + t, m->rope_freqs);
+    }
     for (int il = 0; il < hp->n_layers; il++) {
         const es_layer *ly = &m->layers[il];
-        K->rmsnorm(s->xn, s->x, ly->attn_norm, D, hp->eps);
-        attention(s, il);
-        for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
-        K->rmsnorm(s->xn, s->x, ly->ffn_norm, D, hp->eps);
-        if (ly->is_moe) moe(s, il);
-        else mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, 0, s->xn, s->xb);
-        for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
+        for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
+        attention(s, il, T);
+        for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
+        for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
+        if (ly->is_moe) moe(s, il, T);
+        else mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
+        for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
     }
     if (logits) {
-        K->rmsnorm(s->xn, s->x, m->out_norm, D, hp->eps);
-        matvec(s, &m->out, 0, s->xn, logits);
+        int first = all ? 0 : T - 1;
+        for (int t = first; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
+        matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, T - first, logits, hp->n_vocab);
     }
-    s->pos++;
+    s->pos += T;
+}
+
+void es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions) {
+    const int B = s->scratch->B;
+    for (int i = 0; i < n; i += B) {
+        int T = n - i < B ? n - i : B;
+        float *lg = NULL;
+        if (logits && all_positions) lg = logits + (size_t)i * (size_t)s->m->hp.n_vocab;
+        else if (logits && i + T == n) lg = logits;
+        forward_batch(s, tokens + i, T, lg, all_positions);
+    }
+}
+
+/* ---- scratch ---------------------------------------------------------------------- */
+
+void es_scratch_free(es_scratch *sc) {
+    if (!sc) return;
+    void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
+                    sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
+                    sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
+                    sc->t_act};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(sc);
+}
+
+static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Largest byte size of n activations in any format a kernel may ask for
+ * (fp32 is the widest per value; the slack covers block rounding). */
+static size_t act_row_bytes(int64_t n) { return sizeof(float) * (size_t)n + 512; }
+
+es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
+    const es_hparams *hp = &m->hp;
+    es_scratch *sc = calloc(1, sizeof *sc);
+    if (!sc) return NULL;
+    const size_t B = ES_BATCH, D = (size_t)hp->dim, H = (size_t)hp->n_heads, R = (size_t)hp->kv_lora;
+    const size_t k = (size_t)(hp->n_used ? hp->n_used : 1), E = (size_t)(hp->n_experts ? hp->n_experts : 1);
+    const size_t F = (size_t)hp->moe_ffn_dim, S = (size_t)hp->n_shared * F;
+    const size_t ffw = maxz((size_t)hp->ffn_dim, S);
+    size_t widest = maxz(maxz(D, (size_t)hp->q_lora), maxz(ffw, H * (size_t)hp->vdim));
+    sc->B = (int)B;
+    sc->x = malloc(sizeof(float) * B * D);
+    sc->xn = malloc(sizeof(float) * B * D);
+    sc->xb = malloc(sizeof(float) * B * D);
+    sc->q = malloc(sizeof(float) * B * H * (size_t)(hp->nope + hp->rope));
+    sc->qa = malloc(sizeof(float) * B * maxz((size_t)hp->q_lora, 1));
+    sc->kva = malloc(sizeof(float) * B * (R + (size_t)hp->rope));
+    sc->o = malloc(sizeof(float) * B * H * (size_t)hp->vdim);
+    sc->ff_g = malloc(sizeof(float) * B * ffw);
+    sc->ff_u = malloc(sizeof(float) * B * ffw);
+    sc->router = malloc(sizeof(float) * B * E);
+    sc->sel = malloc(sizeof(int32_t) * B * k);
+    sc->selw = malloc(sizeof(float) * B * k);
+    sc->ex_start = malloc(sizeof(int32_t) * (E + 1));
+    sc->ex_fill = malloc(sizeof(int32_t) * E);
+    sc->tok_row = malloc(sizeof(int32_t) * B * k);
+    sc->active = malloc(sizeof(int32_t) * E);
+    sc->ex_g = malloc(sizeof(float) * maxz(B * k * F, E));
+    sc->ex_h = malloc(sizeof(float) * maxz(B * k * F, 1));
+    sc->ex_out = malloc(sizeof(float) * B * k * D);
+    sc->rope_cs = malloc(sizeof(float) * B * (size_t)hp->rope);
+    sc->act = malloc(B * act_row_bytes((int64_t)widest));
+    sc->act_gather = malloc(B * k * act_row_bytes((int64_t)maxz(D, F)));
+    sc->n_threads = n_threads;
+    sc->t_act_bytes = act_row_bytes((int64_t)maxz(R, (size_t)hp->nope));
+    size_t nt = (size_t)n_threads;
+    sc->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
+    sc->t_qt = malloc(sizeof(float) * nt * R);
+    sc->t_u = malloc(sizeof(float) * nt * R);
+    sc->t_row = malloc(sizeof(float) * nt * R);
+    sc->t_act = malloc(nt * sc->t_act_bytes);
+    void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
+                    sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
+                    sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
+                    sc->t_act};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (!bufs[i]) {
+            es_scratch_free(sc);
+            return NULL;
+        }
+    return sc;
 }

@@ -231,6 +231,7 @@ typedef struct loader {
     char *err;
     size_t errlen;
     int failed;
+    int unsupported; /* the failure is a valid but unsupported tensor type */
     float *vec_next; /* bump allocator into m->f32_copies */
 } loader;
 
@@ -268,6 +269,7 @@ static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int6
                                    "(supported: F32, F16, BF16, Q8_0, Q4_0)",
                 name, tr ? tr->name : "unknown");
         L->failed = 1;
+        L->unsupported = tr != NULL;
         return 0;
     }
     w->data = t->data;
@@ -395,9 +397,9 @@ es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err
     get_weight(&L, &m->tok_embd, "token_embd.weight", hp->dim, hp->n_vocab, 1, 0);
     m->out_norm = get_vec(&L, "output_norm.weight", hp->dim, 0);
     get_weight(&L, &m->out, "output.weight", hp->dim, hp->n_vocab, 1, 0);
-    if (L.failed) return ES_ERR_FORMAT;
+    if (L.failed) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;
     for (int il = 0; il < hp->n_layers; il++)
-        if (load_layer(&L, il) != 0) return ES_ERR_FORMAT;
+        if (load_layer(&L, il) != 0) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;
     /* blk.<n_layers>... (MTP/next-n) tensors are present but deliberately unused */
     build_rope_freqs(m);
     return ES_OK;

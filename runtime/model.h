@@ -95,22 +95,25 @@ struct es_model {
 /* Loads hyperparameters and weights (or only the tokenizer). */
 es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err, size_t errlen);
 
+typedef struct es_scratch es_scratch;
+
 struct es_session {
     es_model *m;
     int n_ctx;
     int pos;
     float *kv;           /* [n_layers][n_ctx][R+dr]: normalised latent, rotated k_pe */
-    /* scratch, sized once */
-    float *x, *xn, *xb, *q, *qa, *kva, *qt, *att, *u, *o, *ffh, *ffh2, *moe_out, *sh_out, *router;
-    float *logits_tmp;
-    void *act;           /* a matvec input in the kernel's activation format */
-    struct es_pool *pool; /* NULL: single-threaded */
+    es_scratch *scratch; /* batch buffers and per-thread buffers (forward.c) */
+    struct es_pool *pool;
     es_route_fn route_fn;
     void *route_user;
 };
 
-/* One token through every layer at position s->pos; writes logits (n_vocab)
- * if logits != NULL; advances s->pos. */
-void es_forward_token(es_session *s, int32_t token, float *logits);
+/* forward.c: scratch for batches of tokens and n_threads workers */
+es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads);
+void es_scratch_free(es_scratch *sc);
+
+/* n tokens from position s->pos, in batches; advances s->pos.  logits:
+ * NULL, [n][n_vocab] if all_positions, else the last token's [n_vocab]. */
+void es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions);
 
 #endif

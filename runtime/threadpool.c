@@ -18,6 +18,12 @@
 
 #define SPIN_ITERS 20000
 
+typedef struct es_pool es_pool;
+typedef struct worker_arg {
+    es_pool *pool;
+    int tid;
+} worker_arg;
+
 typedef struct job {
     es_task_fn fn;
     void *ctx;
@@ -27,6 +33,7 @@ typedef struct job {
 struct es_pool {
     int n_threads;
     pthread_t *threads;
+    worker_arg *args;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job cur;
@@ -36,17 +43,18 @@ struct es_pool {
     atomic_int stop;
 };
 
-static void work(es_pool *p, const job *j) {
+static void work(es_pool *p, const job *j, int tid) {
     for (;;) {
         int64_t i0 = atomic_fetch_add(&p->next, j->chunk);
         if (i0 >= j->n) break;
         int64_t i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
-        j->fn(j->ctx, i0, i1);
+        j->fn(j->ctx, i0, i1, tid);
     }
 }
 
 static void *worker(void *arg) {
-    es_pool *p = arg;
+    es_pool *p = ((worker_arg *)arg)->pool;
+    const int tid = ((worker_arg *)arg)->tid;
     uint_fast64_t seen = 0;
     for (;;) {
         uint_fast64_t g;
@@ -62,7 +70,7 @@ static void *worker(void *arg) {
         if (atomic_load(&p->stop)) return NULL;
         seen = g;
         job j = p->cur;
-        work(p, &j);
+        work(p, &j, tid);
         atomic_fetch_sub(&p->pending, 1);
     }
 }
@@ -76,9 +84,11 @@ es_pool *es_pool_new(int n_threads) {
     pthread_cond_init(&p->cv, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof(pthread_t));
-        if (!p->threads) { es_pool_free(p); return NULL; }
+        p->args = calloc((size_t)n_threads - 1, sizeof(worker_arg));
+        if (!p->threads || !p->args) { p->n_threads = 1; es_pool_free(p); return NULL; }
         for (int i = 0; i < n_threads - 1; i++) {
-            if (pthread_create(&p->threads[i], NULL, worker, p) != 0) {
+            p->args[i] = (worker_arg){p, i + 1};
+            if (pthread_create(&p->threads[i], NULL, worker, &p->args[i]) != 0) {
                 p->n_threads = i + 1; /* keep the ones that started */
                 break;
             }
@@ -95,6 +105,7 @@ void es_pool_free(es_pool *p) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; p->threads && i < p->n_threads - 1; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
+    free(p->args);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
@@ -106,7 +117,7 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *ctx, int64_t n, int64_t chunk)
     if (n <= 0) return;
     if (chunk < 1) chunk = 1;
     if (!p || p->n_threads == 1 || n <= chunk) {
-        fn(ctx, 0, n);
+        fn(ctx, 0, n, 0);
         return;
     }
     p->cur = (job){fn, ctx, n, chunk};
@@ -117,7 +128,7 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *ctx, int64_t n, int64_t chunk)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     job j = p->cur;
-    work(p, &j);
+    work(p, &j, 0);
     int spins = 0;
     while (atomic_load(&p->pending) > 0)
         if (++spins > SPIN_ITERS) sched_yield();

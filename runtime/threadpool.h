@@ -13,8 +13,9 @@
 
 typedef struct es_pool es_pool;
 
-/* fn processes items [i0, i1) */
-typedef void (*es_task_fn)(void *ctx, int64_t i0, int64_t i1);
+/* fn processes items [i0, i1) on thread tid (0 = the caller, < n_threads),
+ * so a task can use per-thread scratch */
+typedef void (*es_task_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 
 /* n_threads counts the caller: 1 means no workers.  NULL on failure. */
 es_pool *es_pool_new(int n_threads);

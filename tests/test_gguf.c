@@ -854,14 +854,13 @@ static void test_loader(void) {
     expect_load_err("missing tensor", &m, ES_ERR_FORMAT, ES_ERR_FORMAT, "blk.2.attn_output.weight");
     m = (mods){.drop_tensor = "blk.1.attn_v_b.weight", .type = -1};
     expect_load_err("attn_k_b without attn_v_b", &m, ES_ERR_FORMAT, ES_ERR_FORMAT, "attn_v_b");
-    /* Valid GGUF types edgeseek cannot compute with.  edgeseek.h documents
-     * ES_ERR_UNSUPPORTED for that; the loader currently reports FORMAT, which
-     * is accepted here so that the message check still runs. */
+    /* Valid GGUF types edgeseek cannot compute with: ES_ERR_UNSUPPORTED, as
+     * edgeseek.h documents. */
     uint32_t unsup[] = {ES_TYPE_Q4_1, ES_TYPE_IQ4_NL, ES_TYPE_Q5_0};
     const char *unsup_name[] = {"Q4_1", "IQ4_NL", "Q5_0"};
     for (int i = 0; i < 3; i++) {
         m = (mods){.tensor = "blk.1.ffn_down_exps.weight", .type = unsup[i]};
-        expect_load_err("unsupported tensor type", &m, ES_ERR_UNSUPPORTED, ES_ERR_FORMAT, "blk.1.ffn_down_exps.weight");
+        expect_load_err("unsupported tensor type", &m, ES_ERR_UNSUPPORTED, ES_ERR_UNSUPPORTED, "blk.1.ffn_down_exps.weight");
         st = load_rewritten("unsupported tensor type", &m, err, sizeof err);
         CHECK(strstr(err, unsup_name[i]) != NULL, "unsupported type: message '%s' does not name %s", err, unsup_name[i]);
     }
