@@ -78,7 +78,7 @@ typedef struct matmul_job {
 } matmul_job;
 
 static void matmul_rows(const matmul_job *j, int64_t r0, int64_t r1) {
-    if (j->mm) {
+    if (j->mm && j->T > 1) { /* a single token goes through the matvec kernel */
         j->mm(j->base, j->row_bytes, j->n, j->act, j->act_stride, j->T, j->y, j->y_stride, r0, r1);
         return;
     }
