@@ -3,6 +3,7 @@
  * Accumulation is in fp32, block by block, as the quantised formats are
  * defined; the block layouts are in quant.h. */
 #include "kernels.h"
+#include "generic_kquants.h"
 
 #include <math.h>
 #include <string.h>
@@ -194,11 +195,17 @@ static void softmax_generic(float *x, int64_t n) {
 const es_kernels es_kernels_generic = {
     .name = "generic",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0},
+               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0,
+               [ES_TYPE_Q2_K] = es_matvec_q2_K, [ES_TYPE_Q3_K] = es_matvec_q3_K, [ES_TYPE_Q4_K] = es_matvec_q4_K,
+               [ES_TYPE_Q5_K] = es_matvec_q5_K, [ES_TYPE_Q6_K] = es_matvec_q6_K},
     .dequant_row = {[ES_TYPE_F32] = dequant_f32, [ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16,
-                    [ES_TYPE_Q8_0] = dequant_q8_0, [ES_TYPE_Q4_0] = dequant_q4_0},
+                    [ES_TYPE_Q8_0] = dequant_q8_0, [ES_TYPE_Q4_0] = dequant_q4_0,
+                    [ES_TYPE_Q2_K] = es_dequant_q2_K, [ES_TYPE_Q3_K] = es_dequant_q3_K, [ES_TYPE_Q4_K] = es_dequant_q4_K,
+                    [ES_TYPE_Q5_K] = es_dequant_q5_K, [ES_TYPE_Q6_K] = es_dequant_q6_K, [ES_TYPE_Q8_K] = es_dequant_q8_K},
     .quant_row = {[ES_TYPE_F32] = quant_f32, [ES_TYPE_F16] = quant_f16, [ES_TYPE_BF16] = quant_bf16,
-                  [ES_TYPE_Q8_0] = quant_q8_0, [ES_TYPE_Q4_0] = quant_q4_0},
+                  [ES_TYPE_Q8_0] = quant_q8_0, [ES_TYPE_Q4_0] = quant_q4_0,
+                  [ES_TYPE_Q2_K] = es_quant_q2_K, [ES_TYPE_Q3_K] = es_quant_q3_K, [ES_TYPE_Q4_K] = es_quant_q4_K,
+                  [ES_TYPE_Q5_K] = es_quant_q5_K, [ES_TYPE_Q6_K] = es_quant_q6_K, [ES_TYPE_Q8_K] = es_quant_q8_K},
     .rmsnorm = rmsnorm_generic,
     .dot_f32 = dot_generic,
     .axpy_f32 = axpy_generic,

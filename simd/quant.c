@@ -10,9 +10,9 @@ static const es_type_traits traits[ES_TYPE_COUNT] = {
     T(ES_TYPE_Q4_0, "Q4_0", 32, 18, 1),    T(ES_TYPE_Q4_1, "Q4_1", 32, 20, 0),
     T(ES_TYPE_Q5_0, "Q5_0", 32, 22, 0),    T(ES_TYPE_Q5_1, "Q5_1", 32, 24, 0),
     T(ES_TYPE_Q8_0, "Q8_0", 32, 34, 1),    T(ES_TYPE_Q8_1, "Q8_1", 32, 36, 0),
-    T(ES_TYPE_Q2_K, "Q2_K", 256, 84, 0),   T(ES_TYPE_Q3_K, "Q3_K", 256, 110, 0),
-    T(ES_TYPE_Q4_K, "Q4_K", 256, 144, 0),  T(ES_TYPE_Q5_K, "Q5_K", 256, 176, 0),
-    T(ES_TYPE_Q6_K, "Q6_K", 256, 210, 0),  T(ES_TYPE_Q8_K, "Q8_K", 256, 292, 0),
+    T(ES_TYPE_Q2_K, "Q2_K", 256, 84, 1),   T(ES_TYPE_Q3_K, "Q3_K", 256, 110, 1),
+    T(ES_TYPE_Q4_K, "Q4_K", 256, 144, 1),  T(ES_TYPE_Q5_K, "Q5_K", 256, 176, 1),
+    T(ES_TYPE_Q6_K, "Q6_K", 256, 210, 1),  T(ES_TYPE_Q8_K, "Q8_K", 256, 292, 0), /* activations only */
     T(ES_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, 0), T(ES_TYPE_IQ2_XS, "IQ2_XS", 256, 74, 0),
     T(ES_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, 0), T(ES_TYPE_IQ1_S, "IQ1_S", 256, 50, 0),
     T(ES_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 0), T(ES_TYPE_IQ3_S, "IQ3_S", 256, 110, 0),

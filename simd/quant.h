@@ -42,6 +42,104 @@ typedef struct {
 } block_q4_0;
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
 
+/* ---- K-quants: super-blocks of QK_K = 256 weights ------------------------
+ * A super-block holds sub-blocks (16 of 16 or 8 of 32 weights), each with
+ * its own scale (and min) quantised to a few bits against the super-block's
+ * fp16 d (and dmin).  Layouts are GGUF's byte for byte. */
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+/* Q2_K: 16 sub-blocks of 16; w = d*sc*q - dmin*m, q in 0..3, sc and m 4 bits
+ * each (scales[j] = sc | m << 4).  qs: four 2-bit planes per 128 weights;
+ * weight 128*h + 32*p + l is bits 2p..2p+1 of qs[32*h + l].
+ * (16 + 64 + 2 + 2) B / 256 = 2.625 bpw */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    es_fp16 d;
+    es_fp16 dmin;
+} block_q2_K;
+_Static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
+
+/* Q3_K: 16 sub-blocks of 16; w = d*(sc - 32)*(q - 4), q in 0..7 = low 2 bits
+ * (qs, planes as Q2_K) + 4 * high bit (bit i/32 of hmask[i % 32]); sc 6 bits:
+ * low 4 in scales[j] (j < 8) or scales[j-8] >> 4, high 2 in bits 2*(j/4) of
+ * scales[8 + j%4].  (32 + 64 + 12 + 2) B / 256 = 3.4375 bpw */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[K_SCALE_SIZE];
+    es_fp16 d;
+} block_q3_K;
+_Static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
+
+/* Q4_K: 8 sub-blocks of 32; w = d*sc*q - dmin*m, q in 0..15, sc and m 6 bits
+ * packed in 12 bytes (es_k4_scale_min).  qs: weights 64*h + l (l < 32) are
+ * the low nibbles of qs[32*h + l], weights 64*h + 32 + l the high nibbles.
+ * (2 + 2 + 12 + 128) B / 256 = 4.5 bpw */
+typedef struct {
+    es_fp16 d;
+    es_fp16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
+
+/* Q5_K: Q4_K plus a fifth bit: q in 0..31 = nibble (as Q4_K) + 16 * bit
+ * i/32 of qh[i % 32].  (2 + 2 + 12 + 32 + 128) B / 256 = 5.5 bpw */
+typedef struct {
+    es_fp16 d;
+    es_fp16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
+
+/* Q6_K: 16 sub-blocks of 16; w = d*sc*(q - 32), sc int8, q in 0..63.  Per
+ * 128 weights (h): weight 128*h + 32*p + l (l < 32) has its low nibble in
+ * ql[64*h + 32*(p&1) + l] (low half for p < 2, high half for p >= 2) and
+ * its high 2 bits at bits 2p of qh[32*h + l].
+ * (128 + 64 + 16 + 2) B / 256 = 6.5625 bpw */
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    es_fp16 d;
+} block_q6_K;
+_Static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
+
+/* Q8_K: the 8-bit activation format K-quant dot products use; x = d*q,
+ * d fp32, q int8 in -127..127; bsums[j] = sum of qs[16j .. 16j+15] (lets a
+ * kernel apply the per-sub-block mins without touching the quants).
+ * (4 + 256 + 32) B / 256 = 9.125 bpw */
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+_Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
+
+/* Q4_K/Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12
+ * packed bytes: j < 4 in the low 6 bits of bytes j and j+4; j >= 4 split
+ * into a nibble of byte j+4 and the top 2 bits of bytes j-4 and j. */
+static inline void es_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* Q3_K: the 6-bit scale code (0..63, bias 32) of sub-block j (0..15). */
+static inline int es_k3_scale(int j, const uint8_t *s) {
+    int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return lo | hi << 4;
+}
+
 /* Traits of every type ggml knows, so the reader can size any tensor. */
 typedef struct es_type_traits {
     const char *name;

@@ -1,6 +1,8 @@
 /* testutil.c — see testutil.h */
 #include "testutil.h"
 
+#include "kernels.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,4 +49,18 @@ void *test_read_file(const char *path, size_t *len) {
     buf[sz] = 0;
     if (len) *len = (size_t)sz;
     return buf;
+}
+
+void test_each_simd_path(void (*fn)(void)) {
+    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char err[256];
+        if (!es_simd_supported(paths[i])) {
+            SKIP("SIMD path %s: not available on this CPU/build", paths[i]);
+            continue;
+        }
+        int ok = es_simd_select(paths[i], err, sizeof err) == 0;
+        CHECK(ok, "select %s: %s", paths[i], err);
+        if (ok) fn();
+    }
 }

@@ -31,5 +31,8 @@ const char *test_shared_path(const char *rel);
 const char *test_build_path(const char *rel);
 /* Reads a whole file; malloc'd, *len set; NULL if unreadable. */
 void *test_read_file(const char *path, size_t *len);
+/* Runs fn once on every SIMD path this CPU can run (generic, avx2, avx512,
+ * neon), each selected first; the others are reported as skipped. */
+void test_each_simd_path(void (*fn)(void));
 
 #endif

@@ -1,0 +1,548 @@
+/* generic_kquants.c — scalar reference kernels for the K-quant formats:
+ * dequantisation, quantisation and matrix-vector products (against fp32
+ * activations) of Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, and the Q8_K activation
+ * quantiser the SIMD kernels multiply with.  Block layouts are in quant.h.
+ *
+ * Decoding: every K format reads as "value i = scale[s] * q[i] - min[s]" with
+ * s the sub-block of i (16 or 32 weights), so each format has one decoder
+ * into that form (kdec) shared by dequant and matvec; the scale and min are
+ * computed in fp32 exactly as ggml's dequantisers compute them, so values
+ * agree bit for bit.
+ *
+ * Quantisation, in two levels per super-block of 256:
+ *   1. each sub-block gets the (scale, min) or scale that minimises a
+ *      weighted squared error, by trying a fan of grid stretches around the
+ *      min/max grid, solving least squares for each rounding, then
+ *      re-rounding with the best fit until it stops improving (fit_affine,
+ *      fit_symmetric);
+ *   2. the sub-block scales (and mins) are themselves quantised to 4, 6 or 8
+ *      bits against an fp16 super-block scale, and the weights rounded again
+ *      with the scales as stored, so the rounding matches what decodes.
+ The error minimised is the plain squared error: without an importance
+ * matrix, activations of equal variance make a dot product's expected
+ * squared error Σ e_i², whatever the size of each weight.  (ggml's reference
+ * quantisers weight by |x| or x² instead; on Gaussian data this plain fit
+ * has 0.5% (Q4_K) to 10% (Q2_K) lower RMS error — tests/test_kquants.c.)
+ */
+#include "generic_kquants.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "quant.h"
+
+/* v rounded to nearest (ties to even) and clamped to [lo, hi]; NaN -> lo.
+ * Clamping first keeps |v| small, so adding 1.5 * 2^23 leaves the rounded
+ * integer in the low mantissa bits (the FPU's own round-to-nearest-even),
+ * without a call to lrintf per weight. */
+static int round_clamp(float v, int lo, int hi) {
+    if (!(v >= (float)lo)) return lo;
+    if (v >= (float)hi) return hi;
+    float f = v + 12582912.0f;
+    int32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return (bits & 0x7fffff) - 0x400000;
+}
+
+/* ---- decoding ------------------------------------------------------------- */
+
+/* One super-block: value i = scale[i / sub] * q[i] - min[i / sub]. */
+typedef struct kdec {
+    int8_t q[QK_K];
+    float scale[16], min[16];
+    int sub;     /* sub-block length, 16 or 32 */
+    int has_min; /* 0: min[] is all zero (symmetric formats) */
+} kdec;
+
+/* the 2-bit plane layout shared by Q2_K and Q3_K: weight 128h + 32p + l is
+ * bits 2p..2p+1 of qs[32h + l] */
+static int plane2(const uint8_t *qs, int i) {
+    return (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+}
+
+static void decode_q2_K(const void *blk, kdec *k) {
+    const block_q2_K *b = blk;
+    float d = es_fp16_to_f32(b->d), dmin = es_fp16_to_f32(b->dmin);
+    k->sub = 16, k->has_min = 1;
+    for (int j = 0; j < 16; j++) {
+        k->scale[j] = d * (float)(b->scales[j] & 0xF);
+        k->min[j] = dmin * (float)(b->scales[j] >> 4);
+    }
+    for (int i = 0; i < QK_K; i++) k->q[i] = (int8_t)plane2(b->qs, i);
+}
+
+static void decode_q3_K(const void *blk, kdec *k) {
+    const block_q3_K *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 16, k->has_min = 0;
+    for (int j = 0; j < 16; j++) {
+        k->scale[j] = d * (float)(es_k3_scale(j, b->scales) - 32);
+        k->min[j] = 0;
+    }
+    for (int i = 0; i < QK_K; i++) {
+        int hi = (b->hmask[i % 32] >> (i / 32)) & 1;
+        k->q[i] = (int8_t)(plane2(b->qs, i) - (hi ? 0 : 4));
+    }
+}
+
+/* Q4_K/Q5_K share the scale block and the nibble layout */
+static void decode_k4_scales(es_fp16 d16, es_fp16 dmin16, const uint8_t *scales, kdec *k) {
+    float d = es_fp16_to_f32(d16), dmin = es_fp16_to_f32(dmin16);
+    k->sub = 32, k->has_min = 1;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        es_k4_scale_min(j, scales, &sc, &m);
+        k->scale[j] = d * (float)sc;
+        k->min[j] = dmin * (float)m;
+    }
+}
+
+/* nibble of weight i: weights 64h + l (l < 32) low, 64h + 32 + l high */
+static int nibble(const uint8_t *qs, int i) {
+    uint8_t byte = qs[32 * (i / 64) + i % 32];
+    return (i % 64) < 32 ? byte & 0xF : byte >> 4;
+}
+
+static void decode_q4_K(const void *blk, kdec *k) {
+    const block_q4_K *b = blk;
+    decode_k4_scales(b->d, b->dmin, b->scales, k);
+    for (int i = 0; i < QK_K; i++) k->q[i] = (int8_t)nibble(b->qs, i);
+}
+
+static void decode_q5_K(const void *blk, kdec *k) {
+    const block_q5_K *b = blk;
+    decode_k4_scales(b->d, b->dmin, b->scales, k);
+    for (int i = 0; i < QK_K; i++) {
+        int hi = (b->qh[i % 32] >> (i / 32)) & 1;
+        k->q[i] = (int8_t)(nibble(b->qs, i) | hi << 4);
+    }
+}
+
+static void decode_q6_K(const void *blk, kdec *k) {
+    const block_q6_K *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 16, k->has_min = 0;
+    for (int j = 0; j < 16; j++) {
+        k->scale[j] = d * (float)b->scales[j];
+        k->min[j] = 0;
+    }
+    for (int i = 0; i < QK_K; i++) {
+        int h = i / 128, p = (i % 128) / 32, l = i % 32;
+        uint8_t lo = b->ql[64 * h + 32 * (p & 1) + l];
+        int low4 = p < 2 ? lo & 0xF : lo >> 4;
+        int high2 = (b->qh[32 * h + l] >> (2 * p)) & 3;
+        k->q[i] = (int8_t)((low4 | high2 << 4) - 32);
+    }
+}
+
+typedef void (*kdec_fn)(const void *blk, kdec *k);
+
+static void dequant_k(const void *src, size_t block_bytes, kdec_fn dec, float *dst, int64_t n) {
+    kdec k;
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        dec((const uint8_t *)src + (size_t)ib * block_bytes, &k);
+        float *y = dst + ib * QK_K;
+        for (int i = 0; i < QK_K; i++) y[i] = k.scale[i / k.sub] * (float)k.q[i] - k.min[i / k.sub];
+    }
+}
+
+/* Per sub-block: scale * Σ q·x - min * Σ x, summed in fp32. */
+static void matvec_k(const void *w, size_t rb, int64_t n, const float *x, float *y, int64_t r0, int64_t r1,
+                     size_t block_bytes, kdec_fn dec) {
+    kdec k;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+        float acc = 0.0f;
+        for (int64_t ib = 0; ib < n / QK_K; ib++) {
+            dec(row + (size_t)ib * block_bytes, &k);
+            const float *xb = x + ib * QK_K;
+            for (int s = 0; s < QK_K / k.sub; s++) {
+                float sq = 0.0f, sx = 0.0f;
+                for (int i = s * k.sub; i < (s + 1) * k.sub; i++) {
+                    sq += (float)k.q[i] * xb[i];
+                    sx += xb[i];
+                }
+                acc += k.scale[s] * sq;
+                if (k.has_min) acc -= k.min[s] * sx;
+            }
+        }
+        y[r] = acc;
+    }
+}
+
+void es_dequant_q2_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q2_K), decode_q2_K, dst, n); }
+void es_dequant_q3_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q3_K), decode_q3_K, dst, n); }
+void es_dequant_q4_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q4_K), decode_q4_K, dst, n); }
+void es_dequant_q5_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q5_K), decode_q5_K, dst, n); }
+void es_dequant_q6_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q6_K), decode_q6_K, dst, n); }
+
+void es_matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q2_K), decode_q2_K);
+}
+void es_matvec_q3_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q3_K), decode_q3_K);
+}
+void es_matvec_q4_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q4_K), decode_q4_K);
+}
+void es_matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q5_K), decode_q5_K);
+}
+void es_matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q6_K), decode_q6_K);
+}
+
+/* ---- sub-block fits --------------------------------------------------------- */
+
+/* Least squares of x ≈ s*L + b over a fixed rounding L; b is kept <= 0
+ * (the formats store -b as an unsigned min).  Returns the squared error, or
+ * INFINITY when the system is degenerate. */
+static float solve_affine(const float *x, const uint8_t *L, int n, float *s_out, float *b_out) {
+    float sx = 0, sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; i++) {
+        float l = (float)L[i];
+        sx += x[i];
+        sl += l;
+        sl2 += l * l;
+        sxl += x[i] * l;
+    }
+    float sw = (float)n, det = sw * sl2 - sl * sl;
+    if (!(det > 0)) return INFINITY;
+    float s = (sw * sxl - sx * sl) / det;
+    float b = (sl2 * sx - sl * sxl) / det;
+    if (b > 0) { /* the best offset is positive: pin it at 0 and refit s */
+        b = 0;
+        s = sxl / sl2;
+    }
+    if (!(s > 0)) return INFINITY;
+    float err = 0;
+    for (int i = 0; i < n; i++) {
+        float e = s * (float)L[i] + b - x[i];
+        err += e * e;
+    }
+    *s_out = s;
+    *b_out = b;
+    return err;
+}
+
+static void round_affine(const float *x, int n, int nmax, float s, float b, uint8_t *L) {
+    float is = 1.0f / s;
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)round_clamp((x[i] - b) * is, 0, nmax);
+}
+
+/* Fits x[n] ≈ scale * L - min with L in 0..nmax, scale >= 0, min >= 0,
+ * minimising Σ (scale L - min - x)².  The grid through [min(x, 0), max x]
+ * is stretched to nmax + lo + step*k levels for k = 0..steps; each rounding
+ * gets its least-squares (scale, min); the best is then re-rounded with its
+ * own (scale, min) and refitted while that helps.  L is the final rounding. */
+static float fit_affine(const float *x, int n, int nmax, float lo, float step, int steps,
+                        uint8_t *L, float *min_out) {
+    float xmin = x[0], xmax = x[0];
+    for (int i = 1; i < n; i++) {
+        xmin = fminf(xmin, x[i]);
+        xmax = fmaxf(xmax, x[i]);
+    }
+    if (xmin > 0) xmin = 0;
+    if (xmax == xmin) { /* constant (and <= 0): all in the min */
+        memset(L, 0, (size_t)n);
+        *min_out = -xmin;
+        return 0;
+    }
+    /* the plain min/max grid is the fallback */
+    float best_s = (xmax - xmin) / (float)nmax, best_b = xmin, best = 0;
+    round_affine(x, n, nmax, best_s, best_b, L);
+    for (int i = 0; i < n; i++) {
+        float e = best_s * (float)L[i] + best_b - x[i];
+        best += e * e;
+    }
+    uint8_t cand[32];
+    for (int k = 0; k <= steps; k++) {
+        float levels = (float)nmax + lo + step * (float)k;
+        if (!(levels > 0)) continue;
+        round_affine(x, n, nmax, (xmax - xmin) / levels, xmin, cand);
+        float s, b, err = solve_affine(x, cand, n, &s, &b);
+        if (err < best) {
+            best = err, best_s = s, best_b = b;
+            memcpy(L, cand, (size_t)n);
+        }
+    }
+    for (int it = 0; it < 4; it++) { /* re-round with the fit itself */
+        round_affine(x, n, nmax, best_s, best_b, cand);
+        float s, b, err = solve_affine(x, cand, n, &s, &b);
+        if (!(err < best)) break;
+        best = err, best_s = s, best_b = b;
+        memcpy(L, cand, (size_t)n);
+    }
+    *min_out = -best_b;
+    return best_s;
+}
+
+/* Fits x[n] ≈ scale * L with L in -nmax..nmax-1 (the extra level on the
+ * negative side), minimising Σ (scale L - x)².  The value of largest
+ * magnitude is mapped to -nmax ± a tenth of a level in 19 steps; each
+ * rounding's best scale is Σxl/Σl², which lowers the error by the gain
+ * (Σxl)²/Σl²; the best is re-rounded with its own scale while that helps.
+ * L[i] is stored offset by nmax (0..2nmax-1).  Returns the (signed) scale. */
+static float fit_symmetric(const float *x, int n, int nmax, uint8_t *L) {
+    float amax = 0, vmax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), vmax = x[i];
+    if (amax < 1e-15f) {
+        for (int i = 0; i < n; i++) L[i] = (uint8_t)nmax;
+        return 0;
+    }
+    float best_gain = -1, best_s = 0;
+    int cand[32];
+    for (int k = -9; k <= 9; k++) {
+        float is = -((float)nmax + 0.1f * (float)k) / vmax;
+        float slx = 0, sl2 = 0;
+        for (int i = 0; i < n; i++) {
+            cand[i] = round_clamp(is * x[i], -nmax, nmax - 1);
+            slx += x[i] * (float)cand[i];
+            sl2 += (float)(cand[i] * cand[i]);
+        }
+        if (sl2 > 0 && slx * slx / sl2 > best_gain) {
+            best_gain = slx * slx / sl2;
+            best_s = slx / sl2;
+            for (int i = 0; i < n; i++) L[i] = (uint8_t)(cand[i] + nmax);
+        }
+    }
+    for (int it = 0; it < 4 && best_s != 0; it++) {
+        float slx = 0, sl2 = 0;
+        for (int i = 0; i < n; i++) {
+            cand[i] = round_clamp(x[i] / best_s, -nmax, nmax - 1);
+            slx += x[i] * (float)cand[i];
+            sl2 += (float)(cand[i] * cand[i]);
+        }
+        if (!(sl2 > 0 && slx * slx / sl2 > best_gain)) break;
+        best_gain = slx * slx / sl2;
+        best_s = slx / sl2;
+        for (int i = 0; i < n; i++) L[i] = (uint8_t)(cand[i] + nmax);
+    }
+    if (best_s == 0) return 0;
+    /* coordinate descent: move single levels by one step while the gain
+     * grows (the scale follows each move); matters most at 3 bits, where
+     * one level is a large share of the range */
+    float slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        float l = (float)(L[i] - nmax);
+        slx += x[i] * l;
+        sl2 += l * l;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        int moved = 0;
+        for (int i = 0; i < n; i++) {
+            int l = L[i] - nmax;
+            for (int dir = -1; dir <= 1; dir += 2) {
+                int nl = l + dir;
+                if (nl < -nmax || nl > nmax - 1) continue;
+                float nslx = slx + x[i] * (float)(nl - l);
+                float nsl2 = sl2 + (float)(nl * nl - l * l);
+                if (nsl2 > 0 && nslx * nslx / nsl2 > best_gain * 1.0000001f) {
+                    slx = nslx, sl2 = nsl2, best_gain = nslx * nslx / nsl2;
+                    L[i] = (uint8_t)(nl + nmax);
+                    l = nl;
+                    moved = 1;
+                }
+            }
+        }
+        if (!moved) break;
+    }
+    return slx / sl2;
+}
+
+/* ---- super-block scales ---------------------------------------------------- */
+
+/* Non-negative sub-block values v[n] as codes 0..qmax of a step d = max/qmax;
+ * returns d (0 if every v is 0). */
+static float code_unsigned(const float *v, int n, int qmax, uint8_t *codes) {
+    float vmax = 0;
+    for (int j = 0; j < n; j++) vmax = fmaxf(vmax, v[j]);
+    if (!(vmax > 0)) {
+        memset(codes, 0, (size_t)n);
+        return 0;
+    }
+    float id = (float)qmax / vmax;
+    for (int j = 0; j < n; j++) codes[j] = (uint8_t)round_clamp(id * v[j], 0, qmax);
+    return vmax / (float)qmax;
+}
+
+/* Signed sub-block scales v[n] as codes -qneg..qneg-1 of a step d chosen so
+ * the scale of largest magnitude becomes -qneg (the extra negative level);
+ * returns d (0 if every v is 0). */
+static float code_signed(const float *v, int n, int qneg, int *codes) {
+    float amax = 0, vmax = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(v[j]) > amax) amax = fabsf(v[j]), vmax = v[j];
+    if (!(amax > 0)) {
+        for (int j = 0; j < n; j++) codes[j] = 0;
+        return 0;
+    }
+    float id = -(float)qneg / vmax;
+    for (int j = 0; j < n; j++) codes[j] = round_clamp(id * v[j], -qneg, qneg - 1);
+    return 1.0f / id;
+}
+
+/* 2-bit planes (Q2_K, Q3_K): qs[32h + l] = L[128h + l + 32p] << 2p, p = 0..3 */
+static void pack_planes2(const uint8_t *L, uint8_t *qs) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = L + 128 * h + l;
+            qs[32 * h + l] = (uint8_t)((q[0] & 3) | (q[32] & 3) << 2 | (q[64] & 3) << 4 | (q[96] & 3) << 6);
+        }
+}
+
+/* ---- quantisers ------------------------------------------------------------- */
+
+/* The affine formats (Q2_K, Q4_K, Q5_K): n_sub sub-blocks of `sub` weights
+ * fitted as scale*L - min (L in 0..nmax); scales and mins coded 0..qmax
+ * against the fp16 d and dmin; then every weight rounded again against the
+ * scale and min as stored (d*sc, dmin*mc), so the quants fit what decodes. */
+static void quant_affine(const float *x, int sub, int n_sub, int nmax, int qmax, float lo, int steps,
+                         es_fp16 *d16, es_fp16 *dmin16, uint8_t *sc, uint8_t *mc, uint8_t *L) {
+    float scale[16], min[16];
+    for (int j = 0; j < n_sub; j++) scale[j] = fit_affine(x + sub * j, sub, nmax, lo, 0.1f, steps, L + sub * j, &min[j]);
+    *d16 = es_f32_to_fp16(code_unsigned(scale, n_sub, qmax, sc));
+    *dmin16 = es_f32_to_fp16(code_unsigned(min, n_sub, qmax, mc));
+    float d = es_fp16_to_f32(*d16), dmin = es_fp16_to_f32(*dmin16);
+    for (int j = 0; j < n_sub; j++) {
+        float ds = d * (float)sc[j], dm = dmin * (float)mc[j];
+        for (int i = sub * j; i < sub * (j + 1); i++)
+            L[i] = ds > 0 ? (uint8_t)round_clamp((x[i] + dm) / ds, 0, nmax) : 0;
+    }
+}
+
+/* The symmetric formats (Q3_K, Q6_K): 16 sub-blocks of 16 fitted as
+ * scale*L (L in -nmax..nmax-1), scales coded -qneg..qneg-1 against the fp16
+ * d, every weight rounded again against d*code.  L[i] is stored offset by
+ * nmax (0..2nmax-1); returns d. */
+static es_fp16 quant_symmetric(const float *x, int nmax, int qneg, int *code, uint8_t *L) {
+    float scale[16];
+    for (int j = 0; j < 16; j++) scale[j] = fit_symmetric(x + 16 * j, 16, nmax, L + 16 * j);
+    es_fp16 d16 = es_f32_to_fp16(code_signed(scale, 16, qneg, code));
+    float d = es_fp16_to_f32(d16);
+    for (int j = 0; j < 16; j++) {
+        float ds = d * (float)code[j];
+        for (int i = 16 * j; i < 16 * j + 16; i++)
+            L[i] = (uint8_t)(ds != 0 ? round_clamp(x[i] / ds, -nmax, nmax - 1) + nmax : nmax);
+    }
+    return d16;
+}
+
+void es_quant_q2_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        block_q2_K *b = (block_q2_K *)dst + ib;
+        uint8_t L[QK_K], sc[16], mc[16];
+        quant_affine(src + ib * QK_K, 16, 16, 3, 15, -0.5f, 15, &b->d, &b->dmin, sc, mc, L);
+        for (int j = 0; j < 16; j++) b->scales[j] = (uint8_t)(sc[j] | mc[j] << 4);
+        pack_planes2(L, b->qs);
+    }
+}
+
+void es_quant_q3_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        block_q3_K *b = (block_q3_K *)dst + ib;
+        uint8_t L[QK_K];
+        int code[16];
+        b->d = quant_symmetric(src + ib * QK_K, 4, 32, code, L);
+        memset(b->scales, 0, sizeof b->scales);
+        for (int j = 0; j < 16; j++) { /* 6-bit codes biased by 32, the split es_k3_scale reads */
+            int c = code[j] + 32;
+            if (j < 8) b->scales[j] = (uint8_t)(c & 0xF);
+            else b->scales[j - 8] |= (uint8_t)((c & 0xF) << 4);
+            b->scales[8 + j % 4] |= (uint8_t)((c >> 4) << (2 * (j / 4)));
+        }
+        memset(b->hmask, 0, sizeof b->hmask);
+        for (int i = 0; i < QK_K; i++)
+            if (L[i] > 3) b->hmask[i % 32] |= (uint8_t)(1 << (i / 32));
+        pack_planes2(L, b->qs);
+    }
+}
+
+/* Q4_K/Q5_K: 6-bit codes, the packing es_k4_scale_min reads */
+static void pack_k4_scales(const uint8_t *sc, const uint8_t *mc, uint8_t *scales) {
+    memset(scales, 0, K_SCALE_SIZE);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            scales[j] = sc[j];
+            scales[j + 4] = mc[j];
+        } else {
+            scales[j + 4] = (uint8_t)((sc[j] & 0xF) | (mc[j] & 0xF) << 4);
+            scales[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+            scales[j] |= (uint8_t)((mc[j] >> 4) << 6);
+        }
+    }
+}
+
+/* nibbles as nibble() reads them: weights 64h + l low, 64h + 32 + l high */
+static void pack_nibbles(const uint8_t *L, uint8_t *qs) {
+    for (int h = 0; h < 4; h++)
+        for (int l = 0; l < 32; l++)
+            qs[32 * h + l] = (uint8_t)((L[64 * h + l] & 0xF) | (L[64 * h + 32 + l] & 0xF) << 4);
+}
+
+void es_quant_q4_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        block_q4_K *b = (block_q4_K *)dst + ib;
+        uint8_t L[QK_K], sc[8], mc[8];
+        quant_affine(src + ib * QK_K, 32, 8, 15, 63, -1.0f, 20, &b->d, &b->dmin, sc, mc, L);
+        pack_k4_scales(sc, mc, b->scales);
+        pack_nibbles(L, b->qs);
+    }
+}
+
+void es_quant_q5_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        block_q5_K *b = (block_q5_K *)dst + ib;
+        uint8_t L[QK_K], sc[8], mc[8];
+        quant_affine(src + ib * QK_K, 32, 8, 31, 63, -0.5f, 15, &b->d, &b->dmin, sc, mc, L);
+        pack_k4_scales(sc, mc, b->scales);
+        memset(b->qh, 0, sizeof b->qh);
+        for (int i = 0; i < QK_K; i++)
+            if (L[i] > 15) b->qh[i % 32] |= (uint8_t)(1 << (i / 32));
+        pack_nibbles(L, b->qs);
+    }
+}
+
+void es_quant_q6_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        block_q6_K *b = (block_q6_K *)dst + ib;
+        uint8_t L[QK_K];
+        int code[16];
+        b->d = quant_symmetric(src + ib * QK_K, 32, 128, code, L);
+        for (int j = 0; j < 16; j++) b->scales[j] = (int8_t)code[j];
+        memset(b->qh, 0, sizeof b->qh);
+        for (int i = 0; i < QK_K; i++) { /* the layout decode_q6_K reads */
+            int h = i / 128, p = (i % 128) / 32, l = i % 32;
+            uint8_t *lo = &b->ql[64 * h + 32 * (p & 1) + l];
+            if (p < 2) *lo = (uint8_t)(L[i] & 0xF);
+            else *lo |= (uint8_t)((L[i] & 0xF) << 4);
+            b->qh[32 * h + l] |= (uint8_t)((L[i] >> 4) << (2 * p));
+        }
+    }
+}
+
+/* ---- Q8_K (activations) --------------------------------------------------------- */
+
+void es_quant_q8_K(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const float *x = src + ib * QK_K;
+        block_q8_K *b = (block_q8_K *)dst + ib;
+        float amax = 0;
+        for (int i = 0; i < QK_K; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        b->d = amax / 127.0f;
+        for (int i = 0; i < QK_K; i++) b->qs[i] = (int8_t)round_clamp(x[i] * id, -127, 127);
+        for (int j = 0; j < QK_K / 16; j++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += b->qs[16 * j + i];
+            b->bsums[j] = (int16_t)s;
+        }
+    }
+}
+
+void es_dequant_q8_K(const void *src, float *dst, int64_t n) {
+    const block_q8_K *b = src;
+    for (int64_t ib = 0; ib < n / QK_K; ib++)
+        for (int i = 0; i < QK_K; i++) dst[ib * QK_K + i] = b[ib].d * (float)b[ib].qs[i];
+}

@@ -1,0 +1,34 @@
+/* generic_kquants.h — the scalar reference kernels of the K-quant formats
+ * (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and of the Q8_K activation format, defined
+ * in generic_kquants.c and placed in the generic kernel table (generic.c).
+ * Signatures are those of the table's slots (kernels.h); n is a multiple of
+ * QK_K = 256 everywhere. */
+#ifndef ES_GENERIC_KQUANTS_H
+#define ES_GENERIC_KQUANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void es_dequant_q2_K(const void *src, float *dst, int64_t n);
+void es_dequant_q3_K(const void *src, float *dst, int64_t n);
+void es_dequant_q4_K(const void *src, float *dst, int64_t n);
+void es_dequant_q5_K(const void *src, float *dst, int64_t n);
+void es_dequant_q6_K(const void *src, float *dst, int64_t n);
+void es_dequant_q8_K(const void *src, float *dst, int64_t n);
+
+void es_quant_q2_K(const float *src, void *dst, int64_t n);
+void es_quant_q3_K(const float *src, void *dst, int64_t n);
+void es_quant_q4_K(const float *src, void *dst, int64_t n);
+void es_quant_q5_K(const float *src, void *dst, int64_t n);
+void es_quant_q6_K(const float *src, void *dst, int64_t n);
+/* d = max|x| / 127, q = round(x / d), bsums[j] = sum of q[16j .. 16j+15] */
+void es_quant_q8_K(const float *src, void *dst, int64_t n);
+
+/* y[r] = dot(row r, x) for r in [r0, r1), x plain floats (act_type F32) */
+void es_matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_matvec_q3_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_matvec_q4_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+
+#endif
