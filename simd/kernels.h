@@ -55,6 +55,9 @@ typedef struct es_kernels {
 extern const es_kernels es_kernels_generic;
 extern const es_kernels *const es_kernels_avx2;
 extern const es_kernels *const es_kernels_avx512;
+/* x86_avx512.c: the avx512 table for a CPU with AVX512_VNNI (dispatch.c
+ * picks it over es_kernels_avx512 where cpuid says so); NULL off x86-64. */
+extern const es_kernels *const es_kernels_avx512_vnni;
 extern const es_kernels *const es_kernels_neon;
 
 /* The table in use: chosen on first use from the CPU's features (with the

@@ -1,21 +1,25 @@
 /* x86_avx2.c — kernels for x86-64 with AVX2, FMA and F16C (compiled with
  * -mavx2 -mfma -mf16c; only ever called after dispatch.c has checked the
- * CPU and OS).  Q8_0 and Q4_0 rows are multiplied with activations that
- * were quantised to Q8_0 once per product (act_type), using 8-bit integer
- * multiply-adds; float formats use FMA on fp32.  Slots left empty fall back
- * to generic.c. */
+ * CPU and OS).  Owns, for the AVX2 table: matvec and matmul for F32, F16 and
+ * BF16 (fp32 FMA against fp32 activations) and for Q8_0 and Q4_0 (8-bit
+ * multiply-adds against activations quantised to Q8_0 once per product, the
+ * act_type), and the vector operations rmsnorm, dot, axpy, silu_mul and
+ * softmax (with a vectorised expf).  The K-quants are in
+ * x86_avx2_kquants.c.  Slots left empty fall back to generic.c.
+ *
+ * Every product is built from one tile: R rows x T tokens computed in one
+ * pass over those rows' weights, R*T accumulators in registers, so each
+ * weight is loaded once per T tokens and each activation once per R rows.
+ * matvec is the T = 1 case with 4 rows a pass (four independent streams and
+ * the activation loads shared); matmul uses 2 x 4 tiles, looping rows outside
+ * tokens within a block of tokens whose activations stay in L2. */
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #include <math.h>
 
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "x86_avx2_common.h"
 
 /* ---- float weights ---------------------------------------------------------- */
 
@@ -35,26 +39,82 @@ static inline __attribute__((always_inline)) float load1(enum float_fmt f, const
     return f == FMT_F16 ? _cvtsh_ss(h) : es_bf16_to_f32(h);
 }
 
-/* One body for the three float formats (specialised by always_inline):
- * 4 independent accumulators (32 values a step) hide the FMA latency; a
- * scalar tail handles ragged n. */
-static inline __attribute__((always_inline)) void matvec_float(enum float_fmt f, const void *w, size_t rb, int64_t n,
-                                                               const float *x, float *y, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        const void *row = (const char *)w + (size_t)r * rb;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int64_t i = 0;
-        for (; i + 32 <= n; i += 32) {
-            a0 = _mm256_fmadd_ps(load8(f, row, i), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(load8(f, row, i + 8), _mm256_loadu_ps(x + i + 8), a1);
-            a2 = _mm256_fmadd_ps(load8(f, row, i + 16), _mm256_loadu_ps(x + i + 16), a2);
-            a3 = _mm256_fmadd_ps(load8(f, row, i + 24), _mm256_loadu_ps(x + i + 24), a3);
+/* Rows r..r+R-1 times tokens 0..T-1: y[t*ys + r+k] = row(r+k) . x_t, with
+ * x_t = act + t*as bytes.  A scalar tail handles ragged n. */
+static inline __attribute__((always_inline)) void tile_float(enum float_fmt f, int R, int T, const void *w, size_t rb,
+                                                             int64_t n, const void *act, size_t as, float *y,
+                                                             int64_t ys, int64_t r) {
+    const char *row[4];
+    const float *x[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) x[t] = (const float *)((const char *)act + (size_t)t * as);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[4];
+        if (T == 1 && R == 4) prefetch4(row[0], rb, (size_t)i * (f == FMT_F32 ? 4 : 2) + PF_AHEAD);
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) wv[k] = load8(f, row[k], i);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 a = _mm256_loadu_ps(x[t] + i);
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) acc[k][t] = _mm256_fmadd_ps(wv[k], a, acc[k][t]);
         }
-        for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(f, row, i), _mm256_loadu_ps(x + i), a0);
-        float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; i < n; i++) s += load1(f, row, i) * x[i];
-        y[r] = s;
     }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            float s = hsum8(acc[k][t]);
+            for (int64_t j = i; j < n; j++) s += load1(f, row[k], j) * x[t][j];
+            y[t * ys + r + k] = s;
+        }
+}
+
+static inline __attribute__((always_inline)) void matvec_float(enum float_fmt f, const void *w, size_t rb, int64_t n,
+                                                               const void *x, float *y, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) tile_float(f, 4, 1, w, rb, n, x, 0, y, 0, r);
+    for (; r < r1; r++) tile_float(f, 1, 1, w, rb, n, x, 0, y, 0, r);
+}
+
+/* a pass of T tokens (1..4) over rows [r0, r1) in 2-row tiles */
+static inline __attribute__((always_inline)) void rows_float(enum float_fmt f, int T, const void *w, size_t rb,
+                                                             int64_t n, const void *act, size_t as, float *y,
+                                                             int64_t ys, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) tile_float(f, 2, T, w, rb, n, act, as, y, ys, r);
+    if (r < r1) tile_float(f, 1, T, w, rb, n, act, as, y, ys, r);
+}
+
+static inline __attribute__((always_inline)) void pass_float(enum float_fmt f, int T, const void *w, size_t rb,
+                                                             int64_t n, const void *act, size_t as, float *y,
+                                                             int64_t ys, int64_t r0, int64_t r1) {
+    switch (T) {
+    case 1: rows_float(f, 1, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 2: rows_float(f, 2, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 3: rows_float(f, 3, w, rb, n, act, as, y, ys, r0, r1); break;
+    default: rows_float(f, 4, w, rb, n, act, as, y, ys, r0, r1); break;
+    }
+}
+static void pass_f32(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                     int64_t r0, int64_t r1) {
+    pass_float(FMT_F32, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_f16(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                     int64_t r0, int64_t r1) {
+    pass_float(FMT_F16, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_bf16(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                      int64_t r0, int64_t r1) {
+    pass_float(FMT_BF16, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 
 static void matvec_f32(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
@@ -66,63 +126,174 @@ static void matvec_f16(const void *w, size_t rb, int64_t n, const void *act, flo
 static void matvec_bf16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_float(FMT_BF16, w, rb, n, act, y, r0, r1);
 }
+static void matmul_f32(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_f32, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_f16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_f16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
 
 /* ---- 8-bit block formats against Q8_0 activations ------------------------- */
 
-/* Σ w·a over one 32-value block of signed bytes, as 8 int32 lanes in float.
- * maddubs needs one unsigned operand: |w| and sign(w)·a give the same
- * products. */
-static inline __m256 block_dot(__m256i w, __m256i a) {
-    __m256i aw = _mm256_sign_epi8(w, w);
-    __m256i sa = _mm256_sign_epi8(a, w);
-    __m256i p16 = _mm256_maddubs_epi16(aw, sa);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
+/* Q8_0 weights w are signed; maddubs wants one unsigned operand, so it
+ * multiplies |w| by sign(w)·a (same products).  |w| is taken once per
+ * weight block and reused for every token.  Q4_0 weights are q - 8 with q in
+ * 0..15 unsigned: maddubs(q, a) - maddubs(8, a), the second term once per
+ * activation block and reused for every row.  Pair sums stay within int16
+ * (|w| <= 128, |a| <= 127; q <= 15). */
+typedef struct wblock {
+    __m256i u;   /* the unsigned operand: |w| (Q8_0) or q (Q4_0) */
+    __m256i s;   /* Q8_0: w, for the sign of a */
+    __m256 d;    /* weight scale, broadcast */
+} wblock;
 
-static inline __m256i unpack_q4_0(const uint8_t *qs) {
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t); /* low nibbles: 0..15, high: 16..31 */
-    b = _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
-    return _mm256_sub_epi8(b, _mm256_set1_epi8(8));
-}
-
-/* The 32 weights of block i of a Q8_0 or Q4_0 row as signed bytes, and
- * the block's scale. */
-static inline __attribute__((always_inline)) __m256i block_weights(int is_q4, const void *row, int64_t i,
-                                                                   float *d) {
+static inline __attribute__((always_inline)) wblock load_wblock(int is_q4, const void *row, int64_t i) {
+    wblock b;
     if (is_q4) {
-        const block_q4_0 *b = (const block_q4_0 *)row + i;
-        *d = _cvtsh_ss(b->d);
-        return unpack_q4_0(b->qs);
+        const block_q4_0 *q = (const block_q4_0 *)row + i;
+        /* 16 bytes in both lanes; the high lane shifted by 4: low nibbles are
+         * weights 0..15, high nibbles 16..31 */
+        __m256i bits = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q->qs));
+        bits = _mm256_srlv_epi32(bits, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        b.u = _mm256_and_si256(bits, _mm256_set1_epi8(0x0f));
+        b.s = b.u;
+        b.d = _mm256_set1_ps(_cvtsh_ss(q->d));
+    } else {
+        const block_q8_0 *q = (const block_q8_0 *)row + i;
+        b.s = _mm256_loadu_si256((const __m256i *)q->qs);
+        b.u = _mm256_sign_epi8(b.s, b.s);
+        b.d = _mm256_set1_ps(_cvtsh_ss(q->d));
     }
-    const block_q8_0 *b = (const block_q8_0 *)row + i;
-    *d = _cvtsh_ss(b->d);
-    return _mm256_loadu_si256((const __m256i *)b->qs);
+    return b;
 }
 
-/* Two accumulators over alternate blocks keep two FMA chains in flight. */
-static inline __attribute__((always_inline)) void matvec_q8act(int is_q4, const void *w, size_t rb, int64_t n,
-                                                               const block_q8_0 *a, float *y, int64_t r0,
-                                                               int64_t r1) {
-    const int64_t nb = n / 32;
-    for (int64_t r = r0; r < r1; r++) {
-        const void *row = (const char *)w + (size_t)r * rb;
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t i = 0; i < nb; i++) {
-            float dw;
-            __m256i q = block_weights(is_q4, row, i, &dw);
-            __m256 d = _mm256_set1_ps(dw * _cvtsh_ss(a[i].d));
-            acc[i & 1] = _mm256_fmadd_ps(d, block_dot(q, _mm256_loadu_si256((const __m256i *)a[i].qs)), acc[i & 1]);
+static inline __attribute__((always_inline)) void tile_q8act(int is_q4, int R, int T, const void *w, size_t rb,
+                                                             int64_t nb, const void *act, size_t as, float *y,
+                                                             int64_t ys, int64_t r) {
+    const char *row[4];
+    const block_q8_0 *x[4];
+    __m256 acc[4][4];
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) x[t] = (const block_q8_0 *)((const char *)act + (size_t)t * as);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        wblock b[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) b[k] = load_wblock(is_q4, row[k], i);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)x[t][i].qs);
+            __m256 da = _mm256_set1_ps(_cvtsh_ss(x[t][i].d));
+            __m256i a8 = is_q4 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), a) : a;
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) {
+                __m256i p = is_q4 ? _mm256_sub_epi16(_mm256_maddubs_epi16(b[k].u, a), a8)
+                                  : _mm256_maddubs_epi16(b[k].u, _mm256_sign_epi8(a, b[k].s));
+                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                acc[k][t] = _mm256_fmadd_ps(_mm256_mul_ps(s, b[k].d), da, acc[k][t]);
+            }
         }
-        y[r] = hsum(_mm256_add_ps(acc[0], acc[1]));
     }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) y[t * ys + r + k] = hsum8(acc[k][t]);
 }
 
-static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+/* matvec: 4 rows a pass.  The four weight scales of a block are converted
+ * together and multiplied by the activation's scale once; each row's factor
+ * is then broadcast from memory (a load, no shuffle).  Software prefetch as
+ * prefetch4 (x86_avx2_common.h) says. */
+static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const void *w, size_t rb, int64_t nb,
+                                                            const block_q8_0 *x, float *y, int64_t r) {
+    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const char *row = (const char *)w + (size_t)r * rb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float dd[4] __attribute__((aligned(16)));
+    for (int64_t i = 0; i < nb; i++) {
+        prefetch4(row, rb, (size_t)i * bs + PF_AHEAD);
+        const char *b0 = row + (size_t)i * bs;
+        __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rb), 2);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rb), 3);
+        _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
+        __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
+        __m256i a8 = is_q4 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), a) : a;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            wblock b = load_wblock(is_q4, b0 + k * rb, 0);
+            __m256i p = is_q4 ? _mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), a8)
+                              : _mm256_maddubs_epi16(b.u, _mm256_sign_epi8(a, b.s));
+            __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            acc[k] = _mm256_fmadd_ps(s, _mm256_broadcast_ss(&dd[k]), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) y[r + k] = hsum8(acc[k]);
+}
+
+static inline __attribute__((always_inline)) void matvec_q8act(int is_q4, const void *w, size_t rb, int64_t n,
+                                                               const void *x, float *y, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) mv4_q8act(is_q4, w, rb, n / 32, x, y, r);
+    for (; r < r1; r++) tile_q8act(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
+}
+
+/* a pass of T tokens (1..4) over rows [r0, r1) in 2-row tiles */
+static inline __attribute__((always_inline)) void rows_q8act(int is_q4, int T, const void *w, size_t rb, int64_t n,
+                                                             const void *act, size_t as, float *y, int64_t ys,
+                                                             int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) tile_q8act(is_q4, 2, T, w, rb, n / 32, act, as, y, ys, r);
+    if (r < r1) tile_q8act(is_q4, 1, T, w, rb, n / 32, act, as, y, ys, r);
+}
+
+static inline __attribute__((always_inline)) void pass_q8act(int is_q4, int T, const void *w, size_t rb, int64_t n,
+                                                             const void *act, size_t as, float *y, int64_t ys,
+                                                             int64_t r0, int64_t r1) {
+    switch (T) {
+    case 1: rows_q8act(is_q4, 1, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 2: rows_q8act(is_q4, 2, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 3: rows_q8act(is_q4, 3, w, rb, n, act, as, y, ys, r0, r1); break;
+    default: rows_q8act(is_q4, 4, w, rb, n, act, as, y, ys, r0, r1); break;
+    }
+}
+static void pass_q8_0(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                      int64_t r0, int64_t r1) {
+    pass_q8act(0, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_q4_0(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                      int64_t r0, int64_t r1) {
+    pass_q8act(1, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+
+void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_q8act(0, w, rb, n, act, y, r0, r1);
 }
-static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_q8act(1, w, rb, n, act, y, r0, r1);
+}
+void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_q8_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_q4_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- vector operations ------------------------------------------------------ */
@@ -135,7 +306,7 @@ static float dot_avx2(const float *a, const float *b, int64_t n) {
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum(_mm256_add_ps(s0, s1));
+    float s = hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -156,14 +327,59 @@ static void rmsnorm_avx2(float *y, const float *x, const float *w, int64_t n, fl
     for (; i < n; i++) y[i] = x[i] * inv * w[i];
 }
 
+/* Up to 8 floats from p (the rest zero) and back, for ragged tails. */
+static inline __m256i tail_mask(int64_t m) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static void silu_mul_avx2(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i < n; i += 8) {
+        __m256i m = tail_mask(n - i);
+        __m256 x = i + 8 <= n ? _mm256_loadu_ps(g + i) : _mm256_maskload_ps(g + i, m);
+        __m256 v = i + 8 <= n ? _mm256_loadu_ps(u + i) : _mm256_maskload_ps(u + i, m);
+        /* x / (1 + e^-x) * u; e^-x overflowing to inf gives -0 as generic does */
+        __m256 r = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x)))), v);
+        if (i + 8 <= n) _mm256_storeu_ps(g + i, r);
+        else _mm256_maskstore_ps(g + i, m, r);
+    }
+}
+
+static void softmax_avx2(float *x, int64_t n) {
+    if (n <= 0) return;
+    __m256 mx = _mm256_set1_ps(x[0]);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + i));
+    float m = hmax8(mx);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m256 vm = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    for (i = 0; i < n; i += 8) {
+        __m256i k = tail_mask(n - i);
+        __m256 v = i + 8 <= n ? _mm256_loadu_ps(x + i) : _mm256_maskload_ps(x + i, k);
+        __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(v, vm)), _mm256_castsi256_ps(k));
+        sum = _mm256_add_ps(sum, e);
+        if (i + 8 <= n) _mm256_storeu_ps(x + i, e);
+        else _mm256_maskstore_ps(x + i, k, e);
+    }
+    float s = hsum8(sum);
+    __m256 vs = _mm256_set1_ps(s);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] /= s;
+}
+
 static const es_kernels table = {
     .name = "avx2",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0},
+               [ES_TYPE_Q8_0] = es_avx2_matvec_q8_0, [ES_TYPE_Q4_0] = es_avx2_matvec_q4_0},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
+               [ES_TYPE_Q8_0] = es_avx2_matmul_q8_0, [ES_TYPE_Q4_0] = es_avx2_matmul_q4_0},
     .rmsnorm = rmsnorm_avx2,
     .dot_f32 = dot_avx2,
     .axpy_f32 = axpy_avx2,
+    .silu_mul = silu_mul_avx2,
+    .softmax = softmax_avx2,
 };
 const es_kernels *const es_kernels_avx2 = &table;
 #else

@@ -1,12 +1,321 @@
-/* x86_avx512.c — kernels for x86-64 with AVX-512 F/BW/VL/DQ (compiled with
- * those flags; VNNI used where the build enables it).  Only called after
- * dispatch.c has checked the CPU and the OS's ZMM state.  Empty slots fall
- * back to generic.c. */
+/* x86_avx512.c — kernels for x86-64 with AVX-512 F/BW/VL/DQ (the file is
+ * compiled with those flags plus VNNI, BF16, FMA and F16C; only called after
+ * dispatch.c has checked the CPU and the OS's ZMM state).  Owns two tables:
+ *
+ *   es_kernels_avx512       any AVX-512 F/BW/VL/DQ CPU.  Holds no VNNI
+ *                           instruction: its Q8_0/Q4_0 (and K-quant) slots
+ *                           are the AVX2 files' functions, compiled without
+ *                           VNNI flags.
+ *   es_kernels_avx512_vnni  the same plus 8-bit products with VPDPBUSD;
+ *                           dispatch.c picks it only where cpuid reports
+ *                           AVX512_VNNI, so a CPU without VNNI never reaches
+ *                           one (the functions that use it have vnni in
+ *                           their names).
+ *
+ * F32/F16/BF16 matvec and matmul use 512-bit FMA with masked tails; the
+ * 8-bit products use VPDPBUSD on 256-bit registers (one Q8_0 block each;
+ * the 32 registers hold 4x4 prefill tiles).  BF16 instructions are not
+ * used: a bf16 weight is an fp32 after a shift, and VDPBF16PS would round the
+ * activations to bf16.  The vector operations are 512-bit, with an expf
+ * built on VSCALEFPS.  The K-quants are in x86_avx512_kquants.c.  Empty
+ * slots fall back to generic.c. */
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #include <math.h>
+
+#include "x86_avx2_common.h"
+
+/* ---- float weights (512-bit) ---------------------------------------------- */
+
+enum float_fmt { FMT_F32, FMT_F16, FMT_BF16 };
+
+/* 16 values of a row from position i (lanes outside m are zero) */
+static inline __attribute__((always_inline)) __m512 load16(enum float_fmt f, const void *p, int64_t i, __mmask16 m) {
+    if (f == FMT_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i);
+    if (f == FMT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Rows r..r+R-1 times tokens 0..T-1 (see x86_avx2.c's tile_float); the
+ * ragged end of a row is one masked step. */
+static inline __attribute__((always_inline)) void tile_f512(enum float_fmt f, int R, int T, const void *w, size_t rb,
+                                                            int64_t n, const void *act, size_t as, float *y,
+                                                            int64_t ys, int64_t r) {
+    const char *row[4];
+    const float *x[4];
+    __m512 acc[4][4];
+    const size_t es = f == FMT_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) x[t] = (const float *)((const char *)act + (size_t)t * as);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = i + 16 <= n ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 wv[4];
+        if (T == 1 && R == 4) prefetch4(row[0], rb, (size_t)i * es + PF_AHEAD);
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) wv[k] = load16(f, row[k], i, m);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m512 a = _mm512_maskz_loadu_ps(m, x[t] + i);
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(wv[k], a, acc[k][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) y[t * ys + r + k] = _mm512_reduce_add_ps(acc[k][t]);
+}
+
+static inline __attribute__((always_inline)) void matvec_f512(enum float_fmt f, const void *w, size_t rb, int64_t n,
+                                                              const void *x, float *y, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) tile_f512(f, 4, 1, w, rb, n, x, 0, y, 0, r);
+    for (; r < r1; r++) tile_f512(f, 1, 1, w, rb, n, x, 0, y, 0, r);
+}
+
+/* a pass of T tokens (1..4) over rows [r0, r1) in 4-row tiles, then 2 and 1 */
+static inline __attribute__((always_inline)) void rows_f512(enum float_fmt f, int T, const void *w, size_t rb,
+                                                            int64_t n, const void *act, size_t as, float *y,
+                                                            int64_t ys, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) tile_f512(f, 4, T, w, rb, n, act, as, y, ys, r);
+    if (r + 2 <= r1) {
+        tile_f512(f, 2, T, w, rb, n, act, as, y, ys, r);
+        r += 2;
+    }
+    if (r < r1) tile_f512(f, 1, T, w, rb, n, act, as, y, ys, r);
+}
+
+static inline __attribute__((always_inline)) void pass_f512(enum float_fmt f, int T, const void *w, size_t rb,
+                                                            int64_t n, const void *act, size_t as, float *y,
+                                                            int64_t ys, int64_t r0, int64_t r1) {
+    switch (T) {
+    case 1: rows_f512(f, 1, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 2: rows_f512(f, 2, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 3: rows_f512(f, 3, w, rb, n, act, as, y, ys, r0, r1); break;
+    default: rows_f512(f, 4, w, rb, n, act, as, y, ys, r0, r1); break;
+    }
+}
+static void pass_f32(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                     int64_t r0, int64_t r1) {
+    pass_f512(FMT_F32, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_f16(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                     int64_t r0, int64_t r1) {
+    pass_f512(FMT_F16, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_bf16(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
+                      int64_t r0, int64_t r1) {
+    pass_f512(FMT_BF16, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+
+static void matvec_f32(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_f512(FMT_F32, w, rb, n, act, y, r0, r1);
+}
+static void matvec_f16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_f512(FMT_F16, w, rb, n, act, y, r0, r1);
+}
+static void matvec_bf16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_f512(FMT_BF16, w, rb, n, act, y, r0, r1);
+}
+static void matmul_f32(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_f32, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_f16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_f16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* ---- Q8_0 / Q4_0 against Q8_0 activations with VNNI -------------------------
+ *
+ * VPDPBUSD multiplies unsigned by signed bytes, adding groups of four into
+ * int32 lanes of an accumulator it starts from.  Q4_0 weights are q - 8 with
+ * q in 0..15: Σ(q-8)·a = Σq·a - 8·Σa.  Q8_0 weights w are signed: w ^ 0x80
+ * is w + 128 as an unsigned byte, and Σw·a = Σ(w+128)·a - 128·Σa.  So each
+ * activation block yields a start value -8·Σa or -128·Σa (per int32 lane,
+ * shared by every row), and each weight block needs one VPDPBUSD per
+ * token.  No intermediate saturates (|Σ of 4| <= 4·255·127). */
+
+static inline __attribute__((always_inline)) __m256i vnni_weights(int is_q4, const void *blk) {
+    if (is_q4) {
+        const block_q4_0 *q = blk;
+        __m256i bits = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q->qs));
+        bits = _mm256_srlv_epi32(bits, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        return _mm256_and_si256(bits, _mm256_set1_epi8(0x0f));
+    }
+    const block_q8_0 *q = blk;
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q->qs), _mm256_set1_epi8((char)0x80));
+}
+
+/* the start value for activation block a: -(offset)·Σa per int32 lane */
+static inline __attribute__((always_inline)) __m256i vnni_start(int is_q4, __m256i a) {
+    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(is_q4 ? 8 : (char)0x80), a);
+    return _mm256_sub_epi32(_mm256_setzero_si256(), s);
+}
+
+/* matvec, 4 rows a pass: scales as x86_avx2.c's mv4_q8act */
+static inline __attribute__((always_inline)) void mv4_vnni(int is_q4, const void *w, size_t rb, int64_t nb,
+                                                           const block_q8_0 *x, float *y, int64_t r) {
+    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const char *row = (const char *)w + (size_t)r * rb;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float dd[4] __attribute__((aligned(16)));
+    for (int64_t i = 0; i < nb; i++) {
+        prefetch4(row, rb, (size_t)i * bs + PF_AHEAD);
+        const char *b0 = row + (size_t)i * bs;
+        __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rb), 2);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rb), 3);
+        _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
+        __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
+        __m256i s0 = vnni_start(is_q4, a);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m256i p = _mm256_dpbusd_epi32(s0, vnni_weights(is_q4, b0 + k * rb), a);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&dd[k]), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) y[r + k] = hsum8(acc[k]);
+}
+
+/* R rows x T tokens, for matmul and the last rows of a matvec */
+static inline __attribute__((always_inline)) void tile_vnni(int is_q4, int R, int T, const void *w, size_t rb,
+                                                            int64_t nb, const void *act, size_t as, float *y,
+                                                            int64_t ys, int64_t r) {
+    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const char *row[4];
+    const block_q8_0 *x[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) x[t] = (const block_q8_0 *)((const char *)act + (size_t)t * as);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i q[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) {
+            const char *b = row[k] + (size_t)i * bs;
+            q[k] = vnni_weights(is_q4, b);
+            dw[k] = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)b));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)x[t][i].qs);
+            __m256i s0 = vnni_start(is_q4, a);
+            __m256 da = _mm256_set1_ps(_cvtsh_ss(x[t][i].d));
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) {
+                __m256 s = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(s0, q[k], a));
+                acc[k][t] = _mm256_fmadd_ps(_mm256_mul_ps(s, dw[k]), da, acc[k][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) y[t * ys + r + k] = hsum8(acc[k][t]);
+}
+
+static inline __attribute__((always_inline)) void matvec_vnni(int is_q4, const void *w, size_t rb, int64_t n,
+                                                              const void *x, float *y, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) mv4_vnni(is_q4, w, rb, n / 32, x, y, r);
+    for (; r < r1; r++) tile_vnni(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
+}
+
+/* a pass of T tokens (1..4) over rows [r0, r1) in 4-row tiles, then 2 and 1 */
+static inline __attribute__((always_inline)) void rows_vnni(int is_q4, int T, const void *w, size_t rb, int64_t n,
+                                                            const void *act, size_t as, float *y, int64_t ys,
+                                                            int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) tile_vnni(is_q4, 4, T, w, rb, n / 32, act, as, y, ys, r);
+    if (r + 2 <= r1) {
+        tile_vnni(is_q4, 2, T, w, rb, n / 32, act, as, y, ys, r);
+        r += 2;
+    }
+    if (r < r1) tile_vnni(is_q4, 1, T, w, rb, n / 32, act, as, y, ys, r);
+}
+
+static inline __attribute__((always_inline)) void pass_vnni(int is_q4, int T, const void *w, size_t rb, int64_t n,
+                                                            const void *act, size_t as, float *y, int64_t ys,
+                                                            int64_t r0, int64_t r1) {
+    switch (T) {
+    case 1: rows_vnni(is_q4, 1, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 2: rows_vnni(is_q4, 2, w, rb, n, act, as, y, ys, r0, r1); break;
+    case 3: rows_vnni(is_q4, 3, w, rb, n, act, as, y, ys, r0, r1); break;
+    default: rows_vnni(is_q4, 4, w, rb, n, act, as, y, ys, r0, r1); break;
+    }
+}
+static void pass_q8_0_vnni(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    pass_vnni(0, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void pass_q4_0_vnni(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    pass_vnni(1, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+
+static void matvec_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_vnni(0, w, rb, n, act, y, r0, r1);
+}
+static void matvec_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_vnni(1, w, rb, n, act, y, r0, r1);
+}
+static void matmul_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                             int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_q8_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                             int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(pass_q4_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* ---- vector operations (512-bit, masked tails) ------------------------------ */
+
+static inline __mmask16 mask_at(int64_t i, int64_t n) {
+    return i + 16 <= n ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+}
+
+/* e^x for 16 floats: as x86_avx2_common.h's exp8 (same reduction and
+ * polynomial), with 2^n applied by VSCALEFPS, which itself gives +inf on
+ * overflow and denormals/0 on underflow. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(88.8f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
 
 static float dot_avx512(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0;
@@ -15,22 +324,95 @@ static float dot_avx512(const float *a, const float *b, int64_t n) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
     }
-    if (i + 16 <= n) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        i += 16;
-    }
-    if (i < n) { /* masked tail */
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    for (; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
+    __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static void rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps) {
+    __m512 vi = _mm512_set1_ps(1.0f / sqrtf(dot_avx512(x, x, n) / (float)n + eps));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+static void silu_mul_avx512(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 r = _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i));
+        _mm512_mask_storeu_ps(g + i, m, r);
+    }
+}
+
+static void softmax_avx512(float *x, int64_t n) {
+    if (n <= 0) return;
+    __m512 mx = _mm512_set1_ps(x[0]);
+    for (int64_t i = 0; i < n; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, mask_at(i, n), x + i));
+    /* NaN anywhere makes every output NaN, as generic's sum does */
+    __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+        sum = _mm512_mask_add_ps(sum, m, sum, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+    }
+    __m512 vs = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+    }
+}
+
+/* ---- the tables ------------------------------------------------------------- */
+
 static const es_kernels table = {
     .name = "avx512",
+    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
+               [ES_TYPE_Q8_0] = es_avx2_matvec_q8_0, [ES_TYPE_Q4_0] = es_avx2_matvec_q4_0},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
+               [ES_TYPE_Q8_0] = es_avx2_matmul_q8_0, [ES_TYPE_Q4_0] = es_avx2_matmul_q4_0},
+    .rmsnorm = rmsnorm_avx512,
     .dot_f32 = dot_avx512,
+    .axpy_f32 = axpy_avx512,
+    .silu_mul = silu_mul_avx512,
+    .softmax = softmax_avx512,
 };
+
+static const es_kernels table_vnni = {
+    .name = "avx512",
+    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
+               [ES_TYPE_Q8_0] = matvec_q8_0_vnni, [ES_TYPE_Q4_0] = matvec_q4_0_vnni},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
+               [ES_TYPE_Q8_0] = matmul_q8_0_vnni, [ES_TYPE_Q4_0] = matmul_q4_0_vnni},
+    .rmsnorm = rmsnorm_avx512,
+    .dot_f32 = dot_avx512,
+    .axpy_f32 = axpy_avx512,
+    .silu_mul = silu_mul_avx512,
+    .softmax = softmax_avx512,
+};
+
 const es_kernels *const es_kernels_avx512 = &table;
+const es_kernels *const es_kernels_avx512_vnni = &table_vnni;
 #else
 const es_kernels *const es_kernels_avx512 = 0;
+const es_kernels *const es_kernels_avx512_vnni = 0;
 #endif

@@ -1,0 +1,333 @@
+/* bench_kernels.c — kernel benchmark (not a timed test).  Prints:
+ *  1. this machine's read bandwidth against buffer size (one thread), which
+ *     shows where the caches stop helping, and a STREAM-like read of a large
+ *     buffer with one thread and with all threads;
+ *  2. per weight format and SIMD path, the matrix-vector throughput in GB/s
+ *     of weight bytes read, on a matrix larger than the last-level cache,
+ *     with one thread (and all threads), its share of the one-thread stream
+ *     bandwidth and its speedup over the generic path;
+ *  3. the prefill product (matmul slot) of a batch of tokens on a smaller
+ *     matrix, as GMAC/s and speedup over one matvec per token.
+ *
+ * Usage: bench_kernels [--mb N] [--n COLS] [--reps N] [--threads N]
+ *                      [--formats F32,Q4_0,...] [--paths generic,avx2,...]
+ *                      [--mm-mb N] [--mm-tok N] [--no-sweep]
+ * Weights are rows of COLS elements (default 4096) filling N MiB (default
+ * 1024); each figure is the best of --reps runs (default 3; generic runs
+ * once).  Rows are quantised once from random data and then replicated, so
+ * filling a large matrix is fast and every format holds valid blocks. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* ---- memory read bandwidth ------------------------------------------------ */
+
+/* Sum of 64-bit words with eight independent chains, so the loop is limited
+ * by the loads, not by add latency.  With AVX2 where the CPU has it (wide
+ * loads make the cache levels visible); the result is kept so the reads
+ * cannot be dropped. */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static uint64_t read_words_avx2(const uint64_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += p[i + k];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+#endif
+static uint64_t read_words_plain(const uint64_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += p[i + k];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+static uint64_t read_words(const uint64_t *p, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) return read_words_avx2(p, n);
+#endif
+    return read_words_plain(p, n);
+}
+
+static volatile uint64_t sink;
+
+/* GB/s reading `bytes` of buf once per pass, best of `reps` timed rounds of
+ * `passes` passes */
+static double read_bw(const uint8_t *buf, size_t bytes, int passes, int reps) {
+    double best = 0;
+    sink += read_words((const uint64_t *)buf, bytes / 8); /* warm */
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        for (int p = 0; p < passes; p++) sink += read_words((const uint64_t *)buf, bytes / 8);
+        double gbs = (double)bytes * passes / (now() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    return best;
+}
+
+/* ---- parallel runs: plain pthreads, a fresh set per timed run -------------- */
+
+typedef struct job {
+    int kind; /* 0 = read, 1 = matvec */
+    const uint8_t *buf;
+    size_t bytes;
+    es_matvec_fn fn;
+    size_t rb;
+    int64_t n;
+    const void *act;
+    float *y;
+    int64_t r0, r1;
+} job;
+
+static void *job_run(void *arg) {
+    job *j = arg;
+    if (j->kind == 0) sink += read_words((const uint64_t *)j->buf, j->bytes / 8);
+    else j->fn(j->buf, j->rb, j->n, j->act, j->y, j->r0, j->r1);
+    return NULL;
+}
+
+/* Runs proto split over `threads` threads (the caller takes part 0); the
+ * wall time of the whole. */
+static double run_split(const job *proto, int threads, int64_t items) {
+    pthread_t th[256];
+    job jobs[256];
+    if (threads > 256) threads = 256;
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = *proto;
+        int64_t a = items * i / threads, b = items * (i + 1) / threads;
+        if (proto->kind == 0) {
+            jobs[i].buf = proto->buf + (size_t)a * 64;
+            jobs[i].bytes = (size_t)(b - a) * 64;
+        } else {
+            jobs[i].r0 = a;
+            jobs[i].r1 = b;
+        }
+    }
+    double t0 = now();
+    for (int i = 1; i < threads; i++) pthread_create(&th[i], NULL, job_run, &jobs[i]);
+    job_run(&jobs[0]);
+    for (int i = 1; i < threads; i++) pthread_join(th[i], NULL);
+    return now() - t0;
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+typedef struct opts {
+    size_t mb;
+    int64_t n;
+    int reps, threads, sweep;
+    size_t mm_mb;
+    int mm_tok;
+    char formats[256], paths[128];
+} opts;
+
+static int in_list(const char *list, const char *name) {
+    size_t l = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)); p += l)
+        if ((p == list || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) return 1;
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_kernels [--mb N] [--n COLS] [--reps N] [--threads N] [--formats F32,Q4_0,...]\n"
+                    "                     [--paths generic,avx2,avx512,neon] [--mm-mb N] [--mm-tok N] [--no-sweep]\n");
+    exit(2);
+}
+
+/* ---- weight matrices -------------------------------------------------------- */
+
+/* Fills `bytes` of buf with rows of n elements of type t: a few rows
+ * quantised from random data by the generic quantiser, then copied.  The
+ * number of whole rows written. */
+static int64_t fill_rows(uint8_t *buf, size_t bytes, uint32_t t, int64_t n) {
+    size_t rb = es_row_bytes(t, n);
+    int64_t rows = (int64_t)(bytes / rb), tmpl = rows < 64 ? rows : 64;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    for (int64_t r = 0; r < tmpl; r++) {
+        for (int64_t i = 0; i < n; i++) x[i] = frand();
+        es_kernels_generic.quant_row[t](x, buf + (size_t)r * rb, n);
+    }
+    for (int64_t r = tmpl; r < rows; r += tmpl) {
+        int64_t c = rows - r < tmpl ? rows - r : tmpl;
+        memcpy(buf + (size_t)r * rb, buf, (size_t)c * rb);
+    }
+    free(x);
+    return rows;
+}
+
+typedef struct result {
+    double gbs1, gbsn;  /* matvec GB/s, one thread and all threads */
+    double mm, mm_mv;   /* matmul GMAC/s; one matvec per token, GMAC/s */
+} result;
+
+/* Matrix-vector and matrix-matrix figures of type t on the current path. */
+static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t rows, int64_t mm_rows, int is_generic) {
+    result res = {0, 0, 0, 0};
+    es_matvec_plan plan = es_plan_matvec(t);
+    if (!plan.fn) return res;
+    int64_t n = o->n;
+    size_t rb = es_row_bytes(t, n);
+    float *x = malloc(sizeof(float) * (size_t)n * (size_t)o->mm_tok);
+    for (int64_t i = 0; i < n * o->mm_tok; i++) x[i] = frand();
+    size_t ab = es_act_bytes(plan.act_type, n);
+    uint8_t *act = malloc(ab * (size_t)o->mm_tok);
+    for (int k = 0; k < o->mm_tok; k++) es_prepare_act(plan.act_type, x + (size_t)k * (size_t)n, act + (size_t)k * ab, n);
+    float *y = malloc(sizeof(float) * (size_t)(rows > mm_rows * o->mm_tok ? rows : mm_rows * o->mm_tok));
+    int reps = is_generic ? 1 : o->reps;
+
+    job proto = {.kind = 1, .buf = w, .fn = plan.fn, .rb = rb, .n = n, .act = act, .y = y};
+    double bytes = (double)rows * (double)rb;
+    for (int r = 0; r < reps; r++) {
+        double g = bytes / run_split(&proto, 1, rows) / 1e9;
+        if (g > res.gbs1) res.gbs1 = g;
+    }
+    if (o->threads > 1)
+        for (int r = 0; r < reps; r++) {
+            double g = bytes / run_split(&proto, o->threads, rows) / 1e9;
+            if (g > res.gbsn) res.gbsn = g;
+        }
+
+    /* prefill: mm_tok tokens at once, one thread */
+    if (mm_rows > 0) {
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now();
+            es_matmul(t, w, rb, n, act, ab, o->mm_tok, y, mm_rows, 0, mm_rows);
+            double dt = now() - t0;
+            if (dt < best) best = dt;
+        }
+        res.mm = (double)mm_rows * (double)n * o->mm_tok / best / 1e9;
+        best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now();
+            for (int k = 0; k < o->mm_tok; k++) plan.fn(w, rb, n, act + (size_t)k * ab, y + k * mm_rows, 0, mm_rows);
+            double dt = now() - t0;
+            if (dt < best) best = dt;
+        }
+        res.mm_mv = (double)mm_rows * (double)n * o->mm_tok / best / 1e9;
+    }
+    free(x); free(act); free(y);
+    return res;
+}
+
+int main(int argc, char **argv) {
+    opts o = {.mb = 1024, .n = 4096, .reps = 3, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
+    snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
+    snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--no-sweep")) { o.sweep = 0; continue; }
+        if (!v) usage();
+        if (!strcmp(a, "--mb")) o.mb = strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--n")) o.n = strtoll(v, NULL, 10);
+        else if (!strcmp(a, "--reps")) o.reps = atoi(v);
+        else if (!strcmp(a, "--threads")) o.threads = atoi(v);
+        else if (!strcmp(a, "--mm-mb")) o.mm_mb = strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--mm-tok")) o.mm_tok = atoi(v);
+        else if (!strcmp(a, "--formats")) snprintf(o.formats, sizeof o.formats, "%s", v);
+        else if (!strcmp(a, "--paths")) snprintf(o.paths, sizeof o.paths, "%s", v);
+        else usage();
+        i++;
+    }
+    if (o.mb < 1 || o.n < 256 || o.n % 256 || o.reps < 1 || o.mm_tok < 1) {
+        fprintf(stderr, "need --mb >= 1, --n a multiple of 256, --reps >= 1, --mm-tok >= 1\n");
+        return 2;
+    }
+    if (o.threads <= 0) o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o.threads < 1) o.threads = 1;
+
+    size_t bytes = o.mb << 20;
+    uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        fprintf(stderr, "cannot map %zu MiB: %s\n", o.mb, strerror(errno));
+        return 1;
+    }
+    memset(buf, 1, bytes); /* fault every page in */
+    double la[3] = {0};
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &la[0], &la[1], &la[2]) != 3) la[0] = -1;
+        fclose(f);
+    }
+    printf("edgeseek kernel benchmark: %zu MiB of weights per format, rows of %lld, best of %d runs\n", o.mb,
+           (long long)o.n, o.reps);
+    printf("CPU features: %s; %d threads; load average %.2f (other work running skews the figures)\n",
+           es_cpu_features(), o.threads, la[0]);
+
+    /* 1. read bandwidth against size, then the large buffer */
+    if (o.sweep) {
+        printf("\nread bandwidth, one thread, against buffer size:\n");
+        for (size_t kb = 256; kb <= (o.mb << 10); kb *= 4) {
+            size_t sz = kb << 10;
+            int passes = (int)((512u << 20) / sz);
+            if (passes < 1) passes = 1;
+            printf("  %8zu KiB  %6.1f GB/s\n", kb, read_bw(buf, sz, passes, 3));
+            fflush(stdout);
+        }
+    }
+    double bw1 = read_bw(buf, bytes, 1, o.reps), bwn = 0;
+    job rp = {.kind = 0, .buf = buf};
+    for (int r = 0; r < o.reps; r++) {
+        double g = (double)bytes / run_split(&rp, o.threads, (int64_t)(bytes / 64)) / 1e9;
+        if (g > bwn) bwn = g;
+    }
+    printf("\nSTREAM-like read of %zu MiB: one thread %.1f GB/s, %d threads %.1f GB/s\n", o.mb, bw1, o.threads, bwn);
+
+    /* 2 and 3. per format and path */
+    printf("\nmatvec: GB/s of weight bytes read (%% of one-thread read bandwidth; speedup over generic)\n"
+           "matmul: %d tokens on a %zu MiB matrix, one thread, GMAC/s (speedup over one matvec per token)\n\n",
+           o.mm_tok, o.mm_mb);
+    printf("%-6s %-8s %-8s %22s %12s %20s\n", "format", "path", "act", "matvec 1 thread", "all threads",
+           "matmul");
+    static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0,
+                                     ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    char err[256];
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        const es_type_traits *tr = es_type_info(t);
+        if (!in_list(o.formats, tr->name)) continue;
+        if (!es_kernels_generic.quant_row[t] || !es_kernels_generic.matvec[t] || o.n % tr->block_size) continue;
+        int64_t rows = fill_rows(buf, bytes, t, o.n);
+        int64_t mm_rows = (int64_t)((o.mm_mb << 20) / es_row_bytes(t, o.n));
+        if (mm_rows > rows) mm_rows = rows;
+        result gen = {0, 0, 0, 0};
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            if (!in_list(o.paths, paths[pi]) || !es_simd_supported(paths[pi])) continue;
+            if (es_simd_select(paths[pi], err, sizeof err) != 0) continue;
+            int is_generic = !strcmp(paths[pi], "generic");
+            result r = bench_type(&o, t, buf, rows, mm_rows, is_generic);
+            if (is_generic) gen = r;
+            char mv[64], mm[64], nt[32];
+            snprintf(mv, sizeof mv, "%6.2f (%3.0f%%", r.gbs1, 100 * r.gbs1 / bw1);
+            if (gen.gbs1 > 0 && !is_generic)
+                snprintf(mv + strlen(mv), sizeof mv - strlen(mv), "; %5.1fx)", r.gbs1 / gen.gbs1);
+            else
+                snprintf(mv + strlen(mv), sizeof mv - strlen(mv), ")");
+            snprintf(nt, sizeof nt, "%.2f", r.gbsn);
+            snprintf(mm, sizeof mm, "%7.2f (%4.1fx)", r.mm, r.mm / r.mm_mv);
+            printf("%-6s %-8s %-8s %22s %12s %20s\n", tr->name, paths[pi], es_type_info(es_plan_matvec(t).act_type)->name,
+                   mv, nt, mm);
+            fflush(stdout);
+        }
+    }
+    munmap(buf, bytes);
+    return 0;
+}

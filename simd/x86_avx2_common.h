@@ -1,0 +1,152 @@
+/* x86_avx2_common.h — small AVX2 helpers shared by the x86 kernel files
+ * (x86_avx2*.c, and the 256-bit code of x86_avx512*.c, whose flags include
+ * AVX2, FMA and F16C): horizontal reductions, a vectorised expf, and the
+ * blocking of the prefill products.  Include only from files compiled with
+ * at least -mavx2 -mfma -mf16c. */
+#ifndef ES_X86_AVX2_COMMON_H
+#define ES_X86_AVX2_COMMON_H
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* e^x for 8 floats: e^x = 2^n e^r with n = round(x log2 e) and |r| <= ln2/2
+ * (ln2 split in two for an exact reduction), e^r by Cephes' degree-6 expf
+ * polynomial (relative error about 2e-7 over the range), and 2^n applied
+ * in two halves so n in [-150, 128] needs no special cases: overflow gives
+ * +inf, underflow denormals then 0.  x is clamped to [-104, 88.8] with NaN
+ * passed through. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(88.8f), _mm256_max_ps(_mm256_set1_ps(-104.0f), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* matvec prefetch: in a pass over 4 rows at once, each row's stream is
+ * prefetched PF_AHEAD bytes ahead of where the pass is, and once that is
+ * past the row's end, the same place in the next pass's rows: rows of a few
+ * KiB are too short for the hardware prefetcher to ramp up on four
+ * interleaved streams.  (bench/bench_kernels measures the effect.) */
+#ifndef PF_AHEAD
+#define PF_AHEAD 512
+/* A prefill product is cut into passes of T = 1..4 tokens over a block of
+ * rows: pass(T, ...) computes tokens [0, T) of act (rows `as` bytes apart)
+ * times rows [r0, r1) of w into y (rows `ys` floats apart).  Each format
+ * has one, specialised on T inside. */
+typedef void (*pass_fn)(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                        int64_t ys, int64_t r0, int64_t r1);
+
+/* The loops of every prefill product: blocks of tokens whose activations
+ * (act_row_bytes each) stay in L2; within one, blocks of rows that stay in
+ * L1/L2 while every group of 4 tokens passes over them. */
+static inline void matmul_blocked(pass_fn pass, size_t act_row_bytes, const void *w, size_t rb, int64_t n,
+                                  const void *act, size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0,
+                                  int64_t r1) {
+    int64_t tb = token_block(n_tok, act_row_bytes), rblk = row_block(rb);
+    const char *a = act;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
+        int64_t t1 = t0 + tb < n_tok ? t0 + tb : n_tok;
+        for (int64_t rr = r0; rr < r1; rr += rblk) {
+            int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+            for (int64_t t = t0; t < t1; t += 4)
+                pass(t1 - t < 4 ? (int)(t1 - t) : 4, w, rb, n, a + t * as, as, y + t * ys, ys, rr, re);
+        }
+    }
+}
+
+/* x86_avx2.c's 8-bit products, also the slots of the AVX-512 table for
+ * CPUs without VNNI (x86_avx512.c) */
+void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                         int64_t ys, int64_t r0, int64_t r1);
+void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                         int64_t ys, int64_t r0, int64_t r1);
+
+#endif
+static inline void prefetch4(const char *row0, size_t rb, size_t off) {
+    if (off >= rb) off += 3 * rb;
+    _mm_prefetch(row0 + off, _MM_HINT_T0);
+    _mm_prefetch(row0 + rb + off, _MM_HINT_T0);
+    _mm_prefetch(row0 + 2 * rb + off, _MM_HINT_T0);
+    _mm_prefetch(row0 + 3 * rb + off, _MM_HINT_T0);
+}
+
+/* Prefill blocking: tokens per block so that a block's activations stay in
+ * L2 (about 256 KiB), a multiple of 4; rows per block so that a block's
+ * weights (about 64 KiB) stay in L1/L2 while every token group of the
+ * token block passes over them. */
+static inline int64_t token_block(int64_t n_tok, size_t act_row_bytes) {
+    int64_t tb = (int64_t)((256u << 10) / (act_row_bytes ? act_row_bytes : 1)) / 4 * 4;
+    if (tb < 4) tb = 4;
+    return tb < n_tok ? tb : n_tok;
+}
+
+static inline int64_t row_block(size_t row_bytes) {
+    int64_t rb = (int64_t)((64u << 10) / (row_bytes ? row_bytes : 1)) / 4 * 4;
+    return rb < 4 ? 4 : rb;
+}
+
+/* A prefill product is cut into passes of T = 1..4 tokens over a block of
+ * rows: pass(T, ...) computes tokens [0, T) of act (rows `as` bytes apart)
+ * times rows [r0, r1) of w into y (rows `ys` floats apart).  Each format
+ * has one, specialised on T inside. */
+typedef void (*pass_fn)(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                        int64_t ys, int64_t r0, int64_t r1);
+
+/* The loops of every prefill product: blocks of tokens whose activations
+ * (act_row_bytes each) stay in L2; within one, blocks of rows that stay in
+ * L1/L2 while every group of 4 tokens passes over them. */
+static inline void matmul_blocked(pass_fn pass, size_t act_row_bytes, const void *w, size_t rb, int64_t n,
+                                  const void *act, size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0,
+                                  int64_t r1) {
+    int64_t tb = token_block(n_tok, act_row_bytes), rblk = row_block(rb);
+    const char *a = act;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
+        int64_t t1 = t0 + tb < n_tok ? t0 + tb : n_tok;
+        for (int64_t rr = r0; rr < r1; rr += rblk) {
+            int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+            for (int64_t t = t0; t < t1; t += 4)
+                pass(t1 - t < 4 ? (int)(t1 - t) : 4, w, rb, n, a + t * as, as, y + t * ys, ys, rr, re);
+        }
+    }
+}
+
+/* x86_avx2.c's 8-bit products, also the slots of the AVX-512 table for
+ * CPUs without VNNI (x86_avx512.c) */
+void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                         int64_t ys, int64_t r0, int64_t r1);
+void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                         int64_t ys, int64_t r0, int64_t r1);
+
+#endif
