@@ -16,5 +16,6 @@ es_model *cli_load_model(const char *path, int vocab_only);
 int cli_read_file(const char *path, char **out, size_t *len);
 
 int cmd_run(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -102,7 +102,7 @@ static const es_kernels *table_by_name(const char *name) {
     if (!strcmp(name, "generic")) return &es_kernels_generic;
     if (!strcmp(name, "avx2")) return es_kernels_avx2;
     /* with VNNI, the variant that uses it (every caller has run detect()) */
-    if (!strcmp(name, "avx512")) return cpu.avx512vnni && es_kernels_avx512_vnni ? es_kernels_avx512_vnni : es_kernels_avx512;
+    if (!strcmp(name, "avx512")) return es_kernels_avx512 ? es_avx512_for(cpu.avx512vnni) : NULL;
     if (!strcmp(name, "neon")) return es_kernels_neon;
     return NULL;
 }

@@ -55,9 +55,10 @@ typedef struct es_kernels {
 extern const es_kernels es_kernels_generic;
 extern const es_kernels *const es_kernels_avx2;
 extern const es_kernels *const es_kernels_avx512;
-/* x86_avx512.c: the avx512 table for a CPU with AVX512_VNNI (dispatch.c
- * picks it over es_kernels_avx512 where cpuid says so); NULL off x86-64. */
-extern const es_kernels *const es_kernels_avx512_vnni;
+/* x86_avx512.c: the complete avx512 table for a CPU with or without
+ * AVX512_VNNI (es_kernels_avx512 holds only the slots that need AVX-512
+ * itself).  NULL off x86-64. */
+const es_kernels *es_avx512_for(int vnni);
 extern const es_kernels *const es_kernels_neon;
 
 /* The table in use: chosen on first use from the CPU's features (with the

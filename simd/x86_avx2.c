@@ -4,8 +4,9 @@
  * BF16 (fp32 FMA against fp32 activations) and for Q8_0 and Q4_0 (8-bit
  * multiply-adds against activations quantised to Q8_0 once per product, the
  * act_type), and the vector operations rmsnorm, dot, axpy, silu_mul and
- * softmax (with a vectorised expf).  The K-quants are in
- * x86_avx2_kquants.c.  Slots left empty fall back to generic.c.
+ * softmax (with a vectorised expf); and the K-quants Q2_K..Q6_K against
+ * activations quantised to Q8_K, from x86_kquants.h.  Slots left empty
+ * fall back to generic.c.
  *
  * Every product is built from one tile: R rows x T tokens computed in one
  * pass over those rows' weights, R*T accumulators in registers, so each
@@ -20,6 +21,7 @@
 #include <math.h>
 
 #include "x86_avx2_common.h"
+#include "x86_kquants.h"
 
 /* ---- float weights ---------------------------------------------------------- */
 
@@ -281,17 +283,17 @@ static void pass_q4_0(int T, const void *w, size_t rb, int64_t n, const void *ac
     pass_q8act(1, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 
-void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_q8act(0, w, rb, n, act, y, r0, r1);
 }
-void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_q8act(1, w, rb, n, act, y, r0, r1);
 }
-void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+static void matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(pass_q8_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
-void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+static void matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(pass_q4_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
@@ -371,10 +373,16 @@ static void softmax_avx2(float *x, int64_t n) {
 static const es_kernels table = {
     .name = "avx2",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = es_avx2_matvec_q8_0, [ES_TYPE_Q4_0] = es_avx2_matvec_q4_0},
-    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0, [ES_TYPE_Q2_K] = kq_matvec_q2_K,
+               [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
+               [ES_TYPE_Q6_K] = kq_matvec_q6_K},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
-               [ES_TYPE_Q8_0] = es_avx2_matmul_q8_0, [ES_TYPE_Q4_0] = es_avx2_matmul_q4_0},
+               [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
+               [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
+               [ES_TYPE_Q6_K] = kq_matmul_q6_K},
     .rmsnorm = rmsnorm_avx2,
     .dot_f32 = dot_avx2,
     .axpy_f32 = axpy_avx2,

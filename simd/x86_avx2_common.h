@@ -57,40 +57,6 @@ static inline __m256 exp8(__m256 x) {
  * interleaved streams.  (bench/bench_kernels measures the effect.) */
 #ifndef PF_AHEAD
 #define PF_AHEAD 512
-/* A prefill product is cut into passes of T = 1..4 tokens over a block of
- * rows: pass(T, ...) computes tokens [0, T) of act (rows `as` bytes apart)
- * times rows [r0, r1) of w into y (rows `ys` floats apart).  Each format
- * has one, specialised on T inside. */
-typedef void (*pass_fn)(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
-                        int64_t ys, int64_t r0, int64_t r1);
-
-/* The loops of every prefill product: blocks of tokens whose activations
- * (act_row_bytes each) stay in L2; within one, blocks of rows that stay in
- * L1/L2 while every group of 4 tokens passes over them. */
-static inline void matmul_blocked(pass_fn pass, size_t act_row_bytes, const void *w, size_t rb, int64_t n,
-                                  const void *act, size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0,
-                                  int64_t r1) {
-    int64_t tb = token_block(n_tok, act_row_bytes), rblk = row_block(rb);
-    const char *a = act;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
-        int64_t t1 = t0 + tb < n_tok ? t0 + tb : n_tok;
-        for (int64_t rr = r0; rr < r1; rr += rblk) {
-            int64_t re = rr + rblk < r1 ? rr + rblk : r1;
-            for (int64_t t = t0; t < t1; t += 4)
-                pass(t1 - t < 4 ? (int)(t1 - t) : 4, w, rb, n, a + t * as, as, y + t * ys, ys, rr, re);
-        }
-    }
-}
-
-/* x86_avx2.c's 8-bit products, also the slots of the AVX-512 table for
- * CPUs without VNNI (x86_avx512.c) */
-void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
-void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
-void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
-                         int64_t ys, int64_t r0, int64_t r1);
-void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
-                         int64_t ys, int64_t r0, int64_t r1);
-
 #endif
 static inline void prefetch4(const char *row0, size_t rb, size_t off) {
     if (off >= rb) off += 3 * rb;
@@ -139,14 +105,5 @@ static inline void matmul_blocked(pass_fn pass, size_t act_row_bytes, const void
         }
     }
 }
-
-/* x86_avx2.c's 8-bit products, also the slots of the AVX-512 table for
- * CPUs without VNNI (x86_avx512.c) */
-void es_avx2_matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
-void es_avx2_matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
-void es_avx2_matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
-                         int64_t ys, int64_t r0, int64_t r1);
-void es_avx2_matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
-                         int64_t ys, int64_t r0, int64_t r1);
 
 #endif

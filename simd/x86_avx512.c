@@ -1,32 +1,31 @@
 /* x86_avx512.c — kernels for x86-64 with AVX-512 F/BW/VL/DQ (the file is
  * compiled with those flags plus VNNI, BF16, FMA and F16C; only called after
- * dispatch.c has checked the CPU and the OS's ZMM state).  Owns two tables:
+ * dispatch.c has checked the CPU and the OS's ZMM state).  es_avx512_for
+ * (kernels.h) gives the table in two variants:
  *
- *   es_kernels_avx512       any AVX-512 F/BW/VL/DQ CPU.  Holds no VNNI
- *                           instruction: its Q8_0/Q4_0 (and K-quant) slots
- *                           are the AVX2 files' functions, compiled without
- *                           VNNI flags.
- *   es_kernels_avx512_vnni  the same plus 8-bit products with VPDPBUSD;
- *                           dispatch.c picks it only where cpuid reports
- *                           AVX512_VNNI, so a CPU without VNNI never reaches
- *                           one (the functions that use it have vnni in
- *                           their names).
+ *   without VNNI  the avx2 table (x86_avx2.c, compiled without VNNI flags)
+ *                 with this file's float products and vector operations
+ *                 over it: no VNNI instruction is reachable from it;
+ *   with VNNI     plus this file's 8-bit products: Q8_0/Q4_0 with VPDPBUSD
+ *                 and the K-quants with VPDPWSSD (x86_kquants.h).  dispatch.c
+ *                 asks for it only where cpuid reports AVX512_VNNI.
  *
  * F32/F16/BF16 matvec and matmul use 512-bit FMA with masked tails; the
- * 8-bit products use VPDPBUSD on 256-bit registers (one Q8_0 block each;
- * the 32 registers hold 4x4 prefill tiles).  BF16 instructions are not
- * used: a bf16 weight is an fp32 after a shift, and VDPBF16PS would round the
+ * 8-bit products use 256-bit registers (one Q8_0 block each; the 32
+ * registers hold 4x4 prefill tiles).  BF16 instructions are not used: a bf16
+ * weight is an fp32 after a shift, and VDPBF16PS would round the
  * activations to bf16.  The vector operations are 512-bit, with an expf
- * built on VSCALEFPS.  The K-quants are in x86_avx512_kquants.c.  Empty
- * slots fall back to generic.c. */
+ * built on VSCALEFPS.  Empty slots fall back to generic.c. */
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 
 #include "x86_avx2_common.h"
+#include "x86_kquants.h"
 
 /* ---- float weights (512-bit) ---------------------------------------------- */
 
@@ -382,13 +381,11 @@ static void softmax_avx512(float *x, int64_t n) {
 
 /* ---- the tables ------------------------------------------------------------- */
 
+/* What this file adds to any AVX-512 CPU: float products and vector ops. */
 static const es_kernels table = {
     .name = "avx512",
-    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = es_avx2_matvec_q8_0, [ES_TYPE_Q4_0] = es_avx2_matvec_q4_0},
-    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
-    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
-               [ES_TYPE_Q8_0] = es_avx2_matmul_q8_0, [ES_TYPE_Q4_0] = es_avx2_matmul_q4_0},
+    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16},
     .rmsnorm = rmsnorm_avx512,
     .dot_f32 = dot_avx512,
     .axpy_f32 = axpy_avx512,
@@ -396,23 +393,57 @@ static const es_kernels table = {
     .softmax = softmax_avx512,
 };
 
+/* ... and with VNNI, the 8-bit products too. */
 static const es_kernels table_vnni = {
-    .name = "avx512",
-    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = matvec_q8_0_vnni, [ES_TYPE_Q4_0] = matvec_q4_0_vnni},
-    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
-    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
-               [ES_TYPE_Q8_0] = matmul_q8_0_vnni, [ES_TYPE_Q4_0] = matmul_q4_0_vnni},
-    .rmsnorm = rmsnorm_avx512,
-    .dot_f32 = dot_avx512,
-    .axpy_f32 = axpy_avx512,
-    .silu_mul = silu_mul_avx512,
-    .softmax = softmax_avx512,
+    .matvec = {[ES_TYPE_Q8_0] = matvec_q8_0_vnni, [ES_TYPE_Q4_0] = matvec_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matvec_q2_K,
+               [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
+               [ES_TYPE_Q6_K] = kq_matvec_q6_K},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
+    .matmul = {[ES_TYPE_Q8_0] = matmul_q8_0_vnni, [ES_TYPE_Q4_0] = matmul_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
+               [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
+               [ES_TYPE_Q6_K] = kq_matmul_q6_K},
 };
 
+/* dst's slots overwritten by src's non-empty ones */
+static void overlay(es_kernels *dst, const es_kernels *src) {
+    for (int t = 0; t < ES_TYPE_COUNT; t++) {
+        if (src->matvec[t]) {
+            dst->matvec[t] = src->matvec[t];
+            dst->act_type[t] = src->act_type[t];
+        }
+        if (src->matmul[t]) dst->matmul[t] = src->matmul[t];
+        if (src->dequant_row[t]) dst->dequant_row[t] = src->dequant_row[t];
+        if (src->quant_row[t]) dst->quant_row[t] = src->quant_row[t];
+    }
+    if (src->rmsnorm) dst->rmsnorm = src->rmsnorm;
+    if (src->dot_f32) dst->dot_f32 = src->dot_f32;
+    if (src->axpy_f32) dst->axpy_f32 = src->axpy_f32;
+    if (src->silu_mul) dst->silu_mul = src->silu_mul;
+    if (src->softmax) dst->softmax = src->softmax;
+}
+
+static es_kernels full[2];
+static pthread_once_t full_once = PTHREAD_ONCE_INIT;
+static void build_full(void) {
+    for (int v = 0; v < 2; v++) {
+        full[v] = *es_kernels_avx2; /* every AVX-512 CPU has AVX2, FMA and F16C */
+        overlay(&full[v], &table);
+        if (v) overlay(&full[v], &table_vnni);
+        full[v].name = "avx512";
+    }
+}
+
+const es_kernels *es_avx512_for(int vnni) {
+    pthread_once(&full_once, build_full);
+    return &full[vnni ? 1 : 0];
+}
 const es_kernels *const es_kernels_avx512 = &table;
-const es_kernels *const es_kernels_avx512_vnni = &table_vnni;
 #else
+const es_kernels *es_avx512_for(int vnni) {
+    (void)vnni;
+    return 0;
+}
 const es_kernels *const es_kernels_avx512 = 0;
-const es_kernels *const es_kernels_avx512_vnni = 0;
 #endif

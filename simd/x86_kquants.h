@@ -1,0 +1,318 @@
+/* x86_kquants.h — the K-quant products (Q2_K..Q6_K against Q8_K
+ * activations) on 256-bit integer registers, written once and compiled twice
+ * as static functions: in x86_avx2.c (AVX2: VPMADDWD then VPADDD) and in
+ * x86_avx512.c (AVX512_VNNI with VL: VPDPWSSD, the two fused), whose tables
+ * take the slots at the end of this file.  Include only from those two.
+ *
+ * Per super-block of 256 weights, every format reduces to integers: the
+ * quants q as unsigned bytes, VPMADDUBSW q·a into int16 pairs (no pair can
+ * saturate: q <= 63, |a| <= 127), then the sub-block scale (int16) times the
+ * pairs into int32 lanes.  What the format subtracts (Q2_K/Q4_K/Q5_K's mins,
+ * Q3_K's 4 and Q6_K's 32 offsets) is taken from the activation's bsums (sums
+ * of 16 quants), never from the weights.  Only the super-block's fp16 d (and
+ * dmin) and the activation's d are floats, so each super-block ends in one
+ * int32 -> fp32 conversion and one FMA per token.
+ *
+ * Layouts (quant.h): a "chunk" is the 32 bytes of quants one load brings:
+ * Q4_K/Q5_K 64 weights (low nibbles: sub-block 2c, high: 2c+1), Q2_K/Q3_K/
+ * Q6_K 128 weights in four 32-weight planes p, each two 16-weight
+ * sub-blocks. */
+#ifndef ES_X86_KQUANTS_H
+#define ES_X86_KQUANTS_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "x86_avx2_common.h"
+
+enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6 };
+
+static inline size_t kq_block_bytes(enum kfmt f) {
+    switch (f) {
+    case KQ2: return sizeof(block_q2_K);
+    case KQ3: return sizeof(block_q3_K);
+    case KQ4: return sizeof(block_q4_K);
+    case KQ5: return sizeof(block_q5_K);
+    default: return sizeof(block_q6_K);
+    }
+}
+
+/* acc + Σ pairs of s16·p16 (int16 -> int32 lanes) */
+static inline __attribute__((always_inline)) __m256i kq_madd(__m256i acc, __m256i s16, __m256i p16) {
+#ifdef __AVX512VNNI__
+    return _mm256_dpwssd_epi32(acc, s16, p16);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(s16, p16));
+#endif
+}
+
+/* int16 lane j of v in every lane (Q4_K/Q5_K: one 32-weight sub-block) */
+static inline __attribute__((always_inline)) __m256i kq_lane16(__m256i v, int j) {
+    return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+}
+/* v holds 8 int16 in both halves: lane 2p in the low half, 2p+1 in the high
+ * half (the two 16-weight sub-blocks of a 32-weight plane) */
+static inline __attribute__((always_inline)) __m256i kq_pair16(__m256i v, int p) {
+    __m128i lo = _mm_set1_epi16((short)((4 * p + 1) << 8 | 4 * p));
+    __m128i hi = _mm_set1_epi16((short)((4 * p + 3) << 8 | (4 * p + 2)));
+    return _mm256_shuffle_epi8(v, _mm256_set_m128i(hi, lo));
+}
+static inline __m256i kq_half(__m256i v, int h) {
+    return _mm256_broadcastsi128_si256(h ? _mm256_extracti128_si256(v, 1) : _mm256_castsi256_si128(v));
+}
+
+/* The bits of a chunk's quants: weights of plane p are bits 2p..2p+1 */
+static inline __attribute__((always_inline)) __m256i kq_plane2(__m256i bits, int p) {
+    return _mm256_and_si256(_mm256_srli_epi16(bits, 2 * p), _mm256_set1_epi8(3));
+}
+/* bit k of every byte of v, moved to bit `to` */
+static inline __attribute__((always_inline)) __m256i kq_bit(__m256i v, int k, int to) {
+    return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(v, k), _mm256_set1_epi8(1)), to);
+}
+
+/* Q4_K/Q5_K: the 8 six-bit scales (int16 lanes 0..7) and mins (8..15) */
+static inline __m256i kq_k4_scales(const uint8_t *s12) {
+    uint32_t u[4];
+    memcpy(u, s12, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    uint32_t mins_lo = u[1] & m6;
+    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
+    u[2] = mins_lo;
+    u[0] &= m6;
+    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+}
+
+/* Q3_K: the 16 six-bit scales minus 32, int16 lanes 0..15 */
+static inline __m256i kq_k3_scales(const uint8_t *s12) {
+    uint32_t a[3], u[4];
+    memcpy(a, s12, 12);
+    const uint32_t m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    u[0] = (a[0] & m4) | ((a[2] & m2) << 4);
+    u[1] = (a[1] & m4) | (((a[2] >> 2) & m2) << 4);
+    u[2] = ((a[0] >> 4) & m4) | (((a[2] >> 4) & m2) << 4);
+    u[3] = ((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4);
+    __m256i s = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+    return _mm256_sub_epi16(s, _mm256_set1_epi16(32));
+}
+
+/* One super-block of one row against T tokens' super-blocks x[t]:
+ * acc[t] += (its dot) in 8 lanes.  The body per format is specialised by
+ * always_inline on (f, T). */
+static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, const uint8_t *blk,
+                                                           const block_q8_K *const *x, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i sumi[4];
+    float d, dmin = 0;
+    if (f == KQ4 || f == KQ5) {
+        const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
+        const block_q5_K *b5 = (const block_q5_K *)blk;
+        const uint8_t *qs = f == KQ4 ? b4->qs : b5->qs;
+        d = _cvtsh_ss(b4->d);
+        dmin = _cvtsh_ss(b4->dmin);
+        __m256i sm = kq_k4_scales(b4->scales);
+        __m256i sc = kq_half(sm, 0);
+        __m128i mins = _mm256_extracti128_si256(sm, 1);
+        __m256i hb = f == KQ5 ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            /* - dmin · Σ_j m_j · (sum of the activations of sub-block j) */
+            __m256i bs = _mm256_loadu_si256((const __m256i *)x[t]->bsums);
+            __m128i s8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            __m256 m = _mm256_castps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, s8)));
+            m = _mm256_insertf128_ps(m, _mm_setzero_ps(), 1);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * x[t]->d), m, acc[t]);
+            sumi[t] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i ql = _mm256_and_si256(bits, m4), qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (f == KQ5) {
+                ql = _mm256_or_si256(ql, kq_bit(hb, 2 * c, 4));
+                qh = _mm256_or_si256(qh, kq_bit(hb, 2 * c + 1, 4));
+            }
+            __m256i sl = kq_lane16(sc, 2 * c), sh = kq_lane16(sc, 2 * c + 1);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const __m256i *a = (const __m256i *)(x[t]->qs + 64 * c);
+                sumi[t] = kq_madd(sumi[t], sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
+                sumi[t] = kq_madd(sumi[t], sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
+            }
+        }
+    } else {
+        /* 16 sub-blocks of 16: scales as int16 lanes 0..15 */
+        const uint8_t *qs, *hm = 0;
+        __m256i sc;
+        if (f == KQ2) {
+            const block_q2_K *b = (const block_q2_K *)blk;
+            qs = b->qs;
+            d = _cvtsh_ss(b->d);
+            dmin = _cvtsh_ss(b->dmin);
+            __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
+            sc = _mm256_cvtepu8_epi16(_mm_and_si128(s8, _mm_set1_epi8(0x0f)));
+            __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(0x0f)));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                __m256i bs = _mm256_loadu_si256((const __m256i *)x[t]->bsums);
+                __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * x[t]->d), m, acc[t]);
+            }
+        } else if (f == KQ3) {
+            const block_q3_K *b = (const block_q3_K *)blk;
+            qs = b->qs;
+            hm = b->hmask;
+            d = _cvtsh_ss(b->d);
+            sc = kq_k3_scales(b->scales);
+        } else {
+            const block_q6_K *b = (const block_q6_K *)blk;
+            qs = b->ql;
+            hm = b->qh;
+            d = _cvtsh_ss(b->d);
+            sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            sumi[t] = _mm256_setzero_si256();
+            if (f != KQ2) { /* Q3_K's q - 4, Q6_K's q - 32: the offset times Σ scale·bsum */
+                __m256i o = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)x[t]->bsums));
+                sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(o, f == KQ3 ? 2 : 5));
+            }
+        }
+        __m256i h3 = f == KQ3 ? _mm256_loadu_si256((const __m256i *)hm) : _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            if (f == KQ6) { /* low nibbles from ql (two chunks), high 2 bits from qh */
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(qs + 64 * h));
+                __m256i l2 = _mm256_loadu_si256((const __m256i *)(qs + 64 * h + 32));
+                __m256i hh = _mm256_loadu_si256((const __m256i *)(hm + 32 * h));
+                q[0] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(kq_plane2(hh, 0), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(kq_plane2(hh, 1), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(kq_plane2(hh, 2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                                       _mm256_slli_epi16(kq_plane2(hh, 3), 4));
+            } else {
+                __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+#pragma GCC unroll 4
+                for (int p = 0; p < 4; p++) {
+                    q[p] = kq_plane2(bits, p);
+                    if (f == KQ3) q[p] = _mm256_or_si256(q[p], kq_bit(h3, 4 * h + p, 2));
+                }
+            }
+            __m256i sch = kq_half(sc, h);
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                __m256i s = kq_pair16(sch, p);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i a = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 128 * h + 32 * p));
+                    sumi[t] = kq_madd(sumi[t], s, _mm256_maddubs_epi16(q[p], a));
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+}
+
+/* Row r times tokens 0..T-1 (act rows `as` bytes apart) into y[t*ys + r] */
+static inline __attribute__((always_inline)) void kq_row(enum kfmt f, int T, const void *w, size_t rb, int64_t nb,
+                                                         const void *act, size_t as, float *y, int64_t ys,
+                                                         int64_t r) {
+    const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+    const size_t bs = kq_block_bytes(f);
+    __m256 acc[4];
+    const block_q8_K *x[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) x[t] = (const block_q8_K *)((const char *)act + (size_t)t * as) + i;
+        kq_block(f, T, row + (size_t)i * bs, x, acc);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[t]);
+}
+
+static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const void *w, size_t rb, int64_t n,
+                                                            const void *act, float *y, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) kq_row(f, 1, w, rb, n / QK_K, act, 0, y, 0, r);
+}
+
+/* a prefill pass (see matmul_blocked): T tokens, one row at a time */
+static inline __attribute__((always_inline)) void kq_pass(enum kfmt f, int T, const void *w, size_t rb, int64_t n,
+                                                          const void *act, size_t as, float *y, int64_t ys,
+                                                          int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        switch (T) {
+        case 1: kq_row(f, 1, w, rb, n / QK_K, act, as, y, ys, r); break;
+        case 2: kq_row(f, 2, w, rb, n / QK_K, act, as, y, ys, r); break;
+        case 3: kq_row(f, 3, w, rb, n / QK_K, act, as, y, ys, r); break;
+        default: kq_row(f, 4, w, rb, n / QK_K, act, as, y, ys, r); break;
+        }
+    }
+}
+
+static void kq_pass_q2_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                         int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KQ2, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void kq_pass_q3_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                         int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KQ3, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void kq_pass_q4_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                         int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KQ4, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void kq_pass_q5_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                         int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KQ5, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+static void kq_pass_q6_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                         int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KQ6, T, w, rb, n, act, as, y, ys, r0, r1);
+}
+
+/* the table slots (activation rows are n/256 Q8_K blocks) */
+static void kq_matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    kq_matvec(KQ2, w, rb, n, act, y, r0, r1);
+}
+static void kq_matvec_q3_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    kq_matvec(KQ3, w, rb, n, act, y, r0, r1);
+}
+static void kq_matvec_q4_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    kq_matvec(KQ4, w, rb, n, act, y, r0, r1);
+}
+static void kq_matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    kq_matvec(KQ5, w, rb, n, act, y, r0, r1);
+}
+static void kq_matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    kq_matvec(KQ6, w, rb, n, act, y, r0, r1);
+}
+static void kq_matmul_q2_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_q2_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void kq_matmul_q3_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_q3_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void kq_matmul_q4_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_q4_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void kq_matmul_q5_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_q5_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void kq_matmul_q6_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_q6_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+#endif
