@@ -18,7 +18,7 @@
 
 #include "edgeseek.h"
 
-int cmd_eval(int argc, char **argv);
+#include "cli.h"
 
 /* ---- the problem generator: mirrors train/tasks.py (hard=True) ---------- */
 

@@ -240,7 +240,8 @@ static void usage(FILE *f) {
                "  run       generate text from a prompt\n"
                "  logits    write the logits of every position of a token list\n"
                "  tokenize  print the token ids of a text\n"
-               "  info      describe a model file\n");
+               "  info      describe a model file\n"
+               "  eval      measure a model's accuracy on generated arithmetic problems\n");
 }
 
 int main(int argc, char **argv) {
@@ -255,6 +256,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "edgeseek: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
