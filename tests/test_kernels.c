@@ -3,6 +3,7 @@
  * quantise→dequantise round-trip error per format, fp16/bf16 conversions
  * (exhaustive for fp16), row ranges (r0, r1) and the vector operations.
  * Also the thread pool: every item of a loop done exactly once. */
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -217,9 +218,192 @@ static void test_all_paths(void) {
     printf("CPU features: %s\n", es_cpu_features());
 }
 
+/* ---- every x86 table's 8-bit/float products, matmul included ----------------
+ *
+ * The tables a CPU can run, tested slot by slot (not through es_kern(), so
+ * the AVX-512 table without VNNI is tested on a CPU with VNNI too).  Each
+ * matvec and matmul slot against a double dot of the dequantised row with
+ * the activations exactly as the kernel sees them (x quantised to its
+ * act_type by the generic quantiser and dequantised back): the only error
+ * left is fp32 summation, held to 1e-5 of Σ|w·x_seen| per output.  Token
+ * counts 1, 2, 3, 5, 8, 17 (tiles of 4 tokens plus every remainder), row
+ * counts across tiles of 1, 2 and 4 rows, row ranges split in three, a Y
+ * stride wider than the rows (nothing written outside [r0, r1)), and shapes
+ * whose activations span several token blocks. */
+
+typedef struct test_table {
+    const char *name;
+    const es_kernels *k;
+} test_table;
+
+static int x86_tables(test_table *out) {
+    int n = 0;
+    out[n++] = (test_table){"generic", &es_kernels_generic};
+    if (es_simd_supported("avx2")) out[n++] = (test_table){"avx2", es_kernels_avx2};
+    else SKIP("avx2 table: not available on this CPU/build");
+    if (es_simd_supported("avx512")) {
+        out[n++] = (test_table){"avx512 (no VNNI)", es_avx512_for(0)};
+        if (strstr(es_cpu_features(), "avx512vnni")) out[n++] = (test_table){"avx512 (VNNI)", es_avx512_for(1)};
+        else SKIP("avx512 table with VNNI: this CPU lacks AVX512_VNNI");
+    } else {
+        SKIP("avx512 tables: not available on this CPU/build");
+    }
+    return n;
+}
+
+/* worst error / bound of one shape; -1 if the slot is empty */
+static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int64_t rows, int64_t n, int64_t nt) {
+    es_matvec_fn mv = K->matvec[t];
+    es_matmul_fn mm = K->matmul[t];
+    if (!mv || (use_matmul && !mm)) return -1;
+    uint32_t at = K->act_type[t];
+    size_t rb = es_row_bytes(t, n), ab = es_act_bytes(at, n);
+    int64_t ys = rows + 3;
+    uint8_t *w = malloc(rb * (size_t)rows), *act = malloc(ab * (size_t)nt);
+    float *x = malloc(sizeof(float) * (size_t)(n * nt)), *seen = malloc(sizeof(float) * (size_t)(n * nt));
+    float *deq = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)(ys * nt));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < n; i++) deq[i] = frand();
+        es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
+    }
+    for (int64_t k = 0; k < nt; k++) {
+        float *xk = x + k * n;
+        for (int64_t i = 0; i < n; i++) xk[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
+        es_kernels_generic.quant_row[at](xk, act + (size_t)k * ab, n);
+        es_kernels_generic.dequant_row[at](act + (size_t)k * ab, seen + k * n, n);
+    }
+    for (int64_t i = 0; i < ys * nt; i++) y[i] = NAN;
+    int64_t a = rows / 3, b = 2 * rows / 3;
+    const int64_t ranges[3][2] = {{a, b}, {0, a}, {b, rows}};
+    for (int g = 0; g < 3; g++) {
+        if (use_matmul) mm(w, rb, n, act, ab, nt, y, ys, ranges[g][0], ranges[g][1]);
+        else
+            for (int64_t k = 0; k < nt; k++) mv(w, rb, n, act + (size_t)k * ab, y + k * ys, ranges[g][0], ranges[g][1]);
+    }
+    double worst = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        es_kernels_generic.dequant_row[t](w + (size_t)r * rb, deq, n);
+        for (int64_t k = 0; k < nt; k++) {
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) {
+                ref += (double)deq[i] * seen[k * n + i];
+                mag += fabs((double)deq[i] * seen[k * n + i]);
+            }
+            double e = fabs(ref - y[k * ys + r]) / (1e-5 * mag + 1e-30);
+            if (!(e <= worst)) worst = e; /* NaN (a row not written) counts as the worst */
+        }
+    }
+    for (int64_t k = 0; k < nt; k++)
+        for (int64_t r = rows; r < ys; r++)
+            if (!isnan(y[k * ys + r])) worst = INFINITY; /* wrote outside [r0, r1) */
+    free(w); free(act); free(x); free(seen); free(deq); free(y);
+    return worst;
+}
+
+static void test_table_products(void) {
+    static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q2_K,
+                                   ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    static const int64_t rows_list[] = {1, 2, 3, 7, 33};
+    static const int64_t ntok_list[] = {1, 2, 3, 5, 8, 17};
+    static const int64_t cols_32[] = {32, 96, 1056}, cols_256[] = {256, 768};
+    test_table tabs[4];
+    int ntabs = x86_tables(tabs);
+    for (int v = 0; v < ntabs; v++) {
+        const es_kernels *K = tabs[v].k;
+        for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
+            uint32_t t = all[ti];
+            int kq = es_type_info(t)->block_size == 256;
+            const int64_t *cols = kq ? cols_256 : cols_32;
+            size_t ncols = kq ? 2 : 3;
+            for (int use_mm = 0; use_mm < 2; use_mm++) {
+                double worst = 0;
+                int empty = 0;
+                for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+                    for (size_t ci = 0; ci < ncols; ci++)
+                        for (size_t ki = 0; ki < sizeof ntok_list / sizeof ntok_list[0]; ki++) {
+                            double e = products_case(K, use_mm, t, rows_list[ri], cols[ci], ntok_list[ki]);
+                            if (e < 0) empty = 1;
+                            else if (!(e <= worst)) worst = e;
+                        }
+                /* activations spanning several token blocks (about 256 KiB each) */
+                if (!empty) {
+                    double e = products_case(K, use_mm, t, 5, 16384, 17);
+                    if (!(e <= worst)) worst = e;
+                }
+                if (empty) continue; /* generic has no matmul slots; a table may leave a slot to generic */
+                printf("%-16s %-5s %s (act %s) worst error %.3g of its bound\n", tabs[v].name, es_type_info(t)->name,
+                       use_mm ? "matmul" : "matvec", es_type_info(K->act_type[t])->name, worst);
+                CHECK(worst <= 1.0, "%s %s %s error %.3g x its bound", tabs[v].name, es_type_info(t)->name,
+                      use_mm ? "matmul" : "matvec", worst);
+            }
+        }
+    }
+}
+
+/* silu_mul and softmax of every table against double, with values that
+ * overflow and underflow e^x, and NaN.  Bound: 1e-6 relative (of the
+ * smallest normal for denormal results): the vector expf (Cephes'
+ * polynomial after an exact reduction) is within about 2e-7, and the
+ * quotient, product and fp32 sum add a few ulps. */
+static double act_worst; /* the largest error seen, as a fraction of the bound */
+static int close_to(float got, double want) {
+    if (isnan(want)) return isnan(got);
+    if (isinf(want)) return got == want;
+    double e = fabs(got - want) / (1e-6 * fmax(fabs(want), 1.17549435e-38));
+    act_worst = fmax(act_worst, e);
+    return e <= 1.0;
+}
+
+static void test_activation_ops(void) {
+    test_table tabs[4];
+    int ntabs = x86_tables(tabs);
+    for (int v = 0; v < ntabs; v++) {
+        const es_kernels *K = tabs[v].k;
+        if (!K->silu_mul || !K->softmax) continue;
+        int bad_silu = 0, bad_soft = 0;
+        act_worst = 0;
+        for (int n = 1; n <= 300; n += n < 20 ? 1 : 37) {
+            float g[300], u[300], sm[300];
+            double ref_g[300], ref_sm[300], mx = -INFINITY, sum = 0;
+            for (int i = 0; i < n; i++) {
+                g[i] = frand() * 12.0f;
+                u[i] = frand();
+                sm[i] = frand() * 30.0f;
+            }
+            if (n > 10) {
+                g[0] = -100.0f; g[1] = 95.0f; g[2] = -88.5f; g[3] = 87.9f; g[4] = 0.0f; g[5] = -87.0f;
+                sm[1] = sm[0] - 90.0f; sm[2] = sm[0] - 104.5f; sm[3] = -INFINITY; sm[4] = sm[0] - 87.5f;
+            }
+            if (n == 7) g[6] = NAN;
+            /* the reference keeps what is fp32 by definition: e^-g overflowing
+             * (silu is then -0), and x - max rounded to fp32 */
+            for (int i = 0; i < n; i++) {
+                double e = exp(-(double)g[i]);
+                ref_g[i] = (double)g[i] / (1.0 + (e > FLT_MAX ? INFINITY : e)) * u[i];
+                mx = fmax(mx, sm[i]);
+            }
+            for (int i = 0; i < n; i++) sum += exp((double)(sm[i] - (float)mx));
+            for (int i = 0; i < n; i++) ref_sm[i] = exp((double)(sm[i] - (float)mx)) / sum;
+            K->silu_mul(g, u, n);
+            K->softmax(sm, n);
+            for (int i = 0; i < n; i++) {
+                if (!close_to(g[i], ref_g[i]) && bad_silu++ < 3)
+                    printf("%s silu_mul n=%d [%d]: %.9g, want %.9g\n", tabs[v].name, n, i, g[i], ref_g[i]);
+                if (!close_to(sm[i], ref_sm[i]) && bad_soft++ < 3)
+                    printf("%s softmax n=%d [%d]: %.9g, want %.9g\n", tabs[v].name, n, i, sm[i], ref_sm[i]);
+            }
+        }
+        printf("%-16s silu_mul, softmax worst error %.3g of the bound\n", tabs[v].name, act_worst);
+        CHECK(bad_silu == 0, "%s silu_mul: %d values off by more than 1e-6 relative", tabs[v].name, bad_silu);
+        CHECK(bad_soft == 0, "%s softmax: %d values off by more than 1e-6 relative", tabs[v].name, bad_soft);
+    }
+}
+
 int main(void) {
     test_fp16();
     test_all_paths();
     test_pool();
+    test_table_products();
+    test_activation_ops();
     return test_summary();
 }
