@@ -194,14 +194,46 @@ static inline __attribute__((always_inline)) void mv4_vnni(int is_q4, const void
     for (int k = 0; k < 4; k++) y[r + k] = hsum8(acc[k]);
 }
 
-/* R rows x T tokens, for matmul and the last rows of a matvec */
+/* Two consecutive blocks (the second only if `two`) of a row or of an
+ * activation as one 512-bit register: weights as vnni_weights makes them,
+ * activations as they are, and the two blocks' scales in 8 lanes each.
+ * Without a second block the activation's upper half is zero, so whatever
+ * the weights' upper half holds adds nothing. */
+static inline __attribute__((always_inline)) __m512i vnni_weights2(int is_q4, const char *blk, int two) {
+    if (is_q4) {
+        const block_q4_0 *q = (const block_q4_0 *)blk;
+        __m512i bits = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q[0].qs));
+        if (two) bits = _mm512_mask_broadcast_i32x4(bits, 0xff00, _mm_loadu_si128((const __m128i *)q[1].qs));
+        bits = _mm512_srlv_epi64(bits, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+        return _mm512_and_si512(bits, _mm512_set1_epi8(0x0f));
+    }
+    const block_q8_0 *q = (const block_q8_0 *)blk;
+    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)q[0].qs));
+    v = _mm512_inserti64x4(v, two ? _mm256_loadu_si256((const __m256i *)q[1].qs) : _mm256_setzero_si256(), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+}
+
+static inline __m512i act2(const block_q8_0 *a, int two) {
+    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[0].qs));
+    return _mm512_inserti64x4(v, two ? _mm256_loadu_si256((const __m256i *)a[1].qs) : _mm256_setzero_si256(), 1);
+}
+
+/* fp16 scales at p and p + stride (0 when !two) as 8 + 8 fp32 lanes */
+static inline __m512 scales2(const char *p, size_t stride, int two) {
+    uint16_t d1 = two ? *(const uint16_t *)(p + stride) : 0;
+    __m128i lo = _mm_set1_epi16((short)*(const uint16_t *)p), hi = _mm_set1_epi16((short)d1);
+    return _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
+}
+
+/* R rows x T tokens, two blocks a step in 512-bit registers, for matmul and
+ * the last rows of a matvec */
 static inline __attribute__((always_inline)) void tile_vnni(int is_q4, int R, int T, const void *w, size_t rb,
                                                             int64_t nb, const void *act, size_t as, float *y,
                                                             int64_t ys, int64_t r) {
     const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     const char *row[4];
     const block_q8_0 *x[4];
-    __m256 acc[4][4];
+    __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
 #pragma GCC unroll 4
@@ -209,32 +241,35 @@ static inline __attribute__((always_inline)) void tile_vnni(int is_q4, int R, in
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i q[4];
-        __m256 dw[4];
+        for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 2) {
+        const int two = i + 1 < nb;
+        __m512i q[4];
+        __m512 dw[4];
 #pragma GCC unroll 4
         for (int k = 0; k < R; k++) {
             const char *b = row[k] + (size_t)i * bs;
-            q[k] = vnni_weights(is_q4, b);
-            dw[k] = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)b));
+            q[k] = vnni_weights2(is_q4, b, two);
+            dw[k] = scales2(b, bs, two);
         }
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)x[t][i].qs);
-            __m256i s0 = vnni_start(is_q4, a);
-            __m256 da = _mm256_set1_ps(_cvtsh_ss(x[t][i].d));
+            __m512i a = act2(x[t] + i, two);
+            __m512i s0 = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                              _mm512_set1_epi8(is_q4 ? 8 : (char)0x80), a));
+            __m512 da = scales2((const char *)&x[t][i].d, sizeof(block_q8_0), two);
 #pragma GCC unroll 4
             for (int k = 0; k < R; k++) {
-                __m256 s = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(s0, q[k], a));
-                acc[k][t] = _mm256_fmadd_ps(_mm256_mul_ps(s, dw[k]), da, acc[k][t]);
+                __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(s0, q[k], a));
+                acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(s, dw[k]), da, acc[k][t]);
             }
         }
     }
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) y[t * ys + r + k] = hsum8(acc[k][t]);
+        for (int t = 0; t < T; t++) y[t * ys + r + k] = _mm512_reduce_add_ps(acc[k][t]);
 }
 
 static inline __attribute__((always_inline)) void matvec_vnni(int is_q4, const void *w, size_t rb, int64_t n,
