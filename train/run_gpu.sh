@@ -4,7 +4,8 @@
 # recipe (run_all.sh) replayed on the GPU with identical settings, to check what `make model`
 # reaches without waiting an hour.  Usage: run_gpu.sh OUTDIR  (run from anywhere; needs a
 # python3 with a CUDA torch, PY=... to choose it).  Writes OUTDIR/run.log with every stage's
-# output, big_{sft,rl}.gguf and small_{sft,rl}.gguf.
+# output, big_{sft,rl}.gguf (big_rl.gguf is the shipped models/edgeseek-default.gguf, and
+# big_ref.txt its tests/data/default_model_ref.txt) and small_{sft,rl}.gguf.
 set -euo pipefail
 OUT=$(realpath "$1")
 cd "$(dirname "$0")"
@@ -21,6 +22,7 @@ $PY export_gguf.py "$W/big_sft.pt" "$OUT/big_sft.gguf"
 $PY grpo.py --device cuda --init "$W/big_sft.pt" --steps 1000 --minutes 1.4 --prompts 64 --group 8 \
     --lr 2e-5 --out "$W/big_rl.pt"
 $PY export_gguf.py "$W/big_rl.pt" "$OUT/big_rl.gguf"
+$PY make_ref.py "$OUT/big_rl.gguf" "$OUT/big_ref.txt"
 echo "== big model done at $(( $(date +%s) - t0 )) s"
 PY=$PY DEVICE=cuda NICE= OUT="$W/small" MODEL="$OUT/small_rl.gguf" REF="$OUT/small_ref.txt" \
     bash run_all.sh
