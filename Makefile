@@ -67,6 +67,20 @@ asan-test:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 
+# `make test-arm`: the aarch64 cross-build (Debian's gcc-aarch64-linux-gnu
+# and libc6-dev-arm64-cross) in build-arm/, and the whole suite under
+# qemu-user on CPU models with and without dotprod/i8mm (tests/run_arm.sh).
+ARM_CC    ?= aarch64-linux-gnu-gcc
+ARM_BUILD ?= build-arm
+ARM_TESTS  = $(TEST_SRC:tests/%.c=$(ARM_BUILD)/tests/%)
+.PHONY: test-arm clean-arm
+test-arm:
+	$(MAKE) CC=$(ARM_CC) BUILD=$(ARM_BUILD) all $(ARM_TESTS)
+	@ES_SHARED=$(SHARED) sh tests/run_arm.sh $(ARM_BUILD) $(ARM_TESTS)
+clean: clean-arm
+clean-arm:
+	rm -rf $(ARM_BUILD)
+
 # `make run`: the main job on the default model.
 run: all
 	@sh tools/run_default.sh $(BUILD)

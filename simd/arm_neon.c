@@ -1,27 +1,536 @@
-/* arm_neon.c — kernels for aarch64 NEON (dotprod and i8mm where the build
- * enables them).  Empty slots fall back to generic.c. */
+/* arm_neon.c — kernels for aarch64 NEON.  This file owns the "neon" table
+ * in its three variants, chosen at run time by es_neon_for() from the HWCAP
+ * bits dispatch.c reads:
+ *   baseline  armv8.0-a Advanced SIMD only (Raspberry Pi 4, Cortex-A72);
+ *   dotprod   8-bit block products with SDOT (armv8.2-a+dotprod);
+ *   i8mm      as dotprod, and prefill products of two rows by two tokens
+ *             with SMMLA (armv8.6 i8mm).
+ * The file is compiled with no -march flag, so everything outside the
+ * functions marked with a target attribute runs on any armv8.0-a core.
+ *
+ * Q8_0 and Q4_0 rows are multiplied with activations quantised to Q8_0 once
+ * per product (act_type), in 8-bit integer arithmetic, as x86_avx2.c does;
+ * float formats are widened to fp32 and use FMA.  Quantisers and
+ * dequantisers here give bit-identical results to generic.c.  Slots left
+ * empty fall back to generic.c. */
 #include "kernels.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #include <arm_neon.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#define AI __attribute__((always_inline))
+#define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#define TARGET_I8MM __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
+
+/* fp16 -> fp32 with the FCVT every aarch64 core has (exact, as
+ * es_fp16_to_f32) */
+static inline AI float h2f(es_fp16 h) {
+    __fp16 f;
+    memcpy(&f, &h, sizeof f);
+    return (float)f;
+}
+
+/* ---- float weights ---------------------------------------------------------- */
+
+enum float_fmt { FMT_F32, FMT_F16, FMT_BF16 };
+
+/* 4 values of a row from position i, converted to fp32 (exactly) */
+static inline AI float32x4_t load4(enum float_fmt f, const void *p, int64_t i) {
+    if (f == FMT_F32) return vld1q_f32((const float *)p + i);
+    uint16x4_t h = vld1_u16((const uint16_t *)p + i);
+    if (f == FMT_F16) return vcvt_f32_f16(vreinterpret_f16_u16(h));
+    return vreinterpretq_f32_u32(vshll_n_u16(h, 16)); /* bf16 is the top half of an fp32 */
+}
+
+static inline AI float load1(enum float_fmt f, const void *p, int64_t i) {
+    if (f == FMT_F32) return ((const float *)p)[i];
+    uint16_t h = ((const uint16_t *)p)[i];
+    return f == FMT_F16 ? h2f(h) : es_bf16_to_f32(h);
+}
+
+/* dot(row, x[k]) for nt (1 or 4, constant) tokens: each row is converted
+ * once for all of them.  Per token, 4 independent accumulators (16 values a
+ * step) hide the FMA latency, and a scalar tail handles ragged n.  Every
+ * token sees the same sequence of operations whatever nt is, so a prefill
+ * gives bit for bit the logits of token-by-token decoding. */
+static inline AI void row_dots(enum float_fmt f, int nt, const void *row, const float *const *x, int64_t n,
+                               float *out) {
+    float32x4_t acc[4][4];
+    for (int k = 0; k < nt; k++)
+        for (int j = 0; j < 4; j++) acc[k][j] = vdupq_n_f32(0);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            float32x4_t wv = load4(f, row, i + 4 * j);
+            for (int k = 0; k < nt; k++) acc[k][j] = vfmaq_f32(acc[k][j], wv, vld1q_f32(x[k] + i + 4 * j));
+        }
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t wv = load4(f, row, i);
+        for (int k = 0; k < nt; k++) acc[k][0] = vfmaq_f32(acc[k][0], wv, vld1q_f32(x[k] + i));
+    }
+    for (int k = 0; k < nt; k++) {
+        float s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[k][0], acc[k][1]), vaddq_f32(acc[k][2], acc[k][3])));
+        for (int64_t j = i; j < n; j++) s += load1(f, row, j) * x[k][j];
+        out[k] = s;
+    }
+}
+
+/* Y[t][r] for t < n_tok, r in [r0, r1): tokens four at a time, then one by
+ * one; a matrix-vector product is the case n_tok = 1. */
+static inline AI void matmul_float(enum float_fmt f, const void *w, size_t rb, int64_t n, const void *act,
+                                   size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const void *row = (const char *)w + (size_t)r * rb;
+        int64_t t = 0;
+        for (; t + 4 <= n_tok; t += 4) {
+            const float *x[4];
+            float out[4];
+            for (int k = 0; k < 4; k++) x[k] = (const float *)((const char *)act + (size_t)(t + k) * as);
+            row_dots(f, 4, row, x, n, out);
+            for (int k = 0; k < 4; k++) y[(t + k) * ys + r] = out[k];
+        }
+        for (; t < n_tok; t++) {
+            const float *x = (const float *)((const char *)act + (size_t)t * as);
+            row_dots(f, 1, row, &x, n, y + t * ys + r);
+        }
+    }
+}
+
+static inline AI void matvec_float(enum float_fmt f, const void *w, size_t rb, int64_t n, const float *x, float *y,
+                                   int64_t r0, int64_t r1) {
+    matmul_float(f, w, rb, n, x, 0, 1, y, 0, r0, r1);
+}
+
+static void matvec_f32(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_float(FMT_F32, w, rb, n, act, y, r0, r1);
+}
+static void matvec_f16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_float(FMT_F16, w, rb, n, act, y, r0, r1);
+}
+static void matvec_bf16(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_float(FMT_BF16, w, rb, n, act, y, r0, r1);
+}
+static void matmul_f32(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_float(FMT_F32, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_f16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    matmul_float(FMT_F16, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_float(FMT_BF16, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* ---- 8-bit block formats against Q8_0 activations ------------------------- */
+
+/* Every variant and tile shape below computes the same thing the same way,
+ * so that the baseline, dotprod and i8mm tables, matrix-vector and prefill
+ * products all agree bit for bit (a prefill then gives exactly the logits
+ * of token-by-token decoding; with 8-bit activations any rounding
+ * difference would otherwise grow when the next layer re-quantises):
+ *     y = Σ over blocks i, in order, of fma(sum_i, dw_i·da_i) in fp32,
+ * from 0, where sum_i = Σ w·a over the block is an exact int32 (at most
+ * 32·128·127 in magnitude, so its conversion to fp32 is exact too).  Tiles
+ * keep one (row, token) per lane. */
+
+/* The 32 signed weights of a block, in order. */
+typedef struct { int8x16_t lo, hi; } wblock;
+
+static inline AI wblock block_weights(int is_q4, const void *row, int64_t i) {
+    wblock b;
+    if (is_q4) {
+        uint8x16_t v = vld1q_u8(((const block_q4_0 *)row)[i].qs); /* low nibbles: weights 0..15, high: 16..31 */
+        b.lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+        b.hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+    } else {
+        const int8_t *q = ((const block_q8_0 *)row)[i].qs;
+        b.lo = vld1q_s8(q);
+        b.hi = vld1q_s8(q + 16);
+    }
+    return b;
+}
+
+static inline AI es_fp16 block_scale(int is_q4, const void *row, int64_t i) {
+    return is_q4 ? ((const block_q4_0 *)row)[i].d : ((const block_q8_0 *)row)[i].d;
+}
+
+/* Σ w·a over one 32-value block, as 4 int32 lanes.  The body of every
+ * 8-bit kernel takes one of these as a constant argument, so that the
+ * always_inline body is specialised per instruction set: a plain flag would
+ * put SDOT inside a function compiled for armv8.0, which GCC refuses to
+ * inline; a constant function pointer is resolved, and its target checked,
+ * only where the body lands. */
+typedef int32x4_t (*block_dot_fn)(wblock w, int8x16_t a0, int8x16_t a1);
+
+/* armv8.0: widening multiplies.  Two products share an int16 lane before
+ * the pairwise add to int32: |w| <= 128 and |a| <= 127 (Q8_0 activations
+ * are rounded from at most 127 steps), so a pair is at most 32512. */
+static inline AI int32x4_t block_dot_neon(wblock w, int8x16_t a0, int8x16_t a1) {
+    int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.lo), vget_low_s8(a0)), w.lo, a0);
+    int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.hi), vget_low_s8(a1)), w.hi, a1);
+    return vpadalq_s16(vpaddlq_s16(p0), p1);
+}
+
+static inline AI TARGET_DOTPROD int32x4_t block_dot_sdot(wblock w, int8x16_t a0, int8x16_t a1) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w.lo, a0), w.hi, a1);
+}
+
+/* Four rows (the lanes of acc[k]) against nt (1 or 4, constant) tokens
+ * a[k]: each weight block is unpacked once for all the tokens. */
+static inline AI void rows4_dots(block_dot_fn bd, int is_q4, int nt, const void *const *row,
+                                 const block_q8_0 *const *a, int64_t nb, float32x4_t *acc) {
+    for (int k = 0; k < nt; k++) acc[k] = vdupq_n_f32(0);
+    for (int64_t i = 0; i < nb; i++) {
+        wblock w[4];
+        for (int j = 0; j < 4; j++) w[j] = block_weights(is_q4, row[j], i);
+        uint16x4_t h = {block_scale(is_q4, row[0], i), block_scale(is_q4, row[1], i), block_scale(is_q4, row[2], i),
+                        block_scale(is_q4, row[3], i)};
+        float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(h));
+        for (int k = 0; k < nt; k++) {
+            int8x16_t a0 = vld1q_s8(a[k][i].qs), a1 = vld1q_s8(a[k][i].qs + 16);
+            int32x4_t s = vpaddq_s32(vpaddq_s32(bd(w[0], a0, a1), bd(w[1], a0, a1)),
+                                     vpaddq_s32(bd(w[2], a0, a1), bd(w[3], a0, a1)));
+            acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(s), vmulq_n_f32(dw, h2f(a[k][i].d)));
+        }
+    }
+}
+
+/* Y[t][r] for t < n_tok, r in [r0, r1): rows four at a time (a short last
+ * group repeats its last row and stores only the real ones), tokens four at
+ * a time then one by one.  A matrix-vector product is n_tok = 1. */
+static inline AI void matmul_q8act(block_dot_fn bd, int is_q4, const void *w, size_t rb, int64_t n, const void *act,
+                                   size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    const int64_t nb = n / 32;
+    for (int64_t r = r0; r < r1; r += 4) {
+        const void *row[4];
+        for (int j = 0; j < 4; j++) row[j] = (const char *)w + (size_t)(r + j < r1 ? r + j : r1 - 1) * rb;
+        int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        for (int64_t t = 0; t < n_tok;) {
+            int nt = n_tok - t >= 4 ? 4 : 1;
+            const block_q8_0 *a[4];
+            float32x4_t acc[4];
+            for (int k = 0; k < nt; k++) a[k] = (const block_q8_0 *)((const char *)act + (size_t)(t + k) * as);
+            if (nt == 4) rows4_dots(bd, is_q4, 4, row, a, nb, acc);
+            else rows4_dots(bd, is_q4, 1, row, a, nb, acc);
+            for (int k = 0; k < nt; k++) {
+                float out[4];
+                vst1q_f32(out, acc[k]);
+                for (int j = 0; j < nr; j++) y[(t + k) * ys + r + j] = out[j];
+            }
+            t += nt;
+        }
+    }
+}
+
+static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_neon, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_neon, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_neon, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_neon, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+static TARGET_DOTPROD void matvec_q8_0_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_q8act(block_dot_sdot, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q4_0_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_q8act(block_dot_sdot, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q8_0_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_sdot, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q4_0_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act(block_dot_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* i8mm: SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32, so
+ * one instruction does 8 values of two rows against two tokens.  A 32-value
+ * block takes four: the operands pair the same 8 values of rows r, r+1 (and
+ * of tokens t, t+1) in the two 64-bit halves of a register.  The lanes hold
+ * (r,t) (r,t+1) (r+1,t) (r+1,t+1). */
+
+/* the first (second) 8 bytes of a, then those of b */
+static inline AI int8x16_t zip_lo64(int8x16_t a, int8x16_t b) {
+    return vreinterpretq_s8_s64(vzip1q_s64(vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b)));
+}
+static inline AI int8x16_t zip_hi64(int8x16_t a, int8x16_t b) {
+    return vreinterpretq_s8_s64(vzip2q_s64(vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b)));
+}
+
+/* rows w0, w1 against tokens (a00 a01), (a10 a11) */
+static inline AI TARGET_I8MM int32x4_t pair_dot_smmla(wblock w0, wblock w1, int8x16_t a00, int8x16_t a01,
+                                                      int8x16_t a10, int8x16_t a11) {
+    int32x4_t s = vmmlaq_s32(vdupq_n_s32(0), zip_lo64(w0.lo, w1.lo), zip_lo64(a00, a10));
+    s = vmmlaq_s32(s, zip_hi64(w0.lo, w1.lo), zip_hi64(a00, a10));
+    s = vmmlaq_s32(s, zip_lo64(w0.hi, w1.hi), zip_lo64(a01, a11));
+    return vmmlaq_s32(s, zip_hi64(w0.hi, w1.hi), zip_hi64(a01, a11));
+}
+
+/* Pairs of rows by pairs of tokens; a row or token left over goes through
+ * the dotprod kernel, which computes the same values. */
+static inline AI TARGET_I8MM void matmul_q8act_i8mm(int is_q4, const void *w, size_t rb, int64_t n, const void *act,
+                                                    size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0,
+                                                    int64_t r1) {
+    const int64_t nb = n / 32;
+    int64_t t = 0, r_end = r0 + (r1 - r0) / 2 * 2;
+    for (; t + 2 <= n_tok; t += 2) {
+        const block_q8_0 *a0 = (const block_q8_0 *)((const char *)act + (size_t)t * as);
+        const block_q8_0 *a1 = (const block_q8_0 *)((const char *)act + (size_t)(t + 1) * as);
+        for (int64_t r = r0; r < r_end; r += 2) {
+            const void *row0 = (const char *)w + (size_t)r * rb, *row1 = (const char *)row0 + rb;
+            float32x4_t acc = vdupq_n_f32(0);
+            for (int64_t i = 0; i < nb; i++) {
+                int32x4_t s = pair_dot_smmla(block_weights(is_q4, row0, i), block_weights(is_q4, row1, i),
+                                             vld1q_s8(a0[i].qs), vld1q_s8(a0[i].qs + 16), vld1q_s8(a1[i].qs),
+                                             vld1q_s8(a1[i].qs + 16));
+                float dw0 = h2f(block_scale(is_q4, row0, i)), dw1 = h2f(block_scale(is_q4, row1, i));
+                float da0 = h2f(a0[i].d), da1 = h2f(a1[i].d);
+                float32x4_t d = {dw0 * da0, dw0 * da1, dw1 * da0, dw1 * da1};
+                acc = vfmaq_f32(acc, vcvtq_f32_s32(s), d);
+            }
+            y[t * ys + r] = vgetq_lane_f32(acc, 0);
+            y[(t + 1) * ys + r] = vgetq_lane_f32(acc, 1);
+            y[t * ys + r + 1] = vgetq_lane_f32(acc, 2);
+            y[(t + 1) * ys + r + 1] = vgetq_lane_f32(acc, 3);
+        }
+    }
+    /* the odd row for the paired tokens, then the odd token for all rows */
+    if (r_end < r1) matmul_q8act(block_dot_sdot, is_q4, w, rb, n, act, as, t, y, ys, r_end, r1);
+    if (t < n_tok)
+        matmul_q8act(block_dot_sdot, is_q4, w, rb, n, (const char *)act + (size_t)t * as, as, n_tok - t,
+                     y + t * ys, ys, r0, r1);
+}
+
+static TARGET_I8MM void matmul_q8_0_mm(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                       float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act_i8mm(0, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_I8MM void matmul_q4_0_mm(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                       float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_q8act_i8mm(1, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* ---- quantisation and dequantisation (bit-identical to generic.c) ---------- */
+
+/* Q8_0 as generic.c: amax with fmaxf's NaN handling (FMAXNM), d = amax/127,
+ * q = roundf(x/d) (FCVTAS rounds half away from zero, as roundf does); the
+ * values fit int8, so the narrowing never saturates. */
+static void quant_q8_0(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float32x4_t v[8], m = vdupq_n_f32(0);
+        for (int j = 0; j < 8; j++) {
+            v[j] = vld1q_f32(x + 4 * j);
+            m = vmaxnmq_f32(m, vabsq_f32(v[j]));
+        }
+        float d = vmaxnmvq_f32(m) / 127.0f;
+        float id = d ? 1.0f / d : 0.0f;
+        b[i].d = es_f32_to_fp16(d);
+        for (int j = 0; j < 8; j += 2) {
+            int16x8_t q16 = vcombine_s16(vmovn_s32(vcvtaq_s32_f32(vmulq_n_f32(v[j], id))),
+                                         vmovn_s32(vcvtaq_s32_f32(vmulq_n_f32(v[j + 1], id))));
+            vst1_s8(b[i].qs + 4 * j, vmovn_s16(q16));
+        }
+    }
+}
+
+static void dequant_f16(const void *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, load4(FMT_F16, src, i));
+    for (; i < n; i++) dst[i] = load1(FMT_F16, src, i);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, load4(FMT_BF16, src, i));
+    for (; i < n; i++) dst[i] = load1(FMT_BF16, src, i);
+}
+
+/* d * (float)q per weight, as generic.c (int8 -> fp32 is exact) */
+static inline AI void store_scaled(float *dst, int8x16_t q, float d) {
+    int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    vst1q_f32(dst, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d));
+    vst1q_f32(dst + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d));
+    vst1q_f32(dst + 8, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d));
+    vst1q_f32(dst + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
+}
+
+static inline AI void dequant_blocks(int is_q4, const void *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n / 32; i++) {
+        wblock b = block_weights(is_q4, src, i);
+        float d = h2f(block_scale(is_q4, src, i));
+        store_scaled(dst + 32 * i, b.lo, d);
+        store_scaled(dst + 32 * i + 16, b.hi, d);
+    }
+}
+static void dequant_q8_0(const void *src, float *dst, int64_t n) { dequant_blocks(0, src, dst, n); }
+static void dequant_q4_0(const void *src, float *dst, int64_t n) { dequant_blocks(1, src, dst, n); }
+
+/* ---- vector operations ------------------------------------------------------ */
 
 static float dot_neon(const float *a, const float *b, int64_t n) {
-    float32x4_t s0 = vdupq_n_f32(0), s1 = s0;
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + 16 <= n; i += 16) {
         s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
         s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
     }
-    float s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
-static const es_kernels table = {
+static void axpy_neon(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void rmsnorm_neon(float *y, const float *x, const float *w, int64_t n, float eps) {
+    float inv = 1.0f / sqrtf(dot_neon(x, x, n) / (float)n + eps);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(vmulq_n_f32(vld1q_f32(x + i), inv), vld1q_f32(w + i)));
+    for (; i < n; i++) y[i] = x[i] * inv * w[i];
+}
+
+/* e^x on 4 lanes, within 2 ulp of expf over the whole float range
+ * (overflow to inf above ~88.72, gradual underflow to 0 below ~-87.3; NaN
+ * stays NaN).  x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two so that
+ * n·ln2 is exact to fp32 precision); e^r from Cephes' degree-6 expf
+ * polynomial; 2^n applied as two factors 2^(n/2) so that neither leaves
+ * the normal range for n in [-150, 128]. */
+static inline AI float32x4_t exp4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-104.0f)), vdupq_n_f32(89.0f)); /* FMAX/FMIN keep NaN */
+    float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693147182464599609375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-1.904654323148236e-09f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+    int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+    float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, vdupq_n_s32(127)), 23));
+    float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, vdupq_n_s32(127)), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
+
+/* A ragged tail of k < 4 values goes through the same 4-lane code via a
+ * padded copy, so every element sees the same exp. */
+static inline AI float32x4_t load_part(const float *p, int64_t k, float pad) {
+    float t[4] = {pad, pad, pad, pad};
+    memcpy(t, p, sizeof(float) * (size_t)k);
+    return vld1q_f32(t);
+}
+static inline AI void store_part(float *p, float32x4_t v, int64_t k) {
+    float t[4];
+    vst1q_f32(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)k);
+}
+
+/* silu(g)·u = g / (1 + e^-g) · u, as generic.c computes it */
+static inline AI float32x4_t silu_mul4(float32x4_t g, float32x4_t u) {
+    return vmulq_f32(vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), exp4(vnegq_f32(g)))), u);
+}
+
+static void silu_mul_neon(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(g + i, silu_mul4(vld1q_f32(g + i), vld1q_f32(u + i)));
+    if (i < n) store_part(g + i, silu_mul4(load_part(g + i, n - i, 0), load_part(u + i, n - i, 0)), n - i);
+}
+
+static void softmax_neon(float *x, int64_t n) {
+    float32x4_t m = vdupq_n_f32(x[0]);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) m = vmaxq_f32(m, vld1q_f32(x + i));
+    float mx = vmaxvq_f32(m);
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float32x4_t vmx = vdupq_n_f32(mx), sum = vdupq_n_f32(0);
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), vmx));
+        vst1q_f32(x + i, e);
+        sum = vaddq_f32(sum, e);
+    }
+    float s = vaddvq_f32(sum);
+    if (i < n) {
+        float32x4_t e = exp4(vsubq_f32(load_part(x + i, n - i, -INFINITY), vmx)); /* padding: e^-inf = 0 */
+        store_part(x + i, e, n - i);
+        s += vaddvq_f32(e);
+    }
+    float32x4_t vs = vdupq_n_f32(s);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vs));
+    for (; i < n; i++) x[i] /= s;
+}
+
+/* ---- the tables --------------------------------------------------------------- */
+
+static const es_kernels table_base = {
     .name = "neon",
+    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
+               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
+               [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0},
+    .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
+                    [ES_TYPE_Q4_0] = dequant_q4_0},
+    .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0},
+    .rmsnorm = rmsnorm_neon,
     .dot_f32 = dot_neon,
+    .axpy_f32 = axpy_neon,
+    .silu_mul = silu_mul_neon,
+    .softmax = softmax_neon,
 };
-const es_kernels *const es_kernels_neon = &table;
+
+/* The dotprod and i8mm tables are the baseline with the 8-bit slots
+ * replaced; built once, on first request. */
+static es_kernels table_dp, table_mm;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void build_tables(void) {
+    table_dp = table_base;
+    table_dp.matvec[ES_TYPE_Q8_0] = matvec_q8_0_dp;
+    table_dp.matvec[ES_TYPE_Q4_0] = matvec_q4_0_dp;
+    table_dp.matmul[ES_TYPE_Q8_0] = matmul_q8_0_dp;
+    table_dp.matmul[ES_TYPE_Q4_0] = matmul_q4_0_dp;
+    table_mm = table_dp;
+    table_mm.matmul[ES_TYPE_Q8_0] = matmul_q8_0_mm;
+    table_mm.matmul[ES_TYPE_Q4_0] = matmul_q4_0_mm;
+}
+
+const es_kernels *es_neon_for(int dotprod, int i8mm) {
+    pthread_once(&tables_once, build_tables);
+    if (dotprod && i8mm) return &table_mm;
+    return dotprod ? &table_dp : &table_base;
+}
+
+const es_kernels *const es_kernels_neon = &table_base;
 #else
 const es_kernels *const es_kernels_neon = 0;
+const es_kernels *es_neon_for(int dotprod, int i8mm) {
+    (void)dotprod;
+    (void)i8mm;
+    return 0;
+}
 #endif

@@ -103,7 +103,8 @@ static const es_kernels *table_by_name(const char *name) {
     if (!strcmp(name, "avx2")) return es_kernels_avx2;
     /* with VNNI, the variant that uses it (every caller has run detect()) */
     if (!strcmp(name, "avx512")) return es_kernels_avx512 ? es_avx512_for(cpu.avx512vnni) : NULL;
-    if (!strcmp(name, "neon")) return es_kernels_neon;
+    /* the neon variant for this CPU's dotprod and i8mm (likewise) */
+    if (!strcmp(name, "neon")) return es_kernels_neon ? es_neon_for(cpu.dotprod, cpu.i8mm) : NULL;
     return NULL;
 }
 

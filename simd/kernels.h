@@ -60,6 +60,9 @@ extern const es_kernels *const es_kernels_avx512;
  * itself).  NULL off x86-64. */
 const es_kernels *es_avx512_for(int vnni);
 extern const es_kernels *const es_kernels_neon;
+/* arm_neon.c: the neon table for a CPU with or without SDOT (dotprod) and
+ * SMMLA (i8mm); es_kernels_neon is the armv8.0 one.  NULL off aarch64. */
+const es_kernels *es_neon_for(int dotprod, int i8mm);
 
 /* The table in use: chosen on first use from the CPU's features (with the
  * OS's support for their registers), or forced by EDGESEEK_SIMD =

@@ -1,0 +1,215 @@
+/* test_simd_slots.c — the kernel-table slots test_kernels.c does not cover,
+ * on every table this CPU can run (and, on aarch64, every neon variant:
+ * armv8.0, dotprod, i8mm):
+ *   - matmul (prefill) against the table's matvec per token, on ragged
+ *     row, token and column counts: neon gives them bit for bit, so that a
+ *     prefill gives exactly the logits of token-by-token decoding (with
+ *     8-bit activations a rounding difference grows when the next layer
+ *     re-quantises); other tables within 1e-5 of Σ|w·x| (fp32 summation in
+ *     another order);
+ *   - the neon variants agree with each other bit for bit (so the one the
+ *     CPU picks, checked against a float64 reference by test_kernels, vouches
+ *     for the others);
+ *   - quant_row and dequant_row are bit-identical to generic;
+ *   - silu_mul and softmax are within 1e-6 relative of generic (a vector
+ *     exp is allowed that much), including overflow, underflow, NaN. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "testutil.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+
+/* a table's slot, or generic's where it is empty (as dispatch.c merges) */
+static es_matvec_fn matvec_of(const es_kernels *K, uint32_t t, uint32_t *act_type) {
+    const es_kernels *k = K->matvec[t] ? K : &es_kernels_generic;
+    *act_type = k->act_type[t];
+    return k->matvec[t];
+}
+
+/* Y = W·X for n_tok tokens through K's matmul slot (per-token matvec when
+ * empty); act holds the tokens in act_type, as_ bytes apart. */
+static void run_matmul(const es_kernels *K, uint32_t t, const void *w, size_t rb, int64_t n, const void *act,
+                       size_t as, int64_t nt, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    uint32_t at;
+    es_matvec_fn mv = matvec_of(K, t, &at);
+    if (K->matvec[t] && K->matmul[t]) {
+        K->matmul[t](w, rb, n, act, as, nt, y, ys, r0, r1);
+        return;
+    }
+    for (int64_t k = 0; k < nt; k++) mv(w, rb, n, (const char *)act + (size_t)k * as, y + k * ys, r0, r1);
+}
+
+/* matmul vs per-token matvec of each table, and all tables vs the first */
+static void test_matmul(const es_kernels *const *tabs, int ntabs) {
+    static const int64_t rows_list[] = {1, 2, 3, 5, 7, 9, 33};
+    static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 7, 9};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        int block = (int)es_type_info(t)->block_size;
+        static const int64_t cols_float[] = {1, 3, 5, 17, 33, 64, 255, 1056};
+        static const int64_t cols_block[] = {32, 64, 96, 224, 1056};
+        const int64_t *cols = block == 1 ? cols_float : cols_block;
+        size_t ncols = block == 1 ? sizeof cols_float / sizeof cols_float[0] : sizeof cols_block / sizeof cols_block[0];
+        int exact = !strcmp(tabs[0]->name, "neon"), bad_mm = 0, bad_var = 0, cases = 0;
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (size_t ci = 0; ci < ncols; ci++)
+                for (size_t ki = 0; ki < sizeof ntok_list / sizeof ntok_list[0]; ki++) {
+                    int64_t rows = rows_list[ri], n = cols[ci], nt = ntok_list[ki];
+                    size_t rb = es_row_bytes(t, n);
+                    uint8_t *w = malloc(rb * (size_t)rows);
+                    float *src = malloc(sizeof(float) * (size_t)n);
+                    for (int64_t r = 0; r < rows; r++) {
+                        for (int64_t i = 0; i < n; i++) src[i] = frand();
+                        es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
+                    }
+                    /* activations in every format a table may ask for */
+                    size_t as32 = sizeof(float) * (size_t)n, as8 = es_act_bytes(ES_TYPE_Q8_0, n);
+                    float *x = malloc(as32 * (size_t)nt);
+                    uint8_t *xq = malloc(as8 * (size_t)nt);
+                    for (int64_t k = 0; k < nt; k++) {
+                        for (int64_t i = 0; i < n; i++) x[k * n + i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
+                        if (n % 32 == 0) es_kernels_generic.quant_row[ES_TYPE_Q8_0](x + k * n, xq + (size_t)k * as8, n);
+                    }
+                    /* mag[k*rows + r] = Σ|w·x| of row r, token k: the scale of fp32 rounding */
+                    double *mag = calloc((size_t)(rows * nt), sizeof(double));
+                    float *deq = malloc(sizeof(float) * (size_t)n);
+                    for (int64_t r = 0; r < rows; r++) {
+                        es_kernels_generic.dequant_row[t](w + (size_t)r * rb, deq, n);
+                        for (int64_t k = 0; k < nt; k++)
+                            for (int64_t i = 0; i < n; i++) mag[k * rows + r] += fabs((double)deq[i] * x[k * n + i]);
+                    }
+                    int64_t ys = rows + 3; /* a Y stride wider than the rows */
+                    float *first = malloc(sizeof(float) * (size_t)(ys * nt));
+                    float *y = malloc(sizeof(float) * (size_t)(ys * nt)), *yv = malloc(sizeof(float) * (size_t)(ys * nt));
+                    for (int v = 0; v < ntabs; v++) {
+                        uint32_t at;
+                        matvec_of(tabs[v], t, &at);
+                        const void *act = at == ES_TYPE_Q8_0 ? (const void *)xq : x;
+                        size_t as = at == ES_TYPE_Q8_0 ? as8 : as32;
+                        /* the middle third of the rows, then the rest: row ranges must not matter */
+                        int64_t a = rows / 3, b = 2 * rows / 3;
+                        for (int64_t i = 0; i < ys * nt; i++) y[i] = yv[i] = NAN;
+                        run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, a, b);
+                        run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, 0, a);
+                        run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, b, rows);
+                        es_matvec_fn mv = matvec_of(tabs[v], t, &at);
+                        for (int64_t k = 0; k < nt; k++) mv(w, rb, n, (const char *)act + (size_t)k * as, yv + k * ys, 0, rows);
+                        for (int64_t k = 0; k < nt; k++) {
+                            if (exact) bad_mm += memcmp(y + k * ys, yv + k * ys, sizeof(float) * (size_t)rows) != 0;
+                            else
+                                for (int64_t r = 0; r < rows; r++)
+                                    bad_mm += !(fabs((double)y[k * ys + r] - yv[k * ys + r]) <= 1e-5 * mag[k * rows + r] + 1e-30);
+                            for (int64_t r = rows; r < ys; r++) bad_mm += !isnan(y[k * ys + r]); /* wrote past r1 */
+                        }
+                        if (v == 0) memcpy(first, y, sizeof(float) * (size_t)(ys * nt));
+                        else bad_var += memcmp(first, y, sizeof(float) * (size_t)(ys * nt)) != 0;
+                    }
+                    cases++;
+                    free(w); free(src); free(x); free(xq); free(first); free(y); free(yv); free(mag); free(deq);
+                }
+        CHECK(bad_mm == 0, "%s %s: matmul differs from per-token matvec (%s) in %d of %d cases", tabs[0]->name,
+              es_type_info(t)->name, exact ? "bit for bit" : "by more than 1e-5 of sum |w*x|", bad_mm, cases);
+        CHECK(bad_var == 0, "%s %s: the %d variants differ in %d of %d cases", tabs[0]->name, es_type_info(t)->name,
+              ntabs, bad_var, cases);
+    }
+}
+
+static void test_quant(const es_kernels *K) {
+    const int64_t n = 32 * 41;
+    float *x = malloc(sizeof(float) * n), *d0 = malloc(sizeof(float) * n), *d1 = malloc(sizeof(float) * n);
+    uint8_t *q0 = malloc(4 * n), *q1 = malloc(4 * n);
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 97 == 0 ? 300.0f : 1.0f);
+    for (int j = 0; j < 32; j++) x[32 + j] = 0; /* an all-zero block */
+    x[70] = 0.5f / 127 * x[71];                  /* values on rounding ties */
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        size_t rb = es_row_bytes(t, n);
+        es_quant_fn qf = K->quant_row[t] ? K->quant_row[t] : es_kernels_generic.quant_row[t];
+        es_dequant_fn df = K->dequant_row[t] ? K->dequant_row[t] : es_kernels_generic.dequant_row[t];
+        es_kernels_generic.quant_row[t](x, q0, n);
+        qf(x, q1, n);
+        CHECK(memcmp(q0, q1, rb) == 0, "%s %s quant_row differs from generic", K->name, es_type_info(t)->name);
+        es_kernels_generic.dequant_row[t](q0, d0, n);
+        df(q0, d1, n);
+        CHECK(memcmp(d0, d1, sizeof(float) * n) == 0, "%s %s dequant_row differs from generic", K->name,
+              es_type_info(t)->name);
+    }
+    free(x); free(d0); free(d1); free(q0); free(q1);
+}
+
+/* |a - b| within 1e-6 of |b| (denormal results: 1e-6 of the smallest normal) */
+static int close_rel(float a, float b) {
+    if (isnan(b)) return isnan(a);
+    if (isinf(b)) return a == b;
+    return fabsf(a - b) <= 1e-6f * fmaxf(fabsf(b), 1.17549435e-38f);
+}
+
+static void test_activations(const es_kernels *K) {
+    enum { N = 203 };
+    float g[N], u[N], gg[N], sm[N], smg[N];
+    int bad_silu = 0, bad_soft = 0;
+    for (int n = 1; n <= N; n += (n < 12 ? 1 : 19)) {
+        for (int i = 0; i < n; i++) {
+            g[i] = frand() * 12.0f;
+            u[i] = frand();
+            sm[i] = frand() * 30.0f;
+        }
+        if (n > 8) { /* e^-g overflowing and underflowing, NaN */
+            g[0] = -100.0f; g[1] = 95.0f; g[2] = -88.5f; g[3] = 87.9f; g[4] = 0.0f; g[5] = NAN; g[6] = -INFINITY;
+            sm[1] = sm[0] - 90.0f; sm[2] = sm[0] - 104.5f; sm[3] = -INFINITY;
+        }
+        memcpy(gg, g, sizeof g);
+        memcpy(smg, sm, sizeof sm);
+        K->silu_mul(g, u, n);
+        es_kernels_generic.silu_mul(gg, u, n);
+        K->softmax(sm, n);
+        es_kernels_generic.softmax(smg, n);
+        for (int i = 0; i < n; i++) {
+            if (!close_rel(g[i], gg[i])) {
+                if (bad_silu++ < 3) printf("%s silu_mul n=%d [%d]: %.9g vs generic %.9g\n", K->name, n, i, g[i], gg[i]);
+            }
+            if (!close_rel(sm[i], smg[i])) {
+                if (bad_soft++ < 3) printf("%s softmax n=%d [%d]: %.9g vs generic %.9g\n", K->name, n, i, sm[i], smg[i]);
+            }
+        }
+    }
+    CHECK(bad_silu == 0, "%s silu_mul: %d values off generic by more than 1e-6", K->name, bad_silu);
+    CHECK(bad_soft == 0, "%s softmax: %d values off generic by more than 1e-6", K->name, bad_soft);
+}
+
+int main(void) {
+    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    char err[256];
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        if (!es_simd_supported(paths[p])) {
+            SKIP("SIMD path %s: not available on this CPU/build", paths[p]);
+            continue;
+        }
+        CHECK(es_simd_select(paths[p], err, sizeof err) == 0, "select %s: %s", paths[p], err);
+        const es_kernels *tabs[3] = {es_kern()};
+        int ntabs = 1;
+        if (!strcmp(paths[p], "neon")) {
+            /* the variants below the one chosen: the chosen one first */
+            const char *f = es_cpu_features();
+            int dp = strstr(f, "dotprod") != NULL, mm = strstr(f, "i8mm") != NULL;
+            if (dp && mm) tabs[ntabs++] = es_neon_for(1, 0);
+            if (dp) tabs[ntabs++] = es_neon_for(0, 0);
+            printf("neon variants run here: %d (dotprod %d, i8mm %d)\n", ntabs, dp, mm);
+        }
+        test_matmul(tabs, ntabs);
+        for (int v = 0; v < ntabs; v++) {
+            test_quant(tabs[v]);
+            test_activations(tabs[v]);
+        }
+    }
+    return test_summary();
+}
