@@ -21,7 +21,53 @@ static void usage_run(FILE *f) {
             "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
             "  --chat        render the prompt as one user turn of the DeepSeek chat format\n"
             "  --system TEXT system text for --chat\n"
-            "  --no-stats    do not print statistics to stderr\n");
+            "  --no-stats    do not print statistics to stderr\n"
+            "paging of routed experts (README \"Paging\"):\n"
+            "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n"
+            "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n"
+            "  --experts MODE mmap | pread | mmap-plain (default mmap)\n"
+            "  --policy P    lru | lfu: which experts stay (default lru)\n"
+            "  --no-prefetch do not predict and prefetch the next layer's experts\n"
+            "  --io-threads N background loader threads (default 2; 0: loads on the compute thread)\n"
+            "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n"
+            "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n"
+            "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n");
+}
+
+/* Parses the paging options into lp; returns 1 if a was one (consuming its
+ * value from argv[*i + 1]), 0 if not, -1 on a bad value. */
+static int paging_opt(int argc, char **argv, int *i, es_load_params *lp) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--no-prefetch")) { lp->no_prefetch = 1; return 1; }
+    if (!strcmp(a, "--mlock")) { lp->mlock = 1; return 1; }
+    if (!strcmp(a, "--no-direct")) { lp->no_direct = 1; return 1; }
+    if (!strcmp(a, "--stats")) { lp->stats = 1; return 1; }
+    if (strcmp(a, "--mem-budget") && strcmp(a, "--experts") && strcmp(a, "--policy") && strcmp(a, "--io-threads"))
+        return 0;
+    if (*i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); return -1; }
+    const char *v = argv[++*i];
+    if (!strcmp(a, "--mem-budget")) {
+        int64_t b;
+        if (es_parse_size(v, &b) != ES_OK || b <= 0) {
+            fprintf(stderr, "edgeseek: --mem-budget expects a positive size such as 3G, 512M or 1048576, got '%s'\n", v);
+            return -1;
+        }
+        lp->mem_budget = b;
+    } else if (!strcmp(a, "--experts")) {
+        if (!strcmp(v, "mmap")) lp->experts = ES_EXPERTS_MMAP;
+        else if (!strcmp(v, "pread")) lp->experts = ES_EXPERTS_PREAD;
+        else if (!strcmp(v, "mmap-plain")) lp->experts = ES_EXPERTS_MMAP_PLAIN;
+        else { fprintf(stderr, "edgeseek: --experts expects mmap, pread or mmap-plain, got '%s'\n", v); return -1; }
+    } else if (!strcmp(a, "--policy")) {
+        if (!strcmp(v, "lru")) lp->policy = ES_POLICY_LRU;
+        else if (!strcmp(v, "lfu")) lp->policy = ES_POLICY_LFU;
+        else { fprintf(stderr, "edgeseek: --policy expects lru or lfu, got '%s'\n", v); return -1; }
+    } else {
+        long n;
+        if (cli_parse_int(a, v, 0, 64, &n) != 0) return -1;
+        lp->io_threads = n ? (int)n : -1;
+    }
+    return 1;
 }
 
 int cmd_run(int argc, char **argv) {
@@ -30,9 +76,13 @@ int cmd_run(int argc, char **argv) {
     double temp = 0.8, top_p = 0.95, min_p = 0.05;
     unsigned long long seed = 0;
     int chat = 0, stats = 1;
+    es_load_params lp = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_run(stdout); return 0; }
+        int po = paging_opt(argc, argv, &i, &lp);
+        if (po < 0) return 2;
+        if (po) continue;
         if (!strcmp(a, "--chat")) { chat = 1; continue; }
         if (!strcmp(a, "--no-stats")) { stats = 0; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); usage_run(stderr); return 2; }
@@ -66,8 +116,16 @@ int cmd_run(int argc, char **argv) {
     if (!prompt) prompt = "";
 
     double t0 = cli_now();
-    es_model *m = cli_load_model(model, 0);
-    if (!m) { free(filebuf); return 1; }
+    es_model *m = NULL;
+    {
+        char lerr[768];
+        lp.n_ctx = (int)n_ctx;
+        if (es_model_load(model, &lp, &m, lerr, sizeof lerr) != ES_OK) {
+            fprintf(stderr, "edgeseek: %s\n", lerr);
+            free(filebuf);
+            return 1;
+        }
+    }
     double t_load = cli_now() - t0;
 
     int rc = 1;
@@ -126,6 +184,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     double t_prompt = cli_now() - t1;
+    double t_first = cli_now() - t0; /* load, prefill and the first token's logits */
 
     es_detok dt = {0};
     char out[1024];
@@ -161,12 +220,14 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     double t_gen = cli_now() - t2;
     if (stats) {
-        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | generated %ld tokens, %.2f tokens/s"
+        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | first token %.3f s"
+                        " | generated %ld tokens, %.2f tokens/s"
                         " | KV cache %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
-                t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, produced,
+                t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, t_first, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
                 es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_simd_name());
     }
+    if (lp.stats) es_model_print_paging_stats(m, stderr);
     rc = 0;
 done:
     free(logits);

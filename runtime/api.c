@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "edgeseek.h"
+#include "budget.h"
 #include "kernels.h"
 #include "model.h"
+#include "residency.h"
 #include "threadpool.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -53,12 +55,21 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
         es_model_free(m);
         return st;
     }
+    if (!m->vocab_only) {
+        st = es_res_new(m, path, params, &m->res, inner, sizeof inner);
+        if (st != ES_OK) {
+            set_err(err, errlen, "%s: %s", path, inner);
+            es_model_free(m);
+            return st;
+        }
+    }
     *out = m;
     return ES_OK;
 }
 
 void es_model_free(es_model *m) {
     if (!m) return;
+    es_res_free(m->res); /* its threads read the mapping: first */
     es_tokenizer_free(m->tok);
     free(m->layers);
     free(m->rope_freqs);
@@ -75,6 +86,15 @@ int es_model_is_eog(const es_model *m, int32_t tok) { return es_tokenizer_is_eog
 
 size_t es_model_kv_bytes_per_token(const es_model *m) {
     return (size_t)m->hp.n_layers * (size_t)(m->hp.kv_lora + m->hp.rope) * sizeof(float);
+}
+
+void es_model_print_paging_stats(es_model *m, FILE *f) {
+    if (m->res) es_res_print_stats(m->res, f);
+    else fprintf(f, "[paging] no routed experts: nothing is paged\n");
+}
+
+es_status es_parse_size(const char *s, int64_t *bytes) {
+    return es_parse_bytes(s, bytes) == 0 ? ES_OK : ES_ERR_ARG;
 }
 
 static void human_bytes(char *buf, size_t n, double b) {

@@ -42,8 +42,34 @@ const char *es_cpu_features(void);
 
 /* ---- model ------------------------------------------------------------ */
 
+/* How routed experts reach memory (mmap/residency.h; README "Paging"). */
+typedef enum es_expert_mode {
+    ES_EXPERTS_DEFAULT = 0,    /* the measured best of the modes below */
+    ES_EXPERTS_MMAP = 1,       /* mapped; loaded, prefetched and evicted per expert under the budget */
+    ES_EXPERTS_MMAP_PLAIN = 2, /* mapped, no management: the kernel pages on demand (baseline) */
+    ES_EXPERTS_PREAD = 3       /* read whole with pread into a cache of the budget's size */
+} es_expert_mode;
+
+typedef enum es_cache_policy {
+    ES_POLICY_DEFAULT = 0,
+    ES_POLICY_LRU = 1,         /* per-layer least recently used */
+    ES_POLICY_LFU = 2          /* per-layer least frequently used, with aging */
+} es_cache_policy;
+
+/* Zero-initialised fields mean the defaults. */
 typedef struct es_load_params {
     int vocab_only; /* load only the tokenizer (file may have no tensors) */
+    int experts;         /* es_expert_mode */
+    int64_t mem_budget;  /* bytes of routed experts kept resident; 0: the memory available
+                            (cgroup limit or MemAvailable) less the always-hot weights, the
+                            KV cache of n_ctx tokens, scratch and a margin */
+    int policy;          /* es_cache_policy */
+    int no_prefetch;     /* do not predict and prefetch the next layer's experts */
+    int io_threads;      /* background loader threads (0: 2; -1: none, loads on the caller) */
+    int mlock;           /* mlock the always-hot weights and resident experts when permitted */
+    int no_direct;       /* pread mode: buffered reads instead of O_DIRECT */
+    int n_ctx;           /* context the derived budget leaves KV room for (0: min(training, 4096)) */
+    int stats;           /* also measure residency in mmap-plain mode (mincore) */
 } es_load_params;
 
 es_status es_model_load(const char *path, const es_load_params *params,
@@ -59,6 +85,11 @@ int es_model_is_eog(const es_model *m, int32_t tok);
 size_t es_model_kv_bytes_per_token(const es_model *m);
 /* Architecture, hyperparameters, tensor types and sizes. */
 void es_model_print_info(const es_model *m, FILE *f);
+/* Paging report: mode, budget, per-layer expert hit rates, prefetch
+ * accuracy, bytes read, major page faults, I/O stall per token. */
+void es_model_print_paging_stats(es_model *m, FILE *f);
+/* Parses a size such as "4096", "512M", "4G", "1.5G" (binary multiples). */
+es_status es_parse_size(const char *s, int64_t *bytes);
 
 /* ---- tokenizer --------------------------------------------------------- */
 

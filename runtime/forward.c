@@ -29,6 +29,7 @@
 
 #include "kernels.h"
 #include "model.h"
+#include "residency.h"
 #include "threadpool.h"
 
 /* Tokens per batch: prefill runs in batches of this many. */
@@ -51,6 +52,12 @@ struct es_scratch {
     int32_t *active;         /* [E] experts with at least one token */
     float *ex_g, *ex_h;      /* [B*k][F] gate and hidden of gathered rows */
     float *ex_out;           /* [B*k][D] expert outputs */
+    void *act_down;          /* gathered hidden rows in the down kernel's format */
+    int32_t *grp;            /* [E] experts of the group being run (resident now) */
+    const uint8_t *(*grp_ptr)[3]; /* [E] their gate, up, down matrices */
+    float *pred_xn, *pred_router; /* [B][D], [B][E] next layer's router on the current state */
+    int32_t *pred_sel, *pred_cnt, *pred_ids; /* [B][k], [E], [E] predicted experts */
+    float *pred_w;           /* [B][k] */
     float *rope_cs;          /* [B][dr/2][2] cos, sin per position */
     void *act;               /* activation rows in a kernel's format */
     void *act_gather;        /* gathered expert input rows in a kernel's format */
@@ -292,21 +299,21 @@ static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const
     matmul(s, down, 0, sc->ff_g, F, T, out, D);
 }
 
-/* Router scores s (unbiased) for T tokens, always with fp32 activations:
- * a kernel that would quantise the input is bypassed for the generic one. */
-static void router_scores(es_session *s, const es_layer *ly, int T) {
-    es_scratch *sc = s->scratch;
+/* Router scores s (unbiased) [T][E] of the normed rows X [T][D], always
+ * with fp32 activations: a kernel that would quantise the input is bypassed
+ * for the generic one. */
+static void router_scores(es_session *s, const es_layer *ly, const float *X, float *out, int T) {
     const es_weight *w = &ly->gate_inp;
     const int E = s->m->hp.n_experts;
     es_matvec_plan plan = es_plan_matvec(w->type);
-    matmul_job j = make_job(w, 0, sc->xn, sizeof(float) * (size_t)s->m->hp.dim, T, sc->router, E);
+    matmul_job j = make_job(w, 0, X, sizeof(float) * (size_t)s->m->hp.dim, T, out, E);
     if (plan.act_type != ES_TYPE_F32) {
         j.mv = es_kernels_generic.matvec[w->type];
         j.mm = NULL;
     }
     es_pool_run(s->pool, matmul_task, &j, E, row_chunk(s, w->row_bytes, E, T));
     for (int t = 0; t < T; t++) {
-        float *sc_t = sc->router + (size_t)t * E;
+        float *sc_t = out + (size_t)t * E;
         if (s->m->hp.gating == ES_GATING_SIGMOID) {
             for (int e = 0; e < E; e++) sc_t[e] = 1.0f / (1.0f + expf(-sc_t[e]));
         } else {
@@ -369,12 +376,14 @@ static void select_experts(const es_hparams *hp, const float *bias, const float 
     }
 }
 
-/* Routed experts run as (active expert, row chunk) units over the rows of
- * the batch gathered by expert. */
+/* Routed experts run as (expert, row chunk) units over the rows of the batch
+ * gathered by expert, for a group of experts that are resident together
+ * (mmap/residency.h hands them out; ptr holds each one's matrices). */
 typedef struct expert_job {
     es_session *s;
     const es_layer *ly;
-    int n_active;
+    const int32_t *ids;  /* [n] the group's experts */
+    const uint8_t *(*ptr)[3]; /* [n] their gate, up, down matrices */
     int64_t chunk;       /* rows per unit */
     int64_t units_per;   /* units per expert */
     int phase;           /* 0: gate+up+silu, 1: down */
@@ -383,6 +392,14 @@ typedef struct expert_job {
     int generic_gate_up; /* gate and up want different formats: both use F32 rows */
 } expert_job;
 
+/* A matmul job over matrix `base` laid out as w's matrices. */
+static matmul_job expert_mat(const es_weight *w, const uint8_t *base, const void *act, size_t act_stride, int T,
+                             float *Y, int64_t y_stride) {
+    matmul_job j = make_job(w, 0, act, act_stride, T, Y, y_stride);
+    j.base = base;
+    return j;
+}
+
 static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     const expert_job *j = ctx;
@@ -390,14 +407,17 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     const es_layer *ly = j->ly;
     const int64_t F = j->s->m->hp.moe_ffn_dim, D = j->s->m->hp.dim;
     for (int64_t u = i0; u < i1; u++) {
-        int e = sc->active[u / j->units_per];
+        int64_t gi = u / j->units_per;
+        int e = j->ids[gi];
         int64_t first = sc->ex_start[e], nrows = sc->ex_start[e + 1] - first;
         int64_t r0 = (u % j->units_per) * j->chunk;
         const uint8_t *act = (const uint8_t *)j->act + (size_t)first * j->act_stride;
         if (j->phase == 0) {
             int64_t r1 = r0 + j->chunk < F ? r0 + j->chunk : F;
-            matmul_job g = make_job(&ly->gate_exps, e, act, j->act_stride, (int)nrows, sc->ex_g + first * F, F);
-            matmul_job up = make_job(&ly->up_exps, e, act, j->act_stride, (int)nrows, sc->ex_h + first * F, F);
+            matmul_job g = expert_mat(&ly->gate_exps, j->ptr[gi][0], act, j->act_stride, (int)nrows,
+                                      sc->ex_g + first * F, F);
+            matmul_job up = expert_mat(&ly->up_exps, j->ptr[gi][1], act, j->act_stride, (int)nrows,
+                                       sc->ex_h + first * F, F);
             if (j->generic_gate_up) {
                 g.mv = es_kernels_generic.matvec[ly->gate_exps.type];
                 up.mv = es_kernels_generic.matvec[ly->up_exps.type];
@@ -409,25 +429,58 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
                 es_kern()->silu_mul(sc->ex_g + (first + t) * F + r0, sc->ex_h + (first + t) * F + r0, r1 - r0);
         } else {
             int64_t r1 = r0 + j->chunk < D ? r0 + j->chunk : D;
-            matmul_job dn = make_job(&ly->down_exps, e, act, j->act_stride, (int)nrows, sc->ex_out + first * D, D);
+            matmul_job dn = expert_mat(&ly->down_exps, j->ptr[gi][2], act, j->act_stride, (int)nrows,
+                                       sc->ex_out + first * D, D);
             matmul_rows(&dn, r0, r1);
         }
     }
 }
 
-static void run_experts(es_session *s, const es_layer *ly, int n_active, int phase, const es_weight *w,
-                        int64_t out_rows, const void *act, size_t act_stride, int rows_total, int generic_gate_up) {
-    int64_t chunk = row_chunk(s, w->row_bytes, out_rows, rows_total / (n_active ? n_active : 1) + 1);
+static void run_experts(es_session *s, const es_layer *ly, const int32_t *ids, const uint8_t *(*ptr)[3], int n,
+                        int phase, const es_weight *w, int64_t out_rows, const void *act, size_t act_stride,
+                        int rows_total, int generic_gate_up) {
+    int64_t chunk = row_chunk(s, w->row_bytes, out_rows, rows_total / (n ? n : 1) + 1);
     /* enough units to keep every thread busy even with few experts */
     int64_t min_units = 4 * (int64_t)es_pool_threads(s->pool);
     int64_t per = (out_rows + chunk - 1) / chunk;
-    if ((int64_t)n_active * per < min_units) {
-        per = (min_units + n_active - 1) / n_active;
+    if ((int64_t)n * per < min_units) {
+        per = (min_units + n - 1) / n;
         chunk = (out_rows + per - 1) / per;
         per = (out_rows + chunk - 1) / chunk;
     }
-    expert_job j = {s, ly, n_active, chunk, per, phase, act, act_stride, generic_gate_up};
-    es_pool_run(s->pool, expert_task, &j, (int64_t)n_active * per, 1);
+    expert_job j = {s, ly, ids, ptr, chunk, per, phase, act, act_stride, generic_gate_up};
+    es_pool_run(s->pool, expert_task, &j, (int64_t)n * per, 1);
+}
+
+/* Predicts the experts model layer il will route the batch to by applying
+ * its router to the current residual stream x (before this layer's FFN is
+ * added) normalised with its ffn_norm, and hands them to the residency
+ * manager, most often chosen first. */
+static void predict_layer(es_session *s, int il, int T) {
+    const es_hparams *hp = &s->m->hp;
+    const es_layer *ly = &s->m->layers[il];
+    es_scratch *sc = s->scratch;
+    const int D = hp->dim, E = hp->n_experts, k = hp->n_used;
+    for (int t = 0; t < T; t++)
+        es_kern()->rmsnorm(sc->pred_xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
+    router_scores(s, ly, sc->pred_xn, sc->pred_router, T);
+    memset(sc->pred_cnt, 0, sizeof(int32_t) * (size_t)E);
+    /* select_experts wants E floats and E ints of scratch: pred_xn's first
+     * row is free again, and pred_ids is filled only afterwards */
+    for (int t = 0; t < T; t++) {
+        select_experts(hp, ly->exp_bias, sc->pred_router + (size_t)t * E, sc->pred_xn, sc->pred_ids,
+                       sc->pred_sel + (size_t)t * k, sc->pred_w + (size_t)t * k);
+        for (int j = 0; j < k; j++) sc->pred_cnt[sc->pred_sel[(size_t)t * k + j]]++;
+    }
+    int n = 0;
+    for (int e = 0; e < E; e++)
+        if (sc->pred_cnt[e]) sc->pred_ids[n++] = e;
+    /* most tokens first (stable: lower id first on ties) */
+    for (int a = 1; a < n; a++)
+        for (int b = a; b > 0 && sc->pred_cnt[sc->pred_ids[b - 1]] < sc->pred_cnt[sc->pred_ids[b]]; b--) {
+            int32_t t = sc->pred_ids[b]; sc->pred_ids[b] = sc->pred_ids[b - 1]; sc->pred_ids[b - 1] = t;
+        }
+    es_res_prefetch(s->m->res, il, sc->pred_ids, n);
 }
 
 /* xn [T][D] holds the normed input; result [T][D] in xb. */
@@ -435,9 +488,10 @@ static void moe(es_session *s, int il, int T) {
     const es_hparams *hp = &s->m->hp;
     const es_layer *ly = &s->m->layers[il];
     es_scratch *sc = s->scratch;
+    es_res *res = s->m->res;
     const int D = hp->dim, E = hp->n_experts, k = hp->n_used, F = hp->moe_ffn_dim;
 
-    router_scores(s, ly, T);
+    router_scores(s, ly, sc->xn, sc->router, T);
     float *choice = sc->ex_g; /* E floats of scratch, free until the experts run */
     for (int t = 0; t < T; t++) {
         select_experts(hp, ly->exp_bias, sc->router + (size_t)t * E, choice, sc->ex_fill, sc->sel + (size_t)t * k,
@@ -454,6 +508,11 @@ static void moe(es_session *s, int il, int T) {
         if (sc->ex_fill[e]) sc->active[n_active++] = e;
         sc->ex_fill[e] = 0;
     }
+    /* ask for this layer's experts first, so their loads start now, then
+     * predict the next layer's while they come in */
+    if (res) es_res_begin(res, il, sc->active, n_active, sc->ex_start, T);
+    if (es_res_wants_prediction(res) && il + 1 < hp->n_layers && s->m->layers[il + 1].is_moe)
+        predict_layer(s, il + 1, T);
     es_matvec_plan pg = es_plan_matvec(ly->gate_exps.type), pu = es_plan_matvec(ly->up_exps.type);
     int mixed = pg.act_type != pu.act_type; /* rare: gate and up of different types */
     if (mixed) pg.act_type = ES_TYPE_F32;
@@ -465,13 +524,43 @@ static void moe(es_session *s, int il, int T) {
             sc->tok_row[t * k + j] = row;
             es_prepare_act(pg.act_type, sc->xn + (size_t)t * D, (uint8_t *)sc->act_gather + (size_t)row * in_stride, D);
         }
-    run_experts(s, ly, n_active, 0, &ly->gate_exps, F, sc->act_gather, in_stride, T * k, mixed);
 
-    /* the down projection's input: the hidden rows in its kernel's format */
+    /* Groups of resident experts, in the order they become resident; each
+     * expert's rows are computed by the same units whatever the grouping, so
+     * the result does not depend on the budget or the mode. */
     es_matvec_plan pd = es_plan_matvec(ly->down_exps.type);
-    size_t h_stride;
-    const void *hact = prepare_rows(pd.act_type, sc->ex_g, F, F, T * k, sc->act_gather, &h_stride);
-    run_experts(s, ly, n_active, 1, &ly->down_exps, D, hact, h_stride, T * k, 0);
+    size_t h_stride = pd.act_type == ES_TYPE_F32 ? sizeof(float) * (size_t)F : es_act_bytes(pd.act_type, F);
+    for (int done = 0; !done;) {
+        int n;
+        if (res) {
+            n = es_res_next(res, sc->grp, sc->grp_ptr);
+            if (n <= 0) break;
+        } else { /* no manager: every expert where the mapping has it, at once */
+            n = n_active;
+            done = 1;
+            for (int i = 0; i < n; i++) {
+                int e = sc->active[i];
+                sc->grp[i] = e;
+                sc->grp_ptr[i][0] = ly->gate_exps.data + (size_t)e * ly->gate_exps.mat_bytes;
+                sc->grp_ptr[i][1] = ly->up_exps.data + (size_t)e * ly->up_exps.mat_bytes;
+                sc->grp_ptr[i][2] = ly->down_exps.data + (size_t)e * ly->down_exps.mat_bytes;
+            }
+        }
+        int rows = 0;
+        for (int i = 0; i < n; i++) rows += sc->ex_start[sc->grp[i] + 1] - sc->ex_start[sc->grp[i]];
+        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 0, &ly->gate_exps, F, sc->act_gather, in_stride, rows, mixed);
+        /* the down projection's input: the group's hidden rows in its kernel's format */
+        const void *hact = sc->ex_g;
+        if (pd.act_type != ES_TYPE_F32) {
+            hact = sc->act_down;
+            for (int i = 0; i < n; i++)
+                for (int32_t row = sc->ex_start[sc->grp[i]]; row < sc->ex_start[sc->grp[i] + 1]; row++)
+                    es_prepare_act(pd.act_type, sc->ex_g + (size_t)row * F, (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
+        }
+        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 1, &ly->down_exps, D, hact, h_stride, rows, 0);
+        if (res) es_res_release(res, sc->grp, n);
+    }
+    if (res) es_res_end(res);
 
     /* y_t = Σ_j w_tj · expert_j(x_t), experts in ascending id order, + shared */
     memset(sc->xb, 0, sizeof(float) * (size_t)T * D);
@@ -538,7 +627,8 @@ void es_scratch_free(es_scratch *sc) {
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
                     sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
-                    sc->t_act};
+                    sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
+                    sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(sc);
 }
@@ -581,6 +671,15 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     sc->rope_cs = malloc(sizeof(float) * B * (size_t)hp->rope);
     sc->act = malloc(B * act_row_bytes((int64_t)widest));
     sc->act_gather = malloc(B * k * act_row_bytes((int64_t)maxz(D, F)));
+    sc->act_down = malloc(B * k * act_row_bytes((int64_t)maxz(F, 1)));
+    sc->grp = malloc(sizeof(int32_t) * E);
+    sc->grp_ptr = malloc(sizeof *sc->grp_ptr * E);
+    sc->pred_xn = malloc(sizeof(float) * maxz(B * D, E));
+    sc->pred_router = malloc(sizeof(float) * B * E);
+    sc->pred_sel = malloc(sizeof(int32_t) * B * k);
+    sc->pred_cnt = malloc(sizeof(int32_t) * E);
+    sc->pred_ids = malloc(sizeof(int32_t) * E);
+    sc->pred_w = malloc(sizeof(float) * B * k);
     sc->n_threads = n_threads;
     sc->t_act_bytes = act_row_bytes((int64_t)maxz(R, (size_t)hp->nope));
     size_t nt = (size_t)n_threads;
@@ -592,7 +691,8 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
                     sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
-                    sc->t_act};
+                    sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
+                    sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!bufs[i]) {
             es_scratch_free(sc);

@@ -1,0 +1,703 @@
+/* residency.c — the expert residency manager (see residency.h): unit table,
+ * budget, loads and evictions in the three modes, the request protocol the
+ * forward pass drives (begin / next / release / end), prefetch and the
+ * background I/O threads.  Statistics printing lives in stats.c. */
+#include "residency_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "budget.h"
+#include "model.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+double es_res_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- unit queues (ring buffers; a unit is at most once in each) ------------- */
+
+static void uq_push(es_uq *q, int32_t u, int front) {
+    if (q->n >= q->cap) return; /* cannot happen: a unit is queued once */
+    if (front) {
+        q->head = (q->head + q->cap - 1) % q->cap;
+        q->buf[q->head] = u;
+    } else {
+        q->buf[(q->head + q->n) % q->cap] = u;
+    }
+    q->n++;
+}
+
+static int32_t uq_pop(es_uq *q) {
+    if (!q->n) return -1;
+    int32_t u = q->buf[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    return u;
+}
+
+/* ---- addresses ----------------------------------------------------------------- */
+
+static uint64_t rdown(uint64_t x, uint64_t a) { return x / a * a; }
+static uint64_t rup(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* Pointers to the three matrices of unit u where the forward pass reads them. */
+static void unit_ptrs(const es_res *r, int u, const uint8_t *ptr[3]) {
+    int l = u / r->E;
+    for (int q = 0; q < 3; q++) {
+        uint64_t off = r->off[(size_t)u * 3 + q];
+        if (r->mode == ES_EXPERTS_PREAD && r->slot[u] >= 0 && !r->fallback[u]) {
+            uint8_t *s = r->slab + (size_t)r->slot[u] * r->slot_bytes + r->sofs[q];
+            ptr[q] = s + (off - rdown(off, r->align));
+        } else {
+            ptr[q] = r->base + off;
+        }
+        (void)l;
+    }
+}
+
+/* ---- loading and evicting --------------------------------------------------------- */
+
+/* mmap mode: the page range [lo, hi) of unit v's range q that may leave
+ * memory.  A partial page at either end is shared with the neighbouring
+ * expert of the same tensor (or another tensor): it goes only if the rest
+ * of the page lies inside that neighbour and the neighbour is not in use. */
+static int drop_range(const es_res *r, int v, int q, uint64_t *lo_out, uint64_t *hi_out) {
+    const int l = v / r->E, e = v % r->E;
+    const uint64_t P = r->page, off = r->off[(size_t)v * 3 + q], len = r->len[(size_t)l * 3 + q];
+    const uint64_t end = off + len;
+    uint64_t lo = rdown(off, P), hi = rup(end, P);
+    int first_ok = lo == off || (e > 0 && lo + len >= off && r->state[v - 1] == ST_ABSENT);
+    int last_ok = hi == end || (e + 1 < r->E && hi <= end + len && r->state[v + 1] == ST_ABSENT);
+    if (!first_ok) lo += P;
+    if (!last_ok) hi -= P;
+    if (lo >= hi) return 0;
+    *lo_out = lo;
+    *hi_out = hi;
+    return 1;
+}
+
+static void evict_io(es_res *r, const es_drop *d) {
+    void *a = (void *)(r->base + d->lo);
+    size_t n = (size_t)(d->hi - d->lo);
+    if (d->locked) munlock(a, n);
+    /* zap this process's page table entries, then drop the now unmapped
+     * clean pages from the page cache, where a memory cgroup counts them */
+    if (madvise(a, n, MADV_DONTNEED) != 0) madvise(a, n, MADV_COLD);
+    if (r->fd >= 0) posix_fadvise(r->fd, (off_t)d->lo, (off_t)n, POSIX_FADV_DONTNEED);
+}
+
+/* Reads unit u's three ranges into its cache slot.  0, or -1 on an I/O
+ * error (the unit then falls back to the mapping). */
+static int pread_unit(es_res *r, int u, uint64_t *bytes) {
+    const int l = u / r->E;
+    uint8_t *slot = r->slab + (size_t)r->slot[u] * r->slot_bytes;
+    for (int q = 0; q < 3; q++) {
+        uint64_t off = r->off[(size_t)u * 3 + q], len = r->len[(size_t)l * 3 + q];
+        uint64_t aoff = rdown(off, r->align), aend = rup(off + len, r->align);
+        uint64_t need = off + len - aoff, want = aend - aoff, got = 0;
+        int fd = r->fd_direct >= 0 ? r->fd_direct : r->fd;
+        while (got < need) {
+            ssize_t n = pread(fd, slot + r->sofs[q] + got, (size_t)(want - got), (off_t)(aoff + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && fd == r->fd_direct && got == 0 && errno == EINVAL) {
+                fd = r->fd; /* this filesystem refuses O_DIRECT here: buffered */
+                continue;
+            }
+            if (n <= 0) return -1;
+            got += (uint64_t)n;
+        }
+        *bytes += got;
+        if (fd == r->fd) posix_fadvise(r->fd, (off_t)aoff, (off_t)want, POSIX_FADV_DONTNEED);
+    }
+    return 0;
+}
+
+static void touch_pages(const uint8_t *p, size_t n, size_t page) {
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < n; i += page) sink ^= p[i];
+    (void)sink;
+}
+
+/* mmap mode: brings unit u's pages in and maps them; returns bytes. */
+static uint64_t map_unit(es_res *r, int u, int *locked) {
+    const int l = u / r->E;
+    uint64_t lo[3], hi[3], total = 0;
+    for (int q = 0; q < 3; q++) {
+        uint64_t off = r->off[(size_t)u * 3 + q];
+        lo[q] = rdown(off, r->page);
+        hi[q] = rup(off + r->len[(size_t)l * 3 + q], r->page);
+        /* start all three reads before waiting on any */
+        madvise((void *)(r->base + lo[q]), (size_t)(hi[q] - lo[q]), MADV_WILLNEED);
+        total += hi[q] - lo[q];
+    }
+    *locked = 0;
+    for (int q = 0; q < 3; q++) {
+        void *a = (void *)(r->base + lo[q]);
+        size_t n = (size_t)(hi[q] - lo[q]);
+        if (r->mlock && mlock(a, n) == 0) {
+            *locked = 1;
+            continue;
+        }
+        if (r->populate && madvise(a, n, MADV_POPULATE_READ) == 0) continue;
+        if (r->populate && errno == EINVAL) r->populate = 0; /* kernel before 5.14 */
+        touch_pages(a, n, r->page);
+    }
+    return total;
+}
+
+/* Makes room for and loads unit u, which is QUEUED.  Called and returns with
+ * r->mu held; drops it during the I/O.  Returns 0, or -1 when every resident
+ * unit is pinned (u stays QUEUED). */
+static int load_unit(es_res *r, int u, int demand) {
+    es_pol *p = r->pol;
+    int64_t evictable = p->n_resident;
+    for (int l = 0; l < p->L; l++) evictable -= p->n_pinned[l];
+    if (!es_pol_has_room(p) && evictable < p->n_resident - p->cap + 1) return -1;
+    es_drop drops[24];
+    int nd = 0;
+    while (!es_pol_has_room(p)) {
+        int v = es_pol_victim(p, u / r->E);
+        if (v < 0) break; /* counted above: cannot happen */
+        es_pol_evict(p, v);
+        r->state[v] = ST_ABSENT;
+        r->n_evictions++;
+        if (r->prefetched[v]) r->n_pf_wasted++;
+        r->prefetched[v] = 0;
+        if (r->mode == ES_EXPERTS_PREAD) {
+            r->free_slot[r->n_free++] = r->slot[v];
+            r->slot[v] = -1;
+            r->fallback[v] = 0;
+        } else {
+            for (int q = 0; q < 3 && nd < (int)(sizeof drops / sizeof drops[0]); q++)
+                if (drop_range(r, v, q, &drops[nd].lo, &drops[nd].hi)) drops[nd++].locked = r->locked[v];
+            r->locked[v] = 0;
+        }
+    }
+    r->state[u] = ST_LOADING;
+    r->qkind[u] = 0;
+    es_pol_pin(p, u);
+    es_pol_insert(p, u);
+    if (p->n_resident > r->max_resident) r->max_resident = p->n_resident;
+    if (r->mode == ES_EXPERTS_PREAD) r->slot[u] = r->free_slot[--r->n_free];
+    pthread_mutex_unlock(&r->mu);
+
+    for (int i = 0; i < nd; i++) evict_io(r, &drops[i]);
+    uint64_t bytes = 0;
+    int failed = 0, locked = 0;
+    if (r->mode == ES_EXPERTS_PREAD) failed = pread_unit(r, u, &bytes) != 0;
+    else bytes = map_unit(r, u, &locked);
+
+    pthread_mutex_lock(&r->mu);
+    r->state[u] = ST_RESIDENT;
+    r->locked[u] = (uint8_t)locked;
+    r->fallback[u] = (uint8_t)failed;
+    r->n_io_errors += failed;
+    r->bytes_loaded += (int64_t)bytes;
+    if (demand) r->n_loads++;
+    else r->n_pf_loads++;
+    r->prefetched[u] = !demand;
+    /* a unit the running request needs keeps its pin as the reservation */
+    if (!r->needed[u]) es_pol_unpin(p, u);
+    pthread_cond_broadcast(&r->cv_done);
+    return 0;
+}
+
+/* ---- I/O threads --------------------------------------------------------------------- */
+
+static void *io_main(void *arg) {
+    es_res *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        int u = -1, demand = 1;
+        while (u < 0 && r->dq.n) {
+            u = uq_pop(&r->dq);
+            r->in_dq[u] = 0;
+            if (r->state[u] != ST_QUEUED || r->qkind[u] != Q_DEMAND) u = -1;
+        }
+        if (u < 0) {
+            demand = 0;
+            while (u < 0 && r->pq.n) {
+                u = uq_pop(&r->pq);
+                r->in_pq[u] = 0;
+                if (r->state[u] != ST_QUEUED || r->qkind[u] != Q_PREFETCH) u = -1;
+            }
+        }
+        if (u < 0) {
+            pthread_cond_wait(&r->cv_io, &r->mu);
+            continue;
+        }
+        if (load_unit(r, u, demand) != 0) {
+            if (demand) {
+                /* everything is pinned: wait for the running group to finish */
+                r->in_dq[u] = 1;
+                uq_push(&r->dq, u, 1);
+                pthread_cond_wait(&r->cv_done, &r->mu);
+            } else {
+                r->state[u] = ST_ABSENT; /* a prefetch never waits */
+                r->qkind[u] = 0;
+                r->n_pf_dropped++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- the request protocol (forward.c) ---------------------------------------------- */
+
+int es_res_wants_prediction(const es_res *r) { return r && r->prefetch; }
+
+/* mmap-plain with --stats: an expert counts as a hit when every page of its
+ * three ranges is already in memory (mincore). */
+static int plain_resident(es_res *r, int u) {
+    const int l = u / r->E;
+    for (int q = 0; q < 3; q++) {
+        uint64_t off = r->off[(size_t)u * 3 + q];
+        uint64_t lo = rdown(off, r->page), hi = rup(off + r->len[(size_t)l * 3 + q], r->page);
+        size_t np = (size_t)((hi - lo) / r->page);
+        if (np > r->mincore_cap) return 0;
+        if (mincore((void *)(r->base + lo), (size_t)(hi - lo), r->mincore_vec) != 0) return 0;
+        for (size_t i = 0; i < np; i++)
+            if (!(r->mincore_vec[i] & 1)) return 0;
+    }
+    return 1;
+}
+
+void es_res_begin(es_res *r, int il, const int32_t *active, int n, const int32_t *row_start, int T) {
+    pthread_mutex_lock(&r->req_mu);
+    pthread_mutex_lock(&r->mu);
+    const int l = il - r->first_moe, E = r->E;
+    r->cur_layer = l;
+    r->cur_T = T;
+    r->n_pend = n;
+    r->n_handed = 0;
+    if (l == 0) {
+        r->tokens += T;
+        if (T == 1) r->tokens_decode++;
+    }
+    es_pol_layer_tick(r->pol, l);
+    es_res_layer_stats *ls = &r->lstats[l];
+    ls->accesses += n;
+    if (r->pred_valid[l]) {
+        int64_t tp = 0;
+        for (int i = 0; i < n; i++) tp += r->pred[(size_t)l * E + active[i]];
+        ls->pred_used += tp;
+        ls->pred_actual += n;
+        memset(r->pred + (size_t)l * E, 0, (size_t)E);
+        r->pred_valid[l] = 0;
+    }
+    int misses = 0;
+    for (int i = 0; i < n; i++) {
+        int u = l * E + active[i];
+        r->pend[i] = u;
+        r->weight[u] = row_start[active[i] + 1] - row_start[active[i]];
+        r->taken[u] = 0;
+        if (r->mode == ES_EXPERTS_MMAP_PLAIN) {
+            if (r->stats_plain && plain_resident(r, u)) ls->hits++;
+            else misses++;
+            continue;
+        }
+        r->needed[u] = 1;
+        switch (r->state[u]) {
+        case ST_RESIDENT:
+            es_pol_pin(r->pol, u);
+            if (r->prefetched[u]) ls->pf_hits++;
+            else ls->hits++;
+            break;
+        case ST_LOADING:
+            ls->pf_hits++; /* a prefetch in flight: part of its wait is saved */
+            break;
+        case ST_QUEUED: /* predicted, not started: now a demand */
+            misses++;
+            if (r->qkind[u] == Q_PREFETCH) {
+                r->qkind[u] = Q_DEMAND;
+                if (!r->in_dq[u]) { r->in_dq[u] = 1; uq_push(&r->dq, u, 0); }
+            }
+            break;
+        default:
+            misses++;
+            r->state[u] = ST_QUEUED;
+            r->qkind[u] = Q_DEMAND;
+            if (!r->in_dq[u]) { r->in_dq[u] = 1; uq_push(&r->dq, u, 0); }
+            break;
+        }
+    }
+    ls->misses += misses;
+    /* predictions that did not come true and have not started: dropped */
+    while (r->pq.n) {
+        int u = uq_pop(&r->pq);
+        r->in_pq[u] = 0;
+        if (r->state[u] == ST_QUEUED && r->qkind[u] == Q_PREFETCH) {
+            r->state[u] = ST_ABSENT;
+            r->qkind[u] = 0;
+            r->n_pf_dropped++;
+        }
+    }
+    r->burst = misses >= r->burst_misses;
+    if (r->burst) r->n_bursts++;
+    if (r->dq.n) pthread_cond_broadcast(&r->cv_io);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int es_res_next(es_res *r, int32_t *ids, const uint8_t *(*ptr)[3]) {
+    if (r->mode == ES_EXPERTS_MMAP_PLAIN) {
+        int n = r->n_handed ? 0 : r->n_pend;
+        for (int i = 0; i < n; i++) {
+            ids[i] = r->pend[i] % r->E;
+            unit_ptrs(r, r->pend[i], ptr[i]);
+        }
+        r->n_handed += n;
+        return n;
+    }
+    pthread_mutex_lock(&r->mu);
+    double t0 = 0;
+    int n = 0;
+    for (;;) {
+        int left = 0, cand = -1;
+        for (int i = 0; i < r->n_pend; i++) {
+            int u = r->pend[i];
+            if (r->taken[u]) continue;
+            left++;
+            if (r->state[u] == ST_RESIDENT) {
+                r->taken[u] = 1;
+                ids[n] = u % r->E;
+                unit_ptrs(r, u, ptr[n]);
+                n++;
+            } else if (r->state[u] == ST_QUEUED) {
+                cand = u;
+            }
+        }
+        if (n || !left) break;
+        if (t0 == 0) t0 = es_res_now();
+        /* nothing ready: load one ourselves (the I/O threads take the queue
+         * from the front, this takes the last) or wait for them */
+        if (cand >= 0 && load_unit(r, cand, 1) == 0) continue;
+        pthread_cond_wait(&r->cv_done, &r->mu);
+    }
+    if (t0 != 0) {
+        double dt = es_res_now() - t0;
+        r->stall_s += dt;
+        if (r->cur_T == 1) r->stall_decode_s += dt;
+        r->lstats[r->cur_layer].stall_s += dt;
+    }
+    r->n_handed += n;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void es_res_release(es_res *r, const int32_t *ids, int n) {
+    if (r->mode == ES_EXPERTS_MMAP_PLAIN) return;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < n; i++) {
+        int u = r->cur_layer * r->E + ids[i];
+        es_pol_use(r->pol, u, r->weight[u]);
+        es_pol_unpin(r->pol, u);
+        r->needed[u] = 0;
+        r->prefetched[u] = 0;
+    }
+    pthread_cond_broadcast(&r->cv_done);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void es_res_end(es_res *r) {
+    pthread_mutex_lock(&r->mu);
+    r->n_pend = 0;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->req_mu);
+}
+
+void es_res_prefetch(es_res *r, int il, const int32_t *ids, int n) {
+    if (!r->prefetch) return;
+    pthread_mutex_lock(&r->mu);
+    const int l = il - r->first_moe, E = r->E;
+    if (l < 0 || l >= r->L) { pthread_mutex_unlock(&r->mu); return; }
+    r->pred_valid[l] = 1;
+    for (int i = 0; i < n; i++) r->pred[(size_t)l * E + ids[i]] = 1;
+    r->lstats[l].predicted += n;
+    /* on a miss burst (a batch that needed much of this layer) the whole next
+     * layer, predicted experts first */
+    int queued = 0, limit = (int)(r->pol->cap / 2 < E ? r->pol->cap / 2 : E);
+    int total = r->burst ? n + E : n;
+    for (int i = 0; i < total && queued < limit; i++) {
+        int u = l * E + (i < n ? ids[i] : i - n);
+        if (r->state[u] == ST_RESIDENT) {
+            r->pol->u[u].fresh = 1; /* predicted: not a victim until its layer runs */
+        } else if (r->state[u] == ST_ABSENT) {
+            r->state[u] = ST_QUEUED;
+            r->qkind[u] = Q_PREFETCH;
+            if (!r->in_pq[u]) { r->in_pq[u] = 1; uq_push(&r->pq, u, 0); }
+            queued++;
+        }
+    }
+    if (queued) pthread_cond_broadcast(&r->cv_io);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- setup --------------------------------------------------------------------------- */
+
+static int is_expert_tensor(const char *name) {
+    static const char *sfx[] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
+    size_t n = strlen(name);
+    for (int i = 0; i < 3; i++) {
+        size_t k = strlen(sfx[i]);
+        if (n >= k && strcmp(name + n - k, sfx[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+/* The always-hot weights: read ahead (and locked with mlock) in the managed
+ * modes, so the first token does not fault them in 4 KiB at a time.  The
+ * embedding is only read a row per token and is left to the kernel. */
+static void warm_hot(es_res *r, const gguf_ctx *g) {
+    int lock_failed = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        if (is_expert_tensor(t->name) || !strcmp(t->name, "token_embd.weight") || !t->nbytes) continue;
+        uint64_t off = (uint64_t)(t->data - r->base);
+        uint64_t lo = rdown(off, r->page), hi = rup(off + t->nbytes, r->page);
+        madvise((void *)(r->base + lo), (size_t)(hi - lo), MADV_WILLNEED);
+        if (r->mlock && !lock_failed && mlock(r->base + lo, (size_t)(hi - lo)) != 0) {
+            lock_failed = 1;
+            snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the hot weights failed: %s", strerror(errno));
+        }
+    }
+}
+
+/* A generous estimate of one session's scratch (forward.c) and KV cache. */
+static int64_t session_bytes(const es_model *m, int n_ctx) {
+    const es_hparams *hp = &m->hp;
+    const int64_t B = 64, D = hp->dim, k = hp->n_used, E = hp->n_experts, F = hp->moe_ffn_dim;
+    int64_t S = (int64_t)hp->n_shared * F, ffw = hp->ffn_dim > S ? hp->ffn_dim : S;
+    int64_t fl = B * (4 * D + (int64_t)hp->n_heads * (hp->nope + hp->rope + hp->vdim) + hp->q_lora +
+                      hp->kv_lora + hp->rope * 2 + 2 * ffw + 2 * E + 2 * k * F + k * D) +
+                 B * 4 * (D > ffw ? D : ffw) + 2 * B * k * (D > F ? D : F);
+    int64_t kv = (int64_t)es_model_kv_bytes_per_token(m) * n_ctx;
+    return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (16 << 20);
+}
+
+static int64_t env_int(const char *name, int64_t def) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    return *end ? def : x;
+}
+
+es_status es_res_new(const es_model *m, const char *path, const es_load_params *p, es_res **out, char *err,
+                     size_t errlen) {
+    *out = NULL;
+    const es_hparams *hp = &m->hp;
+    static const es_load_params defaults = {0};
+    if (!p) p = &defaults;
+    if (hp->n_dense >= hp->n_layers) return ES_OK; /* no routed experts */
+    int mode = p->experts ? p->experts : ES_EXPERTS_DEFAULT_MODE;
+    int kind = p->policy == ES_POLICY_LFU ? ES_POL_LFU : ES_POL_LRU;
+    if (mode < ES_EXPERTS_MMAP || mode > ES_EXPERTS_PREAD || p->policy < 0 || p->policy > ES_POLICY_LFU ||
+        p->mem_budget < 0 || p->io_threads < -1 || p->io_threads > 64 || p->n_ctx < 0) {
+        snprintf(err, errlen, "invalid paging parameters");
+        return ES_ERR_ARG;
+    }
+    es_res *r = calloc(1, sizeof *r);
+    if (!r) { snprintf(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    r->fd = r->fd_direct = -1;
+    r->mode = mode;
+    r->policy_kind = kind;
+    r->m = m;
+    r->base = m->gguf->base;
+    r->first_moe = hp->n_dense;
+    r->L = hp->n_layers - hp->n_dense;
+    r->E = hp->n_experts;
+    r->k = hp->n_used;
+    r->U = r->L * r->E;
+    r->page = (uint64_t)sysconf(_SC_PAGESIZE);
+    r->align = r->page > 4096 ? r->page : 4096;
+    r->mlock = p->mlock;
+    r->populate = 1;
+    r->stats_plain = p->stats;
+    r->burst_misses = r->E / 4 > 2 ? r->E / 4 : 2;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->req_mu, NULL);
+    pthread_cond_init(&r->cv_io, NULL);
+    pthread_cond_init(&r->cv_done, NULL);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->majflt0 = ru.ru_majflt;
+    r->read_bytes0 = es_res_proc_read_bytes();
+
+    const size_t U = (size_t)r->U;
+    r->off = calloc(U * 3, sizeof(uint64_t));
+    r->len = calloc((size_t)r->L * 3, sizeof(uint64_t));
+    r->state = calloc(U, 1);
+    r->qkind = calloc(U, 1);
+    r->needed = calloc(U, 1);
+    r->taken = calloc(U, 1);
+    r->prefetched = calloc(U, 1);
+    r->pred = calloc(U, 1);
+    r->locked = calloc(U, 1);
+    r->fallback = calloc(U, 1);
+    r->in_dq = calloc(U, 1);
+    r->in_pq = calloc(U, 1);
+    r->weight = calloc(U, sizeof(int32_t));
+    r->slot = malloc(U * sizeof(int32_t));
+    r->pend = calloc((size_t)r->E, sizeof(int32_t));
+    r->pred_valid = calloc((size_t)r->L, 1);
+    r->lstats = calloc((size_t)r->L, sizeof(es_res_layer_stats));
+    r->dq.buf = calloc(U, sizeof(int32_t));
+    r->pq.buf = calloc(U, sizeof(int32_t));
+    r->dq.cap = r->pq.cap = (int)U;
+    if (!r->off || !r->len || !r->state || !r->qkind || !r->needed || !r->taken || !r->prefetched || !r->pred ||
+        !r->locked || !r->fallback || !r->in_dq || !r->in_pq || !r->weight || !r->slot || !r->pend ||
+        !r->pred_valid || !r->lstats || !r->dq.buf || !r->pq.buf) {
+        es_res_free(r);
+        snprintf(err, errlen, "out of memory for the expert table");
+        return ES_ERR_NOMEM;
+    }
+    for (size_t u = 0; u < U; u++) r->slot[u] = -1;
+
+    /* unit byte ranges; the widest unit sizes the budget's units */
+    uint64_t maxlen[3] = {0, 0, 0};
+    for (int l = 0; l < r->L; l++) {
+        const es_layer *ly = &m->layers[r->first_moe + l];
+        const es_weight *w[3] = {&ly->gate_exps, &ly->up_exps, &ly->down_exps};
+        uint64_t unit = 0;
+        for (int q = 0; q < 3; q++) {
+            r->len[(size_t)l * 3 + q] = w[q]->mat_bytes;
+            if (w[q]->mat_bytes > maxlen[q]) maxlen[q] = w[q]->mat_bytes;
+            unit += w[q]->mat_bytes;
+            for (int e = 0; e < r->E; e++)
+                r->off[((size_t)l * r->E + e) * 3 + q] = (uint64_t)(w[q]->data - r->base) + (uint64_t)e * w[q]->mat_bytes;
+        }
+        r->expert_bytes_total += (int64_t)unit * r->E;
+        if ((int64_t)unit > r->unit_bytes) r->unit_bytes = (int64_t)unit;
+    }
+    /* a pread slot holds each range's aligned cover: at most len rounded up
+     * plus one alignment unit */
+    r->slot_bytes = 0;
+    for (int q = 0; q < 3; q++) {
+        r->sofs[q] = r->slot_bytes;
+        r->slot_bytes += (size_t)(rup(maxlen[q], r->align) + r->align);
+    }
+    int64_t cost = mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
+    r->hot_bytes = (int64_t)m->weight_bytes - r->expert_bytes_total;
+
+    /* the budget */
+    int n_ctx = p->n_ctx ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    es_mem_probe(&r->mem);
+    r->session_bytes = session_bytes(m, n_ctx);
+    if (p->mem_budget > 0) {
+        r->budget = p->mem_budget;
+        if (mode != ES_EXPERTS_MMAP_PLAIN && r->budget < cost) {
+            snprintf(err, errlen, "memory budget %lld bytes is smaller than one expert (%lld bytes)",
+                    (long long)r->budget, (long long)cost);
+            es_res_free(r);
+            return ES_ERR_ARG;
+        }
+    } else {
+        r->budget_auto = 1;
+        int64_t avail = r->mem.available >= 0 ? r->mem.available : (int64_t)8 << 30;
+        r->margin = (64 << 20) + avail / 16;
+        r->budget = avail - r->hot_bytes - r->session_bytes - r->margin;
+        if (r->budget < cost * r->k) {
+            snprintf(r->budget_note, sizeof r->budget_note,
+                     "only %lld bytes left for experts; using the minimum of one layer's %d experts",
+                     (long long)r->budget, r->k);
+            r->budget = cost * r->k;
+        }
+    }
+    int64_t cap = r->budget / cost;
+    if (cap > r->U) cap = r->U;
+    if (cap < 1) cap = 1;
+    double half_life = (double)env_int("EDGESEEK_LFU_HALF_LIFE", 32);
+    r->pol = es_pol_new(kind, r->L, r->E, cap, half_life);
+    if (!r->pol) {
+        es_res_free(r);
+        snprintf(err, errlen, "out of memory for the expert table");
+        return ES_ERR_NOMEM;
+    }
+    if (mode == ES_EXPERTS_MMAP_PLAIN) {
+        if (p->stats) {
+            r->mincore_cap = (size_t)(rup(maxlen[0] > maxlen[2] ? (maxlen[0] > maxlen[1] ? maxlen[0] : maxlen[1])
+                                                                 : (maxlen[2] > maxlen[1] ? maxlen[2] : maxlen[1]),
+                                          r->page) / r->page) + 2;
+            r->mincore_vec = malloc(r->mincore_cap);
+            if (!r->mincore_vec) r->stats_plain = 0;
+        }
+        *out = r;
+        return ES_OK;
+    }
+
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (r->fd < 0 || fstat(r->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)m->gguf->map_size) {
+        snprintf(err, errlen, "cannot reopen %s for expert paging: %s", path, r->fd < 0 ? strerror(errno) : "it changed");
+        es_res_free(r);
+        return ES_ERR_IO;
+    }
+    if (mode == ES_EXPERTS_PREAD) {
+        r->n_slots = (size_t)cap;
+        r->slab_bytes = r->n_slots * r->slot_bytes;
+        void *slab = mmap(NULL, r->slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        r->free_slot = malloc(r->n_slots * sizeof(int32_t));
+        if (slab == MAP_FAILED || !r->free_slot) {
+            if (slab != MAP_FAILED) munmap(slab, r->slab_bytes);
+            snprintf(err, errlen, "out of memory for a %lld-byte expert cache", (long long)r->slab_bytes);
+            es_res_free(r);
+            return ES_ERR_NOMEM;
+        }
+        r->slab = slab;
+        for (size_t i = 0; i < r->n_slots; i++) r->free_slot[i] = (int32_t)(r->n_slots - 1 - i);
+        r->n_free = r->n_slots;
+        if (r->mlock && mlock2(r->slab, r->slab_bytes, MLOCK_ONFAULT) != 0)
+            snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the expert cache failed: %s", strerror(errno));
+        if (!p->no_direct) r->fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    }
+    warm_hot(r, m->gguf);
+
+    int nt = p->io_threads == 0 ? 2 : p->io_threads < 0 ? 0 : p->io_threads;
+    r->threads = calloc((size_t)(nt ? nt : 1), sizeof(pthread_t));
+    for (int i = 0; r->threads && i < nt; i++) {
+        if (pthread_create(&r->threads[i], NULL, io_main, r) != 0) break;
+        r->n_threads++;
+    }
+    r->prefetch = !p->no_prefetch && r->n_threads > 0;
+    *out = r;
+    return ES_OK;
+}
+
+void es_res_free(es_res *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv_io);
+    pthread_cond_broadcast(&r->cv_done);
+    pthread_mutex_unlock(&r->mu);
+    for (int i = 0; i < r->n_threads; i++) pthread_join(r->threads[i], NULL);
+    free(r->threads);
+    if (r->slab) munmap(r->slab, r->slab_bytes);
+    if (r->fd >= 0) close(r->fd);
+    if (r->fd_direct >= 0) close(r->fd_direct);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->req_mu);
+    pthread_cond_destroy(&r->cv_io);
+    pthread_cond_destroy(&r->cv_done);
+    void *bufs[] = {r->off, r->len, r->state, r->qkind, r->needed, r->taken, r->prefetched, r->pred,
+                    r->locked, r->fallback, r->in_dq, r->in_pq, r->weight, r->slot, r->pend, r->pred_valid,
+                    r->lstats, r->dq.buf, r->pq.buf, r->free_slot, r->mincore_vec};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    es_pol_free(r->pol);
+    free(r);
+}
+
+int es_res_mode(const es_res *r) { return r->mode; }
