@@ -17,5 +17,6 @@ int cli_read_file(const char *path, char **out, size_t *len);
 
 int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

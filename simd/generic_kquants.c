@@ -54,10 +54,29 @@ typedef struct kdec {
     int has_min; /* 0: min[] is all zero (symmetric formats) */
 } kdec;
 
-/* the 2-bit plane layout shared by Q2_K and Q3_K: weight 128h + 32p + l is
- * bits 2p..2p+1 of qs[32h + l] */
-static int plane2(const uint8_t *qs, int i) {
-    return (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+/* The 2-bit planes of Q2_K and Q3_K: weight 128h + 32p + l is bits
+ * 2p..2p+1 of qs[32h + l]. */
+static void unpack_planes2(const uint8_t *qs, int8_t *q) {
+    for (int h = 0; h < 2; h++)
+        for (int p = 0; p < 4; p++)
+            for (int l = 0; l < 32; l++) q[128 * h + 32 * p + l] = (int8_t)((qs[32 * h + l] >> (2 * p)) & 3);
+}
+
+/* The nibbles of Q4_K and Q5_K: weight 64h + l (l < 32) is the low nibble
+ * of qs[32h + l], weight 64h + 32 + l its high nibble. */
+static void unpack_nibbles(const uint8_t *qs, int8_t *q) {
+    for (int h = 0; h < 4; h++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * h + l] = (int8_t)(qs[32 * h + l] & 0xF);
+            q[64 * h + 32 + l] = (int8_t)(qs[32 * h + l] >> 4);
+        }
+}
+
+/* A bit per weight (Q3_K hmask, Q5_K qh): weight i is bit i/32 of
+ * bits[i % 32]; adds `set` where it is 1, `clear` where it is 0. */
+static void add_bitplane(const uint8_t *bits, int set, int clear, int8_t *q) {
+    for (int p = 0; p < 8; p++)
+        for (int l = 0; l < 32; l++) q[32 * p + l] = (int8_t)(q[32 * p + l] + ((bits[l] >> p) & 1 ? set : clear));
 }
 
 static void decode_q2_K(const void *blk, kdec *k) {
@@ -68,7 +87,7 @@ static void decode_q2_K(const void *blk, kdec *k) {
         k->scale[j] = d * (float)(b->scales[j] & 0xF);
         k->min[j] = dmin * (float)(b->scales[j] >> 4);
     }
-    for (int i = 0; i < QK_K; i++) k->q[i] = (int8_t)plane2(b->qs, i);
+    unpack_planes2(b->qs, k->q);
 }
 
 static void decode_q3_K(const void *blk, kdec *k) {
@@ -79,10 +98,8 @@ static void decode_q3_K(const void *blk, kdec *k) {
         k->scale[j] = d * (float)(es_k3_scale(j, b->scales) - 32);
         k->min[j] = 0;
     }
-    for (int i = 0; i < QK_K; i++) {
-        int hi = (b->hmask[i % 32] >> (i / 32)) & 1;
-        k->q[i] = (int8_t)(plane2(b->qs, i) - (hi ? 0 : 4));
-    }
+    unpack_planes2(b->qs, k->q);
+    add_bitplane(b->hmask, 0, -4, k->q); /* q - 4 unless the high bit is set */
 }
 
 /* Q4_K/Q5_K share the scale block and the nibble layout */
@@ -97,27 +114,22 @@ static void decode_k4_scales(es_fp16 d16, es_fp16 dmin16, const uint8_t *scales,
     }
 }
 
-/* nibble of weight i: weights 64h + l (l < 32) low, 64h + 32 + l high */
-static int nibble(const uint8_t *qs, int i) {
-    uint8_t byte = qs[32 * (i / 64) + i % 32];
-    return (i % 64) < 32 ? byte & 0xF : byte >> 4;
-}
-
 static void decode_q4_K(const void *blk, kdec *k) {
     const block_q4_K *b = blk;
     decode_k4_scales(b->d, b->dmin, b->scales, k);
-    for (int i = 0; i < QK_K; i++) k->q[i] = (int8_t)nibble(b->qs, i);
+    unpack_nibbles(b->qs, k->q);
 }
 
 static void decode_q5_K(const void *blk, kdec *k) {
     const block_q5_K *b = blk;
     decode_k4_scales(b->d, b->dmin, b->scales, k);
-    for (int i = 0; i < QK_K; i++) {
-        int hi = (b->qh[i % 32] >> (i / 32)) & 1;
-        k->q[i] = (int8_t)(nibble(b->qs, i) | hi << 4);
-    }
+    unpack_nibbles(b->qs, k->q);
+    add_bitplane(b->qh, 16, 0, k->q);
 }
 
+/* Q6_K: per 128 weights (h), weight 128h + 32p + l has its low nibble in
+ * ql[64h + 32(p & 1) + l] (low half for p < 2) and its top 2 bits at bits
+ * 2p of qh[32h + l]; stored offset by 32. */
 static void decode_q6_K(const void *blk, kdec *k) {
     const block_q6_K *b = blk;
     float d = es_fp16_to_f32(b->d);
@@ -126,13 +138,14 @@ static void decode_q6_K(const void *blk, kdec *k) {
         k->scale[j] = d * (float)b->scales[j];
         k->min[j] = 0;
     }
-    for (int i = 0; i < QK_K; i++) {
-        int h = i / 128, p = (i % 128) / 32, l = i % 32;
-        uint8_t lo = b->ql[64 * h + 32 * (p & 1) + l];
-        int low4 = p < 2 ? lo & 0xF : lo >> 4;
-        int high2 = (b->qh[32 * h + l] >> (2 * p)) & 3;
-        k->q[i] = (int8_t)((low4 | high2 << 4) - 32);
-    }
+    for (int h = 0; h < 2; h++)
+        for (int p = 0; p < 4; p++)
+            for (int l = 0; l < 32; l++) {
+                uint8_t lo = b->ql[64 * h + 32 * (p & 1) + l];
+                int low4 = p < 2 ? lo & 0xF : lo >> 4;
+                int high2 = (b->qh[32 * h + l] >> (2 * p)) & 3;
+                k->q[128 * h + 32 * p + l] = (int8_t)((low4 | high2 << 4) - 32);
+            }
 }
 
 typedef void (*kdec_fn)(const void *blk, kdec *k);
@@ -142,7 +155,8 @@ static void dequant_k(const void *src, size_t block_bytes, kdec_fn dec, float *d
     for (int64_t ib = 0; ib < n / QK_K; ib++) {
         dec((const uint8_t *)src + (size_t)ib * block_bytes, &k);
         float *y = dst + ib * QK_K;
-        for (int i = 0; i < QK_K; i++) y[i] = k.scale[i / k.sub] * (float)k.q[i] - k.min[i / k.sub];
+        for (int s = 0; s < QK_K / k.sub; s++)
+            for (int i = s * k.sub; i < (s + 1) * k.sub; i++) y[i] = k.scale[s] * (float)k.q[i] - k.min[s];
     }
 }
 
@@ -474,7 +488,7 @@ static void pack_k4_scales(const uint8_t *sc, const uint8_t *mc, uint8_t *scales
     }
 }
 
-/* nibbles as nibble() reads them: weights 64h + l low, 64h + 32 + l high */
+/* nibbles as unpack_nibbles reads them: weights 64h + l low, 64h + 32 + l high */
 static void pack_nibbles(const uint8_t *L, uint8_t *qs) {
     for (int h = 0; h < 4; h++)
         for (int l = 0; l < 32; l++)

@@ -136,7 +136,7 @@ static void test_layout(void) {
         uint32_t t = ktypes[ti];
         size_t bs = es_type_info(t)->type_size;
         CHECK(es_type_info(t)->block_size == QK_K && es_type_info(t)->supported, "%s traits", es_type_info(t)->name);
-        uint8_t blk[4][256];
+        _Alignas(16) uint8_t blk[4][256];
         float got[4 * QK_K], want[4 * QK_K];
         int bad = 0;
         for (int rep = 0; rep < 50; rep++) {
@@ -144,7 +144,7 @@ static void test_layout(void) {
                 for (size_t i = 0; i < bs; i++) blk[b][i] = (uint8_t)(urand() * 256);
                 sanitize_scales(t, blk[b]);
             }
-            uint8_t packed[4 * 256];
+            _Alignas(16) uint8_t packed[4 * 256];
             for (int b = 0; b < 4; b++) memcpy(packed + b * bs, blk[b], bs);
             es_kernels_generic.dequant_row[t](packed, got, 4 * QK_K);
             for (int b = 0; b < 4; b++) ref_decode(t, blk[b], want + b * QK_K);
@@ -238,7 +238,7 @@ static void test_edge_blocks(void) {
     static const uint32_t all[] = {ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K, ES_TYPE_Q8_K};
     const es_kernels *K = es_kern();
     float x[QK_K], y[QK_K];
-    uint8_t q[512];
+    _Alignas(16) uint8_t q[512];
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
         uint32_t t = all[ti];
         const char *nm = es_type_info(t)->name;
@@ -318,8 +318,8 @@ static void test_q8_K(void) {
  * fraction of its tolerance. */
 static double matvec_case(uint32_t t, int64_t rows, int64_t n, int q8k) {
     size_t rb = es_row_bytes(t, n), fl = sizeof(float) * (size_t)n;
-    uint8_t *w = malloc(rb * (size_t)rows + es_row_bytes(ES_TYPE_Q8_K, n));
-    uint8_t *xq8 = w + rb * (size_t)rows;
+    uint8_t *w = malloc(rb * (size_t)rows);
+    void *xq8 = malloc(es_row_bytes(ES_TYPE_Q8_K, n)); /* Q8_K holds a float: its own (aligned) buffer */
     float *buf = malloc(4 * fl + 2 * sizeof(float) * (size_t)rows);
     float *x = buf, *xseen = buf + n, *deq = buf + 2 * n, *src = buf + 3 * n;
     float *y = buf + 4 * n, *yg = y + rows;
@@ -357,6 +357,7 @@ static double matvec_case(uint32_t t, int64_t rows, int64_t n, int q8k) {
         worst = fmax(worst, fabs(exact - yg[r]) / (1e-5 * mag + 1e-30));
     }
     free(w);
+    free(xq8);
     free(buf);
     return worst;
 }

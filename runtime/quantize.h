@@ -1,0 +1,61 @@
+/* quantize.h — converting a GGUF model to other weight types (the library
+ * behind `edgeseek quantize IN OUT TYPE`).
+ *
+ * Targets (case-insensitive):
+ *   f32 f16 bf16 q8_0 q4_0 q2_k q3_k q4_k q5_k q6_k   every matrix in that type
+ *   q4_k_m   a Q4_K_M-style mix: routed experts Q4_K (ffn_down_exps of some
+ *            layers Q6_K), attention, shared experts, dense FFN, token_embd
+ *            and output Q6_K (README.md, "edgeseek quantize", has the table)
+ * Whatever the target: 1-D tensors (norms, biases), the router
+ * (ffn_gate_inp) and the gate bias (exp_probs_b) are F32; a matrix whose row
+ * length is not a multiple of the type's block falls back to Q8_0 (rows a
+ * multiple of 32) or F16, and the log says so.
+ *
+ * Every metadata key is copied in order; general.file_type becomes
+ * llama.cpp's LLAMA_FTYPE for the target and general.quantization_version
+ * is set to 2.  Tensors keep their order.  Any input type edgeseek can
+ * dequantise is accepted; a tensor already in its target type is copied
+ * byte for byte.  The input is streamed tensor by tensor and row-chunk by
+ * row-chunk (a few MB per thread), so memory stays small whatever the size
+ * of the model; rows are quantised in parallel.
+ */
+#ifndef ES_QUANTIZE_H
+#define ES_QUANTIZE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "edgeseek.h"
+
+/* The target names, for usage messages. */
+#define ES_QUANTIZE_TARGETS "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
+
+typedef struct es_quantize_params {
+    int n_threads;      /* 0: es_default_threads() */
+    FILE *log;          /* a line per tensor and a summary; NULL: silent */
+    size_t chunk_bytes; /* fp32 bytes converted per step (0: 16 MiB); tests
+                           make it small to cross chunk boundaries */
+} es_quantize_params;
+
+/* 1 if name is one of the targets. */
+int es_quantize_target_valid(const char *name);
+
+/* Writes out from in.  ES_OK, or an error with a message:
+ * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
+ * unwritable output), ES_ERR_FORMAT (malformed input),
+ * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
+ * ES_ERR_NOMEM.  On failure no output file is left behind. */
+es_status es_quantize_file(const char *in, const char *out, const char *target,
+                           const es_quantize_params *params, char *err, size_t errlen);
+
+/* The type `target` gives one tensor: its name, dimensions (ne[0] = row
+ * length) and the model's block count (for the per-layer rules of the
+ * mix).  *note (may be NULL) is set to why a fallback was taken, else NULL.
+ * Returns ES_TYPE_COUNT for an unknown target. */
+uint32_t es_quantize_tensor_type(const char *target, const char *name, uint32_t n_dims,
+                                 const int64_t *ne, int n_layers, const char **note);
+
+/* llama.cpp's LLAMA_FTYPE value written as general.file_type (-1 unknown). */
+int es_quantize_ftype(const char *target);
+
+#endif
