@@ -298,6 +298,73 @@ static void matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, si
     matmul_blocked(pass_q4_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
+/* ---- activation quantisers (bit for bit as generic's) ------------------------ */
+
+/* max |x| of 8k floats (NaN ignored, as fmaxf does) */
+static inline float absmax(const float *x, int k) {
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < k; i++) m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * i), abs), m);
+    return hmax8(m);
+}
+
+/* 32 int32 lanes (4 registers, in order) as 32 int8, saturating */
+static inline __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* roundf: to nearest, ties away from zero (v - trunc(v) is exact) */
+static inline __m256i round_away(__m256 v) {
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 sign = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)));
+    __m256 half = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(half, _mm256_or_ps(sign, _mm256_set1_ps(1.0f))));
+    return _mm256_cvttps_epi32(t);
+}
+
+static void quant_q8_0_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float d = absmax(x, 4) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        b[i].d = es_f32_to_fp16(d);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid));
+        _mm256_storeu_si256((__m256i *)b[i].qs, pack32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/* Q8_K: ties to even, clamped to -127..127 (NaN -> -127), and the bsums */
+static void quant_q8_k_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        float amax = absmax(x, QK_K / 8);
+        __m256 vid = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        b[i].d = amax / 127.0f;
+        for (int c = 0; c < QK_K / 32; c++) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * c + 8 * k), vid);
+                __m256i r = _mm256_cvtps_epi32(v); /* NaN and overflow give INT_MIN */
+                q[k] = _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+            }
+            _mm256_storeu_si256((__m256i *)(b[i].qs + 32 * c), pack32(q[0], q[1], q[2], q[3]));
+            /* sums of 16: pairs, then quads, then the two halves of each lane */
+            __m256i s = _mm256_madd_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_set1_epi16(1));
+            __m256i t = _mm256_madd_epi16(_mm256_packs_epi32(q[2], q[3]), _mm256_set1_epi16(1));
+            __m256i h = _mm256_hadd_epi32(s, t); /* lane l: [a0..3|a4..7|b0..3|b4..7] sums of 4 */
+            h = _mm256_hadd_epi32(h, h);         /* sums of 8: a lo, b lo (per lane) */
+            int32_t v[8];
+            _mm256_storeu_si256((__m256i *)v, h);
+            b[i].bsums[2 * c] = (int16_t)(v[0] + v[4]);
+            b[i].bsums[2 * c + 1] = (int16_t)(v[1] + v[5]);
+        }
+    }
+}
+
 /* ---- vector operations ------------------------------------------------------ */
 
 static float dot_avx2(const float *a, const float *b, int64_t n) {
@@ -383,6 +450,7 @@ static const es_kernels table = {
                [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
                [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
                [ES_TYPE_Q6_K] = kq_matmul_q6_K},
+    .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0_avx2, [ES_TYPE_Q8_K] = quant_q8_k_avx2},
     .rmsnorm = rmsnorm_avx2,
     .dot_f32 = dot_avx2,
     .axpy_f32 = axpy_avx2,

@@ -399,11 +399,44 @@ static void test_activation_ops(void) {
     }
 }
 
+/* The activation quantisers a table provides (Q8_0, Q8_K) bit for bit as
+ * generic's: random blocks, blocks with exact ties (amax 127 makes the
+ * scale 1), zero blocks, one huge value. */
+static void test_act_quant(void) {
+    static const uint32_t acts[] = {ES_TYPE_Q8_0, ES_TYPE_Q8_K};
+    test_table tabs[4];
+    int ntabs = x86_tables(tabs);
+    const int64_t n = 256 * 6;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    uint8_t *q0 = malloc((size_t)n * 2), *q1 = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 97 == 0 ? 50.0f : 1.0f);
+    for (int64_t i = 256; i < 512; i++) x[i] = (float)((i % 255) - 127) + (i % 3 == 0 ? 0.5f : 0.0f);
+    x[256] = 127.0f;
+    x[300] = 0.49999997f;
+    x[301] = -0.5f;
+    for (int64_t i = 512; i < 768; i++) x[i] = 0.0f;
+    x[800] = 3e30f;
+    for (int v = 1; v < ntabs; v++)
+        for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+            uint32_t t = acts[a];
+            if (!tabs[v].k->quant_row[t]) continue;
+            size_t bytes = es_row_bytes(t, n);
+            memset(q0, 0, bytes);
+            memset(q1, 0, bytes);
+            es_kernels_generic.quant_row[t](x, q0, n);
+            tabs[v].k->quant_row[t](x, q1, n);
+            CHECK(memcmp(q0, q1, bytes) == 0, "%s %s quant_row differs from generic", tabs[v].name,
+                  es_type_info(t)->name);
+        }
+    free(x); free(q0); free(q1);
+}
+
 int main(void) {
     test_fp16();
     test_all_paths();
     test_pool();
     test_table_products();
     test_activation_ops();
+    test_act_quant();
     return test_summary();
 }
