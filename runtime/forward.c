@@ -121,10 +121,14 @@ static matmul_job make_job(const es_weight *w, int64_t mat, const void *act, siz
 }
 
 /* Rows per work unit: about 64 KiB of weight reads (times the tokens), and
- * at least four units per thread on large matrices. */
-static int64_t row_chunk(const es_session *s, size_t row_bytes, int64_t rows, int T) {
-    int64_t chunk = (int64_t)(65536 / ((row_bytes ? row_bytes : 1) * (size_t)T)) + 1;
-    int64_t even = rows / (4 * (int64_t)es_pool_threads(s->pool)) + 1;
+ * at least 16 units on large matrices for the pool to balance.  The split
+ * depends only on the shape, never on the thread count, and chunks are
+ * multiples of 16 rows: a kernel may treat rows in groups, and the same
+ * grouping for any thread count keeps results bit-identical. */
+static int64_t round16(int64_t v) { return (v + 15) / 16 * 16; }
+static int64_t row_chunk(size_t row_bytes, int64_t rows, int T) {
+    int64_t chunk = round16((int64_t)(65536 / ((row_bytes ? row_bytes : 1) * (size_t)T)) + 1);
+    int64_t even = round16(rows / 16 + 1);
     return chunk > even ? chunk : even;
 }
 
@@ -136,7 +140,7 @@ static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *
     size_t stride;
     const void *act = prepare_rows(plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
     matmul_job j = make_job(w, mat, act, stride, T, Y, y_stride);
-    es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(s, w->row_bytes, w->rows, T));
+    es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
 }
 
 /* y = M x on the calling thread only (inside a parallel unit), for rows
@@ -311,7 +315,7 @@ static void router_scores(es_session *s, const es_layer *ly, const float *X, flo
         j.mv = es_kernels_generic.matvec[w->type];
         j.mm = NULL;
     }
-    es_pool_run(s->pool, matmul_task, &j, E, row_chunk(s, w->row_bytes, E, T));
+    es_pool_run(s->pool, matmul_task, &j, E, row_chunk(w->row_bytes, E, T));
     for (int t = 0; t < T; t++) {
         float *sc_t = out + (size_t)t * E;
         if (s->m->hp.gating == ES_GATING_SIGMOID) {
@@ -437,17 +441,13 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 }
 
 static void run_experts(es_session *s, const es_layer *ly, const int32_t *ids, const uint8_t *(*ptr)[3], int n,
-                        int phase, const es_weight *w, int64_t out_rows, const void *act, size_t act_stride,
-                        int rows_total, int generic_gate_up) {
-    int64_t chunk = row_chunk(s, w->row_bytes, out_rows, rows_total / (n ? n : 1) + 1);
-    /* enough units to keep every thread busy even with few experts */
-    int64_t min_units = 4 * (int64_t)es_pool_threads(s->pool);
+                        int phase, int64_t out_rows, const void *act, size_t act_stride, int generic_gate_up) {
+    /* Each expert's matrix in four units of a multiple of 16 rows: a split
+     * that depends on nothing but the matrix (not the thread count, the
+     * group of experts or their tokens), so a kernel's row grouping, and so
+     * every result, is the same in any mode, budget or thread count. */
+    int64_t chunk = round16((out_rows + 3) / 4);
     int64_t per = (out_rows + chunk - 1) / chunk;
-    if ((int64_t)n * per < min_units) {
-        per = (min_units + n - 1) / n;
-        chunk = (out_rows + per - 1) / per;
-        per = (out_rows + chunk - 1) / chunk;
-    }
     expert_job j = {s, ly, ids, ptr, chunk, per, phase, act, act_stride, generic_gate_up};
     es_pool_run(s->pool, expert_task, &j, (int64_t)n * per, 1);
 }
@@ -546,9 +546,7 @@ static void moe(es_session *s, int il, int T) {
                 sc->grp_ptr[i][2] = ly->down_exps.data + (size_t)e * ly->down_exps.mat_bytes;
             }
         }
-        int rows = 0;
-        for (int i = 0; i < n; i++) rows += sc->ex_start[sc->grp[i] + 1] - sc->ex_start[sc->grp[i]];
-        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 0, &ly->gate_exps, F, sc->act_gather, in_stride, rows, mixed);
+        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 0, F, sc->act_gather, in_stride, mixed);
         /* the down projection's input: the group's hidden rows in its kernel's format */
         const void *hact = sc->ex_g;
         if (pd.act_type != ES_TYPE_F32) {
@@ -557,7 +555,7 @@ static void moe(es_session *s, int il, int T) {
                 for (int32_t row = sc->ex_start[sc->grp[i]]; row < sc->ex_start[sc->grp[i] + 1]; row++)
                     es_prepare_act(pd.act_type, sc->ex_g + (size_t)row * F, (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
         }
-        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 1, &ly->down_exps, D, hact, h_stride, rows, 0);
+        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 1, D, hact, h_stride, 0);
         if (res) es_res_release(res, sc->grp, n);
     }
     if (res) es_res_end(res);
