@@ -33,15 +33,21 @@ fi
 mkdir -p "$OUT" "$(dirname "$MODEL")" "$(dirname "$REF")"
 # model size (the CPU recipe): about 2.4M parameters, 1.0M active per token
 SIZE="--dim 128 --inter-dim 384 --moe-inter-dim 96 --q-lora-rank 64 --kv-lora-rank 48"
+# SMOKE=1: a few steps of every stage, to check the pipeline end to end in minutes
+if [ "${SMOKE:-0}" = 1 ]; then
+    SFT_STEPS=6 ABL_STEPS=3 BAL_AT=3 RL_STEPS=1 RL_PROMPTS=2 EVAL_N=2
+else
+    SFT_STEPS=2400 ABL_STEPS=150 BAL_AT=150 RL_STEPS=30 RL_PROMPTS=16 EVAL_N=100
+fi
 t0=$(date +%s)
 # --minutes caps each stage, so a slower or busier machine still ends near the hour
 # (with fewer steps; the learning-rate schedule follows the time then)
-$NICE $PY sft.py $SIZE --device "$DEVICE" --steps 2400 --batch 32 --lr 3e-3 --gamma 0.003 \
-    --balance-at 150 --minutes 38 --out "$OUT/sft.pt" 2>&1 | tee "$OUT/sft.log"
-$NICE $PY sft.py $SIZE --device "$DEVICE" --steps 150 --batch 32 --lr 3e-3 --gamma 0 \
+$NICE $PY sft.py $SIZE --device "$DEVICE" --steps $SFT_STEPS --batch 32 --lr 3e-3 --gamma 0.003 \
+    --balance-at $BAL_AT --eval-n $EVAL_N --minutes 38 --out "$OUT/sft.pt" 2>&1 | tee "$OUT/sft.log"
+$NICE $PY sft.py $SIZE --device "$DEVICE" --steps $ABL_STEPS --batch 32 --lr 3e-3 --gamma 0 \
     --eval-n 0 --out "$OUT/sft_nobias.pt" 2>&1 | tee "$OUT/ablation.log"
-$NICE $PY grpo.py --device "$DEVICE" --init "$OUT/sft.pt" --steps 30 --prompts 16 --group 8 \
-    --lr 2e-5 --minutes 8 --out "$OUT/rl.pt" 2>&1 | tee "$OUT/rl.log"
+$NICE $PY grpo.py --device "$DEVICE" --init "$OUT/sft.pt" --steps $RL_STEPS --prompts $RL_PROMPTS --group 8 \
+    --lr 2e-5 --eval-n $EVAL_N --minutes 8 --out "$OUT/rl.pt" 2>&1 | tee "$OUT/rl.log"
 $PY export_gguf.py "$OUT/sft.pt" "$OUT/sft.gguf"   # the supervised-only model, for comparison
 $PY export_gguf.py "$OUT/rl.pt" "$MODEL"
 $PY make_ref.py "$MODEL" "$REF"
