@@ -28,7 +28,7 @@ TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test run asan-test clean tools bench
+.PHONY: all test run asan-test clean tools bench model
 .SECONDARY:
 all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS)
 
@@ -84,6 +84,12 @@ clean-arm:
 # `make run`: the main job on the default model.
 run: all
 	@sh tools/run_default.sh $(BUILD)
+
+# `make model`: retrain the default model from scratch on the CPU (needs
+# Debian's python3-torch; not run by CI).  Writes build/train/; INSTALL=1
+# replaces models/edgeseek-default.gguf.  See train/README.md.
+model:
+	bash train/run_all.sh
 
 clean:
 	rm -rf build build-asan
