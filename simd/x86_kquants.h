@@ -103,7 +103,14 @@ static inline __m256i kq_k3_scales(const uint8_t *s12) {
 static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, const uint8_t *blk,
                                                            const block_q8_K *const *x, __m256 *acc) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256i sumi[4];
+    /* VPDPWSSD's accumulator is a dependency chain (latency ~5): with few
+     * tokens, spread the sums over C chains (added up at the end) */
+#ifdef __AVX512VNNI__
+    const int C = T == 1 ? 4 : T == 2 ? 2 : 1;
+#else
+    const int C = 1;
+#endif
+    __m256i sumi[4][4];
     float d, dmin = 0;
     if (f == KQ4 || f == KQ5) {
         const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
@@ -123,7 +130,8 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
             __m256 m = _mm256_castps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, s8)));
             m = _mm256_insertf128_ps(m, _mm_setzero_ps(), 1);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * x[t]->d), m, acc[t]);
-            sumi[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) sumi[t][j] = _mm256_setzero_si256();
         }
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
@@ -137,8 +145,9 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const __m256i *a = (const __m256i *)(x[t]->qs + 64 * c);
-                sumi[t] = kq_madd(sumi[t], sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
-                sumi[t] = kq_madd(sumi[t], sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
+                __m256i *sl_acc = &sumi[t][(2 * c) % C], *sh_acc = &sumi[t][(2 * c + 1) % C];
+                *sl_acc = kq_madd(*sl_acc, sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
+                *sh_acc = kq_madd(*sh_acc, sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
             }
         }
     } else {
@@ -174,10 +183,11 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
         }
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
-            sumi[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) sumi[t][j] = _mm256_setzero_si256();
             if (f != KQ2) { /* Q3_K's q - 4, Q6_K's q - 32: the offset times Σ scale·bsum */
                 __m256i o = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)x[t]->bsums));
-                sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(o, f == KQ3 ? 2 : 5));
+                sumi[t][0] = _mm256_sub_epi32(sumi[t][0], _mm256_slli_epi32(o, f == KQ3 ? 2 : 5));
             }
         }
         __m256i h3 = f == KQ3 ? _mm256_loadu_si256((const __m256i *)hm) : _mm256_setzero_si256();
@@ -209,14 +219,17 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
 #pragma GCC unroll 4
                 for (int t = 0; t < T; t++) {
                     __m256i a = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 128 * h + 32 * p));
-                    sumi[t] = kq_madd(sumi[t], s, _mm256_maddubs_epi16(q[p], a));
+                    sumi[t][p % C] = kq_madd(sumi[t][p % C], s, _mm256_maddubs_epi16(q[p], a));
                 }
             }
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    for (int t = 0; t < T; t++) {
+#pragma GCC unroll 4
+        for (int j = 1; j < C; j++) sumi[t][0] = _mm256_add_epi32(sumi[t][0], sumi[t][j]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t][0]), acc[t]);
+    }
 }
 
 /* Row r times tokens 0..T-1 (act rows `as` bytes apart) into y[t*ys + r] */
