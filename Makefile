@@ -5,6 +5,15 @@ CFLAGS  ?= -O2 -g
 # flags the build needs whatever CFLAGS the user passes
 ES_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iruntime -Isimd -Immap -Icli -MMD -MP
 LDLIBS  += -lm -lpthread
+# libnuma (Debian: libnuma-dev) gives the NUMA topology when a program using
+# it links (a header alone is not enough: cross compilers see /usr/include);
+# `make NUMA=0` builds without it (sysfs and raw system calls instead).
+NUMA ?= $(shell printf '\043include <numa.h>\nint main(void) { return numa_available(); }\n' | \
+          $(CC) -x c - -o /dev/null -lnuma >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(NUMA),1)
+ES_CFLAGS += -DES_HAVE_LIBNUMA
+LDLIBS  += -lnuma
+endif
 SHARED  ?= ../shared
 
 # Per-ISA flags go on the per-ISA files only; dispatch.c checks the CPU at

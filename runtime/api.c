@@ -9,6 +9,7 @@
 #include "budget.h"
 #include "kernels.h"
 #include "model.h"
+#include "numa.h"
 #include "residency.h"
 #include "threadpool.h"
 
@@ -56,6 +57,12 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
         return st;
     }
     if (!m->vocab_only) {
+        st = es_numa_place(m, params ? params->numa : ES_NUMA_DEFAULT, &m->numa, inner, sizeof inner);
+        if (st != ES_OK) {
+            set_err(err, errlen, "%s: %s", path, inner);
+            es_model_free(m);
+            return st;
+        }
         st = es_res_new(m, path, params, &m->res, inner, sizeof inner);
         if (st != ES_OK) {
             set_err(err, errlen, "%s: %s", path, inner);
@@ -74,6 +81,7 @@ void es_model_free(es_model *m) {
     free(m->layers);
     free(m->rope_freqs);
     free(m->f32_copies);
+    es_numa_plan_free(m->numa);
     gguf_close(m->gguf);
     free(m);
 }
@@ -86,6 +94,41 @@ int es_model_is_eog(const es_model *m, int32_t tok) { return es_tokenizer_is_eog
 
 size_t es_model_kv_bytes_per_token(const es_model *m) {
     return (size_t)m->hp.n_layers * (size_t)(m->hp.kv_lora + m->hp.rope) * sizeof(float);
+}
+
+const char *es_model_numa_summary(const es_model *m) { return es_numa_plan_summary(m->numa); }
+
+/* Every matrix of a weight (0 if the tensor is absent). */
+static uint64_t all_bytes(const es_weight *w) { return w->data ? (uint64_t)w->mat_bytes * (uint64_t)w->n_mat : 0; }
+static uint64_t vec_bytes(const float *v, int n) { return v ? (uint64_t)n * sizeof(float) : 0; }
+
+void es_model_decode_traffic(const es_model *m, int pos, es_decode_traffic *out) {
+    memset(out, 0, sizeof *out);
+    if (m->vocab_only) return;
+    const es_hparams *hp = &m->hp;
+    for (int il = 0; il < hp->n_layers; il++) {
+        const es_layer *ly = &m->layers[il];
+        /* norms are read from their fp32 copies */
+        out->attention += vec_bytes(ly->attn_norm, hp->dim) + vec_bytes(ly->q_a_norm, hp->q_lora) +
+                          vec_bytes(ly->kv_a_norm, hp->kv_lora) + all_bytes(&ly->wq) + all_bytes(&ly->wq_a) +
+                          all_bytes(&ly->wq_b) + all_bytes(&ly->wkv_a) + all_bytes(&ly->wk_b) +
+                          all_bytes(&ly->wv_b) + all_bytes(&ly->wkv_b) + all_bytes(&ly->wo);
+        out->dense_ffn += vec_bytes(ly->ffn_norm, hp->dim);
+        if (!ly->is_moe) {
+            out->dense_ffn += all_bytes(&ly->ffn_gate) + all_bytes(&ly->ffn_up) + all_bytes(&ly->ffn_down);
+            continue;
+        }
+        out->router += all_bytes(&ly->gate_inp) + vec_bytes(ly->exp_bias, hp->n_experts);
+        /* the k selected experts are distinct: k slices of each tensor */
+        out->routed += (uint64_t)hp->n_used *
+                       ((uint64_t)ly->gate_exps.mat_bytes + ly->up_exps.mat_bytes + ly->down_exps.mat_bytes);
+        if (ly->has_shared) out->shared += all_bytes(&ly->gate_sh) + all_bytes(&ly->up_sh) + all_bytes(&ly->down_sh);
+    }
+    out->output = vec_bytes(m->out_norm, hp->dim) + all_bytes(&m->out);
+    out->embedding = m->tok_embd.row_bytes;
+    out->weights = out->attention + out->dense_ffn + out->router + out->shared + out->routed + out->output +
+                   out->embedding;
+    out->kv = (uint64_t)(pos < 0 ? 0 : pos + 1) * es_model_kv_bytes_per_token(m);
 }
 
 void es_model_print_paging_stats(es_model *m, FILE *f) {
@@ -253,7 +296,7 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
     }
     if (n_threads == 0) n_threads = es_default_threads();
     if (s->pool && es_pool_threads(s->pool) == n_threads) return ES_OK;
-    es_pool *p = es_pool_new(n_threads);
+    es_pool *p = es_pool_new_numa(n_threads, es_numa_plan_topo(s->m->numa));
     es_scratch *sc = p ? es_scratch_new(s->m, s->n_ctx, es_pool_threads(p)) : NULL;
     if (!p || !sc) {
         es_pool_free(p);
@@ -270,6 +313,15 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
 int es_session_threads(const es_session *s) { return es_pool_threads(s->pool); }
 
 void es_session_reset(es_session *s) { s->pos = 0; }
+
+es_status es_session_truncate(es_session *s, int pos, char *err, size_t errlen) {
+    if (pos < 0 || pos > s->pos) {
+        set_err(err, errlen, "cannot truncate to position %d: the session holds %d tokens", pos, s->pos);
+        return ES_ERR_ARG;
+    }
+    s->pos = pos; /* positions >= pos are rewritten before they are read */
+    return ES_OK;
+}
 int es_session_pos(const es_session *s) { return s->pos; }
 int es_session_n_ctx(const es_session *s) { return s->n_ctx; }
 

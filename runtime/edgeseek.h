@@ -42,6 +42,12 @@ const char *es_cpu_features(void);
 
 /* ---- model ------------------------------------------------------------ */
 
+/* NUMA placement of the weights (`--numa`): shard puts each routed expert
+ * on one node (experts dealt across nodes, not copied) and interleaves the
+ * rest; replicate also copies the non-expert weights to every node when
+ * memory allows; off places nothing.  On one node all are no-ops. */
+enum { ES_NUMA_DEFAULT = 0, ES_NUMA_OFF = 1, ES_NUMA_SHARD = 2, ES_NUMA_REPLICATE = 3 };
+
 /* How routed experts reach memory (mmap/residency.h; README "Paging"). */
 typedef enum es_expert_mode {
     ES_EXPERTS_DEFAULT = 0,    /* the measured best of the modes below */
@@ -59,6 +65,7 @@ typedef enum es_cache_policy {
 /* Zero-initialised fields mean the defaults. */
 typedef struct es_load_params {
     int vocab_only; /* load only the tokenizer (file may have no tensors) */
+    int numa;       /* ES_NUMA_*; 0 = the default (shard) */
     int experts;         /* es_expert_mode */
     int64_t mem_budget;  /* bytes of routed experts kept resident; 0: the memory available
                             (cgroup limit or MemAvailable) less the always-hot weights, the
@@ -85,6 +92,25 @@ int es_model_is_eog(const es_model *m, int32_t tok);
 size_t es_model_kv_bytes_per_token(const es_model *m);
 /* Architecture, hyperparameters, tensor types and sizes. */
 void es_model_print_info(const es_model *m, FILE *f);
+/* One line on where the weights were placed (NUMA policy, nodes). */
+const char *es_model_numa_summary(const es_model *m);
+
+/* What one decode step (one token at position pos) reads from memory:
+ * every always-read weight in full, one row of the token embedding, the k
+ * routed experts of each MoE layer, and the latent KV cache of pos + 1
+ * positions.  Bytes of the tensors as stored in the file. */
+typedef struct es_decode_traffic {
+    uint64_t weights;      /* all the weight bytes below together */
+    uint64_t attention;    /* attention projections and norms, all layers */
+    uint64_t dense_ffn;    /* leading dense FFNs and the FFN norms */
+    uint64_t router;       /* router matrices and biases */
+    uint64_t shared;       /* shared experts */
+    uint64_t routed;       /* k routed experts per MoE layer */
+    uint64_t output;       /* output norm and head */
+    uint64_t embedding;    /* one row of token_embd */
+    uint64_t kv;           /* latent cache read at pos (not a weight) */
+} es_decode_traffic;
+void es_model_decode_traffic(const es_model *m, int pos, es_decode_traffic *out);
 /* Paging report: mode, budget, per-layer expert hit rates, prefetch
  * accuracy, bytes read, major page faults, I/O stall per token. */
 void es_model_print_paging_stats(es_model *m, FILE *f);
@@ -133,6 +159,9 @@ void es_session_free(es_session *s);
 es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t errlen);
 int es_session_threads(const es_session *s);
 void es_session_reset(es_session *s);
+/* Forgets the tokens from position pos on (0 <= pos <= current position);
+ * the cache below pos is kept, so a shared prefix is not run again. */
+es_status es_session_truncate(es_session *s, int pos, char *err, size_t errlen);
 int es_session_pos(const es_session *s);
 int es_session_n_ctx(const es_session *s);
 

@@ -90,6 +90,7 @@ struct es_model {
     float *rope_freqs;   /* [dr/2], YaRN applied */
     float *f32_copies;   /* one allocation behind every norm vector / bias */
     size_t weight_bytes;
+    struct es_numa_plan *numa; /* NUMA placement (numa.h); never NULL after a full load */
     struct es_res *res;  /* routed-expert residency manager (mmap/residency.h); NULL: none */
 };
 

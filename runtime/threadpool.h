@@ -1,10 +1,20 @@
 /* threadpool.h — persistent worker threads for data-parallel loops.
  *
  * Threads are created once; es_pool_run hands them a loop over [0, n) split
- * into chunks claimed through an atomic counter, the calling thread takes a
- * share too, and returns when every item is done.  Small loops run serially
- * on the caller.  Results never depend on the thread count as long as each
- * item writes its own outputs (rows of a matrix-vector product, heads).
+ * into chunks claimed through atomic counters, the calling thread takes a
+ * share too, and returns when every item is done (the join spins briefly,
+ * then sleeps).  Small loops run serially on the caller.  Results never
+ * depend on the thread count as long as each item writes its own outputs
+ * (rows of a matrix-vector product, heads).
+ *
+ * NUMA: a pool made with a topology spreads its threads over the nodes
+ * (thread t of T on node t·N/T; the caller, tid 0, counts as node 0 and is
+ * never pinned) and pins each worker to its node's CPUs where the OS
+ * allows.  Plain loops start every node on its own contiguous share of
+ * [0, n), each share with its own counter on its own cache line, and a
+ * thread whose share runs dry helps the others; shares are cut at
+ * multiples of the chunk, so fn sees the same ranges as with one node.  Node-aware loops
+ * (es_pool_run_nodes) never move an item off its node.
  */
 #ifndef ES_THREADPOOL_H
 #define ES_THREADPOOL_H
@@ -12,13 +22,17 @@
 #include <stdint.h>
 
 typedef struct es_pool es_pool;
+struct es_numa_topo;
 
 /* fn processes items [i0, i1) on thread tid (0 = the caller, < n_threads),
  * so a task can use per-thread scratch */
 typedef void (*es_task_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 
-/* n_threads counts the caller: 1 means no workers.  NULL on failure. */
+/* n_threads counts the caller: 1 means no workers.  One node, no pinning.
+ * NULL on failure. */
 es_pool *es_pool_new(int n_threads);
+/* As es_pool_new over the nodes of topo (NULL: one node, unpinned). */
+es_pool *es_pool_new_numa(int n_threads, const struct es_numa_topo *topo);
 void es_pool_free(es_pool *p);
 int es_pool_threads(const es_pool *p);
 
@@ -26,7 +40,26 @@ int es_pool_threads(const es_pool *p);
  * loop of a single chunk runs on the caller. */
 void es_pool_run(es_pool *p, es_task_fn fn, void *ctx, int64_t n, int64_t chunk);
 
-/* Physical cores of this machine (sysfs topology), else online CPUs. */
+/* Nodes of the pool's topology (1 without one). */
+int es_pool_nodes(const es_pool *p);
+/* The node thread tid works for (0 for the caller). */
+int es_pool_thread_node(const es_pool *p, int tid);
+/* The node whose threads run node k's items: k itself when it has threads,
+ * else k mod (nodes with threads) — only when there are fewer threads than
+ * nodes. */
+int es_pool_serving_node(const es_pool *p, int k);
+/* Workers whose pinning the OS accepted. */
+int es_pool_pinned(const es_pool *p);
+
+/* Node-aware loop: items [node_start[k], node_start[k+1]) belong to node k,
+ * for k < es_pool_nodes(p) (node_start has nodes + 1 entries, ascending,
+ * node_start[0] = 0), and run only on threads of es_pool_serving_node(k),
+ * in chunks of `chunk` items that never span two nodes.  Each item runs
+ * exactly once. */
+void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node_start, int64_t chunk);
+
+/* Physical cores this process may run on (sysfs topology), else the CPUs it
+ * may run on. */
 int es_default_threads(void);
 
 #endif
