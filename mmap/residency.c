@@ -151,7 +151,6 @@ static uint64_t map_unit(es_res *r, int u, int *locked) {
             continue;
         }
         if (r->populate && madvise(a, n, MADV_POPULATE_READ) == 0) continue;
-        if (r->populate && errno == EINVAL) r->populate = 0; /* kernel before 5.14 */
         touch_pages(a, n, r->page);
     }
     return total;
@@ -196,10 +195,14 @@ static int load_unit(es_res *r, int u, int demand) {
     for (int i = 0; i < nd; i++) evict_io(r, &drops[i]);
     uint64_t bytes = 0;
     int failed = 0, locked = 0;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_THREAD, &ru0);
     if (r->mode == ES_EXPERTS_PREAD) failed = pread_unit(r, u, &bytes) != 0;
     else bytes = map_unit(r, u, &locked);
+    getrusage(RUSAGE_THREAD, &ru1);
 
     pthread_mutex_lock(&r->mu);
+    r->load_majflt += ru1.ru_majflt - ru0.ru_majflt; /* faults the loads took, not the compute */
     r->state[u] = ST_RESIDENT;
     r->locked[u] = (uint8_t)locked;
     r->fallback[u] = (uint8_t)failed;
@@ -459,16 +462,27 @@ static int is_expert_tensor(const char *name) {
 
 /* The always-hot weights: read ahead (and locked with mlock) in the managed
  * modes, so the first token does not fault them in 4 KiB at a time.  The
- * embedding is only read a row per token and is left to the kernel. */
-static void warm_hot(es_res *r, const gguf_ctx *g) {
+ * embedding is read a row per token, and in mmap mode stray faults on
+ * expert pages should not pull in their neighbours: both get MADV_RANDOM,
+ * or each fault would read around it (read_ahead_kb, often 128 KiB-8 MiB),
+ * all of it charged to the memory budget. */
+static void advise_tensors(es_res *r, const gguf_ctx *g) {
     int lock_failed = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
-        if (is_expert_tensor(t->name) || !strcmp(t->name, "token_embd.weight") || !t->nbytes) continue;
+        if (!t->nbytes) continue;
         uint64_t off = (uint64_t)(t->data - r->base);
         uint64_t lo = rdown(off, r->page), hi = rup(off + t->nbytes, r->page);
-        madvise((void *)(r->base + lo), (size_t)(hi - lo), MADV_WILLNEED);
-        if (r->mlock && !lock_failed && mlock(r->base + lo, (size_t)(hi - lo)) != 0) {
+        void *a = (void *)(r->base + lo);
+        size_t n = (size_t)(hi - lo);
+        int expert = is_expert_tensor(t->name);
+        if (!strcmp(t->name, "token_embd.weight") || (expert && r->mode == ES_EXPERTS_MMAP)) {
+            madvise(a, n, MADV_RANDOM);
+            continue;
+        }
+        if (expert) continue;
+        madvise(a, n, MADV_WILLNEED);
+        if (r->mlock && !lock_failed && mlock(a, n) != 0) {
             lock_failed = 1;
             snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the hot weights failed: %s", strerror(errno));
         }
@@ -484,7 +498,7 @@ static int64_t session_bytes(const es_model *m, int n_ctx) {
                       hp->kv_lora + hp->rope * 2 + 2 * ffw + 2 * E + 2 * k * F + k * D) +
                  B * 4 * (D > ffw ? D : ffw) + 2 * B * k * (D > F ? D : F);
     int64_t kv = (int64_t)es_model_kv_bytes_per_token(m) * n_ctx;
-    return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (16 << 20);
+    return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (8 << 20);
 }
 
 static int64_t env_int(const char *name, int64_t def) {
@@ -524,9 +538,10 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
     r->page = (uint64_t)sysconf(_SC_PAGESIZE);
     r->align = r->page > 4096 ? r->page : 4096;
     r->mlock = p->mlock;
-    r->populate = 1;
     r->stats_plain = p->stats;
-    r->burst_misses = r->E / 4 > 2 ? r->E / 4 : 2;
+    /* more misses than one token can cause: a batch (prefill) that needs much
+     * of the layer, whose neighbour will need as much */
+    r->burst_misses = r->E / 4 > r->k + 1 ? r->E / 4 : r->k + 1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->req_mu, NULL);
     pthread_cond_init(&r->cv_io, NULL);
@@ -607,7 +622,8 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
     } else {
         r->budget_auto = 1;
         int64_t avail = r->mem.available >= 0 ? r->mem.available : (int64_t)8 << 30;
-        r->margin = (64 << 20) + avail / 16;
+        /* page tables, readahead in flight, the allocator's slack */
+        r->margin = (32 << 20) + avail / 32;
         r->budget = avail - r->hot_bytes - r->session_bytes - r->margin;
         if (r->budget < cost * r->k) {
             snprintf(r->budget_note, sizeof r->budget_note,
@@ -663,7 +679,9 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
             snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the expert cache failed: %s", strerror(errno));
         if (!p->no_direct) r->fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
     }
-    warm_hot(r, m->gguf);
+    advise_tensors(r, m->gguf);
+    /* MADV_POPULATE_READ came with Linux 5.14; before, loads touch each page */
+    r->populate = madvise((void *)r->base, (size_t)r->page, MADV_POPULATE_READ) == 0;
 
     int nt = p->io_threads == 0 ? 2 : p->io_threads < 0 ? 0 : p->io_threads;
     r->threads = calloc((size_t)(nt ? nt : 1), sizeof(pthread_t));

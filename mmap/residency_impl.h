@@ -93,7 +93,7 @@ struct es_res {
     int64_t n_loads, n_pf_loads, n_evictions, n_pf_wasted, n_pf_dropped, n_bursts, n_io_errors;
     int64_t bytes_loaded, max_resident, tokens, tokens_decode;
     double stall_s, stall_decode_s;
-    long majflt0;
+    long majflt0, load_majflt;
     int64_t read_bytes0;
 };
 

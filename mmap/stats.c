@@ -111,6 +111,7 @@ void es_res_print_stats(es_res *r, FILE *f) {
             gib(a, sizeof a, (double)c.bytes_loaded),
             rb >= 0 && r->read_bytes0 >= 0 ? gib(b, sizeof b, (double)(rb - r->read_bytes0)) : "n/a",
             ru.ru_majflt - r->majflt0);
+    if (r->load_majflt) fprintf(f, " (%ld of them in expert loads)", r->load_majflt);
     if (!plain)
         fprintf(f, "; %lld loads, %lld evictions; peak resident %lld experts", (long long)c.loads, (long long)c.evictions,
                 (long long)c.max_resident_units);
