@@ -159,30 +159,34 @@ static inline AI es_fp16 block_scale(int is_q4, const void *row, int64_t i) {
     return is_q4 ? ((const block_q4_0 *)row)[i].d : ((const block_q8_0 *)row)[i].d;
 }
 
-/* Σ w·a over one 32-value block, as 4 int32 lanes.  The body of every
- * 8-bit kernel takes one of these as a constant argument, so that the
+/* acc + Σ w·a over 16 signed bytes, in 4 int32 lanes (which products land
+ * in which lane does not matter: only integer totals are used).  Every
+ * 8-bit kernel body takes one of these as a constant argument, so that the
  * always_inline body is specialised per instruction set: a plain flag would
  * put SDOT inside a function compiled for armv8.0, which GCC refuses to
  * inline; a constant function pointer is resolved, and its target checked,
  * only where the body lands. */
-typedef int32x4_t (*block_dot_fn)(wblock w, int8x16_t a0, int8x16_t a1);
+typedef int32x4_t (*dot_acc_fn)(int32x4_t acc, int8x16_t w, int8x16_t a);
 
 /* armv8.0: widening multiplies.  Two products share an int16 lane before
- * the pairwise add to int32: |w| <= 128 and |a| <= 127 (Q8_0 activations
+ * the pairwise add to int32: |w| <= 128 and |a| <= 127 (8-bit activations
  * are rounded from at most 127 steps), so a pair is at most 32512. */
-static inline AI int32x4_t block_dot_neon(wblock w, int8x16_t a0, int8x16_t a1) {
-    int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.lo), vget_low_s8(a0)), w.lo, a0);
-    int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.hi), vget_low_s8(a1)), w.hi, a1);
-    return vpadalq_s16(vpaddlq_s16(p0), p1);
+static inline AI int32x4_t dot_acc_neon(int32x4_t acc, int8x16_t w, int8x16_t a) {
+    return vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(a)), w, a));
 }
 
-static inline AI TARGET_DOTPROD int32x4_t block_dot_sdot(wblock w, int8x16_t a0, int8x16_t a1) {
-    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w.lo, a0), w.hi, a1);
+static inline AI TARGET_DOTPROD int32x4_t dot_acc_sdot(int32x4_t acc, int8x16_t w, int8x16_t a) {
+    return vdotq_s32(acc, w, a);
+}
+
+/* Σ w·a over a 32-value block */
+static inline AI int32x4_t block_dot(dot_acc_fn dot, wblock w, int8x16_t a0, int8x16_t a1) {
+    return dot(dot(vdupq_n_s32(0), w.lo, a0), w.hi, a1);
 }
 
 /* Four rows (the lanes of acc[k]) against nt (1 or 4, constant) tokens
  * a[k]: each weight block is unpacked once for all the tokens. */
-static inline AI void rows4_dots(block_dot_fn bd, int is_q4, int nt, const void *const *row,
+static inline AI void rows4_dots(dot_acc_fn dot, int is_q4, int nt, const void *const *row,
                                  const block_q8_0 *const *a, int64_t nb, float32x4_t *acc) {
     for (int k = 0; k < nt; k++) acc[k] = vdupq_n_f32(0);
     for (int64_t i = 0; i < nb; i++) {
@@ -193,8 +197,8 @@ static inline AI void rows4_dots(block_dot_fn bd, int is_q4, int nt, const void 
         float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(h));
         for (int k = 0; k < nt; k++) {
             int8x16_t a0 = vld1q_s8(a[k][i].qs), a1 = vld1q_s8(a[k][i].qs + 16);
-            int32x4_t s = vpaddq_s32(vpaddq_s32(bd(w[0], a0, a1), bd(w[1], a0, a1)),
-                                     vpaddq_s32(bd(w[2], a0, a1), bd(w[3], a0, a1)));
+            int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot(dot, w[0], a0, a1), block_dot(dot, w[1], a0, a1)),
+                                     vpaddq_s32(block_dot(dot, w[2], a0, a1), block_dot(dot, w[3], a0, a1)));
             acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(s), vmulq_n_f32(dw, h2f(a[k][i].d)));
         }
     }
@@ -203,7 +207,7 @@ static inline AI void rows4_dots(block_dot_fn bd, int is_q4, int nt, const void 
 /* Y[t][r] for t < n_tok, r in [r0, r1): rows four at a time (a short last
  * group repeats its last row and stores only the real ones), tokens four at
  * a time then one by one.  A matrix-vector product is n_tok = 1. */
-static inline AI void matmul_q8act(block_dot_fn bd, int is_q4, const void *w, size_t rb, int64_t n, const void *act,
+static inline AI void matmul_q8act(dot_acc_fn dot, int is_q4, const void *w, size_t rb, int64_t n, const void *act,
                                    size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32;
     for (int64_t r = r0; r < r1; r += 4) {
@@ -215,8 +219,8 @@ static inline AI void matmul_q8act(block_dot_fn bd, int is_q4, const void *w, si
             const block_q8_0 *a[4];
             float32x4_t acc[4];
             for (int k = 0; k < nt; k++) a[k] = (const block_q8_0 *)((const char *)act + (size_t)(t + k) * as);
-            if (nt == 4) rows4_dots(bd, is_q4, 4, row, a, nb, acc);
-            else rows4_dots(bd, is_q4, 1, row, a, nb, acc);
+            if (nt == 4) rows4_dots(dot, is_q4, 4, row, a, nb, acc);
+            else rows4_dots(dot, is_q4, 1, row, a, nb, acc);
             for (int k = 0; k < nt; k++) {
                 float out[4];
                 vst1q_f32(out, acc[k]);
@@ -228,35 +232,35 @@ static inline AI void matmul_q8act(block_dot_fn bd, int is_q4, const void *w, si
 }
 
 static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_neon, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
+    matmul_q8act(dot_acc_neon, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
 }
 static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_neon, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
+    matmul_q8act(dot_acc_neon, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
 }
 static void matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_neon, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
+    matmul_q8act(dot_acc_neon, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static void matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_neon, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
+    matmul_q8act(dot_acc_neon, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 static TARGET_DOTPROD void matvec_q8_0_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
                                           int64_t r1) {
-    matmul_q8act(block_dot_sdot, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
+    matmul_q8act(dot_acc_sdot, 0, w, rb, n, act, 0, 1, y, 0, r0, r1);
 }
 static TARGET_DOTPROD void matvec_q4_0_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
                                           int64_t r1) {
-    matmul_q8act(block_dot_sdot, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
+    matmul_q8act(dot_acc_sdot, 1, w, rb, n, act, 0, 1, y, 0, r0, r1);
 }
 static TARGET_DOTPROD void matmul_q8_0_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
                                           float *y, int64_t ys, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_sdot, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
+    matmul_q8act(dot_acc_sdot, 0, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static TARGET_DOTPROD void matmul_q4_0_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
                                           float *y, int64_t ys, int64_t r0, int64_t r1) {
-    matmul_q8act(block_dot_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
+    matmul_q8act(dot_acc_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* i8mm: SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32, so
@@ -311,9 +315,9 @@ static inline AI TARGET_I8MM void matmul_q8act_i8mm(int is_q4, const void *w, si
         }
     }
     /* the odd row for the paired tokens, then the odd token for all rows */
-    if (r_end < r1) matmul_q8act(block_dot_sdot, is_q4, w, rb, n, act, as, t, y, ys, r_end, r1);
+    if (r_end < r1) matmul_q8act(dot_acc_sdot, is_q4, w, rb, n, act, as, t, y, ys, r_end, r1);
     if (t < n_tok)
-        matmul_q8act(block_dot_sdot, is_q4, w, rb, n, (const char *)act + (size_t)t * as, as, n_tok - t,
+        matmul_q8act(dot_acc_sdot, is_q4, w, rb, n, (const char *)act + (size_t)t * as, as, n_tok - t,
                      y + t * ys, ys, r0, r1);
 }
 
@@ -324,6 +328,240 @@ static TARGET_I8MM void matmul_q8_0_mm(const void *w, size_t rb, int64_t n, cons
 static TARGET_I8MM void matmul_q4_0_mm(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
                                        float *y, int64_t ys, int64_t r0, int64_t r1) {
     matmul_q8act_i8mm(1, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+
+/* ---- K-quants against Q8_K activations -------------------------------------- */
+
+/* Per super-block of 256 weights every format reduces to integers, as in
+ * x86_kquants.h: the weights as signed bytes (the format's offset -4 or
+ * -32 already subtracted), 16 pieces of 16 with an integer scale each (a
+ * 32-weight sub-block's scale on both its pieces), and for Q2_K/Q4_K/Q5_K an
+ * integer min per piece taken against the activation's bsums.  Per (row,
+ * token) and super-block, in order:
+ *     acc = fma(isum, d·xd, acc);  acc = fma(imin, -(dmin·xd), acc)
+ * in fp32 from 0, isum = Σ sc·(q·a), imin = Σ m·bsum; this is the same for
+ * every variant and tile, so they agree bit for bit.  The functions below
+ * take the weight type f (ES_TYPE_Q2_K .. Q6_K) as a constant argument. */
+
+/* v >> k per byte, k not necessarily a constant */
+static inline AI uint8x16_t shr8(uint8x16_t v, int k) { return vshlq_u8(v, vdupq_n_s8((int8_t)-k)); }
+/* bits k..k+width-1 of every byte, moved to bit `to` */
+static inline AI uint8x16_t bits8(uint8x16_t v, int k, int width, int to) {
+    return vshlq_u8(vandq_u8(shr8(v, k), vdupq_n_u8((uint8_t)((1 << width) - 1))), vdupq_n_s8((int8_t)to));
+}
+static inline AI int8x16_t minus8(uint8x16_t v, int off) {
+    return vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8((int8_t)off));
+}
+
+/* One super-block decoded: q[p] holds weights 16p..16p+15 */
+typedef struct kblock {
+    int8x16_t q[16];
+    int32_t sc[16];  /* scale of piece p */
+    int16_t m[16];   /* min of piece p (formats with mins) */
+    float d, dmin;
+} kblock;
+
+static inline AI int kq_has_min(uint32_t f) { return f == ES_TYPE_Q2_K || f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K; }
+
+static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
+    if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) {
+        const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
+        const block_q5_K *b5 = (const block_q5_K *)blk;
+        const uint8_t *qs = f == ES_TYPE_Q4_K ? b4->qs : b5->qs;
+        k->d = h2f(b4->d), k->dmin = h2f(b4->dmin);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            es_k4_scale_min(j, b4->scales, &sc, &m);
+            k->sc[2 * j] = k->sc[2 * j + 1] = sc;
+            k->m[2 * j] = k->m[2 * j + 1] = m;
+        }
+        /* weights 64h + l: low nibbles of qs[32h + l], 64h + 32 + l: high;
+         * Q5_K's fifth bit is bit 2h (2h + 1 for the high nibbles) of qh[l] */
+        uint8x16_t h0 = f == ES_TYPE_Q5_K ? vld1q_u8(b5->qh) : vdupq_n_u8(0), h1 = f == ES_TYPE_Q5_K ? vld1q_u8(b5->qh + 16) : h0;
+        for (int h = 0; h < 4; h++) {
+            uint8x16_t q0 = vld1q_u8(qs + 32 * h), q1 = vld1q_u8(qs + 32 * h + 16);
+            uint8x16_t v[4] = {vandq_u8(q0, vdupq_n_u8(0x0f)), vandq_u8(q1, vdupq_n_u8(0x0f)), vshrq_n_u8(q0, 4),
+                               vshrq_n_u8(q1, 4)};
+            if (f == ES_TYPE_Q5_K) {
+                v[0] = vorrq_u8(v[0], bits8(h0, 2 * h, 1, 4));
+                v[1] = vorrq_u8(v[1], bits8(h1, 2 * h, 1, 4));
+                v[2] = vorrq_u8(v[2], bits8(h0, 2 * h + 1, 1, 4));
+                v[3] = vorrq_u8(v[3], bits8(h1, 2 * h + 1, 1, 4));
+            }
+            for (int j = 0; j < 4; j++) k->q[4 * h + j] = vreinterpretq_s8_u8(v[j]);
+        }
+    } else if (f == ES_TYPE_Q2_K || f == ES_TYPE_Q3_K) {
+        /* weight 128h + 32p + l: bits 2p..2p+1 of qs[32h + l]; Q3_K adds 4
+         * times bit 4h + p of hmask[l] and subtracts 4 */
+        const block_q2_K *b2 = (const block_q2_K *)blk;
+        const block_q3_K *b3 = (const block_q3_K *)blk;
+        const uint8_t *qs = f == ES_TYPE_Q2_K ? b2->qs : b3->qs;
+        if (f == ES_TYPE_Q2_K) {
+            k->d = h2f(b2->d), k->dmin = h2f(b2->dmin);
+            for (int j = 0; j < 16; j++) k->sc[j] = b2->scales[j] & 0xF, k->m[j] = b2->scales[j] >> 4;
+        } else {
+            k->d = h2f(b3->d), k->dmin = 0;
+            for (int j = 0; j < 16; j++) k->sc[j] = es_k3_scale(j, b3->scales) - 32;
+        }
+        uint8x16_t m0 = f == ES_TYPE_Q3_K ? vld1q_u8(b3->hmask) : vdupq_n_u8(0), m1 = f == ES_TYPE_Q3_K ? vld1q_u8(b3->hmask + 16) : m0;
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(qs + 32 * h), q1 = vld1q_u8(qs + 32 * h + 16);
+            for (int p = 0; p < 4; p++) {
+                uint8x16_t v0 = bits8(q0, 2 * p, 2, 0), v1 = bits8(q1, 2 * p, 2, 0);
+                if (f == ES_TYPE_Q3_K) {
+                    v0 = vorrq_u8(v0, bits8(m0, 4 * h + p, 1, 2));
+                    v1 = vorrq_u8(v1, bits8(m1, 4 * h + p, 1, 2));
+                }
+                k->q[8 * h + 2 * p] = minus8(v0, f == ES_TYPE_Q3_K ? 4 : 0);
+                k->q[8 * h + 2 * p + 1] = minus8(v1, f == ES_TYPE_Q3_K ? 4 : 0);
+            }
+        }
+    } else {
+        /* Q6_K: weight 128h + 32p + l has its low nibble in ql[64h + 32(p & 1)
+         * + l] (low half for p < 2) and its top 2 bits at bits 2p of
+         * qh[32h + l]; stored + 32 */
+        const block_q6_K *b = (const block_q6_K *)blk;
+        k->d = h2f(b->d), k->dmin = 0;
+        for (int j = 0; j < 16; j++) k->sc[j] = b->scales[j];
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t hh[2] = {vld1q_u8(b->qh + 32 * h), vld1q_u8(b->qh + 32 * h + 16)};
+            for (int p = 0; p < 4; p++)
+                for (int e = 0; e < 2; e++) {
+                    uint8x16_t lo = vld1q_u8(b->ql + 64 * h + 32 * (p & 1) + 16 * e);
+                    lo = p < 2 ? vandq_u8(lo, vdupq_n_u8(0x0f)) : vshrq_n_u8(lo, 4);
+                    k->q[8 * h + 2 * p + e] = minus8(vorrq_u8(lo, bits8(hh[e], 2 * p, 2, 4)), 32);
+                }
+        }
+    }
+}
+
+/* One row's super-block against nt (1 or 4, constant) tokens' super-blocks
+ * a[k]: decoded once for all of them; acc[k] updated as defined above. */
+static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t *blk, const block_q8_K *const *a,
+                               float *acc) {
+    kblock kb;
+    kq_decode(f, blk, &kb);
+    for (int k = 0; k < nt; k++) {
+        int32x4_t s = vdupq_n_s32(0);
+        for (int p = 0; p < 16; p += 2) {
+            const int8_t *x = a[k]->qs + 16 * p;
+            if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) { /* one scale for both pieces of a 32-weight sub-block */
+                s = vmlaq_n_s32(s, dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
+                                kb.sc[p]);
+            } else {
+                s = vmlaq_n_s32(s, dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.sc[p]);
+                s = vmlaq_n_s32(s, dot(vdupq_n_s32(0), kb.q[p + 1], vld1q_s8(x + 16)), kb.sc[p + 1]);
+            }
+        }
+        acc[k] = fmaf((float)vaddvq_s32(s), kb.d * a[k]->d, acc[k]);
+        if (kq_has_min(f)) {
+            int16x8_t m0 = vld1q_s16(kb.m), m1 = vld1q_s16(kb.m + 8);
+            int16x8_t b0 = vld1q_s16(a[k]->bsums), b1 = vld1q_s16(a[k]->bsums + 8);
+            int32x4_t mi = vmlal_high_s16(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), m0, b0);
+            mi = vmlal_high_s16(vmlal_s16(mi, vget_low_s16(m1), vget_low_s16(b1)), m1, b1);
+            acc[k] = fmaf((float)vaddvq_s32(mi), -(kb.dmin * a[k]->d), acc[k]);
+        }
+    }
+}
+
+/* Y[t][r] for t < n_tok, r in [r0, r1): a row at a time, tokens four at a
+ * time then one by one.  A matrix-vector product is n_tok = 1. */
+static inline AI void matmul_kq(uint32_t f, dot_acc_fn dot, const void *w, size_t rb, int64_t n, const void *act,
+                                size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    const int64_t nb = n / QK_K;
+    const size_t bb = es_row_bytes(f, QK_K);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+        for (int64_t t = 0; t < n_tok;) {
+            int nt = n_tok - t >= 4 ? 4 : 1;
+            const block_q8_K *a[4];
+            float acc[4] = {0, 0, 0, 0};
+            for (int64_t i = 0; i < nb; i++) {
+                for (int k = 0; k < nt; k++) a[k] = (const block_q8_K *)((const char *)act + (size_t)(t + k) * as) + i;
+                if (nt == 4) kq_block(f, dot, 4, row + (size_t)i * bb, a, acc);
+                else kq_block(f, dot, 1, row + (size_t)i * bb, a, acc);
+            }
+            for (int k = 0; k < nt; k++) y[(t + k) * ys + r] = acc[k];
+            t += nt;
+        }
+    }
+}
+
+/* the slots: matvec and matmul per format, armv8.0 and dotprod */
+static void matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q2_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q2_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q2_K, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matvec_q3_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q3_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q3_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q3_K, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matvec_q4_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q4_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q4_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q4_K, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q5_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q5_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q5_K, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static void matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q6_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_q6_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                        int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q6_K, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q2_K_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_kq(ES_TYPE_Q2_K, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q2_K_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q2_K, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q3_K_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_kq(ES_TYPE_Q3_K, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q3_K_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q3_K, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q4_K_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_kq(ES_TYPE_Q4_K, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q4_K_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q4_K, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q5_K_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_kq(ES_TYPE_Q5_K, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q5_K_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q5_K, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_q6_K_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                                          int64_t r1) {
+    matmul_kq(ES_TYPE_Q6_K, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_q6_K_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,
+                                          float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_Q6_K, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- quantisation and dequantisation (bit-identical to generic.c) ---------- */
@@ -489,10 +727,16 @@ static void softmax_neon(float *x, int64_t n) {
 static const es_kernels table_base = {
     .name = "neon",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0},
-    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0},
+               [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0,
+               [ES_TYPE_Q2_K] = matvec_q2_K, [ES_TYPE_Q3_K] = matvec_q3_K, [ES_TYPE_Q4_K] = matvec_q4_K,
+               [ES_TYPE_Q5_K] = matvec_q5_K, [ES_TYPE_Q6_K] = matvec_q6_K},
+    .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
-               [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0},
+               [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = matmul_q2_K,
+               [ES_TYPE_Q3_K] = matmul_q3_K, [ES_TYPE_Q4_K] = matmul_q4_K, [ES_TYPE_Q5_K] = matmul_q5_K,
+               [ES_TYPE_Q6_K] = matmul_q6_K},
     .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
                     [ES_TYPE_Q4_0] = dequant_q4_0},
     .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0},
@@ -514,6 +758,14 @@ static void build_tables(void) {
     table_dp.matvec[ES_TYPE_Q4_0] = matvec_q4_0_dp;
     table_dp.matmul[ES_TYPE_Q8_0] = matmul_q8_0_dp;
     table_dp.matmul[ES_TYPE_Q4_0] = matmul_q4_0_dp;
+    static const struct { uint32_t type; es_matvec_fn mv; es_matmul_fn mm; } kq[] = {
+        {ES_TYPE_Q2_K, matvec_q2_K_dp, matmul_q2_K_dp}, {ES_TYPE_Q3_K, matvec_q3_K_dp, matmul_q3_K_dp},
+        {ES_TYPE_Q4_K, matvec_q4_K_dp, matmul_q4_K_dp}, {ES_TYPE_Q5_K, matvec_q5_K_dp, matmul_q5_K_dp},
+        {ES_TYPE_Q6_K, matvec_q6_K_dp, matmul_q6_K_dp}};
+    for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
+        table_dp.matvec[kq[i].type] = kq[i].mv;
+        table_dp.matmul[kq[i].type] = kq[i].mm;
+    }
     table_mm = table_dp;
     table_mm.matmul[ES_TYPE_Q8_0] = matmul_q8_0_mm;
     table_mm.matmul[ES_TYPE_Q4_0] = matmul_q4_0_mm;

@@ -10,19 +10,25 @@
 # wrappers read the CPU model and the library prefix from QEMU_CPU and
 # QEMU_LD_PREFIX (qemu-user's own variables), which this script exports.
 #
-# ARM_RUNS lists CPU:PATH pairs, each one run of the whole suite: a qemu CPU
-# model and an EDGESEEK_SIMD value (default = the dispatcher's choice).
-# cortex-a72 is the Raspberry Pi 4 (armv8.0 NEON, no dotprod), neoverse-n1
-# adds dotprod, max adds i8mm.  test_kernels checks every path the CPU can
-# run whatever the choice.  QEMU names the emulator, ARM_SYSROOT the aarch64
-# libraries (Debian's libc6-dev-arm64-cross).
+# ARM_RUNS lists runs CPU:PATH[:TESTS]: a qemu CPU model, an EDGESEEK_SIMD
+# value (default = the dispatcher's choice) and the tests (all, simd = those
+# in ARM_SIMD_TESTS, or names separated by commas).  cortex-a72 is the
+# Raspberry Pi 4 (armv8.0 NEON, no dotprod), neoverse-n1 adds dotprod, max
+# adds i8mm.  The default is the whole suite on the Pi's CPU and the tests
+# whose results depend on the kernels on the others (about 7 minutes on 2
+# idle cores, as CI has); the whole matrix is
+#   ARM_RUNS="cortex-a72:default max:default max:generic neoverse-n1:default"
+# test_kernels and test_simd_slots check every path and neon variant the CPU
+# can run whatever EDGESEEK_SIMD says.  QEMU names the emulator, ARM_SYSROOT
+# the aarch64 libraries (Debian's libc6-dev-arm64-cross).
 set -u
 build=$1
 shift
 : "${QEMU:=qemu-aarch64}"
 : "${ARM_SYSROOT:=/usr/aarch64-linux-gnu}"
-: "${ARM_RUNS:=max:default max:generic cortex-a72:default neoverse-n1:default}"
-export QEMU_LD_PREFIX="$ARM_SYSROOT"
+: "${ARM_SIMD_TESTS:=test_golden,test_determinism,test_kernels,test_kquants,test_simd_slots}"
+: "${ARM_RUNS:=cortex-a72:default max:default:simd max:generic:test_golden,test_determinism neoverse-n1:default:simd}"
+export QEMU QEMU_LD_PREFIX="$ARM_SYSROOT"
 
 if ! command -v "$QEMU" >/dev/null 2>&1; then
     echo "run_arm.sh: $QEMU not found (Debian: apt-get install qemu-user)"
@@ -41,30 +47,43 @@ make_wrapper() {
 for f in "$root"/*; do
     [ -f "$f" ] && [ -x "$f" ] && make_wrapper "$f" "$wrap/$(basename "$f")"
 done
-tests=
 for t in "$@"; do
     make_wrapper "$(cd "$(dirname "$t")" && pwd)/$(basename "$t")" "$wrap/tests/$(basename "$t")"
-    tests="$tests $wrap/tests/$(basename "$t")"
 done
 
+# the wrappers of the tests a run names (all: every TEST given)
+select_tests() {
+    list=$1
+    shift
+    [ "$list" = simd ] && list=$ARM_SIMD_TESTS
+    for t in "$@"; do
+        name=$(basename "$t")
+        case ",$list," in ,all, | *",$name,"*) printf ' %s' "$wrap/tests/$name" ;; esac
+    done
+}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 total_pass=0
 total_fail=0
 for run in $ARM_RUNS; do
-    cpu=${run%%:*}
-    path=${run#*:}
-    echo "== qemu-aarch64 -cpu $cpu, EDGESEEK_SIMD=$path"
+    IFS=: read -r cpu path which <<EOF
+$run
+EOF
+    tests=$(select_tests "${which:-all}" "$@")
+    echo "== qemu-aarch64 -cpu $cpu, EDGESEEK_SIMD=$path, tests: ${which:-all}"
     start=$(date +%s)
     if [ "$path" = default ]; then
-        out=$(env -u EDGESEEK_SIMD QEMU_CPU="$cpu" ES_BUILD="$wrap" sh tests/run_tests.sh $tests)
+        env -u EDGESEEK_SIMD QEMU_CPU="$cpu" ES_BUILD="$wrap" sh tests/run_tests.sh $tests | tee "$log"
     else
-        out=$(QEMU_CPU="$cpu" EDGESEEK_SIMD="$path" ES_BUILD="$wrap" sh tests/run_tests.sh $tests)
+        QEMU_CPU="$cpu" EDGESEEK_SIMD="$path" ES_BUILD="$wrap" sh tests/run_tests.sh $tests | tee "$log"
     fi
-    printf '%s\n' "$out"
-    last=$(printf '%s\n' "$out" | tail -n 1) # run_tests.sh's "N passed, M failed"
+    last=$(tail -n 1 "$log") # run_tests.sh's "N passed, M failed"
     case "$last" in
     [0-9]*' passed, '[0-9]*' failed') p=${last%% passed*} f=${last#*passed, } f=${f% failed} ;;
     *) p=0 f=1 ;;
     esac
+    [ -n "$tests" ] || { echo "no test matches '$which'"; f=$((f + 1)); }
     echo "== -cpu $cpu, $path: $p passed, $f failed ($(($(date +%s) - start)) s)"
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))

@@ -27,6 +27,8 @@ static float frand(void) { /* uniform in [-1, 1) */
 }
 
 static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+static const uint32_t mm_types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0,
+                                    ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
 
 /* a table's slot, or generic's where it is empty (as dispatch.c merges) */
 static es_matvec_fn matvec_of(const es_kernels *K, uint32_t t, uint32_t *act_type) {
@@ -48,60 +50,69 @@ static void run_matmul(const es_kernels *K, uint32_t t, const void *w, size_t rb
     for (int64_t k = 0; k < nt; k++) mv(w, rb, n, (const char *)act + (size_t)k * as, y + k * ys, r0, r1);
 }
 
-/* matmul vs per-token matvec of each table, and all tables vs the first */
+/* activations of nt tokens (n floats each, rows n apart) in act_type; *as
+ * set to the bytes between tokens */
+static void *make_act(uint32_t at, const float *x, int64_t n, int64_t nt, size_t *as) {
+    if (at == ES_TYPE_F32) {
+        *as = sizeof(float) * (size_t)n;
+        return NULL;
+    }
+    *as = es_act_bytes(at, n);
+    uint8_t *q = malloc(*as * (size_t)nt);
+    for (int64_t k = 0; k < nt; k++) es_kernels_generic.quant_row[at](x + k * n, q + (size_t)k * *as, n);
+    return q;
+}
+
+/* matmul vs per-token matvec of each table, and all tables vs the first;
+ * every token count up to 9 on the same weights and activations */
 static void test_matmul(const es_kernels *const *tabs, int ntabs) {
     static const int64_t rows_list[] = {1, 2, 3, 5, 7, 9, 33};
-    static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 7, 9};
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        uint32_t t = types[ti];
+    enum { MAX_TOK = 9 };
+    for (size_t ti = 0; ti < sizeof mm_types / sizeof mm_types[0]; ti++) {
+        uint32_t t = mm_types[ti];
         int block = (int)es_type_info(t)->block_size;
         static const int64_t cols_float[] = {1, 3, 5, 17, 33, 64, 255, 1056};
-        static const int64_t cols_block[] = {32, 64, 96, 224, 1056};
-        const int64_t *cols = block == 1 ? cols_float : cols_block;
-        size_t ncols = block == 1 ? sizeof cols_float / sizeof cols_float[0] : sizeof cols_block / sizeof cols_block[0];
+        static const int64_t cols_32[] = {32, 64, 96, 224, 1056};
+        static const int64_t cols_256[] = {256, 768};
+        const int64_t *cols = block == 1 ? cols_float : block == 32 ? cols_32 : cols_256;
+        size_t ncols = block == 1 ? sizeof cols_float / sizeof cols_float[0]
+                       : block == 32 ? sizeof cols_32 / sizeof cols_32[0] : sizeof cols_256 / sizeof cols_256[0];
         int exact = !strcmp(tabs[0]->name, "neon"), bad_mm = 0, bad_var = 0, cases = 0;
         for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
-            for (size_t ci = 0; ci < ncols; ci++)
-                for (size_t ki = 0; ki < sizeof ntok_list / sizeof ntok_list[0]; ki++) {
-                    int64_t rows = rows_list[ri], n = cols[ci], nt = ntok_list[ki];
-                    size_t rb = es_row_bytes(t, n);
-                    uint8_t *w = malloc(rb * (size_t)rows);
-                    float *src = malloc(sizeof(float) * (size_t)n);
-                    for (int64_t r = 0; r < rows; r++) {
-                        for (int64_t i = 0; i < n; i++) src[i] = frand();
-                        es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
-                    }
-                    /* activations in every format a table may ask for */
-                    size_t as32 = sizeof(float) * (size_t)n, as8 = es_act_bytes(ES_TYPE_Q8_0, n);
-                    float *x = malloc(as32 * (size_t)nt);
-                    uint8_t *xq = malloc(as8 * (size_t)nt);
-                    for (int64_t k = 0; k < nt; k++) {
-                        for (int64_t i = 0; i < n; i++) x[k * n + i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
-                        if (n % 32 == 0) es_kernels_generic.quant_row[ES_TYPE_Q8_0](x + k * n, xq + (size_t)k * as8, n);
-                    }
-                    /* mag[k*rows + r] = Σ|w·x| of row r, token k: the scale of fp32 rounding */
-                    double *mag = calloc((size_t)(rows * nt), sizeof(double));
-                    float *deq = malloc(sizeof(float) * (size_t)n);
-                    for (int64_t r = 0; r < rows; r++) {
-                        es_kernels_generic.dequant_row[t](w + (size_t)r * rb, deq, n);
-                        for (int64_t k = 0; k < nt; k++)
-                            for (int64_t i = 0; i < n; i++) mag[k * rows + r] += fabs((double)deq[i] * x[k * n + i]);
-                    }
-                    int64_t ys = rows + 3; /* a Y stride wider than the rows */
-                    float *first = malloc(sizeof(float) * (size_t)(ys * nt));
-                    float *y = malloc(sizeof(float) * (size_t)(ys * nt)), *yv = malloc(sizeof(float) * (size_t)(ys * nt));
+            for (size_t ci = 0; ci < ncols; ci++) {
+                int64_t rows = rows_list[ri], n = cols[ci];
+                size_t rb = es_row_bytes(t, n);
+                uint8_t *w = malloc(rb * (size_t)rows);
+                float *src = malloc(sizeof(float) * (size_t)n), *deq = malloc(sizeof(float) * (size_t)n);
+                float *x = malloc(sizeof(float) * (size_t)(n * MAX_TOK));
+                for (int64_t r = 0; r < rows; r++) {
+                    for (int64_t i = 0; i < n; i++) src[i] = frand();
+                    es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
+                }
+                for (int64_t i = 0; i < n * MAX_TOK; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
+                /* mag[k*rows + r] = Σ|w·x| of row r, token k: the scale of fp32 rounding */
+                double *mag = calloc((size_t)(rows * MAX_TOK), sizeof(double));
+                for (int64_t r = 0; r < rows; r++) {
+                    es_kernels_generic.dequant_row[t](w + (size_t)r * rb, deq, n);
+                    for (int64_t k = 0; k < MAX_TOK; k++)
+                        for (int64_t i = 0; i < n; i++) mag[k * rows + r] += fabs((double)deq[i] * x[k * n + i]);
+                }
+                int64_t ys = rows + 3; /* a Y stride wider than the rows */
+                size_t ybytes = sizeof(float) * (size_t)(ys * MAX_TOK);
+                float *first = malloc(ybytes), *y = malloc(ybytes), *yv = malloc(ybytes);
+                for (int64_t nt = 1; nt <= MAX_TOK; nt++, cases++)
                     for (int v = 0; v < ntabs; v++) {
                         uint32_t at;
-                        matvec_of(tabs[v], t, &at);
-                        const void *act = at == ES_TYPE_Q8_0 ? (const void *)xq : x;
-                        size_t as = at == ES_TYPE_Q8_0 ? as8 : as32;
+                        es_matvec_fn mv = matvec_of(tabs[v], t, &at);
+                        size_t as;
+                        void *q = make_act(at, x, n, nt, &as);
+                        const void *act = q ? q : (const void *)x;
                         /* the middle third of the rows, then the rest: row ranges must not matter */
                         int64_t a = rows / 3, b = 2 * rows / 3;
                         for (int64_t i = 0; i < ys * nt; i++) y[i] = yv[i] = NAN;
                         run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, a, b);
                         run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, 0, a);
                         run_matmul(tabs[v], t, w, rb, n, act, as, nt, y, ys, b, rows);
-                        es_matvec_fn mv = matvec_of(tabs[v], t, &at);
                         for (int64_t k = 0; k < nt; k++) mv(w, rb, n, (const char *)act + (size_t)k * as, yv + k * ys, 0, rows);
                         for (int64_t k = 0; k < nt; k++) {
                             if (exact) bad_mm += memcmp(y + k * ys, yv + k * ys, sizeof(float) * (size_t)rows) != 0;
@@ -112,10 +123,10 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
                         }
                         if (v == 0) memcpy(first, y, sizeof(float) * (size_t)(ys * nt));
                         else bad_var += memcmp(first, y, sizeof(float) * (size_t)(ys * nt)) != 0;
+                        free(q);
                     }
-                    cases++;
-                    free(w); free(src); free(x); free(xq); free(first); free(y); free(yv); free(mag); free(deq);
-                }
+                free(w); free(src); free(deq); free(x); free(mag); free(first); free(y); free(yv);
+            }
         CHECK(bad_mm == 0, "%s %s: matmul differs from per-token matvec (%s) in %d of %d cases", tabs[0]->name,
               es_type_info(t)->name, exact ? "bit for bit" : "by more than 1e-5 of sum |w*x|", bad_mm, cases);
         CHECK(bad_var == 0, "%s %s: the %d variants differ in %d of %d cases", tabs[0]->name, es_type_info(t)->name,
