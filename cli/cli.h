@@ -14,8 +14,11 @@ int cli_parse_float(const char *opt, const char *s, double lo, double hi, double
 es_model *cli_load_model(const char *path, int vocab_only);
 /* Reads a whole file (NUL-terminated copy); prints the error. */
 int cli_read_file(const char *path, char **out, size_t *len);
+/* --numa off|shard|replicate → ES_NUMA_*; prints a message, -1 if bad. */
+int cli_parse_numa(const char *v, int *out);
 
 int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 

@@ -240,6 +240,7 @@ static void usage(FILE *f) {
                "  run       generate text from a prompt\n"
                "  logits    write the logits of every position of a token list\n"
                "  tokenize  print the token ids of a text\n"
+               "  bench     measure prompt and generation speed (like llama-bench)\n"
                "  info      describe a model file\n"
                "  eval      measure a model's accuracy on generated arithmetic problems\n"
                "  quantize  convert a model's weights to another type (q4_k_m, q8_0, ...)\n");
@@ -257,6 +258,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     fprintf(stderr, "edgeseek: unknown command '%s'\n\n", cmd);

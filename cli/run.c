@@ -17,7 +17,9 @@ static void usage_run(FILE *f) {
             "  --top-p P     nucleus sampling (default 0.95; 1 = off)\n"
             "  --min-p P     drop tokens below P x the best probability (default 0.05; 0 = off)\n"
             "  --seed S      random seed (default 0); the same seed gives the same output\n"
-            "  -t THREADS    worker threads (default: all cores)\n"
+            "  -t THREADS    worker threads (default: physical cores)\n"
+            "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n"
+            "                a no-op on one node)\n"
             "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
             "  --chat        render the prompt as one user turn of the DeepSeek chat format\n"
             "  --system TEXT system text for --chat\n"
@@ -96,6 +98,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
         else if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &n_ctx);
         else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &lp.numa);
         else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &top_k);
         else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &temp);
         else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &top_p);

@@ -137,47 +137,38 @@ static void test_detok(void) {
     es_model_free(m);
 }
 
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static void test_cli(void) {
     const char *bin = test_build_path("edgeseek");
     const char *model = test_shared_path("golden/v3-tiny/model.gguf");
     char cmd[2048], a[8192], b[8192], c[8192];
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 5 --temp 0.9 --no-stats 2>/dev/null", bin, model);
-    int r1 = run_cmd(cmd, a, sizeof a), r2 = run_cmd(cmd, b, sizeof b);
+    int r1 = test_run_cmd(cmd, a, sizeof a), r2 = test_run_cmd(cmd, b, sizeof b);
     CHECK(r1 == 0 && r2 == 0 && strlen(a) > 0 && strcmp(a, b) == 0, "run: same seed, same text (rc %d %d)", r1, r2);
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 6 --temp 0.9 --no-stats -t 1 2>/dev/null", bin, model);
-    run_cmd(cmd, c, sizeof c);
+    test_run_cmd(cmd, c, sizeof c);
     CHECK(strcmp(a, c) != 0, "run: another seed, other text");
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 5 --temp 0.9 --no-stats -t 2 2>/dev/null", bin, model);
-    run_cmd(cmd, c, sizeof c);
+    test_run_cmd(cmd, c, sizeof c);
     CHECK(strcmp(a, c) == 0, "run: the thread count does not change the text");
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi -n 4 2>&1 >/dev/null", bin, model);
-    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "tokens/s") && strstr(a, "KV cache"), "run prints stats to stderr");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "tokens/s") && strstr(a, "KV cache"), "run prints stats to stderr");
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --temp abc 2>&1", bin, model);
-    CHECK(run_cmd(cmd, a, sizeof a) == 2, "bad flag value is exit 2");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 2, "bad flag value is exit 2");
     snprintf(cmd, sizeof cmd, "%s run -m %s --bogus 2>&1", bin, model);
-    CHECK(run_cmd(cmd, a, sizeof a) == 2, "unknown flag is exit 2");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 2, "unknown flag is exit 2");
     snprintf(cmd, sizeof cmd, "%s run -m %s -c 4 -p 'a long prompt that does not fit in four tokens' 2>&1", bin, model);
-    CHECK(run_cmd(cmd, a, sizeof a) == 1 && strstr(a, "context"), "prompt longer than the context: exit 1 with a message");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 1 && strstr(a, "context"), "prompt longer than the context: exit 1 with a message");
     snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world'", bin, test_shared_path("golden/tokenizer/dsv3-vocab.gguf"));
-    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strcmp(a, "19923,2058\n") == 0, "tokenize prints ids: '%s'", a);
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strcmp(a, "19923,2058\n") == 0, "tokenize prints ids: '%s'", a);
     snprintf(cmd, sizeof cmd, "%s info -m %s", bin, model);
-    CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "KV cache:    480 bytes per token"), "info reports KV bytes per token");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "KV cache:    480 bytes per token"), "info reports KV bytes per token");
     const char *subs[] = {"run", "logits", "tokenize", "info"};
     for (size_t i = 0; i < 4; i++) {
         snprintf(cmd, sizeof cmd, "%s %s --help", bin, subs[i]);
-        CHECK(run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "usage"), "%s --help", subs[i]);
+        CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "usage"), "%s --help", subs[i]);
     }
     snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin);
-    CHECK(run_cmd(cmd, a, sizeof a) == 2, "unknown command is exit 2");
+    CHECK(test_run_cmd(cmd, a, sizeof a) == 2, "unknown command is exit 2");
 }
 
 int main(void) {

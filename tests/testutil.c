@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 int test_n_pass, test_n_fail;
 
@@ -32,6 +33,15 @@ const char *test_build_path(const char *rel) {
     static int i;
     i = (i + 1) & 3;
     return join(buf[i], sizeof buf[i], "ES_BUILD", "build", rel);
+}
+
+int test_run_cmd(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int rc = pclose(p);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 void *test_read_file(const char *path, size_t *len) {

@@ -31,6 +31,9 @@ const char *test_shared_path(const char *rel);
 const char *test_build_path(const char *rel);
 /* Reads a whole file; malloc'd, *len set; NULL if unreadable. */
 void *test_read_file(const char *path, size_t *len);
+/* Runs a shell command, its stdout into out (NUL-terminated, truncated to
+ * cap); returns the exit status, -1 if it did not exit normally. */
+int test_run_cmd(const char *cmd, char *out, size_t cap);
 /* Runs fn once on every SIMD path this CPU can run (generic, avx2, avx512,
  * neon), each selected first; the others are reported as skipped. */
 void test_each_simd_path(void (*fn)(void));

@@ -1,0 +1,520 @@
+/* bench.c — `edgeseek bench`: prompt-processing (ppN) and generation (tgN)
+ * speed in tokens/s, mean ± standard deviation over repetitions, in the
+ * shape of llama-bench's table, so the two can be read side by side; with
+ * -d, each test runs after a prefilled context of that depth ("tg32 @
+ * d512").  For generation it adds what decoding reads from memory per
+ * token (every always-read weight, one embedding row, k experts per MoE
+ * layer: es_model_decode_traffic) and the fraction of this machine's read
+ * bandwidth that rate represents, the bandwidth measured here with a
+ * STREAM-like read of a buffer several times the last-level cache, by the
+ * same number of threads, in a child process so that the buffer does not
+ * count in the peak RSS reported.
+ *
+ * Like llama-bench: random token ids, one untimed warm-up per test, logits
+ * of the last position only for pp, of every token for tg. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#endif
+
+#include "cli.h"
+#include "edgeseek.h"
+
+#define MAX_LIST 32
+
+static void usage_bench(FILE *f) {
+    fprintf(f,
+            "usage: edgeseek bench -m MODEL [options]\n"
+            "  -p LIST       prompt lengths for ppN tests (default 64; 0 = none)\n"
+            "  -n LIST       generated tokens for tgN tests (default 32; 0 = none)\n"
+            "  -d LIST       context depth each test starts from (default 0,512)\n"
+            "  -t LIST       thread counts (default: physical cores)\n"
+            "  -r REPS       repetitions of each test (default 5)\n"
+            "  --numa MODE   off | shard | replicate (default shard; a no-op on one node)\n"
+            "  --bw-mb MB    bandwidth test buffer (default: 4x the last-level cache, >= 1024)\n"
+            "  --no-bw       do not measure memory bandwidth\n"
+            "  --no-warmup   skip the untimed warm-up run of each test\n"
+            "  --json        print JSON instead of the table\n"
+            "LIST is comma-separated, e.g. -p 64,512 -t 1,2.\n");
+}
+
+/* "64,512" → values in [lo, hi]; -1 with a message otherwise. */
+static int parse_list(const char *opt, const char *s, long lo, long hi, long *out, int *n) {
+    *n = 0;
+    const char *p = s;
+    while (*p) {
+        char item[32];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof item || *n == MAX_LIST) {
+            fprintf(stderr, "edgeseek bench: %s expects a comma-separated list of up to %d integers, got '%s'\n", opt,
+                    MAX_LIST, s);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        if (cli_parse_int(opt, item, lo, hi, &out[*n]) != 0) return -1;
+        (*n)++;
+        p += len;
+        if (*p == ',') {
+            p++;
+            if (!*p) { fprintf(stderr, "edgeseek bench: %s: trailing comma in '%s'\n", opt, s); return -1; }
+        }
+    }
+    if (!*n) { fprintf(stderr, "edgeseek bench: %s needs at least one value\n", opt); return -1; }
+    return 0;
+}
+
+int cli_parse_numa(const char *v, int *out) {
+    if (!strcmp(v, "off")) *out = ES_NUMA_OFF;
+    else if (!strcmp(v, "shard")) *out = ES_NUMA_SHARD;
+    else if (!strcmp(v, "replicate")) *out = ES_NUMA_REPLICATE;
+    else {
+        fprintf(stderr, "edgeseek: --numa expects off, shard or replicate, got '%s'\n", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- memory bandwidth ---------------------------------------------------------- */
+
+typedef struct bw_shared {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go;                  /* 1: start; -1: give up */
+    pthread_barrier_t bar;   /* initialised once the threads that started are known */
+    int passes;
+    double best;             /* seconds of the fastest pass */
+} bw_shared;
+
+typedef struct bw_thread {
+    bw_shared *sh;
+    const uint8_t *buf;
+    size_t bytes;
+    int first;               /* times the passes */
+    uint64_t sink;
+} bw_thread;
+
+static uint64_t read_slice(const uint8_t *p, size_t n) {
+#if defined(__x86_64__) || defined(__i386__)
+    /* four independent 16-byte streams: enough loads in flight to saturate
+     * memory with SSE2 alone (no CPU feature needed) */
+    __m128i a = _mm_setzero_si128(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a = _mm_add_epi64(a, _mm_load_si128((const __m128i *)(p + i)));
+        b = _mm_add_epi64(b, _mm_load_si128((const __m128i *)(p + i + 16)));
+        c = _mm_add_epi64(c, _mm_load_si128((const __m128i *)(p + i + 32)));
+        d = _mm_add_epi64(d, _mm_load_si128((const __m128i *)(p + i + 48)));
+    }
+    a = _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d));
+    uint64_t r[2];
+    _mm_storeu_si128((__m128i *)r, a);
+    return r[0] + r[1];
+#else
+    const uint64_t *q = (const uint64_t *)p;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= n / 8; i += 4) {
+        a += q[i];
+        b += q[i + 1];
+        c += q[i + 2];
+        d += q[i + 3];
+    }
+    return a + b + c + d;
+#endif
+}
+
+static void *bw_main(void *arg) {
+    bw_thread *t = arg;
+    bw_shared *sh = t->sh;
+    pthread_mutex_lock(&sh->mu);
+    while (!sh->go) pthread_cond_wait(&sh->cv, &sh->mu);
+    int go = sh->go;
+    pthread_mutex_unlock(&sh->mu);
+    if (go < 0) return NULL;
+    /* first touch by the thread that reads it: its own node's memory */
+    memset((void *)t->buf, 1, t->bytes);
+    for (int pass = 0; pass < sh->passes; pass++) {
+        pthread_barrier_wait(&sh->bar);
+        double t0 = cli_now();
+        t->sink += read_slice(t->buf, t->bytes);
+        pthread_barrier_wait(&sh->bar);
+        double dt = cli_now() - t0;
+        if (t->first && (sh->best == 0 || dt < sh->best)) sh->best = dt;
+    }
+    return NULL;
+}
+
+/* Fastest-pass read rate of about `bytes` by n threads, in bytes/s; 0 on
+ * failure.  Threads that fail to start shrink the test, not break it. */
+static double measure_bw_here(size_t bytes, int n) {
+    uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) return 0;
+    bw_shared sh = {.passes = 6};
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    bw_thread *t = calloc((size_t)n, sizeof *t);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    double rate = 0;
+    if (t && th) {
+        size_t slice = bytes / (size_t)n / 64 * 64;
+        for (int i = 0; i < n; i++) t[i] = (bw_thread){&sh, buf + (size_t)i * slice, slice, i == 0, 0};
+        int started = 1;
+        while (started < n && pthread_create(&th[started], NULL, bw_main, &t[started]) == 0) started++;
+        int ok = pthread_barrier_init(&sh.bar, NULL, (unsigned)started) == 0;
+        pthread_mutex_lock(&sh.mu);
+        sh.go = ok ? 1 : -1;
+        pthread_cond_broadcast(&sh.cv);
+        pthread_mutex_unlock(&sh.mu);
+        if (ok) bw_main(&t[0]);
+        for (int i = 1; i < started; i++) pthread_join(th[i], NULL);
+        if (ok) {
+            pthread_barrier_destroy(&sh.bar);
+            if (sh.best > 0) rate = (double)slice * started / sh.best;
+        }
+    }
+    free(t);
+    free(th);
+    pthread_mutex_destroy(&sh.mu);
+    pthread_cond_destroy(&sh.cv);
+    munmap(buf, bytes);
+    return rate;
+}
+
+/* The same, in a child process: its buffer must not show in this
+ * process's peak RSS, which the benchmark reports for the model. */
+static double measure_bw(size_t bytes, int n) {
+    int fd[2];
+    if (pipe(fd) != 0) return measure_bw_here(bytes, n);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return measure_bw_here(bytes, n);
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        double r = measure_bw_here(bytes, n);
+        ssize_t w = write(fd[1], &r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fd[1]);
+    double r = 0;
+    ssize_t got;
+    do got = read(fd[0], &r, sizeof r);
+    while (got < 0 && errno == EINTR);
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    return got == (ssize_t)sizeof r ? r : 0;
+}
+
+/* 4x the last-level cache and at least 1 GiB, at most a quarter of the
+ * available memory. */
+static size_t bw_bytes(long mb) {
+    if (mb > 0) return (size_t)mb << 20;
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    size_t want = llc > 0 ? (size_t)llc * 4 : 0;
+    if (want < ((size_t)1 << 30)) want = (size_t)1 << 30;
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0 && want > (size_t)pages * (size_t)psz / 4) want = (size_t)pages * (size_t)psz / 4;
+    return want < ((size_t)64 << 20) ? (size_t)64 << 20 : want;
+}
+
+/* ---- the benchmark ----------------------------------------------------------------- */
+
+typedef struct result {
+    int threads, n_prompt, n_gen, n_depth, reps;
+    double *ts;              /* [reps] tokens/s */
+    double mean, sd;
+    es_decode_traffic tr;    /* generation: per token, KV at the middle position */
+    double bw;               /* bytes/s for this thread count (0: not measured) */
+} result;
+
+static uint64_t g_rng = 0x853c49e6748fea9bull;
+static int32_t rand_token(int nv) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (int32_t)((g_rng >> 33) % (uint64_t)nv);
+}
+
+static void fill_tokens(int32_t *t, int n, int nv) {
+    for (int i = 0; i < n; i++) t[i] = rand_token(nv);
+}
+
+/* One timed run of a test from depth d; returns seconds, < 0 on error. */
+static double run_once(es_session *s, int d, int n_prompt, int n_gen, int32_t *tok, float *logits, int nv) {
+    char err[512];
+    if (es_session_truncate(s, d, err, sizeof err) != ES_OK) { fprintf(stderr, "edgeseek: %s\n", err); return -1; }
+    if (n_prompt) {
+        fill_tokens(tok, n_prompt, nv);
+        double t0 = cli_now();
+        if (es_session_eval(s, tok, n_prompt, logits, 0, err, sizeof err) != ES_OK) {
+            fprintf(stderr, "edgeseek: %s\n", err);
+            return -1;
+        }
+        return cli_now() - t0;
+    }
+    double t0 = cli_now();
+    for (int i = 0; i < n_gen; i++) {
+        int32_t t = rand_token(nv);
+        if (es_session_eval(s, &t, 1, logits, 0, err, sizeof err) != ES_OK) {
+            fprintf(stderr, "edgeseek: %s\n", err);
+            return -1;
+        }
+    }
+    return cli_now() - t0;
+}
+
+static void stats(result *r) {
+    double sum = 0, sq = 0;
+    for (int i = 0; i < r->reps; i++) sum += r->ts[i];
+    r->mean = sum / r->reps;
+    for (int i = 0; i < r->reps; i++) sq += (r->ts[i] - r->mean) * (r->ts[i] - r->mean);
+    r->sd = r->reps > 1 ? sqrt(sq / (r->reps - 1)) : 0;
+}
+
+static void test_name(char *buf, size_t n, const result *r) {
+    if (r->n_prompt) snprintf(buf, n, "pp%d", r->n_prompt);
+    else snprintf(buf, n, "tg%d", r->n_gen);
+    if (r->n_depth) snprintf(buf + strlen(buf), n - strlen(buf), " @ d%d", r->n_depth);
+}
+
+static long peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_traffic_json(FILE *f, const es_decode_traffic *t) {
+    fprintf(f,
+            "{\"weights\": %llu, \"attention\": %llu, \"dense_ffn\": %llu, \"router\": %llu, \"shared\": %llu, "
+            "\"routed\": %llu, \"output\": %llu, \"embedding\": %llu, \"kv\": %llu}",
+            (unsigned long long)t->weights, (unsigned long long)t->attention, (unsigned long long)t->dense_ffn,
+            (unsigned long long)t->router, (unsigned long long)t->shared, (unsigned long long)t->routed,
+            (unsigned long long)t->output, (unsigned long long)t->embedding, (unsigned long long)t->kv);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL;
+    long pp[MAX_LIST] = {64}, tg[MAX_LIST] = {32}, depth[MAX_LIST] = {0, 512}, thr[MAX_LIST] = {0};
+    int n_pp = 1, n_tg = 1, n_depth = 2, n_thr = 1;
+    long reps = 5, bw_mb = 0;
+    int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_bench(stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (!strcmp(a, "--no-bw")) { no_bw = 1; continue; }
+        if (!strcmp(a, "--no-warmup")) { warmup = 0; continue; }
+        static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "edgeseek bench: unknown option %s\n", a);
+            usage_bench(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) { fprintf(stderr, "edgeseek bench: %s needs a value\n", a); usage_bench(stderr); return 2; }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-p")) bad = parse_list(a, v, 0, 1 << 20, pp, &n_pp);
+        else if (!strcmp(a, "-n")) bad = parse_list(a, v, 0, 1 << 20, tg, &n_tg);
+        else if (!strcmp(a, "-d")) bad = parse_list(a, v, 0, 1 << 20, depth, &n_depth);
+        else if (!strcmp(a, "-t")) bad = parse_list(a, v, 1, 1024, thr, &n_thr);
+        else if (!strcmp(a, "-r")) bad = cli_parse_int(a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--bw-mb")) bad = cli_parse_int(a, v, 1, 1L << 20, &bw_mb);
+        else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &numa);
+        if (bad) return 2;
+    }
+    if (!model) { fprintf(stderr, "edgeseek bench: -m MODEL is required\n"); usage_bench(stderr); return 2; }
+
+    /* the tests: every (pp or tg) at every depth, for every thread count */
+    int n_tests = 0;
+    long max_ctx = 0;
+    for (int d = 0; d < n_depth; d++) {
+        for (int i = 0; i < n_pp; i++)
+            if (pp[i]) { n_tests++; max_ctx = depth[d] + pp[i] > max_ctx ? depth[d] + pp[i] : max_ctx; }
+        for (int i = 0; i < n_tg; i++)
+            if (tg[i]) { n_tests++; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
+    }
+    if (!n_tests) { fprintf(stderr, "edgeseek bench: nothing to run (every -p and -n is 0)\n"); return 2; }
+
+    struct stat sb;
+    long long file_bytes = stat(model, &sb) == 0 ? (long long)sb.st_size : 0;
+    double t0 = cli_now();
+    char err[768];
+    es_load_params lp = {0};
+    lp.numa = numa;
+    es_model *m = NULL;
+    if (es_model_load(model, &lp, &m, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    es_session *s = NULL;
+    result *res = NULL;
+    int n_res = 0;
+    int32_t *tok = NULL;
+    float *logits = NULL;
+    double bw_of[MAX_LIST] = {0};
+    int t_of[MAX_LIST] = {0};
+    const int nv = es_model_n_vocab(m);
+    if (max_ctx + 1 > es_model_n_ctx_train(m)) {
+        fprintf(stderr, "edgeseek: the tests need a context of %ld tokens; the model was trained for %d\n",
+                max_ctx + 1, es_model_n_ctx_train(m));
+        goto done;
+    }
+    if (es_session_new(m, (int)max_ctx + 1, &s, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "edgeseek: %s\n", err);
+        goto done;
+    }
+    double t_load = cli_now() - t0;
+    long max_tok = 0;
+    for (int d = 0; d < n_depth; d++) max_tok = depth[d] > max_tok ? depth[d] : max_tok;
+    for (int i = 0; i < n_pp; i++) max_tok = pp[i] > max_tok ? pp[i] : max_tok;
+    tok = malloc(sizeof(int32_t) * (size_t)(max_tok + 1));
+    logits = malloc(sizeof(float) * (size_t)nv);
+    res = calloc((size_t)n_tests * (size_t)n_thr, sizeof *res);
+    if (!tok || !logits || !res) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+    const size_t bwb = bw_bytes(bw_mb);
+
+    for (int ti = 0; ti < n_thr; ti++) {
+        if (es_session_set_threads(s, (int)thr[ti], err, sizeof err) != ES_OK) {
+            fprintf(stderr, "edgeseek: %s\n", err);
+            goto done;
+        }
+        const int T = t_of[ti] = es_session_threads(s);
+        if (!no_bw) bw_of[ti] = measure_bw(bwb, T);
+        for (int d = 0; d < n_depth; d++) {
+            /* the context is prefilled once per depth; each run is cut back
+             * to it (es_session_truncate), so only the test is timed */
+            es_session_reset(s);
+            if (depth[d]) {
+                fill_tokens(tok, (int)depth[d], nv);
+                if (es_session_eval(s, tok, (int)depth[d], NULL, 0, err, sizeof err) != ES_OK) {
+                    fprintf(stderr, "edgeseek: %s\n", err);
+                    goto done;
+                }
+            }
+            for (int kind = 0; kind < 2; kind++) {
+                const int cnt = kind ? n_tg : n_pp;
+                for (int i = 0; i < cnt; i++) {
+                    const int np = kind ? 0 : (int)pp[i], ng = kind ? (int)tg[i] : 0;
+                    if (!np && !ng) continue;
+                    result *r = &res[n_res++];
+                    *r = (result){T, np, ng, (int)depth[d], (int)reps, calloc((size_t)reps, sizeof(double)), 0, 0,
+                                  {0}, bw_of[ti]};
+                    if (!r->ts) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+                    if (warmup && run_once(s, (int)depth[d], np, np ? 0 : 1, tok, logits, nv) < 0) goto done;
+                    for (int k = 0; k < reps; k++) {
+                        double dt = run_once(s, (int)depth[d], np, ng, tok, logits, nv);
+                        if (dt < 0) goto done;
+                        r->ts[k] = (np ? np : ng) / (dt > 0 ? dt : 1e-9);
+                    }
+                    stats(r);
+                    if (ng) es_model_decode_traffic(m, (int)depth[d] + ng / 2, &r->tr);
+                    if (!json) {
+                        char name[64];
+                        test_name(name, sizeof name, r);
+                        fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, name, r->mean, r->sd);
+                    }
+                }
+            }
+        }
+    }
+
+    es_decode_traffic tr0;
+    es_model_decode_traffic(m, 0, &tr0);
+    long rss = peak_rss_bytes();
+    if (json) {
+        printf("{\n  \"model\": ");
+        json_str(stdout, model);
+        printf(",\n  \"file_bytes\": %lld,\n  \"simd\": \"%s\",\n  \"numa\": ", file_bytes, es_simd_name());
+        json_str(stdout, es_model_numa_summary(m));
+        printf(",\n  \"load_s\": %.3f,\n  \"peak_rss_bytes\": %ld,\n  \"bandwidth_buffer_bytes\": %zu,\n", t_load,
+               rss, no_bw ? (size_t)0 : bwb);
+        printf("  \"decode_traffic\": ");
+        print_traffic_json(stdout, &tr0);
+        printf(",\n  \"results\": [\n");
+        for (int i = 0; i < n_res; i++) {
+            const result *r = &res[i];
+            char name[64];
+            test_name(name, sizeof name, r);
+            printf("    {\"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
+                   "\"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
+                   r->threads, name, r->n_prompt, r->n_gen, r->n_depth, r->mean, r->sd);
+            for (int k = 0; k < r->reps; k++) printf("%s%.4f", k ? ", " : "", r->ts[k]);
+            printf("], \"bandwidth_bytes_per_s\": %.0f", r->bw);
+            if (r->n_gen) {
+                printf(", \"weight_bytes_per_token\": %llu, \"kv_bytes_per_token\": %llu, "
+                       "\"bandwidth_fraction\": %.4f",
+                       (unsigned long long)r->tr.weights, (unsigned long long)r->tr.kv,
+                       r->bw > 0 ? (double)r->tr.weights * r->mean / r->bw : 0.0);
+            }
+            printf("}%s\n", i + 1 < n_res ? "," : "");
+        }
+        printf("  ]\n}\n");
+    } else {
+        printf("model: %s (%.2f GiB file)\nkernels: %s | %s\nload: %.3f s | peak RSS %.2f GiB\n", model,
+               file_bytes / 1073741824.0, es_simd_name(), es_model_numa_summary(m), t_load, rss / 1073741824.0);
+        printf("decode reads per token: %.3f GB of weights (attention %.3f, dense FFN %.3f, router %.3f, shared "
+               "%.3f, routed experts %.3f, output %.3f, embedding row %.6f) + KV %zu bytes per context token\n",
+               tr0.weights / 1e9, tr0.attention / 1e9, tr0.dense_ffn / 1e9, tr0.router / 1e9, tr0.shared / 1e9,
+               tr0.routed / 1e9, tr0.output / 1e9, tr0.embedding / 1e9, es_model_kv_bytes_per_token(m));
+        for (int ti = 0; ti < n_thr && !no_bw; ti++)
+            if (bw_of[ti] > 0)
+                printf("read bandwidth: %.1f GB/s with %d thread%s (%.0f MiB buffer, best of 6 passes)\n",
+                       bw_of[ti] / 1e9, t_of[ti], t_of[ti] == 1 ? "" : "s", bwb / 1048576.0);
+        printf("\n| threads | test | t/s | weights MB/token | GB/s | %% of read BW |\n"
+               "| ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for (int i = 0; i < n_res; i++) {
+            const result *r = &res[i];
+            char name[64];
+            test_name(name, sizeof name, r);
+            printf("| %d | %s | %.2f ± %.2f |", r->threads, name, r->mean, r->sd);
+            if (r->n_gen) {
+                double gbs = r->tr.weights * r->mean / 1e9;
+                printf(" %.1f | %.1f |", r->tr.weights / 1e6, gbs);
+                if (r->bw > 0) printf(" %.0f%% |\n", 100.0 * gbs * 1e9 / r->bw);
+                else printf(" - |\n");
+            } else {
+                printf(" - | - | - |\n");
+            }
+        }
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < n_res; i++) free(res[i].ts);
+    free(res);
+    free(tok);
+    free(logits);
+    es_session_free(s);
+    es_model_free(m);
+    return rc;
+}
