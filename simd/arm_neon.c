@@ -8,11 +8,16 @@
  * The file is compiled with no -march flag, so everything outside the
  * functions marked with a target attribute runs on any armv8.0-a core.
  *
- * Q8_0 and Q4_0 rows are multiplied with activations quantised to Q8_0 once
- * per product (act_type), in 8-bit integer arithmetic, as x86_avx2.c does;
- * float formats are widened to fp32 and use FMA.  Quantisers and
- * dequantisers here give bit-identical results to generic.c.  Slots left
- * empty fall back to generic.c. */
+ * Slots: matvec and matmul of F32, F16, BF16 (widened to fp32, FMA against
+ * fp32 activations), Q8_0, Q4_0 (against activations quantised to Q8_0 once
+ * per product, the act_type) and Q2_K..Q6_K (against Q8_K), in 8-bit
+ * integer arithmetic as x86_avx2.c does; the Q8_0 quantiser and the
+ * dequantisers of the basic formats, bit-identical to generic.c; rmsnorm,
+ * dot, axpy, silu_mul and softmax (with a vector exp).  For each format the
+ * three variants, and matvec and matmul, give the same floats bit for bit
+ * (see the 8-bit sections), so a prefill gives exactly the logits of
+ * token-by-token decoding on every Arm CPU.  Slots left empty fall back to
+ * generic.c. */
 #include "kernels.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
@@ -59,18 +64,24 @@ static inline AI float load1(enum float_fmt f, const void *p, int64_t i) {
 static inline AI void row_dots(enum float_fmt f, int nt, const void *row, const float *const *x, int64_t n,
                                float *out) {
     float32x4_t acc[4][4];
+#pragma GCC unroll 4
     for (int k = 0; k < nt; k++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) acc[k][j] = vdupq_n_f32(0);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             float32x4_t wv = load4(f, row, i + 4 * j);
+#pragma GCC unroll 4
             for (int k = 0; k < nt; k++) acc[k][j] = vfmaq_f32(acc[k][j], wv, vld1q_f32(x[k] + i + 4 * j));
         }
     for (; i + 4 <= n; i += 4) {
         float32x4_t wv = load4(f, row, i);
+#pragma GCC unroll 4
         for (int k = 0; k < nt; k++) acc[k][0] = vfmaq_f32(acc[k][0], wv, vld1q_f32(x[k] + i));
     }
+#pragma GCC unroll 4
     for (int k = 0; k < nt; k++) {
         float s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[k][0], acc[k][1]), vaddq_f32(acc[k][2], acc[k][3])));
         for (int64_t j = i; j < n; j++) s += load1(f, row, j) * x[k][j];
@@ -88,8 +99,10 @@ static inline AI void matmul_float(enum float_fmt f, const void *w, size_t rb, i
         for (; t + 4 <= n_tok; t += 4) {
             const float *x[4];
             float out[4];
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++) x[k] = (const float *)((const char *)act + (size_t)(t + k) * as);
             row_dots(f, 4, row, x, n, out);
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++) y[(t + k) * ys + r] = out[k];
         }
         for (; t < n_tok; t++) {
@@ -188,13 +201,16 @@ static inline AI int32x4_t block_dot(dot_acc_fn dot, wblock w, int8x16_t a0, int
  * a[k]: each weight block is unpacked once for all the tokens. */
 static inline AI void rows4_dots(dot_acc_fn dot, int is_q4, int nt, const void *const *row,
                                  const block_q8_0 *const *a, int64_t nb, float32x4_t *acc) {
+#pragma GCC unroll 4
     for (int k = 0; k < nt; k++) acc[k] = vdupq_n_f32(0);
     for (int64_t i = 0; i < nb; i++) {
         wblock w[4];
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) w[j] = block_weights(is_q4, row[j], i);
         uint16x4_t h = {block_scale(is_q4, row[0], i), block_scale(is_q4, row[1], i), block_scale(is_q4, row[2], i),
                         block_scale(is_q4, row[3], i)};
         float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(h));
+#pragma GCC unroll 4
         for (int k = 0; k < nt; k++) {
             int8x16_t a0 = vld1q_s8(a[k][i].qs), a1 = vld1q_s8(a[k][i].qs + 16);
             int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot(dot, w[0], a0, a1), block_dot(dot, w[1], a0, a1)),
@@ -212,19 +228,27 @@ static inline AI void matmul_q8act(dot_acc_fn dot, int is_q4, const void *w, siz
     const int64_t nb = n / 32;
     for (int64_t r = r0; r < r1; r += 4) {
         const void *row[4];
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) row[j] = (const char *)w + (size_t)(r + j < r1 ? r + j : r1 - 1) * rb;
         int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
         for (int64_t t = 0; t < n_tok;) {
             int nt = n_tok - t >= 4 ? 4 : 1;
             const block_q8_0 *a[4];
             float32x4_t acc[4];
+#pragma GCC unroll 4
             for (int k = 0; k < nt; k++) a[k] = (const block_q8_0 *)((const char *)act + (size_t)(t + k) * as);
             if (nt == 4) rows4_dots(dot, is_q4, 4, row, a, nb, acc);
             else rows4_dots(dot, is_q4, 1, row, a, nb, acc);
+#pragma GCC unroll 4
             for (int k = 0; k < nt; k++) {
-                float out[4];
-                vst1q_f32(out, acc[k]);
-                for (int j = 0; j < nr; j++) y[(t + k) * ys + r + j] = out[j];
+                float *yk = y + (t + k) * ys + r;
+                if (nr == 4) {
+                    vst1q_f32(yk, acc[k]);
+                } else {
+                    float out[4];
+                    vst1q_f32(out, acc[k]);
+                    for (int j = 0; j < nr; j++) yk[j] = out[j];
+                }
             }
             t += nt;
         }
@@ -369,6 +393,7 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
         const block_q5_K *b5 = (const block_q5_K *)blk;
         const uint8_t *qs = f == ES_TYPE_Q4_K ? b4->qs : b5->qs;
         k->d = h2f(b4->d), k->dmin = h2f(b4->dmin);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             uint8_t sc, m;
             es_k4_scale_min(j, b4->scales, &sc, &m);
@@ -378,6 +403,7 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
         /* weights 64h + l: low nibbles of qs[32h + l], 64h + 32 + l: high;
          * Q5_K's fifth bit is bit 2h (2h + 1 for the high nibbles) of qh[l] */
         uint8x16_t h0 = f == ES_TYPE_Q5_K ? vld1q_u8(b5->qh) : vdupq_n_u8(0), h1 = f == ES_TYPE_Q5_K ? vld1q_u8(b5->qh + 16) : h0;
+#pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
             uint8x16_t q0 = vld1q_u8(qs + 32 * h), q1 = vld1q_u8(qs + 32 * h + 16);
             uint8x16_t v[4] = {vandq_u8(q0, vdupq_n_u8(0x0f)), vandq_u8(q1, vdupq_n_u8(0x0f)), vshrq_n_u8(q0, 4),
@@ -388,6 +414,7 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
                 v[2] = vorrq_u8(v[2], bits8(h0, 2 * h + 1, 1, 4));
                 v[3] = vorrq_u8(v[3], bits8(h1, 2 * h + 1, 1, 4));
             }
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) k->q[4 * h + j] = vreinterpretq_s8_u8(v[j]);
         }
     } else if (f == ES_TYPE_Q2_K || f == ES_TYPE_Q3_K) {
@@ -404,8 +431,10 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
             for (int j = 0; j < 16; j++) k->sc[j] = es_k3_scale(j, b3->scales) - 32;
         }
         uint8x16_t m0 = f == ES_TYPE_Q3_K ? vld1q_u8(b3->hmask) : vdupq_n_u8(0), m1 = f == ES_TYPE_Q3_K ? vld1q_u8(b3->hmask + 16) : m0;
+#pragma GCC unroll 4
         for (int h = 0; h < 2; h++) {
             uint8x16_t q0 = vld1q_u8(qs + 32 * h), q1 = vld1q_u8(qs + 32 * h + 16);
+#pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {
                 uint8x16_t v0 = bits8(q0, 2 * p, 2, 0), v1 = bits8(q1, 2 * p, 2, 0);
                 if (f == ES_TYPE_Q3_K) {
@@ -423,9 +452,12 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
         const block_q6_K *b = (const block_q6_K *)blk;
         k->d = h2f(b->d), k->dmin = 0;
         for (int j = 0; j < 16; j++) k->sc[j] = b->scales[j];
+#pragma GCC unroll 4
         for (int h = 0; h < 2; h++) {
             uint8x16_t hh[2] = {vld1q_u8(b->qh + 32 * h), vld1q_u8(b->qh + 32 * h + 16)};
+#pragma GCC unroll 4
             for (int p = 0; p < 4; p++)
+#pragma GCC unroll 4
                 for (int e = 0; e < 2; e++) {
                     uint8x16_t lo = vld1q_u8(b->ql + 64 * h + 32 * (p & 1) + 16 * e);
                     lo = p < 2 ? vandq_u8(lo, vdupq_n_u8(0x0f)) : vshrq_n_u8(lo, 4);
@@ -441,8 +473,10 @@ static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t
                                float *acc) {
     kblock kb;
     kq_decode(f, blk, &kb);
+#pragma GCC unroll 4
     for (int k = 0; k < nt; k++) {
         int32x4_t s = vdupq_n_s32(0);
+#pragma GCC unroll 16
         for (int p = 0; p < 16; p += 2) {
             const int8_t *x = a[k]->qs + 16 * p;
             if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) { /* one scale for both pieces of a 32-weight sub-block */
@@ -477,10 +511,12 @@ static inline AI void matmul_kq(uint32_t f, dot_acc_fn dot, const void *w, size_
             const block_q8_K *a[4];
             float acc[4] = {0, 0, 0, 0};
             for (int64_t i = 0; i < nb; i++) {
+#pragma GCC unroll 4
                 for (int k = 0; k < nt; k++) a[k] = (const block_q8_K *)((const char *)act + (size_t)(t + k) * as) + i;
                 if (nt == 4) kq_block(f, dot, 4, row + (size_t)i * bb, a, acc);
                 else kq_block(f, dot, 1, row + (size_t)i * bb, a, acc);
             }
+#pragma GCC unroll 4
             for (int k = 0; k < nt; k++) y[(t + k) * ys + r] = acc[k];
             t += nt;
         }
@@ -574,6 +610,7 @@ static void quant_q8_0(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
         float32x4_t v[8], m = vdupq_n_f32(0);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             v[j] = vld1q_f32(x + 4 * j);
             m = vmaxnmq_f32(m, vabsq_f32(v[j]));
@@ -581,6 +618,7 @@ static void quant_q8_0(const float *src, void *dst, int64_t n) {
         float d = vmaxnmvq_f32(m) / 127.0f;
         float id = d ? 1.0f / d : 0.0f;
         b[i].d = es_f32_to_fp16(d);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j += 2) {
             int16x8_t q16 = vcombine_s16(vmovn_s32(vcvtaq_s32_f32(vmulq_n_f32(v[j], id))),
                                          vmovn_s32(vcvtaq_s32_f32(vmulq_n_f32(v[j + 1], id))));
@@ -651,8 +689,8 @@ static void rmsnorm_neon(float *y, const float *x, const float *w, int64_t n, fl
     for (; i < n; i++) y[i] = x[i] * inv * w[i];
 }
 
-/* e^x on 4 lanes, within 2 ulp of expf over the whole float range
- * (overflow to inf above ~88.72, gradual underflow to 0 below ~-87.3; NaN
+/* e^x on 4 lanes, within 1.3 ulp of the exact value over the whole float
+ * range (measured on every 61st float; overflow to inf above ~88.72, gradual underflow to 0 below ~-87.3; NaN
  * stays NaN).  x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two so that
  * n·ln2 is exact to fp32 precision); e^r from Cephes' degree-6 expf
  * polynomial; 2^n applied as two factors 2^(n/2) so that neither leaves
