@@ -4,9 +4,10 @@
  * BF16 (fp32 FMA against fp32 activations) and for Q8_0 and Q4_0 (8-bit
  * multiply-adds against activations quantised to Q8_0 once per product, the
  * act_type), and the vector operations rmsnorm, dot, axpy, silu_mul and
- * softmax (with a vectorised expf); and the K-quants Q2_K..Q6_K against
- * activations quantised to Q8_K, from x86_kquants.h.  Slots left empty
- * fall back to generic.c.
+ * softmax (with a vectorised expf); the K-quants Q2_K..Q6_K against
+ * activations quantised to Q8_K, from x86_kquants.h; and the activation
+ * quantisers (quant_row) of Q8_0 and Q8_K, bit for bit as generic's.  Slots
+ * left empty fall back to generic.c.
  *
  * Every product is built from one tile: R rows x T tokens computed in one
  * pass over those rows' weights, R*T accumulators in registers, so each
