@@ -473,21 +473,26 @@ static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t
                                float *acc) {
     kblock kb;
     kq_decode(f, blk, &kb);
+    /* pieces outside, tokens inside: each piece is read once */
+    int32x4_t s[4];
 #pragma GCC unroll 4
-    for (int k = 0; k < nt; k++) {
-        int32x4_t s = vdupq_n_s32(0);
-#pragma GCC unroll 16
-        for (int p = 0; p < 16; p += 2) {
+    for (int k = 0; k < nt; k++) s[k] = vdupq_n_s32(0);
+#pragma GCC unroll 8
+    for (int p = 0; p < 16; p += 2)
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
             const int8_t *x = a[k]->qs + 16 * p;
             if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) { /* one scale for both pieces of a 32-weight sub-block */
-                s = vmlaq_n_s32(s, dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
-                                kb.sc[p]);
+                s[k] = vmlaq_n_s32(s[k], dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
+                                   kb.sc[p]);
             } else {
-                s = vmlaq_n_s32(s, dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.sc[p]);
-                s = vmlaq_n_s32(s, dot(vdupq_n_s32(0), kb.q[p + 1], vld1q_s8(x + 16)), kb.sc[p + 1]);
+                s[k] = vmlaq_n_s32(s[k], dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.sc[p]);
+                s[k] = vmlaq_n_s32(s[k], dot(vdupq_n_s32(0), kb.q[p + 1], vld1q_s8(x + 16)), kb.sc[p + 1]);
             }
         }
-        acc[k] = fmaf((float)vaddvq_s32(s), kb.d * a[k]->d, acc[k]);
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        acc[k] = fmaf((float)vaddvq_s32(s[k]), kb.d * a[k]->d, acc[k]);
         if (kq_has_min(f)) {
             int16x8_t m0 = vld1q_s16(kb.m), m1 = vld1q_s16(kb.m + 8);
             int16x8_t b0 = vld1q_s16(a[k]->bsums), b1 = vld1q_s16(a[k]->bsums + 8);

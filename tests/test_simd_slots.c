@@ -91,7 +91,7 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
                 }
                 for (int64_t i = 0; i < n * MAX_TOK; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
                 /* mag[k*rows + r] = Σ|w·x| of row r, token k: the scale of fp32 rounding */
-                double *mag = calloc((size_t)(rows * MAX_TOK), sizeof(double));
+                double *mag = calloc((size_t)rows * MAX_TOK, sizeof(double));
                 for (int64_t r = 0; r < rows; r++) {
                     es_kernels_generic.dequant_row[t](w + (size_t)r * rb, deq, n);
                     for (int64_t k = 0; k < MAX_TOK; k++)
