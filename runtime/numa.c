@@ -471,6 +471,7 @@ static void sample_placement(es_numa_plan *p) {
         if (a->rep >= 0) continue;
         if (seen++ % step) continue;
         int nd = es_numa_page_node(a->ptr + a->len / 2);
+        if (nd < 0) continue; /* the kernel (or an emulator) cannot say: not a sample */
         p->st.sampled_pages++;
         p->st.pages_on_target += nd == p->topo.real_id[a->node];
     }
