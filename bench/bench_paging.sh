@@ -76,11 +76,12 @@ for cap in $caps; do
                 # llama.cpp: plain mmap of the file as it is (-nr), greedy
                 "$ML" "$cap" "$LC" -m "$model" -p "$prompt" -n "$ngen" -t "$threads" --temp 0 -nr -no-cnv \
                     --ignore-eos --no-warmup -c 512 < /dev/null > "$base.out" 2> "$base.err" || true
+                # llama.cpp's "load time" runs from the context's creation to the
+                # end of the first evaluation (the prompt): its time to first token
                 ld=$(field "$base.err" 's/.*load time = *\([0-9.]*\) ms.*/\1/p')
-                pe=$(field "$base.err" 's/.*prompt eval time = *\([0-9.]*\) ms.*/\1/p')
                 pt=$(field "$base.err" 's/.*prompt eval time.* \([0-9.]*\) tokens per second.*/\1/p')
                 gt=$(field "$base.err" 's/.* eval time.*runs.* \([0-9.]*\) tokens per second.*/\1/p')
-                ttft=$(awk -v a="$ld" -v b="$pe" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f", (a + b) / 1000 }')
+                ttft=$(awk -v a="$ld" 'BEGIN { if (a == "-") print "-"; else printf "%.1f", a / 1000 }')
                 hit=- pr=- st=-
                 engine=llama.cpp; m="-nr (plain mmap)"
             else

@@ -13,10 +13,6 @@
 #include "policy.h"
 #include "residency.h"
 
-/* The mode ES_EXPERTS_DEFAULT resolves to: chosen by measurement (README,
- * "Paging"). */
-#define ES_EXPERTS_DEFAULT_MODE ES_EXPERTS_MMAP
-
 enum { ST_ABSENT = 0, ST_QUEUED, ST_LOADING, ST_RESIDENT };
 enum { Q_DEMAND = 1, Q_PREFETCH = 2 };
 
@@ -39,6 +35,7 @@ typedef struct es_res_layer_stats {
 
 struct es_res {
     int mode, policy_kind;
+    int mode_auto;           /* the mode was chosen from the budget (ES_EXPERTS_DEFAULT) */
     const struct es_model *m;
     const uint8_t *base;     /* the read-only mapping of the whole file */
     int first_moe, L, E, k, U; /* MoE layers first_moe .. first_moe+L-1; U = L*E units */
@@ -93,6 +90,7 @@ struct es_res {
     int64_t n_loads, n_pf_loads, n_evictions, n_pf_wasted, n_pf_dropped, n_bursts, n_io_errors;
     int64_t bytes_loaded, max_resident, tokens, tokens_decode;
     double stall_s, stall_decode_s;
+    double load_cpu_s;       /* CPU time (user + system) the loads and evictions took */
     long majflt0, load_majflt;
     int64_t read_bytes0;
 };

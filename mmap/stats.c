@@ -69,6 +69,8 @@ void es_res_print_stats(es_res *r, FILE *f) {
     const int plain = r->mode == ES_EXPERTS_MMAP_PLAIN;
     fprintf(f, "[paging] mode %s", mode_name(r->mode));
     if (r->mode == ES_EXPERTS_PREAD) fprintf(f, " (%s)", r->fd_direct >= 0 ? "O_DIRECT" : "buffered + fadvise");
+    if (r->mode_auto)
+        fprintf(f, " [default: the experts %s the budget]", r->mode == ES_EXPERTS_MMAP ? "fit in" : "do not fit in");
     if (!plain)
         fprintf(f, ", policy %s, prefetch %s (%d I/O threads), mlock %s", r->policy_kind == ES_POL_LFU ? "lfu" : "lru",
                 r->prefetch ? "on" : "off", r->n_threads, r->mlock ? "on" : "off");
@@ -113,8 +115,8 @@ void es_res_print_stats(es_res *r, FILE *f) {
             ru.ru_majflt - r->majflt0);
     if (r->load_majflt) fprintf(f, " (%ld of them in expert loads)", r->load_majflt);
     if (!plain)
-        fprintf(f, "; %lld loads, %lld evictions; peak resident %lld experts", (long long)c.loads, (long long)c.evictions,
-                (long long)c.max_resident_units);
+        fprintf(f, "; %lld loads, %lld evictions (%.2f s of CPU); peak resident %lld experts", (long long)c.loads,
+                (long long)c.evictions, r->load_cpu_s, (long long)c.max_resident_units);
     if (c.io_errors) fprintf(f, "; %lld read errors (served from the mapping)", (long long)c.io_errors);
     fprintf(f, "\n");
     if (!plain) {

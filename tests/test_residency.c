@@ -223,6 +223,7 @@ typedef struct run_out {
     float *logits;    /* [n_prompt][V] then [n_gen][V] */
     int32_t toks[32];
     es_res_counts c;
+    int mode;         /* the mode the manager ran in */
     int ok;
 } run_out;
 
@@ -269,7 +270,10 @@ static void run_model(const char *path, const es_load_params *lp, int threads, t
         }
         last = lg;
     }
-    if (m->res) es_res_get_counts(m->res, &o->c);
+    if (m->res) {
+        es_res_get_counts(m->res, &o->c);
+        o->mode = es_res_mode(m->res);
+    }
     o->ok = 1;
 done:
     es_session_free(s);
@@ -356,7 +360,8 @@ static void test_model(model_case *mc) {
         int threads;
     } cfg[] = {
         {"mmap, derived budget", {.experts = ES_EXPERTS_MMAP}, 2},
-        {"default mode", {0}, 1},
+        {"default mode (the experts fit)", {0}, 1},
+        {"default mode, 2 experts' budget", {.mem_budget = 2 * slot}, 2},
         {"mmap, 1 expert, LRU", {.experts = ES_EXPERTS_MMAP, .mem_budget = mc->unit}, 2},
         {"mmap, k+1 experts, LFU", {.experts = ES_EXPERTS_MMAP, .mem_budget = mc->unit * (mc->k + 1), .policy = ES_POLICY_LFU}, 2},
         {"mmap, 3 experts, no prefetch, no I/O threads", {.experts = ES_EXPERTS_MMAP, .mem_budget = 3 * mc->unit, .no_prefetch = 1, .io_threads = -1}, 1},
@@ -386,6 +391,10 @@ static void test_model(model_case *mc) {
         if (cfg[i].lp.mem_budget == mc->unit || cfg[i].lp.mem_budget == slot)
             CHECK(o.c.cap_units == 1 && o.c.max_resident_units == 1, "%s, %s: one expert at a time", mc->file,
                   cfg[i].label);
+        if (!cfg[i].lp.experts)
+            CHECK(o.mode == (cfg[i].lp.mem_budget ? ES_EXPERTS_PREAD : ES_EXPERTS_MMAP),
+                  "%s, %s: the default is mmap when every expert fits, else pread (ran %d)", mc->file, cfg[i].label,
+                  o.mode);
         if (cfg[i].lp.mem_budget > slot * U)
             CHECK(o.c.loads <= U && o.c.evictions == 0, "%s, %s: each expert loaded once (%lld loads)", mc->file,
                   cfg[i].label, (long long)o.c.loads);
