@@ -50,6 +50,7 @@ static inline __attribute__((always_inline)) void tile_float(enum float_fmt f, i
     const char *row[4];
     const float *x[4];
     __m256 acc[4][4];
+    const size_t es = f == FMT_F32 ? 4 : 2;
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
 #pragma GCC unroll 4
@@ -61,7 +62,7 @@ static inline __attribute__((always_inline)) void tile_float(enum float_fmt f, i
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 wv[4];
-        if (T == 1 && R == 4) prefetch4(row[0], rb, (size_t)i * (f == FMT_F32 ? 4 : 2) + PF_AHEAD);
+        if (T == 1 && R == 4) matvec_prefetch(row[0], rb, (size_t)i * es, 8 * es);
 #pragma GCC unroll 4
         for (int k = 0; k < R; k++) wv[k] = load8(f, row[k], i);
 #pragma GCC unroll 4
@@ -218,7 +219,7 @@ static inline __attribute__((always_inline)) void tile_q8act(int is_q4, int R, i
 /* matvec: 4 rows a pass.  The four weight scales of a block are converted
  * together and multiplied by the activation's scale once; each row's factor
  * is then broadcast from memory (a load, no shuffle).  Software prefetch as
- * prefetch4 (x86_avx2_common.h) says. */
+ * matvec_prefetch (x86_avx2_common.h) says. */
 static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const void *w, size_t rb, int64_t nb,
                                                             const block_q8_0 *x, float *y, int64_t r) {
     const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
@@ -227,7 +228,7 @@ static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const voi
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float dd[4] __attribute__((aligned(16)));
     for (int64_t i = 0; i < nb; i++) {
-        prefetch4(row, rb, (size_t)i * bs + PF_AHEAD);
+        matvec_prefetch(row, rb, (size_t)i * bs, bs);
         const char *b0 = row + (size_t)i * bs;
         __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
         h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);

@@ -50,20 +50,32 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
 
-/* matvec prefetch: in a pass over 4 rows at once, each row's stream is
- * prefetched PF_AHEAD bytes ahead of where the pass is, and once that is
- * past the row's end, the same place in the next pass's rows: rows of a few
- * KiB are too short for the hardware prefetcher to ramp up on four
- * interleaved streams.  (bench/bench_kernels measures the effect.) */
-#ifndef PF_AHEAD
-#define PF_AHEAD 512
+/* matvec prefetch, called once per step of a pass over 4 rows at once;
+ * `done` bytes of each row are consumed, `step` more per step.
+ *
+ * Short rows (a pass of at most 32 KiB): the four interleaved streams, a
+ * few KiB each, are too short for the hardware prefetcher to ramp up on.
+ * So each step prefetches as many bytes of the next pass's 4 rows (rows
+ * r+4..r+7, contiguous) as it consumes of this pass's, walking them in
+ * address order: the next pass is in L1 when it starts.  Long rows: the
+ * hardware prefetcher follows each stream; it is helped 512 bytes ahead in
+ * each row (and at its end, the next pass's rows), so nothing is fetched
+ * long before its use.  (bench/bench_kernels shows the effect.) */
+#ifndef PF_WALK_MAX
+#define PF_WALK_MAX (32u << 10)
 #endif
-static inline void prefetch4(const char *row0, size_t rb, size_t off) {
-    if (off >= rb) off += 3 * rb;
-    _mm_prefetch(row0 + off, _MM_HINT_T0);
-    _mm_prefetch(row0 + rb + off, _MM_HINT_T0);
-    _mm_prefetch(row0 + 2 * rb + off, _MM_HINT_T0);
-    _mm_prefetch(row0 + 3 * rb + off, _MM_HINT_T0);
+static inline __attribute__((always_inline)) void matvec_prefetch(const char *row0, size_t rb, size_t done,
+                                                                  size_t step) {
+    if (4 * rb <= PF_WALK_MAX) {
+        const char *p = row0 + 4 * rb + 4 * done;
+#pragma GCC unroll 4
+        for (size_t j = 0; j < (4 * step + 63) / 64; j++) _mm_prefetch(p + 64 * j, _MM_HINT_T0);
+    } else {
+        size_t off = done + 512;
+        if (off >= rb) off += 3 * rb;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) _mm_prefetch(row0 + (size_t)k * rb + off, _MM_HINT_T0);
+    }
 }
 
 /* Prefill blocking: tokens per block so that a block's activations stay in

@@ -59,7 +59,7 @@ static inline __attribute__((always_inline)) void tile_f512(enum float_fmt f, in
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = i + 16 <= n ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512 wv[4];
-        if (T == 1 && R == 4) prefetch4(row[0], rb, (size_t)i * es + PF_AHEAD);
+        if (T == 1 && R == 4) matvec_prefetch(row[0], rb, (size_t)i * es, 16 * es);
 #pragma GCC unroll 4
         for (int k = 0; k < R; k++) wv[k] = load16(f, row[k], i, m);
 #pragma GCC unroll 4
@@ -175,7 +175,7 @@ static inline __attribute__((always_inline)) void mv4_vnni(int is_q4, const void
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float dd[4] __attribute__((aligned(16)));
     for (int64_t i = 0; i < nb; i++) {
-        prefetch4(row, rb, (size_t)i * bs + PF_AHEAD);
+        matvec_prefetch(row, rb, (size_t)i * bs, bs);
         const char *b0 = row + (size_t)i * bs;
         __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
         h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);

@@ -26,6 +26,12 @@
 #include "kernels.h"
 #include "x86_avx2_common.h"
 
+/* matvec rows are read one after another, a single stream the hardware
+ * prefetcher follows; software prefetch KPF bytes ahead still helps it
+ * (measured, bench/bench_kernels) */
+#ifndef KPF
+#define KPF 2048
+#endif
 enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6 };
 
 static inline size_t kq_block_bytes(enum kfmt f) {
@@ -243,6 +249,11 @@ static inline __attribute__((always_inline)) void kq_row(enum kfmt f, int T, con
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        if (KPF && T == 1) {
+            const char *p = (const char *)row + (size_t)i * bs + KPF;
+#pragma GCC unroll 4
+            for (size_t j = 0; j < (bs + 63) / 64; j++) _mm_prefetch(p + 64 * j, _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) x[t] = (const block_q8_K *)((const char *)act + (size_t)t * as) + i;
         kq_block(f, T, row + (size_t)i * bs, x, acc);
