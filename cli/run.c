@@ -27,10 +27,11 @@ static void usage_run(FILE *f) {
             "paging of routed experts (README \"Paging\"):\n"
             "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n"
             "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n"
-            "  --experts MODE mmap | pread | mmap-plain (default mmap)\n"
+            "  --experts MODE mmap | pread | mmap-plain (default: mmap when every expert fits the\n"
+            "                budget, else pread)\n"
             "  --policy P    lru | lfu: which experts stay (default lru)\n"
             "  --no-prefetch do not predict and prefetch the next layer's experts\n"
-            "  --io-threads N background loader threads (default 2; 0: loads on the compute thread)\n"
+            "  --io-threads N background loader threads (default 4; 0: loads on the compute thread)\n"
             "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n"
             "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n"
             "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n");

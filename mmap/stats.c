@@ -103,7 +103,7 @@ void es_res_print_stats(es_res *r, FILE *f) {
                 pct(c.misses, c.accesses));
     if (c.predicted)
         fprintf(f, "[paging] prefetch: %lld predicted, precision %.1f%%, recall %.1f%%; %lld prefetch loads, "
-                   "%lld evicted unused, %lld dropped, %lld miss bursts\n",
+                   "%lld never used, %lld dropped unstarted, %lld miss bursts\n",
                 (long long)c.predicted, pct(c.predicted_used, c.predicted), pct(c.predicted_used, c.actual_predicted),
                 (long long)r->n_pf_loads, (long long)r->n_pf_wasted, (long long)r->n_pf_dropped, (long long)r->n_bursts);
     struct rusage ru;

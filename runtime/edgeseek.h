@@ -72,7 +72,7 @@ typedef struct es_load_params {
                             KV cache of n_ctx tokens, scratch and a margin */
     int policy;          /* es_cache_policy */
     int no_prefetch;     /* do not predict and prefetch the next layer's experts */
-    int io_threads;      /* background loader threads (0: 2; -1: none, loads on the caller) */
+    int io_threads;      /* background loader threads (0: 4; -1: none, loads on the caller) */
     int mlock;           /* mlock the always-hot weights and resident experts when permitted */
     int no_direct;       /* pread mode: buffered reads instead of O_DIRECT */
     int n_ctx;           /* context the derived budget leaves KV room for (0: min(training, 4096)) */
