@@ -46,8 +46,10 @@ static int64_t read_stat_key(const char *path, const char *key, int64_t mult) {
 
 /* This process's path in the hierarchy: the "N:memory:/path" line (v1,
  * version 1) or the "0::/path" line (v2, version 2). */
-static int cgroup_path(int version, char *out, size_t cap) {
-    FILE *f = fopen("/proc/self/cgroup", "r");
+static int cgroup_path(const char *sysroot, int version, char *out, size_t cap) {
+    char pc[4096];
+    snprintf(pc, sizeof pc, "%s/proc/self/cgroup", sysroot);
+    FILE *f = fopen(pc, "r");
     if (!f) return -1;
     char line[4096];
     int found = -1;
@@ -56,6 +58,7 @@ static int cgroup_path(int version, char *out, size_t cap) {
         char *c1 = strchr(line, ':');
         char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2) continue;
+        *c1 = 0; /* line: the hierarchy id; c1 + 1: the controllers; c2 + 1: the path */
         *c2 = 0;
         const char *ctl = c1 + 1;
         int match = 0;
@@ -79,9 +82,9 @@ static int cgroup_path(int version, char *out, size_t cap) {
 
 /* Walks from the process's group up to the root of the hierarchy mounted at
  * root and keeps the tightest limit with that group's usage. */
-static void probe_hierarchy(es_mem_info *mi, int version, const char *root) {
+static void probe_hierarchy(es_mem_info *mi, const char *sysroot, int version, const char *root) {
     char rel[2048];
-    if (cgroup_path(version, rel, sizeof rel) != 0) return;
+    if (cgroup_path(sysroot, version, rel, sizeof rel) != 0) return;
     const char *limit_f = version == 1 ? "memory.limit_in_bytes" : "memory.max";
     const char *usage_f = version == 1 ? "memory.usage_in_bytes" : "memory.current";
     /* v1 memory.stat counts the group with its children as total_*; v2 always does */
@@ -89,7 +92,7 @@ static void probe_hierarchy(es_mem_info *mi, int version, const char *root) {
     const char *inactive_k = version == 1 ? "total_inactive_file" : "inactive_file";
     for (;;) {
         char dir[4096], path[4200];
-        snprintf(dir, sizeof dir, "%s%s", root, strcmp(rel, "/") ? rel : "");
+        snprintf(dir, sizeof dir, "%s%s%s", sysroot, root, strcmp(rel, "/") ? rel : "");
         snprintf(path, sizeof path, "%s/%s", dir, limit_f);
         int64_t lim = read_int_file(path);
         /* v1 writes "no limit" as a huge page-rounded number */
@@ -109,19 +112,25 @@ static void probe_hierarchy(es_mem_info *mi, int version, const char *root) {
     }
 }
 
-void es_mem_probe(es_mem_info *mi) {
+void es_mem_probe(es_mem_info *mi) { es_mem_probe_at(mi, ""); }
+
+void es_mem_probe_at(es_mem_info *mi, const char *sysroot) {
     memset(mi, 0, sizeof *mi);
     mi->cgroup_limit = mi->cgroup_usage = mi->cgroup_file = -1;
-    mi->mem_available = read_stat_key("/proc/meminfo", "MemAvailable", 1024);
-    FILE *f = fopen("/sys/fs/cgroup/memory/memory.limit_in_bytes", "r");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/proc/meminfo", sysroot);
+    mi->mem_available = read_stat_key(path, "MemAvailable", 1024);
+    snprintf(path, sizeof path, "%s/sys/fs/cgroup/memory/memory.limit_in_bytes", sysroot);
+    FILE *f = fopen(path, "r");
     if (f) {
         fclose(f);
-        probe_hierarchy(mi, 1, "/sys/fs/cgroup/memory");
+        probe_hierarchy(mi, sysroot, 1, "/sys/fs/cgroup/memory");
     }
-    f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
+    snprintf(path, sizeof path, "%s/sys/fs/cgroup/cgroup.controllers", sysroot);
+    f = fopen(path, "r");
     if (f) {
         fclose(f);
-        probe_hierarchy(mi, 2, "/sys/fs/cgroup");
+        probe_hierarchy(mi, sysroot, 2, "/sys/fs/cgroup");
     }
     mi->available = mi->mem_available;
     if (mi->cgroup_limit >= 0) {

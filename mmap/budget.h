@@ -17,6 +17,8 @@ typedef struct es_mem_info {
 } es_mem_info;
 
 void es_mem_probe(es_mem_info *mi);
+/* The same with every path under sysroot ("" = this system): for tests. */
+void es_mem_probe_at(es_mem_info *mi, const char *sysroot);
 
 /* Parses "123", "4K", "512M", "4G", "1T" (binary multiples, optional "B"/"iB"
  * after the letter, a decimal fraction allowed with a suffix: "1.5G").

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -182,9 +183,74 @@ static void test_budget(void) {
     CHECK(mi.cgroup_version == 0 || mi.cgroup_limit > 0, "a cgroup limit comes with a value");
 }
 
-/* ---- the manager and the forward pass ------------------------------------------ */
-
 static char g_dir[64];
+
+/* Writes root/rel (making its directories) with the given text. */
+static void put(const char *root, const char *rel, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* The memory probe on fake /proc and /sys trees: cgroup v2 with a tighter
+ * parent, v1 with an unlimited root, none. */
+static void test_mem_probe(void) {
+    char root[128];
+    snprintf(root, sizeof root, "%s/v2", g_dir);
+    put(root, "proc/meminfo", "MemTotal:       16777216 kB\nMemAvailable:    8388608 kB\n");
+    put(root, "proc/self/cgroup", "0::/user.slice/job\n");
+    put(root, "sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
+    put(root, "sys/fs/cgroup/user.slice/memory.max", "max\n");
+    put(root, "sys/fs/cgroup/user.slice/job/memory.max", "4294967296\n");
+    put(root, "sys/fs/cgroup/user.slice/job/memory.current", "1073741824\n");
+    put(root, "sys/fs/cgroup/user.slice/job/memory.stat", "anon 1\nactive_file 268435456\ninactive_file 268435456\n");
+    es_mem_info mi;
+    es_mem_probe_at(&mi, root);
+    /* 4 GiB limit, 1 GiB charged of which 512 MiB page cache: 3.5 GiB left, under MemAvailable's 8 */
+    CHECK(mi.cgroup_version == 2 && mi.cgroup_limit == 4LL << 30 && mi.cgroup_usage == 1LL << 30 &&
+              mi.cgroup_file == 512LL << 20 && mi.mem_available == 8LL << 30 && mi.available == 7LL << 29,
+          "cgroup v2: version %d limit %lld usage %lld file %lld available %lld", mi.cgroup_version,
+          (long long)mi.cgroup_limit, (long long)mi.cgroup_usage, (long long)mi.cgroup_file, (long long)mi.available);
+    put(root, "sys/fs/cgroup/user.slice/memory.max", "2147483648\n");
+    put(root, "sys/fs/cgroup/user.slice/memory.current", "0\n");
+    es_mem_probe_at(&mi, root);
+    CHECK(mi.cgroup_limit == 2LL << 30 && mi.available == 2LL << 30, "a tighter parent limit wins (%lld)",
+          (long long)mi.available);
+
+    snprintf(root, sizeof root, "%s/v1", g_dir);
+    put(root, "proc/meminfo", "MemAvailable:     524288 kB\n");
+    put(root, "proc/self/cgroup", "12:cpu,cpuacct:/x\n5:memory:/memlimit.1\n0::/\n");
+    put(root, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    put(root, "sys/fs/cgroup/memory/memlimit.1/memory.limit_in_bytes", "1073741824\n");
+    put(root, "sys/fs/cgroup/memory/memlimit.1/memory.usage_in_bytes", "104857600\n");
+    put(root, "sys/fs/cgroup/memory/memlimit.1/memory.stat", "cache 1\ntotal_active_file 0\ntotal_inactive_file 52428800\n");
+    es_mem_probe_at(&mi, root);
+    /* 1 GiB - (100 - 50) MiB = 974 MiB, but MemAvailable says 512 MiB */
+    CHECK(mi.cgroup_version == 1 && mi.cgroup_limit == 1LL << 30 && mi.available == 512LL << 20,
+          "cgroup v1: version %d limit %lld available %lld", mi.cgroup_version, (long long)mi.cgroup_limit,
+          (long long)mi.available);
+    put(root, "proc/meminfo", "MemAvailable:    4194304 kB\n");
+    es_mem_probe_at(&mi, root);
+    CHECK(mi.available == (1LL << 30) - (50LL << 20), "cgroup v1: limit less what is not page cache (%lld)",
+          (long long)mi.available);
+
+    snprintf(root, sizeof root, "%s/none", g_dir);
+    put(root, "proc/meminfo", "MemAvailable:    1048576 kB\n");
+    es_mem_probe_at(&mi, root);
+    CHECK(mi.cgroup_version == 0 && mi.cgroup_limit == -1 && mi.available == 1LL << 30, "no cgroup: MemAvailable");
+}
+
+/* ---- the manager and the forward pass ------------------------------------------ */
 
 static int gen(const char *args, const char *out) {
     char cmd[1024];
@@ -369,6 +435,7 @@ static void test_model(model_case *mc) {
         {"pread, 1 expert", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot}, 2},
         {"pread, 1 expert, no I/O threads", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot, .io_threads = -1}, 1},
         {"pread, k experts, buffered", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot * mc->k, .no_direct = 1}, 2},
+        {"pread, k+1 experts, mlock", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot * (mc->k + 1), .mlock = 1}, 2},
         {"pread, half the experts, LFU, 4 I/O threads", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot * (U / 2), .policy = ES_POLICY_LFU, .io_threads = 4}, 2},
         {"pread, everything", {.experts = ES_EXPERTS_PREAD, .mem_budget = slot * (U + 1)}, 2},
     };
@@ -488,6 +555,7 @@ int main(void) {
         CHECK(0, "mkdtemp");
         return test_summary();
     }
+    test_mem_probe();
     if (access(test_build_path("gen_model"), X_OK) != 0) {
         CHECK(0, "%s not built", test_build_path("gen_model"));
     } else {
