@@ -15,8 +15,8 @@
 #
 # Peak RSS: llama-bench's from /usr/bin/time -v; edgeseek's is the VmHWM it
 # reports itself, because its bandwidth probe runs in a child process whose
-# buffer /usr/bin/time would add.  Warm load: the model is read once first
-# so the page cache holds it; llama.cpp's figure is its own "load time"
+# buffer /usr/bin/time would add.  Warm load: the file is read before each
+# tool runs, so the page cache holds it; llama.cpp's figure is its own "load time"
 # (from llama-completion, which counts up to the first evaluation of a
 # one-token prompt), edgeseek's is load + session set-up from its bench.
 set -eu
@@ -60,13 +60,16 @@ for model in "$@"; do
     [ -r "$model" ] || { echo "compare_llama.sh: cannot read $model" >&2; exit 1; }
     echo
     echo "== $model ($(du -h "$model" | cut -f1)), $threads threads"
-    cat "$model" > /dev/null    # warm the page cache
-
+    # each tool starts with the file in the page cache: llama.cpp's repacked
+    # copy can push the file's pages out while it runs
+    cat "$model" > /dev/null
     /usr/bin/time -v -o "$tmp/lb.time" "$LB" -m "$model" -t "$threads" -p "$pp" -n "$tg" -d "$depth" \
         -r "$reps" -fa "$FA" -o json > "$tmp/lb.json" 2> "$tmp/lb.err" ||
         { echo "llama-bench failed:"; tail -20 "$tmp/lb.err"; exit 1; }
+    cat "$model" > /dev/null
     "$LC" -m "$model" -t "$threads" -p "hi" -n 1 -no-cnv --no-warmup -c 256 -fa "$FA" \
         < /dev/null > /dev/null 2> "$tmp/lc.err" || true
+    cat "$model" > /dev/null
     "$ES" bench -m "$model" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r "$reps" --json \
         > "$tmp/es.json" 2> "$tmp/es.err" ||
         { echo "edgeseek bench failed:"; tail -20 "$tmp/es.err"; exit 1; }
