@@ -15,7 +15,8 @@
  * (each chunk computing every token of the batch, so weights are read once
  * per batch), attention by (token, head), and the routed experts of a layer
  * as (expert, row-chunk) units in two parallel regions (gate+up, then down),
- * with the batch's tokens grouped by the expert they routed to.  Every
+ * with the batch's tokens grouped by the expert they routed to and each
+ * expert's units started on the threads of the NUMA node holding it.  Every
  * output value is computed by exactly one unit in a fixed order, so results
  * do not depend on the thread count.
  *
@@ -29,6 +30,7 @@
 
 #include "kernels.h"
 #include "model.h"
+#include "numa.h"
 #include "residency.h"
 #include "threadpool.h"
 
@@ -82,6 +84,9 @@ typedef struct matmul_job {
     int T;
     float *y;
     int64_t y_stride;
+    /* NUMA replicate: read base through the running thread's node copy */
+    const es_numa_plan *replicas;
+    const es_pool *pool;
 } matmul_job;
 
 static void matmul_rows(const matmul_job *j, int64_t r0, int64_t r1) {
@@ -95,8 +100,21 @@ static void matmul_rows(const matmul_job *j, int64_t r0, int64_t r1) {
 }
 
 static void matmul_task(void *ctx, int64_t r0, int64_t r1, int tid) {
-    (void)tid;
-    matmul_rows(ctx, r0, r1);
+    const matmul_job *j = ctx;
+    if (j->replicas) { /* the same bytes, from this node's copy */
+        matmul_job local = *j;
+        local.base = es_numa_local(j->replicas, j->base, es_pool_thread_node(j->pool, tid));
+        matmul_rows(&local, r0, r1);
+        return;
+    }
+    matmul_rows(j, r0, r1);
+}
+
+/* The plan whose per-node copies matrix products should read: only under
+ * --numa replicate on several nodes, when memory allowed the copies. */
+static const es_numa_plan *replicas_of(const es_session *s) {
+    const es_numa_plan *p = s->m->numa;
+    return es_pool_nodes(s->pool) > 1 && es_numa_plan_stats(p) && es_numa_plan_stats(p)->n_replicas > 0 ? p : NULL;
 }
 
 /* Converts T rows of X (x_stride floats apart, n used) to act_type in buf;
@@ -116,7 +134,7 @@ static matmul_job make_job(const es_weight *w, int64_t mat, const void *act, siz
                            int64_t y_stride) {
     es_matvec_plan plan = es_plan_matvec(w->type);
     matmul_job j = {plan.fn, es_kern()->matmul[w->type], w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n,
-                    act, act_stride, T, Y, y_stride};
+                    act, act_stride, T, Y, y_stride, NULL, NULL};
     return j;
 }
 
@@ -140,6 +158,8 @@ static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *
     size_t stride;
     const void *act = prepare_rows(plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
     matmul_job j = make_job(w, mat, act, stride, T, Y, y_stride);
+    j.replicas = replicas_of(s);
+    j.pool = s->pool;
     es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
 }
 
@@ -315,6 +335,8 @@ static void router_scores(es_session *s, const es_layer *ly, const float *X, flo
         j.mv = es_kernels_generic.matvec[w->type];
         j.mm = NULL;
     }
+    j.replicas = replicas_of(s);
+    j.pool = s->pool;
     es_pool_run(s->pool, matmul_task, &j, E, row_chunk(w->row_bytes, E, T));
     for (int t = 0; t < T; t++) {
         float *sc_t = out + (size_t)t * E;
@@ -382,12 +404,16 @@ static void select_experts(const es_hparams *hp, const float *bias, const float 
 
 /* Routed experts run as (expert, row chunk) units over the rows of the batch
  * gathered by expert, for a group of experts that are resident together
- * (mmap/residency.h hands them out; ptr holds each one's matrices). */
+ * (mmap/residency.h hands them out; ptr holds each one's matrices).  The
+ * group is ordered by the NUMA node that owns each expert, and each node's
+ * units start on that node's threads (numa.h, threadpool.h). */
 typedef struct expert_job {
     es_session *s;
+    int layer;
     const es_layer *ly;
     const int32_t *ids;  /* [n] the group's experts */
     const uint8_t *(*ptr)[3]; /* [n] their gate, up, down matrices */
+    const int32_t *order;/* [n] positions in ids, grouped by owning node */
     int64_t chunk;       /* rows per unit */
     int64_t units_per;   /* units per expert */
     int phase;           /* 0: gate+up+silu, 1: down */
@@ -405,16 +431,16 @@ static matmul_job expert_mat(const es_weight *w, const uint8_t *base, const void
 }
 
 static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    (void)tid;
     const expert_job *j = ctx;
     const es_scratch *sc = j->s->scratch;
     const es_layer *ly = j->ly;
     const int64_t F = j->s->m->hp.moe_ffn_dim, D = j->s->m->hp.dim;
     for (int64_t u = i0; u < i1; u++) {
-        int64_t gi = u / j->units_per;
+        int64_t gi = j->order[u / j->units_per];
         int e = j->ids[gi];
         int64_t first = sc->ex_start[e], nrows = sc->ex_start[e + 1] - first;
         int64_t r0 = (u % j->units_per) * j->chunk;
+        if (j->s->unit_fn) j->s->unit_fn(j->s->unit_user, j->layer, e, j->phase, es_pool_thread_node(j->s->pool, tid));
         const uint8_t *act = (const uint8_t *)j->act + (size_t)first * j->act_stride;
         if (j->phase == 0) {
             int64_t r1 = r0 + j->chunk < F ? r0 + j->chunk : F;
@@ -440,16 +466,42 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     }
 }
 
-static void run_experts(es_session *s, const es_layer *ly, const int32_t *ids, const uint8_t *(*ptr)[3], int n,
-                        int phase, int64_t out_rows, const void *act, size_t act_stride, int generic_gate_up) {
+/* Orders the group's n experts by the node that owns them: order[i] is the
+ * position in sc->grp of the i-th expert in node order (stable, a counting
+ * sort), per_node[k] how many node k owns.  The order changes no result:
+ * every expert's rows are its own units. */
+static void group_by_node(es_session *s, int il, int n, int32_t *order, int *per_node) {
+    const es_scratch *sc = s->scratch;
+    const int N = es_pool_nodes(s->pool);
+    int64_t next[ES_MAX_NODES];
+    memset(per_node, 0, sizeof(int) * (size_t)N);
+    for (int i = 0; i < n; i++) per_node[es_numa_expert_node(s->m->numa, il, sc->grp[i]) % N]++;
+    next[0] = 0;
+    for (int k = 1; k < N; k++) next[k] = next[k - 1] + per_node[k - 1];
+    for (int i = 0; i < n; i++) order[next[es_numa_expert_node(s->m->numa, il, sc->grp[i]) % N]++] = i;
+}
+
+static void run_experts(es_session *s, int il, const int32_t *order, const int *per_node, int phase,
+                        int64_t out_rows, const void *act, size_t act_stride, int generic_gate_up) {
     /* Each expert's matrix in four units of a multiple of 16 rows: a split
      * that depends on nothing but the matrix (not the thread count, the
-     * group of experts or their tokens), so a kernel's row grouping, and so
-     * every result, is the same in any mode, budget or thread count. */
+     * nodes, the group of experts or their tokens), so a kernel's row
+     * grouping, and so every result, is the same in any mode, budget,
+     * thread or node count. */
     int64_t chunk = round16((out_rows + 3) / 4);
     int64_t per = (out_rows + chunk - 1) / chunk;
-    expert_job j = {s, ly, ids, ptr, chunk, per, phase, act, act_stride, generic_gate_up};
-    es_pool_run(s->pool, expert_task, &j, (int64_t)n * per, 1);
+    const es_scratch *sc = s->scratch;
+    expert_job j = {s, il, &s->m->layers[il], sc->grp, sc->grp_ptr, order, chunk, per, phase, act, act_stride,
+                    generic_gate_up};
+    /* node k's units follow node k-1's (the group is ordered by node); a
+     * node's threads take its units first and then help the others, since
+     * with k of E experts chosen per token the nodes rarely get equal
+     * shares, and a remote read beats an idle core */
+    const int N = es_pool_nodes(s->pool);
+    int64_t node_start[ES_MAX_NODES + 1];
+    node_start[0] = 0;
+    for (int k = 0; k < N; k++) node_start[k + 1] = node_start[k] + (int64_t)per_node[k] * per;
+    es_pool_run_nodes(s->pool, expert_task, &j, node_start, 1, 1);
 }
 
 /* Predicts the experts model layer il will route the batch to by applying
@@ -546,7 +598,10 @@ static void moe(es_session *s, int il, int T) {
                 sc->grp_ptr[i][2] = ly->down_exps.data + (size_t)e * ly->down_exps.mat_bytes;
             }
         }
-        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 0, F, sc->act_gather, in_stride, mixed);
+        /* ex_fill is free once the rows are gathered: the group's node order */
+        int per_node[ES_MAX_NODES];
+        group_by_node(s, il, n, sc->ex_fill, per_node);
+        run_experts(s, il, sc->ex_fill, per_node, 0, F, sc->act_gather, in_stride, mixed);
         /* the down projection's input: the group's hidden rows in its kernel's format */
         const void *hact = sc->ex_g;
         if (pd.act_type != ES_TYPE_F32) {
@@ -555,7 +610,7 @@ static void moe(es_session *s, int il, int T) {
                 for (int32_t row = sc->ex_start[sc->grp[i]]; row < sc->ex_start[sc->grp[i] + 1]; row++)
                     es_prepare_act(pd.act_type, sc->ex_g + (size_t)row * F, (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
         }
-        run_experts(s, ly, sc->grp, sc->grp_ptr, n, 1, D, hact, h_stride, 0);
+        run_experts(s, il, sc->ex_fill, per_node, 1, D, hact, h_stride, 0);
         if (res) es_res_release(res, sc->grp, n);
     }
     if (res) es_res_end(res);

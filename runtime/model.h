@@ -108,6 +108,10 @@ struct es_session {
     struct es_pool *pool;
     es_route_fn route_fn;
     void *route_user;
+    /* test hook: called in every routed-expert unit with its layer, expert,
+     * phase (0 gate+up, 1 down) and the node of the thread running it */
+    void (*unit_fn)(void *user, int layer, int expert, int phase, int node);
+    void *unit_user;
 };
 
 /* forward.c: scratch for batches of tokens and n_threads workers */

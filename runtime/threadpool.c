@@ -81,7 +81,8 @@ struct es_pool {
     es_task_fn fn;
     void *ctx;
     int64_t chunk;
-    int node_job;            /* 1: items never leave their node */
+    int node_job;            /* 1: node-aware loop (items start on their node) */
+    int steal;               /* node-aware loop: idle threads help other nodes */
     queue *q;                /* [n_nodes], cache-line aligned */
     _Alignas(CACHE_LINE) atomic_uint_fast64_t generation;
     atomic_int stop;
@@ -104,6 +105,14 @@ static void do_job(es_pool *p, int tid) {
     if (p->node_job) {
         for (int k = 0; k < N; k++)
             if (p->serve[k] == home) drain(p, &p->q[k], tid);
+        if (!p->steal) return;
+        /* every queue this thread serves is empty now (counters only
+         * grow): help the other nodes, nearest id first, so one busy node
+         * does not leave the rest idle */
+        for (int j = 1; j < N; j++) {
+            int k = (home + j) % N;
+            if (p->serve[k] != home) drain(p, &p->q[k], tid);
+        }
         return;
     }
     /* own share first, then help the other nodes in turn */
@@ -284,13 +293,26 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *ctx, int64_t n, int64_t chunk)
     publish_and_join(p);
 }
 
-void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node_start, int64_t chunk) {
+void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node_start, int64_t chunk, int steal) {
     const int N = es_pool_nodes(p);
     const int64_t n = node_start[N];
     if (n <= node_start[0]) return;
     if (chunk < 1) chunk = 1;
-    if (!p || p->n_threads == 1) {
-        /* one thread serves every node; chunks still stay within a node */
+    /* serial on the caller: one thread, or a single chunk that the caller
+     * may take (its node's, or any when stealing) — waking the workers
+     * would cost more than the chunk */
+    int serial = !p || p->n_threads == 1;
+    if (!serial && n - node_start[0] <= chunk) {
+        int k = 0;
+        while (node_start[k + 1] <= node_start[0]) k++;
+        serial = steal || p->serve[k] == 0;
+    }
+    if (serial) {
+        for (int k = 0; p && k < N; k++) { /* nothing left for es_pool_node_left */
+            atomic_store_explicit(&p->q[k].next, node_start[k + 1], memory_order_relaxed);
+            p->q[k].end = node_start[k + 1];
+        }
+        /* chunks still stay within a node */
         for (int k = 0; k < N; k++)
             for (int64_t i = node_start[k]; i < node_start[k + 1]; i += chunk)
                 fn(ctx, i, i + chunk < node_start[k + 1] ? i + chunk : node_start[k + 1], 0);
@@ -300,11 +322,18 @@ void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node
     p->ctx = ctx;
     p->chunk = chunk;
     p->node_job = 1;
+    p->steal = steal;
     for (int k = 0; k < N; k++) {
         atomic_store_explicit(&p->q[k].next, node_start[k], memory_order_relaxed);
         p->q[k].end = node_start[k + 1];
     }
     publish_and_join(p);
+}
+
+int64_t es_pool_node_left(es_pool *p, int k) {
+    if (!p || k < 0 || k >= p->n_nodes) return 0;
+    int64_t left = p->q[k].end - atomic_load_explicit(&p->q[k].next, memory_order_relaxed);
+    return left > 0 ? left : 0;
 }
 
 int es_default_threads(void) {

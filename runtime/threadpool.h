@@ -14,7 +14,8 @@
  * [0, n), each share with its own counter on its own cache line, and a
  * thread whose share runs dry helps the others; shares are cut at
  * multiples of the chunk, so fn sees the same ranges as with one node.  Node-aware loops
- * (es_pool_run_nodes) never move an item off its node.
+ * (es_pool_run_nodes) start every item on its own node and, when asked,
+ * let threads that ran out of their node's items take other nodes'.
  */
 #ifndef ES_THREADPOOL_H
 #define ES_THREADPOOL_H
@@ -52,11 +53,17 @@ int es_pool_serving_node(const es_pool *p, int k);
 int es_pool_pinned(const es_pool *p);
 
 /* Node-aware loop: items [node_start[k], node_start[k+1]) belong to node k,
- * for k < es_pool_nodes(p) (node_start has nodes + 1 entries, ascending,
- * node_start[0] = 0), and run only on threads of es_pool_serving_node(k),
- * in chunks of `chunk` items that never span two nodes.  Each item runs
- * exactly once. */
-void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node_start, int64_t chunk);
+ * for k < es_pool_nodes(p) (node_start has nodes + 1 entries, ascending),
+ * in chunks of `chunk` items that never span two nodes; each item runs
+ * exactly once.  Threads of es_pool_serving_node(k) claim node k's items.
+ * steal = 0: no other thread ever runs them.  steal = 1: a thread whose own
+ * nodes' queues are empty helps the other nodes (never before), so an
+ * uneven split does not idle whole nodes.  A single chunk runs on the
+ * caller when it may take it (steal, or its own node's). */
+void es_pool_run_nodes(es_pool *p, es_task_fn fn, void *ctx, const int64_t *node_start, int64_t chunk, int steal);
+/* Items of node k not yet claimed by the current (or the last) node-aware
+ * loop: a task may check that its own node's queue is empty (tests). */
+int64_t es_pool_node_left(es_pool *p, int k);
 
 /* Physical cores this process may run on (sysfs topology), else the CPUs it
  * may run on. */

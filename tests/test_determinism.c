@@ -4,8 +4,9 @@
  * both MLA layouts) are run with 1, 2, 3 and 4 threads — a prefill longer
  * than one batch with the logits of every position, then token-by-token
  * decode — and every logit must equal the single-thread run exactly.  Also
- * under EDGESEEK_FAKE_NUMA=2 (threads spread over two nodes, plain loops in
- * per-node queues) and after es_session_truncate (a rewound session
+ * under EDGESEEK_FAKE_NUMA=2 and 3 with 2..4 threads (threads spread over
+ * the nodes, plain loops in per-node queues, expert units started on their
+ * expert's node) and after es_session_truncate (a rewound session
  * recomputes the same values). */
 #include <stdint.h>
 #include <stdio.h>
@@ -122,19 +123,25 @@ static void one_model(const char *label, const char *path) {
     es_session_free(s);
     es_model_free(m);
 
-    /* two fake nodes: threads pinned per node, work in per-node queues */
-    setenv("EDGESEEK_FAKE_NUMA", "2", 1);
-    if (es_model_load(path, NULL, &m, err, sizeof err) == ES_OK) {
-        for (int t = 2; t <= 3; t++) {
-            run_out got;
-            char what[48];
-            snprintf(what, sizeof what, "%d threads on 2 fake nodes", t);
-            if (run(m, t, tok, &got) == 0) check_same(label, &ref, &got, V, what);
-            free_out(&got);
+    /* two and three fake nodes: threads pinned per node, plain loops in
+     * per-node queues, expert units on their expert's node (stealing when
+     * a node runs dry) */
+    for (int fake = 2; fake <= 3; fake++) {
+        char v[8];
+        snprintf(v, sizeof v, "%d", fake);
+        setenv("EDGESEEK_FAKE_NUMA", v, 1);
+        if (es_model_load(path, NULL, &m, err, sizeof err) == ES_OK) {
+            for (int t = 2; t <= 4; t++) {
+                run_out got;
+                char what[48];
+                snprintf(what, sizeof what, "%d threads on %d fake nodes", t, fake);
+                if (run(m, t, tok, &got) == 0) check_same(label, &ref, &got, V, what);
+                free_out(&got);
+            }
+            es_model_free(m);
+        } else {
+            CHECK(0, "%s (%d fake nodes): %s", label, fake, err);
         }
-        es_model_free(m);
-    } else {
-        CHECK(0, "%s (fake NUMA): %s", label, err);
     }
     unsetenv("EDGESEEK_FAKE_NUMA");
     free_out(&ref);

@@ -6,10 +6,16 @@
  *     where the OS allows (and then running there), plain loops and
  *     node-aware loops run every item exactly once, node-aware items only
  *     on threads of their node, whatever the thread count;
+ *   - stealing node-aware loops: a thread takes another node's items only
+ *     once its own queues are empty, and an idle node does take them;
  *   - placement on a generated MoE model: experts dealt round-robin and
  *     evenly, the sampled pages resident on their node, replicas equal to
- *     the originals, every policy a no-op on one node, and the same logits
- *     under every policy. */
+ *     the originals and read by their node's threads, every policy a no-op
+ *     on one node, and the same logits under every policy;
+ *   - the MoE path under 2 and 3 fake nodes: expert units run on their
+ *     expert's node (or stolen by a thread with nothing left of its own),
+ *     logits of prefill and decode bit-identical to one node for 1..5
+ *     threads. */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -84,8 +90,16 @@ typedef struct run_ctx {
     const int64_t *node_start; /* NULL: plain loop */
     int nodes;
     int64_t n, chunk;          /* plain loop: the ranges must be its chunks */
-    atomic_int wrong_node, wrong_cpu, span, misaligned;
+    int steal;                 /* node-aware loop that lets idle nodes help */
+    atomic_int wrong_node, wrong_cpu, span, misaligned, stolen, early_steal;
 } run_ctx;
+
+/* 1 when every queue that thread node `me` serves has nothing left to claim */
+static int own_queues_empty(es_pool *p, int me) {
+    for (int k = 0; k < es_pool_nodes(p); k++)
+        if (es_pool_serving_node(p, k) == me && es_pool_node_left(p, k) > 0) return 0;
+    return 1;
+}
 
 static int node_of_item(const run_ctx *c, int64_t i) {
     int k = 0;
@@ -107,7 +121,11 @@ static void run_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     if (c->node_start) {
         int k0 = node_of_item(c, i0);
         if (node_of_item(c, i1 - 1) != k0) atomic_fetch_add(&c->span, 1);
-        if (es_pool_serving_node(c->p, k0) != me) atomic_fetch_add(&c->wrong_node, 1);
+        if (es_pool_serving_node(c->p, k0) != me) {
+            /* a stolen chunk: only by a thread whose own queues ran dry */
+            atomic_fetch_add(c->steal ? &c->stolen : &c->wrong_node, 1);
+            if (!own_queues_empty(c->p, me)) atomic_fetch_add(&c->early_steal, 1);
+        }
     }
     /* a pinned worker must be running on a CPU of its node */
     if (tid > 0 && es_pool_pinned(c->p) == es_pool_threads(c->p) - 1 && c->topo) {
@@ -157,11 +175,12 @@ static void test_pool_nodes(int fake) {
                 acc += (k % 3 == 1) ? 0 : k * k + 1;
                 starts[k + 1] = n * acc / wsum;
             }
-            for (int mode = 0; mode < 2; mode++) {
-                run_ctx c = {p, &t, hits, mode ? starts : NULL, N, n, 1 + n / 11, 0, 0, 0, 0};
+            /* mode 0: plain loop, 1: node-aware, 2: node-aware with stealing */
+            for (int mode = 0; mode < 3; mode++) {
+                run_ctx c = {p, &t, hits, mode ? starts : NULL, N, n, 1 + n / 11, mode == 2, 0, 0, 0, 0, 0, 0};
                 const int reps = 5;
                 for (int r = 0; r < reps; r++) {
-                    if (mode) es_pool_run_nodes(p, run_task, &c, starts, 1 + n / 13);
+                    if (mode) es_pool_run_nodes(p, run_task, &c, starts, 1 + n / 13, mode == 2);
                     else es_pool_run(p, run_task, &c, n, c.chunk);
                 }
                 int ok = 1;
@@ -169,9 +188,13 @@ static void test_pool_nodes(int fake) {
                     ok &= atomic_load(&hits[i]) == reps;
                     atomic_store(&hits[i], 0);
                 }
+                static const char *const mode_name[] = {"plain", "node-aware", "stealing node-aware"};
                 CHECK(ok, "fake %d, %d threads, n=%lld, %s loop: every item exactly once per run", fake, T,
-                      (long long)n, mode ? "node-aware" : "plain");
+                      (long long)n, mode_name[mode]);
                 if (mode) {
+                    CHECK(atomic_load(&c.early_steal) == 0,
+                          "fake %d, %d threads, n=%lld: %d chunks taken off another node before the own queue ran dry",
+                          fake, T, (long long)n, atomic_load(&c.early_steal));
                     CHECK(atomic_load(&c.wrong_node) == 0, "fake %d, %d threads, n=%lld: %d chunks off their node",
                           fake, T, (long long)n, atomic_load(&c.wrong_node));
                     CHECK(atomic_load(&c.span) == 0, "fake %d, %d threads: chunks never span two nodes", fake, T);
@@ -187,6 +210,48 @@ static void test_pool_nodes(int fake) {
         }
         es_pool_free(p);
     }
+}
+
+/* Two threads on two nodes, every item on node 1, and node 1's thread
+ * holding its first item until someone else has run one: with stealing the
+ * caller (node 0, its own queue empty) must take node 1's items, without it
+ * it must not. */
+typedef struct steal_ctx {
+    es_pool *p;
+    int steal;
+    atomic_int ran_by[2], held, early;
+} steal_ctx;
+
+static void steal_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    steal_ctx *c = ctx;
+    const int me = es_pool_thread_node(c->p, tid);
+    if (me != 1 && !own_queues_empty(c->p, me)) atomic_fetch_add(&c->early, 1);
+    atomic_fetch_add(&c->ran_by[me], (int)(i1 - i0));
+    if (c->steal && me == 1 && !atomic_exchange(&c->held, 1)) {
+        /* wait (at most 2 s) for the other node to run something */
+        for (int w = 0; w < 2000 && atomic_load(&c->ran_by[0]) == 0; w++) usleep(1000);
+    }
+}
+
+static void test_steal(void) {
+    es_numa_topo t;
+    set_fake(2);
+    es_numa_detect(&t);
+    set_fake(0);
+    es_pool *p = es_pool_new_numa(2, &t);
+    if (!p) { CHECK(0, "pool of 2 threads on 2 fake nodes"); return; }
+    CHECK(es_pool_thread_node(p, 0) == 0 && es_pool_thread_node(p, 1) == 1, "one thread per node");
+    const int64_t starts[3] = {0, 0, 16};
+    for (int steal = 0; steal < 2; steal++) {
+        steal_ctx c = {.p = p, .steal = steal};
+        es_pool_run_nodes(p, steal_task, &c, starts, 1, steal);
+        int by0 = atomic_load(&c.ran_by[0]), by1 = atomic_load(&c.ran_by[1]);
+        CHECK(by0 + by1 == 16, "steal %d: every item ran once (%d + %d)", steal, by0, by1);
+        if (steal) CHECK(by0 > 0, "an idle node takes a busy node's items (node 0 ran %d of 16)", by0);
+        else CHECK(by0 == 0, "without stealing no item leaves its node (node 0 ran %d)", by0);
+        CHECK(atomic_load(&c.early) == 0, "steal %d: node 0 stole only with its own queue empty", steal);
+    }
+    es_pool_free(p);
 }
 
 /* ---- placement ----------------------------------------------------------------------- */
@@ -220,16 +285,107 @@ static es_model *load(int policy) {
     return m;
 }
 
-static void logits_of(es_model *m, int threads, float *out) {
+/* Records, for every routed-expert unit the forward pass runs, whether the
+ * thread running it works for the node that owns the expert, and if not,
+ * whether that thread's own queues were empty by then. */
+typedef struct unit_rec {
+    es_session *s;
+    atomic_int local, stolen, early, bad_node;
+} unit_rec;
+
+static void on_unit(void *user, int layer, int expert, int phase, int node) {
+    unit_rec *r = user;
+    (void)phase;
+    es_pool *p = r->s->pool;
+    int owner = es_numa_expert_node(r->s->m->numa, layer, expert);
+    if (owner < 0 || owner >= es_pool_nodes(p)) { atomic_fetch_add(&r->bad_node, 1); return; }
+    if (es_pool_serving_node(p, owner) == node) {
+        atomic_fetch_add(&r->local, 1);
+        return;
+    }
+    atomic_fetch_add(&r->stolen, 1);
+    if (!own_queues_empty(p, node)) atomic_fetch_add(&r->early, 1);
+}
+
+/* Logits of the last of 12 tokens, then of 3 decoded ones ([4][V] in out
+ * when decode, else [V]); rec (may be NULL) watches the expert units. */
+static void logits_run(es_model *m, int threads, float *out, int decode, unit_rec *rec) {
     es_session *s = NULL;
     char err[256];
-    int32_t tok[12];
-    for (int i = 0; i < 12; i++) tok[i] = (int32_t)((i * 37 + 5) % es_model_n_vocab(m));
-    if (es_session_new(m, 64, &s, err, sizeof err) != ES_OK || es_session_set_threads(s, threads, err, sizeof err) ||
-        es_session_eval(s, tok, 12, out, 0, err, sizeof err) != ES_OK) {
-        CHECK(0, "eval: %s", err);
+    int32_t tok[15];
+    const size_t V = (size_t)es_model_n_vocab(m);
+    for (int i = 0; i < 15; i++) tok[i] = (int32_t)((i * 37 + 5) % es_model_n_vocab(m));
+    if (es_session_new(m, 64, &s, err, sizeof err) != ES_OK || es_session_set_threads(s, threads, err, sizeof err)) {
+        CHECK(0, "session: %s", err);
+        es_session_free(s);
+        return;
     }
+    if (rec) {
+        rec->s = s;
+        s->unit_fn = on_unit;
+        s->unit_user = rec;
+    }
+    int ok = es_session_eval(s, tok, 12, out, 0, err, sizeof err) == ES_OK;
+    for (int i = 0; decode && ok && i < 3; i++)
+        ok = es_session_eval(s, &tok[12 + i], 1, out + (size_t)(i + 1) * V, 0, err, sizeof err) == ES_OK;
+    CHECK(ok, "eval: %s", err);
     es_session_free(s);
+}
+
+static void logits_of(es_model *m, int threads, float *out) { logits_run(m, threads, out, 0, NULL); }
+
+/* Under EDGESEEK_FAKE_NUMA=2 and 3 (shard): the expert units start on the
+ * threads of their expert's node, leave it only once that node's queue is
+ * empty, and the logits (prefill and decode) equal the one-node run's. */
+static void test_moe_nodes(const float *ref4, size_t nv) {
+    float *got = malloc(4 * nv * sizeof(float));
+    if (!got) return;
+    for (int fake = 2; fake <= 3; fake++) {
+        set_fake(fake);
+        es_model *m = load(ES_NUMA_SHARD);
+        set_fake(0);
+        if (!m) continue;
+        CHECK(es_numa_plan_nodes(m->numa) == fake, "fake %d: shard plans %d nodes", fake, es_numa_plan_nodes(m->numa));
+        for (int threads = 1; threads <= 5; threads++) {
+            unit_rec r = {0};
+            logits_run(m, threads, got, 1, &r);
+            int local = atomic_load(&r.local), stolen = atomic_load(&r.stolen);
+            printf("# fake %d, %d threads: %d expert units on their node, %d taken by another\n", fake, threads, local,
+                   stolen);
+            CHECK(local + stolen > 0 && atomic_load(&r.bad_node) == 0, "fake %d, %d threads: units seen", fake, threads);
+            CHECK(atomic_load(&r.early) == 0, "fake %d, %d threads: %d units left their node before its queue ran dry",
+                  fake, threads, atomic_load(&r.early));
+            if (threads == 1) CHECK(stolen == 0, "fake %d, 1 thread: the one thread serves every node", fake);
+            CHECK(!memcmp(ref4, got, 4 * nv * sizeof(float)),
+                  "fake %d, %d threads: logits equal the one-node run bit for bit", fake, threads);
+        }
+        es_model_free(m);
+    }
+    free(got);
+}
+
+/* The threads of nodes 1.. really read their node's copies: with those
+ * copies zeroed the logits change, and with them restored they come back. */
+static void check_replicas_read(es_model *m, int fake, const float *ref, float *got, size_t nv) {
+    const gguf_ctx *g = m->gguf;
+    size_t zeroed = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            const gguf_tensor *t = &g->tensors[i];
+            for (int k = 1; k < fake && t->nbytes; k++) {
+                uint8_t *c = (uint8_t *)es_numa_local(m->numa, t->data, k);
+                if (c == t->data) continue;
+                if (pass == 0) { memset(c, 0, t->nbytes); zeroed += t->nbytes; }
+                else memcpy(c, t->data, t->nbytes);
+            }
+        }
+        logits_of(m, 2 * fake, got);
+        if (pass == 0)
+            CHECK(zeroed > 0 && memcmp(ref, got, nv * sizeof(float)),
+                  "fake %d: zeroing the copies of nodes 1.. (%zu bytes) changes the logits: they are read", fake, zeroed);
+        else
+            CHECK(!memcmp(ref, got, nv * sizeof(float)), "fake %d: restored copies give the logits back", fake);
+    }
 }
 
 static void test_placement(void) {
@@ -327,6 +483,7 @@ static void test_placement(void) {
                     CHECK(ok, "fake %d: replicas equal the originals", fake);
                     CHECK(es_numa_local(plan, ly->wkv_a.data, 0) == ly->wkv_a.data, "node 0 reads the mapping");
                     CHECK(es_numa_local(plan, ly->gate_exps.data, 1) == ly->gate_exps.data, "experts not replicated");
+                    if (ref) check_replicas_read(m, fake, ref, got, nv);
                 } else {
                     CHECK(es_numa_local(plan, ly->wkv_a.data, 1) == ly->wkv_a.data, "shard: no replicas");
                     CHECK(st->interleaved_bytes > 0, "shard: the other weights interleaved");
@@ -338,6 +495,16 @@ static void test_placement(void) {
             }
             es_model_free(m);
         }
+    }
+    if (ref) {
+        float *ref4 = malloc(4 * nv * sizeof(float));
+        es_model *m = ref4 ? load(ES_NUMA_OFF) : NULL;
+        if (m) {
+            logits_run(m, 1, ref4, 1, NULL);
+            es_model_free(m);
+            test_moe_nodes(ref4, nv);
+        }
+        free(ref4);
     }
     set_fake(0);
     es_load_params lp = {0};
@@ -358,6 +525,7 @@ int main(void) {
     test_pool_nodes(0);
     test_pool_nodes(2);
     test_pool_nodes(4);
+    test_steal();
     test_placement();
     return test_summary();
 }
