@@ -54,6 +54,7 @@ struct es_scratch {
     int32_t *active;         /* [E] experts with at least one token */
     float *ex_g, *ex_h;      /* [B*k][F] gate and hidden of gathered rows */
     float *ex_out;           /* [B*k][D] expert outputs */
+    float *sh_out;           /* [B][D] shared expert output */
     void *act_down;          /* gathered hidden rows in the down kernel's format */
     int32_t *grp;            /* [E] experts of the group being run (resident now) */
     const uint8_t *(*grp_ptr)[3]; /* [E] their gate, up, down matrices */
@@ -420,6 +421,11 @@ typedef struct expert_job {
     const void *act;     /* gathered input rows in the kernel's format */
     size_t act_stride;
     int generic_gate_up; /* gate and up want different formats: both use F32 rows */
+    /* the shared expert's units follow the routed ones (0 units: not in
+     * this region); its rows for all T tokens, in the chunks matmul() uses */
+    int n_experts;       /* in the group */
+    int64_t sh_units, sh_chunk;
+    matmul_job sh[2];    /* phase 0: gate, up (same input rows); phase 1: down */
 } expert_job;
 
 /* A matmul job over matrix `base` laid out as w's matrices. */
@@ -430,12 +436,30 @@ static matmul_job expert_mat(const es_weight *w, const uint8_t *base, const void
     return j;
 }
 
+/* Shared-expert unit u: rows [u*chunk, +chunk) of its gate and up (then
+ * silu·mul) or of its down projection, for every token of the batch. */
+static void shared_unit(const expert_job *j, int64_t u, int tid) {
+    const es_scratch *sc = j->s->scratch;
+    const matmul_job *w = &j->sh[0];
+    int64_t rows = j->phase == 0 ? j->ly->gate_sh.rows : j->s->m->hp.dim;
+    int64_t r0 = u * j->sh_chunk, r1 = r0 + j->sh_chunk < rows ? r0 + j->sh_chunk : rows;
+    matmul_task((void *)w, r0, r1, tid);
+    if (j->phase == 1) return;
+    matmul_task((void *)&j->sh[1], r0, r1, tid);
+    for (int t = 0; t < w->T; t++) es_kern()->silu_mul(sc->ff_g + t * rows + r0, sc->ff_u + t * rows + r0, r1 - r0);
+}
+
 static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     const expert_job *j = ctx;
     const es_scratch *sc = j->s->scratch;
     const es_layer *ly = j->ly;
     const int64_t F = j->s->m->hp.moe_ffn_dim, D = j->s->m->hp.dim;
+    const int64_t routed_units = j->n_experts * j->units_per;
     for (int64_t u = i0; u < i1; u++) {
+        if (u >= routed_units) {
+            shared_unit(j, u - routed_units, tid);
+            continue;
+        }
         int64_t gi = j->order[u / j->units_per];
         int e = j->ids[gi];
         int64_t first = sc->ex_start[e], nrows = sc->ex_start[e + 1] - first;
@@ -481,8 +505,33 @@ static void group_by_node(es_session *s, int il, int n, int32_t *order, int *per
     for (int i = 0; i < n; i++) order[next[es_numa_expert_node(s->m->numa, il, sc->grp[i]) % N]++] = i;
 }
 
-static void run_experts(es_session *s, int il, const int32_t *order, const int *per_node, int phase,
-                        int64_t out_rows, const void *act, size_t act_stride, int generic_gate_up) {
+/* Adds the shared expert's units for `phase` to j (whose input rows are
+ * already in the format of their kernels: sh_act, sh_stride): units of the
+ * size matmul() would give these matrices, so the result is the same. */
+static void add_shared(es_session *s, expert_job *j, const void *sh_act, size_t sh_stride, int T) {
+    const es_layer *ly = j->ly;
+    const es_scratch *sc = s->scratch;
+    const int64_t D = s->m->hp.dim, S = ly->gate_sh.rows;
+    if (j->phase == 0) {
+        j->sh[0] = make_job(&ly->gate_sh, 0, sh_act, sh_stride, T, sc->ff_g, S);
+        j->sh[1] = make_job(&ly->up_sh, 0, sh_act, sh_stride, T, sc->ff_u, S);
+    } else {
+        j->sh[0] = make_job(&ly->down_sh, 0, sh_act, sh_stride, T, sc->sh_out, D);
+    }
+    for (int i = 0; i < 2; i++) {
+        j->sh[i].replicas = replicas_of(s);
+        j->sh[i].pool = s->pool;
+    }
+    const es_weight *w = j->phase == 0 ? &ly->gate_sh : &ly->down_sh;
+    j->sh_chunk = row_chunk(w->row_bytes, w->rows, T);
+    j->sh_units = (w->rows + j->sh_chunk - 1) / j->sh_chunk;
+}
+
+/* The group's experts (and, with sh_act, the shared expert's rows) for one
+ * phase, in one parallel region. */
+static void run_experts(es_session *s, int il, int n, const int32_t *order, const int *per_node, int phase,
+                        int64_t out_rows, const void *act, size_t act_stride, int generic_gate_up,
+                        const void *sh_act, size_t sh_stride, int T) {
     /* Each expert's matrix in four units of a multiple of 16 rows: a split
      * that depends on nothing but the matrix (not the thread count, the
      * nodes, the group of experts or their tokens), so a kernel's row
@@ -492,7 +541,8 @@ static void run_experts(es_session *s, int il, const int32_t *order, const int *
     int64_t per = (out_rows + chunk - 1) / chunk;
     const es_scratch *sc = s->scratch;
     expert_job j = {s, il, &s->m->layers[il], sc->grp, sc->grp_ptr, order, chunk, per, phase, act, act_stride,
-                    generic_gate_up};
+                    generic_gate_up, n, 0, 0, {{0}}};
+    if (sh_act) add_shared(s, &j, sh_act, sh_stride, T);
     /* node k's units follow node k-1's (the group is ordered by node); a
      * node's threads take its units first and then help the others, since
      * with k of E experts chosen per token the nodes rarely get equal
@@ -501,6 +551,7 @@ static void run_experts(es_session *s, int il, const int32_t *order, const int *
     int64_t node_start[ES_MAX_NODES + 1];
     node_start[0] = 0;
     for (int k = 0; k < N; k++) node_start[k + 1] = node_start[k] + (int64_t)per_node[k] * per;
+    node_start[N] += j.sh_units; /* interleaved weights: any node, stolen as needed */
     es_pool_run_nodes(s->pool, expert_task, &j, node_start, 1, 1);
 }
 
@@ -582,6 +633,12 @@ static void moe(es_session *s, int il, int T) {
      * the result does not depend on the budget or the mode. */
     es_matvec_plan pd = es_plan_matvec(ly->down_exps.type);
     size_t h_stride = pd.act_type == ES_TYPE_F32 ? sizeof(float) * (size_t)F : es_act_bytes(pd.act_type, F);
+    /* The shared expert's rows run in the first group's two regions (one
+     * barrier less each, and its units fill the routed experts' tail),
+     * unless its gate and up want different input formats. */
+    int shared_pending = ly->has_shared && es_plan_matvec(ly->gate_sh.type).act_type ==
+                                               es_plan_matvec(ly->up_sh.type).act_type;
+    const int fuse_shared = shared_pending;
     for (int done = 0; !done;) {
         int n;
         if (res) {
@@ -601,7 +658,12 @@ static void moe(es_session *s, int il, int T) {
         /* ex_fill is free once the rows are gathered: the group's node order */
         int per_node[ES_MAX_NODES];
         group_by_node(s, il, n, sc->ex_fill, per_node);
-        run_experts(s, il, sc->ex_fill, per_node, 0, F, sc->act_gather, in_stride, mixed);
+        const void *sh_act = NULL;
+        size_t sh_stride = 0;
+        const int64_t S = ly->gate_sh.rows;
+        if (shared_pending)
+            sh_act = prepare_rows(es_plan_matvec(ly->gate_sh.type).act_type, sc->xn, D, D, T, sc->act, &sh_stride);
+        run_experts(s, il, n, sc->ex_fill, per_node, 0, F, sc->act_gather, in_stride, mixed, sh_act, sh_stride, T);
         /* the down projection's input: the group's hidden rows in its kernel's format */
         const void *hact = sc->ex_g;
         if (pd.act_type != ES_TYPE_F32) {
@@ -610,7 +672,10 @@ static void moe(es_session *s, int il, int T) {
                 for (int32_t row = sc->ex_start[sc->grp[i]]; row < sc->ex_start[sc->grp[i] + 1]; row++)
                     es_prepare_act(pd.act_type, sc->ex_g + (size_t)row * F, (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
         }
-        run_experts(s, il, sc->ex_fill, per_node, 1, D, hact, h_stride, 0);
+        if (shared_pending)
+            sh_act = prepare_rows(es_plan_matvec(ly->down_sh.type).act_type, sc->ff_g, S, S, T, sc->act, &sh_stride);
+        run_experts(s, il, n, sc->ex_fill, per_node, 1, D, hact, h_stride, 0, sh_act, sh_stride, T);
+        shared_pending = 0;
         if (res) es_res_release(res, sc->grp, n);
     }
     if (res) es_res_end(res);
@@ -621,11 +686,10 @@ static void moe(es_session *s, int il, int T) {
         for (int j = 0; j < k; j++)
             es_kern()->axpy_f32(sc->xb + (size_t)t * D, sc->selw[t * k + j],
                                 sc->ex_out + (size_t)sc->tok_row[t * k + j] * D, D);
-    if (ly->has_shared) {
-        float *sh = sc->ex_out; /* free again: T*D <= T*k*D */
-        mlp(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, sc->xn, T, sh);
-        for (size_t i = 0; i < (size_t)T * D; i++) sc->xb[i] += sh[i];
-    }
+    if (ly->has_shared && (!fuse_shared || shared_pending))
+        mlp(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, sc->xn, T, sc->sh_out);
+    if (ly->has_shared)
+        for (size_t i = 0; i < (size_t)T * D; i++) sc->xb[i] += sc->sh_out[i];
 }
 
 /* ---- the batch ------------------------------------------------------------------ */
@@ -679,7 +743,7 @@ void es_scratch_free(es_scratch *sc) {
     if (!sc) return;
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
-                    sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
+                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
                     sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
                     sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -721,6 +785,7 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     sc->ex_g = malloc(sizeof(float) * maxz(B * k * F, E));
     sc->ex_h = malloc(sizeof(float) * maxz(B * k * F, 1));
     sc->ex_out = malloc(sizeof(float) * B * k * D);
+    sc->sh_out = malloc(sizeof(float) * B * D);
     sc->rope_cs = malloc(sizeof(float) * B * (size_t)hp->rope);
     sc->act = malloc(B * act_row_bytes((int64_t)widest));
     sc->act_gather = malloc(B * k * act_row_bytes((int64_t)maxz(D, F)));
@@ -743,7 +808,7 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     sc->t_act = malloc(nt * sc->t_act_bytes);
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
-                    sc->ex_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
+                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
                     sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
                     sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
