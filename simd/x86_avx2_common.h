@@ -53,16 +53,22 @@ static inline __m256 exp8(__m256 x) {
 /* matvec prefetch, called once per step of a pass over 4 rows at once;
  * `done` bytes of each row are consumed, `step` more per step.
  *
- * Short rows (a pass of at most 32 KiB): the four interleaved streams, a
- * few KiB each, are too short for the hardware prefetcher to ramp up on.
- * So each step prefetches as many bytes of the next pass's 4 rows (rows
- * r+4..r+7, contiguous) as it consumes of this pass's, walking them in
- * address order: the next pass is in L1 when it starts.  Long rows: the
- * hardware prefetcher follows each stream; it is helped 512 bytes ahead in
- * each row (and at its end, the next pass's rows), so nothing is fetched
- * long before its use.  (bench/bench_kernels shows the effect.) */
+ * Short rows (a pass of at most PF_WALK_MAX bytes): the four interleaved
+ * streams, a few KiB each, are too short for the hardware prefetcher to
+ * ramp up on.  So each step prefetches as many bytes of the next pass's 4
+ * rows (rows r+4..r+7, contiguous) as it consumes of this pass's, walking
+ * them in address order: the next pass is in L1 when it starts.  Longer
+ * rows: the hardware prefetcher follows each stream; it is helped
+ * PF_AHEAD bytes ahead in each row (and at its end, the next pass's rows).
+ * The walk fetches a whole pass ahead, so it pays only while a pass is a
+ * small part of L1: walking 17 KiB passes (Q8_0 rows of 4096) or 32 KiB
+ * ones (F16) was 15-35% slower than 1 KiB ahead per row, 9 KiB ones (Q4_0)
+ * about 5% faster (measured on 1 GiB matrices with one thread). */
 #ifndef PF_WALK_MAX
-#define PF_WALK_MAX (32u << 10)
+#define PF_WALK_MAX (12u << 10)
+#endif
+#ifndef PF_AHEAD
+#define PF_AHEAD 1024
 #endif
 static inline __attribute__((always_inline)) void matvec_prefetch(const char *row0, size_t rb, size_t done,
                                                                   size_t step) {
@@ -71,7 +77,7 @@ static inline __attribute__((always_inline)) void matvec_prefetch(const char *ro
 #pragma GCC unroll 4
         for (size_t j = 0; j < (4 * step + 63) / 64; j++) _mm_prefetch(p + 64 * j, _MM_HINT_T0);
     } else {
-        size_t off = done + 512;
+        size_t off = done + PF_AHEAD;
         if (off >= rb) off += 3 * rb;
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) _mm_prefetch(row0 + (size_t)k * rb + off, _MM_HINT_T0);
