@@ -1,7 +1,7 @@
 /* x86_avx2_common.h — small AVX2 helpers shared by the x86 kernel files
  * (x86_avx2*.c, and the 256-bit code of x86_avx512*.c, whose flags include
- * AVX2, FMA and F16C): horizontal reductions, a vectorised expf, and the
- * blocking of the prefill products.  Include only from files compiled with
+ * AVX2, FMA and F16C): horizontal reductions, a vectorised expf, the
+ * matvec prefetch and row order, and the blocking of the prefill products.  Include only from files compiled with
  * at least -mavx2 -mfma -mf16c. */
 #ifndef ES_X86_AVX2_COMMON_H
 #define ES_X86_AVX2_COMMON_H
@@ -87,6 +87,26 @@ static inline __attribute__((always_inline)) void matvec_prefetch(const char *ro
             for (int k = 0; k < 4; k++) _mm_prefetch(row0 + (size_t)k * rb + off, _MM_HINT_T0);
         }
     }
+}
+
+/* The quantised matvecs (Q8_0, Q4_0, Q4_K, Q5_K) take 4 rows a pass from
+ * the four quarters of their range [r0, r1): with q = (r1 - r0) / 4, pass j
+ * computes rows r0+j, r0+q+j, r0+2q+j, r0+3q+j, and the last (r1 - r0) % 4
+ * rows follow one at a time.  Rows are contiguous, so each of the 4 weight
+ * streams runs on through its quarter without a break, which the hardware
+ * prefetcher follows far better than 4 rows side by side that restart
+ * every pass (1 GiB matrix, one thread: Q8_0 rows of 4096 9% faster, of
+ * 1408 29%, Q4_0 27%).  Which rows go one at a time is the same as with
+ * side-by-side passes.
+ *
+ * Its prefetch: PF_AHEAD bytes ahead in each stream (running on into the
+ * next row of the quarter), a line per 64 bytes of step; `rs` = q rows. */
+static inline __attribute__((always_inline)) void matvec_prefetch_streams(const char *row0, size_t rs, size_t done,
+                                                                          size_t step) {
+#pragma GCC unroll 4
+    for (size_t j = 0; j < (step + 63) / 64; j++)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) _mm_prefetch(row0 + (size_t)k * rs + done + PF_AHEAD + 64 * j, _MM_HINT_T0);
 }
 
 /* Prefill blocking: tokens per block so that a block's activations stay in

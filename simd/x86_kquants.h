@@ -282,18 +282,20 @@ static inline __attribute__((always_inline)) void kq_row(enum kfmt f, int T, con
     for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[t]);
 }
 
-/* Q4_K/Q5_K matvec: rows r..r+R-1 against one token, y[r+k].  Per super-
- * block, what comes from the activation (its scale, the sums of 32 from
- * the bsums) is read once for the R rows; per row, the scales and mins are
+/* Q4_K/Q5_K matvec: R rows q apart, r, r+q, .. (the quarters that
+ * matvec_prefetch_streams, x86_avx2_common.h, describes) against one
+ * token.  Per super-block, what comes from the activation (its scale, the
+ * sums of 32 from the bsums) is read once for the R rows; per row, the scales and mins are
  * unpacked with shuffles (kq_k4_scale_bytes) and each sub-block's scale is
  * picked out of the bytes by one more shuffle per 32 weights.  The mins
  * term (dmin·Σ m_j·bsum_j) goes into its own 4-lane accumulator, subtracted
- * at the end.  R = 4: four interleaved streams, prefetched as
- * matvec_prefetch says; R = 1 (the last rows): one stream, KPF ahead. */
+ * at the end.  R = 4: four streams, prefetched by matvec_prefetch_streams;
+ * R = 1 (the last rows): one stream, KPF ahead. */
 static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R, const void *w, size_t rb,
-                                                              int64_t nb, const block_q8_K *x, float *y, int64_t r) {
+                                                              int64_t nb, const block_q8_K *x, float *y, int64_t r,
+                                                              int64_t q) {
     const char *row = (const char *)w + (size_t)r * rb;
-    const size_t bs = kq_block_bytes(f);
+    const size_t bs = kq_block_bytes(f), rs = (size_t)q * rb;
 #ifdef __AVX512VNNI__
     const int C = 2; /* VPDPWSSD chains per row (see kq_block) */
 #else
@@ -308,7 +310,7 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
     }
     for (int64_t i = 0; i < nb; i++) {
         if (R == 4) {
-            matvec_prefetch(row, rb, (size_t)i * bs, bs);
+            matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
         } else if (KPF) {
 #pragma GCC unroll 4
             for (size_t j = 0; j < (bs + 63) / 64; j++) _mm_prefetch(row + (size_t)i * bs + KPF + 64 * j, _MM_HINT_T0);
@@ -318,7 +320,7 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
         __m128 xd = _mm_set1_ps(x[i].d);
 #pragma GCC unroll 4
         for (int k = 0; k < R; k++) {
-            const uint8_t *blk = (const uint8_t *)row + (size_t)k * rb + (size_t)i * bs;
+            const uint8_t *blk = (const uint8_t *)row + (size_t)k * rs + (size_t)i * bs;
             const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
             const uint8_t *qs = f == KQ4 ? b4->qs : ((const block_q5_K *)blk)->qs;
             __m256i hb = f == KQ5 ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh)
@@ -351,7 +353,7 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
     for (int k = 0; k < R; k++) {
         __m128 m = _mm_add_ps(accm[k], _mm_movehl_ps(accm[k], accm[k]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        y[r + k] = hsum8(acc[k]) - _mm_cvtss_f32(m);
+        y[r + k * q] = hsum8(acc[k]) - _mm_cvtss_f32(m);
     }
 }
 
@@ -359,8 +361,9 @@ static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const v
                                                             const void *act, float *y, int64_t r0, int64_t r1) {
     int64_t r = r0;
     if (f == KQ4 || f == KQ5) {
-        for (; r + 4 <= r1; r += 4) kq4_mv_rows(f, 4, w, rb, n / QK_K, act, y, r);
-        for (; r < r1; r++) kq4_mv_rows(f, 1, w, rb, n / QK_K, act, y, r);
+        int64_t q = (r1 - r0) / 4;
+        for (int64_t j = 0; j < q; j++) kq4_mv_rows(f, 4, w, rb, n / QK_K, act, y, r0 + j, q);
+        for (r = r0 + 4 * q; r < r1; r++) kq4_mv_rows(f, 1, w, rb, n / QK_K, act, y, r, 1);
         return;
     }
     for (; r < r1; r++) kq_row(f, 1, w, rb, n / QK_K, act, 0, y, 0, r);
