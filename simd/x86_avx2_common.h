@@ -89,15 +89,16 @@ static inline __attribute__((always_inline)) void matvec_prefetch(const char *ro
     }
 }
 
-/* The quantised matvecs (Q8_0, Q4_0, Q4_K, Q5_K) take 4 rows a pass from
+/* The quantised matvecs (Q8_0, Q4_0, the K-quants) take 4 rows a pass from
  * the four quarters of their range [r0, r1): with q = (r1 - r0) / 4, pass j
  * computes rows r0+j, r0+q+j, r0+2q+j, r0+3q+j, and the last (r1 - r0) % 4
  * rows follow one at a time.  Rows are contiguous, so each of the 4 weight
  * streams runs on through its quarter without a break, which the hardware
  * prefetcher follows far better than 4 rows side by side that restart
- * every pass (1 GiB matrix, one thread: Q8_0 rows of 4096 9% faster, of
- * 1408 29%, Q4_0 27%).  Which rows go one at a time is the same as with
- * side-by-side passes.
+ * every pass (1 GiB matrix, one thread, rows of 4096: Q8_0 9% faster,
+ * Q4_0 27%, Q4_K/Q5_K 33-37%, Q6_K 31%, Q2_K/Q3_K 14-25%; Q8_0 rows of
+ * 1408 29%).  Which rows go one at a time is the same as with side-by-side
+ * passes.
  *
  * Its prefetch: PF_AHEAD bytes ahead in each stream (running on into the
  * next row of the quarter), a line per 64 bytes of step; `rs` = q rows. */
