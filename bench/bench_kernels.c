@@ -4,19 +4,29 @@
  *     buffer with one thread and with all threads;
  *  2. per weight format and SIMD path, the matrix-vector throughput in GB/s
  *     of weight bytes read, on a matrix larger than the last-level cache,
- *     with one thread (and all threads), its share of the one-thread stream
+ *     with one thread (and all threads), its share of the one-thread read
  *     bandwidth and its speedup over the generic path;
  *  3. the prefill product (matmul slot) of a batch of tokens on a smaller
  *     matrix, as GMAC/s and speedup over one matvec per token.
  *
- * Usage: bench_kernels [--mb N] [--n COLS] [--reps N] [--threads N]
+ * Usage: bench_kernels [--mb N] [--n COLS] [--rounds N] [--reps N] [--threads N]
  *                      [--formats F32,Q4_0,...] [--paths generic,avx2,...]
  *                      [--mm-mb N] [--mm-tok N] [--no-sweep]
  * Weights are rows of COLS elements (default 4096) filling N MiB (default
- * 1024); each figure is the best of --reps runs (default 3; generic runs
- * once, on the first rows only: at least 64 MiB, about half a second's
- * worth).  Rows are quantised once from random data and then replicated,
- * so filling a large matrix is fast and every format holds valid blocks. */
+ * 1024).  Rows are quantised once from random data and then replicated, so
+ * filling a large matrix is fast and every format holds valid blocks.
+ *
+ * The matvec figures of a format come from --rounds rounds (default 5), each
+ * timing the read bandwidth and every path once, one after another (the
+ * order reversed every other round), so that all of a round's figures see
+ * the same machine.  Each ratio (share of the bandwidth, speedup over
+ * generic) is taken within a round; the table gives the medians over the
+ * rounds and the range of the ratios, so a single disturbed sample neither
+ * decides nor hides a figure.  Generic is compute-bound and times only the
+ * first rows (at least 64 MiB, about half a second's worth).  The other
+ * figures (sweep, matmul) are the best of --reps runs (default 3).  Figures
+ * of one thread (bandwidth and matvec) are timed by the thread's CPU time
+ * (cpu_now), the rest by the wall clock. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,6 +41,15 @@
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The CPU time of the calling thread: one-thread figures are timed with it,
+ * so time the thread spends descheduled (other work on a busy machine) does
+ * not count against the kernel; on an idle machine it equals wall time. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -89,9 +108,9 @@ static double read_bw(const uint8_t *buf, size_t bytes, int passes, int reps, in
     double best = 0;
     sink += rd((const uint64_t *)buf, bytes / 8); /* warm */
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = cpu_now();
         for (int p = 0; p < passes; p++) sink += rd((const uint64_t *)buf, bytes / 8);
-        double gbs = (double)bytes * passes / (now() - t0) / 1e9;
+        double gbs = (double)bytes * passes / (cpu_now() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     return best;
@@ -119,7 +138,7 @@ static void *job_run(void *arg) {
 }
 
 /* Runs proto split over `threads` threads (the caller takes part 0); the
- * wall time of the whole. */
+ * wall time of the whole (one thread: its CPU time, see cpu_now). */
 static double run_split(const job *proto, int threads, int64_t items) {
     pthread_t th[256];
     job jobs[256];
@@ -135,11 +154,12 @@ static double run_split(const job *proto, int threads, int64_t items) {
             jobs[i].r1 = b;
         }
     }
-    double t0 = now();
+    double (*clock)(void) = threads == 1 ? cpu_now : now;
+    double t0 = clock();
     for (int i = 1; i < threads; i++) pthread_create(&th[i], NULL, job_run, &jobs[i]);
     job_run(&jobs[0]);
     for (int i = 1; i < threads; i++) pthread_join(th[i], NULL);
-    return now() - t0;
+    return clock() - t0;
 }
 
 /* ---- options -------------------------------------------------------------- */
@@ -147,7 +167,7 @@ static double run_split(const job *proto, int threads, int64_t items) {
 typedef struct opts {
     size_t mb;
     int64_t n;
-    int reps, threads, sweep;
+    int reps, rounds, threads, sweep;
     size_t mm_mb;
     int mm_tok;
     char formats[256], paths[128];
@@ -161,8 +181,9 @@ static int in_list(const char *list, const char *name) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_kernels [--mb N] [--n COLS] [--reps N] [--threads N] [--formats F32,Q4_0,...]\n"
-                    "                     [--paths generic,avx2,avx512,neon] [--mm-mb N] [--mm-tok N] [--no-sweep]\n");
+    fprintf(stderr, "usage: bench_kernels [--mb N] [--n COLS] [--rounds N] [--reps N] [--threads N]\n"
+                    "                     [--formats F32,Q4_0,...] [--paths generic,avx2,avx512,neon]\n"
+                    "                     [--mm-mb N] [--mm-tok N] [--no-sweep]\n");
     exit(2);
 }
 
@@ -188,13 +209,12 @@ static int64_t fill_rows(uint8_t *buf, size_t bytes, uint32_t t, int64_t n) {
 }
 
 typedef struct result {
-    double gbs1, gbsn;  /* matvec GB/s, one thread and all threads */
     double mm, mm_mv;   /* matmul GMAC/s; one matvec per token, GMAC/s */
 } result;
 
-/* Matrix-vector and matrix-matrix figures of type t on the current path. */
-static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t rows, int64_t mm_rows, int is_generic) {
-    result res = {0, 0, 0, 0};
+/* Matrix-matrix figures of type t on the current path (generic has none). */
+static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t mm_rows, int is_generic) {
+    result res = {0, 0};
     es_matvec_plan plan = es_plan_matvec(t);
     if (!plan.fn) return res;
     int64_t n = o->n;
@@ -204,31 +224,8 @@ static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t rows, in
     size_t ab = es_act_bytes(plan.act_type, n);
     uint8_t *act = malloc(ab * (size_t)o->mm_tok);
     for (int k = 0; k < o->mm_tok; k++) es_prepare_act(plan.act_type, x + (size_t)k * (size_t)n, act + (size_t)k * ab, n);
-    float *y = malloc(sizeof(float) * (size_t)(rows > mm_rows * o->mm_tok ? rows : mm_rows * o->mm_tok));
-    int reps = is_generic ? 1 : o->reps;
-
-    job proto = {.kind = 1, .buf = w, .fn = plan.fn, .rb = rb, .n = n, .act = act, .y = y};
-    if (is_generic) {
-        /* generic is compute-bound (far below memory speed): time it on about
-         * half a second's worth of rows, at least 64 MiB where there are */
-        int64_t probe = (int64_t)((4u << 20) / rb) + 1;
-        probe = probe < rows ? probe : rows;
-        double dt = run_split(&proto, 1, probe);
-        int64_t want = (int64_t)((double)probe * 0.5 / (dt > 1e-6 ? dt : 1e-6));
-        int64_t floor64 = (int64_t)((64u << 20) / rb);
-        if (want < floor64) want = floor64;
-        if (want < rows) rows = want;
-    }
-    double bytes = (double)rows * (double)rb;
-    for (int r = 0; r < reps; r++) {
-        double g = bytes / run_split(&proto, 1, rows) / 1e9;
-        if (g > res.gbs1) res.gbs1 = g;
-    }
-    if (o->threads > 1)
-        for (int r = 0; r < reps; r++) {
-            double g = bytes / run_split(&proto, o->threads, rows) / 1e9;
-            if (g > res.gbsn) res.gbsn = g;
-        }
+    float *y = malloc(sizeof(float) * (size_t)(mm_rows * o->mm_tok > 1 ? mm_rows * o->mm_tok : 1));
+    int reps = o->reps;
 
     /* prefill: mm_tok tokens at once, one thread (generic has no matmul) */
     if (mm_rows > 0 && !is_generic) {
@@ -253,8 +250,96 @@ static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t rows, in
     return res;
 }
 
+/* ---- matvec rounds ------------------------------------------------------------ */
+
+#define MAX_ROUNDS 64
+#define MAX_PATHS 4
+
+/* One path's matvec over a format: its kernel, activation and figures. */
+typedef struct mv_path {
+    const char *name;
+    int is_generic;
+    es_matvec_plan plan;
+    uint8_t *act;
+    float *y;
+    int64_t rows;                           /* rows timed (generic: a prefix) */
+    double g1[MAX_ROUNDS], gn[MAX_ROUNDS];  /* GB/s per round, one and all threads */
+} mv_path;
+
+/* Selects path p's table and prepares its kernel and activation for type t
+ * (rows of n); 0 where the path has no matvec for t. */
+static int mv_path_init(mv_path *p, const char *name, uint32_t t, int64_t n, int64_t rows, const float *x) {
+    char err[256];
+    memset(p, 0, sizeof *p);
+    if (es_simd_select(name, err, sizeof err) != 0) return 0;
+    p->name = name;
+    p->is_generic = !strcmp(name, "generic");
+    p->plan = es_plan_matvec(t);
+    if (!p->plan.fn) return 0;
+    p->act = malloc(es_act_bytes(p->plan.act_type, n));
+    p->y = malloc(sizeof(float) * (size_t)rows);
+    es_prepare_act(p->plan.act_type, x, p->act, n);
+    p->rows = rows;
+    return 1;
+}
+
+static job mv_job(const mv_path *p, const uint8_t *w, size_t rb, int64_t n) {
+    job j = {.kind = 1, .buf = w, .fn = p->plan.fn, .rb = rb, .n = n, .act = p->act, .y = p->y};
+    return j;
+}
+
+/* generic is compute-bound (far below memory speed): it times about half a
+ * second's worth of rows, at least 64 MiB where there are */
+static int64_t generic_rows(const mv_path *p, const uint8_t *w, size_t rb, int64_t n, int64_t rows) {
+    job proto = mv_job(p, w, rb, n);
+    int64_t probe = (int64_t)((4u << 20) / rb) + 1;
+    probe = probe < rows ? probe : rows;
+    double dt = run_split(&proto, 1, probe);
+    int64_t want = (int64_t)((double)probe * 0.5 / (dt > 1e-6 ? dt : 1e-6));
+    int64_t floor64 = (int64_t)((64u << 20) / rb);
+    if (want < floor64) want = floor64;
+    return want < rows ? want : rows;
+}
+
+/* One round's matvec figures of path p, GB/s of weight bytes */
+static void mv_round(mv_path *p, const uint8_t *w, size_t rb, int64_t n, int threads, int round) {
+    job proto = mv_job(p, w, rb, n);
+    double bytes = (double)p->rows * (double)rb;
+    p->g1[round] = bytes / run_split(&proto, 1, p->rows) / 1e9;
+    p->gn[round] = threads > 1 ? bytes / run_split(&proto, threads, p->rows) / 1e9 : 0;
+}
+
+/* One round's one-thread read bandwidth: the better of one stream and four
+ * interleaved streams (the pattern of a 4-row matvec pass), one pass each */
+static double bw_round(const uint8_t *buf, size_t bytes) {
+    double b1 = read_bw(buf, bytes, 1, 1, 1), b4 = read_bw(buf, bytes, 1, 1, 4);
+    return b1 > b4 ? b1 : b4;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* median, smallest and largest of v[0..k) */
+typedef struct stat3 {
+    double med, lo, hi;
+} stat3;
+static stat3 stats(const double *v, int k) {
+    double s[MAX_ROUNDS];
+    memcpy(s, v, sizeof(double) * (size_t)k);
+    qsort(s, (size_t)k, sizeof(double), cmp_double);
+    stat3 r = {k % 2 ? s[k / 2] : 0.5 * (s[k / 2 - 1] + s[k / 2]), s[0], s[k - 1]};
+    return r;
+}
+
+/* element-wise a[i] / b[i] * scale into out */
+static void ratios(const double *a, const double *b, double scale, int k, double *out) {
+    for (int i = 0; i < k; i++) out[i] = b[i] > 0 ? scale * a[i] / b[i] : 0;
+}
+
 int main(int argc, char **argv) {
-    opts o = {.mb = 1024, .n = 4096, .reps = 3, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
+    opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
     snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
     snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");
     for (int i = 1; i < argc; i++) {
@@ -264,6 +349,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--mb")) o.mb = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--n")) o.n = strtoll(v, NULL, 10);
         else if (!strcmp(a, "--reps")) o.reps = atoi(v);
+        else if (!strcmp(a, "--rounds")) o.rounds = atoi(v);
         else if (!strcmp(a, "--threads")) o.threads = atoi(v);
         else if (!strcmp(a, "--mm-mb")) o.mm_mb = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--mm-tok")) o.mm_tok = atoi(v);
@@ -272,8 +358,9 @@ int main(int argc, char **argv) {
         else usage();
         i++;
     }
-    if (o.mb < 1 || o.n < 256 || o.n % 256 || o.reps < 1 || o.mm_tok < 1) {
-        fprintf(stderr, "need --mb >= 1, --n a multiple of 256, --reps >= 1, --mm-tok >= 1\n");
+    if (o.mb < 1 || o.n < 256 || o.n % 256 || o.reps < 1 || o.rounds < 1 || o.rounds > MAX_ROUNDS || o.mm_tok < 1) {
+        fprintf(stderr, "need --mb >= 1, --n a multiple of 256, --reps >= 1, --rounds 1..%d, --mm-tok >= 1\n",
+                MAX_ROUNDS);
         return 2;
     }
     if (o.threads <= 0) o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -292,8 +379,8 @@ int main(int argc, char **argv) {
         if (fscanf(f, "%lf %lf %lf", &la[0], &la[1], &la[2]) != 3) la[0] = -1;
         fclose(f);
     }
-    printf("edgeseek kernel benchmark: %zu MiB of weights per format, rows of %lld, best of %d runs\n", o.mb,
-           (long long)o.n, o.reps);
+    printf("edgeseek kernel benchmark: %zu MiB of weights per format, rows of %lld; matvec: medians of %d rounds, "
+           "other figures: best of %d runs\n", o.mb, (long long)o.n, o.rounds, o.reps);
     printf("CPU features: %s; %d threads; load average %.2f (other work running skews the figures)\n",
            es_cpu_features(), o.threads, la[0]);
 
@@ -319,51 +406,74 @@ int main(int argc, char **argv) {
            "%d threads %.1f GB/s\n", o.mb, bw1, bw1s, bw4s, o.threads, bwn);
 
     /* 2 and 3. per format and path */
-    printf("\nmatvec: GB/s of weight bytes read (%% of the one-thread read bandwidth, measured again before each\n"
-           "format; speedup over generic)\n"
-           "matmul: %d tokens on a %zu MiB matrix, one thread, GMAC/s (speedup over one matvec per token)\n\n",
-           o.mm_tok, o.mm_mb);
-    printf("%-6s %-8s %-8s %22s %12s %20s\n", "format", "path", "act", "matvec 1 thread", "all threads",
-           "matmul");
+    printf("\nmatvec, one thread (timed by its CPU time): GB/s of weight bytes read; its share of the one-thread read bandwidth and its\n"
+           "speedup over generic, each taken within a round: medians over %d rounds [smallest-largest]\n"
+           "all threads: GB/s, median.  matmul: %d tokens on a %zu MiB matrix, one thread, GMAC/s (speedup over\n"
+           "one matvec per token), best of %d\n\n",
+           o.rounds, o.mm_tok, o.mm_mb, o.reps);
+    printf("%-6s %-8s %-5s %7s %17s %21s %7s %17s\n", "format", "path", "act", "GB/s", "% of read bw",
+           "x generic", "all thr", "matmul");
     static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0,
                                      ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
-    char err[256];
+    float *x = malloc(sizeof(float) * (size_t)o.n);
+    for (int64_t i = 0; i < o.n; i++) x[i] = frand();
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti];
         const es_type_traits *tr = es_type_info(t);
         if (!in_list(o.formats, tr->name)) continue;
         if (!es_kernels_generic.quant_row[t] || !es_kernels_generic.matvec[t] || o.n % tr->block_size) continue;
         int64_t rows = fill_rows(buf, bytes, t, o.n);
-        /* the read bandwidth again, just before this format's runs: with
-         * other work on the machine it drifts, and the share is taken
-         * against the bandwidth of the moment */
-        double bwl = read_bw(buf, bytes, 1, o.reps, 1), bwl4 = read_bw(buf, bytes, 1, o.reps, 4);
-        if (bwl4 > bwl) bwl = bwl4;
-        printf("%-6s (one-thread read bandwidth now %.1f GB/s)\n", tr->name, bwl);
-        int64_t mm_rows = (int64_t)((o.mm_mb << 20) / es_row_bytes(t, o.n));
-        if (mm_rows > rows) mm_rows = rows;
-        result gen = {0, 0, 0, 0};
+        size_t rb = es_row_bytes(t, o.n);
+        mv_path mp[MAX_PATHS];
+        int np = 0, gi = -1;
         for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
             if (!in_list(o.paths, paths[pi]) || !es_simd_supported(paths[pi])) continue;
-            if (es_simd_select(paths[pi], err, sizeof err) != 0) continue;
-            int is_generic = !strcmp(paths[pi], "generic");
-            result r = bench_type(&o, t, buf, rows, mm_rows, is_generic);
-            if (is_generic) gen = r;
-            char mv[64], mm[64], nt[32];
-            snprintf(mv, sizeof mv, "%6.2f (%3.0f%%", r.gbs1, 100 * r.gbs1 / bwl);
-            if (gen.gbs1 > 0 && !is_generic)
-                snprintf(mv + strlen(mv), sizeof mv - strlen(mv), "; %5.1fx)", r.gbs1 / gen.gbs1);
-            else
-                snprintf(mv + strlen(mv), sizeof mv - strlen(mv), ")");
-            snprintf(nt, sizeof nt, "%.2f", r.gbsn);
-            if (is_generic) snprintf(mm, sizeof mm, "-");
+            if (!mv_path_init(&mp[np], paths[pi], t, o.n, rows, x)) continue;
+            if (mp[np].is_generic) {
+                mp[np].rows = generic_rows(&mp[np], buf, rb, o.n, rows);
+                gi = np;
+            }
+            np++;
+        }
+        /* the rounds: the read bandwidth and each path once, in turn */
+        double bw[MAX_ROUNDS];
+        for (int k = 0; k < o.rounds; k++) {
+            if (k % 2 == 0) bw[k] = bw_round(buf, bytes);
+            for (int j = 0; j < np; j++) mv_round(&mp[k % 2 ? np - 1 - j : j], buf, rb, o.n, o.threads, k);
+            if (k % 2 == 1) bw[k] = bw_round(buf, bytes);
+        }
+        stat3 sb = stats(bw, o.rounds);
+        printf("%-6s read bandwidth, one thread: %.1f GB/s [%.1f-%.1f]\n", tr->name, sb.med, sb.lo, sb.hi);
+        int64_t mm_rows = (int64_t)((o.mm_mb << 20) / rb);
+        if (mm_rows > rows) mm_rows = rows;
+        for (int j = 0; j < np; j++) {
+            mv_path *p = &mp[j];
+            double rt[MAX_ROUNDS];
+            char share[40], speed[40], mm[40];
+            stat3 g = stats(p->g1, o.rounds), gn = stats(p->gn, o.rounds);
+            ratios(p->g1, bw, 100, o.rounds, rt);
+            stat3 sh = stats(rt, o.rounds);
+            snprintf(share, sizeof share, "%3.0f%% [%3.0f-%3.0f]", sh.med, sh.lo, sh.hi);
+            if (gi >= 0 && j != gi) {
+                ratios(p->g1, mp[gi].g1, 1, o.rounds, rt);
+                stat3 sp = stats(rt, o.rounds);
+                snprintf(speed, sizeof speed, "%5.1fx [%4.1f-%4.1f]", sp.med, sp.lo, sp.hi);
+            } else {
+                snprintf(speed, sizeof speed, "-");
+            }
+            es_simd_select(p->name, NULL, 0);
+            result r = bench_type(&o, t, buf, mm_rows, p->is_generic);
+            if (p->is_generic || mm_rows < 1) snprintf(mm, sizeof mm, "-");
             else snprintf(mm, sizeof mm, "%7.2f (%4.1fx)", r.mm, r.mm / r.mm_mv);
-            printf("%-6s %-8s %-8s %22s %12s %20s\n", tr->name, paths[pi], es_type_info(es_plan_matvec(t).act_type)->name,
-                   mv, nt, mm);
+            printf("%-6s %-8s %-5s %7.2f %17s %21s %7.2f %17s\n", tr->name, p->name,
+                   es_type_info(p->plan.act_type)->name, g.med, share, speed, gn.med, mm);
             fflush(stdout);
+            free(p->act);
+            free(p->y);
         }
     }
+    free(x);
     munmap(buf, bytes);
     return 0;
 }

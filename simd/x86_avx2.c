@@ -216,30 +216,31 @@ static inline __attribute__((always_inline)) void tile_q8act(int is_q4, int R, i
         for (int t = 0; t < T; t++) y[t * ys + r + k] = hsum8(acc[k][t]);
 }
 
-/* matvec: 4 rows a pass.  The four weight scales of a block are converted
+/* matvec: 4 rows a pass, rows r, r+q, r+2q, r+3q (see matvec_prefetch_streams in
+ * x86_avx2_common.h).  The four weight scales of a block are converted
  * together and multiplied by the activation's scale once; each row's factor
- * is then broadcast from memory (a load, no shuffle).  Software prefetch as
- * matvec_prefetch (x86_avx2_common.h) says. */
+ * is then broadcast from memory (a load, no shuffle). */
 static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const void *w, size_t rb, int64_t nb,
-                                                            const block_q8_0 *x, float *y, int64_t r) {
+                                                            const block_q8_0 *x, float *y, int64_t r, int64_t q) {
     const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const size_t rs = (size_t)q * rb;
     const char *row = (const char *)w + (size_t)r * rb;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float dd[4] __attribute__((aligned(16)));
     for (int64_t i = 0; i < nb; i++) {
-        matvec_prefetch(row, rb, (size_t)i * bs, bs);
+        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
         const char *b0 = row + (size_t)i * bs;
         __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rb), 2);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rb), 3);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rs), 1);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rs), 2);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rs), 3);
         _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
         __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
         __m256i a8 = is_q4 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), a) : a;
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            wblock b = load_wblock(is_q4, b0 + k * rb, 0);
+            wblock b = load_wblock(is_q4, b0 + k * rs, 0);
             __m256i p = is_q4 ? _mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), a8)
                               : _mm256_maddubs_epi16(b.u, _mm256_sign_epi8(a, b.s));
             __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
@@ -247,14 +248,14 @@ static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const voi
         }
     }
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) y[r + k] = hsum8(acc[k]);
+    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
 }
 
 static inline __attribute__((always_inline)) void matvec_q8act(int is_q4, const void *w, size_t rb, int64_t n,
                                                                const void *x, float *y, int64_t r0, int64_t r1) {
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) mv4_q8act(is_q4, w, rb, n / 32, x, y, r);
-    for (; r < r1; r++) tile_q8act(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
+    int64_t q = (r1 - r0) / 4;
+    for (int64_t j = 0; j < q; j++) mv4_q8act(is_q4, w, rb, n / 32, x, y, r0 + j, q);
+    for (int64_t r = r0 + 4 * q; r < r1; r++) tile_q8act(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
 }
 
 /* a pass of T tokens (1..4) over rows [r0, r1) in 2-row tiles */

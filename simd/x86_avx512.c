@@ -167,31 +167,33 @@ static inline __attribute__((always_inline)) __m256i vnni_start(int is_q4, __m25
     return _mm256_sub_epi32(_mm256_setzero_si256(), s);
 }
 
-/* matvec, 4 rows a pass: scales as x86_avx2.c's mv4_q8act */
+/* matvec, 4 rows a pass, q rows apart (matvec_prefetch_streams, x86_avx2_common.h):
+ * scales as x86_avx2.c's mv4_q8act */
 static inline __attribute__((always_inline)) void mv4_vnni(int is_q4, const void *w, size_t rb, int64_t nb,
-                                                           const block_q8_0 *x, float *y, int64_t r) {
+                                                           const block_q8_0 *x, float *y, int64_t r, int64_t q) {
     const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const size_t rs = (size_t)q * rb;
     const char *row = (const char *)w + (size_t)r * rb;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float dd[4] __attribute__((aligned(16)));
     for (int64_t i = 0; i < nb; i++) {
-        matvec_prefetch(row, rb, (size_t)i * bs, bs);
+        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
         const char *b0 = row + (size_t)i * bs;
         __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rb), 1);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rb), 2);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rb), 3);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rs), 1);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rs), 2);
+        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rs), 3);
         _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
         __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
         __m256i s0 = vnni_start(is_q4, a);
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            __m256i p = _mm256_dpbusd_epi32(s0, vnni_weights(is_q4, b0 + k * rb), a);
+            __m256i p = _mm256_dpbusd_epi32(s0, vnni_weights(is_q4, b0 + k * rs), a);
             acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&dd[k]), acc[k]);
         }
     }
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) y[r + k] = hsum8(acc[k]);
+    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
 }
 
 /* Two consecutive blocks (the second only if `two`) of a row or of an
@@ -274,9 +276,9 @@ static inline __attribute__((always_inline)) void tile_vnni(int is_q4, int R, in
 
 static inline __attribute__((always_inline)) void matvec_vnni(int is_q4, const void *w, size_t rb, int64_t n,
                                                               const void *x, float *y, int64_t r0, int64_t r1) {
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) mv4_vnni(is_q4, w, rb, n / 32, x, y, r);
-    for (; r < r1; r++) tile_vnni(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
+    int64_t q = (r1 - r0) / 4;
+    for (int64_t j = 0; j < q; j++) mv4_vnni(is_q4, w, rb, n / 32, x, y, r0 + j, q);
+    for (int64_t r = r0 + 4 * q; r < r1; r++) tile_vnni(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
 }
 
 /* a pass of T tokens (1..4) over rows [r0, r1) in 4-row tiles, then 2 and 1 */

@@ -26,9 +26,12 @@
 #include "kernels.h"
 #include "x86_avx2_common.h"
 
-/* matvec rows are read one after another, a single stream the hardware
- * prefetcher follows; software prefetch KPF bytes ahead still helps it
- * (measured, bench/bench_kernels) */
+/* The last (r1 - r0) % 4 rows of a matvec, and the rows of a prefill pass,
+ * are read one after another, a single stream the hardware prefetcher
+ * follows; software prefetch KPF bytes ahead still helps it (measured,
+ * bench/bench_kernels).  (Four rows side by side, restarting 4 streams
+ * every pass, measured 15% slower than that for Q6_K; 4 rows from the
+ * quarters of the range, the matvecs' order, 31% faster.) */
 #ifndef KPF
 #define KPF 2048
 #endif
@@ -77,17 +80,26 @@ static inline __attribute__((always_inline)) __m256i kq_bit(__m256i v, int k, in
     return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(v, k), _mm256_set1_epi8(1)), to);
 }
 
-/* Q4_K/Q5_K: the 8 six-bit scales (int16 lanes 0..7) and mins (8..15) */
-static inline __m256i kq_k4_scales(const uint8_t *s12) {
-    uint32_t u[4];
-    memcpy(u, s12, 12);
-    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
-    uint32_t mins_lo = u[1] & m6;
-    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
-    u[2] = mins_lo;
-    u[0] &= m6;
-    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+/* Q4_K/Q5_K: the 8 six-bit scales (bytes 0..7) and mins (8..15) from the
+ * 12 packed bytes at s12 (es_k4_scale_min), with two shuffles.  Reads 16
+ * bytes: the 4 after the scales are the block's own (qh or qs), unused. */
+static inline __attribute__((always_inline)) __m128i kq_k4_scale_bytes(const uint8_t *s12) {
+    __m128i v = _mm_loadu_si128((const __m128i *)s12);
+    /* the low bits: scales 0..3 and mins 0..3 are bytes 0..3 and 4..7 & 63;
+     * scales 4..7 the low nibbles of bytes 8..11, mins 4..7 their high ones */
+    __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    lo = _mm_blend_epi32(lo, _mm_srli_epi16(lo, 4), 8);
+    lo = _mm_and_si128(lo, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15));
+    /* the high 2 bits of scales 4..7 and mins 4..7: the top bits of bytes
+     * 0..3 and 4..7, moved to bits 4..5 */
+    __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    hi = _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30));
+    return _mm_or_si128(lo, hi);
+}
+
+/* the same as int16 lanes: scales 0..7, mins 8..15 */
+static inline __attribute__((always_inline)) __m256i kq_k4_scales(const uint8_t *s12) {
+    return _mm256_cvtepu8_epi16(kq_k4_scale_bytes(s12));
 }
 
 /* Q3_K: the 16 six-bit scales minus 32, int16 lanes 0..15 */
@@ -101,6 +113,20 @@ static inline __m256i kq_k3_scales(const uint8_t *s12) {
     u[3] = ((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4);
     __m256i s = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
     return _mm256_sub_epi16(s, _mm256_set1_epi16(32));
+}
+
+/* Q4_K/Q5_K chunk c (weights 64c..64c+63) of quants qs (and Q5_K's fifth
+ * bits hb, the 32 bytes of qh): sub-block 2c in lo, 2c+1 in hi, as bytes */
+static inline __attribute__((always_inline)) void kq_k4_chunk(enum kfmt f, const uint8_t *qs, __m256i hb, int c,
+                                                              __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+    *lo = _mm256_and_si256(bits, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+    if (f == KQ5) {
+        *lo = _mm256_or_si256(*lo, kq_bit(hb, 2 * c, 4));
+        *hi = _mm256_or_si256(*hi, kq_bit(hb, 2 * c + 1, 4));
+    }
 }
 
 /* One super-block of one row against T tokens' super-blocks x[t]:
@@ -141,12 +167,8 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
         }
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i ql = _mm256_and_si256(bits, m4), qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            if (f == KQ5) {
-                ql = _mm256_or_si256(ql, kq_bit(hb, 2 * c, 4));
-                qh = _mm256_or_si256(qh, kq_bit(hb, 2 * c + 1, 4));
-            }
+            __m256i ql, qh;
+            kq_k4_chunk(f, qs, hb, c, &ql, &qh);
             __m256i sl = kq_lane16(sc, 2 * c), sh = kq_lane16(sc, 2 * c + 1);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
@@ -262,9 +284,112 @@ static inline __attribute__((always_inline)) void kq_row(enum kfmt f, int T, con
     for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[t]);
 }
 
+/* Q2_K/Q3_K/Q6_K matvec: rows r, r+q, r+2q, r+3q (the quarters that
+ * matvec_prefetch_streams describes) against one token, kq_block per row */
+static inline __attribute__((always_inline)) void kq_mv4(enum kfmt f, const void *w, size_t rb, int64_t nb,
+                                                         const block_q8_K *x, float *y, int64_t r, int64_t q) {
+    const char *row = (const char *)w + (size_t)r * rb;
+    const size_t bs = kq_block_bytes(f), rs = (size_t)q * rb;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
+        const block_q8_K *xi = x + i;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) kq_block(f, 1, (const uint8_t *)row + (size_t)k * rs + (size_t)i * bs, &xi, &acc[k]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
+}
+
+/* Q4_K/Q5_K matvec: R rows q apart, r, r+q, .. (the quarters that
+ * matvec_prefetch_streams, x86_avx2_common.h, describes) against one
+ * token.  Per super-block, what comes from the activation (its scale, the
+ * sums of 32 from the bsums) is read once for the R rows; per row, the scales and mins are
+ * unpacked with shuffles (kq_k4_scale_bytes) and each sub-block's scale is
+ * picked out of the bytes by one more shuffle per 32 weights.  The mins
+ * term (dmin·Σ m_j·bsum_j) goes into its own 4-lane accumulator, subtracted
+ * at the end.  R = 4: four streams, prefetched by matvec_prefetch_streams;
+ * R = 1 (the last rows): one stream, KPF ahead. */
+static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R, const void *w, size_t rb,
+                                                              int64_t nb, const block_q8_K *x, float *y, int64_t r,
+                                                              int64_t q) {
+    const char *row = (const char *)w + (size_t)r * rb;
+    const size_t bs = kq_block_bytes(f), rs = (size_t)q * rb;
+#ifdef __AVX512VNNI__
+    const int C = 2; /* VPDPWSSD chains per row (see kq_block) */
+#else
+    const int C = 1;
+#endif
+    __m256 acc[4];
+    __m128 accm[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) {
+        acc[k] = _mm256_setzero_ps();
+        accm[k] = _mm_setzero_ps();
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        if (R == 4) {
+            matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
+        } else if (KPF) {
+#pragma GCC unroll 4
+            for (size_t j = 0; j < (bs + 63) / 64; j++) _mm_prefetch(row + (size_t)i * bs + KPF + 64 * j, _MM_HINT_T0);
+        }
+        __m256i bsum = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+        __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsum), _mm256_extracti128_si256(bsum, 1));
+        __m128 xd = _mm_set1_ps(x[i].d);
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) {
+            const uint8_t *blk = (const uint8_t *)row + (size_t)k * rs + (size_t)i * bs;
+            const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
+            const uint8_t *qs = f == KQ4 ? b4->qs : ((const block_q5_K *)blk)->qs;
+            __m256i hb = f == KQ5 ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh)
+                                  : _mm256_setzero_si256();
+            __m128i sm = kq_k4_scale_bytes(b4->scales);
+            /* d·xd and dmin·xd in lanes 0 and 1 (d and dmin are adjacent) */
+            uint32_t dpair;
+            memcpy(&dpair, blk, 4);
+            __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dpair)), xd);
+            __m128i mp = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm)), s32);
+            accm[k] = _mm_fmadd_ps(_mm_permute_ps(dd, 0x55), _mm_cvtepi32_ps(mp), accm[k]);
+            __m256i sc = _mm256_broadcastsi128_si256(sm);
+            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m256i ql, qh;
+                kq_k4_chunk(f, qs, hb, c, &ql, &qh);
+                /* scale byte j as the int16 of every lane (the high byte zeroed) */
+                __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x8000 | (2 * c))));
+                __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x8000 | (2 * c + 1))));
+                const __m256i *a = (const __m256i *)(x[i].qs + 64 * c);
+                sumi[0] = kq_madd(sumi[0], sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
+                sumi[C - 1] = kq_madd(sumi[C - 1], sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
+            }
+            if (C == 2) sumi[0] = _mm256_add_epi32(sumi[0], sumi[1]);
+            acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[0]), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) {
+        __m128 m = _mm_add_ps(accm[k], _mm_movehl_ps(accm[k], accm[k]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        y[r + k * q] = hsum8(acc[k]) - _mm_cvtss_f32(m);
+    }
+}
+
 static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const void *w, size_t rb, int64_t n,
                                                             const void *act, float *y, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) kq_row(f, 1, w, rb, n / QK_K, act, 0, y, 0, r);
+    int64_t r = r0;
+    if (f == KQ4 || f == KQ5) {
+        int64_t q = (r1 - r0) / 4;
+        for (int64_t j = 0; j < q; j++) kq4_mv_rows(f, 4, w, rb, n / QK_K, act, y, r0 + j, q);
+        for (r = r0 + 4 * q; r < r1; r++) kq4_mv_rows(f, 1, w, rb, n / QK_K, act, y, r, 1);
+        return;
+    }
+    int64_t q = (r1 - r0) / 4;
+    for (int64_t j = 0; j < q; j++) kq_mv4(f, w, rb, n / QK_K, act, y, r0 + j, q);
+    for (r = r0 + 4 * q; r < r1; r++) kq_row(f, 1, w, rb, n / QK_K, act, 0, y, 0, r);
 }
 
 /* a prefill pass (see matmul_blocked): T tokens, one row at a time */
