@@ -11,7 +11,8 @@
  *     dequantising tiles of its rows to fp32 and multiplying them with
  *     OpenBLAS's cblas_sgemm (one OpenBLAS thread per calling thread).
  * Rows are split between threads in multiples of 16, as the forward pass
- * does.  Each figure is the best of --reps runs.
+ * does.  Each figure is the best of --reps runs, timed in CPU time with one
+ * thread and in wall time with several.
  *
  * Usage: bench_gemm [--threads N] [--reps N] [--formats Q4_0,Q8_0]
  *                   [--tok 1,2,4,...] [--no-sweep] [--no-shapes] */
@@ -26,12 +27,15 @@
 #ifdef ES_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int n);
+char *openblas_get_corename(void);
 #define BLAS_TILE_ROWS 256 /* rows dequantised at once: 2 MiB of fp32 at n = 2048 */
 #endif
 
-static double now(void) {
+/* one-thread figures use this thread's CPU time (a shared machine's other
+ * load then costs little accuracy), several threads wall time */
+static double now(int threads) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(threads == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -111,7 +115,7 @@ static void *work(void *arg) {
 
 /* seconds for one product with `threads` threads */
 static double run_once(problem *p, int method, int threads) {
-    double t0 = now();
+    double t0 = now(threads);
     if (method == 0) /* the activations, quantised once per product as the forward pass does */
         for (int64_t t = 0; t < p->nt; t++) es_prepare_act(p->act_type, p->x + t * p->n, p->act + (size_t)t * p->ab, p->n);
     pthread_t th[64];
@@ -128,7 +132,7 @@ static double run_once(problem *p, int method, int threads) {
         else work(&wk[i]);
     }
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    return now() - t0;
+    return now(threads) - t0;
 }
 
 static double gmacs(problem *p, int method, int threads, int reps) {
@@ -176,6 +180,11 @@ int main(int argc, char **argv) {
     }
     if (o.threads < 1 || o.threads > 64 || o.reps < 1) usage();
     printf("SIMD path: %s (%s)\n", es_simd_name(), es_cpu_features());
+#ifdef ES_OPENBLAS
+    /* OpenBLAS falls back to a generic core (Prescott) on a CPU it does not
+     * know: OPENBLAS_CORETYPE=SkylakeX (or Haswell) names one */
+    printf("OpenBLAS core: %s\n", openblas_get_corename());
+#endif
 
     char fl[128];
     snprintf(fl, sizeof fl, "%s", o.formats);

@@ -322,12 +322,12 @@ static void matvec_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *ac
  * for its buffer */
 static void matmul_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                              int64_t ys, int64_t r0, int64_t r1) {
-    if (!gemm_q8act(0, w, rb, n, act, as, nt, y, ys, r0, r1))
+    if (!gemm_vnni(0, w, rb, n, act, as, nt, y, ys, r0, r1))
         matmul_blocked(pass_q8_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static void matmul_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                              int64_t ys, int64_t r0, int64_t r1) {
-    if (!gemm_q8act(1, w, rb, n, act, as, nt, y, ys, r0, r1))
+    if (!gemm_vnni(1, w, rb, n, act, as, nt, y, ys, r0, r1))
         matmul_blocked(pass_q4_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
