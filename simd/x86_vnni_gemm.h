@@ -34,7 +34,10 @@
 #include "x86_gemm_common.h"
 
 #define GEMM_ROWS 16
-#define GEMM_TOK 8 /* tokens whose accumulators stay in registers */
+/* tokens whose accumulators stay in registers: 12 accumulators + 8 weight
+ * registers + scales and sums fit in 32 (bench_gemm: 12 beats 8 by ~10% at
+ * T = 10..12, equal elsewhere; 16 is no better) */
+#define GEMM_TOK 12
 
 /* 16 bytes at each of 16 row pointers (+off), transposed: T[g] lane r holds
  * bytes 4g..4g+3 of row r's 16. */
@@ -145,6 +148,7 @@ static inline __attribute__((always_inline)) void gemm_run_vnni(int is_q4, int T
         else gemm_tile(is_q4, k, rw->row, sidx, NULL, nb, act, as, aux, y, ys, keep);                   \
         break;
         GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6) GEMM_CASE(7)
+        GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11)
         default: GEMM_CASE(GEMM_TOK)
 #undef GEMM_CASE
     }
