@@ -226,8 +226,9 @@ static void test_all_paths(void) {
  * the activations exactly as the kernel sees them (x quantised to its
  * act_type by the generic quantiser and dequantised back): the only error
  * left is fp32 summation, held to 1e-5 of Σ|w·x_seen| per output.  Token
- * counts 1..9, 17, 63, 65 (tiles of 4 and groups of 8 tokens plus every
- * remainder), row counts across tiles of 1, 2, 4 and 16 rows with ragged
+ * counts 1..9, 12, 13, 17, 63, 65 (tiles of 4 tokens, groups of 8 (AVX2)
+ * and 12 (VNNI) with the packed path beyond one group, plus every
+ * remainder), row counts across tiles of 1, 2, 4, 8 and 16 rows with ragged
  * tails (1, 2, 3, 7, 33, 50), row ranges split in three, a Y
  * stride wider than the rows (nothing written outside [r0, r1)), and shapes
  * whose activations span several token blocks. */
@@ -307,7 +308,7 @@ static void test_table_products(void) {
     static const int64_t rows_list[] = {1, 2, 3, 7, 33, 50};
     /* every count up to two token groups of x86_vnni_gemm.h, and counts
      * either side of the activation chunks */
-    static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 63, 65};
+    static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 63, 65};
     static const int64_t cols_32[] = {32, 96, 1056}, cols_256[] = {256, 768};
     test_table tabs[4];
     int ntabs = x86_tables(tabs);
