@@ -10,7 +10,7 @@
  * in L1; over a tile, groups of at most `tok` tokens whose accumulators
  * stay in registers, of equal size (9 tokens: 5 + 4, not 8 + 1).  Where a
  * tile is run for more than one group (or always, if the kernel asks), its
- * weights are first transposed into a stack buffer (`pack`) that every
+ * weights are first transposed into a buffer (`pack`) that every
  * group reads; otherwise the one group transposes them itself.
  *
  * A ragged last tile repeats its last row in the missing lanes and stores
@@ -22,11 +22,12 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "quant.h"
 
 #define GEMM_MAX_ROWS 16
-#define GEMM_AUX 4096              /* (token, block) entries of gemm_aux on the stack: 32 KiB */
+#define GEMM_AUX 4096              /* (token, block) entries of gemm_aux: 32 KiB */
 #define GEMM_PACK_BYTES (224u << 10) /* the transposed weights of one tile (n = 10944 fits) */
 
 /* per token and activation block: the start value of the integer dot
@@ -82,8 +83,13 @@ static inline __attribute__((always_inline)) int gemm_drive(int is_q4, int R, in
     const int64_t nb = n / 32;
     const int fits = nb * (int64_t)pk_block <= (int64_t)GEMM_PACK_BYTES;
     if (nb < 1 || nb > GEMM_AUX || (pack_always && !fits)) return 0;
-    gemm_aux aux[GEMM_AUX];
-    _Alignas(64) unsigned char pk[GEMM_PACK_BYTES];
+    /* 256 KiB of scratch from the heap, not the stack (an embedder's thread
+     * may have a small one); glibc serves it from the thread's arena after
+     * the first call.  Without it, the caller's fallback runs. */
+    unsigned char *scratch = aligned_alloc(64, GEMM_PACK_BYTES + GEMM_AUX * sizeof(gemm_aux));
+    if (!scratch) return 0;
+    unsigned char *pk = scratch;
+    gemm_aux *aux = (gemm_aux *)(scratch + GEMM_PACK_BYTES);
     int64_t tc = token_block(nt, (size_t)nb * sizeof(block_q8_0));
     if (tc > GEMM_AUX / nb) tc = GEMM_AUX / nb;
     for (int64_t t0 = 0; t0 < nt; t0 += tc) {
@@ -106,6 +112,7 @@ static inline __attribute__((always_inline)) int gemm_drive(int is_q4, int R, in
                     as, aux + t * nb, y + (size_t)(t0 + t) * (size_t)ys + r, ys);
         }
     }
+    free(scratch);
     return 1;
 }
 
