@@ -63,6 +63,17 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libedgeseek.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
 
+# `make OPENBLAS=1 bench` also builds bench_gemm_openblas: bench_gemm with
+# dequantised tiles + OpenBLAS's cblas_sgemm beside our matmul (Debian:
+# libopenblas-dev).  Only that bench links OpenBLAS; the library never does.
+ifeq ($(OPENBLAS),1)
+BENCHES += $(BUILD)/bench/bench_gemm_openblas
+$(BUILD)/obj/bench/bench_gemm_openblas.o: bench/bench_gemm.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ES_CFLAGS) $(CFLAGS) -DES_OPENBLAS -c $< -o $@
+$(BUILD)/bench/bench_gemm_openblas: LDLIBS += -lopenblas
+endif
+
 tools: $(TOOLS)
 bench: $(BENCHES)
 

@@ -14,7 +14,9 @@
  * weight is loaded once per T tokens and each activation once per R rows.
  * matvec is the T = 1 case with 4 rows a pass (four independent streams and
  * the activation loads shared); matmul uses 2 x 4 tiles, looping rows outside
- * tokens within a block of tokens whose activations stay in L2. */
+ * tokens within a block of tokens whose activations stay in L2 — except
+ * Q4_0 and Q8_0's, which put 8 rows in the lanes (x86_avx2_gemm.h) and keep
+ * the 4 x 4 tiles for rows too long for its buffers. */
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -22,6 +24,7 @@
 #include <math.h>
 
 #include "x86_avx2_common.h"
+#include "x86_avx2_gemm.h"
 #include "x86_kquants.h"
 
 /* ---- float weights ---------------------------------------------------------- */
@@ -294,11 +297,15 @@ static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, fl
 }
 static void matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
-    matmul_blocked(pass_q8_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+    /* packing 8 rows' Q8_0 blocks costs more than it saves below ~6 tokens
+     * (bench/bench_gemm: equal at 4, 1.2x at 6, 1.9x at 64) */
+    if (nt < 6 || !gemm_avx2(0, w, rb, n, act, as, nt, y, ys, r0, r1))
+        matmul_blocked(pass_q8_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static void matmul_q4_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
-    matmul_blocked(pass_q4_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+    if (!gemm_avx2(1, w, rb, n, act, as, nt, y, ys, r0, r1))
+        matmul_blocked(pass_q4_0, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- activation quantisers (bit for bit as generic's) ------------------------ */

@@ -26,6 +26,7 @@
 
 #include "x86_avx2_common.h"
 #include "x86_kquants.h"
+#include "x86_vnni_gemm.h"
 
 /* ---- float weights (512-bit) ---------------------------------------------- */
 
@@ -319,13 +320,17 @@ static void matvec_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *ac
 static void matvec_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_vnni(1, w, rb, n, act, y, r0, r1);
 }
+/* matmul: 16-row tiles (x86_vnni_gemm.h); 4x4 tiles only for rows too long
+ * for its buffer */
 static void matmul_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                              int64_t ys, int64_t r0, int64_t r1) {
-    matmul_blocked(pass_q8_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+    if (!gemm_vnni(0, w, rb, n, act, as, nt, y, ys, r0, r1))
+        matmul_blocked(pass_q8_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static void matmul_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                              int64_t ys, int64_t r0, int64_t r1) {
-    matmul_blocked(pass_q4_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
+    if (!gemm_vnni(1, w, rb, n, act, as, nt, y, ys, r0, r1))
+        matmul_blocked(pass_q4_0_vnni, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- vector operations (512-bit, masked tails) ------------------------------ */

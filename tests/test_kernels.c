@@ -226,8 +226,10 @@ static void test_all_paths(void) {
  * the activations exactly as the kernel sees them (x quantised to its
  * act_type by the generic quantiser and dequantised back): the only error
  * left is fp32 summation, held to 1e-5 of Σ|w·x_seen| per output.  Token
- * counts 1, 2, 3, 5, 8, 17 (tiles of 4 tokens plus every remainder), row
- * counts across tiles of 1, 2 and 4 rows, row ranges split in three, a Y
+ * counts 1..9, 12, 13, 17, 63, 65 (tiles of 4 tokens, groups of 8 (AVX2)
+ * and 12 (VNNI) with the packed path beyond one group, plus every
+ * remainder), row counts across tiles of 1, 2, 4, 8 and 16 rows with ragged
+ * tails (1, 2, 3, 7, 33, 50), row ranges split in three, a Y
  * stride wider than the rows (nothing written outside [r0, r1)), and shapes
  * whose activations span several token blocks. */
 
@@ -303,8 +305,10 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
 static void test_table_products(void) {
     static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q2_K,
                                    ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
-    static const int64_t rows_list[] = {1, 2, 3, 7, 33};
-    static const int64_t ntok_list[] = {1, 2, 3, 5, 8, 17};
+    static const int64_t rows_list[] = {1, 2, 3, 7, 33, 50};
+    /* every count up to two token groups of x86_vnni_gemm.h, and counts
+     * either side of the activation chunks */
+    static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 63, 65};
     static const int64_t cols_32[] = {32, 96, 1056}, cols_256[] = {256, 768};
     test_table tabs[4];
     int ntabs = x86_tables(tabs);

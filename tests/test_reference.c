@@ -735,6 +735,8 @@ static int quantised_activations(const rmodel *rm) {
  * flip, and the reference then follows the runtime so that the logits stay
  * comparable; a flip with a wider margin is a routing error. */
 #define TIE_MARGIN_QACT 2e-2
+/* incremental decode against one prefill with Q8_0 activations (below) */
+#define TOL_INCREMENTAL_QACT_RMS 2e-2
 
 /* The comparison on one kernel path, with the reference loaded. */
 static void check_path(const char *label, const rmodel *rm, es_model *em, const int32_t *tok, int T,
@@ -815,13 +817,34 @@ static void check_path(const char *label, const rmodel *rm, es_model *em, const 
         if (rt_run_init(&inc, NL, T, k, V) != 0) { CHECK(0, "out of memory"); rt_run_free(&inc); continue; }
         rc = rt_eval(em, tok, T, scheds[si], &inc, err, sizeof err);
         CHECK(rc == 0, "%s: incremental eval failed: %s", label, err);
-        double dmax = 0;
+        double dmax = 0, ssd = 0, ssf = 0;
         for (size_t i = 0; rc == 0 && i < n; i++) {
             double d = fabs((double)inc.logits[i] - full.logits[i]);
             dmax = d > dmax || d != d ? d : dmax;
+            ssd += d * d;
+            ssf += (double)full.logits[i] * full.logits[i];
         }
         double itol = TOL_INCREMENTAL_REL * (scale > 1 ? scale : 1);
-        CHECK(rc == 0 && dmax <= itol, "%s: %s differs from one prefill by %.4g (tol %.4g)", label, names[si], dmax, itol);
+        if (!qact) {
+            CHECK(rc == 0 && dmax <= itol, "%s: %s differs from one prefill by %.4g (tol %.4g)", label, names[si],
+                  dmax, itol);
+        } else {
+            /* batch and single-token products may sum in different orders;
+             * with Q8_0 activations a last-bit difference can move a value
+             * across a rounding step (d = amax/127) of the next product's
+             * input, and the step propagates.  Measured: scaling one matvec
+             * kernel's outputs by 1 - 5e-7 moves these models' logits by up
+             * to 0.8% RMS (max 1% of the scale).  So 2% RMS here; the
+             * generic path, without activation rounding, keeps the exact
+             * check of the same schedules above. */
+            double rel = sqrt(ssd / (ssf > 0 ? ssf : 1));
+            CHECK(rc == 0 && (dmax <= itol || rel <= TOL_INCREMENTAL_QACT_RMS),
+                  "%s: %s differs from one prefill by %.4g (tol %.4g), RMS %.3g of the logits' (tol %.3g)", label,
+                  names[si], dmax, itol, rel, TOL_INCREMENTAL_QACT_RMS);
+            if (dmax > itol)
+                printf("note %s: %s: max|Δ| %.3g from one prefill (an activation rounding step), RMS %.3g of the "
+                       "logits'\n", label, names[si], dmax, rel);
+        }
         CHECK(rc != 0 || memcmp(inc.route, full.route, sizeof(int32_t) * (size_t)NL * T * k) == 0,
               "%s: %s routes differently from one prefill", label, names[si]);
         rt_run_free(&inc);
