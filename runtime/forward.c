@@ -177,6 +177,51 @@ static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, in
     plan.fn(base, row_bytes, n, act, y, 0, rows);
 }
 
+/* Two products of the same input rows in one parallel region: Y1 = W1 X and
+ * Y2 = W2 X (one barrier instead of two; units as matmul() cuts them, so
+ * the results are the same).  Two plain matmul() calls when the matrices
+ * want their input in different formats. */
+typedef struct pair_job {
+    matmul_job m[2];
+    int64_t chunk[2], units0, rows[2];
+} pair_job;
+
+static void pair_task(void *ctx, int64_t u0, int64_t u1, int tid) {
+    const pair_job *p = ctx;
+    for (int64_t u = u0; u < u1; u++) {
+        int i = u >= p->units0;
+        int64_t r0 = (u - (i ? p->units0 : 0)) * p->chunk[i];
+        int64_t r1 = r0 + p->chunk[i] < p->rows[i] ? r0 + p->chunk[i] : p->rows[i];
+        matmul_task((void *)&p->m[i], r0, r1, tid);
+    }
+}
+
+static void matmul_pair(es_session *s, const es_weight *w1, float *Y1, const es_weight *w2, float *Y2, const float *X,
+                        int64_t x_stride, int T) {
+    es_matvec_plan p1 = es_plan_matvec(w1->type), p2 = es_plan_matvec(w2->type);
+    if (p1.act_type != p2.act_type || w1->n != w2->n) {
+        matmul(s, w1, 0, X, x_stride, T, Y1, w1->rows);
+        matmul(s, w2, 0, X, x_stride, T, Y2, w2->rows);
+        return;
+    }
+    size_t stride;
+    const void *act = prepare_rows(p1.act_type, X, x_stride, w1->n, T, s->scratch->act, &stride);
+    pair_job p;
+    const es_weight *w[2] = {w1, w2};
+    float *Y[2] = {Y1, Y2};
+    int64_t units[2];
+    for (int i = 0; i < 2; i++) {
+        p.m[i] = make_job(w[i], 0, act, stride, T, Y[i], w[i]->rows);
+        p.m[i].replicas = replicas_of(s);
+        p.m[i].pool = s->pool;
+        p.rows[i] = w[i]->rows;
+        p.chunk[i] = row_chunk(w[i]->row_bytes, w[i]->rows, T);
+        units[i] = (w[i]->rows + p.chunk[i] - 1) / p.chunk[i];
+    }
+    p.units0 = units[0];
+    es_pool_run(s->pool, pair_task, &p, units[0] + units[1], 1);
+}
+
 /* ---- rotary embedding -------------------------------------------------------- */
 
 /* cos/sin of every pair at position pos: angle = pos · f_i in fp32, as the
@@ -285,17 +330,17 @@ static void attention(es_session *s, int il, int T) {
     const int D = hp->dim, H = hp->n_heads, R = hp->kv_lora, dn = hp->nope, dr = hp->rope, kvw = R + dr;
     const int qw = H * (dn + dr);
 
+    /* the query's first product and a = [c (R) ; k_pe (dr)] per token, both
+     * from xn, in one region; the cache gets ĉ = RMSNorm(c) and rotated k_pe */
     if (hp->q_lora) {
-        matmul(s, &ly->wq_a, 0, sc->xn, D, T, sc->qa, hp->q_lora);
+        matmul_pair(s, &ly->wq_a, sc->qa, &ly->wkv_a, sc->kva, sc->xn, D, T);
         for (int t = 0; t < T; t++)
             es_kern()->rmsnorm(sc->qa + (size_t)t * hp->q_lora, sc->qa + (size_t)t * hp->q_lora, ly->q_a_norm,
                                hp->q_lora, hp->eps);
         matmul(s, &ly->wq_b, 0, sc->qa, hp->q_lora, T, sc->q, qw);
     } else {
-        matmul(s, &ly->wq, 0, sc->xn, D, T, sc->q, qw);
+        matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
-    /* a = [c (R) ; k_pe (dr)] per token; cache ĉ = RMSNorm(c) and rotated k_pe */
-    matmul(s, &ly->wkv_a, 0, sc->xn, D, T, sc->kva, kvw);
     float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
     for (int t = 0; t < T; t++) {
         const float *cs = sc->rope_cs + (size_t)t * dr;
@@ -318,8 +363,7 @@ static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const
                 int T, float *out) {
     es_scratch *sc = s->scratch;
     const int64_t F = gate->rows, D = s->m->hp.dim;
-    matmul(s, gate, 0, x, D, T, sc->ff_g, F);
-    matmul(s, up, 0, x, D, T, sc->ff_u, F);
+    matmul_pair(s, gate, sc->ff_g, up, sc->ff_u, x, D, T);
     es_kern()->silu_mul(sc->ff_g, sc->ff_u, F * T);
     matmul(s, down, 0, sc->ff_g, F, T, out, D);
 }
