@@ -1,0 +1,420 @@
+/* attention.c — the MLA attention core: the batch's rotated queries
+ * q[T][H][dn+dr] against one layer's latent cache [S][R+dr] (normalised
+ * latent ĉ, rotated shared k_pe; S = pos0 + T positions, causal) to the
+ * heads' outputs o[T][H][dv].  forward.c computes the projections around it
+ * (queries, the latent written into the cache, W_O).
+ *
+ * Two forms of the same arithmetic (shared/spec/deepseek-semantics.md):
+ *
+ *   absorbed   per (token, head): q̃ = (W_UK^h)^T q_nope (R), scores
+ *              q̃·ĉ_s + q_pe·k_pe_s over every visible position, softmax,
+ *              u = Σ p_s ĉ_s (R), o = W_UV^h u.  Cost per token and head
+ *              about S·(2R+dr) + R·(dn+dv) multiply-adds, all of it
+ *              vector-by-vector against the cache.  Used for decode, split
+ *              across the pool by heads.
+ *   expanded   per head: K_nope = ĉ W_UK^hT (S x dn) and V = ĉ W_UV^hT
+ *              (S x dv) as matrix products over blocks of positions, then
+ *              flash-style attention: tiles of QT queries x KT keys, a
+ *              running max and sum per query row (online softmax), never a
+ *              score matrix larger than one tile.  Cost S·H·(dn+dv)·R to
+ *              expand (independent of T) plus T·S·H·(dn+dr+dv), all of it
+ *              matrix-by-matrix through the kernel table's matmul slots.
+ *
+ * es_attn_pick chooses between them by a cost rule measured on the
+ * V2-Lite shape (see there).  Keys are expanded a chunk of CH positions at
+ * a time, so memory stays H·CH·(dn+dr+dv) floats whatever the context.
+ *
+ * Determinism: every output value is written by one work unit, and the
+ * units' boundaries (heads, query tiles, key tiles, position blocks)
+ * depend only on the shapes, so results do not depend on the thread count.
+ *
+ * Notation: T tokens in the batch, pos0 the first one's position, S = pos0
+ * + T, H heads, dn/dr/dv nope/rope/value head dims, R = kv_lora_rank.
+ */
+#include "attention.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+/* Expanded form tiles: CH positions expanded per round (in blocks of KB
+ * per work unit), attention in tiles of QT queries x KT keys. */
+#define CH 256
+#define KB 64
+#define QT 16
+#define KT 64
+
+struct es_attn_scratch {
+    enum es_attn_form form;
+    int batch, n_threads, n_ctx;
+    /* per thread */
+    float *t_att;          /* [n_ctx] absorbed scores */
+    float *t_qt, *t_u, *t_row; /* [R] absorbed query, latent sum, dequantised row */
+    void *t_act;           /* one activation row in a kernel's format */
+    size_t t_act_bytes;
+    float *t_score;        /* [QT][KT] scores, then probabilities */
+    float *t_pv;           /* [QT][dv] one tile's P·V */
+    float *t_vblk;         /* [KB][dv] values of a position block, before transposing */
+    /* expanded form, shared */
+    float *wuk;            /* [H][dn][R] W_UK^h dequantised (split layout: stored transposed) */
+    void *lat_act;         /* [CH] latent rows in the value weights' activation format */
+    size_t lat_act_bytes;
+    float *kc;             /* [H][CH][dn+dr] expanded keys of the chunk: K_nope, then k_pe */
+    float *vt;             /* [H][dv][CH] expanded values of the chunk, transposed */
+    float *run_max, *run_sum; /* [batch][H] online softmax state */
+};
+
+/* Bytes of n activations in any format a kernel may ask for (fp32 is the
+ * widest per value; the slack covers block rounding). */
+static size_t act_bound(int64_t n) { return sizeof(float) * (size_t)n + 512; }
+
+es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads) {
+    const es_hparams *hp = &m->hp;
+    es_attn_scratch *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    const size_t nt = (size_t)n_threads, R = (size_t)hp->kv_lora, H = (size_t)hp->n_heads;
+    const size_t dn = (size_t)hp->nope, dr = (size_t)hp->rope, dv = (size_t)hp->vdim;
+    a->batch = batch;
+    a->n_threads = n_threads;
+    a->n_ctx = n_ctx;
+    const char *env = getenv("EDGESEEK_MLA");
+    a->form = ES_ATTN_AUTO;
+    if (env && !strcmp(env, "absorbed")) a->form = ES_ATTN_ABSORBED;
+    else if (env && !strcmp(env, "expanded")) a->form = ES_ATTN_EXPANDED;
+    else if (env && *env && strcmp(env, "auto"))
+        fprintf(stderr, "edgeseek: EDGESEEK_MLA=%s not understood (auto, absorbed, expanded): using auto\n", env);
+    a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
+    a->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
+    a->t_qt = malloc(sizeof(float) * nt * R);
+    a->t_u = malloc(sizeof(float) * nt * R);
+    a->t_row = malloc(sizeof(float) * nt * (R > dn ? R : dn));
+    a->t_act = malloc(nt * a->t_act_bytes);
+    a->t_score = malloc(sizeof(float) * nt * QT * KT);
+    a->t_pv = malloc(sizeof(float) * nt * QT * dv);
+    a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
+    a->wuk = malloc(sizeof(float) * H * dn * R);
+    a->lat_act_bytes = act_bound((int64_t)R);
+    a->lat_act = malloc(CH * a->lat_act_bytes);
+    a->kc = malloc(sizeof(float) * H * CH * (dn + dr));
+    a->vt = malloc(sizeof(float) * H * dv * CH);
+    a->run_max = malloc(sizeof(float) * (size_t)batch * H);
+    a->run_sum = malloc(sizeof(float) * (size_t)batch * H);
+    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_score || !a->t_pv || !a->t_vblk ||
+        !a->wuk || !a->lat_act || !a->kc || !a->vt || !a->run_max || !a->run_sum) {
+        es_attn_scratch_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void es_attn_scratch_free(es_attn_scratch *a) {
+    if (!a) return;
+    void *bufs[] = {a->t_att, a->t_qt, a->t_u, a->t_row, a->t_act, a->t_score, a->t_pv, a->t_vblk,
+                    a->wuk, a->lat_act, a->kc, a->vt, a->run_max, a->run_sum};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(a);
+}
+
+void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form) { a->form = form; }
+
+/* ---- kernels on the calling thread ------------------------------------------ */
+
+/* Y[t][0..rows) = M X[t] for t < n_tok on the calling thread, X already in
+ * the kernel's activation format (act_stride bytes apart); one token goes
+ * through the matvec kernel, as forward.c's products do. */
+static void matmul_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
+                        const void *act, size_t act_stride, int n_tok, float *y, int64_t y_stride) {
+    es_matmul_fn mm = es_kern()->matmul[type];
+    if (mm && n_tok > 1) {
+        mm(base, row_bytes, n, act, act_stride, n_tok, y, y_stride, 0, rows);
+        return;
+    }
+    es_matvec_plan plan = es_plan_matvec(type);
+    for (int t = 0; t < n_tok; t++)
+        plan.fn(base, row_bytes, n, (const uint8_t *)act + (size_t)t * act_stride, y + t * y_stride, 0, rows);
+}
+
+/* y = M x for one vector, converting x into actbuf when the kernel wants
+ * another format. */
+static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
+                        const float *x, float *y, void *actbuf) {
+    es_matvec_plan plan = es_plan_matvec(type);
+    const void *act = x;
+    if (plan.act_type != ES_TYPE_F32) {
+        es_prepare_act(plan.act_type, x, actbuf, n);
+        act = actbuf;
+    }
+    plan.fn(base, row_bytes, n, act, y, 0, rows);
+}
+
+/* The value up-projection W_UV^h: dv rows of R, in either layout. */
+static const uint8_t *value_rows(const es_hparams *hp, const es_layer *ly, int h, const es_weight **w) {
+    if (!ly->legacy_kv_b) {
+        *w = &ly->wv_b;
+        return ly->wv_b.data + (size_t)h * ly->wv_b.mat_bytes;
+    }
+    *w = &ly->wkv_b;
+    return ly->wkv_b.data + (size_t)(h * (hp->nope + hp->vdim) + hp->nope) * ly->wkv_b.row_bytes;
+}
+
+/* ---- absorbed form ------------------------------------------------------------ */
+
+typedef struct attn_job {
+    es_session *s;
+    es_attn_scratch *a;
+    const es_layer *ly;
+    const float *cache, *q;
+    float *o;
+    int pos0, T;
+} attn_job;
+
+/* q̃[R] = (W_UK^h)^T q_nope[dn] */
+static void absorb_query(const attn_job *j, int h, const float *q_nope, float *qt, int tid) {
+    const es_hparams *hp = &j->s->m->hp;
+    const es_layer *ly = j->ly;
+    const int R = hp->kv_lora, dn = hp->nope, dv = hp->vdim;
+    void *actbuf = (uint8_t *)j->a->t_act + (size_t)tid * j->a->t_act_bytes;
+    if (!ly->legacy_kv_b) {
+        /* attn_k_b stores (W_UK^h)^T: R rows of dn */
+        const es_weight *w = &ly->wk_b;
+        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt, actbuf);
+        return;
+    }
+    /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
+     * the transposed product row by row */
+    const es_weight *w = &ly->wkv_b;
+    float *row = j->a->t_row + (size_t)tid * R;
+    memset(qt, 0, sizeof(float) * (size_t)R);
+    for (int d = 0; d < dn; d++) {
+        es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
+        es_kern()->axpy_f32(qt, q_nope[d], row, R);
+    }
+}
+
+/* One (token, head) unit: scores over positions 0..p, softmax, the
+ * weighted sum of latents, and W_UV. */
+static void attend_absorbed(const attn_job *j, int t, int h, int tid) {
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const es_kernels *K = es_kern();
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
+    const int p = j->pos0 + t;
+    const float *qh = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
+    float *att = a->t_att + (size_t)tid * a->n_ctx;
+    float *qt = a->t_qt + (size_t)tid * R;
+    float *u = a->t_u + (size_t)tid * R;
+    absorb_query(j, h, qh, qt, tid);
+    for (int i = 0; i <= p; i++) {
+        const float *kv = j->cache + (size_t)i * kvw;
+        att[i] = (K->dot_f32(qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr)) * hp->attn_scale;
+    }
+    K->softmax(att, p + 1);
+    memset(u, 0, sizeof(float) * (size_t)R);
+    for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
+    const es_weight *w;
+    const uint8_t *wv = value_rows(hp, j->ly, h, &w);
+    matvec_here(w->type, wv, w->row_bytes, R, dv, u, j->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv,
+                (uint8_t *)a->t_act + (size_t)tid * a->t_act_bytes);
+}
+
+/* Units are (token, head) in token-major order: a decode step (T = 1)
+ * spreads its heads over the pool. */
+static void absorbed_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const attn_job *j = ctx;
+    const int H = j->s->m->hp.n_heads;
+    for (int64_t i = i0; i < i1; i++) attend_absorbed(j, (int)(i / H), (int)(i % H), tid);
+}
+
+/* ---- expanded form -------------------------------------------------------------- */
+
+typedef struct expand_job {
+    attn_job base;
+    int c0, cn;                /* chunk: positions c0 .. c0+cn */
+    uint32_t v_act_type;       /* format of lat_act (F32: the cache itself) */
+} expand_job;
+
+/* wuk[h] = W_UK^h as dn rows of R floats.  The split layout stores its
+ * transpose (R rows of dn): dequantise and transpose, one head a unit. */
+static void wuk_task(void *ctx, int64_t h0, int64_t h1, int tid) {
+    const attn_job *j = ctx;
+    const es_hparams *hp = &j->s->m->hp;
+    const int R = hp->kv_lora, dn = hp->nope;
+    const es_weight *w = &j->ly->wk_b;
+    float *row = j->a->t_row + (size_t)tid * R; /* R >= dn: holds one stored row */
+    for (int64_t h = h0; h < h1; h++) {
+        float *dst = j->a->wuk + (size_t)h * dn * R;
+        for (int r = 0; r < R; r++) {
+            es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)r * w->row_bytes, row, dn);
+            for (int d = 0; d < dn; d++) dst[(size_t)d * R + r] = row[d];
+        }
+    }
+}
+
+/* Latent rows of the chunk in the value weights' activation format. */
+static void latent_act_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const expand_job *e = ctx;
+    const es_hparams *hp = &e->base.s->m->hp;
+    const int kvw = hp->kv_lora + hp->rope;
+    for (int64_t i = i0; i < i1; i++)
+        es_prepare_act(e->v_act_type, e->base.cache + (size_t)(e->c0 + i) * kvw,
+                       (uint8_t *)e->base.a->lat_act + (size_t)i * e->base.a->lat_act_bytes, hp->kv_lora);
+}
+
+/* Unit (head, block of KB positions of the chunk): K_nope and V of those
+ * positions by matrix products, k_pe copied beside K_nope, V transposed. */
+static void expand_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const expand_job *e = ctx;
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr, kw = dn + dr;
+    const int nblk = (e->cn + KB - 1) / KB;
+    const size_t cache_stride = sizeof(float) * (size_t)kvw;
+    for (int64_t i = i0; i < i1; i++) {
+        const int h = (int)(i / nblk), b0 = (int)(i % nblk) * KB;
+        const int nb = e->cn - b0 < KB ? e->cn - b0 : KB;
+        const float *lat = j->cache + (size_t)(e->c0 + b0) * kvw;
+        float *kh = a->kc + ((size_t)h * CH + b0) * kw;
+        /* K_nope[s] = W_UK^h ĉ_s */
+        if (!j->ly->legacy_kv_b) {
+            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->wuk + (size_t)h * dn * R), sizeof(float) * (size_t)R, R,
+                        dn, lat, cache_stride, nb, kh, kw);
+        } else {
+            const es_weight *w = &j->ly->wkv_b;
+            const void *act = lat;
+            size_t as = cache_stride;
+            if (e->v_act_type != ES_TYPE_F32) {
+                act = (const uint8_t *)a->lat_act + (size_t)b0 * a->lat_act_bytes;
+                as = a->lat_act_bytes;
+            }
+            matmul_here(w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act, as, nb,
+                        kh, kw);
+        }
+        for (int s = 0; s < nb; s++)
+            memcpy(kh + (size_t)s * kw + dn, lat + (size_t)s * kvw + R, sizeof(float) * (size_t)dr);
+        /* V[s] = W_UV^h ĉ_s, stored as vt[h][d][s] */
+        const es_weight *w;
+        const uint8_t *wv = value_rows(hp, j->ly, h, &w);
+        const void *act = lat;
+        size_t as = cache_stride;
+        if (e->v_act_type != ES_TYPE_F32) {
+            act = (const uint8_t *)a->lat_act + (size_t)b0 * a->lat_act_bytes;
+            as = a->lat_act_bytes;
+        }
+        float *vb = a->t_vblk + (size_t)tid * KB * dv;
+        matmul_here(w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
+        float *vh = a->vt + (size_t)h * dv * CH + b0;
+        for (int s = 0; s < nb; s++)
+            for (int d = 0; d < dv; d++) vh[(size_t)d * CH + s] = vb[(size_t)s * dv + d];
+    }
+}
+
+/* Unit (head, tile of QT queries): every key tile of the chunk that some
+ * query of the tile sees, with the online softmax carried in run_max,
+ * run_sum and the unnormalised output in o. */
+static void flash_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const expand_job *e = ctx;
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int H = hp->n_heads, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kw = dn + dr, qw = H * kw;
+    const int nqt = (j->T + QT - 1) / QT;
+    float *sc = a->t_score + (size_t)tid * QT * KT;
+    float *pv = a->t_pv + (size_t)tid * QT * dv;
+    for (int64_t i = i0; i < i1; i++) {
+        const int h = (int)(i / nqt), t0 = (int)(i % nqt) * QT;
+        const int nq = j->T - t0 < QT ? j->T - t0 : QT;
+        const int last = j->pos0 + t0 + nq - 1; /* the furthest position a query of the tile sees */
+        for (int k0 = 0; k0 < e->cn && e->c0 + k0 <= last; k0 += KT) {
+            int nk = e->cn - k0 < KT ? e->cn - k0 : KT;
+            if (e->c0 + k0 + nk - 1 > last) nk = last - (e->c0 + k0) + 1;
+            /* scores[t][s] = q_t · [K_nope_s ; k_pe_s] */
+            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->kc + ((size_t)h * CH + k0) * kw), sizeof(float) * kw, kw,
+                        nk, j->q + (size_t)t0 * qw + (size_t)h * kw, sizeof(float) * (size_t)qw, nq, sc, KT);
+            for (int t = 0; t < nq; t++) {
+                float *row = sc + (size_t)t * KT;
+                const int see = j->pos0 + t0 + t - (e->c0 + k0) + 1; /* visible keys of this tile */
+                const int nv = see < nk ? see : nk;
+                float *m = a->run_max + (size_t)(t0 + t) * H + h, *l = a->run_sum + (size_t)(t0 + t) * H + h;
+                float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+                if (nv <= 0) { /* nothing visible: contributes nothing */
+                    memset(row, 0, sizeof(float) * (size_t)nk);
+                    continue;
+                }
+                float mx = -INFINITY;
+                for (int s = 0; s < nv; s++) {
+                    row[s] *= hp->attn_scale;
+                    mx = row[s] > mx ? row[s] : mx;
+                }
+                const float m_new = mx > *m ? mx : *m;
+                const float alpha = expf(*m - m_new); /* 0 on the first tile (m = -inf) */
+                float sum = 0;
+                for (int s = 0; s < nv; s++) {
+                    row[s] = expf(row[s] - m_new);
+                    sum += row[s];
+                }
+                for (int s = nv; s < nk; s++) row[s] = 0;
+                *l = *l * alpha + sum;
+                *m = m_new;
+                for (int d = 0; d < dv; d++) acc[d] *= alpha;
+            }
+            /* pv[t][d] = Σ_s p[t][s] V[s][d]; V transposed makes it a product */
+            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->vt + (size_t)h * dv * CH + k0), sizeof(float) * CH, nk, dv,
+                        sc, sizeof(float) * KT, nq, pv, dv);
+            for (int t = 0; t < nq; t++) {
+                float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+                const float *src = pv + (size_t)t * dv;
+                for (int d = 0; d < dv; d++) acc[d] += src[d];
+            }
+        }
+    }
+}
+
+static void expanded(const attn_job *j) {
+    es_session *s = j->s;
+    const es_hparams *hp = &s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int H = hp->n_heads, dv = hp->vdim, S = j->pos0 + j->T;
+    for (int i = 0; i < j->T * H; i++) {
+        a->run_max[i] = -INFINITY;
+        a->run_sum[i] = 0;
+    }
+    memset(j->o, 0, sizeof(float) * (size_t)j->T * H * dv);
+    if (!j->ly->legacy_kv_b) es_pool_run(s->pool, wuk_task, (void *)j, H, 1);
+    const es_weight *vw;
+    value_rows(hp, j->ly, 0, &vw);
+    expand_job e = {*j, 0, 0, es_plan_matvec(vw->type).act_type};
+    for (e.c0 = 0; e.c0 < S; e.c0 += CH) {
+        e.cn = S - e.c0 < CH ? S - e.c0 : CH;
+        if (e.v_act_type != ES_TYPE_F32) es_pool_run(s->pool, latent_act_task, &e, e.cn, 16);
+        es_pool_run(s->pool, expand_task, &e, (int64_t)H * ((e.cn + KB - 1) / KB), 1);
+        es_pool_run(s->pool, flash_task, &e, (int64_t)H * ((j->T + QT - 1) / QT), 1);
+    }
+    for (int i = 0; i < j->T * H; i++) {
+        const float inv = 1.0f / a->run_sum[i];
+        float *acc = j->o + (size_t)i * dv;
+        for (int d = 0; d < dv; d++) acc[d] *= inv;
+    }
+}
+
+/* ---- the choice ------------------------------------------------------------------- */
+
+enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
+    if (T <= 1) return ES_ATTN_ABSORBED;
+    (void)hp;
+    (void)pos0;
+    return ES_ATTN_EXPANDED;
+}
+
+void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
+                       int pos0, int T, float *o) {
+    attn_job j = {s, a, ly, cache, q, o, pos0, T};
+    enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
+    if (form == ES_ATTN_EXPANDED) expanded(&j);
+    else es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * s->m->hp.n_heads, 1);
+}
