@@ -47,6 +47,8 @@
 #define KB 64
 #define QT 16
 #define KT 64
+/* stored W_UK rows transposed at a time (a cache line of floats) */
+#define TR 16
 
 struct es_attn_scratch {
     enum es_attn_form form;
@@ -59,6 +61,7 @@ struct es_attn_scratch {
     float *t_score;        /* [QT][KT] scores, then probabilities */
     float *t_pv;           /* [QT][dv] one tile's P·V */
     float *t_vblk;         /* [KB][dv] values of a position block, before transposing */
+    float *t_wrows;        /* [TR][dn] stored W_UK rows being transposed */
     /* expanded form, shared */
     float *wuk;            /* [H][dn][R] W_UK^h dequantised (split layout: stored transposed) */
     void *lat_act;         /* [CH] latent rows in the value weights' activation format */
@@ -91,11 +94,12 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
     a->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
     a->t_qt = malloc(sizeof(float) * nt * R);
     a->t_u = malloc(sizeof(float) * nt * R);
-    a->t_row = malloc(sizeof(float) * nt * (R > dn ? R : dn));
+    a->t_row = malloc(sizeof(float) * nt * R);
     a->t_act = malloc(nt * a->t_act_bytes);
     a->t_score = malloc(sizeof(float) * nt * QT * KT);
     a->t_pv = malloc(sizeof(float) * nt * QT * dv);
     a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
+    a->t_wrows = malloc(sizeof(float) * nt * TR * dn);
     a->wuk = malloc(sizeof(float) * H * dn * R);
     a->lat_act_bytes = act_bound((int64_t)R);
     a->lat_act = malloc(CH * a->lat_act_bytes);
@@ -103,7 +107,7 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
     a->vt = malloc(sizeof(float) * H * dv * CH);
     a->run_max = malloc(sizeof(float) * (size_t)batch * H);
     a->run_sum = malloc(sizeof(float) * (size_t)batch * H);
-    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_score || !a->t_pv || !a->t_vblk ||
+    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_score || !a->t_pv || !a->t_vblk || !a->t_wrows ||
         !a->wuk || !a->lat_act || !a->kc || !a->vt || !a->run_max || !a->run_sum) {
         es_attn_scratch_free(a);
         return NULL;
@@ -113,7 +117,7 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
 
 void es_attn_scratch_free(es_attn_scratch *a) {
     if (!a) return;
-    void *bufs[] = {a->t_att, a->t_qt, a->t_u, a->t_row, a->t_act, a->t_score, a->t_pv, a->t_vblk,
+    void *bufs[] = {a->t_att, a->t_qt, a->t_u, a->t_row, a->t_act, a->t_score, a->t_pv, a->t_vblk, a->t_wrows,
                     a->wuk, a->lat_act, a->kc, a->vt, a->run_max, a->run_sum};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(a);
@@ -238,18 +242,25 @@ typedef struct expand_job {
 } expand_job;
 
 /* wuk[h] = W_UK^h as dn rows of R floats.  The split layout stores its
- * transpose (R rows of dn): dequantise and transpose, one head a unit. */
+ * transpose (R rows of dn): dequantise TR stored rows at a time and write
+ * them out a column strip at a time, so that every write fills whole cache
+ * lines (one row at a time would scatter single floats R apart).  One head
+ * a unit. */
 static void wuk_task(void *ctx, int64_t h0, int64_t h1, int tid) {
     const attn_job *j = ctx;
     const es_hparams *hp = &j->s->m->hp;
     const int R = hp->kv_lora, dn = hp->nope;
     const es_weight *w = &j->ly->wk_b;
-    float *row = j->a->t_row + (size_t)tid * R; /* R >= dn: holds one stored row */
+    float *rows = j->a->t_wrows + (size_t)tid * TR * dn;
     for (int64_t h = h0; h < h1; h++) {
         float *dst = j->a->wuk + (size_t)h * dn * R;
-        for (int r = 0; r < R; r++) {
-            es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)r * w->row_bytes, row, dn);
-            for (int d = 0; d < dn; d++) dst[(size_t)d * R + r] = row[d];
+        for (int r0 = 0; r0 < R; r0 += TR) {
+            const int nr = R - r0 < TR ? R - r0 : TR;
+            for (int i = 0; i < nr; i++)
+                es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
+                               rows + (size_t)i * dn, dn);
+            for (int d = 0; d < dn; d++)
+                for (int i = 0; i < nr; i++) dst[(size_t)d * R + r0 + i] = rows[(size_t)i * dn + d];
         }
     }
 }
@@ -404,11 +415,29 @@ static void expanded(const attn_job *j) {
 
 /* ---- the choice ------------------------------------------------------------------- */
 
+/* The rule: estimated time of each form from its multiply-adds, each kind
+ * weighted by its measured cost relative to one multiply-add of a matrix
+ * product (bench/bench_attention on V2-Lite's shape, Q4_0, AVX-512, one
+ * thread; README "Performance"):
+ *   absorbed  scores and latent sums stream the cache once per (token,
+ *             head) with vector kernels: 3.8 per multiply-add; the two
+ *             matrix-vector products per (token, head) with W_UK and W_UV:
+ *             1.35;
+ *   expanded  up-projection and tiles are matrix products: 1; the split
+ *             layout's W_UK dequantised and transposed once per call: 33
+ *             per element.
+ * For V2-Lite (H 16, R 512, dn = dv = 128, dr 64) this puts the crossover
+ * at 32-48 tokens a batch for any context length (both forms grow with S),
+ * and below that at short contexts (T = 16 at pos0 = 0 stays absorbed).
+ * Only shapes enter, never the thread count, so the choice (and so the
+ * result) is the same for every thread count. */
 enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
     if (T <= 1) return ES_ATTN_ABSORBED;
-    (void)hp;
-    (void)pos0;
-    return ES_ATTN_EXPANDED;
+    const double R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, S = (double)pos0 + T;
+    const double seen = (double)T * pos0 + (double)T * (T + 1) / 2; /* Σ over the batch of visible positions */
+    const double absorbed = 3.8 * seen * (2 * R + dr) + 1.35 * T * R * (dn + dv);
+    const double expanded = S * (dn + dv) * R + seen * (dn + dr + dv) + 33 * dn * R;
+    return expanded < absorbed ? ES_ATTN_EXPANDED : ES_ATTN_ABSORBED;
 }
 
 void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
