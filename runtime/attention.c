@@ -21,11 +21,14 @@
  *              matrix-by-matrix through the kernel table's matmul slots.
  *
  * es_attn_pick chooses between them by a cost rule measured on the
- * V2-Lite shape (see there).  Keys are expanded a chunk of CH positions at
- * a time, so memory stays H·CH·(dn+dr+dv) floats whatever the context.
+ * V2-Lite shape (see there).  In the expanded form a work unit is one head:
+ * it expands that head's keys and values CH positions at a time into its
+ * thread's buffers (CH·(dn+dr+dv) floats whatever the context) and runs
+ * the chunk's tiles, so a layer takes one parallel region (two when the
+ * kernels quantise the latents first), not one per phase and chunk.
  *
  * Determinism: every output value is written by one work unit, and the
- * units' boundaries (heads, query tiles, key tiles, position blocks)
+ * boundaries inside a unit (query tiles, key tiles, position blocks)
  * depend only on the shapes, so results do not depend on the thread count.
  *
  * Notation: T tokens in the batch, pos0 the first one's position, S = pos0
@@ -53,21 +56,22 @@
 struct es_attn_scratch {
     enum es_attn_form form;
     int batch, n_threads, n_ctx;
-    /* per thread */
-    float *t_att;          /* [n_ctx] absorbed scores */
+    /* per thread, absorbed form */
+    float *t_att;          /* [n_ctx] scores */
     float *t_qt, *t_u, *t_row; /* [R] absorbed query, latent sum, dequantised row */
     void *t_act;           /* one activation row in a kernel's format */
     size_t t_act_bytes;
+    /* per thread, expanded form (a thread works on one head at a time) */
+    float *t_wuk;          /* [dn][R] W_UK^h (split layout: stored transposed) */
+    float *t_wrows;        /* [TR][dn] stored W_UK rows being transposed */
+    float *t_kc;           /* [CH][dn+dr] expanded keys of a chunk: K_nope, then k_pe */
+    float *t_vt;           /* [dv][CH] expanded values of a chunk, transposed */
+    float *t_vblk;         /* [KB][dv] values of a position block, before transposing */
     float *t_score;        /* [QT][KT] scores, then probabilities */
     float *t_pv;           /* [QT][dv] one tile's P·V */
-    float *t_vblk;         /* [KB][dv] values of a position block, before transposing */
-    float *t_wrows;        /* [TR][dn] stored W_UK rows being transposed */
     /* expanded form, shared */
-    float *wuk;            /* [H][dn][R] W_UK^h dequantised (split layout: stored transposed) */
-    void *lat_act;         /* [CH] latent rows in the value weights' activation format */
-    size_t lat_act_bytes;
-    float *kc;             /* [H][CH][dn+dr] expanded keys of the chunk: K_nope, then k_pe */
-    float *vt;             /* [H][dv][CH] expanded values of the chunk, transposed */
+    void *lat_act;         /* [S] latent rows in the up-projection's activation format */
+    size_t lat_act_cap;    /* bytes allocated (grown on demand) */
     float *run_max, *run_sum; /* [batch][H] online softmax state */
 };
 
@@ -96,19 +100,17 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
     a->t_u = malloc(sizeof(float) * nt * R);
     a->t_row = malloc(sizeof(float) * nt * R);
     a->t_act = malloc(nt * a->t_act_bytes);
+    a->t_wuk = malloc(sizeof(float) * nt * dn * R);
+    a->t_wrows = malloc(sizeof(float) * nt * TR * dn);
+    a->t_kc = malloc(sizeof(float) * nt * CH * (dn + dr));
+    a->t_vt = malloc(sizeof(float) * nt * dv * CH);
+    a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
     a->t_score = malloc(sizeof(float) * nt * QT * KT);
     a->t_pv = malloc(sizeof(float) * nt * QT * dv);
-    a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
-    a->t_wrows = malloc(sizeof(float) * nt * TR * dn);
-    a->wuk = malloc(sizeof(float) * H * dn * R);
-    a->lat_act_bytes = act_bound((int64_t)R);
-    a->lat_act = malloc(CH * a->lat_act_bytes);
-    a->kc = malloc(sizeof(float) * H * CH * (dn + dr));
-    a->vt = malloc(sizeof(float) * H * dv * CH);
     a->run_max = malloc(sizeof(float) * (size_t)batch * H);
     a->run_sum = malloc(sizeof(float) * (size_t)batch * H);
-    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_score || !a->t_pv || !a->t_vblk || !a->t_wrows ||
-        !a->wuk || !a->lat_act || !a->kc || !a->vt || !a->run_max || !a->run_sum) {
+    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_wuk || !a->t_wrows || !a->t_kc ||
+        !a->t_vt || !a->t_vblk || !a->t_score || !a->t_pv || !a->run_max || !a->run_sum) {
         es_attn_scratch_free(a);
         return NULL;
     }
@@ -117,8 +119,8 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
 
 void es_attn_scratch_free(es_attn_scratch *a) {
     if (!a) return;
-    void *bufs[] = {a->t_att, a->t_qt, a->t_u, a->t_row, a->t_act, a->t_score, a->t_pv, a->t_vblk, a->t_wrows,
-                    a->wuk, a->lat_act, a->kc, a->vt, a->run_max, a->run_sum};
+    void *bufs[] = {a->t_att, a->t_qt,    a->t_u,  a->t_row,   a->t_act,    a->t_wuk,   a->t_wrows, a->t_kc,
+                    a->t_vt,  a->t_vblk, a->t_score, a->t_pv, a->lat_act, a->run_max, a->run_sum};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(a);
 }
@@ -235,182 +237,192 @@ static void absorbed_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 /* ---- expanded form -------------------------------------------------------------- */
 
+/* One work unit is one head over the whole batch and context: it expands
+ * that head's keys and values a chunk of CH positions at a time into its
+ * thread's buffers and runs the chunk's tiles at once, so the whole form
+ * is a single parallel region (two with quantised activations) per layer:
+ * a barrier per phase would cost a time slice each on a busy machine. */
 typedef struct expand_job {
     attn_job base;
-    int c0, cn;                /* chunk: positions c0 .. c0+cn */
-    uint32_t v_act_type;       /* format of lat_act (F32: the cache itself) */
+    uint32_t act_type;   /* format of lat_act (F32: the cache itself) */
+    size_t act_bytes;    /* bytes per latent row in lat_act */
 } expand_job;
 
-/* wuk[h] = W_UK^h as dn rows of R floats.  The split layout stores its
+/* W_UK^h as dn rows of R floats into wuk.  The split layout stores its
  * transpose (R rows of dn): dequantise TR stored rows at a time and write
  * them out a column strip at a time, so that every write fills whole cache
- * lines (one row at a time would scatter single floats R apart).  One head
- * a unit. */
-static void wuk_task(void *ctx, int64_t h0, int64_t h1, int tid) {
-    const attn_job *j = ctx;
+ * lines (one row at a time would scatter single floats R apart). */
+static void transpose_uk(const attn_job *j, int h, float *wuk, int tid) {
     const es_hparams *hp = &j->s->m->hp;
     const int R = hp->kv_lora, dn = hp->nope;
     const es_weight *w = &j->ly->wk_b;
     float *rows = j->a->t_wrows + (size_t)tid * TR * dn;
-    for (int64_t h = h0; h < h1; h++) {
-        float *dst = j->a->wuk + (size_t)h * dn * R;
-        for (int r0 = 0; r0 < R; r0 += TR) {
-            const int nr = R - r0 < TR ? R - r0 : TR;
-            for (int i = 0; i < nr; i++)
-                es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
-                               rows + (size_t)i * dn, dn);
-            for (int d = 0; d < dn; d++)
-                for (int i = 0; i < nr; i++) dst[(size_t)d * R + r0 + i] = rows[(size_t)i * dn + d];
-        }
+    for (int r0 = 0; r0 < R; r0 += TR) {
+        const int nr = R - r0 < TR ? R - r0 : TR;
+        for (int i = 0; i < nr; i++)
+            es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
+                           rows + (size_t)i * dn, dn);
+        for (int d = 0; d < dn; d++)
+            for (int i = 0; i < nr; i++) wuk[(size_t)d * R + r0 + i] = rows[(size_t)i * dn + d];
     }
 }
 
-/* Latent rows of the chunk in the value weights' activation format. */
+/* Latent rows [i0, i1) in the up-projection's activation format. */
 static void latent_act_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     const expand_job *e = ctx;
     const es_hparams *hp = &e->base.s->m->hp;
     const int kvw = hp->kv_lora + hp->rope;
     for (int64_t i = i0; i < i1; i++)
-        es_prepare_act(e->v_act_type, e->base.cache + (size_t)(e->c0 + i) * kvw,
-                       (uint8_t *)e->base.a->lat_act + (size_t)i * e->base.a->lat_act_bytes, hp->kv_lora);
+        es_prepare_act(e->act_type, e->base.cache + (size_t)i * kvw,
+                       (uint8_t *)e->base.a->lat_act + (size_t)i * e->act_bytes, hp->kv_lora);
 }
 
-/* Unit (head, block of KB positions of the chunk): K_nope and V of those
- * positions by matrix products, k_pe copied beside K_nope, V transposed. */
-static void expand_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    const expand_job *e = ctx;
+/* Positions p0 .. p0+nb of head h: K_nope = W_UK^h ĉ with k_pe beside it
+ * into kc, V = W_UV^h ĉ transposed into vt (column p0 - c0 on). */
+static void expand_block(const expand_job *e, int h, int c0, int p0, int nb, const float *wuk, float *kc, float *vt,
+                         int tid) {
     const attn_job *j = &e->base;
     const es_hparams *hp = &j->s->m->hp;
-    es_attn_scratch *a = j->a;
     const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr, kw = dn + dr;
-    const int nblk = (e->cn + KB - 1) / KB;
-    const size_t cache_stride = sizeof(float) * (size_t)kvw;
-    for (int64_t i = i0; i < i1; i++) {
-        const int h = (int)(i / nblk), b0 = (int)(i % nblk) * KB;
-        const int nb = e->cn - b0 < KB ? e->cn - b0 : KB;
-        const float *lat = j->cache + (size_t)(e->c0 + b0) * kvw;
-        float *kh = a->kc + ((size_t)h * CH + b0) * kw;
-        /* K_nope[s] = W_UK^h ĉ_s */
-        if (!j->ly->legacy_kv_b) {
-            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->wuk + (size_t)h * dn * R), sizeof(float) * (size_t)R, R,
-                        dn, lat, cache_stride, nb, kh, kw);
-        } else {
-            const es_weight *w = &j->ly->wkv_b;
-            const void *act = lat;
-            size_t as = cache_stride;
-            if (e->v_act_type != ES_TYPE_F32) {
-                act = (const uint8_t *)a->lat_act + (size_t)b0 * a->lat_act_bytes;
-                as = a->lat_act_bytes;
-            }
-            matmul_here(w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act, as, nb,
-                        kh, kw);
-        }
-        for (int s = 0; s < nb; s++)
-            memcpy(kh + (size_t)s * kw + dn, lat + (size_t)s * kvw + R, sizeof(float) * (size_t)dr);
-        /* V[s] = W_UV^h ĉ_s, stored as vt[h][d][s] */
-        const es_weight *w;
-        const uint8_t *wv = value_rows(hp, j->ly, h, &w);
-        const void *act = lat;
-        size_t as = cache_stride;
-        if (e->v_act_type != ES_TYPE_F32) {
-            act = (const uint8_t *)a->lat_act + (size_t)b0 * a->lat_act_bytes;
-            as = a->lat_act_bytes;
-        }
-        float *vb = a->t_vblk + (size_t)tid * KB * dv;
-        matmul_here(w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
-        float *vh = a->vt + (size_t)h * dv * CH + b0;
-        for (int s = 0; s < nb; s++)
-            for (int d = 0; d < dv; d++) vh[(size_t)d * CH + s] = vb[(size_t)s * dv + d];
+    const float *lat = j->cache + (size_t)p0 * kvw;
+    const void *act = lat; /* the up-projection's input rows */
+    size_t as = sizeof(float) * (size_t)kvw;
+    if (e->act_type != ES_TYPE_F32) {
+        act = (const uint8_t *)j->a->lat_act + (size_t)p0 * e->act_bytes;
+        as = e->act_bytes;
     }
+    float *kh = kc + (size_t)(p0 - c0) * kw;
+    if (!j->ly->legacy_kv_b) {
+        matmul_here(ES_TYPE_F32, (const uint8_t *)wuk, sizeof(float) * (size_t)R, R, dn, lat, sizeof(float) * kvw, nb,
+                    kh, kw);
+    } else {
+        const es_weight *w = &j->ly->wkv_b;
+        matmul_here(w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act, as, nb, kh, kw);
+    }
+    for (int s = 0; s < nb; s++)
+        memcpy(kh + (size_t)s * kw + dn, lat + (size_t)s * kvw + R, sizeof(float) * (size_t)dr);
+    const es_weight *w;
+    const uint8_t *wv = value_rows(hp, j->ly, h, &w);
+    float *vb = j->a->t_vblk + (size_t)tid * KB * dv;
+    matmul_here(w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
+    float *vh = vt + (p0 - c0);
+    for (int s = 0; s < nb; s++)
+        for (int d = 0; d < dv; d++) vh[(size_t)d * CH + s] = vb[(size_t)s * dv + d];
 }
 
-/* Unit (head, tile of QT queries): every key tile of the chunk that some
- * query of the tile sees, with the online softmax carried in run_max,
- * run_sum and the unnormalised output in o. */
-static void flash_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    const expand_job *e = ctx;
+/* Queries t0 .. t0+nq of head h against the chunk's keys c0 .. c0+cn (as
+ * far as some query of the tile sees), KT keys a tile, the online softmax
+ * carried in run_max, run_sum and the unnormalised output in o. */
+static void flash_tile(const expand_job *e, int h, int c0, int cn, int t0, int nq, const float *kc, const float *vt,
+                       int tid) {
     const attn_job *j = &e->base;
     const es_hparams *hp = &j->s->m->hp;
     es_attn_scratch *a = j->a;
     const int H = hp->n_heads, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kw = dn + dr, qw = H * kw;
-    const int nqt = (j->T + QT - 1) / QT;
     float *sc = a->t_score + (size_t)tid * QT * KT;
     float *pv = a->t_pv + (size_t)tid * QT * dv;
-    for (int64_t i = i0; i < i1; i++) {
-        const int h = (int)(i / nqt), t0 = (int)(i % nqt) * QT;
-        const int nq = j->T - t0 < QT ? j->T - t0 : QT;
-        const int last = j->pos0 + t0 + nq - 1; /* the furthest position a query of the tile sees */
-        for (int k0 = 0; k0 < e->cn && e->c0 + k0 <= last; k0 += KT) {
-            int nk = e->cn - k0 < KT ? e->cn - k0 : KT;
-            if (e->c0 + k0 + nk - 1 > last) nk = last - (e->c0 + k0) + 1;
-            /* scores[t][s] = q_t · [K_nope_s ; k_pe_s] */
-            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->kc + ((size_t)h * CH + k0) * kw), sizeof(float) * kw, kw,
-                        nk, j->q + (size_t)t0 * qw + (size_t)h * kw, sizeof(float) * (size_t)qw, nq, sc, KT);
-            for (int t = 0; t < nq; t++) {
-                float *row = sc + (size_t)t * KT;
-                const int see = j->pos0 + t0 + t - (e->c0 + k0) + 1; /* visible keys of this tile */
-                const int nv = see < nk ? see : nk;
-                float *m = a->run_max + (size_t)(t0 + t) * H + h, *l = a->run_sum + (size_t)(t0 + t) * H + h;
-                float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
-                if (nv <= 0) { /* nothing visible: contributes nothing */
-                    memset(row, 0, sizeof(float) * (size_t)nk);
-                    continue;
-                }
-                float mx = -INFINITY;
-                for (int s = 0; s < nv; s++) {
-                    row[s] *= hp->attn_scale;
-                    mx = row[s] > mx ? row[s] : mx;
-                }
-                const float m_new = mx > *m ? mx : *m;
-                const float alpha = expf(*m - m_new); /* 0 on the first tile (m = -inf) */
-                float sum = 0;
-                for (int s = 0; s < nv; s++) {
-                    row[s] = expf(row[s] - m_new);
-                    sum += row[s];
-                }
-                for (int s = nv; s < nk; s++) row[s] = 0;
-                *l = *l * alpha + sum;
-                *m = m_new;
-                for (int d = 0; d < dv; d++) acc[d] *= alpha;
+    const int last = j->pos0 + t0 + nq - 1; /* the furthest position a query of the tile sees */
+    for (int k0 = 0; k0 < cn && c0 + k0 <= last; k0 += KT) {
+        int nk = cn - k0 < KT ? cn - k0 : KT;
+        if (c0 + k0 + nk - 1 > last) nk = last - (c0 + k0) + 1;
+        /* scores[t][s] = q_t · [K_nope_s ; k_pe_s] */
+        matmul_here(ES_TYPE_F32, (const uint8_t *)(kc + (size_t)k0 * kw), sizeof(float) * kw, kw, nk,
+                    j->q + (size_t)t0 * qw + (size_t)h * kw, sizeof(float) * (size_t)qw, nq, sc, KT);
+        for (int t = 0; t < nq; t++) {
+            float *row = sc + (size_t)t * KT;
+            const int see = j->pos0 + t0 + t - (c0 + k0) + 1; /* visible keys of this tile */
+            const int nv = see < nk ? see : nk;
+            float *m = a->run_max + (size_t)(t0 + t) * H + h, *l = a->run_sum + (size_t)(t0 + t) * H + h;
+            float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+            if (nv <= 0) { /* nothing visible: contributes nothing */
+                memset(row, 0, sizeof(float) * (size_t)nk);
+                continue;
             }
-            /* pv[t][d] = Σ_s p[t][s] V[s][d]; V transposed makes it a product */
-            matmul_here(ES_TYPE_F32, (const uint8_t *)(a->vt + (size_t)h * dv * CH + k0), sizeof(float) * CH, nk, dv,
-                        sc, sizeof(float) * KT, nq, pv, dv);
-            for (int t = 0; t < nq; t++) {
-                float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
-                const float *src = pv + (size_t)t * dv;
-                for (int d = 0; d < dv; d++) acc[d] += src[d];
+            float mx = -INFINITY;
+            for (int s = 0; s < nv; s++) {
+                row[s] *= hp->attn_scale;
+                mx = row[s] > mx ? row[s] : mx;
+            }
+            const float m_new = mx > *m ? mx : *m;
+            const float alpha = expf(*m - m_new); /* 0 on the first tile (m = -inf) */
+            float sum = 0;
+            for (int s = 0; s < nv; s++) {
+                row[s] = expf(row[s] - m_new);
+                sum += row[s];
+            }
+            for (int s = nv; s < nk; s++) row[s] = 0;
+            *l = *l * alpha + sum;
+            *m = m_new;
+            for (int d = 0; d < dv; d++) acc[d] *= alpha;
+        }
+        /* pv[t][d] = Σ_s p[t][s] V[s][d]; V transposed makes it a product */
+        matmul_here(ES_TYPE_F32, (const uint8_t *)(vt + k0), sizeof(float) * CH, nk, dv, sc, sizeof(float) * KT, nq,
+                    pv, dv);
+        for (int t = 0; t < nq; t++) {
+            float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+            const float *src = pv + (size_t)t * dv;
+            for (int d = 0; d < dv; d++) acc[d] += src[d];
+        }
+    }
+}
+
+static void head_task(void *ctx, int64_t h0, int64_t h1, int tid) {
+    const expand_job *e = ctx;
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int dn = hp->nope, dr = hp->rope, dv = hp->vdim, R = hp->kv_lora, S = j->pos0 + j->T;
+    float *wuk = a->t_wuk + (size_t)tid * dn * R;
+    float *kc = a->t_kc + (size_t)tid * CH * (dn + dr), *vt = a->t_vt + (size_t)tid * dv * CH;
+    for (int64_t h = h0; h < h1; h++) {
+        if (!j->ly->legacy_kv_b) transpose_uk(j, (int)h, wuk, tid);
+        for (int c0 = 0; c0 < S; c0 += CH) {
+            const int cn = S - c0 < CH ? S - c0 : CH;
+            for (int b0 = 0; b0 < cn; b0 += KB)
+                expand_block(e, (int)h, c0, c0 + b0, cn - b0 < KB ? cn - b0 : KB, wuk, kc, vt, tid);
+            /* query tiles that see some position of the chunk */
+            for (int t0 = 0; t0 < j->T; t0 += QT) {
+                const int nq = j->T - t0 < QT ? j->T - t0 : QT;
+                if (j->pos0 + t0 + nq - 1 >= c0) flash_tile(e, (int)h, c0, cn, t0, nq, kc, vt, tid);
             }
         }
     }
 }
 
-static void expanded(const attn_job *j) {
+/* 0, or -1 when the latent rows' buffer cannot grow (the caller then runs
+ * the absorbed form). */
+static int expanded(const attn_job *j) {
     es_session *s = j->s;
     const es_hparams *hp = &s->m->hp;
     es_attn_scratch *a = j->a;
     const int H = hp->n_heads, dv = hp->vdim, S = j->pos0 + j->T;
+    const es_weight *vw;
+    value_rows(hp, j->ly, 0, &vw);
+    expand_job e = {*j, es_plan_matvec(vw->type).act_type, 0};
+    if (e.act_type != ES_TYPE_F32) {
+        e.act_bytes = es_act_bytes(e.act_type, hp->kv_lora);
+        const size_t need = e.act_bytes * (size_t)S;
+        if (need > a->lat_act_cap) {
+            void *grown = realloc(a->lat_act, need);
+            if (!grown) return -1;
+            a->lat_act = grown;
+            a->lat_act_cap = need;
+        }
+        es_pool_run(s->pool, latent_act_task, &e, S, 16);
+    }
     for (int i = 0; i < j->T * H; i++) {
         a->run_max[i] = -INFINITY;
         a->run_sum[i] = 0;
     }
     memset(j->o, 0, sizeof(float) * (size_t)j->T * H * dv);
-    if (!j->ly->legacy_kv_b) es_pool_run(s->pool, wuk_task, (void *)j, H, 1);
-    const es_weight *vw;
-    value_rows(hp, j->ly, 0, &vw);
-    expand_job e = {*j, 0, 0, es_plan_matvec(vw->type).act_type};
-    for (e.c0 = 0; e.c0 < S; e.c0 += CH) {
-        e.cn = S - e.c0 < CH ? S - e.c0 : CH;
-        if (e.v_act_type != ES_TYPE_F32) es_pool_run(s->pool, latent_act_task, &e, e.cn, 16);
-        es_pool_run(s->pool, expand_task, &e, (int64_t)H * ((e.cn + KB - 1) / KB), 1);
-        es_pool_run(s->pool, flash_task, &e, (int64_t)H * ((j->T + QT - 1) / QT), 1);
-    }
+    es_pool_run(s->pool, head_task, &e, H, 1);
     for (int i = 0; i < j->T * H; i++) {
         const float inv = 1.0f / a->run_sum[i];
         float *acc = j->o + (size_t)i * dv;
         for (int d = 0; d < dv; d++) acc[d] *= inv;
     }
+    return 0;
 }
 
 /* ---- the choice ------------------------------------------------------------------- */
@@ -444,6 +456,6 @@ void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, co
                        int pos0, int T, float *o) {
     attn_job j = {s, a, ly, cache, q, o, pos0, T};
     enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
-    if (form == ES_ATTN_EXPANDED) expanded(&j);
-    else es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * s->m->hp.n_heads, 1);
+    if (form != ES_ATTN_EXPANDED || expanded(&j) != 0)
+        es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * s->m->hp.n_heads, 1);
 }

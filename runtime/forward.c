@@ -13,7 +13,7 @@
  *
  * Work is split across the session's thread pool: matrix products by rows
  * (each chunk computing every token of the batch, so weights are read once
- * per batch), attention as attention.c describes, and the routed experts of a layer
+ * per batch), attention per attention.c, and the routed experts of a layer
  * as (expert, row-chunk) units in two parallel regions (gate+up, then down),
  * with the batch's tokens grouped by the expert they routed to.  Every
  * output value is computed by exactly one unit in a fixed order, so results
