@@ -6,14 +6,14 @@
  *   per layer: h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))   (dense or MoE)
  *   logits = Head · RMSNorm(h)
  *
- * MLA runs in the absorbed form: W_UK is folded into the query and W_UV is
- * applied after the attention-weighted sum of cached latents, so the cache
- * holds only the normalised latent ĉ (R floats) and the rotated shared rope
- * key k_pe (dr floats) per token per layer.  The router is fp32 throughout.
+ * The cache holds only the normalised latent ĉ (R floats) and the rotated
+ * shared rope key k_pe (dr floats) per token per layer; attention.c turns
+ * the queries and that cache into the heads' outputs (absorbed form for
+ * decode, expanded and blocked for prefill).  The router is fp32 throughout.
  *
  * Work is split across the session's thread pool: matrix products by rows
  * (each chunk computing every token of the batch, so weights are read once
- * per batch), attention by (token, head), and the routed experts of a layer
+ * per batch), attention per attention.c, and the routed experts of a layer
  * as (expert, row-chunk) units in two parallel regions (gate+up, then down),
  * with the batch's tokens grouped by the expert they routed to and each
  * expert's units started on the threads of the NUMA node holding it.  Every
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "kernels.h"
 #include "model.h"
 #include "numa.h"
@@ -64,12 +65,7 @@ struct es_scratch {
     float *rope_cs;          /* [B][dr/2][2] cos, sin per position */
     void *act;               /* activation rows in a kernel's format */
     void *act_gather;        /* gathered expert input rows in a kernel's format */
-    /* per thread: attention scores, absorbed query, latent sum, a dequantised
-     * row (legacy layout) and one activation row */
-    int n_threads;
-    float *t_att, *t_qt, *t_u, *t_row;
-    void *t_act;
-    size_t t_act_bytes;
+    es_attn_scratch *attn;   /* attention.c's buffers */
 };
 
 /* ---- matrix products, split by rows across the pool ------------------------ */
@@ -164,19 +160,6 @@ static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *
     es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
 }
 
-/* y = M x on the calling thread only (inside a parallel unit), for rows
- * [0, rows) of a matrix at base; actbuf holds x in the kernel's format. */
-static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
-                        const float *x, float *y, void *actbuf) {
-    es_matvec_plan plan = es_plan_matvec(type);
-    const void *act = x;
-    if (plan.act_type != ES_TYPE_F32) {
-        es_prepare_act(plan.act_type, x, actbuf, n);
-        act = actbuf;
-    }
-    plan.fn(base, row_bytes, n, act, y, 0, rows);
-}
-
 /* Two products of the same input rows in one parallel region: Y1 = W1 X and
  * Y2 = W2 X (one barrier instead of two; units as matmul() cuts them, so
  * the results are the same).  Two plain matmul() calls when the matrices
@@ -246,81 +229,6 @@ static void rope(float *v, int dr, const float *cs) {
 
 /* ---- attention ------------------------------------------------------------- */
 
-typedef struct attn_job {
-    es_session *s;
-    const es_layer *ly;
-    const float *cache;  /* this layer's [n_ctx][R+dr] */
-    int pos0;            /* position of the batch's first token */
-} attn_job;
-
-/* q̃[R] = (W_UK^h)^T q_nope[dn] */
-static void absorb_query(const es_session *s, const es_layer *ly, int h, const float *q_nope, float *qt, int tid) {
-    const es_hparams *hp = &s->m->hp;
-    const es_scratch *sc = s->scratch;
-    const int R = hp->kv_lora, dn = hp->nope, dv = hp->vdim;
-    void *actbuf = (uint8_t *)sc->t_act + (size_t)tid * sc->t_act_bytes;
-    if (!ly->legacy_kv_b) {
-        /* attn_k_b stores (W_UK^h)^T: R rows of dn */
-        const es_weight *w = &ly->wk_b;
-        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt, actbuf);
-        return;
-    }
-    /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
-     * the transposed product row by row */
-    const es_weight *w = &ly->wkv_b;
-    float *row = sc->t_row + (size_t)tid * R;
-    memset(qt, 0, sizeof(float) * (size_t)R);
-    for (int d = 0; d < dn; d++) {
-        es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
-        es_kern()->axpy_f32(qt, q_nope[d], row, R);
-    }
-}
-
-/* o[dv] = W_UV^h u[R] */
-static void value_up(const es_session *s, const es_layer *ly, int h, const float *u, float *o, int tid) {
-    const es_hparams *hp = &s->m->hp;
-    const es_scratch *sc = s->scratch;
-    void *actbuf = (uint8_t *)sc->t_act + (size_t)tid * sc->t_act_bytes;
-    if (!ly->legacy_kv_b) {
-        const es_weight *w = &ly->wv_b;
-        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, hp->kv_lora, hp->vdim, u, o, actbuf);
-        return;
-    }
-    const es_weight *w = &ly->wkv_b;
-    const uint8_t *base = w->data + (size_t)(h * (hp->nope + hp->vdim) + hp->nope) * w->row_bytes;
-    matvec_here(w->type, base, w->row_bytes, w->n, hp->vdim, u, o, actbuf);
-}
-
-/* One (token, head) unit: scores over positions 0..p, softmax, the
- * weighted sum of latents, and W_UV. */
-static void attend(const attn_job *j, int t, int h, int tid) {
-    es_session *s = j->s;
-    const es_hparams *hp = &s->m->hp;
-    const es_scratch *sc = s->scratch;
-    const es_kernels *K = es_kern();
-    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
-    const int p = j->pos0 + t;
-    const float *qh = sc->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
-    float *att = sc->t_att + (size_t)tid * s->n_ctx;
-    float *qt = sc->t_qt + (size_t)tid * R;
-    float *u = sc->t_u + (size_t)tid * R;
-    absorb_query(s, j->ly, h, qh, qt, tid);
-    for (int i = 0; i <= p; i++) {
-        const float *kv = j->cache + (size_t)i * kvw;
-        att[i] = (K->dot_f32(qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr)) * hp->attn_scale;
-    }
-    K->softmax(att, p + 1);
-    memset(u, 0, sizeof(float) * (size_t)R);
-    for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
-    value_up(s, j->ly, h, u, sc->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv, tid);
-}
-
-static void attend_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    const attn_job *j = ctx;
-    const int H = j->s->m->hp.n_heads;
-    for (int64_t i = i0; i < i1; i++) attend(j, (int)(i / H), (int)(i % H), tid);
-}
-
 /* xn [T][D] holds the normed input; result [T][D] in xb. */
 static void attention(es_session *s, int il, int T) {
     const es_model *m = s->m;
@@ -351,8 +259,7 @@ static void attention(es_session *s, int il, int T) {
         rope(slot + R, dr, cs);
         for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
     }
-    attn_job j = {s, ly, cache, s->pos};
-    es_pool_run(s->pool, attend_task, &j, (int64_t)T * H, 1);
+    es_attention_core(s, sc->attn, ly, cache, sc->q, s->pos, T, sc->o);
     matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
 }
 
@@ -787,10 +694,10 @@ void es_scratch_free(es_scratch *sc) {
     if (!sc) return;
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
-                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
-                    sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
-                    sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
+                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->act_down, sc->grp, (void *)sc->grp_ptr,
+                    sc->pred_xn, sc->pred_router, sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    es_attn_scratch_free(sc->attn);
     free(sc);
 }
 
@@ -842,21 +749,13 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     sc->pred_cnt = malloc(sizeof(int32_t) * E);
     sc->pred_ids = malloc(sizeof(int32_t) * E);
     sc->pred_w = malloc(sizeof(float) * B * k);
-    sc->n_threads = n_threads;
-    sc->t_act_bytes = act_row_bytes((int64_t)maxz(R, (size_t)hp->nope));
-    size_t nt = (size_t)n_threads;
-    sc->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
-    sc->t_qt = malloc(sizeof(float) * nt * R);
-    sc->t_u = malloc(sizeof(float) * nt * R);
-    sc->t_row = malloc(sizeof(float) * nt * R);
-    sc->t_act = malloc(nt * sc->t_act_bytes);
+    sc->attn = es_attn_scratch_new(m, n_ctx, (int)B, n_threads);
     void *bufs[] = {sc->x, sc->xn, sc->xb, sc->q, sc->qa, sc->kva, sc->o, sc->ff_g, sc->ff_u, sc->router,
                     sc->sel, sc->selw, sc->ex_start, sc->ex_fill, sc->tok_row, sc->active, sc->ex_g, sc->ex_h,
-                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->t_att, sc->t_qt, sc->t_u, sc->t_row,
-                    sc->t_act, sc->act_down, sc->grp, (void *)sc->grp_ptr, sc->pred_xn, sc->pred_router,
-                    sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
+                    sc->ex_out, sc->sh_out, sc->rope_cs, sc->act, sc->act_gather, sc->act_down, sc->grp, (void *)sc->grp_ptr,
+                    sc->pred_xn, sc->pred_router, sc->pred_sel, sc->pred_cnt, sc->pred_ids, sc->pred_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (!bufs[i]) {
+        if (!bufs[i] || !sc->attn) {
             es_scratch_free(sc);
             return NULL;
         }

@@ -5,7 +5,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 int test_n_pass, test_n_fail;
 
@@ -73,4 +75,30 @@ void test_each_simd_path(void (*fn)(void)) {
         CHECK(ok, "select %s: %s", paths[i], err);
         if (ok) fn();
     }
+}
+
+void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const char *path)) {
+    char genp[4096];
+    snprintf(genp, sizeof genp, "%s", test_build_path("gen_model"));
+    if (access(genp, X_OK) != 0) {
+        SKIP("%s not built: tests on generated models skipped", genp);
+        return;
+    }
+    char dir[] = "/tmp/es_gen_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp failed");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        char path[256], cmd[8192];
+        snprintf(path, sizeof path, "%s/m%d.gguf", dir, i);
+        snprintf(cmd, sizeof cmd, "'%s' %s --quiet --threads 1 -o '%s' > /dev/null 2>&1", genp, args[i], path);
+        if (system(cmd) != 0) {
+            CHECK(0, "gen_model failed for %s", args[i]);
+            continue;
+        }
+        fn(i, path);
+        remove(path);
+    }
+    rmdir(dir);
 }

@@ -37,5 +37,10 @@ int test_run_cmd(const char *cmd, char *out, size_t cap);
 /* Runs fn once on every SIMD path this CPU can run (generic, avx2, avx512,
  * neon), each selected first; the others are reported as skipped. */
 void test_each_simd_path(void (*fn)(void));
+/* For each of n gen_model argument strings, writes that model into a
+ * temporary directory and calls fn(i, path); the files are removed after.
+ * A failing gen_model counts as a failure; without a built gen_model every
+ * case is skipped with a message. */
+void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const char *path));
 
 #endif

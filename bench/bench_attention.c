@@ -1,0 +1,137 @@
+/* bench_attention.c — the MLA attention core (runtime/attention.c) alone,
+ * absorbed against expanded form, on one layer of a real model file: for
+ * each batch size T and start position pos0, the milliseconds one layer's
+ * attention takes in each form (best of --reps) and their ratio.  This is
+ * the measurement behind es_attn_pick's rule.  The cache and queries are
+ * random (unit-scale latents, as after the RMS norm); the weights are the
+ * file's own, in their stored format and kernels.
+ *
+ * Usage: bench_attention -m MODEL [--layer L] [--threads N] [--reps N]
+ *                        [-T LIST] [--pos LIST]
+ * defaults: layer 1, the default thread count, 3 reps, T = 1,2,4,8,16,32,64,
+ * pos0 = 0,448,960,1984. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attention.h"
+#include "edgeseek.h"
+#include "model.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (*s && n < cap) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+static float frand(uint64_t *st) {
+    *st = *st * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*st >> 40) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
+}
+
+static double best_ms(es_session *s, es_attn_scratch *a, enum es_attn_form form, const es_layer *ly,
+                      const float *cache, const float *q, int pos0, int T, float *o, int reps) {
+    es_attn_set_form(a, form);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_ms();
+        es_attention_core(s, a, ly, cache, q, pos0, T, o);
+        double dt = now_ms() - t0;
+        best = dt < best ? dt : best;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    int layer = 1, threads = 0, reps = 3;
+    int Ts[32] = {1, 2, 4, 8, 16, 32, 64}, nT = 7, pos[32] = {0, 448, 960, 1984}, np = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "-m") && v) path = argv[++i];
+        else if (!strcmp(argv[i], "--layer") && v) layer = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && v) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-T") && v) nT = parse_list(argv[++i], Ts, 32);
+        else if (!strcmp(argv[i], "--pos") && v) np = parse_list(argv[++i], pos, 32);
+        else {
+            fprintf(stderr, "usage: bench_attention -m MODEL [--layer L] [--threads N] [--reps N] [-T LIST] [--pos LIST]\n");
+            return 2;
+        }
+    }
+    if (!path || nT <= 0 || np <= 0 || reps < 1) {
+        fprintf(stderr, "bench_attention: -m MODEL is required; lists must be non-empty, reps >= 1\n");
+        return 2;
+    }
+    char err[512];
+    es_model *m = NULL;
+    if (es_model_load(path, NULL, &m, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "bench_attention: %s\n", err);
+        return 1;
+    }
+    const es_hparams *hp = &m->hp;
+    if (layer < 0 || layer >= hp->n_layers) {
+        fprintf(stderr, "bench_attention: layer %d out of range (0..%d)\n", layer, hp->n_layers - 1);
+        es_model_free(m);
+        return 2;
+    }
+    int maxT = 1, maxS = 1;
+    for (int i = 0; i < nT; i++) maxT = Ts[i] > maxT ? Ts[i] : maxT;
+    for (int i = 0; i < np; i++) maxS = pos[i] + maxT > maxS ? pos[i] + maxT : maxS;
+    es_session *s = NULL;
+    if (es_session_new(m, maxS, &s, err, sizeof err) != ES_OK ||
+        es_session_set_threads(s, threads, err, sizeof err) != ES_OK) {
+        fprintf(stderr, "bench_attention: %s\n", err);
+        es_session_free(s);
+        es_model_free(m);
+        return 1;
+    }
+    const int H = hp->n_heads, R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
+    es_attn_scratch *a = es_attn_scratch_new(m, maxS, maxT, es_session_threads(s));
+    float *cache = malloc(sizeof(float) * (size_t)maxS * kvw);
+    float *q = malloc(sizeof(float) * (size_t)maxT * H * (dn + dr));
+    float *o = malloc(sizeof(float) * (size_t)maxT * H * dv);
+    if (!a || !cache || !q || !o) {
+        fprintf(stderr, "bench_attention: out of memory\n");
+        return 1;
+    }
+    uint64_t st = 42;
+    for (size_t i = 0; i < (size_t)maxS * kvw; i++) cache[i] = frand(&st) * 1.7f;
+    for (size_t i = 0; i < (size_t)maxT * H * (dn + dr); i++) q[i] = frand(&st);
+    printf("model %s, layer %d, %d threads; H %d R %d dn %d dr %d dv %d\n", path, layer, es_session_threads(s), H, R,
+           dn, dr, dv);
+    printf("%6s %6s %12s %12s %8s %10s\n", "T", "pos0", "absorbed ms", "expanded ms", "abs/exp", "auto picks");
+    const es_layer *ly = &m->layers[layer];
+    for (int ip = 0; ip < np; ip++)
+        for (int it = 0; it < nT; it++) {
+            int T = Ts[it], p0 = pos[ip];
+            if (T < 1) continue;
+            double ta = best_ms(s, a, ES_ATTN_ABSORBED, ly, cache, q, p0, T, o, reps);
+            double te = best_ms(s, a, ES_ATTN_EXPANDED, ly, cache, q, p0, T, o, reps);
+            printf("%6d %6d %12.3f %12.3f %8.2f %10s\n", T, p0, ta, te, ta / te,
+                   es_attn_pick(hp, T, p0) == ES_ATTN_EXPANDED ? "expanded" : "absorbed");
+            fflush(stdout);
+        }
+    free(cache);
+    free(q);
+    free(o);
+    es_attn_scratch_free(a);
+    es_session_free(s);
+    es_model_free(m);
+    return 0;
+}

@@ -1,0 +1,461 @@
+/* attention.c — the MLA attention core: the batch's rotated queries
+ * q[T][H][dn+dr] against one layer's latent cache [S][R+dr] (normalised
+ * latent ĉ, rotated shared k_pe; S = pos0 + T positions, causal) to the
+ * heads' outputs o[T][H][dv].  forward.c computes the projections around it
+ * (queries, the latent written into the cache, W_O).
+ *
+ * Two forms of the same arithmetic (shared/spec/deepseek-semantics.md):
+ *
+ *   absorbed   per (token, head): q̃ = (W_UK^h)^T q_nope (R), scores
+ *              q̃·ĉ_s + q_pe·k_pe_s over every visible position, softmax,
+ *              u = Σ p_s ĉ_s (R), o = W_UV^h u.  Cost per token and head
+ *              about S·(2R+dr) + R·(dn+dv) multiply-adds, all of it
+ *              vector-by-vector against the cache.  Used for decode, split
+ *              across the pool by heads.
+ *   expanded   per head: K_nope = ĉ W_UK^hT (S x dn) and V = ĉ W_UV^hT
+ *              (S x dv) as matrix products over blocks of positions, then
+ *              flash-style attention: tiles of QT queries x KT keys, a
+ *              running max and sum per query row (online softmax), never a
+ *              score matrix larger than one tile.  Cost S·H·(dn+dv)·R to
+ *              expand (independent of T) plus T·S·H·(dn+dr+dv), all of it
+ *              matrix-by-matrix through the kernel table's matmul slots.
+ *
+ * es_attn_pick chooses between them by a cost rule measured on the
+ * V2-Lite shape (see there).  In the expanded form a work unit is one head:
+ * it expands that head's keys and values CH positions at a time into its
+ * thread's buffers (CH·(dn+dr+dv) floats whatever the context) and runs
+ * the chunk's tiles, so a layer takes one parallel region (two when the
+ * kernels quantise the latents first), not one per phase and chunk.
+ *
+ * Determinism: every output value is written by one work unit, and the
+ * boundaries inside a unit (query tiles, key tiles, position blocks)
+ * depend only on the shapes, so results do not depend on the thread count.
+ *
+ * Notation: T tokens in the batch, pos0 the first one's position, S = pos0
+ * + T, H heads, dn/dr/dv nope/rope/value head dims, R = kv_lora_rank.
+ */
+#include "attention.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+/* Expanded form tiles: CH positions expanded per round (in blocks of KB
+ * per work unit), attention in tiles of QT queries x KT keys. */
+#define CH 256
+#define KB 64
+#define QT 16
+#define KT 64
+/* stored W_UK rows transposed at a time (a cache line of floats) */
+#define TR 16
+
+struct es_attn_scratch {
+    enum es_attn_form form;
+    int batch, n_threads, n_ctx;
+    /* per thread, absorbed form */
+    float *t_att;          /* [n_ctx] scores */
+    float *t_qt, *t_u, *t_row; /* [R] absorbed query, latent sum, dequantised row */
+    void *t_act;           /* one activation row in a kernel's format */
+    size_t t_act_bytes;
+    /* per thread, expanded form (a thread works on one head at a time) */
+    float *t_wuk;          /* [dn][R] W_UK^h (split layout: stored transposed) */
+    float *t_wrows;        /* [TR][dn] stored W_UK rows being transposed */
+    float *t_kc;           /* [CH][dn+dr] expanded keys of a chunk: K_nope, then k_pe */
+    float *t_vt;           /* [dv][CH] expanded values of a chunk, transposed */
+    float *t_vblk;         /* [KB][dv] values of a position block, before transposing */
+    float *t_score;        /* [QT][KT] scores, then probabilities */
+    float *t_pv;           /* [QT][dv] one tile's P·V */
+    /* expanded form, shared */
+    void *lat_act;         /* [S] latent rows in the up-projection's activation format */
+    size_t lat_act_cap;    /* bytes allocated (grown on demand) */
+    float *run_max, *run_sum; /* [batch][H] online softmax state */
+};
+
+/* Bytes of n activations in any format a kernel may ask for (fp32 is the
+ * widest per value; the slack covers block rounding). */
+static size_t act_bound(int64_t n) { return sizeof(float) * (size_t)n + 512; }
+
+es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads) {
+    const es_hparams *hp = &m->hp;
+    es_attn_scratch *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    const size_t nt = (size_t)n_threads, R = (size_t)hp->kv_lora, H = (size_t)hp->n_heads;
+    const size_t dn = (size_t)hp->nope, dr = (size_t)hp->rope, dv = (size_t)hp->vdim;
+    a->batch = batch;
+    a->n_threads = n_threads;
+    a->n_ctx = n_ctx;
+    const char *env = getenv("EDGESEEK_MLA");
+    a->form = ES_ATTN_AUTO;
+    if (env && !strcmp(env, "absorbed")) a->form = ES_ATTN_ABSORBED;
+    else if (env && !strcmp(env, "expanded")) a->form = ES_ATTN_EXPANDED;
+    else if (env && *env && strcmp(env, "auto"))
+        fprintf(stderr, "edgeseek: EDGESEEK_MLA=%s not understood (auto, absorbed, expanded): using auto\n", env);
+    a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
+    a->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
+    a->t_qt = malloc(sizeof(float) * nt * R);
+    a->t_u = malloc(sizeof(float) * nt * R);
+    a->t_row = malloc(sizeof(float) * nt * R);
+    a->t_act = malloc(nt * a->t_act_bytes);
+    a->t_wuk = malloc(sizeof(float) * nt * dn * R);
+    a->t_wrows = malloc(sizeof(float) * nt * TR * dn);
+    a->t_kc = malloc(sizeof(float) * nt * CH * (dn + dr));
+    a->t_vt = malloc(sizeof(float) * nt * dv * CH);
+    a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
+    a->t_score = malloc(sizeof(float) * nt * QT * KT);
+    a->t_pv = malloc(sizeof(float) * nt * QT * dv);
+    a->run_max = malloc(sizeof(float) * (size_t)batch * H);
+    a->run_sum = malloc(sizeof(float) * (size_t)batch * H);
+    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_wuk || !a->t_wrows || !a->t_kc ||
+        !a->t_vt || !a->t_vblk || !a->t_score || !a->t_pv || !a->run_max || !a->run_sum) {
+        es_attn_scratch_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void es_attn_scratch_free(es_attn_scratch *a) {
+    if (!a) return;
+    void *bufs[] = {a->t_att, a->t_qt,    a->t_u,  a->t_row,   a->t_act,    a->t_wuk,   a->t_wrows, a->t_kc,
+                    a->t_vt,  a->t_vblk, a->t_score, a->t_pv, a->lat_act, a->run_max, a->run_sum};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(a);
+}
+
+void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form) { a->form = form; }
+
+/* ---- kernels on the calling thread ------------------------------------------ */
+
+/* Y[t][0..rows) = M X[t] for t < n_tok on the calling thread, X already in
+ * the kernel's activation format (act_stride bytes apart); one token goes
+ * through the matvec kernel, as forward.c's products do. */
+static void matmul_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
+                        const void *act, size_t act_stride, int n_tok, float *y, int64_t y_stride) {
+    es_matmul_fn mm = es_kern()->matmul[type];
+    if (mm && n_tok > 1) {
+        mm(base, row_bytes, n, act, act_stride, n_tok, y, y_stride, 0, rows);
+        return;
+    }
+    es_matvec_plan plan = es_plan_matvec(type);
+    for (int t = 0; t < n_tok; t++)
+        plan.fn(base, row_bytes, n, (const uint8_t *)act + (size_t)t * act_stride, y + t * y_stride, 0, rows);
+}
+
+/* y = M x for one vector, converting x into actbuf when the kernel wants
+ * another format. */
+static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
+                        const float *x, float *y, void *actbuf) {
+    es_matvec_plan plan = es_plan_matvec(type);
+    const void *act = x;
+    if (plan.act_type != ES_TYPE_F32) {
+        es_prepare_act(plan.act_type, x, actbuf, n);
+        act = actbuf;
+    }
+    plan.fn(base, row_bytes, n, act, y, 0, rows);
+}
+
+/* The value up-projection W_UV^h: dv rows of R, in either layout. */
+static const uint8_t *value_rows(const es_hparams *hp, const es_layer *ly, int h, const es_weight **w) {
+    if (!ly->legacy_kv_b) {
+        *w = &ly->wv_b;
+        return ly->wv_b.data + (size_t)h * ly->wv_b.mat_bytes;
+    }
+    *w = &ly->wkv_b;
+    return ly->wkv_b.data + (size_t)(h * (hp->nope + hp->vdim) + hp->nope) * ly->wkv_b.row_bytes;
+}
+
+/* ---- absorbed form ------------------------------------------------------------ */
+
+typedef struct attn_job {
+    es_session *s;
+    es_attn_scratch *a;
+    const es_layer *ly;
+    const float *cache, *q;
+    float *o;
+    int pos0, T;
+} attn_job;
+
+/* q̃[R] = (W_UK^h)^T q_nope[dn] */
+static void absorb_query(const attn_job *j, int h, const float *q_nope, float *qt, int tid) {
+    const es_hparams *hp = &j->s->m->hp;
+    const es_layer *ly = j->ly;
+    const int R = hp->kv_lora, dn = hp->nope, dv = hp->vdim;
+    void *actbuf = (uint8_t *)j->a->t_act + (size_t)tid * j->a->t_act_bytes;
+    if (!ly->legacy_kv_b) {
+        /* attn_k_b stores (W_UK^h)^T: R rows of dn */
+        const es_weight *w = &ly->wk_b;
+        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt, actbuf);
+        return;
+    }
+    /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
+     * the transposed product row by row */
+    const es_weight *w = &ly->wkv_b;
+    float *row = j->a->t_row + (size_t)tid * R;
+    memset(qt, 0, sizeof(float) * (size_t)R);
+    for (int d = 0; d < dn; d++) {
+        es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
+        es_kern()->axpy_f32(qt, q_nope[d], row, R);
+    }
+}
+
+/* One (token, head) unit: scores over positions 0..p, softmax, the
+ * weighted sum of latents, and W_UV. */
+static void attend_absorbed(const attn_job *j, int t, int h, int tid) {
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const es_kernels *K = es_kern();
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
+    const int p = j->pos0 + t;
+    const float *qh = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
+    float *att = a->t_att + (size_t)tid * a->n_ctx;
+    float *qt = a->t_qt + (size_t)tid * R;
+    float *u = a->t_u + (size_t)tid * R;
+    absorb_query(j, h, qh, qt, tid);
+    for (int i = 0; i <= p; i++) {
+        const float *kv = j->cache + (size_t)i * kvw;
+        att[i] = (K->dot_f32(qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr)) * hp->attn_scale;
+    }
+    K->softmax(att, p + 1);
+    memset(u, 0, sizeof(float) * (size_t)R);
+    for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
+    const es_weight *w;
+    const uint8_t *wv = value_rows(hp, j->ly, h, &w);
+    matvec_here(w->type, wv, w->row_bytes, R, dv, u, j->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv,
+                (uint8_t *)a->t_act + (size_t)tid * a->t_act_bytes);
+}
+
+/* Units are (token, head) in token-major order: a decode step (T = 1)
+ * spreads its heads over the pool. */
+static void absorbed_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const attn_job *j = ctx;
+    const int H = j->s->m->hp.n_heads;
+    for (int64_t i = i0; i < i1; i++) attend_absorbed(j, (int)(i / H), (int)(i % H), tid);
+}
+
+/* ---- expanded form -------------------------------------------------------------- */
+
+/* One work unit is one head over the whole batch and context: it expands
+ * that head's keys and values a chunk of CH positions at a time into its
+ * thread's buffers and runs the chunk's tiles at once, so the whole form
+ * is a single parallel region (two with quantised activations) per layer:
+ * a barrier per phase would cost a time slice each on a busy machine. */
+typedef struct expand_job {
+    attn_job base;
+    uint32_t act_type;   /* format of lat_act (F32: the cache itself) */
+    size_t act_bytes;    /* bytes per latent row in lat_act */
+} expand_job;
+
+/* W_UK^h as dn rows of R floats into wuk.  The split layout stores its
+ * transpose (R rows of dn): dequantise TR stored rows at a time and write
+ * them out a column strip at a time, so that every write fills whole cache
+ * lines (one row at a time would scatter single floats R apart). */
+static void transpose_uk(const attn_job *j, int h, float *wuk, int tid) {
+    const es_hparams *hp = &j->s->m->hp;
+    const int R = hp->kv_lora, dn = hp->nope;
+    const es_weight *w = &j->ly->wk_b;
+    float *rows = j->a->t_wrows + (size_t)tid * TR * dn;
+    for (int r0 = 0; r0 < R; r0 += TR) {
+        const int nr = R - r0 < TR ? R - r0 : TR;
+        for (int i = 0; i < nr; i++)
+            es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
+                           rows + (size_t)i * dn, dn);
+        for (int d = 0; d < dn; d++)
+            for (int i = 0; i < nr; i++) wuk[(size_t)d * R + r0 + i] = rows[(size_t)i * dn + d];
+    }
+}
+
+/* Latent rows [i0, i1) in the up-projection's activation format. */
+static void latent_act_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const expand_job *e = ctx;
+    const es_hparams *hp = &e->base.s->m->hp;
+    const int kvw = hp->kv_lora + hp->rope;
+    for (int64_t i = i0; i < i1; i++)
+        es_prepare_act(e->act_type, e->base.cache + (size_t)i * kvw,
+                       (uint8_t *)e->base.a->lat_act + (size_t)i * e->act_bytes, hp->kv_lora);
+}
+
+/* Positions p0 .. p0+nb of head h: K_nope = W_UK^h ĉ with k_pe beside it
+ * into kc, V = W_UV^h ĉ transposed into vt (column p0 - c0 on). */
+static void expand_block(const expand_job *e, int h, int c0, int p0, int nb, const float *wuk, float *kc, float *vt,
+                         int tid) {
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr, kw = dn + dr;
+    const float *lat = j->cache + (size_t)p0 * kvw;
+    const void *act = lat; /* the up-projection's input rows */
+    size_t as = sizeof(float) * (size_t)kvw;
+    if (e->act_type != ES_TYPE_F32) {
+        act = (const uint8_t *)j->a->lat_act + (size_t)p0 * e->act_bytes;
+        as = e->act_bytes;
+    }
+    float *kh = kc + (size_t)(p0 - c0) * kw;
+    if (!j->ly->legacy_kv_b) {
+        matmul_here(ES_TYPE_F32, (const uint8_t *)wuk, sizeof(float) * (size_t)R, R, dn, lat, sizeof(float) * kvw, nb,
+                    kh, kw);
+    } else {
+        const es_weight *w = &j->ly->wkv_b;
+        matmul_here(w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act, as, nb, kh, kw);
+    }
+    for (int s = 0; s < nb; s++)
+        memcpy(kh + (size_t)s * kw + dn, lat + (size_t)s * kvw + R, sizeof(float) * (size_t)dr);
+    const es_weight *w;
+    const uint8_t *wv = value_rows(hp, j->ly, h, &w);
+    float *vb = j->a->t_vblk + (size_t)tid * KB * dv;
+    matmul_here(w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
+    float *vh = vt + (p0 - c0);
+    for (int s = 0; s < nb; s++)
+        for (int d = 0; d < dv; d++) vh[(size_t)d * CH + s] = vb[(size_t)s * dv + d];
+}
+
+/* Queries t0 .. t0+nq of head h against the chunk's keys c0 .. c0+cn (as
+ * far as some query of the tile sees), KT keys a tile, the online softmax
+ * carried in run_max, run_sum and the unnormalised output in o. */
+static void flash_tile(const expand_job *e, int h, int c0, int cn, int t0, int nq, const float *kc, const float *vt,
+                       int tid) {
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int H = hp->n_heads, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kw = dn + dr, qw = H * kw;
+    float *sc = a->t_score + (size_t)tid * QT * KT;
+    float *pv = a->t_pv + (size_t)tid * QT * dv;
+    const int last = j->pos0 + t0 + nq - 1; /* the furthest position a query of the tile sees */
+    for (int k0 = 0; k0 < cn && c0 + k0 <= last; k0 += KT) {
+        int nk = cn - k0 < KT ? cn - k0 : KT;
+        if (c0 + k0 + nk - 1 > last) nk = last - (c0 + k0) + 1;
+        /* scores[t][s] = q_t · [K_nope_s ; k_pe_s] */
+        matmul_here(ES_TYPE_F32, (const uint8_t *)(kc + (size_t)k0 * kw), sizeof(float) * kw, kw, nk,
+                    j->q + (size_t)t0 * qw + (size_t)h * kw, sizeof(float) * (size_t)qw, nq, sc, KT);
+        for (int t = 0; t < nq; t++) {
+            float *row = sc + (size_t)t * KT;
+            const int see = j->pos0 + t0 + t - (c0 + k0) + 1; /* visible keys of this tile */
+            const int nv = see < nk ? see : nk;
+            float *m = a->run_max + (size_t)(t0 + t) * H + h, *l = a->run_sum + (size_t)(t0 + t) * H + h;
+            float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+            if (nv <= 0) { /* nothing visible: contributes nothing */
+                memset(row, 0, sizeof(float) * (size_t)nk);
+                continue;
+            }
+            float mx = -INFINITY;
+            for (int s = 0; s < nv; s++) {
+                row[s] *= hp->attn_scale;
+                mx = row[s] > mx ? row[s] : mx;
+            }
+            const float m_new = mx > *m ? mx : *m;
+            const float alpha = expf(*m - m_new); /* 0 on the first tile (m = -inf) */
+            float sum = 0;
+            for (int s = 0; s < nv; s++) {
+                row[s] = expf(row[s] - m_new);
+                sum += row[s];
+            }
+            for (int s = nv; s < nk; s++) row[s] = 0;
+            *l = *l * alpha + sum;
+            *m = m_new;
+            for (int d = 0; d < dv; d++) acc[d] *= alpha;
+        }
+        /* pv[t][d] = Σ_s p[t][s] V[s][d]; V transposed makes it a product */
+        matmul_here(ES_TYPE_F32, (const uint8_t *)(vt + k0), sizeof(float) * CH, nk, dv, sc, sizeof(float) * KT, nq,
+                    pv, dv);
+        for (int t = 0; t < nq; t++) {
+            float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
+            const float *src = pv + (size_t)t * dv;
+            for (int d = 0; d < dv; d++) acc[d] += src[d];
+        }
+    }
+}
+
+static void head_task(void *ctx, int64_t h0, int64_t h1, int tid) {
+    const expand_job *e = ctx;
+    const attn_job *j = &e->base;
+    const es_hparams *hp = &j->s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int dn = hp->nope, dr = hp->rope, dv = hp->vdim, R = hp->kv_lora, S = j->pos0 + j->T;
+    float *wuk = a->t_wuk + (size_t)tid * dn * R;
+    float *kc = a->t_kc + (size_t)tid * CH * (dn + dr), *vt = a->t_vt + (size_t)tid * dv * CH;
+    for (int64_t h = h0; h < h1; h++) {
+        if (!j->ly->legacy_kv_b) transpose_uk(j, (int)h, wuk, tid);
+        for (int c0 = 0; c0 < S; c0 += CH) {
+            const int cn = S - c0 < CH ? S - c0 : CH;
+            for (int b0 = 0; b0 < cn; b0 += KB)
+                expand_block(e, (int)h, c0, c0 + b0, cn - b0 < KB ? cn - b0 : KB, wuk, kc, vt, tid);
+            /* query tiles that see some position of the chunk */
+            for (int t0 = 0; t0 < j->T; t0 += QT) {
+                const int nq = j->T - t0 < QT ? j->T - t0 : QT;
+                if (j->pos0 + t0 + nq - 1 >= c0) flash_tile(e, (int)h, c0, cn, t0, nq, kc, vt, tid);
+            }
+        }
+    }
+}
+
+/* 0, or -1 when the latent rows' buffer cannot grow (the caller then runs
+ * the absorbed form). */
+static int expanded(const attn_job *j) {
+    es_session *s = j->s;
+    const es_hparams *hp = &s->m->hp;
+    es_attn_scratch *a = j->a;
+    const int H = hp->n_heads, dv = hp->vdim, S = j->pos0 + j->T;
+    const es_weight *vw;
+    value_rows(hp, j->ly, 0, &vw);
+    expand_job e = {*j, es_plan_matvec(vw->type).act_type, 0};
+    if (e.act_type != ES_TYPE_F32) {
+        e.act_bytes = es_act_bytes(e.act_type, hp->kv_lora);
+        const size_t need = e.act_bytes * (size_t)S;
+        if (need > a->lat_act_cap) {
+            void *grown = realloc(a->lat_act, need);
+            if (!grown) return -1;
+            a->lat_act = grown;
+            a->lat_act_cap = need;
+        }
+        es_pool_run(s->pool, latent_act_task, &e, S, 16);
+    }
+    for (int i = 0; i < j->T * H; i++) {
+        a->run_max[i] = -INFINITY;
+        a->run_sum[i] = 0;
+    }
+    memset(j->o, 0, sizeof(float) * (size_t)j->T * H * dv);
+    es_pool_run(s->pool, head_task, &e, H, 1);
+    for (int i = 0; i < j->T * H; i++) {
+        const float inv = 1.0f / a->run_sum[i];
+        float *acc = j->o + (size_t)i * dv;
+        for (int d = 0; d < dv; d++) acc[d] *= inv;
+    }
+    return 0;
+}
+
+/* ---- the choice ------------------------------------------------------------------- */
+
+/* The rule: estimated time of each form from its multiply-adds, each kind
+ * weighted by its measured cost relative to one multiply-add of a matrix
+ * product (bench/bench_attention on V2-Lite's shape, Q4_0, AVX-512, one
+ * thread; README "Performance"):
+ *   absorbed  scores and latent sums stream the cache once per (token,
+ *             head) with vector kernels: 3.8 per multiply-add; the two
+ *             matrix-vector products per (token, head) with W_UK and W_UV:
+ *             1.35;
+ *   expanded  up-projection and tiles are matrix products: 1; the split
+ *             layout's W_UK dequantised and transposed once per call: 33
+ *             per element.
+ * For V2-Lite (H 16, R 512, dn = dv = 128, dr 64) this puts the crossover
+ * at 32-48 tokens a batch for any context length (both forms grow with S),
+ * and below that at short contexts (T = 16 at pos0 = 0 stays absorbed).
+ * Only shapes enter, never the thread count, so the choice (and so the
+ * result) is the same for every thread count. */
+enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
+    if (T <= 1) return ES_ATTN_ABSORBED;
+    const double R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, S = (double)pos0 + T;
+    const double seen = (double)T * pos0 + (double)T * (T + 1) / 2; /* Σ over the batch of visible positions */
+    const double absorbed = 3.8 * seen * (2 * R + dr) + 1.35 * T * R * (dn + dv);
+    const double expanded = S * (dn + dv) * R + seen * (dn + dr + dv) + 33 * dn * R;
+    return expanded < absorbed ? ES_ATTN_EXPANDED : ES_ATTN_ABSORBED;
+}
+
+void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
+                       int pos0, int T, float *o) {
+    attn_job j = {s, a, ly, cache, q, o, pos0, T};
+    enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
+    if (form != ES_ATTN_EXPANDED || expanded(&j) != 0)
+        es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * s->m->hp.n_heads, 1);
+}

@@ -1,0 +1,34 @@
+/* attention.h — the MLA attention core (attention.c): from the batch's
+ * rotated queries and one layer's latent cache to the heads' outputs, in
+ * the absorbed or the expanded (non-absorbed, blocked) form.  Internal to
+ * the runtime; forward.c owns the projections around it. */
+#ifndef ES_ATTENTION_H
+#define ES_ATTENTION_H
+
+#include "model.h"
+
+typedef struct es_attn_scratch es_attn_scratch;
+
+/* How a batch's attention is computed.  AUTO picks by es_attn_pick. */
+enum es_attn_form { ES_ATTN_AUTO = 0, ES_ATTN_ABSORBED = 1, ES_ATTN_EXPANDED = 2 };
+
+/* Buffers for batches of up to `batch` tokens, a context of n_ctx and
+ * n_threads workers.  The form comes from EDGESEEK_MLA (auto, absorbed,
+ * expanded; unset: auto); an unknown value is reported on stderr and read
+ * as auto.  NULL when out of memory. */
+es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads);
+void es_attn_scratch_free(es_attn_scratch *a);
+/* Overrides the form (tests, benchmarks). */
+void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form);
+
+/* The form AUTO uses for T queries whose first is at position pos0. */
+enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0);
+
+/* o[T][H*dv] = MLA of the queries q[T][H*(dn+dr)] (k_pe part rotated)
+ * against cache[0 .. pos0+T) ([n_ctx][R+dr]: normalised latent ĉ, rotated
+ * k_pe), with token t at position pos0+t seeing positions 0..pos0+t.  The
+ * batch's own positions must already be in the cache.  Runs on s->pool. */
+void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
+                       int pos0, int T, float *o);
+
+#endif
