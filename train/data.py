@@ -5,24 +5,31 @@ import torch
 import tasks
 from tokenizer import Tokenizer
 
-# Mixture of task types in supervised training (and in RL prompts).  Subtraction carries
-# the longest traces, so it gets a larger share.
-MIX = ["add", "add", "sub", "sub", "sub", "mul", "mul", "cmp", "word"]
+# Mixture of task types in supervised training (and in RL prompts): weighted towards the
+# three evaluated operations; subtraction carries the longest traces, so it gets the largest
+# share.  Comparison and word problems stay in, with less weight.
+MIX = ["add"] * 3 + ["sub"] * 4 + ["mul"] * 3 + ["cmp", "word"]
+# The mix the tokenizer's corpus is drawn from: fixed, so that the BPE merges (and the token
+# ids) do not change when the training mix is tuned.
+TOKENIZER_MIX = ["add", "add", "sub", "sub", "sub", "mul", "mul", "cmp", "word"]
+# Share of training problems drawn at the evaluation size (3-digit operands); the rest come
+# from the 1-3 digit mix, so short cases are seen too.
+HARD_FRAC = 0.75
 
 
 def build_tokenizer(seed=1, n=4000):
     rng = tasks.Rng(seed)
     texts = []
     for _ in range(n):
-        kind = MIX[rng.rand(len(MIX))]
+        kind = TOKENIZER_MIX[rng.rand(len(TOKENIZER_MIX))]
         q, t, a = tasks.make_problem(rng, kind, hard=False)
         texts.append(tasks.prompt_text(q) + tasks.completion_text(t, a))
     return Tokenizer.build(texts)
 
 
-def sample_problem(rng, hard_frac=0.5):
-    """One training problem: half drawn at the held-out evaluation size (3-digit operands),
-    half from the 1-3 digit mix, so short cases are seen too."""
+def sample_problem(rng, hard_frac=HARD_FRAC):
+    """One training problem: a share hard_frac drawn at the held-out evaluation size (3-digit
+    operands), the rest from the 1-3 digit mix."""
     kind = MIX[rng.rand(len(MIX))]
     hard = rng.rand(1000) < int(hard_frac * 1000)
     return kind, tasks.make_problem(rng, kind, hard)

@@ -16,7 +16,7 @@ import torch
 
 import checkpoint
 import tasks
-from data import MIX
+from data import HARD_FRAC, MIX
 from evaluate import finish_run, generate, time_up
 
 
@@ -77,7 +77,7 @@ def main():
         probs = []
         for _ in range(a.prompts):
             kind = MIX[rng.rand(len(MIX))]
-            probs.append(tasks.make_problem(rng, kind, hard=rng.rand(2) == 0))
+            probs.append(tasks.make_problem(rng, kind, hard=rng.rand(1000) < int(HARD_FRAC * 1000)))
         prompts = [tok.encode(tasks.prompt_text(q)) for q, _, _ in probs for _ in range(a.group)]
         answers = [ans for _, _, ans in probs for _ in range(a.group)]
         model.eval()
