@@ -27,6 +27,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "budget.h"
 #include "cli.h"
 #include "edgeseek.h"
 
@@ -235,24 +236,19 @@ static double measure_bw(size_t bytes, int n) {
 }
 
 /* 4x the last-level cache and at least 1 GiB, at most a quarter of the
- * available memory (MemAvailable). */
+ * memory this process may use. */
 static size_t bw_bytes(long mb) {
     if (mb > 0) return (size_t)mb << 20;
     long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
     size_t want = llc > 0 ? (size_t)llc * 4 : 0;
     if (want < ((size_t)1 << 30)) want = (size_t)1 << 30;
-    /* available memory counts the page cache (the model file usually fills
-     * it; free memory alone would shrink the buffer to a cache's size) */
-    size_t avail = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        char line[128];
-        unsigned long long kb;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = (size_t)kb << 10;
-        fclose(f);
-    }
+    /* what this process may use (mmap/budget.c: MemAvailable, which counts
+     * the page cache the model usually fills, and any cgroup limit); free
+     * memory alone would shrink the buffer to a cache's size */
+    es_mem_info mi;
+    es_mem_probe(&mi);
+    size_t avail = mi.available > 0 ? (size_t)mi.available : 0;
     long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     if (!avail && pages > 0 && psz > 0) avail = (size_t)pages * (size_t)psz;
     if (avail && want > avail / 4) want = avail / 4;
