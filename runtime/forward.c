@@ -147,6 +147,16 @@ static int64_t row_chunk(size_t row_bytes, int64_t rows, int T) {
     return chunk > even ? chunk : even;
 }
 
+/* make_job for a product the pool runs: under --numa replicate each thread
+ * reads its node's copy of the weights. */
+static matmul_job pool_job(const es_session *s, const es_weight *w, int64_t mat, const void *act, size_t act_stride,
+                           int T, float *Y, int64_t y_stride) {
+    matmul_job j = make_job(w, mat, act, act_stride, T, Y, y_stride);
+    j.replicas = replicas_of(s);
+    j.pool = s->pool;
+    return j;
+}
+
 /* Y[t][0..rows) = W X[t] for t < T.  X rows x_stride floats apart, Y rows
  * y_stride floats apart. */
 static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *X, int64_t x_stride, int T, float *Y,
@@ -154,9 +164,7 @@ static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *
     es_matvec_plan plan = es_plan_matvec(w->type);
     size_t stride;
     const void *act = prepare_rows(plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
-    matmul_job j = make_job(w, mat, act, stride, T, Y, y_stride);
-    j.replicas = replicas_of(s);
-    j.pool = s->pool;
+    matmul_job j = pool_job(s, w, mat, act, stride, T, Y, y_stride);
     es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
 }
 
@@ -194,9 +202,7 @@ static void matmul_pair(es_session *s, const es_weight *w1, float *Y1, const es_
     float *Y[2] = {Y1, Y2};
     int64_t units[2];
     for (int i = 0; i < 2; i++) {
-        p.m[i] = make_job(w[i], 0, act, stride, T, Y[i], w[i]->rows);
-        p.m[i].replicas = replicas_of(s);
-        p.m[i].pool = s->pool;
+        p.m[i] = pool_job(s, w[i], 0, act, stride, T, Y[i], w[i]->rows);
         p.rows[i] = w[i]->rows;
         p.chunk[i] = row_chunk(w[i]->row_bytes, w[i]->rows, T);
         units[i] = (w[i]->rows + p.chunk[i] - 1) / p.chunk[i];
@@ -282,13 +288,11 @@ static void router_scores(es_session *s, const es_layer *ly, const float *X, flo
     const es_weight *w = &ly->gate_inp;
     const int E = s->m->hp.n_experts;
     es_matvec_plan plan = es_plan_matvec(w->type);
-    matmul_job j = make_job(w, 0, X, sizeof(float) * (size_t)s->m->hp.dim, T, out, E);
+    matmul_job j = pool_job(s, w, 0, X, sizeof(float) * (size_t)s->m->hp.dim, T, out, E);
     if (plan.act_type != ES_TYPE_F32) {
         j.mv = es_kernels_generic.matvec[w->type];
         j.mm = NULL;
     }
-    j.replicas = replicas_of(s);
-    j.pool = s->pool;
     es_pool_run(s->pool, matmul_task, &j, E, row_chunk(w->row_bytes, E, T));
     for (int t = 0; t < T; t++) {
         float *sc_t = out + (size_t)t * E;
@@ -464,14 +468,10 @@ static void add_shared(es_session *s, expert_job *j, const void *sh_act, size_t 
     const es_scratch *sc = s->scratch;
     const int64_t D = s->m->hp.dim, S = ly->gate_sh.rows;
     if (j->phase == 0) {
-        j->sh[0] = make_job(&ly->gate_sh, 0, sh_act, sh_stride, T, sc->ff_g, S);
-        j->sh[1] = make_job(&ly->up_sh, 0, sh_act, sh_stride, T, sc->ff_u, S);
+        j->sh[0] = pool_job(s, &ly->gate_sh, 0, sh_act, sh_stride, T, sc->ff_g, S);
+        j->sh[1] = pool_job(s, &ly->up_sh, 0, sh_act, sh_stride, T, sc->ff_u, S);
     } else {
-        j->sh[0] = make_job(&ly->down_sh, 0, sh_act, sh_stride, T, sc->sh_out, D);
-    }
-    for (int i = 0; i < 2; i++) {
-        j->sh[i].replicas = replicas_of(s);
-        j->sh[i].pool = s->pool;
+        j->sh[0] = pool_job(s, &ly->down_sh, 0, sh_act, sh_stride, T, sc->sh_out, D);
     }
     const es_weight *w = j->phase == 0 ? &ly->gate_sh : &ly->down_sh;
     j->sh_chunk = row_chunk(w->row_bytes, w->rows, T);
