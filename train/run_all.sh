@@ -5,12 +5,12 @@
 # GRPO reinforcement learning, GGUF export, the reference logits for
 # tests/test_default_model.c, and a JSON summary of the figures (OUT/summary.json).
 #
-# Measured (train/README.md, "CPU recipe"): 46 min 54 s wall on the shared 2-core development
-# machine (load average ~6 from other work, this run getting 60% of one CPU); SFT 2034 steps x 64
-# = 130k examples in its 42-minute cap, GRPO 40 steps; held-out accuracy (edgeseek eval --n 500)
-# after SFT 70% add / 65% sub / 96% mul, after GRPO 71% / 65% / 99%.  The shipped default model
-# (run_gpu.sh, 883k examples) is much stronger.  Each process uses one thread (two lose several-
-# fold on shared cores); the balancing ablation runs beside the main training as a second process;
+# Measured (train/README.md, "CPU recipe"): 45 min 41 s wall on the idle 2-core development
+# machine; SFT 4206 steps x 64 = 269k examples in its 42-minute cap, GRPO 40 steps; held-out
+# accuracy (edgeseek eval --n 500) after SFT 100% add / 100% sub / 100% mul, after GRPO the same
+# (98.6% sub over 1000).  On a busy machine (load ~6, 60% of one CPU) the same caps gave 130k
+# examples and a much weaker model (add 71%, sub 65%).  Each process uses one thread (two lose
+# several-fold on shared cores); the balancing ablation runs beside the main training as a second process;
 # OpenBLAS is told its kernel family (it falls back to generic SSE3 kernels on unrecognised CPUs).
 # Output goes to build/train/ and leaves models/ alone; INSTALL=1 replaces the shipped model
 # and its reference logits with it.  SMOKE=1: every stage for a few steps (about a minute).

@@ -4,8 +4,10 @@
 # recipe (run_all.sh) replayed on the GPU with identical settings, to check what `make model`
 # reaches without waiting an hour.  Usage: run_gpu.sh OUTDIR  (run from anywhere; needs a
 # python3 with a CUDA torch, PY=... to choose it).  Writes OUTDIR/run.log with every stage's
-# output, big_{sft,rl}.gguf (big_rl.gguf is the shipped models/edgeseek-default.gguf, and
-# big_ref.txt its tests/data/default_model_ref.txt) and small_{sft,rl}.gguf.
+# output, big_{sft,rl}.gguf and big_ref.txt (the shipped models/edgeseek-default.gguf and its
+# tests/data/default_model_ref.txt came from this script, run when the training mix was the
+# earlier one and subtraction used the borrow-first trace: add --sub-trace borrow-first to the
+# big model's sft.py line for that form) and small_{sft,rl}.gguf.
 set -euo pipefail
 OUT=$(realpath "$1")
 cd "$(dirname "$0")"

@@ -12,6 +12,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+import tasks
+
 from data import batches, build_tokenizer
 from evaluate import finish_run, load_balance, time_up
 from model import Config, Transformer, count_params
@@ -53,10 +55,13 @@ def main():
     ap.add_argument("--balance-at", type=int, default=0, help="also measure the load balance at this step")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0, help="data generation processes (GPU runs)")
+    ap.add_argument("--sub-trace", choices=tasks.SUB_TRACES, default=tasks.SUB_TRACE,
+                    help="how subtraction's digit lines are written (tasks.py)")
     for f in Config.__dataclass_fields__:
         if f not in ("vocab_size",):
             ap.add_argument("--" + f.replace("_", "-"), type=type(getattr(Config, f)), default=None)
     a = ap.parse_args()
+    tasks.SUB_TRACE = a.sub_trace  # before any data is made (worker processes fork after this)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 

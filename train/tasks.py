@@ -10,7 +10,8 @@ Each step is one line ending in "\n".  Traces work digit by digit from the least
   add  "7+5+0=12"          digit + digit + carry = result (carry = result's tens digit)
   sub  "3=3" / "4<8"       compare from the most significant digit (padded with 0)
        "347<385"           summary, then "385-347" (larger on top), then per digit
-       "15-7-0=8"          a leading 1 marks a borrow: (10 + 5) - 7 - borrow_in = 8
+       "5-7-0=-2+10=8"     digit - digit - borrow_in = signed difference; when negative, +10
+                           gives the digit and the next line borrows (SUB_TRACE below)
   mul  "7*8+0=56"          digit * multiplier + carry = result
   cmp  the comparison lines of sub and the summary line
   word the expression line (e.g. "23+45"), then the trace of that operation
@@ -71,6 +72,18 @@ def trace_cmp(a, b):
     return lines
 
 
+# How a subtraction's digit lines are written (sft.py --sub-trace):
+#   "signed"        "7-8-0=-1+10=9": digit - digit - borrow = the signed difference, and when
+#                   that is negative, +10 gives the digit and the next line borrows 1.  Every
+#                   token follows from tokens already written.
+#   "borrow-first"  "17-8-0=9": a leading 1 marks a borrow.  The model must decide on the
+#                   borrow at the line's first token, before it has written either digit; most
+#                   subtraction errors of the small CPU model were that decision.  The shipped
+#                   GPU model was trained with this form.
+SUB_TRACES = ("signed", "borrow-first")
+SUB_TRACE = "signed"
+
+
 def trace_sub(a, b):
     lines = trace_cmp(a, b)
     x, y = (a, b) if a >= b else (b, a)
@@ -80,12 +93,11 @@ def trace_sub(a, b):
     br = 0
     for i in range(n):
         r = dx[i] - dy[i] - br
-        if r < 0:
-            lines.append(f"1{dx[i]}-{dy[i]}-{br}={r + 10}")
-            br = 1
+        if SUB_TRACE == "signed":
+            lines.append(f"{dx[i]}-{dy[i]}-{br}={r}" + (f"+10={r + 10}" if r < 0 else ""))
         else:
-            lines.append(f"{dx[i]}-{dy[i]}-{br}={r}")
-            br = 0
+            lines.append(f"{'1' if r < 0 else ''}{dx[i]}-{dy[i]}-{br}={r % 10}")
+        br = 1 if r < 0 else 0
     return lines
 
 
