@@ -14,7 +14,8 @@
 # OpenBLAS is told its kernel family (it falls back to generic SSE3 kernels on unrecognised CPUs).
 # Output goes to build/train/ and leaves models/ alone; INSTALL=1 replaces the shipped model
 # and its reference logits with it.  SMOKE=1: every stage for a few steps (about a minute).
-# SFT_MIN, RL_MIN: the stages' time caps in minutes (42, 7); THREADS: threads per process (1).
+# SFT_MIN, RL_MIN: the stages' time caps in minutes (42, 7); THREADS: threads per process (1);
+# SEED: the supervised run's seed (1: initial weights and the training problems' stream).
 #
 # Needs Debian's PyTorch: apt-get install -y python3-torch libopenblas0-pthread
 # (without OpenBLAS, Debian's torch falls back to the reference BLAS and runs ~3x slower).
@@ -59,7 +60,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 else
     SFT_STEPS=8000 ABL_STEPS=150 BAL_AT=150 RL_STEPS=40 RL_PROMPTS=16 EVAL_N=100
 fi
-SFT_MIN=${SFT_MIN:-42} RL_MIN=${RL_MIN:-7}
+SFT_MIN=${SFT_MIN:-42} RL_MIN=${RL_MIN:-7} SEED=${SEED:-1}
 t0=$(date +%s)
 # the balancing ablation (bias updates off, short) runs beside the main training, on the other core
 $NICE $PY sft.py $SIZE --device "$DEVICE" --threads $THREADS --steps $ABL_STEPS --batch 64 --lr 3e-3 --gamma 0 \
@@ -68,7 +69,7 @@ abl=$!
 # --minutes caps each stage, so a slower or busier machine still ends near the hour
 # (with fewer steps; the learning-rate schedule follows the time then)
 $NICE $PY sft.py $SIZE --device "$DEVICE" --threads $THREADS --steps $SFT_STEPS --batch 64 --lr 3e-3 \
-    --gamma 0.003 --balance-at $BAL_AT --eval-n $EVAL_N --minutes $SFT_MIN --log-every 100 \
+    --seed $SEED --gamma 0.003 --balance-at $BAL_AT --eval-n $EVAL_N --minutes $SFT_MIN --log-every 100 \
     --out "$OUT/sft.pt" 2>&1 | tee "$OUT/sft.log"
 wait $abl || { echo "run_all.sh: the ablation failed, see $OUT/ablation.log" >&2; exit 1; }
 $NICE $PY grpo.py --device "$DEVICE" --threads $THREADS --init "$OUT/sft.pt" --steps $RL_STEPS \
