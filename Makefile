@@ -3,7 +3,7 @@ CC      ?= cc
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 # flags the build needs whatever CFLAGS the user passes
-ES_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iruntime -Isimd -Immap -Icli -MMD -MP
+ES_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -MMD -MP
 LDLIBS  += -lm -lpthread
 # libnuma (Debian: libnuma-dev) gives the NUMA topology when a program using
 # it links (a header alone is not enough: cross compilers see /usr/include);
@@ -16,6 +16,23 @@ LDLIBS  += -lnuma
 endif
 SHARED  ?= ../shared
 
+# Rooms, and what each may include (its own headers first).  Dependencies run
+# one way: cli -> include (the public header alone); runtime (the engine) ->
+# {format, text, mmap, platform, simd}; format -> {simd, platform}; text ->
+# format.  tests/ are white-box and see every room.
+INC_include  :=
+INC_platform := -Iplatform
+INC_simd     := -Isimd
+INC_format   := -Iformat -Iinclude -Isimd -Iplatform
+INC_text     := -Itext -Iinclude -Iformat
+INC_mmap     := -Immap -Iinclude -Iruntime -Iformat -Itext
+INC_runtime  := -Iruntime -Iinclude -Iformat -Itext -Immap -Iplatform -Isimd
+INC_cli      := -Icli -Iinclude
+INC_bench    := -Iinclude -Isimd -Iruntime -Iformat -Itext
+INC_tools    := -Iinclude -Iformat -Isimd -Iplatform -Itext
+INC_tests    := -Itests -Iinclude -Iruntime -Iformat -Itext -Immap -Iplatform -Isimd -Icli
+INC_examples := -Iinclude
+
 # Per-ISA flags go on the per-ISA files only; dispatch.c checks the CPU at
 # run time before calling into them.
 TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine)
@@ -24,7 +41,8 @@ $(BUILD)/obj/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
 $(BUILD)/obj/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
 endif
 
-LIB_SRC  := $(wildcard runtime/*.c) $(wildcard simd/*.c) $(wildcard mmap/*.c)
+LIB_DIRS := runtime format text mmap platform simd
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -41,9 +59,11 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .SECONDARY:
 all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS)
 
+# the room is the first folder of the source's path
+room = $(firstword $(subst /, ,$(patsubst $(BUILD)/obj/%,%,$(1))))
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ES_CFLAGS) $(CFLAGS) $(ISA_FLAGS) -c $< -o $@
+	$(CC) $(ES_CFLAGS) $(INC_$(call room,$@)) $(CFLAGS) $(ISA_FLAGS) -c $< -o $@
 
 $(BUILD)/libedgeseek.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -70,7 +90,7 @@ ifeq ($(OPENBLAS),1)
 BENCHES += $(BUILD)/bench/bench_gemm_openblas
 $(BUILD)/obj/bench/bench_gemm_openblas.o: bench/bench_gemm.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ES_CFLAGS) $(CFLAGS) -DES_OPENBLAS -c $< -o $@
+	$(CC) $(ES_CFLAGS) $(INC_bench) $(CFLAGS) -DES_OPENBLAS -c $< -o $@
 $(BUILD)/bench/bench_gemm_openblas: LDLIBS += -lopenblas
 endif
 

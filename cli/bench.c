@@ -27,7 +27,6 @@
 #include <emmintrin.h>
 #endif
 
-#include "budget.h"
 #include "cli.h"
 #include "edgeseek.h"
 
@@ -246,9 +245,8 @@ static size_t bw_bytes(long mb) {
     /* what this process may use (mmap/budget.c: MemAvailable, which counts
      * the page cache the model usually fills, and any cgroup limit); free
      * memory alone would shrink the buffer to a cache's size */
-    es_mem_info mi;
-    es_mem_probe(&mi);
-    size_t avail = mi.available > 0 ? (size_t)mi.available : 0;
+    int64_t may_use = es_mem_available();
+    size_t avail = may_use > 0 ? (size_t)may_use : 0;
     long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     if (!avail && pages > 0 && psz > 0) avail = (size_t)pages * (size_t)psz;
     if (avail && want > avail / 4) want = avail / 4;

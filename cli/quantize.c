@@ -1,11 +1,11 @@
 /* quantize.c — `edgeseek quantize IN.gguf OUT.gguf TYPE`: the command-line
- * face of runtime/quantize.c (argument parsing, exit status, progress on
+ * face of format/quantize.c (argument parsing, exit status, progress on
  * stderr). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
-#include "quantize.h"
+#include "edgeseek.h"
 
 static void usage_quantize(FILE *f) {
     fprintf(f, "usage: edgeseek quantize [-t THREADS] [--quiet] IN.gguf OUT.gguf TYPE\n"

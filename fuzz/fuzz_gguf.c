@@ -1,6 +1,6 @@
 /* fuzz_gguf.c — owns: the libFuzzer harness of the GGUF reader.
  *
- * Each input is parsed by gguf_parse_buffer from an exactly-sized copy (so
+ * Each input is parsed by es_gguf_parse_buffer from an exactly-sized copy (so
  * AddressSanitizer sees any read past the end).  When it parses, every
  * accessor a loader would use is driven over the result: the typed getters
  * on every key, every element of every array (nested ones too), and the
@@ -16,7 +16,7 @@
 
 static volatile uint64_t sink; /* keeps the reads from being optimised away */
 
-static void touch_value(const gguf_value *v, int depth) {
+static void touch_value(const es_gguf_value *v, int depth) {
     if (v->type == GGUF_VT_STRING) {
         if (v->v.s.len) sink += (uint8_t)v->v.s.ptr[0] + (uint8_t)v->v.s.ptr[v->v.s.len - 1];
         return;
@@ -25,15 +25,15 @@ static void touch_value(const gguf_value *v, int depth) {
     uint32_t et = v->v.arr.elem_type;
     for (uint64_t i = 0; i < v->v.arr.n; i++) {
         if (et == GGUF_VT_STRING) {
-            const gguf_str *s = &v->v.arr.strs[i];
+            const es_gguf_str *s = &v->v.arr.strs[i];
             if (s->len) sink += (uint8_t)s->ptr[0] + (uint8_t)s->ptr[s->len - 1];
         } else if (et == GGUF_VT_ARRAY) {
             touch_value(&v->v.arr.items[i], depth + 1);
         } else if (et == GGUF_VT_FLOAT32 || et == GGUF_VT_FLOAT64) {
-            double d = gguf_arr_float(v, i);
+            double d = es_gguf_arr_float(v, i);
             sink += d == d;
         } else {
-            sink += (uint64_t)gguf_arr_int(v, i);
+            sink += (uint64_t)es_gguf_arr_int(v, i);
         }
     }
 }
@@ -42,26 +42,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy) return 0;
     if (size) memcpy(copy, data, size);
-    gguf_ctx *ctx;
+    es_gguf_ctx *ctx;
     char err[256];
-    if (gguf_parse_buffer(copy, size, &ctx, err, sizeof err) == 0) {
+    if (es_gguf_parse_buffer(copy, size, &ctx, err, sizeof err) == 0) {
         for (uint64_t i = 0; i < ctx->n_kv; i++) {
-            const gguf_kv *kv = &ctx->kv[i];
+            const es_gguf_kv *kv = &ctx->kv[i];
             int64_t iv;
             double dv;
             int bv;
-            gguf_str sv;
-            sink += (uint64_t)gguf_get_int(ctx, kv->key, &iv) + (uint64_t)gguf_get_float(ctx, kv->key, &dv) +
-                    (uint64_t)gguf_get_bool(ctx, kv->key, &bv) + (uint64_t)gguf_get_str(ctx, kv->key, &sv);
-            sink += gguf_find_kv(ctx, kv->key) == kv;
+            es_gguf_str sv;
+            sink += (uint64_t)es_gguf_get_int(ctx, kv->key, &iv) + (uint64_t)es_gguf_get_float(ctx, kv->key, &dv) +
+                    (uint64_t)es_gguf_get_bool(ctx, kv->key, &bv) + (uint64_t)es_gguf_get_str(ctx, kv->key, &sv);
+            sink += es_gguf_find_kv(ctx, kv->key) == kv;
             touch_value(&kv->val, 0);
         }
         for (uint64_t i = 0; i < ctx->n_tensors; i++) {
-            const gguf_tensor *t = &ctx->tensors[i];
-            sink += gguf_find_tensor(ctx, t->name) == t;
+            const es_gguf_tensor *t = &ctx->tensors[i];
+            sink += es_gguf_find_tensor(ctx, t->name) == t;
             if (t->nbytes) sink += t->data[0] + t->data[t->nbytes - 1];
         }
-        gguf_close(ctx);
+        es_gguf_close(ctx);
     } else if (!err[0]) {
         __builtin_trap(); /* every failure must say why */
     }

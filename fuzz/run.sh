@@ -22,7 +22,7 @@ fi
 OUT=fuzz/out
 mkdir -p "$OUT/corpus" "$OUT/seeds"
 "$CC" -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -Iruntime -Isimd fuzz/fuzz_gguf.c runtime/gguf.c simd/quant.c -o "$OUT/fuzz_gguf"
+    -Iruntime -Isimd fuzz/fuzz_gguf.c format/gguf.c simd/quant.c -o "$OUT/fuzz_gguf"
 for m in "$SHARED"/golden/*/*.gguf; do
     [ -f "$m" ] || continue
     name=$(basename "$(dirname "$m")")-$(basename "$m" .gguf)

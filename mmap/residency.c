@@ -474,10 +474,10 @@ static int is_expert_tensor(const char *name) {
  * expert pages should not pull in their neighbours: both get MADV_RANDOM,
  * or each fault would read around it (read_ahead_kb, often 128 KiB-8 MiB),
  * all of it charged to the memory budget. */
-static void advise_tensors(es_res *r, const gguf_ctx *g) {
+static void advise_tensors(es_res *r, const es_gguf_ctx *g) {
     int lock_failed = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const es_gguf_tensor *t = &g->tensors[i];
         if (!t->nbytes) continue;
         uint64_t off = (uint64_t)(t->data - r->base);
         uint64_t lo = rdown(off, r->page), hi = rup(off + t->nbytes, r->page);

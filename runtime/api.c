@@ -9,7 +9,7 @@
 #include "budget.h"
 #include "kernels.h"
 #include "model.h"
-#include "numa.h"
+#include "placement.h"
 #include "residency.h"
 #include "threadpool.h"
 
@@ -41,14 +41,14 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     char dummy[8];
     if (!err) { err = dummy; errlen = sizeof dummy; }
     *out = NULL;
-    gguf_ctx *g;
-    if (gguf_open_file(path, &g, err, errlen) != 0) {
+    es_gguf_ctx *g;
+    if (es_gguf_open_file(path, &g, err, errlen) != 0) {
         FILE *f = fopen(path, "rb");
         if (f) { fclose(f); return ES_ERR_FORMAT; }
         return ES_ERR_IO;
     }
     es_model *m = calloc(1, sizeof *m);
-    if (!m) { gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     char inner[512];
     es_status st = es_model_load_gguf(m, g, params && params->vocab_only, inner, sizeof inner);
     if (st != ES_OK) {
@@ -82,7 +82,7 @@ void es_model_free(es_model *m) {
     free(m->rope_freqs);
     free(m->f32_copies);
     es_numa_plan_free(m->numa);
-    gguf_close(m->gguf);
+    es_gguf_close(m->gguf);
     free(m);
 }
 
@@ -136,6 +136,12 @@ void es_model_print_paging_stats(es_model *m, FILE *f) {
     else fprintf(f, "[paging] no routed experts: nothing is paged\n");
 }
 
+int64_t es_mem_available(void) {
+    es_mem_info mi;
+    es_mem_probe(&mi);
+    return mi.available;
+}
+
 es_status es_parse_size(const char *s, int64_t *bytes) {
     return es_parse_bytes(s, bytes) == 0 ? ES_OK : ES_ERR_ARG;
 }
@@ -148,9 +154,9 @@ static void human_bytes(char *buf, size_t n, double b) {
 }
 
 void es_model_print_info(const es_model *m, FILE *f) {
-    const gguf_ctx *g = m->gguf;
-    gguf_str name = {0};
-    gguf_get_str(g, "general.name", &name);
+    const es_gguf_ctx *g = m->gguf;
+    es_gguf_str name = {0};
+    es_gguf_get_str(g, "general.name", &name);
     fprintf(f, "file:        GGUF v%u, %llu tensors, %llu metadata keys, alignment %llu\n", g->version,
             (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv, (unsigned long long)g->alignment);
     if (name.len) fprintf(f, "name:        %.*s\n", (int)(name.len > 200 ? 200 : name.len), name.ptr);

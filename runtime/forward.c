@@ -31,7 +31,7 @@
 #include "attention.h"
 #include "kernels.h"
 #include "model.h"
-#include "numa.h"
+#include "placement.h"
 #include "residency.h"
 #include "threadpool.h"
 

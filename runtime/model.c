@@ -25,7 +25,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 /* ---- hyperparameters --------------------------------------------------- */
 
 typedef struct keyreader {
-    const gguf_ctx *g;
+    const es_gguf_ctx *g;
     char *err;
     size_t errlen;
     int failed;
@@ -36,7 +36,7 @@ static int key_int(keyreader *kr, const char *key, int64_t def, int64_t lo, int6
     char full[128];
     snprintf(full, sizeof full, "deepseek2.%s", key);
     int64_t v;
-    int r = gguf_get_int(kr->g, full, &v);
+    int r = es_gguf_get_int(kr->g, full, &v);
     if (kr->failed) return 0;
     if (r < 0) {
         set_err(kr->err, kr->errlen, "metadata key %s must be an integer", full);
@@ -64,7 +64,7 @@ static float key_float(keyreader *kr, const char *key, double def, int required)
     char full[128];
     snprintf(full, sizeof full, "deepseek2.%s", key);
     double v;
-    int r = gguf_get_float(kr->g, full, &v);
+    int r = es_gguf_get_float(kr->g, full, &v);
     if (kr->failed) return 0;
     if (r < 0 || (r == 1 && !isfinite(v))) {
         set_err(kr->err, kr->errlen, "metadata key %s must be a finite number", full);
@@ -112,7 +112,7 @@ static int read_hparams(es_model *m, char *err, size_t errlen) {
     if (hp->n_groups == 0) hp->n_groups = 1;
     if (hp->n_groups_used == 0) hp->n_groups_used = hp->n_groups;
     int norm;
-    int r = gguf_get_bool(m->gguf, "deepseek2.expert_weights_norm", &norm);
+    int r = es_gguf_get_bool(m->gguf, "deepseek2.expert_weights_norm", &norm);
     if (r < 0) { set_err(err, errlen, "metadata key deepseek2.expert_weights_norm must be a bool"); return -1; }
     /* Absent: the reference ties renormalisation to sigmoid scoring. */
     hp->norm_topk = r == 1 ? norm : hp->gating == ES_GATING_SIGMOID;
@@ -165,13 +165,13 @@ static int read_hparams(es_model *m, char *err, size_t errlen) {
     if (!(hp->rope_base > 1)) { set_err(err, errlen, "rope.freq_base must be > 1"); return -1; }
 
     /* YaRN */
-    gguf_str st;
-    r = gguf_get_str(m->gguf, "deepseek2.rope.scaling.type", &st);
+    es_gguf_str st;
+    r = es_gguf_get_str(m->gguf, "deepseek2.rope.scaling.type", &st);
     if (r < 0) { set_err(err, errlen, "rope.scaling.type must be a string"); return -1; }
     hp->rope_factor = 1.0f;
     hp->attn_scale = 1.0f / sqrtf((float)(hp->nope + hp->rope));
-    if (r == 1 && !gguf_str_eq(st, "none")) {
-        if (!gguf_str_eq(st, "yarn")) {
+    if (r == 1 && !es_gguf_str_eq(st, "none")) {
+        if (!es_gguf_str_eq(st, "yarn")) {
             set_err(err, errlen, "rope.scaling.type '%.*s' is not supported (yarn, none)",
                     (int)(st.len > 64 ? 64 : st.len), st.ptr);
             return -1;
@@ -247,7 +247,7 @@ static const char *dims_str(char *buf, size_t n, int64_t a, int64_t b, int64_t c
 static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int64_t rows,
                       int64_t n_mat, int optional) {
     if (L->failed) return 0;
-    const gguf_tensor *t = gguf_find_tensor(L->m->gguf, name);
+    const es_gguf_tensor *t = es_gguf_find_tensor(L->m->gguf, name);
     memset(w, 0, sizeof *w);
     if (!t) {
         if (optional) return 0;
@@ -354,18 +354,18 @@ static int load_layer(loader *L, int il) {
     return L->failed ? -1 : 0;
 }
 
-es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err, size_t errlen) {
+es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *err, size_t errlen) {
     m->gguf = g;
     m->vocab_only = vocab_only;
-    gguf_str arch;
-    int r = gguf_get_str(g, "general.architecture", &arch);
+    es_gguf_str arch;
+    int r = es_gguf_get_str(g, "general.architecture", &arch);
     if (r != 1) {
         set_err(err, errlen, "general.architecture is %s", r == 0 ? "missing" : "not a string");
         return ES_ERR_FORMAT;
     }
     if (es_tokenizer_load(g, &m->tok, err, errlen) != 0) return ES_ERR_FORMAT;
     if (vocab_only) return ES_OK;
-    if (!gguf_str_eq(arch, "deepseek2")) {
+    if (!es_gguf_str_eq(arch, "deepseek2")) {
         set_err(err, errlen, "architecture '%.*s' is not supported (only deepseek2)",
                 (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
         return ES_ERR_UNSUPPORTED;
@@ -374,7 +374,7 @@ es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err
     es_hparams *hp = &m->hp;
 
     /* vocabulary size from the embedding, checked against the tokenizer */
-    const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    const es_gguf_tensor *te = es_gguf_find_tensor(g, "token_embd.weight");
     if (!te) { set_err(err, errlen, "missing tensor token_embd.weight"); return ES_ERR_FORMAT; }
     if (te->ne[1] > (1 << 30)) { set_err(err, errlen, "token_embd.weight has an absurd vocabulary"); return ES_ERR_FORMAT; }
     hp->n_vocab = (int)te->ne[1];

@@ -79,7 +79,7 @@ typedef struct es_layer {
 } es_layer;
 
 struct es_model {
-    gguf_ctx *gguf;
+    es_gguf_ctx *gguf;
     es_tokenizer *tok;
     int vocab_only;
     es_hparams hp;
@@ -95,7 +95,7 @@ struct es_model {
 };
 
 /* Loads hyperparameters and weights (or only the tokenizer). */
-es_status es_model_load_gguf(es_model *m, gguf_ctx *g, int vocab_only, char *err, size_t errlen);
+es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *err, size_t errlen);
 
 typedef struct es_scratch es_scratch;
 

@@ -23,7 +23,7 @@ static void test_traffic(const char *path) {
     /* from the tensor directory alone */
     uint64_t want = 0;
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
-        const gguf_tensor *t = &m->gguf->tensors[i];
+        const es_gguf_tensor *t = &m->gguf->tensors[i];
         if (strstr(t->name, "_exps.weight")) want += t->nbytes / (uint64_t)hp->n_experts * (uint64_t)hp->n_used;
         else if (!strcmp(t->name, "token_embd.weight")) want += t->nbytes / (uint64_t)hp->n_vocab;
         else want += t->nbytes;

@@ -1,4 +1,4 @@
-/* test_gguf.c — owns: the robustness tests of the GGUF reader (runtime/gguf.c)
+/* test_gguf.c — owns: the robustness tests of the GGUF reader (format/gguf.c)
  * and of the model loader's error reporting.
  *
  *   - a real model (golden v3-tiny) parses with the right header values;
@@ -13,10 +13,10 @@
  *     retyped, a tensor reshaped, retyped or dropped) fails with a status and a
  *     message that names the key or tensor.
  *
- * Every buffer handed to gguf_parse_buffer is a separate allocation of exactly
+ * Every buffer handed to es_gguf_parse_buffer is a separate allocation of exactly
  * its size, so that AddressSanitizer (make asan-test) sees any read past it.
  * Test files are built with the small byte builder below, on purpose
- * independent of runtime/gguf_writer.c.
+ * independent of format/gguf_writer.c.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -88,40 +88,40 @@ static void tinfo(bb *b, const char *name, uint32_t n_dims, const uint64_t *ne, 
 /* ---- parse helpers --------------------------------------------------------------- */
 
 /* Parses a private copy of exactly n bytes; returns rc, err filled. */
-static int parse_copy(const void *data, size_t n, gguf_ctx **out, char *err, size_t errlen) {
+static int parse_copy(const void *data, size_t n, es_gguf_ctx **out, char *err, size_t errlen) {
     uint8_t *copy = malloc(n ? n : 1);
     if (!copy) { fprintf(stderr, "out of memory\n"); exit(1); }
     if (n) memcpy(copy, data, n);
-    int rc = gguf_parse_buffer(copy, n, out, err, errlen);
+    int rc = es_gguf_parse_buffer(copy, n, out, err, errlen);
     if (rc != 0) free(copy); /* on success the context points into it: done() frees both */
     return rc;
 }
 
 /* Frees a context from parse_copy and its buffer. */
-static void done(gguf_ctx *ctx) {
+static void done(es_gguf_ctx *ctx) {
     if (!ctx) return;
     void *buf = (void *)ctx->base;
-    gguf_close(ctx);
+    es_gguf_close(ctx);
     free(buf);
 }
 
 /* Every pointer of a successful parse lies inside the buffer. */
-static int consistent(const gguf_ctx *c) {
+static int consistent(const es_gguf_ctx *c) {
     const uint8_t *lo = c->base, *hi = c->base + c->size;
     if (c->data_offset > c->size && c->n_tensors) return 0;
     for (uint64_t i = 0; i < c->n_tensors; i++) {
-        const gguf_tensor *t = &c->tensors[i];
+        const es_gguf_tensor *t = &c->tensors[i];
         if (t->data < lo || t->data > hi || t->nbytes > (uint64_t)(hi - t->data)) return 0;
         if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS || !es_type_info(t->type)) return 0;
     }
     for (uint64_t i = 0; i < c->n_kv; i++) {
-        const gguf_value *v = &c->kv[i].val;
+        const es_gguf_value *v = &c->kv[i].val;
         if (v->type == GGUF_VT_STRING && (v->v.s.len > c->size || (const uint8_t *)v->v.s.ptr < lo ||
                                           (const uint8_t *)v->v.s.ptr + v->v.s.len > hi))
             return 0;
         if (v->type == GGUF_VT_ARRAY && v->v.arr.elem_type == GGUF_VT_STRING)
             for (uint64_t j = 0; j < v->v.arr.n; j++) {
-                const gguf_str *s = &v->v.arr.strs[j];
+                const es_gguf_str *s = &v->v.arr.strs[j];
                 if ((const uint8_t *)s->ptr < lo || s->len > (uint64_t)(hi - (const uint8_t *)s->ptr)) return 0;
             }
     }
@@ -138,7 +138,7 @@ static int icontains(const char *hay, const char *needle) {
 /* The built buffer must fail to parse with a message containing keyword. */
 static void expect_err(const char *label, const bb *b, const char *keyword) {
     char err[512] = "";
-    gguf_ctx *ctx = (gguf_ctx *)1;
+    es_gguf_ctx *ctx = (es_gguf_ctx *)1;
     int rc = parse_copy(b->p, b->n, &ctx, err, sizeof err);
     CHECK(rc != 0 && ctx == NULL, "%s: parsed although malformed", label);
     if (rc == 0) { done(ctx); return; }
@@ -149,44 +149,44 @@ static void expect_err(const char *label, const bb *b, const char *keyword) {
 
 static uint8_t *g_file;
 static size_t g_size;
-static gguf_ctx *g_ctx; /* parse of g_file */
+static es_gguf_ctx *g_ctx; /* parse of g_file */
 
 static void test_valid_file(void) {
     char err[512] = "";
-    int rc = gguf_parse_buffer(g_file, g_size, &g_ctx, err, sizeof err);
+    int rc = es_gguf_parse_buffer(g_file, g_size, &g_ctx, err, sizeof err);
     CHECK(rc == 0, "v3-tiny does not parse: %s", err);
     if (rc) return;
-    const gguf_ctx *c = g_ctx;
+    const es_gguf_ctx *c = g_ctx;
     CHECK(c->version == 3, "version %u", c->version);
     CHECK(c->n_tensors == 52, "n_tensors %llu", (unsigned long long)c->n_tensors);
     CHECK(c->n_kv == 39, "n_kv %llu", (unsigned long long)c->n_kv);
     CHECK(c->alignment == 32, "alignment %llu", (unsigned long long)c->alignment);
     CHECK(c->data_offset == 11648, "data offset %llu", (unsigned long long)c->data_offset);
-    gguf_str s;
-    CHECK(gguf_get_str(c, "general.architecture", &s) == 1 && gguf_str_eq(s, "deepseek2"), "architecture");
+    es_gguf_str s;
+    CHECK(es_gguf_get_str(c, "general.architecture", &s) == 1 && es_gguf_str_eq(s, "deepseek2"), "architecture");
     int64_t i;
-    CHECK(gguf_get_int(c, "deepseek2.block_count", &i) == 1 && i == 3, "block_count");
-    CHECK(gguf_get_int(c, "deepseek2.attention.kv_lora_rank", &i) == 1 && i == 32, "kv_lora_rank");
+    CHECK(es_gguf_get_int(c, "deepseek2.block_count", &i) == 1 && i == 3, "block_count");
+    CHECK(es_gguf_get_int(c, "deepseek2.attention.kv_lora_rank", &i) == 1 && i == 32, "kv_lora_rank");
     double f;
-    CHECK(gguf_get_float(c, "deepseek2.expert_weights_scale", &f) == 1 && f == 2.5, "expert_weights_scale");
-    CHECK(gguf_get_float(c, "deepseek2.attention.layer_norm_rms_epsilon", &f) == 1 && f == (double)1e-6f, "eps");
+    CHECK(es_gguf_get_float(c, "deepseek2.expert_weights_scale", &f) == 1 && f == 2.5, "expert_weights_scale");
+    CHECK(es_gguf_get_float(c, "deepseek2.attention.layer_norm_rms_epsilon", &f) == 1 && f == (double)1e-6f, "eps");
     int bo;
-    CHECK(gguf_get_bool(c, "deepseek2.expert_weights_norm", &bo) == 1 && bo == 1, "expert_weights_norm");
-    const gguf_value *tok = gguf_get_arr(c, "tokenizer.ggml.tokens", GGUF_VT_STRING);
+    CHECK(es_gguf_get_bool(c, "deepseek2.expert_weights_norm", &bo) == 1 && bo == 1, "expert_weights_norm");
+    const es_gguf_value *tok = es_gguf_get_arr(c, "tokenizer.ggml.tokens", GGUF_VT_STRING);
     CHECK(tok && tok->v.arr.n == 384, "tokenizer.ggml.tokens");
-    const gguf_tensor *t = gguf_find_tensor(c, "token_embd.weight");
+    const es_gguf_tensor *t = es_gguf_find_tensor(c, "token_embd.weight");
     CHECK(t && t->n_dims == 2 && t->ne[0] == 64 && t->ne[1] == 384 && t->ne[2] == 1 && t->type == ES_TYPE_F32 &&
               t->offset == 0 && t->nbytes == 64 * 384 * 4 && t->data == g_file + 11648,
           "token_embd.weight");
-    t = gguf_find_tensor(c, "blk.1.ffn_gate_exps.weight");
+    t = es_gguf_find_tensor(c, "blk.1.ffn_gate_exps.weight");
     CHECK(t && t->n_dims == 3 && t->ne[0] == 64 && t->ne[1] == 32 && t->ne[2] == 16, "blk.1.ffn_gate_exps.weight");
-    CHECK(gguf_find_tensor(c, "no.such.tensor") == NULL && gguf_find_kv(c, "no.such.key") == NULL, "absent lookups");
+    CHECK(es_gguf_find_tensor(c, "no.such.tensor") == NULL && es_gguf_find_kv(c, "no.such.key") == NULL, "absent lookups");
     CHECK(consistent(c), "parse of the real file is inconsistent");
     /* the typed getters refuse the wrong type */
-    CHECK(gguf_get_int(c, "general.architecture", &i) == -1, "string read as int");
-    CHECK(gguf_get_bool(c, "deepseek2.block_count", &bo) == -1, "int read as bool");
-    CHECK(gguf_get_str(c, "deepseek2.block_count", &s) == -1, "int read as string");
-    CHECK(gguf_get_arr(c, "tokenizer.ggml.tokens", GGUF_VT_INT32) == NULL, "string array read as int32 array");
+    CHECK(es_gguf_get_int(c, "general.architecture", &i) == -1, "string read as int");
+    CHECK(es_gguf_get_bool(c, "deepseek2.block_count", &bo) == -1, "int read as bool");
+    CHECK(es_gguf_get_str(c, "deepseek2.block_count", &s) == -1, "int read as string");
+    CHECK(es_gguf_get_arr(c, "tokenizer.ggml.tokens", GGUF_VT_INT32) == NULL, "string array read as int32 array");
 }
 
 /* Where the tensor infos start: the first tensor name's length prefix. */
@@ -211,7 +211,7 @@ static void test_truncation(void) {
     size_t points[512], np = 0;
     for (size_t n = 0; n <= limit && n < g_size; n++) {
         char err[512] = "";
-        gguf_ctx *c;
+        es_gguf_ctx *c;
         int rc = parse_copy(g_file, n, &c, err, sizeof err);
         if (rc == 0) { bad_rc++; done(c); continue; }
         if (!err[0]) bad_msg++;
@@ -232,7 +232,7 @@ static void test_truncation(void) {
         size_t n = points[k];
         if (n > g_size) continue;
         char err[512] = "";
-        gguf_ctx *c;
+        es_gguf_ctx *c;
         int rc = parse_copy(g_file, n, &c, err, sizeof err);
         if (n >= end) {
             if (rc != 0) { wrong++; printf("prefix %zu: %s\n", n, err); }
@@ -249,11 +249,11 @@ static void test_truncation(void) {
  * the outcome: a parse must be self-consistent, a failure must say why. */
 static void parse_damaged(const uint8_t *buf, size_t *parsed, size_t *failed, size_t *bad) {
     char err[512] = "";
-    gguf_ctx *c;
-    if (gguf_parse_buffer(buf, g_size, &c, err, sizeof err) == 0) {
+    es_gguf_ctx *c;
+    if (es_gguf_parse_buffer(buf, g_size, &c, err, sizeof err) == 0) {
         (*parsed)++;
         if (!consistent(c)) (*bad)++;
-        gguf_close(c);
+        es_gguf_close(c);
     } else {
         (*failed)++;
         if (!err[0]) (*bad)++;
@@ -341,7 +341,7 @@ static void test_header_errors(void) {
     hdr(&b, 2, 0, 1);
     kv_str(&b, "general.architecture", "deepseek2");
     char err[512];
-    gguf_ctx *c;
+    es_gguf_ctx *c;
     CHECK(parse_copy(b.p, b.n, &c, err, sizeof err) == 0, "vocab-only v2 file: %s", err);
     if (c) { CHECK(c->version == 2 && c->n_tensors == 0 && c->n_kv == 1, "vocab-only values"); done(c); }
     bb_free(&b);
@@ -465,44 +465,44 @@ static void test_value_roundtrip(void) {
     bb_u32(&b, GGUF_VT_UINT8); bb_u64(&b, 2); bb_u8(&b, 1); bb_u8(&b, 2);
     bb_u32(&b, GGUF_VT_UINT8); bb_u64(&b, 1); bb_u8(&b, 3);
     char err[512];
-    gguf_ctx *c;
+    es_gguf_ctx *c;
     int rc = parse_copy(b.p, b.n, &c, err, sizeof err);
     CHECK(rc == 0, "all value types: %s", err);
     if (rc == 0) {
         int64_t i;
         double f;
         int bo;
-        gguf_str s;
-        CHECK(gguf_get_int(c, "u8", &i) == 1 && i == 0xfe, "u8");
-        CHECK(gguf_get_int(c, "i8", &i) == 1 && i == -1, "i8");
-        CHECK(gguf_get_int(c, "u16", &i) == 1 && i == 0x1234, "u16");
-        CHECK(gguf_get_int(c, "i16", &i) == 1 && i == -2, "i16");
-        CHECK(gguf_get_int(c, "u32", &i) == 1 && i == 0xdeadbeef, "u32");
-        CHECK(gguf_get_int(c, "i32", &i) == 1 && i == -3, "i32");
-        CHECK(gguf_get_float(c, "f32", &f) == 1 && f == 1.5, "f32");
-        CHECK(gguf_get_bool(c, "bool", &bo) == 1 && bo == 1, "bool");
-        CHECK(gguf_get_str(c, "str", &s) == 1 && gguf_str_eq(s, "héllo"), "str");
-        CHECK(gguf_get_int(c, "u64", &i) == -1, "u64 above INT64_MAX must not read as int64");
-        CHECK(gguf_find_kv(c, "u64")->val.v.u == (1ull << 63) + 1, "u64 raw");
-        CHECK(gguf_get_int(c, "i64", &i) == 1 && i == -(INT64_C(1) << 62), "i64");
-        CHECK(gguf_get_float(c, "f64", &f) == 1 && f == f64, "f64");
-        CHECK(gguf_get_float(c, "i32", &f) == 1 && f == -3.0, "int read as float");
-        CHECK(gguf_get_int(c, "f32", &i) == -1 && gguf_get_bool(c, "u8", &bo) == -1 &&
-                  gguf_get_str(c, "u8", &s) == -1 && gguf_get_int(c, "absent", &i) == 0,
+        es_gguf_str s;
+        CHECK(es_gguf_get_int(c, "u8", &i) == 1 && i == 0xfe, "u8");
+        CHECK(es_gguf_get_int(c, "i8", &i) == 1 && i == -1, "i8");
+        CHECK(es_gguf_get_int(c, "u16", &i) == 1 && i == 0x1234, "u16");
+        CHECK(es_gguf_get_int(c, "i16", &i) == 1 && i == -2, "i16");
+        CHECK(es_gguf_get_int(c, "u32", &i) == 1 && i == 0xdeadbeef, "u32");
+        CHECK(es_gguf_get_int(c, "i32", &i) == 1 && i == -3, "i32");
+        CHECK(es_gguf_get_float(c, "f32", &f) == 1 && f == 1.5, "f32");
+        CHECK(es_gguf_get_bool(c, "bool", &bo) == 1 && bo == 1, "bool");
+        CHECK(es_gguf_get_str(c, "str", &s) == 1 && es_gguf_str_eq(s, "héllo"), "str");
+        CHECK(es_gguf_get_int(c, "u64", &i) == -1, "u64 above INT64_MAX must not read as int64");
+        CHECK(es_gguf_find_kv(c, "u64")->val.v.u == (1ull << 63) + 1, "u64 raw");
+        CHECK(es_gguf_get_int(c, "i64", &i) == 1 && i == -(INT64_C(1) << 62), "i64");
+        CHECK(es_gguf_get_float(c, "f64", &f) == 1 && f == f64, "f64");
+        CHECK(es_gguf_get_float(c, "i32", &f) == 1 && f == -3.0, "int read as float");
+        CHECK(es_gguf_get_int(c, "f32", &i) == -1 && es_gguf_get_bool(c, "u8", &bo) == -1 &&
+                  es_gguf_get_str(c, "u8", &s) == -1 && es_gguf_get_int(c, "absent", &i) == 0,
               "getters on wrong types");
-        const gguf_value *a = gguf_get_arr(c, "ai16", GGUF_VT_INT16);
-        CHECK(a && a->v.arr.n == 3 && gguf_arr_int(a, 0) == 1 && gguf_arr_int(a, 1) == -1 &&
-                  gguf_arr_int(a, 2) == -32768,
+        const es_gguf_value *a = es_gguf_get_arr(c, "ai16", GGUF_VT_INT16);
+        CHECK(a && a->v.arr.n == 3 && es_gguf_arr_int(a, 0) == 1 && es_gguf_arr_int(a, 1) == -1 &&
+                  es_gguf_arr_int(a, 2) == -32768,
               "int16 array");
-        a = gguf_get_arr(c, "af32", GGUF_VT_FLOAT32);
-        CHECK(a && a->v.arr.n == 2 && gguf_arr_float(a, 1) == 1.5, "float array");
-        a = gguf_get_arr(c, "astr", GGUF_VT_STRING);
-        CHECK(a && a->v.arr.n == 2 && gguf_str_eq(a->v.arr.strs[0], "x") && a->v.arr.strs[1].len == 0, "string array");
-        a = gguf_get_arr(c, "aempty", GGUF_VT_UINT32);
+        a = es_gguf_get_arr(c, "af32", GGUF_VT_FLOAT32);
+        CHECK(a && a->v.arr.n == 2 && es_gguf_arr_float(a, 1) == 1.5, "float array");
+        a = es_gguf_get_arr(c, "astr", GGUF_VT_STRING);
+        CHECK(a && a->v.arr.n == 2 && es_gguf_str_eq(a->v.arr.strs[0], "x") && a->v.arr.strs[1].len == 0, "string array");
+        a = es_gguf_get_arr(c, "aempty", GGUF_VT_UINT32);
         CHECK(a && a->v.arr.n == 0, "empty array");
-        a = gguf_get_arr(c, "nested", GGUF_VT_ARRAY);
+        a = es_gguf_get_arr(c, "nested", GGUF_VT_ARRAY);
         CHECK(a && a->v.arr.n == 2 && a->v.arr.items[0].v.arr.n == 2 && a->v.arr.items[1].v.arr.n == 1 &&
-                  gguf_arr_int(&a->v.arr.items[0], 1) == 2 && gguf_arr_int(&a->v.arr.items[1], 0) == 3,
+                  es_gguf_arr_int(&a->v.arr.items[0], 1) == 2 && es_gguf_arr_int(&a->v.arr.items[1], 0) == 3,
               "nested array");
         done(c);
     }
@@ -538,7 +538,7 @@ static void tensor_case(const char *label, const tspec *t, int n, size_t data_by
         expect_err(label, &b, keyword);
     } else {
         char err[512];
-        gguf_ctx *c;
+        es_gguf_ctx *c;
         int rc = parse_copy(b.p, b.n, &c, err, sizeof err);
         CHECK(rc == 0, "%s: %s", label, err);
         if (rc == 0) { CHECK(consistent(c), "%s: inconsistent", label); done(c); }
@@ -609,7 +609,7 @@ static void test_tensor_errors(void) {
     bb b = {0};
     build_tensors(&b, &t, 1, 64, GGUF_VT_UINT32, 64);
     char err[512];
-    gguf_ctx *c;
+    es_gguf_ctx *c;
     int rc = parse_copy(b.p, b.n, &c, err, sizeof err);
     CHECK(rc == 0, "alignment 64: %s", err);
     if (rc == 0) {
@@ -657,7 +657,7 @@ static void many_entries(int dup) {
         return;
     }
     char err[512];
-    gguf_ctx *c;
+    es_gguf_ctx *c;
     clock_t t0 = clock();
     int rc = parse_copy(b.p, b.n, &c, err, sizeof err);
     double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
@@ -675,7 +675,7 @@ static void test_many_entries(void) {
 /* ---- the model loader on rewritten copies of the real model ----------------------------------- */
 
 /* Writes value v's payload (without its type tag, as arrays nest). */
-static void put_value(bb *b, const gguf_value *v) {
+static void put_value(bb *b, const es_gguf_value *v) {
     switch (v->type) {
     case GGUF_VT_UINT8: case GGUF_VT_INT8: case GGUF_VT_BOOL: bb_u8(b, (uint8_t)v->v.u); break;
     case GGUF_VT_UINT16: case GGUF_VT_INT16: bb_u8(b, (uint8_t)v->v.u); bb_u8(b, (uint8_t)(v->v.u >> 8)); break;
@@ -714,13 +714,13 @@ typedef struct mods {
 
 /* Re-serialises the parsed real model with the changes in md.  Tensor data
  * is copied (as far as it reaches) into freshly laid-out, aligned slots. */
-static void rewrite(const gguf_ctx *g, const mods *md, bb *b) {
+static void rewrite(const es_gguf_ctx *g, const mods *md, bb *b) {
     uint64_t n_kv = 0, n_t = 0;
     for (uint64_t i = 0; i < g->n_kv; i++) n_kv += !(md->drop_key && !strcmp(g->kv[i].key, md->drop_key));
     for (uint64_t i = 0; i < g->n_tensors; i++) n_t += !(md->drop_tensor && !strcmp(g->tensors[i].name, md->drop_tensor));
     hdr(b, 3, n_t, n_kv);
     for (uint64_t i = 0; i < g->n_kv; i++) {
-        const gguf_kv *kv = &g->kv[i];
+        const es_gguf_kv *kv = &g->kv[i];
         if (md->drop_key && !strcmp(kv->key, md->drop_key)) continue;
         bb_str(b, kv->key);
         if ((md->string_key && !strcmp(kv->key, md->string_key)) || (md->key_str && !strcmp(kv->key, md->key_str))) {
@@ -735,7 +735,7 @@ static void rewrite(const gguf_ctx *g, const mods *md, bb *b) {
     uint32_t *types = calloc(g->n_tensors + 1, sizeof *types);
     int64_t(*nes)[4] = calloc(g->n_tensors + 1, sizeof *nes);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const es_gguf_tensor *t = &g->tensors[i];
         if (md->drop_tensor && !strcmp(t->name, md->drop_tensor)) continue;
         memcpy(nes[i], t->ne, sizeof nes[i]);
         types[i] = t->type;
@@ -757,7 +757,7 @@ static void rewrite(const gguf_ctx *g, const mods *md, bb *b) {
     bb_pad(b, (size_t)g->alignment);
     size_t base = b->n;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const es_gguf_tensor *t = &g->tensors[i];
         if (md->drop_tensor && !strcmp(t->name, md->drop_tensor)) continue;
         while (b->n < base + offs[i]) bb_u8(b, 0);
         size_t keep = (size_t)(sizes[i] < t->nbytes ? sizes[i] : t->nbytes);
@@ -812,13 +812,13 @@ static void test_loader(void) {
     /* the unmodified rewrite parses to the same directory and loads */
     bb b = {0};
     rewrite(g_ctx, &none, &b);
-    gguf_ctx *c;
+    es_gguf_ctx *c;
     int rc = parse_copy(b.p, b.n, &c, err, sizeof err);
     CHECK(rc == 0, "rewritten model does not parse: %s", err);
     if (rc == 0) {
         int same = c->n_kv == g_ctx->n_kv && c->n_tensors == g_ctx->n_tensors;
         for (uint64_t i = 0; same && i < c->n_tensors; i++) {
-            const gguf_tensor *t = gguf_find_tensor(g_ctx, c->tensors[i].name);
+            const es_gguf_tensor *t = es_gguf_find_tensor(g_ctx, c->tensors[i].name);
             same = t && t->nbytes == c->tensors[i].nbytes && !memcmp(t->data, c->tensors[i].data, (size_t)t->nbytes);
         }
         CHECK(same, "rewritten model differs from the original");
@@ -915,7 +915,7 @@ int main(void) {
         test_byte_flips();
         test_loader();
     }
-    gguf_close(g_ctx);
+    es_gguf_close(g_ctx);
     free(g_file);
     return test_summary();
 }

@@ -54,10 +54,10 @@ static long file_size(const char *p) {
     return stat(p, &st) == 0 ? (long)st.st_size : -1;
 }
 
-static gguf_ctx *open_gguf(const char *path) {
+static es_gguf_ctx *open_gguf(const char *path) {
     char err[256];
-    gguf_ctx *ctx = NULL;
-    if (gguf_open_file(path, &ctx, err, sizeof err)) {
+    es_gguf_ctx *ctx = NULL;
+    if (es_gguf_open_file(path, &ctx, err, sizeof err)) {
         printf("  (cannot parse %s: %s)\n", path, err);
         return NULL;
     }
@@ -93,74 +93,74 @@ static const struct {
 static const char *const strs[] = {"", "hello", "Ġthe", "<｜User｜>", "tab\there"};
 
 /* Writes every kind of metadata value into w. */
-static void put_all_metadata(gguf_writer *w) {
-    gguf_w_u32(w, "replaced", 1); /* replaced below, must keep its position */
-    gguf_w_u8(w, "s.u8", 200);
-    gguf_w_i8(w, "s.i8", -100);
-    gguf_w_u16(w, "s.u16", 60000);
-    gguf_w_i16(w, "s.i16", -30000);
-    gguf_w_u32(w, "s.u32", 4000000000u);
-    gguf_w_i32(w, "s.i32", -2000000000);
-    gguf_w_u64(w, "s.u64", (1ull << 60) + 5);
-    gguf_w_i64(w, "s.i64", -(1ll << 60) - 7);
-    gguf_w_f32(w, "s.f32", 3.5f);
-    gguf_w_f64(w, "s.f64", 0.1);
-    gguf_w_bool(w, "s.true", 5);
-    gguf_w_bool(w, "s.false", 0);
-    gguf_w_str(w, "s.str", "héllo ▁ world");
-    gguf_w_str(w, "s.empty", "");
-    gguf_w_strn(w, "s.nul", "a\0b", 3);
-    gguf_w_str(w, "gone", "removed before writing");
-    gguf_w_remove(w, "gone");
-    for (size_t i = 0; i < N_FIXED; i++) gguf_w_arr(w, fixed_arrays[i].key, fixed_arrays[i].type, fixed_arrays[i].data, 3);
-    gguf_w_arr(w, "arr.empty", GGUF_VT_UINT32, NULL, 0);
-    gguf_w_arr_str(w, "arr.str", strs, 5);
-    gguf_w_str(w, "replaced", "now a string");
+static void put_all_metadata(es_gguf_writer *w) {
+    es_gguf_w_u32(w, "replaced", 1); /* replaced below, must keep its position */
+    es_gguf_w_u8(w, "s.u8", 200);
+    es_gguf_w_i8(w, "s.i8", -100);
+    es_gguf_w_u16(w, "s.u16", 60000);
+    es_gguf_w_i16(w, "s.i16", -30000);
+    es_gguf_w_u32(w, "s.u32", 4000000000u);
+    es_gguf_w_i32(w, "s.i32", -2000000000);
+    es_gguf_w_u64(w, "s.u64", (1ull << 60) + 5);
+    es_gguf_w_i64(w, "s.i64", -(1ll << 60) - 7);
+    es_gguf_w_f32(w, "s.f32", 3.5f);
+    es_gguf_w_f64(w, "s.f64", 0.1);
+    es_gguf_w_bool(w, "s.true", 5);
+    es_gguf_w_bool(w, "s.false", 0);
+    es_gguf_w_str(w, "s.str", "héllo ▁ world");
+    es_gguf_w_str(w, "s.empty", "");
+    es_gguf_w_strn(w, "s.nul", "a\0b", 3);
+    es_gguf_w_str(w, "gone", "removed before writing");
+    es_gguf_w_remove(w, "gone");
+    for (size_t i = 0; i < N_FIXED; i++) es_gguf_w_arr(w, fixed_arrays[i].key, fixed_arrays[i].type, fixed_arrays[i].data, 3);
+    es_gguf_w_arr(w, "arr.empty", GGUF_VT_UINT32, NULL, 0);
+    es_gguf_w_arr_str(w, "arr.str", strs, 5);
+    es_gguf_w_str(w, "replaced", "now a string");
 
     /* [[1, 2], [3]] of i32, [["x"], []] of strings, and [[[7]]] (depth 3) */
     static const int32_t n12[] = {1, 2}, n3[] = {3}, n7[] = {7};
-    gguf_value in[2] = {{.type = GGUF_VT_ARRAY}, {.type = GGUF_VT_ARRAY}};
+    es_gguf_value in[2] = {{.type = GGUF_VT_ARRAY}, {.type = GGUF_VT_ARRAY}};
     in[0].v.arr.elem_type = GGUF_VT_INT32, in[0].v.arr.n = 2, in[0].v.arr.data = (const uint8_t *)n12;
     in[1].v.arr.elem_type = GGUF_VT_INT32, in[1].v.arr.n = 1, in[1].v.arr.data = (const uint8_t *)n3;
-    gguf_value outer = {.type = GGUF_VT_ARRAY};
+    es_gguf_value outer = {.type = GGUF_VT_ARRAY};
     outer.v.arr.elem_type = GGUF_VT_ARRAY, outer.v.arr.n = 2, outer.v.arr.items = in;
-    gguf_w_value(w, "nest.i32", &outer);
+    es_gguf_w_value(w, "nest.i32", &outer);
 
-    gguf_str xs[1] = {{"x", 1}};
-    gguf_value sin[2] = {{.type = GGUF_VT_ARRAY}, {.type = GGUF_VT_ARRAY}};
+    es_gguf_str xs[1] = {{"x", 1}};
+    es_gguf_value sin[2] = {{.type = GGUF_VT_ARRAY}, {.type = GGUF_VT_ARRAY}};
     sin[0].v.arr.elem_type = GGUF_VT_STRING, sin[0].v.arr.n = 1, sin[0].v.arr.strs = xs;
     sin[1].v.arr.elem_type = GGUF_VT_STRING, sin[1].v.arr.n = 0;
-    gguf_value souter = {.type = GGUF_VT_ARRAY};
+    es_gguf_value souter = {.type = GGUF_VT_ARRAY};
     souter.v.arr.elem_type = GGUF_VT_ARRAY, souter.v.arr.n = 2, souter.v.arr.items = sin;
-    gguf_w_value(w, "nest.str", &souter);
+    es_gguf_w_value(w, "nest.str", &souter);
 
-    gguf_value d3 = {.type = GGUF_VT_ARRAY}, d2 = {.type = GGUF_VT_ARRAY}, d1 = {.type = GGUF_VT_ARRAY};
+    es_gguf_value d3 = {.type = GGUF_VT_ARRAY}, d2 = {.type = GGUF_VT_ARRAY}, d1 = {.type = GGUF_VT_ARRAY};
     d3.v.arr.elem_type = GGUF_VT_INT32, d3.v.arr.n = 1, d3.v.arr.data = (const uint8_t *)n7;
     d2.v.arr.elem_type = GGUF_VT_ARRAY, d2.v.arr.n = 1, d2.v.arr.items = &d3;
     d1.v.arr.elem_type = GGUF_VT_ARRAY, d1.v.arr.n = 1, d1.v.arr.items = &d2;
-    gguf_w_value(w, "nest.deep", &d1);
+    es_gguf_w_value(w, "nest.deep", &d1);
 }
 
-static void check_scalar_int(const gguf_ctx *ctx, const char *key, uint32_t type, int64_t want) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+static void check_scalar_int(const es_gguf_ctx *ctx, const char *key, uint32_t type, int64_t want) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     int64_t got = 0;
     CHECK(kv && kv->val.type == type, "%s: missing or type %u", key, kv ? kv->val.type : 99);
-    CHECK(gguf_get_int(ctx, key, &got) == 1 && got == want, "%s = %lld, want %lld", key, (long long)got,
+    CHECK(es_gguf_get_int(ctx, key, &got) == 1 && got == want, "%s = %lld, want %lld", key, (long long)got,
           (long long)want);
 }
 
-static void check_str(const gguf_ctx *ctx, const char *key, const char *want, size_t len) {
-    gguf_str s = {0};
-    CHECK(gguf_get_str(ctx, key, &s) == 1 && s.len == len && memcmp(s.ptr, want, len) == 0, "%s: string differs",
+static void check_str(const es_gguf_ctx *ctx, const char *key, const char *want, size_t len) {
+    es_gguf_str s = {0};
+    CHECK(es_gguf_get_str(ctx, key, &s) == 1 && s.len == len && memcmp(s.ptr, want, len) == 0, "%s: string differs",
           key);
 }
 
-static void check_all_metadata(const gguf_ctx *ctx) {
+static void check_all_metadata(const es_gguf_ctx *ctx) {
     uint64_t at = 0;
     while (at + 1 < ctx->n_kv && strcmp(ctx->kv[at].key, "replaced")) at++;
     CHECK(at + 1 < ctx->n_kv && strcmp(ctx->kv[at + 1].key, "s.u8") == 0, "a replaced key keeps its position");
     check_str(ctx, "replaced", "now a string", 12);
-    CHECK(!gguf_find_kv(ctx, "gone"), "removed key is absent");
+    CHECK(!es_gguf_find_kv(ctx, "gone"), "removed key is absent");
     check_scalar_int(ctx, "s.u8", GGUF_VT_UINT8, 200);
     check_scalar_int(ctx, "s.i8", GGUF_VT_INT8, -100);
     check_scalar_int(ctx, "s.u16", GGUF_VT_UINT16, 60000);
@@ -170,41 +170,41 @@ static void check_all_metadata(const gguf_ctx *ctx) {
     check_scalar_int(ctx, "s.u64", GGUF_VT_UINT64, (1ll << 60) + 5);
     check_scalar_int(ctx, "s.i64", GGUF_VT_INT64, -(1ll << 60) - 7);
     double f = 0;
-    CHECK(gguf_get_float(ctx, "s.f32", &f) == 1 && f == 3.5, "s.f32 = %g", f);
-    CHECK(gguf_find_kv(ctx, "s.f32")->val.type == GGUF_VT_FLOAT32, "s.f32 type");
-    CHECK(gguf_get_float(ctx, "s.f64", &f) == 1 && f == 0.1, "s.f64 = %.17g (exact)", f);
-    CHECK(gguf_find_kv(ctx, "s.f64")->val.type == GGUF_VT_FLOAT64, "s.f64 type");
+    CHECK(es_gguf_get_float(ctx, "s.f32", &f) == 1 && f == 3.5, "s.f32 = %g", f);
+    CHECK(es_gguf_find_kv(ctx, "s.f32")->val.type == GGUF_VT_FLOAT32, "s.f32 type");
+    CHECK(es_gguf_get_float(ctx, "s.f64", &f) == 1 && f == 0.1, "s.f64 = %.17g (exact)", f);
+    CHECK(es_gguf_find_kv(ctx, "s.f64")->val.type == GGUF_VT_FLOAT64, "s.f64 type");
     int b = -1;
-    CHECK(gguf_get_bool(ctx, "s.true", &b) == 1 && b == 1, "s.true");
-    CHECK(gguf_get_bool(ctx, "s.false", &b) == 1 && b == 0, "s.false");
+    CHECK(es_gguf_get_bool(ctx, "s.true", &b) == 1 && b == 1, "s.true");
+    CHECK(es_gguf_get_bool(ctx, "s.false", &b) == 1 && b == 0, "s.false");
     check_str(ctx, "s.str", "héllo ▁ world", strlen("héllo ▁ world"));
     check_str(ctx, "s.empty", "", 0);
     check_str(ctx, "s.nul", "a\0b", 3);
 
     static const size_t esz[] = {1, 1, 2, 2, 4, 4, 8, 8, 4, 8, 1};
     for (size_t i = 0; i < N_FIXED; i++) {
-        const gguf_value *a = gguf_get_arr(ctx, fixed_arrays[i].key, fixed_arrays[i].type);
+        const es_gguf_value *a = es_gguf_get_arr(ctx, fixed_arrays[i].key, fixed_arrays[i].type);
         CHECK(a && a->v.arr.n == 3 && memcmp(a->v.arr.data, fixed_arrays[i].data, 3 * esz[i]) == 0,
               "%s round trip", fixed_arrays[i].key);
     }
-    const gguf_value *e = gguf_get_arr(ctx, "arr.empty", GGUF_VT_UINT32);
+    const es_gguf_value *e = es_gguf_get_arr(ctx, "arr.empty", GGUF_VT_UINT32);
     CHECK(e && e->v.arr.n == 0, "empty array");
-    const gguf_value *s = gguf_get_arr(ctx, "arr.str", GGUF_VT_STRING);
+    const es_gguf_value *s = es_gguf_get_arr(ctx, "arr.str", GGUF_VT_STRING);
     CHECK(s && s->v.arr.n == 5, "string array");
     for (int i = 0; s && i < 5; i++)
-        CHECK(gguf_str_eq(s->v.arr.strs[i], strs[i]), "string array item %d", i);
+        CHECK(es_gguf_str_eq(s->v.arr.strs[i], strs[i]), "string array item %d", i);
 
-    const gguf_value *n = gguf_get_arr(ctx, "nest.i32", GGUF_VT_ARRAY);
+    const es_gguf_value *n = es_gguf_get_arr(ctx, "nest.i32", GGUF_VT_ARRAY);
     CHECK(n && n->v.arr.n == 2 && n->v.arr.items[0].v.arr.n == 2 && n->v.arr.items[1].v.arr.n == 1 &&
-              gguf_arr_int(&n->v.arr.items[0], 1) == 2 && gguf_arr_int(&n->v.arr.items[1], 0) == 3,
+              es_gguf_arr_int(&n->v.arr.items[0], 1) == 2 && es_gguf_arr_int(&n->v.arr.items[1], 0) == 3,
           "nested i32 arrays");
-    n = gguf_get_arr(ctx, "nest.str", GGUF_VT_ARRAY);
+    n = es_gguf_get_arr(ctx, "nest.str", GGUF_VT_ARRAY);
     CHECK(n && n->v.arr.n == 2 && n->v.arr.items[0].v.arr.elem_type == GGUF_VT_STRING &&
-              gguf_str_eq(n->v.arr.items[0].v.arr.strs[0], "x") && n->v.arr.items[1].v.arr.n == 0,
+              es_gguf_str_eq(n->v.arr.items[0].v.arr.strs[0], "x") && n->v.arr.items[1].v.arr.n == 0,
           "nested string arrays");
-    n = gguf_get_arr(ctx, "nest.deep", GGUF_VT_ARRAY);
+    n = es_gguf_get_arr(ctx, "nest.deep", GGUF_VT_ARRAY);
     CHECK(n && n->v.arr.items[0].v.arr.elem_type == GGUF_VT_ARRAY &&
-              gguf_arr_int(&n->v.arr.items[0].v.arr.items[0], 0) == 7,
+              es_gguf_arr_int(&n->v.arr.items[0].v.arr.items[0], 0) == 7,
           "arrays nested three deep");
 }
 
@@ -215,7 +215,7 @@ typedef struct tspec {
     uint32_t n_dims;
     int64_t ne[4];
     uint32_t type;
-    int as_rows; /* written with gguf_w_write_rows_f32, else raw bytes in odd chunks */
+    int as_rows; /* written with es_gguf_w_write_rows_f32, else raw bytes in odd chunks */
 } tspec;
 
 static const tspec tspecs[] = {
@@ -250,17 +250,17 @@ static uint8_t *expected_bytes(size_t ti, size_t *len) {
     return b;
 }
 
-static void add_tensors(gguf_writer *w) {
-    for (size_t i = 0; i < N_TSPECS; i++) gguf_w_add_tensor(w, tspecs[i].name, tspecs[i].n_dims, tspecs[i].ne, tspecs[i].type);
+static void add_tensors(es_gguf_writer *w) {
+    for (size_t i = 0; i < N_TSPECS; i++) es_gguf_w_add_tensor(w, tspecs[i].name, tspecs[i].n_dims, tspecs[i].ne, tspecs[i].type);
 }
 
 /* Streams every tensor's data: raw ones in chunks of 1, 2, 3, ... bytes,
  * row ones as one row and then the rest. */
-static void stream_tensors(gguf_writer *w) {
+static void stream_tensors(es_gguf_writer *w) {
     for (size_t ti = 0; ti < N_TSPECS; ti++) {
         const tspec *t = &tspecs[ti];
         uint64_t left = 0;
-        const char *cur = gguf_w_current_tensor(w, &left);
+        const char *cur = es_gguf_w_current_tensor(w, &left);
         CHECK(cur && strcmp(cur, t->name) == 0, "current tensor is %s", t->name);
         if (!t->as_rows) {
             size_t len, off = 0, chunk = 1;
@@ -268,7 +268,7 @@ static void stream_tensors(gguf_writer *w) {
             CHECK(left == len, "%s: %llu bytes expected", t->name, (unsigned long long)left);
             while (off < len) {
                 size_t k = chunk < len - off ? chunk : len - off;
-                gguf_w_write(w, b + off, k);
+                es_gguf_w_write(w, b + off, k);
                 off += k, chunk++;
             }
             free(b);
@@ -276,21 +276,21 @@ static void stream_tensors(gguf_writer *w) {
         }
         float *src = malloc((size_t)(t->ne[0] * nrows(t)) * sizeof(float));
         for (int64_t i = 0; i < t->ne[0] * nrows(t); i++) src[i] = src_value(ti, i);
-        gguf_w_write_rows_f32(w, src, 1);
-        gguf_w_write_rows_f32(w, src + t->ne[0], nrows(t) - 1);
+        es_gguf_w_write_rows_f32(w, src, 1);
+        es_gguf_w_write_rows_f32(w, src + t->ne[0], nrows(t) - 1);
         free(src);
     }
-    CHECK(gguf_w_current_tensor(w, NULL) == NULL, "no tensor left after the last");
+    CHECK(es_gguf_w_current_tensor(w, NULL) == NULL, "no tensor left after the last");
 }
 
-static void check_tensor_file(const gguf_ctx *ctx, uint64_t alignment) {
+static void check_tensor_file(const es_gguf_ctx *ctx, uint64_t alignment) {
     CHECK(ctx->n_tensors == N_TSPECS, "%llu tensors", (unsigned long long)ctx->n_tensors);
     CHECK(ctx->alignment == alignment && ctx->data_offset % alignment == 0, "alignment %llu, data at %llu",
           (unsigned long long)ctx->alignment, (unsigned long long)ctx->data_offset);
     uint64_t prev_end = 0;
     for (size_t ti = 0; ti < N_TSPECS && ti < ctx->n_tensors; ti++) {
         const tspec *t = &tspecs[ti];
-        const gguf_tensor *g = &ctx->tensors[ti];
+        const es_gguf_tensor *g = &ctx->tensors[ti];
         CHECK(strcmp(g->name, t->name) == 0 && g->type == t->type && g->n_dims == t->n_dims, "%s header", t->name);
         for (int d = 0; d < 4; d++) CHECK(g->ne[d] == t->ne[d], "%s ne[%d] = %lld", t->name, d, (long long)g->ne[d]);
         CHECK(g->offset % alignment == 0 && g->offset >= prev_end, "%s offset %llu aligned, in order", t->name,
@@ -302,7 +302,7 @@ static void check_tensor_file(const gguf_ctx *ctx, uint64_t alignment) {
         free(b);
     }
     /* the rows really are the quantised source: dequantise one and compare */
-    const gguf_tensor *q = gguf_find_tensor(ctx, "t.q8_0");
+    const es_gguf_tensor *q = es_gguf_find_tensor(ctx, "t.q8_0");
     float row[64];
     float maxerr = 0;
     if (q && es_dequant_row(ES_TYPE_Q8_0, q->data + es_row_bytes(ES_TYPE_Q8_0, 64), row, 64) == 0)
@@ -311,19 +311,19 @@ static void check_tensor_file(const gguf_ctx *ctx, uint64_t alignment) {
 }
 
 /* Copies a parsed file (every key, every tensor) through a new writer. */
-static int copy_file(const gguf_ctx *ctx, const char *path) {
-    gguf_writer *c = gguf_writer_new();
-    for (uint64_t i = 0; i < ctx->n_kv; i++) gguf_w_value(c, ctx->kv[i].key, &ctx->kv[i].val);
+static int copy_file(const es_gguf_ctx *ctx, const char *path) {
+    es_gguf_writer *c = es_gguf_writer_new();
+    for (uint64_t i = 0; i < ctx->n_kv; i++) es_gguf_w_value(c, ctx->kv[i].key, &ctx->kv[i].val);
     for (uint64_t i = 0; i < ctx->n_tensors; i++) {
-        const gguf_tensor *t = &ctx->tensors[i];
-        gguf_w_add_tensor(c, t->name, t->n_dims, t->ne, t->type);
+        const es_gguf_tensor *t = &ctx->tensors[i];
+        es_gguf_w_add_tensor(c, t->name, t->n_dims, t->ne, t->type);
     }
-    gguf_w_open(c, path);
-    for (uint64_t i = 0; i < ctx->n_tensors; i++) gguf_w_write(c, ctx->tensors[i].data, ctx->tensors[i].nbytes);
+    es_gguf_w_open(c, path);
+    for (uint64_t i = 0; i < ctx->n_tensors; i++) es_gguf_w_write(c, ctx->tensors[i].data, ctx->tensors[i].nbytes);
     char err[256] = "";
-    int rc = gguf_w_finish(c, err, sizeof err);
+    int rc = es_gguf_w_finish(c, err, sizeof err);
     if (rc) printf("  (copy failed: %s)\n", err);
-    gguf_writer_free(c);
+    es_gguf_writer_free(c);
     return rc;
 }
 
@@ -340,21 +340,21 @@ static void test_roundtrip(uint32_t alignment) {
     char path[64];
     snprintf(path, sizeof path, "rt_%u.gguf", alignment);
     const char *p = tmp_path(path);
-    gguf_writer *w = gguf_writer_new();
-    gguf_w_str(w, "general.architecture", "test");
-    if (alignment != 32) gguf_w_u32(w, "general.alignment", alignment);
+    es_gguf_writer *w = es_gguf_writer_new();
+    es_gguf_w_str(w, "general.architecture", "test");
+    if (alignment != 32) es_gguf_w_u32(w, "general.alignment", alignment);
     put_all_metadata(w);
     add_tensors(w);
-    uint64_t predicted = gguf_w_file_size(w);
-    CHECK(gguf_w_n_tensors(w) == N_TSPECS, "tensor count");
-    CHECK(gguf_w_open(w, p) == 0, "open: %s", gguf_w_error(w));
+    uint64_t predicted = es_gguf_w_file_size(w);
+    CHECK(es_gguf_w_n_tensors(w) == N_TSPECS, "tensor count");
+    CHECK(es_gguf_w_open(w, p) == 0, "open: %s", es_gguf_w_error(w));
     stream_tensors(w);
     char err[256] = "";
-    CHECK(gguf_w_finish(w, err, sizeof err) == 0, "finish: %s", err);
-    gguf_writer_free(w);
+    CHECK(es_gguf_w_finish(w, err, sizeof err) == 0, "finish: %s", err);
+    es_gguf_writer_free(w);
     CHECK(file_size(p) >= 0 && (uint64_t)file_size(p) == predicted, "file size %ld, predicted %llu", file_size(p),
           (unsigned long long)predicted);
-    gguf_ctx *ctx = open_gguf(p);
+    es_gguf_ctx *ctx = open_gguf(p);
     CHECK(ctx != NULL, "round-trip file parses (alignment %u)", alignment);
     if (!ctx) return;
     CHECK(ctx->version == 3, "version 3");
@@ -362,123 +362,123 @@ static void test_roundtrip(uint32_t alignment) {
     check_tensor_file(ctx, alignment);
     /* reader values fed back to the writer reproduce the file exactly */
     const char *p2 = tmp_path("copy.gguf");
-    CHECK(copy_file(ctx, p2) == 0 && same_file(p, p2), "copy through gguf_w_value is byte-identical");
-    gguf_close(ctx);
+    CHECK(copy_file(ctx, p2) == 0 && same_file(p, p2), "copy through es_gguf_w_value is byte-identical");
+    es_gguf_close(ctx);
 }
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
 /* A fresh writer with one F32 [4] tensor declared. */
-static gguf_writer *small_writer(void) {
-    gguf_writer *w = gguf_writer_new();
+static es_gguf_writer *small_writer(void) {
+    es_gguf_writer *w = es_gguf_writer_new();
     int64_t ne[1] = {4};
-    gguf_w_add_tensor(w, "x", 1, ne, ES_TYPE_F32);
+    es_gguf_w_add_tensor(w, "x", 1, ne, ES_TYPE_F32);
     return w;
 }
 
-static void expect_fail(gguf_writer *w, int rc, const char *what, const char *needle) {
+static void expect_fail(es_gguf_writer *w, int rc, const char *what, const char *needle) {
     CHECK(rc == -1, "%s: returns -1", what);
-    CHECK(strstr(gguf_w_error(w), needle) != NULL, "%s: message '%s' mentions '%s'", what, gguf_w_error(w), needle);
+    CHECK(strstr(es_gguf_w_error(w), needle) != NULL, "%s: message '%s' mentions '%s'", what, es_gguf_w_error(w), needle);
     char err[256] = "";
-    CHECK(gguf_w_finish(w, err, sizeof err) == -1 && strcmp(err, gguf_w_error(w)) == 0, "%s: sticky", what);
-    gguf_writer_free(w);
+    CHECK(es_gguf_w_finish(w, err, sizeof err) == -1 && strcmp(err, es_gguf_w_error(w)) == 0, "%s: sticky", what);
+    es_gguf_writer_free(w);
 }
 
 static void test_errors(void) {
     int64_t ne[4] = {33, 2, 1, 1}, zero[2] = {4, 0}, ok[1] = {4};
-    gguf_writer *w;
+    es_gguf_writer *w;
     char name[80];
     memset(name, 'n', sizeof name - 1), name[sizeof name - 1] = 0;
 
     w = small_writer();
-    expect_fail(w, gguf_w_add_tensor(w, "x", 1, ok, ES_TYPE_F32), "duplicate tensor", "duplicate");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, "q", 2, ne, ES_TYPE_Q8_0), "bad row length", "multiple");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, "z", 2, zero, ES_TYPE_F32), "zero dimension", "dimension");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, "d", 5, ne, ES_TYPE_F32), "5 dims", "dimensions");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, "d", 0, ne, ES_TYPE_F32), "0 dims", "dimensions");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, name, 1, ok, ES_TYPE_F32), "long name", "longer");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_add_tensor(w, "t", 1, ok, 99), "unknown type", "unknown type");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_u32(w, "general.alignment", 48), "alignment 48", "power of two");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_str(w, "general.alignment", "32"), "string alignment", "power of two");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_arr(w, "a", GGUF_VT_STRING, strs, 1), "gguf_w_arr of strings", "fixed-size");
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_str(w, "", "v"), "empty key", "empty");
-    gguf_value bad_item = {.type = GGUF_VT_UINT32}, outer = {.type = GGUF_VT_ARRAY};
+    expect_fail(w, es_gguf_w_add_tensor(w, "x", 1, ok, ES_TYPE_F32), "duplicate tensor", "duplicate");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, "q", 2, ne, ES_TYPE_Q8_0), "bad row length", "multiple");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, "z", 2, zero, ES_TYPE_F32), "zero dimension", "dimension");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, "d", 5, ne, ES_TYPE_F32), "5 dims", "dimensions");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, "d", 0, ne, ES_TYPE_F32), "0 dims", "dimensions");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, name, 1, ok, ES_TYPE_F32), "long name", "longer");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_add_tensor(w, "t", 1, ok, 99), "unknown type", "unknown type");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_u32(w, "general.alignment", 48), "alignment 48", "power of two");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_str(w, "general.alignment", "32"), "string alignment", "power of two");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_arr(w, "a", GGUF_VT_STRING, strs, 1), "es_gguf_w_arr of strings", "fixed-size");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_str(w, "", "v"), "empty key", "empty");
+    es_gguf_value bad_item = {.type = GGUF_VT_UINT32}, outer = {.type = GGUF_VT_ARRAY};
     outer.v.arr.elem_type = GGUF_VT_ARRAY, outer.v.arr.n = 1, outer.v.arr.items = &bad_item;
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_value(w, "n", &outer), "non-array item in array of arrays", "item 0");
-    gguf_value bad_type = {.type = 77};
-    w = gguf_writer_new();
-    expect_fail(w, gguf_w_value(w, "t", &bad_type), "unknown value type", "unknown value type");
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_value(w, "n", &outer), "non-array item in array of arrays", "item 0");
+    es_gguf_value bad_type = {.type = 77};
+    w = es_gguf_writer_new();
+    expect_fail(w, es_gguf_w_value(w, "t", &bad_type), "unknown value type", "unknown value type");
 
     float four[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     w = small_writer();
-    expect_fail(w, gguf_w_write(w, four, 16), "write before open", "before gguf_w_open");
+    expect_fail(w, es_gguf_w_write(w, four, 16), "write before open", "before es_gguf_w_open");
     const char *p = tmp_path("err.gguf");
     w = small_writer();
-    gguf_w_open(w, p);
-    expect_fail(w, gguf_w_u32(w, "late", 1), "key after open", "after gguf_w_open");
+    es_gguf_w_open(w, p);
+    expect_fail(w, es_gguf_w_u32(w, "late", 1), "key after open", "after es_gguf_w_open");
     w = small_writer();
-    gguf_w_open(w, p);
-    expect_fail(w, gguf_w_add_tensor(w, "y", 1, ok, ES_TYPE_F32), "tensor after open", "after gguf_w_open");
+    es_gguf_w_open(w, p);
+    expect_fail(w, es_gguf_w_add_tensor(w, "y", 1, ok, ES_TYPE_F32), "tensor after open", "after es_gguf_w_open");
     w = small_writer();
-    gguf_w_open(w, p);
-    expect_fail(w, gguf_w_write(w, four, 20), "overrun", "overruns");
+    es_gguf_w_open(w, p);
+    expect_fail(w, es_gguf_w_write(w, four, 20), "overrun", "overruns");
     w = small_writer();
-    gguf_w_open(w, p);
-    expect_fail(w, gguf_w_write_rows_f32(w, four, 2), "too many rows", "overrun");
+    es_gguf_w_open(w, p);
+    expect_fail(w, es_gguf_w_write_rows_f32(w, four, 2), "too many rows", "overrun");
     w = small_writer();
-    gguf_w_open(w, p);
-    gguf_w_write(w, four, 16);
-    expect_fail(w, gguf_w_write(w, four, 4), "write after the last tensor", "after the last tensor");
+    es_gguf_w_open(w, p);
+    es_gguf_w_write(w, four, 16);
+    expect_fail(w, es_gguf_w_write(w, four, 4), "write after the last tensor", "after the last tensor");
 
     /* incomplete data: finish fails and free removes the file */
     w = small_writer();
-    CHECK(gguf_w_open(w, p) == 0 && file_exists(p), "open creates the file");
-    gguf_w_write(w, four, 8);
+    CHECK(es_gguf_w_open(w, p) == 0 && file_exists(p), "open creates the file");
+    es_gguf_w_write(w, four, 8);
     char err[256] = "";
-    CHECK(gguf_w_finish(w, err, sizeof err) == -1 && strstr(err, "incomplete"), "incomplete: %s", err);
-    gguf_writer_free(w);
+    CHECK(es_gguf_w_finish(w, err, sizeof err) == -1 && strstr(err, "incomplete"), "incomplete: %s", err);
+    es_gguf_writer_free(w);
     CHECK(!file_exists(p), "an unfinished file is removed");
 
     w = small_writer();
-    expect_fail(w, gguf_w_open(w, tmp_path("no/such/dir.gguf")), "missing directory", "cannot create");
+    expect_fail(w, es_gguf_w_open(w, tmp_path("no/such/dir.gguf")), "missing directory", "cannot create");
 
     /* a full disk: ENOSPC from /dev/full (never removed: not a regular file) */
     if (access("/dev/full", W_OK) == 0) {
-        gguf_writer *f = gguf_writer_new();
+        es_gguf_writer *f = es_gguf_writer_new();
         int64_t big[1] = {3 << 20}; /* 12 MB: beyond the output buffer */
-        gguf_w_add_tensor(f, "big", 1, big, ES_TYPE_F32);
+        es_gguf_w_add_tensor(f, "big", 1, big, ES_TYPE_F32);
         float *zeros = calloc((size_t)big[0], sizeof(float));
-        int rc = gguf_w_open(f, "/dev/full");
-        if (rc == 0) rc = gguf_w_write(f, zeros, (size_t)big[0] * sizeof(float));
-        if (rc == 0) rc = gguf_w_finish(f, err, sizeof err);
+        int rc = es_gguf_w_open(f, "/dev/full");
+        if (rc == 0) rc = es_gguf_w_write(f, zeros, (size_t)big[0] * sizeof(float));
+        if (rc == 0) rc = es_gguf_w_finish(f, err, sizeof err);
         free(zeros);
-        CHECK(rc == -1 && strstr(gguf_w_error(f), "No space"), "disk full reported: %s", gguf_w_error(f));
-        gguf_writer_free(f);
+        CHECK(rc == -1 && strstr(es_gguf_w_error(f), "No space"), "disk full reported: %s", es_gguf_w_error(f));
+        es_gguf_writer_free(f);
         CHECK(access("/dev/full", F_OK) == 0, "/dev/full left alone");
     } else {
         SKIP("no /dev/full: disk-full test");
     }
 
     /* a metadata-only file (no tensors) parses */
-    w = gguf_writer_new();
-    gguf_w_str(w, "general.architecture", "deepseek2");
+    w = es_gguf_writer_new();
+    es_gguf_w_str(w, "general.architecture", "deepseek2");
     const char *pm = tmp_path("meta.gguf");
-    CHECK(gguf_w_open(w, pm) == 0 && gguf_w_finish(w, err, sizeof err) == 0, "metadata-only file: %s", err);
-    gguf_writer_free(w);
-    gguf_ctx *ctx = open_gguf(pm);
+    CHECK(es_gguf_w_open(w, pm) == 0 && es_gguf_w_finish(w, err, sizeof err) == 0, "metadata-only file: %s", err);
+    es_gguf_writer_free(w);
+    es_gguf_ctx *ctx = open_gguf(pm);
     CHECK(ctx && ctx->n_tensors == 0 && ctx->n_kv == 1, "metadata-only file parses");
-    gguf_close(ctx);
+    es_gguf_close(ctx);
 }
 
 /* ---- gen_model ----------------------------------------------------------------------------------- */
@@ -513,9 +513,9 @@ static int run_gen(const char *const *args) {
              "--heads", "4", "--kv-lora", "32", "--nope-dim", "32", "--rope-dim", "16", "--v-dim", "32", \
              "--q-lora", "0", "--quiet"
 
-static const gguf_tensor *expect_tensor(const gguf_ctx *ctx, const char *name, int64_t ne0, int64_t ne1,
+static const es_gguf_tensor *expect_tensor(const es_gguf_ctx *ctx, const char *name, int64_t ne0, int64_t ne1,
                                         int64_t ne2, uint32_t type) {
-    const gguf_tensor *t = gguf_find_tensor(ctx, name);
+    const es_gguf_tensor *t = es_gguf_find_tensor(ctx, name);
     CHECK(t && t->ne[0] == ne0 && t->ne[1] == ne1 && t->ne[2] == ne2 && t->type == type,
           "%s: want [%lld %lld %lld] type %u, got [%lld %lld %lld] type %u", name, (long long)ne0, (long long)ne1,
           (long long)ne2, type, t ? (long long)t->ne[0] : -1, t ? (long long)t->ne[1] : -1,
@@ -523,14 +523,14 @@ static const gguf_tensor *expect_tensor(const gguf_ctx *ctx, const char *name, i
     return t;
 }
 
-static void expect_int(const gguf_ctx *ctx, const char *key, int64_t want) {
+static void expect_int(const es_gguf_ctx *ctx, const char *key, int64_t want) {
     int64_t v = -1;
-    CHECK(gguf_get_int(ctx, key, &v) == 1 && v == want, "%s = %lld, want %lld", key, (long long)v, (long long)want);
+    CHECK(es_gguf_get_int(ctx, key, &v) == 1 && v == want, "%s = %lld, want %lld", key, (long long)v, (long long)want);
 }
 
-static void expect_bool(const gguf_ctx *ctx, const char *key, int want) {
+static void expect_bool(const es_gguf_ctx *ctx, const char *key, int want) {
     int v = -1;
-    CHECK(gguf_get_bool(ctx, key, &v) == 1 && v == want, "%s = %d, want %d", key, v, want);
+    CHECK(es_gguf_get_bool(ctx, key, &v) == 1 && v == want, "%s = %d, want %d", key, v, want);
 }
 
 /* The block tensors of the TINY model: suffix, shape, whether in the weight
@@ -557,7 +557,7 @@ static const struct {
 };
 
 /* Every tensor and key of the TINY model (optionally with an MTP block). */
-static void check_tiny(const gguf_ctx *ctx, uint32_t wt, int mtp) {
+static void check_tiny(const es_gguf_ctx *ctx, uint32_t wt, int mtp) {
     expect_tensor(ctx, "token_embd.weight", 64, 400, 1, wt);
     expect_tensor(ctx, "output_norm.weight", 64, 1, 1, ES_TYPE_F32);
     expect_tensor(ctx, "output.weight", 64, 400, 1, wt);
@@ -582,33 +582,33 @@ static void check_tiny(const gguf_ctx *ctx, uint32_t wt, int mtp) {
     expect_int(ctx, "deepseek2.vocab_size", 400);
     expect_bool(ctx, "tokenizer.ggml.add_bos_token", 1);
     if (mtp) expect_int(ctx, "deepseek2.nextn_predict_layers", 1);
-    else CHECK(!gguf_find_kv(ctx, "deepseek2.nextn_predict_layers"), "no nextn key without --mtp");
-    const gguf_value *tok = gguf_get_arr(ctx, "tokenizer.ggml.tokens", GGUF_VT_STRING);
-    const gguf_value *tt = gguf_get_arr(ctx, "tokenizer.ggml.token_type", GGUF_VT_INT32);
-    const gguf_value *mg = gguf_get_arr(ctx, "tokenizer.ggml.merges", GGUF_VT_STRING);
+    else CHECK(!es_gguf_find_kv(ctx, "deepseek2.nextn_predict_layers"), "no nextn key without --mtp");
+    const es_gguf_value *tok = es_gguf_get_arr(ctx, "tokenizer.ggml.tokens", GGUF_VT_STRING);
+    const es_gguf_value *tt = es_gguf_get_arr(ctx, "tokenizer.ggml.token_type", GGUF_VT_INT32);
+    const es_gguf_value *mg = es_gguf_get_arr(ctx, "tokenizer.ggml.merges", GGUF_VT_STRING);
     int64_t bos = -1, eos = -1;
-    gguf_get_int(ctx, "tokenizer.ggml.bos_token_id", &bos);
-    gguf_get_int(ctx, "tokenizer.ggml.eos_token_id", &eos);
+    es_gguf_get_int(ctx, "tokenizer.ggml.bos_token_id", &bos);
+    es_gguf_get_int(ctx, "tokenizer.ggml.eos_token_id", &eos);
     CHECK(tok && tt && mg && tok->v.arr.n == 400 && tt->v.arr.n == 400 && mg->v.arr.n > 10, "vocabulary arrays");
     if (!tok || !tt || bos < 0 || eos < 0 || bos >= 400 || eos >= 400) return;
-    CHECK(gguf_str_eq(tok->v.arr.strs[0], "Ā") && gguf_str_eq(tok->v.arr.strs[32], "Ġ") &&
-              gguf_str_eq(tok->v.arr.strs[65], "A"),
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[0], "Ā") && es_gguf_str_eq(tok->v.arr.strs[32], "Ġ") &&
+              es_gguf_str_eq(tok->v.arr.strs[65], "A"),
           "byte tokens in GPT-2 byte-to-unicode order");
-    CHECK(gguf_str_eq(tok->v.arr.strs[256], "Ġt") && gguf_str_eq(tok->v.arr.strs[258], "Ġthe"),
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[256], "Ġt") && es_gguf_str_eq(tok->v.arr.strs[258], "Ġthe"),
           "merged tokens follow the byte tokens");
-    CHECK(gguf_str_eq(tok->v.arr.strs[bos], "<｜begin▁of▁sentence｜>") && gguf_arr_int(tt, (uint64_t)bos) == 3,
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[bos], "<｜begin▁of▁sentence｜>") && es_gguf_arr_int(tt, (uint64_t)bos) == 3,
           "bos is the control token");
-    CHECK(gguf_str_eq(tok->v.arr.strs[eos], "<｜end▁of▁sentence｜>") && gguf_arr_int(tt, (uint64_t)eos) == 3,
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[eos], "<｜end▁of▁sentence｜>") && es_gguf_arr_int(tt, (uint64_t)eos) == 3,
           "eos is the control token");
-    CHECK(gguf_str_eq(tok->v.arr.strs[eos + 1], "<｜User｜>") && gguf_arr_int(tt, (uint64_t)eos + 1) == 4 &&
-              gguf_str_eq(tok->v.arr.strs[eos + 4], "</think>"),
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[eos + 1], "<｜User｜>") && es_gguf_arr_int(tt, (uint64_t)eos + 1) == 4 &&
+              es_gguf_str_eq(tok->v.arr.strs[eos + 4], "</think>"),
           "user-defined chat tokens");
-    CHECK(gguf_str_eq(tok->v.arr.strs[399], "<pad_399>") && gguf_arr_int(tt, 399) == 1,
+    CHECK(es_gguf_str_eq(tok->v.arr.strs[399], "<pad_399>") && es_gguf_arr_int(tt, 399) == 1,
           "normal padding tokens fill the vocabulary");
 }
 
 /* max |a - b| over the whole tensor, dequantising both. */
-static float tensor_maxdiff(const gguf_tensor *a, const gguf_tensor *b, float *amax) {
+static float tensor_maxdiff(const es_gguf_tensor *a, const es_gguf_tensor *b, float *amax) {
     int64_t n = a->ne[0], rows = a->ne[1] * a->ne[2] * a->ne[3];
     float *ra = malloc((size_t)n * sizeof(float)), *rb = malloc((size_t)n * sizeof(float)), d = 0;
     *amax = 0;
@@ -629,14 +629,14 @@ static void test_gen_types(void) {
         float tol; /* max |w - w_f32| relative to max |w| */
     } types[] = {{"f32", ES_TYPE_F32, 0}, {"f16", ES_TYPE_F16, 1e-3f}, {"bf16", ES_TYPE_BF16, 8e-3f},
                  {"q8_0", ES_TYPE_Q8_0, 1.0f / 127}, {"q4_0", ES_TYPE_Q4_0, 1.0f / 7}};
-    gguf_ctx *f32 = NULL;
+    es_gguf_ctx *f32 = NULL;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         char fn[32];
         snprintf(fn, sizeof fn, "tiny_%s.gguf", types[i].name);
         const char *p = tmp_path(fn);
         const char *args[] = {"-o", p, "--type", types[i].name, "--seed", "5", TINY, NULL};
         CHECK(run_gen(args) == 0, "gen_model --type %s exits 0", types[i].name);
-        gguf_ctx *ctx = open_gguf(p);
+        es_gguf_ctx *ctx = open_gguf(p);
         CHECK(ctx != NULL, "tiny %s parses", types[i].name);
         if (!ctx) continue;
         check_tiny(ctx, types[i].type, 0);
@@ -647,14 +647,14 @@ static void test_gen_types(void) {
         /* the same seed gives the same weights, quantised */
         const char *cmp[] = {"blk.1.ffn_up_exps.weight", "blk.0.attn_k_b.weight", "token_embd.weight"};
         for (int k = 0; k < 3; k++) {
-            float amax, d = tensor_maxdiff(gguf_find_tensor(f32, cmp[k]), gguf_find_tensor(ctx, cmp[k]), &amax);
+            float amax, d = tensor_maxdiff(es_gguf_find_tensor(f32, cmp[k]), es_gguf_find_tensor(ctx, cmp[k]), &amax);
             CHECK(amax > 0 && d <= types[i].tol * amax, "%s %s: max diff %g vs max %g", types[i].name, cmp[k], d, amax);
         }
-        gguf_close(ctx);
+        es_gguf_close(ctx);
     }
     /* sane scales: matrices ~ 1/sqrt(fan_in), norms near 1 */
-    const gguf_tensor *on = f32 ? gguf_find_tensor(f32, "output_norm.weight") : NULL;
-    const gguf_tensor *up = f32 ? gguf_find_tensor(f32, "blk.1.ffn_up_exps.weight") : NULL;
+    const es_gguf_tensor *on = f32 ? es_gguf_find_tensor(f32, "output_norm.weight") : NULL;
+    const es_gguf_tensor *up = f32 ? es_gguf_find_tensor(f32, "blk.1.ffn_up_exps.weight") : NULL;
     if (on && up) {
         const float *a = (const float *)on->data, *b = (const float *)up->data;
         double ss = 0;
@@ -665,7 +665,7 @@ static void test_gen_types(void) {
         CHECK(norm_ok, "norm weights near 1");
         CHECK(fabs(std - 1 / 8.0) < 0.01, "expert weights std %g ~ 1/sqrt(64)", std);
     }
-    gguf_close(f32);
+    es_gguf_close(f32);
 
     /* deterministic, whatever the thread count */
     const char *a1[] = {"-o", tmp_path("t1.gguf"), "--type", "q8_0", "--threads", "1", TINY, NULL};
@@ -684,19 +684,19 @@ static void test_gen_legacy_and_mtp(void) {
     const char *ls[] = {"-o", tmp_path("legacy.gguf"), "--legacy-kv", "--seed", "5", TINY, NULL};
     const char *ms[] = {"-o", tmp_path("mtp.gguf"), "--mtp", "--seed", "5", "--type", "q8_0", TINY, NULL};
     CHECK(run_gen(ls) == 0 && run_gen(ms) == 0, "legacy and mtp runs");
-    gguf_ctx *l = open_gguf(tmp_path("legacy.gguf")), *s = open_gguf(tmp_path("tiny_f32.gguf"));
-    gguf_ctx *m = open_gguf(tmp_path("mtp.gguf"));
+    es_gguf_ctx *l = open_gguf(tmp_path("legacy.gguf")), *s = open_gguf(tmp_path("tiny_f32.gguf"));
+    es_gguf_ctx *m = open_gguf(tmp_path("mtp.gguf"));
     if (m) check_tiny(m, ES_TYPE_Q8_0, 1);
     CHECK(l && s && m, "legacy/split/mtp files parse");
     if (l && s) {
-        const gguf_tensor *kvb = expect_tensor(l, "blk.2.attn_kv_b.weight", 32, 4 * 64, 1, ES_TYPE_F32);
-        const gguf_tensor *kb = gguf_find_tensor(s, "blk.2.attn_k_b.weight");
-        const gguf_tensor *vb = gguf_find_tensor(s, "blk.2.attn_v_b.weight");
-        CHECK(!gguf_find_tensor(l, "blk.2.attn_k_b.weight"), "legacy has no attn_k_b");
+        const es_gguf_tensor *kvb = expect_tensor(l, "blk.2.attn_kv_b.weight", 32, 4 * 64, 1, ES_TYPE_F32);
+        const es_gguf_tensor *kb = es_gguf_find_tensor(s, "blk.2.attn_k_b.weight");
+        const es_gguf_tensor *vb = es_gguf_find_tensor(s, "blk.2.attn_v_b.weight");
+        CHECK(!es_gguf_find_tensor(l, "blk.2.attn_k_b.weight"), "legacy has no attn_k_b");
         expect_int(l, "deepseek2.attention.head_count_kv", 4);
         expect_int(l, "deepseek2.attention.key_length", 48);
         expect_int(l, "deepseek2.attention.value_length", 32);
-        CHECK(!gguf_find_kv(l, "deepseek2.attention.key_length_mla"), "legacy has no _mla keys");
+        CHECK(!es_gguf_find_kv(l, "deepseek2.attention.key_length_mla"), "legacy has no _mla keys");
         int bad = 0;
         const int dn = 32, dv = 32, R = 32;
         for (int h = 0; kvb && kb && vb && h < 4; h++)
@@ -706,13 +706,13 @@ static void test_gen_legacy_and_mtp(void) {
                 for (int j = 0; j < dv; j++) bad += kv[(h * (dn + dv) + dn + j) * R + r] != v[(h * dv + j) * R + r];
             }
         CHECK(kvb && kb && vb && bad == 0, "k_b/v_b are the split of kv_b (%d mismatches)", bad);
-        const gguf_tensor *e1 = gguf_find_tensor(l, "blk.1.ffn_up_exps.weight");
-        const gguf_tensor *e2 = gguf_find_tensor(s, "blk.1.ffn_up_exps.weight");
+        const es_gguf_tensor *e1 = es_gguf_find_tensor(l, "blk.1.ffn_up_exps.weight");
+        const es_gguf_tensor *e2 = es_gguf_find_tensor(s, "blk.1.ffn_up_exps.weight");
         CHECK(e1 && e2 && memcmp(e1->data, e2->data, e1->nbytes) == 0, "other tensors unchanged by --legacy-kv");
     }
-    gguf_close(l);
-    gguf_close(s);
-    gguf_close(m);
+    es_gguf_close(l);
+    es_gguf_close(s);
+    es_gguf_close(m);
 }
 
 static void test_gen_v3_and_overrides(void) {
@@ -721,14 +721,14 @@ static void test_gen_v3_and_overrides(void) {
                        "--set", "general.custom=i16:-7", "--set", "deepseek2.expert_weights_scale=f32:3",
                        "--drop", "tokenizer.ggml.add_eos_token", "--drop-tensor", "blk.1.exp_probs_b.bias", NULL};
     CHECK(run_gen(a) == 0, "v3 preset with overrides");
-    gguf_ctx *ctx = open_gguf(p);
+    es_gguf_ctx *ctx = open_gguf(p);
     CHECK(ctx != NULL, "v3 parses");
     if (!ctx) return;
     expect_tensor(ctx, "blk.0.attn_q_a.weight", 256, 96, 1, ES_TYPE_Q4_0);
     expect_tensor(ctx, "blk.0.attn_q_a_norm.weight", 96, 1, 1, ES_TYPE_F32);
     expect_tensor(ctx, "blk.0.attn_q_b.weight", 96, 8 * 48, 1, ES_TYPE_Q4_0);
-    CHECK(!gguf_find_tensor(ctx, "blk.0.attn_q.weight"), "no attn_q with q_lora");
-    CHECK(!gguf_find_tensor(ctx, "blk.1.exp_probs_b.bias"), "--drop-tensor");
+    CHECK(!es_gguf_find_tensor(ctx, "blk.0.attn_q.weight"), "no attn_q with q_lora");
+    CHECK(!es_gguf_find_tensor(ctx, "blk.1.exp_probs_b.bias"), "--drop-tensor");
     expect_tensor(ctx, "blk.1.ffn_gate_inp.weight", 256, 32, 1, ES_TYPE_F32);
     expect_int(ctx, "deepseek2.expert_gating_func", 2);
     expect_int(ctx, "deepseek2.expert_group_count", 4);
@@ -736,17 +736,17 @@ static void test_gen_v3_and_overrides(void) {
     expect_bool(ctx, "deepseek2.expert_weights_norm", 1);
     expect_int(ctx, "general.custom", -7);
     double f = 0;
-    CHECK(gguf_get_float(ctx, "deepseek2.expert_weights_scale", &f) == 1 && f == 3.0, "--set replaces (%g)", f);
-    CHECK(gguf_get_float(ctx, "deepseek2.rope.scaling.factor", &f) == 1 && f == 40.0, "yarn factor");
-    CHECK(!gguf_find_kv(ctx, "tokenizer.ggml.add_eos_token"), "--drop");
-    gguf_close(ctx);
+    CHECK(es_gguf_get_float(ctx, "deepseek2.expert_weights_scale", &f) == 1 && f == 3.0, "--set replaces (%g)", f);
+    CHECK(es_gguf_get_float(ctx, "deepseek2.rope.scaling.factor", &f) == 1 && f == 40.0, "yarn factor");
+    CHECK(!es_gguf_find_kv(ctx, "tokenizer.ggml.add_eos_token"), "--drop");
+    es_gguf_close(ctx);
 
     /* with a gate bias, the default v3 file has it for every MoE layer */
     const char *b[] = {"-o", p, "--preset", "v3", "--layers", "2", "--quiet", "--expert_count=16", NULL};
     CHECK(run_gen(b) == 0, "llama.cpp key names work as options");
     ctx = open_gguf(p);
     if (ctx) expect_tensor(ctx, "blk.1.exp_probs_b.bias", 16, 1, 1, ES_TYPE_F32);
-    gguf_close(ctx);
+    es_gguf_close(ctx);
 }
 
 /* Generated with a golden case's configuration, the file has the golden
@@ -764,17 +764,17 @@ static void test_gen_matches_golden(void) {
                        "--shared-experts", "1", "--gating", "sigmoid", "--expert-scale", "2.5", "--expert-norm",
                        "--groups", "4", "--groups-used", "2", "--gate-bias", "--yarn-factor", "0", "--quiet", NULL};
     CHECK(run_gen(a) == 0, "golden-shaped run");
-    gguf_ctx *g = open_gguf(gp), *m = open_gguf(p);
+    es_gguf_ctx *g = open_gguf(gp), *m = open_gguf(p);
     if (g && m) {
         int kv_bad = 0, t_bad = 0;
         for (uint64_t i = 0; i < g->n_kv; i++) {
-            const gguf_kv *k = gguf_find_kv(m, g->kv[i].key);
+            const es_gguf_kv *k = es_gguf_find_kv(m, g->kv[i].key);
             kv_bad += !k || k->val.type != g->kv[i].val.type;
             if (k && k->val.type != GGUF_VT_ARRAY && k->val.type != GGUF_VT_STRING && strncmp(k->key, "tokenizer.", 10))
                 kv_bad += k->val.v.u != g->kv[i].val.v.u; /* the 8 bytes of any scalar */
         }
         for (uint64_t i = 0; i < g->n_tensors; i++) {
-            const gguf_tensor *gt = &g->tensors[i], *mt = i < m->n_tensors ? &m->tensors[i] : NULL;
+            const es_gguf_tensor *gt = &g->tensors[i], *mt = i < m->n_tensors ? &m->tensors[i] : NULL;
             t_bad += !mt || strcmp(mt->name, gt->name) || mt->type != gt->type || mt->offset != gt->offset ||
                      memcmp(mt->ne, gt->ne, sizeof gt->ne);
         }
@@ -782,8 +782,8 @@ static void test_gen_matches_golden(void) {
         CHECK(m->n_tensors == g->n_tensors && t_bad == 0, "golden tensor directory: %d differ", t_bad);
     }
     CHECK(g && m, "golden and generated files parse");
-    gguf_close(g);
-    gguf_close(m);
+    es_gguf_close(g);
+    es_gguf_close(m);
 }
 
 static void test_gen_errors(void) {

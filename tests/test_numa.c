@@ -25,7 +25,7 @@
 
 #include "edgeseek.h"
 #include "model.h"
-#include "numa.h"
+#include "placement.h"
 #include "testutil.h"
 #include "threadpool.h"
 
@@ -367,11 +367,11 @@ static void test_moe_nodes(const float *ref4, size_t nv) {
 /* The threads of nodes 1.. really read their node's copies: with those
  * copies zeroed the logits change, and with them restored they come back. */
 static void check_replicas_read(es_model *m, int fake, const float *ref, float *got, size_t nv) {
-    const gguf_ctx *g = m->gguf;
+    const es_gguf_ctx *g = m->gguf;
     size_t zeroed = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (uint64_t i = 0; i < g->n_tensors; i++) {
-            const gguf_tensor *t = &g->tensors[i];
+            const es_gguf_tensor *t = &g->tensors[i];
             for (int k = 1; k < fake && t->nbytes; k++) {
                 uint8_t *c = (uint8_t *)es_numa_local(m->numa, t->data, k);
                 if (c == t->data) continue;

@@ -111,25 +111,25 @@ static void test_rules(void) {
  * shape [dim, vocab] and type in a generated model). */
 static int tie_output(const char *in, const char *out) {
     char err[512];
-    gguf_ctx *g;
-    if (gguf_open_file(in, &g, err, sizeof err)) { printf("%s\n", err); return -1; }
-    const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight"), *o = gguf_find_tensor(g, "output.weight");
-    gguf_writer *w = gguf_writer_new();
+    es_gguf_ctx *g;
+    if (es_gguf_open_file(in, &g, err, sizeof err)) { printf("%s\n", err); return -1; }
+    const es_gguf_tensor *emb = es_gguf_find_tensor(g, "token_embd.weight"), *o = es_gguf_find_tensor(g, "output.weight");
+    es_gguf_writer *w = es_gguf_writer_new();
     int rc = -1;
     if (!emb || !o || !w || emb->nbytes != o->nbytes) goto done;
-    for (uint64_t i = 0; i < g->n_kv; i++) gguf_w_value(w, g->kv[i].key, &g->kv[i].val);
+    for (uint64_t i = 0; i < g->n_kv; i++) es_gguf_w_value(w, g->kv[i].key, &g->kv[i].val);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
-        gguf_w_add_tensor(w, t->name, t->n_dims, t->ne, t->type);
+        const es_gguf_tensor *t = &g->tensors[i];
+        es_gguf_w_add_tensor(w, t->name, t->n_dims, t->ne, t->type);
     }
-    gguf_w_open(w, out);
+    es_gguf_w_open(w, out);
     for (uint64_t i = 0; i < g->n_tensors; i++)
-        gguf_w_write(w, g->tensors[i].name == o->name ? emb->data : g->tensors[i].data, g->tensors[i].nbytes);
-    rc = gguf_w_finish(w, err, sizeof err);
+        es_gguf_w_write(w, g->tensors[i].name == o->name ? emb->data : g->tensors[i].data, g->tensors[i].nbytes);
+    rc = es_gguf_w_finish(w, err, sizeof err);
     if (rc) printf("%s\n", err);
 done:
-    gguf_writer_free(w);
-    gguf_close(g);
+    es_gguf_writer_free(w);
+    es_gguf_close(g);
     return rc;
 }
 
@@ -215,27 +215,27 @@ static double tensor_bound(uint32_t t) {
 /* Checks out.gguf against its source: keys, order, types, values. */
 static void check_file(const char *src_path, const char *out_path, const char *target) {
     char err[512];
-    gguf_ctx *a = NULL, *b = NULL;
-    CHECK(gguf_open_file(src_path, &a, err, sizeof err) == 0, "open %s: %s", src_path, err);
-    CHECK(gguf_open_file(out_path, &b, err, sizeof err) == 0, "%s output parses: %s", target, err);
-    if (!a || !b) { gguf_close(a); gguf_close(b); return; }
+    es_gguf_ctx *a = NULL, *b = NULL;
+    CHECK(es_gguf_open_file(src_path, &a, err, sizeof err) == 0, "open %s: %s", src_path, err);
+    CHECK(es_gguf_open_file(out_path, &b, err, sizeof err) == 0, "%s output parses: %s", target, err);
+    if (!a || !b) { es_gguf_close(a); es_gguf_close(b); return; }
     int keys_ok = 1;
     for (uint64_t i = 0; i < a->n_kv; i++) {
-        const gguf_kv *kv = gguf_find_kv(b, a->kv[i].key);
+        const es_gguf_kv *kv = es_gguf_find_kv(b, a->kv[i].key);
         keys_ok &= kv && kv->val.type == a->kv[i].val.type;
         if (kv && kv->val.type == GGUF_VT_ARRAY) keys_ok &= kv->val.v.arr.n == a->kv[i].val.v.arr.n;
     }
     CHECK(keys_ok, "%s: every metadata key copied with its type", target);
     int64_t ft = -1, qv = -1;
-    gguf_get_int(b, "general.file_type", &ft);
-    gguf_get_int(b, "general.quantization_version", &qv);
+    es_gguf_get_int(b, "general.file_type", &ft);
+    es_gguf_get_int(b, "general.quantization_version", &qv);
     CHECK(ft == es_quantize_ftype(target) && qv == 2, "%s: file_type %lld quantization_version %lld", target,
           (long long)ft, (long long)qv);
     CHECK(a->n_tensors == b->n_tensors, "%s: tensor count", target);
     int64_t layers = 0;
-    gguf_get_int(a, "deepseek2.block_count", &layers);
+    es_gguf_get_int(a, "deepseek2.block_count", &layers);
     for (uint64_t i = 0; i < a->n_tensors && i < b->n_tensors; i++) {
-        const gguf_tensor *s = &a->tensors[i], *o = &b->tensors[i];
+        const es_gguf_tensor *s = &a->tensors[i], *o = &b->tensors[i];
         uint32_t want = es_quantize_tensor_type(target, s->name, s->n_dims, s->ne, (int)layers, NULL);
         int same = !strcmp(s->name, o->name) && s->n_dims == o->n_dims && !memcmp(s->ne, o->ne, sizeof s->ne);
         CHECK(same && o->type == want, "%s: tensor %llu %s in order, shape and type %s (want %s)", target,
@@ -258,8 +258,8 @@ static void check_file(const char *src_path, const char *out_path, const char *t
         free(x);
         free(y);
     }
-    gguf_close(a);
-    gguf_close(b);
+    es_gguf_close(a);
+    es_gguf_close(b);
 }
 
 /* Logits of the first 8 tokens against the F32 model's, per target: the
@@ -311,10 +311,10 @@ static void test_requantize(void) {
           "requantize q8_0 -> q4_k: %s", err);
     CHECK(es_quantize_file(tmp("m-q4_k.gguf"), tmp("m-q4k-q4k.gguf"), "q4_k", &qp, err, sizeof err) == ES_OK,
           "requantize q4_k -> q4_k: %s", err);
-    gguf_ctx *a = NULL, *b = NULL, *c = NULL;
-    gguf_open_file(tmp("m-q4_k.gguf"), &a, err, sizeof err);
-    gguf_open_file(tmp("m-q4k-q4k.gguf"), &b, err, sizeof err);
-    gguf_open_file(tmp("m-q8-q4k.gguf"), &c, err, sizeof err);
+    es_gguf_ctx *a = NULL, *b = NULL, *c = NULL;
+    es_gguf_open_file(tmp("m-q4_k.gguf"), &a, err, sizeof err);
+    es_gguf_open_file(tmp("m-q4k-q4k.gguf"), &b, err, sizeof err);
+    es_gguf_open_file(tmp("m-q8-q4k.gguf"), &c, err, sizeof err);
     CHECK(a && b && c, "requantized files parse");
     if (a && b && c && a->n_tensors == b->n_tensors && a->n_tensors == c->n_tensors) {
         int identical = 1, types = 1;
@@ -326,8 +326,8 @@ static void test_requantize(void) {
         CHECK(identical, "q4_k -> q4_k copies the tensors byte for byte");
         CHECK(types, "q8_0 -> q4_k gives the same types as f32 -> q4_k");
         /* through Q8_0 the values move by at most Q8_0's error first */
-        const gguf_tensor *ta = gguf_find_tensor(a, "blk.1.ffn_up_exps.weight");
-        const gguf_tensor *tc = gguf_find_tensor(c, "blk.1.ffn_up_exps.weight");
+        const es_gguf_tensor *ta = es_gguf_find_tensor(a, "blk.1.ffn_up_exps.weight");
+        const es_gguf_tensor *tc = es_gguf_find_tensor(c, "blk.1.ffn_up_exps.weight");
         if (ta && tc) {
             int64_t n = ta->ne[0], rows = ta->ne[1] * ta->ne[2];
             float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
@@ -345,9 +345,9 @@ static void test_requantize(void) {
             free(y);
         }
     }
-    gguf_close(a);
-    gguf_close(b);
-    gguf_close(c);
+    es_gguf_close(a);
+    es_gguf_close(b);
+    es_gguf_close(c);
 }
 
 /* ---- the Q4_K_M mix through the CLI ------------------------------------------------- */

@@ -74,7 +74,7 @@ typedef struct rlayer {
 } rlayer;
 
 typedef struct rmodel {
-    gguf_ctx *g;
+    es_gguf_ctx *g;
     rhp hp;
     double *embd, *out_norm, *head; /* [V][D], [D], [V][D] */
     double *freq;                   /* [dr/2], YaRN blended */
@@ -97,7 +97,7 @@ static int rkey_int(rmodel *m, const char *key, int64_t def) {
     char full[160];
     snprintf(full, sizeof full, "deepseek2.%s", key);
     int64_t v;
-    int r = gguf_get_int(m->g, full, &v);
+    int r = es_gguf_get_int(m->g, full, &v);
     if (r == 1) return (int)v;
     if (r < 0 || def < 0) rfail(m, "key %s %s", full, r < 0 ? "is not an integer" : "is missing");
     return (int)def;
@@ -107,7 +107,7 @@ static double rkey_float(rmodel *m, const char *key, double def) {
     char full[160];
     snprintf(full, sizeof full, "deepseek2.%s", key);
     double v;
-    int r = gguf_get_float(m->g, full, &v);
+    int r = es_gguf_get_float(m->g, full, &v);
     if (r == 1) return v;
     if (r < 0) rfail(m, "key %s is not a number", full);
     return def;
@@ -116,7 +116,7 @@ static double rkey_float(rmodel *m, const char *key, double def) {
 /* Tensor `name` of shape [n0, n1, n2] as doubles, row-major (ne[0] fastest). */
 static double *rtensor(rmodel *m, const char *name, int64_t n0, int64_t n1, int64_t n2, int optional) {
     if (m->failed) return NULL;
-    const gguf_tensor *t = gguf_find_tensor(m->g, name);
+    const es_gguf_tensor *t = es_gguf_find_tensor(m->g, name);
     if (!t) {
         if (!optional) rfail(m, "missing tensor %s", name);
         return NULL;
@@ -182,16 +182,16 @@ static void rload_hparams(rmodel *m) {
     hp->eps = rkey_float(m, "attention.layer_norm_rms_epsilon", 1e-6);
     hp->theta = rkey_float(m, "rope.freq_base", 10000.0);
     int norm;
-    int r = gguf_get_bool(m->g, "deepseek2.expert_weights_norm", &norm);
+    int r = es_gguf_get_bool(m->g, "deepseek2.expert_weights_norm", &norm);
     /* absent: the reference renormalises exactly when scoring by sigmoid */
     hp->norm_topk = r == 1 ? norm : hp->sigmoid;
 
     /* YaRN: a GGUF carries rope.scaling.* exactly when the HF config had
      * rope_scaling, and HF/llama.cpp then apply it at every position. */
-    gguf_str st = {0};
+    es_gguf_str st = {0};
     hp->yarn = 0;
     double mm = 1.0;
-    if (gguf_get_str(m->g, "deepseek2.rope.scaling.type", &st) == 1 && gguf_str_eq(st, "yarn")) {
+    if (es_gguf_get_str(m->g, "deepseek2.rope.scaling.type", &st) == 1 && es_gguf_str_eq(st, "yarn")) {
         hp->factor = rkey_float(m, "rope.scaling.factor", 1.0);
         hp->orig_ctx = rkey_int(m, "rope.scaling.original_context_length", -1);
         hp->beta_fast = rkey_float(m, "rope.scaling.yarn_beta_fast", 32.0);
@@ -326,21 +326,21 @@ static void rmodel_free(rmodel *m) {
     free(m->out_norm);
     free(m->head);
     free(m->freq);
-    gguf_close(m->g);
+    es_gguf_close(m->g);
     memset(m, 0, sizeof *m);
 }
 
 static int rmodel_load(rmodel *m, const char *path) {
     memset(m, 0, sizeof *m);
-    if (gguf_open_file(path, &m->g, m->err, sizeof m->err) != 0) {
+    if (es_gguf_open_file(path, &m->g, m->err, sizeof m->err) != 0) {
         m->failed = 1;
         return -1;
     }
-    gguf_str arch;
-    if (gguf_get_str(m->g, "general.architecture", &arch) != 1 || !gguf_str_eq(arch, "deepseek2"))
+    es_gguf_str arch;
+    if (es_gguf_get_str(m->g, "general.architecture", &arch) != 1 || !es_gguf_str_eq(arch, "deepseek2"))
         rfail(m, "not a deepseek2 file");
     rload_hparams(m);
-    const gguf_tensor *te = m->failed ? NULL : gguf_find_tensor(m->g, "token_embd.weight");
+    const es_gguf_tensor *te = m->failed ? NULL : es_gguf_find_tensor(m->g, "token_embd.weight");
     if (!te && !m->failed) rfail(m, "missing token_embd.weight");
     if (!m->failed) {
         m->hp.V = (int)te->ne[1];

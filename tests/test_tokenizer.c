@@ -280,26 +280,26 @@ static void report_mismatch(const char *what, const int32_t *got, size_t n_got, 
 }
 
 /* NULL (with a failure recorded, and nothing left open) if it won't load. */
-static es_tokenizer *load_tok(const char *rel, gguf_ctx **g) {
+static es_tokenizer *load_tok(const char *rel, es_gguf_ctx **g) {
     char err[256] = "";
     es_tokenizer *t = NULL;
     *g = NULL;
-    if (gguf_open_file(test_shared_path(rel), g, err, sizeof err) != 0) {
+    if (es_gguf_open_file(test_shared_path(rel), g, err, sizeof err) != 0) {
         CHECK(0, "open %s: %s", rel, err);
         return NULL;
     }
     int rc = es_tokenizer_load(*g, &t, err, sizeof err);
     CHECK(rc == 0 && t, "load tokenizer of %s: %s", rel, err);
     if (!t) {
-        gguf_close(*g);
+        es_gguf_close(*g);
         *g = NULL;
     }
     return t;
 }
 
-static void unload_tok(es_tokenizer *t, gguf_ctx *g) {
+static void unload_tok(es_tokenizer *t, es_gguf_ctx *g) {
     es_tokenizer_free(t);
-    gguf_close(g);
+    es_gguf_close(g);
 }
 
 /* ---- golden vectors ----------------------------------------------------- */
@@ -353,7 +353,7 @@ static void check_chat_case(const es_tokenizer *t, const jval *v, int line) {
 }
 
 static void test_golden_vectors(void) {
-    gguf_ctx *g;
+    es_gguf_ctx *g;
     double t0 = now_s();
     es_tokenizer *t = load_tok("golden/tokenizer/dsv3-vocab.gguf", &g);
     double load_s = now_s() - t0;
@@ -463,7 +463,7 @@ static void test_golden_vectors(void) {
 /* ---- chat formats beyond the golden cases ------------------------------ */
 
 static void test_chat_extra(void) {
-    gguf_ctx *g;
+    es_gguf_ctx *g;
     es_tokenizer *t = load_tok("golden/tokenizer/dsv3-vocab.gguf", &g);
     if (!t) return;
     char err[256] = "", *out = NULL;
@@ -502,7 +502,7 @@ static void test_chat_extra(void) {
 /* ---- the tiny golden models' vocabularies -------------------------------- */
 
 static void test_tiny_model(const char *rel) {
-    gguf_ctx *g;
+    es_gguf_ctx *g;
     es_tokenizer *t = load_tok(rel, &g);
     if (!t) return;
     const char *text = "the other theater in the sand, and 42 stars. Then: \"ok\"!\n\n  tabs\there ";
@@ -558,7 +558,7 @@ static void test_tiny_model(const char *rel) {
  * which merges can apply.  In this vocabulary byte b is token b, and the
  * merges include "Ġ t", "h e", "Ġt he" (258). */
 static void test_llm_splits(void) {
-    gguf_ctx *g;
+    es_gguf_ctx *g;
     es_tokenizer *t = load_tok("golden/v2-tiny/model.gguf", &g);
     if (!t) return;
     struct { const char *text; int32_t want[8]; size_t n; } cases[] = {
@@ -664,12 +664,12 @@ static int build_and_load(int hostile, es_tokenizer **t, char *err, size_t errle
     gb_u64(&file, kv.n_kv);
     gb_put(&file, kv.p, kv.n);
     free(kv.p);
-    gguf_ctx *g = NULL;
+    es_gguf_ctx *g = NULL;
     *t = NULL;
-    int rc = gguf_parse_buffer(file.p, file.n, &g, err, errlen);
+    int rc = es_gguf_parse_buffer(file.p, file.n, &g, err, errlen);
     CHECK(rc == 0, "hostile case %d: the GGUF itself should parse: %s", hostile, err);
     if (rc == 0) rc = es_tokenizer_load(g, t, err, errlen);
-    gguf_close(g); /* the tokenizer must not depend on the buffer afterwards */
+    es_gguf_close(g); /* the tokenizer must not depend on the buffer afterwards */
     free(file.p);
     return rc;
 }

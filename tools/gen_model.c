@@ -712,7 +712,7 @@ enum { MK_U32, MK_F32, MK_BOOL, MK_STR };
 
 /* Keys, types and order as llama.cpp's converter writes them (see the golden
  * files): MLA split by default, the pre-split layout with --legacy-kv. */
-static void write_meta(gguf_writer *w, const cfg *c, const vocab *v, uint32_t ftype) {
+static void write_meta(es_gguf_writer *w, const cfg *c, const vocab *v, uint32_t ftype) {
     int yarn = c->yarn_factor > 0, moe = c->experts > 0, groups = moe && c->groups > 1, mla = !c->legacy_kv;
     int64_t hkv = c->head_count_kv ? c->head_count_kv : c->legacy_kv ? c->heads : 1;
     int64_t kl = c->key_length ? c->key_length : mla ? c->kv_lora + c->rope_dim : c->nope + c->rope_dim;
@@ -757,35 +757,35 @@ static void write_meta(gguf_writer *w, const cfg *c, const vocab *v, uint32_t ft
         {"expert_group_used_count", MK_U32, groups, (double)c->groups_used, 0},
         {"nextn_predict_layers", MK_U32, c->mtp > 0, (double)c->mtp, 0},
     };
-    gguf_w_str(w, "general.architecture", "deepseek2");
-    gguf_w_u32(w, "general.alignment", 32);
-    gguf_w_str(w, "general.name", c->name ? c->name : "gen_model");
-    gguf_w_u32(w, "general.file_type", ftype);
+    es_gguf_w_str(w, "general.architecture", "deepseek2");
+    es_gguf_w_u32(w, "general.alignment", 32);
+    es_gguf_w_str(w, "general.name", c->name ? c->name : "gen_model");
+    es_gguf_w_u32(w, "general.file_type", ftype);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (!keys[i].when) continue;
         char k[96];
         snprintf(k, sizeof k, "deepseek2.%s", keys[i].key);
         switch (keys[i].kind) { /* every integer was range-checked by validate() */
-        case MK_U32: gguf_w_u32(w, k, (uint32_t)keys[i].v); break;
-        case MK_F32: gguf_w_f32(w, k, (float)keys[i].v); break;
-        case MK_BOOL: gguf_w_bool(w, k, keys[i].v != 0); break;
-        default: gguf_w_str(w, k, keys[i].s); break;
+        case MK_U32: es_gguf_w_u32(w, k, (uint32_t)keys[i].v); break;
+        case MK_F32: es_gguf_w_f32(w, k, (float)keys[i].v); break;
+        case MK_BOOL: es_gguf_w_bool(w, k, keys[i].v != 0); break;
+        default: es_gguf_w_str(w, k, keys[i].s); break;
         }
     }
-    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_w_str(w, "tokenizer.ggml.pre", c->pre);
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tok, (uint64_t)v->n);
-    gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_VT_INT32, v->type, (uint64_t)v->n);
-    gguf_w_arr_str(w, "tokenizer.ggml.merges", merges, N_MERGES);
-    gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
-    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos);
-    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", 1);
-    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    es_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    es_gguf_w_str(w, "tokenizer.ggml.pre", c->pre);
+    es_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tok, (uint64_t)v->n);
+    es_gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_VT_INT32, v->type, (uint64_t)v->n);
+    es_gguf_w_arr_str(w, "tokenizer.ggml.merges", merges, N_MERGES);
+    es_gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
+    es_gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos);
+    es_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    es_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 0);
 }
 
 /* --set KEY=TYPE:VALUE; 0, or 2 for a malformed spec (the writer records
  * other errors). */
-static int apply_set(gguf_writer *w, const char *spec) {
+static int apply_set(es_gguf_writer *w, const char *spec) {
     const char *eq = strchr(spec, '='), *colon = eq ? strchr(eq, ':') : NULL;
     if (!eq || !colon || eq == spec) return usage_error("--set '%s': want KEY=TYPE:VALUE", spec);
     char key[256], type[16];
@@ -794,16 +794,16 @@ static int apply_set(gguf_writer *w, const char *spec) {
     memcpy(key, spec, kl), key[kl] = 0;
     memcpy(type, eq + 1, tl), type[tl] = 0;
     const char *val = colon + 1;
-    if (strcmp(type, "str") == 0) return gguf_w_str(w, key, val), 0;
+    if (strcmp(type, "str") == 0) return es_gguf_w_str(w, key, val), 0;
     if (strcmp(type, "bool") == 0) {
         if (strcmp(val, "true") && strcmp(val, "false") && strcmp(val, "1") && strcmp(val, "0"))
             return usage_error("--set '%s': bool wants true/false/1/0", spec);
-        return gguf_w_bool(w, key, strcmp(val, "true") == 0 || strcmp(val, "1") == 0), 0;
+        return es_gguf_w_bool(w, key, strcmp(val, "true") == 0 || strcmp(val, "1") == 0), 0;
     }
     if (strcmp(type, "f32") == 0 || strcmp(type, "f64") == 0) {
         double d;
         if (parse_f64(val, &d)) return usage_error("--set '%s': bad number", spec);
-        return (type[1] == '3' ? gguf_w_f32(w, key, (float)d) : gguf_w_f64(w, key, d)), 0;
+        return (type[1] == '3' ? es_gguf_w_f32(w, key, (float)d) : es_gguf_w_f64(w, key, d)), 0;
     }
     static const struct {
         const char *name;
@@ -819,10 +819,10 @@ static int apply_set(gguf_writer *w, const char *spec) {
         int64_t x;
         if (parse_i64(val, &x) || x < ints[i].lo || (x > 0 && (uint64_t)x > ints[i].hi))
             return usage_error("--set '%s': integer missing or out of range", spec);
-        gguf_value gv = {.type = ints[i].vt};
+        es_gguf_value gv = {.type = ints[i].vt};
         if (ints[i].lo < 0) gv.v.i = x;
         else gv.v.u = (uint64_t)x;
-        return gguf_w_value(w, key, &gv), 0;
+        return es_gguf_w_value(w, key, &gv), 0;
     }
     return usage_error("--set '%s': unknown type (u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool str)", spec);
 }
@@ -942,7 +942,7 @@ static double now_s(void) {
 
 /* Streams every tensor's data: workers fill one buffer while this thread
  * writes the other.  0, or -1 with the writer's error set / err filled. */
-static int generate(gguf_writer *w, const plan *P, const cfg *c, uint64_t total, char *err, size_t errlen) {
+static int generate(es_gguf_writer *w, const plan *P, const cfg *c, uint64_t total, char *err, size_t errlen) {
     pool p = {.n_threads = (int)c->threads};
     size_t cap = (size_t)c->slab_kb << 10, tmpn = 1;
     for (size_t i = 0; i < P->n; i++) {
@@ -978,9 +978,9 @@ static int generate(gguf_writer *w, const plan *P, const cfg *c, uint64_t total,
         }
         int more = next_slab(P, &ti, &g, cap, &nxt);
         if (more) pool_start(&p, P, &nxt, buf[k ^ 1]);
-        if (gguf_w_write(w, buf[k], cur.bytes)) {
+        if (es_gguf_w_write(w, buf[k], cur.bytes)) {
             pool_join(&p);
-            snprintf(err, errlen, "%s", gguf_w_error(w));
+            snprintf(err, errlen, "%s", es_gguf_w_error(w));
             rc = -1;
             break;
         }
@@ -1020,7 +1020,7 @@ static int run(cfg *c) {
     int rc = 1;
     vocab v;
     plan P;
-    gguf_writer *w = NULL;
+    es_gguf_writer *w = NULL;
     if (vocab_build(&v, c->vocab) || build_plan(&P, c)) {
         fprintf(stderr, "gen_model: out of memory (or a broken built-in merge table)\n");
         vocab_free(&v);
@@ -1040,7 +1040,7 @@ static int run(cfg *c) {
         }
         P.t[k].dropped = 1;
     }
-    if (!(w = gguf_writer_new())) {
+    if (!(w = es_gguf_writer_new())) {
         fprintf(stderr, "gen_model: out of memory\n");
         goto out;
     }
@@ -1049,23 +1049,23 @@ static int run(cfg *c) {
         if ((rc = apply_set(w, c->set[i])) != 0) goto out;
     rc = 1;
     for (int i = 0; i < c->n_drop; i++) {
-        if (!gguf_w_error(w)[0] && !strstr(c->drop[i], "=") && gguf_w_remove(w, c->drop[i]) == 0) continue;
+        if (!es_gguf_w_error(w)[0] && !strstr(c->drop[i], "=") && es_gguf_w_remove(w, c->drop[i]) == 0) continue;
         fprintf(stderr, "gen_model: --drop '%s' failed\n", c->drop[i]);
         goto out;
     }
     for (size_t i = 0; i < P.n; i++)
-        if (!P.t[i].dropped) gguf_w_add_tensor(w, P.t[i].name, P.t[i].n_dims, P.t[i].ne, P.t[i].type);
-    uint64_t size = gguf_w_file_size(w);
+        if (!P.t[i].dropped) es_gguf_w_add_tensor(w, P.t[i].name, P.t[i].n_dims, P.t[i].ne, P.t[i].type);
+    uint64_t size = es_gguf_w_file_size(w);
     if (!c->quiet)
         fprintf(stderr, "gen_model: %s: preset %s, %lld+%lld blocks, vocab %lld, %llu tensors, %.3f GB, %lld threads\n",
                 c->out, c->preset ? c->preset : "tiny", (long long)c->layers, (long long)c->mtp,
-                (long long)c->vocab, (unsigned long long)gguf_w_n_tensors(w), size / 1e9, (long long)c->threads);
+                (long long)c->vocab, (unsigned long long)es_gguf_w_n_tensors(w), size / 1e9, (long long)c->threads);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     double t0 = now_s();
-    if (gguf_w_open(w, c->out) || generate(w, &P, c, size, err, sizeof err) || gguf_w_finish(w, err, sizeof err)) {
-        fprintf(stderr, "gen_model: %s\n", gguf_w_error(w)[0] ? gguf_w_error(w) : err);
+    if (es_gguf_w_open(w, c->out) || generate(w, &P, c, size, err, sizeof err) || es_gguf_w_finish(w, err, sizeof err)) {
+        fprintf(stderr, "gen_model: %s\n", es_gguf_w_error(w)[0] ? es_gguf_w_error(w) : err);
         goto out;
     }
     double dt = now_s() - t0;
@@ -1074,7 +1074,7 @@ static int run(cfg *c) {
                 dt > 0 ? size / 1e6 / dt : 0.0);
     rc = 0;
 out:
-    gguf_writer_free(w); /* removes a half-written file */
+    es_gguf_writer_free(w); /* removes a half-written file */
     vocab_free(&v);
     free(P.t);
     return rc;

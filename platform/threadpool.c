@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "numa.h"
+#include "numa_topo.h"
 
 #define CACHE_LINE 64
 /* How long an idle thread spins before sleeping: longer than the serial

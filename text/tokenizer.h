@@ -15,7 +15,7 @@
 typedef struct es_tokenizer es_tokenizer;
 
 /* 0 on success, -1 with a message. */
-int es_tokenizer_load(const gguf_ctx *g, es_tokenizer **out, char *err, size_t errlen);
+int es_tokenizer_load(const es_gguf_ctx *g, es_tokenizer **out, char *err, size_t errlen);
 void es_tokenizer_free(es_tokenizer *t);
 
 int32_t es_tokenizer_n_vocab(const es_tokenizer *t);

@@ -27,7 +27,7 @@
 #include "quant.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "gguf_writer assumes a little-endian host (GGUF is little-endian)"
+#error "es_gguf_writer assumes a little-endian host (GGUF is little-endian)"
 #endif
 
 #define GGUF_W_VERSION 3
@@ -57,7 +57,7 @@ typedef struct wtensor {
     uint64_t offset; /* set by assign_offsets() */
 } wtensor;
 
-struct gguf_writer {
+struct es_gguf_writer {
     wkv *kv;
     size_t n_kv, cap_kv;
     wtensor *t;
@@ -81,7 +81,7 @@ struct gguf_writer {
 
 /* ---- errors ----------------------------------------------------------------- */
 
-static int fail(gguf_writer *w, const char *fmt, ...) {
+static int fail(es_gguf_writer *w, const char *fmt, ...) {
     if (!w->failed) {
         va_list ap;
         va_start(ap, fmt);
@@ -92,7 +92,7 @@ static int fail(gguf_writer *w, const char *fmt, ...) {
     return -1;
 }
 
-const char *gguf_w_error(const gguf_writer *w) { return w->failed ? w->err : ""; }
+const char *es_gguf_w_error(const es_gguf_writer *w) { return w->failed ? w->err : ""; }
 
 /* ---- byte buffer -------------------------------------------------------------- */
 
@@ -133,7 +133,7 @@ static size_t scalar_size(uint32_t t) {
 }
 
 /* Encodes a scalar of the reader's representation into its GGUF bytes. */
-static void put_scalar(bytes *b, const gguf_value *v) {
+static void put_scalar(bytes *b, const es_gguf_value *v) {
     uint64_t u = v->v.u;
     if (v->type == GGUF_VT_FLOAT32) {
         float f = (float)v->v.f;
@@ -153,7 +153,7 @@ static void put_scalar(bytes *b, const gguf_value *v) {
 }
 
 /* Encodes v (type tag included when with_type) after validating it. */
-static int put_value(gguf_writer *w, bytes *b, const gguf_value *v, int with_type, int depth,
+static int put_value(es_gguf_writer *w, bytes *b, const es_gguf_value *v, int with_type, int depth,
                      const char *key) {
     if (v->type >= GGUF_VT_COUNT) return fail(w, "key '%s': unknown value type %u", key, v->type);
     if (with_type) put_u32(b, v->type);
@@ -185,7 +185,7 @@ static int put_value(gguf_writer *w, bytes *b, const gguf_value *v, int with_typ
         for (uint64_t i = 0; i < n; i++) {
             if (v->v.arr.items[i].type != GGUF_VT_ARRAY)
                 return fail(w, "key '%s': item %llu of an array of arrays has type %s", key,
-                            (unsigned long long)i, gguf_value_type_name(v->v.arr.items[i].type));
+                            (unsigned long long)i, es_gguf_value_type_name(v->v.arr.items[i].type));
             if (put_value(w, b, &v->v.arr.items[i], 0, depth + 1, key)) return -1;
         }
     } else {
@@ -200,14 +200,14 @@ static int put_value(gguf_writer *w, bytes *b, const gguf_value *v, int with_typ
 
 /* ---- key/value table ------------------------------------------------------------- */
 
-static long find_kv(const gguf_writer *w, const char *key) {
+static long find_kv(const es_gguf_writer *w, const char *key) {
     for (size_t i = 0; i < w->n_kv; i++)
         if (strcmp(w->kv[i].key, key) == 0) return (long)i;
     return -1;
 }
 
 /* general.alignment doubles as the data alignment: validate and apply it. */
-static int apply_alignment(gguf_writer *w, const bytes *b) {
+static int apply_alignment(es_gguf_writer *w, const bytes *b) {
     uint32_t type, v = 0;
     memcpy(&type, b->p, 4);
     if (type == GGUF_VT_UINT32) memcpy(&v, b->p + 4, 4);
@@ -217,15 +217,15 @@ static int apply_alignment(gguf_writer *w, const bytes *b) {
     return 0;
 }
 
-static int check_meta_phase(gguf_writer *w, const char *key) {
+static int check_meta_phase(es_gguf_writer *w, const char *key) {
     if (w->failed) return -1;
     if (!key || !*key) return fail(w, "empty metadata key");
-    if (w->opened) return fail(w, "key '%s' set after gguf_w_open", key);
+    if (w->opened) return fail(w, "key '%s' set after es_gguf_w_open", key);
     return 0;
 }
 
 /* Stores the encoded value b (ownership taken) under key. */
-static int set_blob(gguf_writer *w, const char *key, bytes *b) {
+static int set_blob(es_gguf_writer *w, const char *key, bytes *b) {
     if (b->oom) { free(b->p); return fail(w, "out of memory encoding key '%s'", key); }
     if (strcmp(key, "general.alignment") == 0 && apply_alignment(w, b)) { free(b->p); return -1; }
     long i = find_kv(w, key);
@@ -248,7 +248,7 @@ static int set_blob(gguf_writer *w, const char *key, bytes *b) {
     return 0;
 }
 
-int gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v) {
+int es_gguf_w_value(es_gguf_writer *w, const char *key, const es_gguf_value *v) {
     if (check_meta_phase(w, key)) return -1;
     if (!v) return fail(w, "key '%s': NULL value", key);
     bytes b = {0};
@@ -256,7 +256,7 @@ int gguf_w_value(gguf_writer *w, const char *key, const gguf_value *v) {
     return set_blob(w, key, &b);
 }
 
-int gguf_w_remove(gguf_writer *w, const char *key) {
+int es_gguf_w_remove(es_gguf_writer *w, const char *key) {
     if (check_meta_phase(w, key)) return -1;
     long i = find_kv(w, key);
     if (i < 0) return 0;
@@ -268,62 +268,62 @@ int gguf_w_remove(gguf_writer *w, const char *key) {
     return 0;
 }
 
-static int set_u(gguf_writer *w, const char *key, uint32_t type, uint64_t u) {
-    gguf_value v = {.type = type};
+static int set_u(es_gguf_writer *w, const char *key, uint32_t type, uint64_t u) {
+    es_gguf_value v = {.type = type};
     v.v.u = u;
-    return gguf_w_value(w, key, &v);
+    return es_gguf_w_value(w, key, &v);
 }
-static int set_i(gguf_writer *w, const char *key, uint32_t type, int64_t i) {
-    gguf_value v = {.type = type};
+static int set_i(es_gguf_writer *w, const char *key, uint32_t type, int64_t i) {
+    es_gguf_value v = {.type = type};
     v.v.i = i;
-    return gguf_w_value(w, key, &v);
+    return es_gguf_w_value(w, key, &v);
 }
-static int set_f(gguf_writer *w, const char *key, uint32_t type, double f) {
-    gguf_value v = {.type = type};
+static int set_f(es_gguf_writer *w, const char *key, uint32_t type, double f) {
+    es_gguf_value v = {.type = type};
     v.v.f = f;
-    return gguf_w_value(w, key, &v);
+    return es_gguf_w_value(w, key, &v);
 }
 
-int gguf_w_u8(gguf_writer *w, const char *k, uint8_t v) { return set_u(w, k, GGUF_VT_UINT8, v); }
-int gguf_w_u16(gguf_writer *w, const char *k, uint16_t v) { return set_u(w, k, GGUF_VT_UINT16, v); }
-int gguf_w_u32(gguf_writer *w, const char *k, uint32_t v) { return set_u(w, k, GGUF_VT_UINT32, v); }
-int gguf_w_u64(gguf_writer *w, const char *k, uint64_t v) { return set_u(w, k, GGUF_VT_UINT64, v); }
-int gguf_w_bool(gguf_writer *w, const char *k, int v) { return set_u(w, k, GGUF_VT_BOOL, v != 0); }
-int gguf_w_i8(gguf_writer *w, const char *k, int8_t v) { return set_i(w, k, GGUF_VT_INT8, v); }
-int gguf_w_i16(gguf_writer *w, const char *k, int16_t v) { return set_i(w, k, GGUF_VT_INT16, v); }
-int gguf_w_i32(gguf_writer *w, const char *k, int32_t v) { return set_i(w, k, GGUF_VT_INT32, v); }
-int gguf_w_i64(gguf_writer *w, const char *k, int64_t v) { return set_i(w, k, GGUF_VT_INT64, v); }
-int gguf_w_f32(gguf_writer *w, const char *k, float v) { return set_f(w, k, GGUF_VT_FLOAT32, v); }
-int gguf_w_f64(gguf_writer *w, const char *k, double v) { return set_f(w, k, GGUF_VT_FLOAT64, v); }
+int es_gguf_w_u8(es_gguf_writer *w, const char *k, uint8_t v) { return set_u(w, k, GGUF_VT_UINT8, v); }
+int es_gguf_w_u16(es_gguf_writer *w, const char *k, uint16_t v) { return set_u(w, k, GGUF_VT_UINT16, v); }
+int es_gguf_w_u32(es_gguf_writer *w, const char *k, uint32_t v) { return set_u(w, k, GGUF_VT_UINT32, v); }
+int es_gguf_w_u64(es_gguf_writer *w, const char *k, uint64_t v) { return set_u(w, k, GGUF_VT_UINT64, v); }
+int es_gguf_w_bool(es_gguf_writer *w, const char *k, int v) { return set_u(w, k, GGUF_VT_BOOL, v != 0); }
+int es_gguf_w_i8(es_gguf_writer *w, const char *k, int8_t v) { return set_i(w, k, GGUF_VT_INT8, v); }
+int es_gguf_w_i16(es_gguf_writer *w, const char *k, int16_t v) { return set_i(w, k, GGUF_VT_INT16, v); }
+int es_gguf_w_i32(es_gguf_writer *w, const char *k, int32_t v) { return set_i(w, k, GGUF_VT_INT32, v); }
+int es_gguf_w_i64(es_gguf_writer *w, const char *k, int64_t v) { return set_i(w, k, GGUF_VT_INT64, v); }
+int es_gguf_w_f32(es_gguf_writer *w, const char *k, float v) { return set_f(w, k, GGUF_VT_FLOAT32, v); }
+int es_gguf_w_f64(es_gguf_writer *w, const char *k, double v) { return set_f(w, k, GGUF_VT_FLOAT64, v); }
 
-int gguf_w_strn(gguf_writer *w, const char *key, const char *s, size_t len) {
-    gguf_value v = {.type = GGUF_VT_STRING};
+int es_gguf_w_strn(es_gguf_writer *w, const char *key, const char *s, size_t len) {
+    es_gguf_value v = {.type = GGUF_VT_STRING};
     v.v.s.ptr = s;
     v.v.s.len = len;
-    return gguf_w_value(w, key, &v);
+    return es_gguf_w_value(w, key, &v);
 }
 
-int gguf_w_str(gguf_writer *w, const char *key, const char *s) {
+int es_gguf_w_str(es_gguf_writer *w, const char *key, const char *s) {
     if (!s) return check_meta_phase(w, key) ? -1 : fail(w, "key '%s': NULL string", key);
-    return gguf_w_strn(w, key, s, strlen(s));
+    return es_gguf_w_strn(w, key, s, strlen(s));
 }
 
-int gguf_w_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n) {
+int es_gguf_w_arr(es_gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n) {
     if (check_meta_phase(w, key)) return -1;
     if (elem_type >= GGUF_VT_COUNT || !scalar_size(elem_type))
-        return fail(w, "key '%s': gguf_w_arr needs a fixed-size element type, not %s", key,
-                    gguf_value_type_name(elem_type));
-    gguf_value v = {.type = GGUF_VT_ARRAY};
+        return fail(w, "key '%s': es_gguf_w_arr needs a fixed-size element type, not %s", key,
+                    es_gguf_value_type_name(elem_type));
+    es_gguf_value v = {.type = GGUF_VT_ARRAY};
     v.v.arr.elem_type = elem_type;
     v.v.arr.n = n;
     v.v.arr.data = data;
-    return gguf_w_value(w, key, &v);
+    return es_gguf_w_value(w, key, &v);
 }
 
-int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n) {
+int es_gguf_w_arr_str(es_gguf_writer *w, const char *key, const char *const *strs, uint64_t n) {
     if (check_meta_phase(w, key)) return -1;
     if (n && !strs) return fail(w, "key '%s': NULL string list", key);
-    /* encoded directly: converting to gguf_str first would need n allocations */
+    /* encoded directly: converting to es_gguf_str first would need n allocations */
     bytes b = {0};
     put_u32(&b, GGUF_VT_ARRAY);
     put_u32(&b, GGUF_VT_STRING);
@@ -337,9 +337,9 @@ int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *strs, uin
 
 /* ---- tensor directory -------------------------------------------------------------- */
 
-int gguf_w_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const int64_t *ne, uint32_t type) {
+int es_gguf_w_add_tensor(es_gguf_writer *w, const char *name, uint32_t n_dims, const int64_t *ne, uint32_t type) {
     if (w->failed) return -1;
-    if (w->opened) return fail(w, "tensor '%s' added after gguf_w_open", name ? name : "(null)");
+    if (w->opened) return fail(w, "tensor '%s' added after es_gguf_w_open", name ? name : "(null)");
     if (!name || !*name) return fail(w, "empty tensor name");
     if (strlen(name) >= GGUF_W_MAX_NAME)
         return fail(w, "tensor name '%s' is longer than %d bytes", name, GGUF_W_MAX_NAME - 1);
@@ -374,12 +374,12 @@ int gguf_w_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const i
     return 0;
 }
 
-uint64_t gguf_w_n_tensors(const gguf_writer *w) { return w->n_t; }
+uint64_t es_gguf_w_n_tensors(const es_gguf_writer *w) { return w->n_t; }
 
 static uint64_t pad_to(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 /* Bytes of the header before its padding. */
-static uint64_t header_size(const gguf_writer *w) {
+static uint64_t header_size(const es_gguf_writer *w) {
     uint64_t h = 4 + 4 + 8 + 8;
     for (size_t i = 0; i < w->n_kv; i++) h += 8 + strlen(w->kv[i].key) + w->kv[i].len;
     for (size_t i = 0; i < w->n_t; i++) h += 8 + strlen(w->t[i].name) + 4 + 8ull * w->t[i].n_dims + 4 + 8;
@@ -388,7 +388,7 @@ static uint64_t header_size(const gguf_writer *w) {
 
 /* Offset of every tensor, each padded to the alignment; returns the data
  * section's size.  Done at open time because the alignment may change. */
-static uint64_t assign_offsets(gguf_writer *w) {
+static uint64_t assign_offsets(es_gguf_writer *w) {
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
         w->t[i].offset = off;
@@ -397,7 +397,7 @@ static uint64_t assign_offsets(gguf_writer *w) {
     return off;
 }
 
-uint64_t gguf_w_file_size(const gguf_writer *w) {
+uint64_t es_gguf_w_file_size(const es_gguf_writer *w) {
     uint64_t data = 0;
     for (size_t i = 0; i < w->n_t; i++) data += pad_to(w->t[i].nbytes, w->alignment);
     return pad_to(header_size(w), w->alignment) + data;
@@ -405,7 +405,7 @@ uint64_t gguf_w_file_size(const gguf_writer *w) {
 
 /* ---- output --------------------------------------------------------------------------- */
 
-static int write_all(gguf_writer *w, const uint8_t *p, size_t n) {
+static int write_all(es_gguf_writer *w, const uint8_t *p, size_t n) {
     while (n) {
         ssize_t r = write(w->fd, p, n);
         if (r < 0) {
@@ -419,14 +419,14 @@ static int write_all(gguf_writer *w, const uint8_t *p, size_t n) {
     return 0;
 }
 
-static int flush_out(gguf_writer *w) {
+static int flush_out(es_gguf_writer *w) {
     if (!w->out_len) return 0;
     int rc = write_all(w, w->out, w->out_len);
     w->out_len = 0;
     return rc;
 }
 
-static int out(gguf_writer *w, const void *data, size_t n) {
+static int out(es_gguf_writer *w, const void *data, size_t n) {
     if (n > GGUF_W_OUTBUF - w->out_len) {
         if (flush_out(w)) return -1;
         if (n >= GGUF_W_OUTBUF) return write_all(w, data, n);
@@ -436,7 +436,7 @@ static int out(gguf_writer *w, const void *data, size_t n) {
     return 0;
 }
 
-static int out_zeros(gguf_writer *w, uint64_t n) {
+static int out_zeros(es_gguf_writer *w, uint64_t n) {
     static const uint8_t zeros[256];
     while (n) {
         size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
@@ -446,9 +446,9 @@ static int out_zeros(gguf_writer *w, uint64_t n) {
     return 0;
 }
 
-int gguf_w_open(gguf_writer *w, const char *path) {
+int es_gguf_w_open(es_gguf_writer *w, const char *path) {
     if (w->failed) return -1;
-    if (w->opened) return fail(w, "gguf_w_open called twice");
+    if (w->opened) return fail(w, "es_gguf_w_open called twice");
     if (!path || !*path) return fail(w, "empty output path");
     w->path = strdup(path);
     w->out = malloc(GGUF_W_OUTBUF);
@@ -486,7 +486,7 @@ int gguf_w_open(gguf_writer *w, const char *path) {
     return 0;
 }
 
-const char *gguf_w_current_tensor(const gguf_writer *w, uint64_t *bytes_left) {
+const char *es_gguf_w_current_tensor(const es_gguf_writer *w, uint64_t *bytes_left) {
     if (!w->opened || w->finished || w->cur >= w->n_t) {
         if (bytes_left) *bytes_left = 0;
         return NULL;
@@ -496,9 +496,9 @@ const char *gguf_w_current_tensor(const gguf_writer *w, uint64_t *bytes_left) {
 }
 
 /* Checks that n more bytes fit in the current tensor. */
-static int check_chunk(gguf_writer *w, uint64_t n) {
+static int check_chunk(es_gguf_writer *w, uint64_t n) {
     if (w->failed) return -1;
-    if (!w->opened || w->finished) return fail(w, "tensor data written before gguf_w_open or after finish");
+    if (!w->opened || w->finished) return fail(w, "tensor data written before es_gguf_w_open or after finish");
     if (w->cur >= w->n_t) return fail(w, "%llu bytes written after the last tensor", (unsigned long long)n);
     const wtensor *t = &w->t[w->cur];
     if (n > t->nbytes - w->cur_written)
@@ -508,7 +508,7 @@ static int check_chunk(gguf_writer *w, uint64_t n) {
 }
 
 /* Accounts n written bytes; pads and moves on when the tensor is complete. */
-static int advance(gguf_writer *w, uint64_t n) {
+static int advance(es_gguf_writer *w, uint64_t n) {
     const wtensor *t = &w->t[w->cur];
     w->cur_written += n;
     if (w->cur_written < t->nbytes) return 0;
@@ -518,14 +518,14 @@ static int advance(gguf_writer *w, uint64_t n) {
     return 0;
 }
 
-int gguf_w_write(gguf_writer *w, const void *data, size_t n) {
+int es_gguf_w_write(es_gguf_writer *w, const void *data, size_t n) {
     if (check_chunk(w, n)) return -1;
     if (n && !data) return fail(w, "NULL data");
     if (out(w, data, n)) return -1;
     return advance(w, n);
 }
 
-int gguf_w_write_rows_f32(gguf_writer *w, const float *src, int64_t n_rows) {
+int es_gguf_w_write_rows_f32(es_gguf_writer *w, const float *src, int64_t n_rows) {
     if (check_chunk(w, 0)) return -1;
     const wtensor *t = &w->t[w->cur];
     int64_t n = t->ne[0];
@@ -535,7 +535,7 @@ int gguf_w_write_rows_f32(gguf_writer *w, const float *src, int64_t n_rows) {
     if ((uint64_t)n_rows > left / rb)
         return fail(w, "tensor '%s': %lld rows overrun it (%llu bytes = %llu rows left)", t->name,
                     (long long)n_rows, (unsigned long long)left, (unsigned long long)(left / rb));
-    if (t->type == ES_TYPE_F32) return gguf_w_write(w, src, (size_t)n_rows * rb);
+    if (t->type == ES_TYPE_F32) return es_gguf_w_write(w, src, (size_t)n_rows * rb);
     /* convert in batches of about GGUF_W_SCRATCH bytes (at least one row) */
     size_t need = rb > GGUF_W_SCRATCH ? rb : GGUF_W_SCRATCH;
     if (need > w->scratch_cap) {
@@ -550,15 +550,15 @@ int gguf_w_write_rows_f32(gguf_writer *w, const float *src, int64_t n_rows) {
         for (int64_t i = 0; i < k; i++)
             if (es_quant_row(t->type, src + (r + i) * n, w->scratch + (size_t)i * rb, n))
                 return fail(w, "tensor '%s': no quantiser for type %s", t->name, es_type_info(t->type)->name);
-        if (gguf_w_write(w, w->scratch, (size_t)k * rb)) return -1;
+        if (es_gguf_w_write(w, w->scratch, (size_t)k * rb)) return -1;
     }
     return 0;
 }
 
-int gguf_w_finish(gguf_writer *w, char *err, size_t errlen) {
+int es_gguf_w_finish(es_gguf_writer *w, char *err, size_t errlen) {
     if (!w->failed) {
-        if (!w->opened) fail(w, "gguf_w_finish before gguf_w_open");
-        else if (w->finished) fail(w, "gguf_w_finish called twice");
+        if (!w->opened) fail(w, "es_gguf_w_finish before es_gguf_w_open");
+        else if (w->finished) fail(w, "es_gguf_w_finish called twice");
         else if (w->cur < w->n_t)
             fail(w, "tensor '%s' is incomplete (%llu of %llu bytes written; %zu of %zu tensors done)",
                  w->t[w->cur].name, (unsigned long long)w->cur_written,
@@ -579,15 +579,15 @@ int gguf_w_finish(gguf_writer *w, char *err, size_t errlen) {
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
 
-gguf_writer *gguf_writer_new(void) {
-    gguf_writer *w = calloc(1, sizeof *w);
+es_gguf_writer *es_gguf_writer_new(void) {
+    es_gguf_writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->alignment = 32;
     w->fd = -1;
     return w;
 }
 
-void gguf_writer_free(gguf_writer *w) {
+void es_gguf_writer_free(es_gguf_writer *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
     /* an unfinished file is garbage: never leave a half-written model behind */

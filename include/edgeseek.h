@@ -192,6 +192,36 @@ es_sampler *es_sampler_new(const es_sampler_params *p);
 void es_sampler_free(es_sampler *s);
 int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab);
 
+/* ---- conversion -------------------------------------------------------- */
+
+/* The target names, for usage messages. */
+#define ES_QUANTIZE_TARGETS "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
+
+typedef struct es_quantize_params {
+    int n_threads;      /* 0: one per physical core */
+    FILE *log;          /* a line per tensor and a summary; NULL: silent */
+    size_t chunk_bytes; /* fp32 bytes converted per step (0: 16 MiB); tests
+                           make it small to cross chunk boundaries */
+} es_quantize_params;
+
+/* 1 if name is one of the targets. */
+int es_quantize_target_valid(const char *name);
+
+/* Writes out from in.  ES_OK, or an error with a message:
+ * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
+ * unwritable output), ES_ERR_FORMAT (malformed input),
+ * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
+ * ES_ERR_NOMEM.  On failure no output file is left behind. */
+es_status es_quantize_file(const char *in, const char *out, const char *target,
+                           const es_quantize_params *params, char *err, size_t errlen);
+
+/* ---- memory ------------------------------------------------------------ */
+
+/* Bytes this process may still use: the memory cgroup's limit less what the
+ * group holds that cannot be reclaimed, and MemAvailable, whichever is
+ * tighter; -1 when neither can be read. */
+int64_t es_mem_available(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,10 @@
-/* numa.h — NUMA topology, weight placement and the expert → node map.
+/* numa_topo.h — NUMA topology, thread pinning, and the policy for placing weights.
  *
  * Owns: finding the machine's nodes and their CPUs (libnuma when the build
  * has it, /sys/devices/system/node otherwise, EDGESEEK_FAKE_NUMA=N to
- * pretend), placing a loaded model's weights on nodes under a policy, and
- * answering which node owns (places and computes) a routed expert.
+ * pretend), pinning a thread to a node, the round-robin owner of an expert,
+ * and the memory-policy system calls.  Placing a model's weights under the
+ * policies below is the engine's job (runtime/placement.c).
  *
  * Policies (--numa):
  *   off        nothing is placed; the pool is one node, unpinned.
@@ -25,13 +26,11 @@
  * resident elsewhere, with move_pages as the fallback where mbind is
  * refused.  Pages shared with other processes may stay where they are.
  */
-#ifndef ES_NUMA_H
-#define ES_NUMA_H
+#ifndef ES_NUMA_TOPO_H
+#define ES_NUMA_TOPO_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include "edgeseek.h"
 
 #define ES_MAX_NODES 64
 
@@ -63,43 +62,11 @@ static inline int es_numa_owner(int n_nodes, int layer, int expert) {
     return n_nodes > 1 ? (int)(((unsigned)expert + (unsigned)layer) % (unsigned)n_nodes) : 0;
 }
 
-typedef struct es_numa_plan es_numa_plan;
-struct es_model;
-
-/* Places m's weights under policy (ES_NUMA_DEFAULT means shard) and returns
- * the plan (*out, also for one node: a no-op plan).  Only running out of
- * memory for the plan itself is an error. */
-es_status es_numa_place(const struct es_model *m, int policy, es_numa_plan **out, char *err, size_t errlen);
-void es_numa_plan_free(es_numa_plan *p);
-
-/* The topology the session pools should follow: NULL under policy off or
- * for a NULL plan (one unpinned node). */
-const es_numa_topo *es_numa_plan_topo(const es_numa_plan *p);
-int es_numa_plan_nodes(const es_numa_plan *p);  /* 1 for NULL / off */
-int es_numa_plan_policy(const es_numa_plan *p); /* ES_NUMA_OFF/SHARD/REPLICATE */
-
-/* The node that owns (holds and computes) a routed expert: what forward.c
- * asks to split MoE work by node.  0 with one node or no plan. */
-int es_numa_expert_node(const es_numa_plan *p, int layer, int expert);
-
-/* The copy of weight bytes at `data` that node `node` should read: a
- * replica under policy replicate, else data itself. */
-const uint8_t *es_numa_local(const es_numa_plan *p, const uint8_t *data, int node);
-
-/* One line: policy, nodes, source, what was placed and how. */
-const char *es_numa_plan_summary(const es_numa_plan *p);
-
-/* Placement statistics, for tests and the report. */
-typedef struct es_numa_stats {
-    uint64_t expert_bytes[ES_MAX_NODES]; /* routed-expert bytes owned per node */
-    uint64_t interleaved_bytes;          /* non-expert bytes striped across nodes */
-    uint64_t replicated_bytes;           /* bytes of hot weights per replica */
-    int n_replicas;                      /* replica sets made (nodes 1..N-1) */
-    uint64_t ranges;                     /* (range, node) assignments carried out */
-    uint64_t mbind_fail, move_fail;      /* refused by the kernel (best effort) */
-    uint64_t sampled_pages, pages_on_target; /* a check after placement */
-} es_numa_stats;
-const es_numa_stats *es_numa_plan_stats(const es_numa_plan *p);
+/* mbind(2) and move_pages(2) for this process (libnuma's wrappers or the
+ * raw system calls; -1 with errno ENOSYS where neither exists). */
+long es_numa_mbind(void *addr, size_t len, int mode, const unsigned long *mask, unsigned long maxnode,
+                   unsigned flags);
+long es_numa_move_pages(unsigned long count, void **pages, const int *nodes, int *status, int flags);
 
 /* Kernel node id of the page holding addr (-1: not resident / unknown). */
 int es_numa_page_node(const void *addr);

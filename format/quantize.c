@@ -140,8 +140,8 @@ static void release(const void *p, size_t len) {
 }
 
 typedef struct qctx {
-    gguf_ctx *g;
-    gguf_writer *w;
+    es_gguf_ctx *g;
+    es_gguf_writer *w;
     es_pool *pool;
     uint32_t *types;
     float **scratch;
@@ -163,12 +163,12 @@ static es_status fail(qctx *q, es_status st, const char *fmt, ...) {
 
 /* Streams tensor i into the writer. */
 static es_status write_tensor(qctx *q, uint64_t i) {
-    const gguf_tensor *t = &q->g->tensors[i];
+    const es_gguf_tensor *t = &q->g->tensors[i];
     uint32_t dst_type = q->types[i];
     if (dst_type == t->type) { /* byte for byte, in slices */
         for (uint64_t off = 0; off < t->nbytes; off += q->chunk_bytes) {
             size_t len = t->nbytes - off < q->chunk_bytes ? (size_t)(t->nbytes - off) : q->chunk_bytes;
-            if (gguf_w_write(q->w, t->data + off, len)) return fail(q, ES_ERR_IO, "%s", gguf_w_error(q->w));
+            if (es_gguf_w_write(q->w, t->data + off, len)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
             release(t->data + off, len);
         }
         return ES_OK;
@@ -191,7 +191,7 @@ static es_status write_tensor(qctx *q, uint64_t i) {
         /* about four claims per thread keep the threads evenly busy */
         int64_t grain = k / (4 * (int64_t)q->n_threads);
         es_pool_run(q->pool, convert_rows, &j, k, grain > 0 ? grain : 1);
-        if (gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", gguf_w_error(q->w));
+        if (es_gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
         release(j.src, (size_t)k * src_rb);
     }
     return ES_OK;
@@ -199,13 +199,13 @@ static es_status write_tensor(qctx *q, uint64_t i) {
 
 /* Blocks of the model: <arch>.block_count, else one more than the largest
  * blk.N in the tensor names. */
-static int model_layers(const gguf_ctx *g) {
-    gguf_str arch;
+static int model_layers(const es_gguf_ctx *g) {
+    es_gguf_str arch;
     int64_t v;
-    if (gguf_get_str(g, "general.architecture", &arch) == 1 && arch.len < 64) {
+    if (es_gguf_get_str(g, "general.architecture", &arch) == 1 && arch.len < 64) {
         char key[96];
         snprintf(key, sizeof key, "%.*s.block_count", (int)arch.len, arch.ptr);
-        if (gguf_get_int(g, key, &v) == 1 && v > 0 && v < (1 << 20)) return (int)v;
+        if (es_gguf_get_int(g, key, &v) == 1 && v > 0 && v < (1 << 20)) return (int)v;
     }
     int n = 0, il;
     for (uint64_t i = 0; i < g->n_tensors; i++)
@@ -216,23 +216,23 @@ static int model_layers(const gguf_ctx *g) {
 /* Chooses every tensor's type and declares the output's metadata and
  * tensor directory. */
 static es_status plan(qctx *q, const target *tg) {
-    gguf_ctx *g = q->g;
+    es_gguf_ctx *g = q->g;
     for (uint64_t i = 0; i < g->n_kv; i++)
-        if (gguf_w_value(q->w, g->kv[i].key, &g->kv[i].val))
-            return fail(q, ES_ERR_FORMAT, "metadata key %s: %s", g->kv[i].key, gguf_w_error(q->w));
-    gguf_w_u32(q->w, "general.quantization_version", QNT_VERSION);
-    gguf_w_u32(q->w, "general.file_type", (uint32_t)tg->ftype);
+        if (es_gguf_w_value(q->w, g->kv[i].key, &g->kv[i].val))
+            return fail(q, ES_ERR_FORMAT, "metadata key %s: %s", g->kv[i].key, es_gguf_w_error(q->w));
+    es_gguf_w_u32(q->w, "general.quantization_version", QNT_VERSION);
+    es_gguf_w_u32(q->w, "general.file_type", (uint32_t)tg->ftype);
     int n_layers = model_layers(g);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const es_gguf_tensor *t = &g->tensors[i];
         const es_type_traits *src = es_type_info(t->type);
         uint32_t type = es_quantize_tensor_type(tg->name, t->name, t->n_dims, t->ne, n_layers, NULL);
         q->types[i] = type;
         if (type != t->type && (!src || !src->supported || !es_kern()->dequant_row[t->type]))
             return fail(q, ES_ERR_UNSUPPORTED, "tensor %s has type %s, which edgeseek cannot convert",
                         t->name, src ? src->name : "unknown");
-        if (gguf_w_add_tensor(q->w, t->name, t->n_dims, t->ne, type))
-            return fail(q, ES_ERR_FORMAT, "%s", gguf_w_error(q->w));
+        if (es_gguf_w_add_tensor(q->w, t->name, t->n_dims, t->ne, type))
+            return fail(q, ES_ERR_FORMAT, "%s", es_gguf_w_error(q->w));
     }
     return ES_OK;
 }
@@ -243,7 +243,7 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void log_tensor(FILE *f, uint64_t i, uint64_t n, const gguf_tensor *t, uint32_t type, int n_layers,
+static void log_tensor(FILE *f, uint64_t i, uint64_t n, const es_gguf_tensor *t, uint32_t type, int n_layers,
                        const char *target_name) {
     const char *note;
     es_quantize_tensor_type(target_name, t->name, t->n_dims, t->ne, n_layers, &note);
@@ -271,13 +271,13 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
         return fail(&q, ES_ERR_ARG, "output '%s' is the input file", out);
     double t0 = now();
     char inner[512];
-    if (gguf_open_file(in, &q.g, inner, sizeof inner) != 0)
+    if (es_gguf_open_file(in, &q.g, inner, sizeof inner) != 0)
         return fail(&q, access(in, R_OK) ? ES_ERR_IO : ES_ERR_FORMAT, "%s", inner);
 
     es_status st = ES_ERR_NOMEM;
     q.n_threads = p->n_threads > 0 ? p->n_threads : es_default_threads();
     q.chunk_bytes = p->chunk_bytes ? p->chunk_bytes : CHUNK_BYTES;
-    q.w = gguf_writer_new();
+    q.w = es_gguf_writer_new();
     q.pool = es_pool_new(q.n_threads);
     q.types = calloc(q.g->n_tensors + 1, sizeof *q.types);
     q.scratch = calloc((size_t)q.n_threads, sizeof *q.scratch);
@@ -289,20 +289,20 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
         if (!(q.scratch[k] = malloc(sizeof(float) * (size_t)max_row))) { fail(&q, st, "out of memory"); goto done; }
 
     if ((st = plan(&q, tg)) != ES_OK) goto done;
-    if (gguf_w_open(q.w, out)) { st = fail(&q, ES_ERR_IO, "%s", gguf_w_error(q.w)); goto done; }
+    if (es_gguf_w_open(q.w, out)) { st = fail(&q, ES_ERR_IO, "%s", es_gguf_w_error(q.w)); goto done; }
     int n_layers = model_layers(q.g);
     uint64_t in_bytes = 0, n_weights = 0;
     for (uint64_t i = 0; i < q.g->n_tensors; i++) {
-        const gguf_tensor *t = &q.g->tensors[i];
+        const es_gguf_tensor *t = &q.g->tensors[i];
         if (p->log) log_tensor(p->log, i, q.g->n_tensors, t, q.types[i], n_layers, tg->name);
         if ((st = write_tensor(&q, i)) != ES_OK) goto done;
         in_bytes += t->nbytes;
         n_weights += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
     }
-    if (gguf_w_finish(q.w, inner, sizeof inner)) { st = fail(&q, ES_ERR_IO, "%s", inner); goto done; }
+    if (es_gguf_w_finish(q.w, inner, sizeof inner)) { st = fail(&q, ES_ERR_IO, "%s", inner); goto done; }
     if (p->log) {
         double dt = now() - t0;
-        uint64_t out_bytes = gguf_w_file_size(q.w);
+        uint64_t out_bytes = es_gguf_w_file_size(q.w);
         fprintf(p->log, "quantize: %s -> %s (%s): %llu tensors, %.2f -> %.2f MiB (%.2f bits/weight), "
                         "%.2f s, %.1f MB/s of input, %d threads\n",
                 in, out, tg->name, (unsigned long long)q.g->n_tensors, (double)in_bytes / (1 << 20),
@@ -317,7 +317,7 @@ done:
     free(q.types);
     free(q.chunk);
     es_pool_free(q.pool);
-    gguf_writer_free(q.w); /* removes the output unless it was finished */
-    gguf_close(q.g);
+    es_gguf_writer_free(q.w); /* removes the output unless it was finished */
+    es_gguf_close(q.g);
     return st;
 }

@@ -75,7 +75,7 @@ static int rd_u64(cursor *c, uint64_t *v, const char *what) {
     return 0;
 }
 
-static int rd_str(cursor *c, gguf_str *s, const char *what) {
+static int rd_str(cursor *c, es_gguf_str *s, const char *what) {
     uint64_t n;
     if (rd_u64(c, &n, what)) return -1;
     if (n > c->size - c->pos) {
@@ -99,7 +99,7 @@ static size_t scalar_size(uint32_t t) {
     }
 }
 
-const char *gguf_value_type_name(uint32_t t) {
+const char *es_gguf_value_type_name(uint32_t t) {
     static const char *names[GGUF_VT_COUNT] = {
         "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
         "bool", "string", "array", "uint64", "int64", "float64"};
@@ -107,7 +107,7 @@ const char *gguf_value_type_name(uint32_t t) {
 }
 
 /* Decodes one fixed-size little-endian scalar at p into v. */
-static void decode_scalar(uint32_t t, const uint8_t *p, gguf_value *v) {
+static void decode_scalar(uint32_t t, const uint8_t *p, es_gguf_value *v) {
     uint64_t u = 0;
     size_t n = scalar_size(t);
     for (size_t i = 0; i < n; i++) u |= (uint64_t)p[i] << (8 * i);
@@ -124,7 +124,7 @@ static void decode_scalar(uint32_t t, const uint8_t *p, gguf_value *v) {
     }
 }
 
-static void free_value(gguf_value *v) {
+static void free_value(es_gguf_value *v) {
     if (v->type != GGUF_VT_ARRAY) return;
     free(v->v.arr.strs);
     if (v->v.arr.items) {
@@ -133,9 +133,9 @@ static void free_value(gguf_value *v) {
     }
 }
 
-static int read_value(cursor *c, uint32_t type, gguf_value *v, int depth, const char *key);
+static int read_value(cursor *c, uint32_t type, es_gguf_value *v, int depth, const char *key);
 
-static int read_array(cursor *c, gguf_value *v, int depth, const char *key) {
+static int read_array(cursor *c, es_gguf_value *v, int depth, const char *key) {
     uint32_t et;
     uint64_t n;
     v->type = GGUF_VT_ARRAY;
@@ -156,7 +156,7 @@ static int read_array(cursor *c, gguf_value *v, int depth, const char *key) {
         /* fixed-size elements: one bounds check covers them all */
         if (n > remain / es) {
             fail(c, "truncated at byte %zu: key '%s' array of %llu %s needs %llu bytes, %zu remain",
-                 c->pos, key, (unsigned long long)n, gguf_value_type_name(et),
+                 c->pos, key, (unsigned long long)n, es_gguf_value_type_name(et),
                  (unsigned long long)(n > UINT64_MAX / es ? UINT64_MAX : n * es), remain);
             return -1;
         }
@@ -170,25 +170,25 @@ static int read_array(cursor *c, gguf_value *v, int depth, const char *key) {
     size_t min_elem = et == GGUF_VT_STRING ? 8 : 12;
     if (n > remain / min_elem) {
         fail(c, "truncated at byte %zu: key '%s' claims %llu %s elements, only %zu bytes remain",
-             c->pos, key, (unsigned long long)n, gguf_value_type_name(et), remain);
+             c->pos, key, (unsigned long long)n, es_gguf_value_type_name(et), remain);
         return -1;
     }
     v->v.arr.n = n;
     if (et == GGUF_VT_STRING) {
-        v->v.arr.strs = calloc(n ? n : 1, sizeof(gguf_str));
+        v->v.arr.strs = calloc(n ? n : 1, sizeof(es_gguf_str));
         if (!v->v.arr.strs) { fail(c, "out of memory reading key '%s'", key); return -1; }
         for (uint64_t i = 0; i < n; i++)
             if (rd_str(c, &v->v.arr.strs[i], "array string")) return -1;
         return 0;
     }
-    v->v.arr.items = calloc(n ? n : 1, sizeof(gguf_value));
+    v->v.arr.items = calloc(n ? n : 1, sizeof(es_gguf_value));
     if (!v->v.arr.items) { fail(c, "out of memory reading key '%s'", key); return -1; }
     for (uint64_t i = 0; i < n; i++)
         if (read_value(c, GGUF_VT_ARRAY, &v->v.arr.items[i], depth + 1, key)) return -1;
     return 0;
 }
 
-static int read_value(cursor *c, uint32_t type, gguf_value *v, int depth, const char *key) {
+static int read_value(cursor *c, uint32_t type, es_gguf_value *v, int depth, const char *key) {
     if (type == GGUF_VT_STRING) {
         v->type = type;
         return rd_str(c, &v->v.s, "string value");
@@ -205,7 +205,7 @@ static int read_value(cursor *c, uint32_t type, gguf_value *v, int depth, const 
     return 0;
 }
 
-static char *dup_str(gguf_str s) {
+static char *dup_str(es_gguf_str s) {
     char *p = malloc((size_t)s.len + 1);
     if (!p) return NULL;
     memcpy(p, s.ptr, (size_t)s.len);
@@ -213,7 +213,7 @@ static char *dup_str(gguf_str s) {
     return p;
 }
 
-void gguf_close(gguf_ctx *ctx) {
+void es_gguf_close(es_gguf_ctx *ctx) {
     if (!ctx) return;
     if (ctx->kv) {
         for (uint64_t i = 0; i < ctx->n_kv; i++) {
@@ -255,17 +255,17 @@ static int check_unique(cursor *c, const void *recs, size_t stride, size_t name_
     return rc;
 }
 
-static int read_kvs(cursor *c, gguf_ctx *ctx) {
+static int read_kvs(cursor *c, es_gguf_ctx *ctx) {
     /* a kv takes at least 8 (key len) + 4 (type) + 1 bytes */
     if (ctx->n_kv > (c->size - c->pos) / 13) {
         fail(c, "header claims %llu metadata entries, impossible in a file of %zu bytes",
              (unsigned long long)ctx->n_kv, c->size);
         return -1;
     }
-    ctx->kv = calloc(ctx->n_kv ? ctx->n_kv : 1, sizeof(gguf_kv));
+    ctx->kv = calloc(ctx->n_kv ? ctx->n_kv : 1, sizeof(es_gguf_kv));
     if (!ctx->kv) { fail(c, "out of memory for %llu metadata entries", (unsigned long long)ctx->n_kv); return -1; }
     for (uint64_t i = 0; i < ctx->n_kv; i++) {
-        gguf_str k;
+        es_gguf_str k;
         uint32_t t;
         if (rd_str(c, &k, "metadata key")) return -1;
         if (k.len == 0 || k.len > GGUF_MAX_KEY_LEN) {
@@ -286,21 +286,21 @@ static int read_kvs(cursor *c, gguf_ctx *ctx) {
         }
         if (read_value(c, t, &ctx->kv[i].val, 0, ctx->kv[i].key)) return -1;
     }
-    return check_unique(c, ctx->kv, sizeof *ctx->kv, offsetof(gguf_kv, key), ctx->n_kv, "metadata key");
+    return check_unique(c, ctx->kv, sizeof *ctx->kv, offsetof(es_gguf_kv, key), ctx->n_kv, "metadata key");
 }
 
-static int read_tensor_infos(cursor *c, gguf_ctx *ctx) {
+static int read_tensor_infos(cursor *c, es_gguf_ctx *ctx) {
     /* a tensor info takes at least 8 + 1 + 4 + 8 + 4 + 8 bytes */
     if (ctx->n_tensors > (c->size - c->pos) / 33) {
         fail(c, "header claims %llu tensors, impossible in a file of %zu bytes",
              (unsigned long long)ctx->n_tensors, c->size);
         return -1;
     }
-    ctx->tensors = calloc(ctx->n_tensors ? ctx->n_tensors : 1, sizeof(gguf_tensor));
+    ctx->tensors = calloc(ctx->n_tensors ? ctx->n_tensors : 1, sizeof(es_gguf_tensor));
     if (!ctx->tensors) { fail(c, "out of memory for %llu tensors", (unsigned long long)ctx->n_tensors); return -1; }
     for (uint64_t i = 0; i < ctx->n_tensors; i++) {
-        gguf_tensor *t = &ctx->tensors[i];
-        gguf_str name;
+        es_gguf_tensor *t = &ctx->tensors[i];
+        es_gguf_str name;
         if (rd_str(c, &name, "tensor name")) return -1;
         if (name.len == 0 || name.len > GGUF_MAX_KEY_LEN || memchr(name.ptr, 0, (size_t)name.len)) {
             fail(c, "tensor %llu has an invalid name (length %llu)", (unsigned long long)i,
@@ -345,7 +345,7 @@ static int read_tensor_infos(cursor *c, gguf_ctx *ctx) {
         }
         t->nbytes = nblocks * tr->type_size;
     }
-    return check_unique(c, ctx->tensors, sizeof *ctx->tensors, offsetof(gguf_tensor, name), ctx->n_tensors,
+    return check_unique(c, ctx->tensors, sizeof *ctx->tensors, offsetof(es_gguf_tensor, name), ctx->n_tensors,
                         "tensor name");
 }
 
@@ -362,12 +362,12 @@ static int span_cmp(const void *a, const void *b) {
 /* Tensors may not share bytes: writers lay them out one after another (and
  * llama.cpp rejects anything else), so an overlap means a corrupt directory
  * whose tensors would alias each other's weights. */
-static int check_overlaps(cursor *c, const gguf_ctx *ctx) {
+static int check_overlaps(cursor *c, const es_gguf_ctx *ctx) {
     if (ctx->n_tensors < 2) return 0;
     span *sp = malloc((size_t)ctx->n_tensors * sizeof *sp);
     if (!sp) { fail(c, "out of memory"); return -1; }
     for (uint64_t i = 0; i < ctx->n_tensors; i++) {
-        const gguf_tensor *t = &ctx->tensors[i];
+        const es_gguf_tensor *t = &ctx->tensors[i];
         sp[i] = (span){t->offset, t->offset + t->nbytes, t->name};
     }
     qsort(sp, (size_t)ctx->n_tensors, sizeof *sp, span_cmp);
@@ -383,11 +383,11 @@ static int check_overlaps(cursor *c, const gguf_ctx *ctx) {
     return rc;
 }
 
-int gguf_parse_buffer(const void *buf, size_t size, gguf_ctx **out, char *err, size_t errlen) {
+int es_gguf_parse_buffer(const void *buf, size_t size, es_gguf_ctx **out, char *err, size_t errlen) {
     cursor c = {.base = buf, .size = size, .err = err, .errlen = errlen};
     if (err && errlen) err[0] = 0;
     *out = NULL;
-    gguf_ctx *ctx = calloc(1, sizeof *ctx);
+    es_gguf_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) { fail(&c, "out of memory"); return -1; }
     ctx->base = buf;
     ctx->size = size;
@@ -409,7 +409,7 @@ int gguf_parse_buffer(const void *buf, size_t size, gguf_ctx **out, char *err, s
     if (read_tensor_infos(&c, ctx)) goto bad;
 
     ctx->alignment = 32;
-    const gguf_kv *al = gguf_find_kv(ctx, "general.alignment");
+    const es_gguf_kv *al = es_gguf_find_kv(ctx, "general.alignment");
     if (al) {
         if (al->val.type != GGUF_VT_UINT32 || al->val.v.u == 0 || (al->val.v.u & (al->val.v.u - 1))) {
             fail(&c, "general.alignment must be a non-zero power of two uint32");
@@ -426,7 +426,7 @@ int gguf_parse_buffer(const void *buf, size_t size, gguf_ctx **out, char *err, s
         goto bad;
     }
     for (uint64_t i = 0; i < ctx->n_tensors; i++) {
-        gguf_tensor *t = &ctx->tensors[i];
+        es_gguf_tensor *t = &ctx->tensors[i];
         if (t->offset % ctx->alignment) {
             fail(&c, "tensor '%s' offset %llu is not aligned to %llu", t->name,
                  (unsigned long long)t->offset, (unsigned long long)ctx->alignment);
@@ -445,11 +445,11 @@ int gguf_parse_buffer(const void *buf, size_t size, gguf_ctx **out, char *err, s
     *out = ctx;
     return 0;
 bad:
-    gguf_close(ctx);
+    es_gguf_close(ctx);
     return -1;
 }
 
-int gguf_open_file(const char *path, gguf_ctx **out, char *err, size_t errlen) {
+int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -475,7 +475,7 @@ int gguf_open_file(const char *path, gguf_ctx **out, char *err, size_t errlen) {
         return -1;
     }
     char inner[512];
-    if (gguf_parse_buffer(map, size, out, inner, sizeof inner) != 0) {
+    if (es_gguf_parse_buffer(map, size, out, inner, sizeof inner) != 0) {
         snprintf(err, errlen, "%s: %s", path, inner);
         munmap(map, size);
         return -1;
@@ -485,13 +485,13 @@ int gguf_open_file(const char *path, gguf_ctx **out, char *err, size_t errlen) {
     return 0;
 }
 
-const gguf_kv *gguf_find_kv(const gguf_ctx *ctx, const char *key) {
+const es_gguf_kv *es_gguf_find_kv(const es_gguf_ctx *ctx, const char *key) {
     for (uint64_t i = 0; i < ctx->n_kv; i++)
         if (strcmp(ctx->kv[i].key, key) == 0) return &ctx->kv[i];
     return NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_ctx *ctx, const char *name) {
+const es_gguf_tensor *es_gguf_find_tensor(const es_gguf_ctx *ctx, const char *name) {
     for (uint64_t i = 0; i < ctx->n_tensors; i++)
         if (strcmp(ctx->tensors[i].name, name) == 0) return &ctx->tensors[i];
     return NULL;
@@ -506,8 +506,8 @@ static int is_signed_type(uint32_t t) {
     return t == GGUF_VT_INT8 || t == GGUF_VT_INT16 || t == GGUF_VT_INT32 || t == GGUF_VT_INT64;
 }
 
-int gguf_get_int(const gguf_ctx *ctx, const char *key, int64_t *out) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+int es_gguf_get_int(const es_gguf_ctx *ctx, const char *key, int64_t *out) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     if (!kv) return 0;
     if (!is_int_type(kv->val.type)) return -1;
     if (is_signed_type(kv->val.type)) {
@@ -519,56 +519,56 @@ int gguf_get_int(const gguf_ctx *ctx, const char *key, int64_t *out) {
     return 1;
 }
 
-int gguf_get_float(const gguf_ctx *ctx, const char *key, double *out) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+int es_gguf_get_float(const es_gguf_ctx *ctx, const char *key, double *out) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     if (!kv) return 0;
     if (kv->val.type == GGUF_VT_FLOAT32 || kv->val.type == GGUF_VT_FLOAT64) {
         *out = kv->val.v.f;
         return 1;
     }
     int64_t i;
-    if (gguf_get_int(ctx, key, &i) == 1) {
+    if (es_gguf_get_int(ctx, key, &i) == 1) {
         *out = (double)i;
         return 1;
     }
     return -1;
 }
 
-int gguf_get_bool(const gguf_ctx *ctx, const char *key, int *out) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+int es_gguf_get_bool(const es_gguf_ctx *ctx, const char *key, int *out) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     if (!kv) return 0;
     if (kv->val.type == GGUF_VT_BOOL) { *out = kv->val.v.u != 0; return 1; }
     return -1;
 }
 
-int gguf_get_str(const gguf_ctx *ctx, const char *key, gguf_str *out) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+int es_gguf_get_str(const es_gguf_ctx *ctx, const char *key, es_gguf_str *out) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     if (!kv) return 0;
     if (kv->val.type != GGUF_VT_STRING) return -1;
     *out = kv->val.v.s;
     return 1;
 }
 
-const gguf_value *gguf_get_arr(const gguf_ctx *ctx, const char *key, uint32_t elem_type) {
-    const gguf_kv *kv = gguf_find_kv(ctx, key);
+const es_gguf_value *es_gguf_get_arr(const es_gguf_ctx *ctx, const char *key, uint32_t elem_type) {
+    const es_gguf_kv *kv = es_gguf_find_kv(ctx, key);
     if (!kv || kv->val.type != GGUF_VT_ARRAY || kv->val.v.arr.elem_type != elem_type) return NULL;
     return &kv->val;
 }
 
-int64_t gguf_arr_int(const gguf_value *arr, uint64_t i) {
-    gguf_value v;
+int64_t es_gguf_arr_int(const es_gguf_value *arr, uint64_t i) {
+    es_gguf_value v;
     decode_scalar(arr->v.arr.elem_type, arr->v.arr.data + i * scalar_size(arr->v.arr.elem_type), &v);
     return is_signed_type(v.type) ? v.v.i : (int64_t)v.v.u;
 }
 
-double gguf_arr_float(const gguf_value *arr, uint64_t i) {
-    gguf_value v;
+double es_gguf_arr_float(const es_gguf_value *arr, uint64_t i) {
+    es_gguf_value v;
     decode_scalar(arr->v.arr.elem_type, arr->v.arr.data + i * scalar_size(arr->v.arr.elem_type), &v);
     if (v.type == GGUF_VT_FLOAT32 || v.type == GGUF_VT_FLOAT64) return v.v.f;
     return is_signed_type(v.type) ? (double)v.v.i : (double)v.v.u;
 }
 
-int gguf_str_eq(gguf_str s, const char *cstr) {
+int es_gguf_str_eq(es_gguf_str s, const char *cstr) {
     size_t n = strlen(cstr);
     return s.len == n && memcmp(s.ptr, cstr, n) == 0;
 }

@@ -9,7 +9,7 @@
  * exact-byte decoding of tokens; and the DeepSeek V3 (and V2) chat formats.
  *
  * Everything read from the file is copied, so the tokenizer does not keep
- * the gguf_ctx alive.  Nothing here aborts on bad input: a malformed
+ * the es_gguf_ctx alive.  Nothing here aborts on bad input: a malformed
  * vocabulary is refused at load with a message that names the problem.
  */
 #include "tokenizer.h"
@@ -207,10 +207,10 @@ void es_tokenizer_free(es_tokenizer *t) {
 
 /* Reads an optional token id key: absent gives -1; present but not an
  * integer, or not a valid id, is an error. */
-static int load_id(const gguf_ctx *g, const char *key, int32_t n_vocab, int32_t *out,
+static int load_id(const es_gguf_ctx *g, const char *key, int32_t n_vocab, int32_t *out,
                    char *err, size_t errlen) {
     int64_t v = -1;
-    int r = gguf_get_int(g, key, &v);
+    int r = es_gguf_get_int(g, key, &v);
     *out = -1;
     if (r == 0) return 0;
     if (r < 0) return fail(err, errlen, "%s is not an integer", key);
@@ -222,8 +222,8 @@ static int load_id(const gguf_ctx *g, const char *key, int32_t n_vocab, int32_t 
 }
 
 /* The required string array key, or NULL with a message. */
-static const gguf_value *str_array(const gguf_ctx *g, const char *key, char *err, size_t errlen) {
-    const gguf_kv *kv = gguf_find_kv(g, key);
+static const es_gguf_value *str_array(const es_gguf_ctx *g, const char *key, char *err, size_t errlen) {
+    const es_gguf_kv *kv = es_gguf_find_kv(g, key);
     if (!kv) {
         fail(err, errlen, "missing %s", key);
         return NULL;
@@ -235,15 +235,15 @@ static const gguf_value *str_array(const gguf_ctx *g, const char *key, char *err
     return &kv->val;
 }
 
-static int load_tokens(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errlen) {
-    const gguf_value *arr = str_array(g, "tokenizer.ggml.tokens", err, errlen);
+static int load_tokens(es_tokenizer *t, const es_gguf_ctx *g, char *err, size_t errlen) {
+    const es_gguf_value *arr = str_array(g, "tokenizer.ggml.tokens", err, errlen);
     if (!arr) return -1;
     uint64_t n = arr->v.arr.n;
     if (n == 0) return fail(err, errlen, "tokenizer.ggml.tokens is empty");
     if (n > MAX_VOCAB)
         return fail(err, errlen, "tokenizer.ggml.tokens has %llu entries (limit %u)",
                     (unsigned long long)n, MAX_VOCAB);
-    const gguf_str *strs = arr->v.arr.strs;
+    const es_gguf_str *strs = arr->v.arr.strs;
     size_t total = 0;
     for (uint64_t i = 0; i < n; i++) {
         if (strs[i].len > MAX_TOKEN_BYTES)
@@ -273,8 +273,8 @@ static int load_tokens(es_tokenizer *t, const gguf_ctx *g, char *err, size_t err
     return 0;
 }
 
-static int load_types(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errlen) {
-    const gguf_kv *kv = gguf_find_kv(g, "tokenizer.ggml.token_type");
+static int load_types(es_tokenizer *t, const es_gguf_ctx *g, char *err, size_t errlen) {
+    const es_gguf_kv *kv = es_gguf_find_kv(g, "tokenizer.ggml.token_type");
     if (!kv) {
         /* Without types every token is ordinary text: nothing is special. */
         memset(t->tok_type, TT_NORMAL, (size_t)t->n_vocab);
@@ -290,7 +290,7 @@ static int load_types(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errl
         return fail(err, errlen, "tokenizer.ggml.token_type has %llu entries, tokens has %d",
                     (unsigned long long)kv->val.v.arr.n, (int)t->n_vocab);
     for (int32_t i = 0; i < t->n_vocab; i++) {
-        int64_t v = gguf_arr_int(&kv->val, (uint64_t)i);
+        int64_t v = es_gguf_arr_int(&kv->val, (uint64_t)i);
         if (v < TT_UNDEFINED || v > TT_BYTE)
             return fail(err, errlen, "token %d has unknown token_type %lld", (int)i, (long long)v);
         t->tok_type[i] = (uint8_t)(v == TT_UNDEFINED ? TT_NORMAL : v);
@@ -298,8 +298,8 @@ static int load_types(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errl
     return 0;
 }
 
-static int load_merges(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errlen) {
-    const gguf_value *arr = str_array(g, "tokenizer.ggml.merges", err, errlen);
+static int load_merges(es_tokenizer *t, const es_gguf_ctx *g, char *err, size_t errlen) {
+    const es_gguf_value *arr = str_array(g, "tokenizer.ggml.merges", err, errlen);
     if (!arr) return -1;
     uint64_t n = arr->v.arr.n;
     if (n > (uint64_t)INT32_MAX / 2)
@@ -313,7 +313,7 @@ static int load_merges(es_tokenizer *t, const gguf_ctx *g, char *err, size_t err
     }
     t->merge_mask = slots - 1;
     for (size_t i = 0; i < slots; i++) t->merges[i].rank = -1;
-    const gguf_str *strs = arr->v.arr.strs;
+    const es_gguf_str *strs = arr->v.arr.strs;
     int rc = 0;
     for (uint64_t r = 0; r < n && rc == 0; r++) {
         const char *s = strs[r].ptr;
@@ -399,7 +399,7 @@ static void add_eog(es_tokenizer *t, int32_t id) {
 /* End-of-generation: the eos/eot/eom ids the file names, plus the control
  * tokens DeepSeek models use to end a turn, which older conversions do not
  * name as eot. */
-static int load_eog(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errlen) {
+static int load_eog(es_tokenizer *t, const es_gguf_ctx *g, char *err, size_t errlen) {
     static const char *const eot_keys[] = { "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id" };
     static const char *const eog_texts[] = { T_EOS, "<|EOT|>", "<|endoftext|>" };
     add_eog(t, t->eos);
@@ -415,22 +415,22 @@ static int load_eog(es_tokenizer *t, const gguf_ctx *g, char *err, size_t errlen
     return 0;
 }
 
-int es_tokenizer_load(const gguf_ctx *g, es_tokenizer **out, char *err, size_t errlen) {
+int es_tokenizer_load(const es_gguf_ctx *g, es_tokenizer **out, char *err, size_t errlen) {
     *out = NULL;
     if (!g) return fail(err, errlen, "no GGUF context");
-    gguf_str s;
-    int r = gguf_get_str(g, "tokenizer.ggml.model", &s);
+    es_gguf_str s;
+    int r = es_gguf_get_str(g, "tokenizer.ggml.model", &s);
     if (r == 0) return fail(err, errlen, "missing tokenizer.ggml.model");
     if (r < 0) return fail(err, errlen, "tokenizer.ggml.model is not a string");
-    if (!gguf_str_eq(s, "gpt2"))
+    if (!es_gguf_str_eq(s, "gpt2"))
         return fail(err, errlen, "unsupported tokenizer model '%.*s' (only byte-level BPE, \"gpt2\")",
                     s.len > 40 ? 40 : (int)s.len, s.ptr);
     enum pre_kind pre;
-    r = gguf_get_str(g, "tokenizer.ggml.pre", &s);
+    r = es_gguf_get_str(g, "tokenizer.ggml.pre", &s);
     if (r == 0) return fail(err, errlen, "missing tokenizer.ggml.pre (pre-tokenizer name)");
     if (r < 0) return fail(err, errlen, "tokenizer.ggml.pre is not a string");
-    if (gguf_str_eq(s, "deepseek-v3")) pre = PRE_DEEPSEEK_V3;
-    else if (gguf_str_eq(s, "deepseek-llm")) pre = PRE_DEEPSEEK_LLM;
+    if (es_gguf_str_eq(s, "deepseek-v3")) pre = PRE_DEEPSEEK_V3;
+    else if (es_gguf_str_eq(s, "deepseek-llm")) pre = PRE_DEEPSEEK_LLM;
     else
         return fail(err, errlen, "unsupported pre-tokenizer '%.*s' (supported: deepseek-v3, deepseek-llm)",
                     s.len > 40 ? 40 : (int)s.len, s.ptr);
@@ -448,7 +448,7 @@ int es_tokenizer_load(const gguf_ctx *g, es_tokenizer **out, char *err, size_t e
         load_id(g, "tokenizer.ggml.padding_token_id", t->n_vocab, &pad, err, errlen) ||
         load_eog(t, g, err, errlen))
         goto bad;
-    r = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    r = es_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
     if (r < 0) {
         fail(err, errlen, "tokenizer.ggml.add_bos_token is not a bool");
         goto bad;
@@ -464,7 +464,7 @@ int es_tokenizer_load(const gguf_ctx *g, es_tokenizer **out, char *err, size_t e
 
     /* The V2 family's template writes "User: " where V3 writes <｜User｜>. */
     t->chat = CHAT_V3;
-    if (gguf_get_str(g, "tokenizer.chat_template", &s) == 1) {
+    if (es_gguf_get_str(g, "tokenizer.chat_template", &s) == 1) {
         static const char v3_user[] = T_USER;
         int has_v3 = 0, has_v2 = 0;
         for (uint64_t i = 0; i < s.len; i++) {

@@ -27,26 +27,8 @@
 
 #include "edgeseek.h"
 
-/* The target names, for usage messages. */
-#define ES_QUANTIZE_TARGETS "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
-
-typedef struct es_quantize_params {
-    int n_threads;      /* 0: es_default_threads() */
-    FILE *log;          /* a line per tensor and a summary; NULL: silent */
-    size_t chunk_bytes; /* fp32 bytes converted per step (0: 16 MiB); tests
-                           make it small to cross chunk boundaries */
-} es_quantize_params;
-
-/* 1 if name is one of the targets. */
-int es_quantize_target_valid(const char *name);
-
-/* Writes out from in.  ES_OK, or an error with a message:
- * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
- * unwritable output), ES_ERR_FORMAT (malformed input),
- * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
- * ES_ERR_NOMEM.  On failure no output file is left behind. */
-es_status es_quantize_file(const char *in, const char *out, const char *target,
-                           const es_quantize_params *params, char *err, size_t errlen);
+/* es_quantize_params, es_quantize_target_valid and es_quantize_file are
+ * public: include/edgeseek.h. */
 
 /* The type `target` gives one tensor: its name, dimensions (ne[0] = row
  * length) and the model's block count (for the per-layer rules of the

@@ -5,8 +5,8 @@
  * Every count, size, offset and dimension is checked against the buffer size
  * with overflow-safe arithmetic; a malformed file yields an error message that
  * names the problem and never a crash.  Parsing works on any memory buffer
- * (gguf_parse_buffer, for fuzzing and tests) or on a file mapped read-only
- * (gguf_open_file).  Strings point into the buffer and are NOT NUL-terminated.
+ * (es_gguf_parse_buffer, for fuzzing and tests) or on a file mapped read-only
+ * (es_gguf_open_file).  Strings point into the buffer and are NOT NUL-terminated.
  */
 #ifndef ES_GGUF_H
 #define ES_GGUF_H
@@ -14,44 +14,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum gguf_value_type {
+enum es_gguf_value_type {
     GGUF_VT_UINT8 = 0, GGUF_VT_INT8 = 1, GGUF_VT_UINT16 = 2, GGUF_VT_INT16 = 3,
     GGUF_VT_UINT32 = 4, GGUF_VT_INT32 = 5, GGUF_VT_FLOAT32 = 6, GGUF_VT_BOOL = 7,
     GGUF_VT_STRING = 8, GGUF_VT_ARRAY = 9, GGUF_VT_UINT64 = 10, GGUF_VT_INT64 = 11,
     GGUF_VT_FLOAT64 = 12, GGUF_VT_COUNT
 };
 
-typedef struct gguf_str {
+typedef struct es_gguf_str {
     const char *ptr; /* into the buffer, not NUL-terminated */
     uint64_t len;
-} gguf_str;
+} es_gguf_str;
 
-typedef struct gguf_value gguf_value;
-struct gguf_value {
-    uint32_t type; /* enum gguf_value_type */
+typedef struct es_gguf_value es_gguf_value;
+struct es_gguf_value {
+    uint32_t type; /* enum es_gguf_value_type */
     union {
         uint64_t u;   /* unsigned integer types and bool */
         int64_t i;    /* signed integer types */
         double f;     /* float32 / float64 */
-        gguf_str s;
+        es_gguf_str s;
         struct {
-            uint32_t elem_type;   /* enum gguf_value_type */
+            uint32_t elem_type;   /* enum es_gguf_value_type */
             uint64_t n;           /* element count */
             const uint8_t *data;  /* fixed-size elements: raw little-endian */
-            gguf_str *strs;       /* elem_type STRING: n entries */
-            gguf_value *items;    /* elem_type ARRAY: n nested arrays */
+            es_gguf_str *strs;       /* elem_type STRING: n entries */
+            es_gguf_value *items;    /* elem_type ARRAY: n nested arrays */
         } arr;
     } v;
 };
 
-typedef struct gguf_kv {
+typedef struct es_gguf_kv {
     char *key; /* NUL-terminated copy */
-    gguf_value val;
-} gguf_kv;
+    es_gguf_value val;
+} es_gguf_kv;
 
 #define GGUF_MAX_DIMS 4
 
-typedef struct gguf_tensor {
+typedef struct es_gguf_tensor {
     char *name;             /* NUL-terminated copy */
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] innermost (row length); unused dims = 1 */
@@ -59,45 +59,45 @@ typedef struct gguf_tensor {
     uint64_t offset;        /* relative to data_offset */
     uint64_t nbytes;
     const uint8_t *data;    /* base + data_offset + offset */
-} gguf_tensor;
+} es_gguf_tensor;
 
-typedef struct gguf_ctx {
+typedef struct es_gguf_ctx {
     const uint8_t *base;
     size_t size;
     uint32_t version;
     uint64_t n_kv;
-    gguf_kv *kv;
+    es_gguf_kv *kv;
     uint64_t n_tensors;
-    gguf_tensor *tensors;
+    es_gguf_tensor *tensors;
     uint64_t alignment;
     uint64_t data_offset;
     /* set when the ctx owns a file mapping */
     void *map;
     size_t map_size;
-} gguf_ctx;
+} es_gguf_ctx;
 
 /* 0 on success; otherwise -1 and a message in err. */
-int gguf_parse_buffer(const void *buf, size_t size, gguf_ctx **out, char *err, size_t errlen);
-int gguf_open_file(const char *path, gguf_ctx **out, char *err, size_t errlen);
-void gguf_close(gguf_ctx *ctx);
+int es_gguf_parse_buffer(const void *buf, size_t size, es_gguf_ctx **out, char *err, size_t errlen);
+int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen);
+void es_gguf_close(es_gguf_ctx *ctx);
 
-const gguf_kv *gguf_find_kv(const gguf_ctx *ctx, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_ctx *ctx, const char *name);
+const es_gguf_kv *es_gguf_find_kv(const es_gguf_ctx *ctx, const char *key);
+const es_gguf_tensor *es_gguf_find_tensor(const es_gguf_ctx *ctx, const char *name);
 
 /* Typed getters: return 1 if the key exists with a compatible type, 0 if it
  * is absent, -1 if present with an incompatible type. */
-int gguf_get_int(const gguf_ctx *ctx, const char *key, int64_t *out);   /* any integer type */
-int gguf_get_float(const gguf_ctx *ctx, const char *key, double *out);  /* f32/f64 or integer */
-int gguf_get_bool(const gguf_ctx *ctx, const char *key, int *out);
-int gguf_get_str(const gguf_ctx *ctx, const char *key, gguf_str *out);
+int es_gguf_get_int(const es_gguf_ctx *ctx, const char *key, int64_t *out);   /* any integer type */
+int es_gguf_get_float(const es_gguf_ctx *ctx, const char *key, double *out);  /* f32/f64 or integer */
+int es_gguf_get_bool(const es_gguf_ctx *ctx, const char *key, int *out);
+int es_gguf_get_str(const es_gguf_ctx *ctx, const char *key, es_gguf_str *out);
 /* Array of the given element type: returns the value or NULL. */
-const gguf_value *gguf_get_arr(const gguf_ctx *ctx, const char *key, uint32_t elem_type);
+const es_gguf_value *es_gguf_get_arr(const es_gguf_ctx *ctx, const char *key, uint32_t elem_type);
 
 /* Element i of a fixed-size integer array (any integer element type) */
-int64_t gguf_arr_int(const gguf_value *arr, uint64_t i);
-double gguf_arr_float(const gguf_value *arr, uint64_t i);
+int64_t es_gguf_arr_int(const es_gguf_value *arr, uint64_t i);
+double es_gguf_arr_float(const es_gguf_value *arr, uint64_t i);
 
-const char *gguf_value_type_name(uint32_t t);
-int gguf_str_eq(gguf_str s, const char *cstr);
+const char *es_gguf_value_type_name(uint32_t t);
+int es_gguf_str_eq(es_gguf_str s, const char *cstr);
 
 #endif
