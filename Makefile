@@ -14,7 +14,6 @@ ifeq ($(NUMA),1)
 ES_CFLAGS += -DES_HAVE_LIBNUMA
 LDLIBS  += -lnuma
 endif
-SHARED  ?= ../shared
 
 # Rooms, and what each may include (its own headers first).  Dependencies run
 # one way: cli -> include (the public header alone); runtime (the engine) ->
@@ -97,9 +96,10 @@ endif
 tools: $(TOOLS)
 bench: $(BENCHES)
 
-# Runs every test binary; the last line is "N passed, N failed".
+# Runs every test binary; the last line is "N passed, N failed, N skipped".
+# The tests read their data from tests/data (ES_DATA overrides it).
 test: all $(TESTS)
-	@ES_BUILD=$(BUILD) ES_SHARED=$(SHARED) sh tests/run_tests.sh $(TESTS)
+	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS)
 
 # The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
 asan-test:
@@ -116,7 +116,7 @@ ARM_TESTS  = $(TEST_SRC:tests/%.c=$(ARM_BUILD)/tests/%)
 .PHONY: test-arm clean-arm
 test-arm:
 	$(MAKE) CC=$(ARM_CC) BUILD=$(ARM_BUILD) all $(ARM_TESTS)
-	@ES_SHARED=$(SHARED) sh tests/run_arm.sh $(ARM_BUILD) $(ARM_TESTS)
+	@sh tests/run_arm.sh $(ARM_BUILD) $(ARM_TESTS)
 clean: clean-arm
 clean-arm:
 	rm -rf $(ARM_BUILD)

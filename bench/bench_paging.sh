@@ -2,7 +2,7 @@
 # bench_paging.sh — a model larger than memory: time to first token and
 # generation speed of each edgeseek paging mode, and of llama.cpp with plain
 # mmap (-nr: no repacking into anonymous memory) when a llama.cpp build is
-# given, under memory caps (../shared/tools/memlimit), each run from a cold
+# given, under memory caps (tests/memlimit), each run from a cold
 # page cache; with edgeseek's expert hit rate, prefetch accuracy, I/O stall
 # per token and the group's peak memory.
 #
@@ -13,7 +13,6 @@
 #                  llama-cli in it or its bin/ (built outside this tree);
 #                  unset: the llama.cpp rows are skipped
 #   EDGESEEK       the edgeseek binary (default build/edgeseek of this checkout)
-#   ES_SHARED      shared data (default ../shared), for tools/memlimit
 #   ES_ARGS        more edgeseek run options, e.g. "--policy lfu"
 # Needs root (cgroups, drop_caches).  Full logs stay in $BENCH_LOG (default
 # a temporary directory, removed at the end).
@@ -29,7 +28,7 @@ while [ $# -gt 0 ]; do
     -m) modes=$2; shift 2 ;;
     -p) prompt=$2; shift 2 ;;
     -r) reps=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "bench_paging.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -39,8 +38,7 @@ model=$1
 [ -r "$model" ] || { echo "bench_paging.sh: cannot read $model" >&2; exit 1; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 ES=${EDGESEEK:-$here/build/edgeseek}
-SHARED=${ES_SHARED:-$here/../shared}
-ML=$SHARED/tools/memlimit
+ML=$here/tests/memlimit
 [ -x "$ES" ] || { echo "bench_paging.sh: $ES is not built (make)" >&2; exit 2; }
 [ -x "$ML" ] || { echo "bench_paging.sh: no $ML" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench_paging.sh: needs root (memory cgroups, drop_caches)" >&2; exit 2; }

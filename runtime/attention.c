@@ -4,7 +4,7 @@
  * heads' outputs o[T][H][dv].  forward.c computes the projections around it
  * (queries, the latent written into the cache, W_O).
  *
- * Two forms of the same arithmetic (shared/spec/deepseek-semantics.md):
+ * Two forms of the same arithmetic (docs/deepseek-semantics.md):
  *
  *   absorbed   per (token, head): q̃ = (W_UK^h)^T q_nope (R), scores
  *              q̃·ĉ_s + q_pe·k_pe_s over every visible position, softmax,

@@ -1,32 +1,32 @@
 #!/bin/sh
 # memlimit_test.sh — a model twice the size of its memory: a generated
-# V2-Lite-shaped Q4_0 model runs greedy under ../shared/tools/memlimit with a
+# V2-Lite-shaped Q4_0 model runs greedy under tests/memlimit with a
 # cap of half its file size, from a cold page cache, in each paging mode.
 # Each run must finish, print the same tokens as an unconstrained run, and
 # keep the group's peak (page cache included) under the cap.
 #
 # usage: tests/memlimit_test.sh [BUILD_DIR]        (default build)
-#   ES_SHARED          shared data (default ../shared): tools/memlimit
 #   ES_MEMLIMIT_MODEL  use this GGUF instead of generating one
 #   ES_MEMLIMIT_ARGS   gen_model options (default: V2-Lite shape, 4 layers,
 #                      a 32000-token vocabulary: a 1.0 GB file)
 #   ES_MEMLIMIT_MODES  modes to run (default "mmap pread mmap-plain")
-# Needs root (cgroups, drop_caches) and a memory cgroup controller; prints
-# SKIP and exits 0 without them.  The last line reads "N passed, N failed".
+# Needs root (cgroups, drop_caches) and a memory cgroup controller; without
+# them it prints SKIP, counts the test as one skip and exits 0.  The last
+# line reads "N passed, N failed, N skipped".
 set -u
 BUILD=${1:-build}
-SHARED=${ES_SHARED:-../shared}
+MEMLIMIT=$(dirname "$0")/memlimit
 MODES=${ES_MEMLIMIT_MODES:-mmap pread mmap-plain}
 GEN_ARGS=${ES_MEMLIMIT_ARGS:---preset v2lite --layers 4 --vocab 32000 --type q4_0 --seed 7}
 PROMPT="The capital of France is"
 pass=0 fail=0
 
-skip() { echo "SKIP memlimit_test: $*"; echo "0 passed, 0 failed"; exit 0; }
+skip() { echo "SKIP memlimit_test: $*"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (memory cgroups, drop_caches)"
-[ -x "$SHARED/tools/memlimit" ] || skip "no $SHARED/tools/memlimit"
+[ -x "$MEMLIMIT" ] || { echo "FAIL no $MEMLIMIT"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || skip "no memory cgroup controller"
 [ -w /proc/sys/vm/drop_caches ] || skip "cannot write /proc/sys/vm/drop_caches"
 [ -x "$BUILD/edgeseek" ] || skip "$BUILD/edgeseek is not built (make)"
@@ -38,7 +38,7 @@ if [ -z "$model" ]; then
     [ -x "$BUILD/gen_model" ] || skip "$BUILD/gen_model is not built (make)"
     model=$tmp/model.gguf
     # shellcheck disable=SC2086
-    "$BUILD/gen_model" $GEN_ARGS --quiet -o "$model" || { bad "gen_model $GEN_ARGS"; echo "$pass passed, $fail failed"; exit 1; }
+    "$BUILD/gen_model" $GEN_ARGS --quiet -o "$model" || { bad "gen_model $GEN_ARGS"; echo "$pass passed, $fail failed, 0 skipped"; exit 1; }
 fi
 size=$(stat -c %s "$model")
 cap=$((size / 2))
@@ -60,7 +60,7 @@ for mode in $MODES; do
     sync
     echo 3 > /proc/sys/vm/drop_caches
     t0=$(date +%s)
-    if "$SHARED/tools/memlimit" "$cap" "$BUILD/edgeseek" run -m "$model" -p "$PROMPT" -n 8 --temp 0 -t 2 \
+    if "$MEMLIMIT" "$cap" "$BUILD/edgeseek" run -m "$model" -p "$PROMPT" -n 8 --temp 0 -t 2 \
         --experts "$mode" --stats > "$tmp/$mode.out" 2> "$tmp/$mode.err"; then
         ok "$mode under a cap of $cap bytes completes ($(( $(date +%s) - t0 )) s)"
     else
@@ -77,5 +77,5 @@ for mode in $MODES; do
     else bad "$mode: peak '${peak:-?}' bytes, cap $cap"; fi
     grep -E '^\[edgeseek\]|^\[paging\] (budget|expert|prefetch|storage|I/O)' "$tmp/$mode.err" | sed 's/^/     /'
 done
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, 0 skipped"
 [ "$fail" -eq 0 ]

@@ -32,7 +32,7 @@ export QEMU QEMU_LD_PREFIX="$ARM_SYSROOT"
 
 if ! command -v "$QEMU" >/dev/null 2>&1; then
     echo "run_arm.sh: $QEMU not found (Debian: apt-get install qemu-user)"
-    echo "0 passed, 1 failed"
+    echo "0 passed, 1 failed, 0 skipped"
     exit 1
 fi
 
@@ -66,6 +66,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 total_pass=0
 total_fail=0
+total_skip=0
 for run in $ARM_RUNS; do
     IFS=: read -r cpu path which <<EOF
 $run
@@ -78,15 +79,17 @@ EOF
     else
         QEMU_CPU="$cpu" EDGESEEK_SIMD="$path" ES_BUILD="$wrap" sh tests/run_tests.sh $tests | tee "$log"
     fi
-    last=$(tail -n 1 "$log") # run_tests.sh's "N passed, M failed"
+    last=$(tail -n 1 "$log") # run_tests.sh's "N passed, N failed, N skipped"
     case "$last" in
-    [0-9]*' passed, '[0-9]*' failed') p=${last%% passed*} f=${last#*passed, } f=${f% failed} ;;
-    *) p=0 f=1 ;;
+    [0-9]*' passed, '[0-9]*' failed, '[0-9]*' skipped')
+        p=${last%% passed*} f=${last#*passed, } f=${f%% failed*} s=${last#*failed, } s=${s% skipped} ;;
+    *) p=0 f=1 s=0 ;;
     esac
     [ -n "$tests" ] || { echo "no test matches '$which'"; f=$((f + 1)); }
-    echo "== -cpu $cpu, $path: $p passed, $f failed ($(($(date +%s) - start)) s)"
+    echo "== -cpu $cpu, $path: $p passed, $f failed, $s skipped ($(($(date +%s) - start)) s)"
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
+    total_skip=$((total_skip + s))
 done
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

@@ -90,7 +90,7 @@ static void test_detok(void) {
     char err[512];
     es_load_params lp = {.vocab_only = 1};
     es_model *m = NULL;
-    es_status st = es_model_load(test_shared_path("golden/tokenizer/dsv3-vocab.gguf"), &lp, &m, err, sizeof err);
+    es_status st = es_model_load(test_data_path("golden/tokenizer/dsv3-vocab.gguf"), &lp, &m, err, sizeof err);
     CHECK(st == ES_OK, "vocab-only load: %s", err);
     if (st != ES_OK) return;
     const char *texts[] = {"héllo wörld", "日本語のテキスト 🙂🚀 mixed", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ∮ E⋅da = Q", "plain ascii"};
@@ -139,7 +139,7 @@ static void test_detok(void) {
 
 static void test_cli(void) {
     const char *bin = test_build_path("edgeseek");
-    const char *model = test_shared_path("golden/v3-tiny/model.gguf");
+    const char *model = test_data_path("golden/v3-tiny/model.gguf");
     char cmd[2048], a[8192], b[8192], c[8192];
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 24 --seed 5 --temp 0.9 --no-stats 2>/dev/null", bin, model);
     int r1 = test_run_cmd(cmd, a, sizeof a), r2 = test_run_cmd(cmd, b, sizeof b);
@@ -158,7 +158,7 @@ static void test_cli(void) {
     CHECK(test_run_cmd(cmd, a, sizeof a) == 2, "unknown flag is exit 2");
     snprintf(cmd, sizeof cmd, "%s run -m %s -c 4 -p 'a long prompt that does not fit in four tokens' 2>&1", bin, model);
     CHECK(test_run_cmd(cmd, a, sizeof a) == 1 && strstr(a, "context"), "prompt longer than the context: exit 1 with a message");
-    snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world'", bin, test_shared_path("golden/tokenizer/dsv3-vocab.gguf"));
+    snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world'", bin, test_data_path("golden/tokenizer/dsv3-vocab.gguf"));
     CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strcmp(a, "19923,2058\n") == 0, "tokenize prints ids: '%s'", a);
     snprintf(cmd, sizeof cmd, "%s info -m %s", bin, model);
     CHECK(test_run_cmd(cmd, a, sizeof a) == 0 && strstr(a, "KV cache:    480 bytes per token"), "info reports KV bytes per token");

@@ -752,11 +752,8 @@ static void test_gen_v3_and_overrides(void) {
 /* Generated with a golden case's configuration, the file has the golden
  * file's keys (same types) and tensors (same shapes, types and offsets). */
 static void test_gen_matches_golden(void) {
-    const char *gp = test_shared_path("golden/v3-tiny/model.gguf");
-    if (!file_exists(gp)) {
-        SKIP("no %s", gp);
-        return;
-    }
+    const char *gp = test_data_path("golden/v3-tiny/model.gguf");
+    if (!test_need_file(gp)) return;
     const char *p = tmp_path("golden.gguf");
     const char *a[] = {"-o", p, "--vocab", "384", "--ctx", "64", "--dim", "64", "--layers", "3", "--dense-layers", "1",
                        "--ffn", "128", "--expert-ffn", "32", "--heads", "4", "--kv-lora", "32", "--nope-dim", "16",

@@ -1,5 +1,5 @@
 /* test_golden.c — parity with DeepSeek's reference implementation on every
- * golden case in shared/golden/: the logits of every position within the
+ * golden case in tests/data/golden/: the logits of every position within the
  * case's tolerance (max |Δ| ≤ 5e-5), the experts chosen per MoE layer and
  * token identical to route.txt, both MLA tensor layouts loading and agreeing,
  * the KV bytes per token formula, and the `logits` subcommand end to end. */
@@ -117,12 +117,12 @@ static void test_case(const char *name) {
     char rel[256];
     snprintf(rel, sizeof rel, "golden/%s/tokens.txt", name);
     int32_t toks[1024];
-    int n = read_tokens(test_shared_path(rel), toks, 1024);
+    int n = read_tokens(test_data_path(rel), toks, 1024);
     CHECK(n > 0, "%s: cannot read tokens", name);
     if (n <= 0) return;
     snprintf(rel, sizeof rel, "golden/%s/logits.f32", name);
     size_t ref_len = 0;
-    float *ref = test_read_file(test_shared_path(rel), &ref_len);
+    float *ref = test_read_file(test_data_path(rel), &ref_len);
     CHECK(ref != NULL, "%s: cannot read logits.f32", name);
     if (!ref) return;
 
@@ -130,7 +130,7 @@ static void test_case(const char *name) {
     int nv = 0;
     es_model *m = NULL;
     snprintf(rel, sizeof rel, "golden/%s/model.gguf", name);
-    float *got = run_model(test_shared_path(rel), toks, n, r, &nv, &m);
+    float *got = run_model(test_data_path(rel), toks, n, r, &nv, &m);
     if (got) {
         CHECK(ref_len == sizeof(float) * (size_t)n * (size_t)nv, "%s: reference has %zu bytes, want %d x %d floats",
               name, ref_len, n, nv);
@@ -140,13 +140,13 @@ static void test_case(const char *name) {
             CHECK(d <= 5e-5, "%s: max |dlogit| %.3g exceeds 5e-5", name, d);
         }
         snprintf(rel, sizeof rel, "golden/%s/route.txt", name);
-        check_routes(name, test_shared_path(rel), r);
+        check_routes(name, test_data_path(rel), r);
     }
     if (m) {
         /* KV cache: n_layers x (kv_lora_rank + rope dims) x sizeof(float).  The golden
          * configs have 3 layers; kv_lora and rope are read back from case.json. */
         snprintf(rel, sizeof rel, "golden/%s/case.json", name);
-        char *js = test_read_file(test_shared_path(rel), NULL);
+        char *js = test_read_file(test_data_path(rel), NULL);
         const char *a = js ? strstr(js, "\"kv_lora_rank\":") : NULL;
         const char *b = js ? strstr(js, "\"qk_rope_head_dim\":") : NULL;
         const char *c = js ? strstr(js, "\"n_layers\":") : NULL;
@@ -163,11 +163,11 @@ static void test_case(const char *name) {
 
     /* the older combined attn_kv_b layout, where the case has one */
     snprintf(rel, sizeof rel, "golden/%s/model-legacy.gguf", name);
-    FILE *f = fopen(test_shared_path(rel), "rb");
+    FILE *f = fopen(test_data_path(rel), "rb");
     if (f && got) {
         fclose(f);
         int nv2 = 0;
-        float *leg = run_model(test_shared_path(rel), toks, n, NULL, &nv2, NULL);
+        float *leg = run_model(test_data_path(rel), toks, n, NULL, &nv2, NULL);
         if (leg) {
             double d = max_abs_diff(leg, got, (size_t)n * (size_t)nv);
             printf("%-12s legacy attn_kv_b vs split: max |d| = %.3g\n", name, d);
@@ -190,17 +190,17 @@ static void test_cli_logits(void) {
     int fd = mkstemp(out);
     CHECK(fd >= 0, "mkstemp");
     if (fd < 0) return;
-    snprintf(tokpath, sizeof tokpath, "%s", test_shared_path("golden/v3-stress/tokens.txt"));
+    snprintf(tokpath, sizeof tokpath, "%s", test_data_path("golden/v3-stress/tokens.txt"));
     char *toks = test_read_file(tokpath, NULL);
     if (!toks) { CHECK(0, "tokens"); return; }
     toks[strcspn(toks, "\r\n")] = 0;
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s", bin,
-             test_shared_path("golden/v3-stress/model.gguf"), toks, out);
+             test_data_path("golden/v3-stress/model.gguf"), toks, out);
     int rc = system(cmd);
     CHECK(rc == 0, "edgeseek logits exited %d", rc);
     size_t a = 0, b = 0;
     float *got = test_read_file(out, &a);
-    float *ref = test_read_file(test_shared_path("golden/v3-stress/logits.f32"), &b);
+    float *ref = test_read_file(test_data_path("golden/v3-stress/logits.f32"), &b);
     CHECK(got && ref && a == b, "logits file size %zu vs %zu", a, b);
     if (got && ref && a == b) CHECK(max_abs_diff(got, ref, a / 4) <= 5e-5, "CLI logits differ from the reference");
     free(got);
@@ -211,11 +211,11 @@ static void test_cli_logits(void) {
 
     /* bad usage is exit status 2, a user error 1 */
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 1,x,3 -o /dev/null 2>/dev/null", bin,
-             test_shared_path("golden/v3-tiny/model.gguf"));
+             test_data_path("golden/v3-tiny/model.gguf"));
     rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "bad --tokens: exit %d, want 2", WEXITSTATUS(rc));
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 1,99999,3 -o /dev/null 2>/dev/null", bin,
-             test_shared_path("golden/v3-tiny/model.gguf"));
+             test_data_path("golden/v3-tiny/model.gguf"));
     rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "token out of vocabulary: exit %d, want 1", WEXITSTATUS(rc));
     snprintf(cmd, sizeof cmd, "%s logits -m /nonexistent.gguf --tokens 1 -o /dev/null 2>/dev/null", bin);
@@ -227,7 +227,7 @@ static void test_cli_logits(void) {
 static void test_context_limit(void) {
     char err[256];
     es_model *m = NULL;
-    if (es_model_load(test_shared_path("golden/v3-tiny/model.gguf"), NULL, &m, err, sizeof err) != ES_OK) {
+    if (es_model_load(test_data_path("golden/v3-tiny/model.gguf"), NULL, &m, err, sizeof err) != ES_OK) {
         CHECK(0, "load: %s", err);
         return;
     }

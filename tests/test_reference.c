@@ -1,7 +1,7 @@
 /* test_reference.c — owns: an independent float64 reference forward pass for
  * deepseek2 GGUF models, and the tests that hold the runtime to it.
  *
- * The reference is written from shared/spec/deepseek-semantics.md, not from
+ * The reference is written from docs/deepseek-semantics.md, not from
  * runtime/forward.c or model.c, so that it is a real cross-check: it reads
  * every tensor by name straight from the GGUF (gguf.h), dequantises it with
  * es_dequant_row into doubles, and runs the NAIVE (non-absorbed) MLA — every
@@ -10,7 +10,7 @@
  *
  * The runtime is driven only through the public API (es_model_load,
  * es_session_new, es_session_eval with all_positions, the route hook) on:
- *   - the golden models in ../shared/golden (whose float32 reference logits
+ *   - the golden models in tests/data/golden (whose float32 reference logits
  *     and routes also check the float64 reference itself),
  *   - models written by build/gen_model in many shapes and weight types.
  * Per model: logits of every position, the experts the route hook reports,
@@ -696,7 +696,8 @@ static double max_abs(const double *a, size_t n) {
 
 static void check_golden_routes(const char *label, const rmodel *rm, const rrun *run, const char *path) {
     char *txt = test_read_file(path, NULL);
-    if (!txt) { SKIP("%s: no %s", label, path); return; }
+    CHECK(txt != NULL, "%s: cannot read %s", label, path);
+    if (!txt) return;
     int k = rm->hp.k, lines = 0, bad = 0;
     for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
         if (line[0] == '#' || !line[0]) continue;
@@ -908,15 +909,21 @@ static void check_model(const char *label, const char *path, const int32_t *tok,
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void golden_case(const char *name) {
+/* Runs one golden case; 0 if the folder is not a model case (it has no
+ * model.gguf, like tokenizer/).  A model case missing its tokens or logits
+ * is a failure. */
+static int golden_case(const char *name) {
     char dir[1024], p[1200];
-    snprintf(dir, sizeof dir, "%s", test_shared_path("golden"));
+    snprintf(dir, sizeof dir, "%s", test_data_path("golden"));
+    snprintf(p, sizeof p, "%s/%s/model.gguf", dir, name);
+    if (access(p, F_OK) != 0) return 0;
     snprintf(p, sizeof p, "%s/%s/tokens.txt", dir, name);
     char *txt = test_read_file(p, NULL);
     snprintf(p, sizeof p, "%s/%s/logits.f32", dir, name);
     size_t lbytes = 0;
     float *gl = test_read_file(p, &lbytes);
-    if (!txt || !gl) { free(txt); free(gl); return; } /* not a model case (e.g. tokenizer/) */
+    CHECK(txt && gl, "golden %s: cannot read tokens.txt or logits.f32 in %s", name, dir);
+    if (!txt || !gl) { free(txt); free(gl); return 1; }
     int32_t tok[4096];
     int T = 0;
     for (char *q = txt; *q && T < 4096;) {
@@ -951,21 +958,26 @@ static void golden_case(const char *name) {
     }
     free(txt);
     free(gl);
+    return 1;
 }
 
 static void golden_cases(void) {
-    DIR *d = opendir(test_shared_path("golden"));
-    if (!d) { SKIP("no golden directory at %s", test_shared_path("golden")); return; }
+    DIR *d = opendir(test_data_path("golden"));
+    CHECK(d != NULL, "no golden directory at %s (tests/data/README.md)", test_data_path("golden"));
+    if (!d) return;
     char *names[64];
     int n = 0;
     for (struct dirent *e; (e = readdir(d)) && n < 64;)
         if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
     closedir(d);
     qsort(names, (size_t)n, sizeof *names, cmp_str);
+    int n_cases = 0;
     for (int i = 0; i < n; i++) {
-        golden_case(names[i]);
+        n_cases += golden_case(names[i]);
         free(names[i]);
     }
+    /* the six cases tests/data/README.md lists (test_golden names them too) */
+    CHECK(n_cases >= 6, "%d golden model cases found in %s, expected 6", n_cases, test_data_path("golden"));
 }
 
 /* ---- generated models ------------------------------------------------------- */

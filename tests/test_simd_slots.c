@@ -12,7 +12,15 @@
  *     for the others);
  *   - quant_row and dequant_row are bit-identical to generic;
  *   - silu_mul and softmax are within 1e-6 relative of generic (a vector
- *     exp is allowed that much), including overflow, underflow, NaN. */
+ *     exp is allowed that much), including overflow, underflow, NaN.
+ *
+ * Only real comparisons are counted.  es_kern() hands out the table merged
+ * with generic (an empty slot holds generic's function), so comparing a slot
+ * with generic where it holds generic's own function would compare generic
+ * with itself: such slots are left out, neither passed nor skipped (nothing
+ * this CPU could have run is missing).  On the generic path that leaves
+ * test_quant and test_activations nothing to compare; its matmul check stays,
+ * as it holds generic's matvec on split row ranges to the whole range. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +43,12 @@ static es_matvec_fn matvec_of(const es_kernels *K, uint32_t t, uint32_t *act_typ
     const es_kernels *k = K->matvec[t] ? K : &es_kernels_generic;
     *act_type = k->act_type[t];
     return k->matvec[t];
+}
+
+/* 1 if K has its own kernel for type t (matvec or matmul), not generic's */
+static int own_mm(const es_kernels *K, uint32_t t) {
+    uint32_t at;
+    return matvec_of(K, t, &at) != es_kernels_generic.matvec[t] || (K->matmul[t] && K->matvec[t]);
 }
 
 /* Y = W·X for n_tok tokens through K's matmul slot (per-token matvec when
@@ -70,6 +84,10 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
     enum { MAX_TOK = 9 };
     for (size_t ti = 0; ti < sizeof mm_types / sizeof mm_types[0]; ti++) {
         uint32_t t = mm_types[ti];
+        /* a type every table leaves to generic's matvec was checked on the generic path */
+        int own = !strcmp(tabs[0]->name, "generic");
+        for (int v = 0; v < ntabs; v++) own |= own_mm(tabs[v], t);
+        if (!own) continue;
         int block = (int)es_type_info(t)->block_size;
         static const int64_t cols_float[] = {1, 3, 5, 17, 33, 64, 255, 1056};
         static const int64_t cols_32[] = {32, 64, 96, 224, 1056};
@@ -129,8 +147,9 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
             }
         CHECK(bad_mm == 0, "%s %s: matmul differs from per-token matvec (%s) in %d of %d cases", tabs[0]->name,
               es_type_info(t)->name, exact ? "bit for bit" : "by more than 1e-5 of sum |w*x|", bad_mm, cases);
-        CHECK(bad_var == 0, "%s %s: the %d variants differ in %d of %d cases", tabs[0]->name, es_type_info(t)->name,
-              ntabs, bad_var, cases);
+        if (ntabs > 1) /* one table has no variants to compare */
+            CHECK(bad_var == 0, "%s %s: the %d variants differ in %d of %d cases", tabs[0]->name,
+                  es_type_info(t)->name, ntabs, bad_var, cases);
     }
 }
 
@@ -147,12 +166,16 @@ static void test_quant(const es_kernels *K) {
         es_quant_fn qf = K->quant_row[t] ? K->quant_row[t] : es_kernels_generic.quant_row[t];
         es_dequant_fn df = K->dequant_row[t] ? K->dequant_row[t] : es_kernels_generic.dequant_row[t];
         es_kernels_generic.quant_row[t](x, q0, n);
-        qf(x, q1, n);
-        CHECK(memcmp(q0, q1, rb) == 0, "%s %s quant_row differs from generic", K->name, es_type_info(t)->name);
-        es_kernels_generic.dequant_row[t](q0, d0, n);
-        df(q0, d1, n);
-        CHECK(memcmp(d0, d1, sizeof(float) * n) == 0, "%s %s dequant_row differs from generic", K->name,
-              es_type_info(t)->name);
+        if (qf != es_kernels_generic.quant_row[t]) { /* generic's own: nothing to compare */
+            qf(x, q1, n);
+            CHECK(memcmp(q0, q1, rb) == 0, "%s %s quant_row differs from generic", K->name, es_type_info(t)->name);
+        }
+        if (df != es_kernels_generic.dequant_row[t]) {
+            es_kernels_generic.dequant_row[t](q0, d0, n);
+            df(q0, d1, n);
+            CHECK(memcmp(d0, d1, sizeof(float) * n) == 0, "%s %s dequant_row differs from generic", K->name,
+                  es_type_info(t)->name);
+        }
     }
     free(x); free(d0); free(d1); free(q0); free(q1);
 }
@@ -165,6 +188,8 @@ static int close_rel(float a, float b) {
 }
 
 static void test_activations(const es_kernels *K) {
+    int own_silu = K->silu_mul != es_kernels_generic.silu_mul, own_soft = K->softmax != es_kernels_generic.softmax;
+    if (!own_silu && !own_soft) return; /* generic's own: nothing to compare */
     enum { N = 203 };
     float g[N], u[N], gg[N], sm[N], smg[N];
     int bad_silu = 0, bad_soft = 0;
@@ -193,8 +218,8 @@ static void test_activations(const es_kernels *K) {
             }
         }
     }
-    CHECK(bad_silu == 0, "%s silu_mul: %d values off generic by more than 1e-6", K->name, bad_silu);
-    CHECK(bad_soft == 0, "%s softmax: %d values off generic by more than 1e-6", K->name, bad_soft);
+    if (own_silu) CHECK(bad_silu == 0, "%s silu_mul: %d values off generic by more than 1e-6", K->name, bad_silu);
+    if (own_soft) CHECK(bad_soft == 0, "%s softmax: %d values off generic by more than 1e-6", K->name, bad_soft);
 }
 
 int main(void) {

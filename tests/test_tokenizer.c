@@ -284,7 +284,7 @@ static es_tokenizer *load_tok(const char *rel, es_gguf_ctx **g) {
     char err[256] = "";
     es_tokenizer *t = NULL;
     *g = NULL;
-    if (es_gguf_open_file(test_shared_path(rel), g, err, sizeof err) != 0) {
+    if (es_gguf_open_file(test_data_path(rel), g, err, sizeof err) != 0) {
         CHECK(0, "open %s: %s", rel, err);
         return NULL;
     }
@@ -368,7 +368,7 @@ static void test_golden_vectors(void) {
     CHECK(load_s < 5.0, "loading the vocabulary took %.2f s", load_s);
 
     size_t flen = 0;
-    char *data = test_read_file(test_shared_path("golden/tokenizer/vectors.jsonl"), &flen);
+    char *data = test_read_file(test_data_path("golden/tokenizer/vectors.jsonl"), &flen);
     CHECK(data != NULL, "cannot read vectors.jsonl");
     int n_text = 0, n_chat = 0, line = 0;
     for (char *p = data; data && p < data + flen;) {

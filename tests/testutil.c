@@ -9,10 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-int test_n_pass, test_n_fail;
+int test_n_pass, test_n_fail, test_n_skip;
 
 int test_summary(void) {
-    printf("%d passed, %d failed\n", test_n_pass, test_n_fail);
+    printf("%d passed, %d failed, %d skipped\n", test_n_pass, test_n_fail, test_n_skip);
     return test_n_fail ? 1 : 0;
 }
 
@@ -23,11 +23,17 @@ static const char *join(char *buf, size_t cap, const char *env, const char *def,
     return buf;
 }
 
-const char *test_shared_path(const char *rel) {
+const char *test_data_path(const char *rel) {
     static char buf[4][4096];
     static int i;
     i = (i + 1) & 3;
-    return join(buf[i], sizeof buf[i], "ES_SHARED", "../shared", rel);
+    return join(buf[i], sizeof buf[i], "ES_DATA", "tests/data", rel);
+}
+
+int test_need_file(const char *path) {
+    int ok = access(path, R_OK) == 0;
+    CHECK(ok, "test data %s is missing (tests/data/README.md; ES_DATA overrides the folder)", path);
+    return ok;
 }
 
 const char *test_build_path(const char *rel) {

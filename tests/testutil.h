@@ -1,13 +1,15 @@
 /* testutil.h — the tiny test harness every tests/test_*.c uses.
  * CHECK records a pass or a failure (with file:line and a message);
- * test_summary() prints "N passed, N failed" as the binary's last line and
- * returns the exit status.  Paths to shared data come from ES_SHARED. */
+ * SKIP records a skip (a check this CPU, build or user cannot run).
+ * test_summary() prints "N passed, N failed, N skipped" as the binary's last
+ * line and returns the exit status.  Test data comes from tests/data (or
+ * $ES_DATA); data that should be there and is not is a failure, not a skip. */
 #ifndef ES_TESTUTIL_H
 #define ES_TESTUTIL_H
 
 #include <stdio.h>
 
-extern int test_n_pass, test_n_fail;
+extern int test_n_pass, test_n_fail, test_n_skip;
 
 #define CHECK(cond, ...)                                                   \
     do {                                                                   \
@@ -21,12 +23,23 @@ extern int test_n_pass, test_n_fail;
         }                                                                  \
     } while (0)
 
-/* Marks a test skipped (printed, not counted). */
-#define SKIP(...) do { printf("SKIP "); printf(__VA_ARGS__); printf("\n"); } while (0)
+/* Marks a test skipped: printed and counted in the summary's "N skipped". */
+#define SKIP(...)                                                          \
+    do {                                                                   \
+        test_n_skip++;                                                     \
+        printf("SKIP ");                                                   \
+        printf(__VA_ARGS__);                                               \
+        printf("\n");                                                      \
+    } while (0)
 
 int test_summary(void);
-/* "$ES_SHARED/rel" (default ../shared) in a static buffer */
-const char *test_shared_path(const char *rel);
+/* "$ES_DATA/rel" in a static buffer (one of four, reused in turn); ES_DATA
+ * defaults to tests/data, relative to the repository root, where `make test`
+ * runs the binaries.  tests/data/README.md lists what is there. */
+const char *test_data_path(const char *rel);
+/* 1 if path is readable; otherwise records a failure naming the missing
+ * test data and returns 0. */
+int test_need_file(const char *path);
 /* "$ES_BUILD/rel" (default build) */
 const char *test_build_path(const char *rel);
 /* Reads a whole file; malloc'd, *len set; NULL if unreadable. */

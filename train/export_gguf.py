@@ -1,6 +1,6 @@
 """Writes a checkpoint as a llama.cpp-style `deepseek2` GGUF (v3), by hand (no gguf package).
 
-Layout, as llama.cpp's converter writes DeepSeek-V3 (see shared/golden/*/model.gguf):
+Layout, as llama.cpp's converter writes DeepSeek-V3 (see tests/data/golden/*/model.gguf):
 - Matrices F16 (or F32 with --f32); norms, the router (ffn_gate_inp) and the selection bias
   (exp_probs_b.bias) F32, so routing is computed from exactly the trained fp32 router.
 - MLA up-projection split: attn_k_b [H][R][dn] (W_UK transposed per head) and attn_v_b

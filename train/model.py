@@ -1,5 +1,5 @@
 """DeepSeek-V3 architecture at toy scale, in PyTorch, computing exactly what
-shared/spec/deepseek-semantics.md states (and so what edgeseek computes from the exported GGUF):
+docs/deepseek-semantics.md states (and so what edgeseek computes from the exported GGUF):
 
 - MLA: q = Wq_b RMSNorm_q(Wq_a x), per head [nope | rope]; Wkv_a x = [latent c | k_pe];
   ĉ = RMSNorm_kv(c); W_UK, W_UV from Wkv_b viewed as [H][dn+dv][R]; scale (dn+dr)^-1/2
