@@ -1,4 +1,4 @@
-/* bench.c — `edgeseek bench`: prompt-processing (ppN) and generation (tgN)
+/* cmd_bench.c — `edgeseek bench`: prompt-processing (ppN) and generation (tgN)
  * speed in tokens/s, mean ± standard deviation over repetitions, in the
  * shape of llama-bench's table, so the two can be read side by side; with
  * -d, each test runs after a prefilled context of that depth ("tg32 @

@@ -1,4 +1,4 @@
-/* quantize.c — `edgeseek quantize IN.gguf OUT.gguf TYPE`: the command-line
+/* cmd_quantize.c — `edgeseek quantize IN.gguf OUT.gguf TYPE`: the command-line
  * face of format/quantize.c (argument parsing, exit status, progress on
  * stderr). */
 #include <stdio.h>

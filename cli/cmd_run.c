@@ -1,4 +1,4 @@
-/* run.c — `edgeseek run`: tokenize a prompt (optionally in the chat format),
+/* cmd_run.c — `edgeseek run`: tokenize a prompt (optionally in the chat format),
  * prefill it, then sample and stream tokens to stdout until -n tokens, an
  * end-of-generation token or the context end.  Statistics go to stderr. */
 #include <stdio.h>
