@@ -50,6 +50,8 @@ TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_COMMON_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_COMMON_OBJ := $(TEST_COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+# the CLI's modules that tests link too (cli/arith.c: the arithmetic evaluation)
+TEST_COMMON_OBJ += $(BUILD)/obj/cli/arith.o
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)

@@ -1,24 +1,55 @@
-/* cli.h — helpers shared by the subcommand files of the edgeseek CLI. */
+/* cli.h — the edgeseek command line: its subcommands, one file each
+ * (cmd_*.c), and the helpers they share (common.c).
+ * Exit status of every subcommand: 0 success, 1 an error the user caused
+ * (message on stderr), 2 bad usage. */
 #ifndef ES_CLI_H
 #define ES_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "edgeseek.h"
 
+#if defined(__GNUC__)
+#define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CLI_PRINTF(f, a)
+#endif
+
+/* Seconds on a monotonic clock. */
 double cli_now(void);
 /* Parse a whole string as a number in [lo, hi]; print a message and return
  * -1 otherwise. */
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
-/* Loads a model, printing the error; NULL on failure. */
-es_model *cli_load_model(const char *path, int vocab_only);
-/* Reads a whole file (NUL-terminated copy); prints the error. */
-int cli_read_file(const char *path, char **out, size_t *len);
+/* The same test as cli_parse_int, printing nothing (the caller words the
+ * message). */
+int cli_to_long(const char *s, long lo, long hi, long *out);
 /* --numa off|shard|replicate → ES_NUMA_*; prints a message, -1 if bad. */
 int cli_parse_numa(const char *v, int *out);
 
+/* Bad usage: prints the message, then the subcommand's usage when usage is
+ * not NULL, to stderr; returns 2, the exit status for it. */
+int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) CLI_PRINTF(2, 3);
+/* Prints "edgeseek: ERR" to stderr when st is not ES_OK (err: the message
+ * the failed call wrote); returns 1 then, else 0. */
+int cli_failed(es_status st, const char *err);
+
+/* Loads a model (lp NULL: the defaults), printing the error; NULL on
+ * failure. */
+es_model *cli_load_model(const char *path, const es_load_params *lp);
+/* Reads a whole file (NUL-terminated copy); prints the error. */
+int cli_read_file(const char *path, char **out, size_t *len);
+/* The text of -p TEXT or -f FILE: file's contents (read into *buf, which the
+ * caller frees) when file is given, else text, else "".  Prints the error;
+ * -1 on failure. */
+int cli_text_arg(const char *text, const char *file, char **buf, const char **out, size_t *len);
+
+/* The subcommands: argv[0] is the subcommand's name. */
 int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 

@@ -65,7 +65,7 @@ EVAL_KINDS = ["add", "sub", "mul", "cmp", "word"]
 
 def eval_problems(seed, n_per_kind):
     """The held-out set: each kind at the evaluation size (3-digit operands), drawn in the same
-    order as cli/cmd_eval.c (kind after kind, n each, one generator seeded with `seed`)."""
+    order as cli/arith.c (kind after kind, n each, one generator seeded with `seed`)."""
     rng = tasks.Rng(seed)
     return [(k, tasks.make_problem(rng, k, hard=True)) for k in EVAL_KINDS for _ in range(n_per_kind)]
 

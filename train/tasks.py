@@ -1,6 +1,6 @@
 """Procedurally generated, verifiable arithmetic tasks with step-by-step reasoning traces.
 
-The same generator and checker are implemented in C in cli/cmd_eval.c (held-out evaluation):
+The same generator and checker are implemented in C in cli/arith.c (held-out evaluation):
 the random number generator is splitmix64 and every draw below is mirrored there, so the same
 seed yields the same problems in both.  Keep the two in step when changing anything here.
 

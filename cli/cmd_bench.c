@@ -1,4 +1,4 @@
-/* bench.c — `edgeseek bench`: prompt-processing (ppN) and generation (tgN)
+/* cmd_bench.c — `edgeseek bench`: prompt-processing (ppN) and generation (tgN)
  * speed in tokens/s, mean ± standard deviation over repetitions, in the
  * shape of llama-bench's table, so the two can be read side by side; with
  * -d, each test runs after a prefilled context of that depth ("tg32 @
@@ -71,17 +71,6 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, long *ou
         }
     }
     if (!*n) { fprintf(stderr, "edgeseek bench: %s needs at least one value\n", opt); return -1; }
-    return 0;
-}
-
-int cli_parse_numa(const char *v, int *out) {
-    if (!strcmp(v, "off")) *out = ES_NUMA_OFF;
-    else if (!strcmp(v, "shard")) *out = ES_NUMA_SHARD;
-    else if (!strcmp(v, "replicate")) *out = ES_NUMA_REPLICATE;
-    else {
-        fprintf(stderr, "edgeseek: --numa expects off, shard or replicate, got '%s'\n", v);
-        return -1;
-    }
     return 0;
 }
 
@@ -261,6 +250,7 @@ typedef struct result {
     double mean, sd;
     es_decode_traffic tr;    /* generation: per token, KV at the middle position */
     double bw;               /* bytes/s for this thread count (0: not measured) */
+    char name[64];           /* "pp64", "tg32 @ d512" */
 } result;
 
 static uint64_t g_rng = 0x853c49e6748fea9bull;
@@ -276,23 +266,17 @@ static void fill_tokens(int32_t *t, int n, int nv) {
 /* One timed run of a test from depth d; returns seconds, < 0 on error. */
 static double run_once(es_session *s, int d, int n_prompt, int n_gen, int32_t *tok, float *logits, int nv) {
     char err[512];
-    if (es_session_truncate(s, d, err, sizeof err) != ES_OK) { fprintf(stderr, "edgeseek: %s\n", err); return -1; }
+    if (cli_failed(es_session_truncate(s, d, err, sizeof err), err)) return -1;
     if (n_prompt) {
         fill_tokens(tok, n_prompt, nv);
         double t0 = cli_now();
-        if (es_session_eval(s, tok, n_prompt, logits, 0, err, sizeof err) != ES_OK) {
-            fprintf(stderr, "edgeseek: %s\n", err);
-            return -1;
-        }
+        if (cli_failed(es_session_eval(s, tok, n_prompt, logits, 0, err, sizeof err), err)) return -1;
         return cli_now() - t0;
     }
     double t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
         int32_t t = rand_token(nv);
-        if (es_session_eval(s, &t, 1, logits, 0, err, sizeof err) != ES_OK) {
-            fprintf(stderr, "edgeseek: %s\n", err);
-            return -1;
-        }
+        if (cli_failed(es_session_eval(s, &t, 1, logits, 0, err, sizeof err), err)) return -1;
     }
     return cli_now() - t0;
 }
@@ -305,10 +289,11 @@ static void stats(result *r) {
     r->sd = r->reps > 1 ? sqrt(sq / (r->reps - 1)) : 0;
 }
 
-static void test_name(char *buf, size_t n, const result *r) {
-    if (r->n_prompt) snprintf(buf, n, "pp%d", r->n_prompt);
-    else snprintf(buf, n, "tg%d", r->n_gen);
-    if (r->n_depth) snprintf(buf + strlen(buf), n - strlen(buf), " @ d%d", r->n_depth);
+static void test_name(result *r) {
+    const size_t n = sizeof r->name;
+    if (r->n_prompt) snprintf(r->name, n, "pp%d", r->n_prompt);
+    else snprintf(r->name, n, "tg%d", r->n_gen);
+    if (r->n_depth) snprintf(r->name + strlen(r->name), n - strlen(r->name), " @ d%d", r->n_depth);
 }
 
 static long peak_rss_bytes(void) {
@@ -357,12 +342,8 @@ int cmd_bench(int argc, char **argv) {
         static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
-        if (!known) {
-            fprintf(stderr, "edgeseek bench: unknown option %s\n", a);
-            usage_bench(stderr);
-            return 2;
-        }
-        if (i + 1 >= argc) { fprintf(stderr, "edgeseek bench: %s needs a value\n", a); usage_bench(stderr); return 2; }
+        if (!known) return cli_usage_error(usage_bench, "edgeseek bench: unknown option %s\n", a);
+        if (i + 1 >= argc) return cli_usage_error(usage_bench, "edgeseek bench: %s needs a value\n", a);
         const char *v = argv[++i];
         int bad = 0;
         if (!strcmp(a, "-m")) model = v;
@@ -375,7 +356,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &numa);
         if (bad) return 2;
     }
-    if (!model) { fprintf(stderr, "edgeseek bench: -m MODEL is required\n"); usage_bench(stderr); return 2; }
+    if (!model) return cli_usage_error(usage_bench, "edgeseek bench: -m MODEL is required\n");
 
     /* the tests: every (pp or tg) at every depth, for every thread count */
     int n_tests = 0;
@@ -386,19 +367,14 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_tg; i++)
             if (tg[i]) { n_tests++; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
     }
-    if (!n_tests) { fprintf(stderr, "edgeseek bench: nothing to run (every -p and -n is 0)\n"); return 2; }
+    if (!n_tests) return cli_usage_error(NULL, "edgeseek bench: nothing to run (every -p and -n is 0)\n");
 
     struct stat sb;
     long long file_bytes = stat(model, &sb) == 0 ? (long long)sb.st_size : 0;
     double t0 = cli_now();
+    es_model *m = cli_load_model(model, &(es_load_params){.numa = numa});
+    if (!m) return 1;
     char err[768];
-    es_load_params lp = {0};
-    lp.numa = numa;
-    es_model *m = NULL;
-    if (es_model_load(model, &lp, &m, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        return 1;
-    }
     int rc = 1;
     es_session *s = NULL;
     result *res = NULL;
@@ -413,10 +389,7 @@ int cmd_bench(int argc, char **argv) {
                 max_ctx + 1, es_model_n_ctx_train(m));
         goto done;
     }
-    if (es_session_new(m, (int)max_ctx + 1, &s, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        goto done;
-    }
+    if (cli_failed(es_session_new(m, (int)max_ctx + 1, &s, err, sizeof err), err)) goto done;
     double t_load = cli_now() - t0;
     long max_tok = 0;
     for (int d = 0; d < n_depth; d++) max_tok = depth[d] > max_tok ? depth[d] : max_tok;
@@ -428,10 +401,7 @@ int cmd_bench(int argc, char **argv) {
     const size_t bwb = bw_bytes(bw_mb);
 
     for (int ti = 0; ti < n_thr; ti++) {
-        if (es_session_set_threads(s, (int)thr[ti], err, sizeof err) != ES_OK) {
-            fprintf(stderr, "edgeseek: %s\n", err);
-            goto done;
-        }
+        if (cli_failed(es_session_set_threads(s, (int)thr[ti], err, sizeof err), err)) goto done;
         const int T = t_of[ti] = es_session_threads(s);
         if (!no_bw) bw_of[ti] = measure_bw(bwb, T);
         for (int d = 0; d < n_depth; d++) {
@@ -440,10 +410,7 @@ int cmd_bench(int argc, char **argv) {
             es_session_reset(s);
             if (depth[d]) {
                 fill_tokens(tok, (int)depth[d], nv);
-                if (es_session_eval(s, tok, (int)depth[d], NULL, 0, err, sizeof err) != ES_OK) {
-                    fprintf(stderr, "edgeseek: %s\n", err);
-                    goto done;
-                }
+                if (cli_failed(es_session_eval(s, tok, (int)depth[d], NULL, 0, err, sizeof err), err)) goto done;
             }
             for (int kind = 0; kind < 2; kind++) {
                 const int cnt = kind ? n_tg : n_pp;
@@ -452,7 +419,8 @@ int cmd_bench(int argc, char **argv) {
                     if (!np && !ng) continue;
                     result *r = &res[n_res++];
                     *r = (result){T, np, ng, (int)depth[d], (int)reps, calloc((size_t)reps, sizeof(double)), 0, 0,
-                                  {0}, bw_of[ti]};
+                                  {0}, bw_of[ti], ""};
+                    test_name(r);
                     if (!r->ts) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
                     if (warmup && run_once(s, (int)depth[d], np, np ? 0 : 1, tok, logits, nv) < 0) goto done;
                     for (int k = 0; k < reps; k++) {
@@ -462,11 +430,8 @@ int cmd_bench(int argc, char **argv) {
                     }
                     stats(r);
                     if (ng) es_model_decode_traffic(m, (int)depth[d] + ng / 2, &r->tr);
-                    if (!json) {
-                        char name[64];
-                        test_name(name, sizeof name, r);
-                        fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, name, r->mean, r->sd);
-                    }
+                    if (!json)
+                        fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, r->name, r->mean, r->sd);
                 }
             }
         }
@@ -487,11 +452,9 @@ int cmd_bench(int argc, char **argv) {
         printf(",\n  \"results\": [\n");
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            char name[64];
-            test_name(name, sizeof name, r);
             printf("    {\"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
                    "\"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
-                   r->threads, name, r->n_prompt, r->n_gen, r->n_depth, r->mean, r->sd);
+                   r->threads, r->name, r->n_prompt, r->n_gen, r->n_depth, r->mean, r->sd);
             for (int k = 0; k < r->reps; k++) printf("%s%.4f", k ? ", " : "", r->ts[k]);
             printf("], \"bandwidth_bytes_per_s\": %.0f", r->bw);
             if (r->n_gen) {
@@ -518,9 +481,7 @@ int cmd_bench(int argc, char **argv) {
                "| ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            char name[64];
-            test_name(name, sizeof name, r);
-            printf("| %d | %s | %.2f ± %.2f |", r->threads, name, r->mean, r->sd);
+            printf("| %d | %s | %.2f ± %.2f |", r->threads, r->name, r->mean, r->sd);
             if (r->n_gen) {
                 double gbs = r->tr.weights * r->mean / 1e9;
                 printf(" %.1f | %.1f |", r->tr.weights / 1e6, gbs);

@@ -1,4 +1,4 @@
-/* run.c — `edgeseek run`: tokenize a prompt (optionally in the chat format),
+/* cmd_run.c — `edgeseek run`: tokenize a prompt (optionally in the chat format),
  * prefill it, then sample and stream tokens to stdout until -n tokens, an
  * end-of-generation token or the context end.  Statistics go to stderr. */
 #include <stdio.h>
@@ -88,7 +88,7 @@ int cmd_run(int argc, char **argv) {
         if (po) continue;
         if (!strcmp(a, "--chat")) { chat = 1; continue; }
         if (!strcmp(a, "--no-stats")) { stats = 0; continue; }
-        if (i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); usage_run(stderr); return 2; }
+        if (i + 1 >= argc) return cli_usage_error(usage_run, "edgeseek run: %s needs a value\n", a);
         const char *v = argv[++i];
         long l;
         int bad = 0;
@@ -105,31 +105,20 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &top_p);
         else if (!strcmp(a, "--min-p")) bad = cli_parse_float(a, v, 0, 1, &min_p);
         else if (!strcmp(a, "--seed")) { bad = cli_parse_int(a, v, 0, 0x7fffffffffffffffL, &l); seed = (unsigned long long)l; }
-        else { fprintf(stderr, "edgeseek run: unknown option %s\n", a); usage_run(stderr); return 2; }
+        else return cli_usage_error(usage_run, "edgeseek run: unknown option %s\n", a);
         if (bad) return 2;
     }
-    if (!model) { fprintf(stderr, "edgeseek run: -m MODEL is required\n"); usage_run(stderr); return 2; }
-    if (prompt && file) { fprintf(stderr, "edgeseek run: give -p or -f, not both\n"); return 2; }
+    if (!model) return cli_usage_error(usage_run, "edgeseek run: -m MODEL is required\n");
+    if (prompt && file) return cli_usage_error(NULL, "edgeseek run: give -p or -f, not both\n");
 
-    char *filebuf = NULL;
-    size_t flen = 0;
-    if (file) {
-        if (cli_read_file(file, &filebuf, &flen) != 0) return 1;
-        prompt = filebuf;
-    }
-    if (!prompt) prompt = "";
+    char *filebuf;
+    size_t flen;
+    if (cli_text_arg(prompt, file, &filebuf, &prompt, &flen) != 0) return 1;
 
     double t0 = cli_now();
-    es_model *m = NULL;
-    {
-        char lerr[768];
-        lp.n_ctx = (int)n_ctx;
-        if (es_model_load(model, &lp, &m, lerr, sizeof lerr) != ES_OK) {
-            fprintf(stderr, "edgeseek: %s\n", lerr);
-            free(filebuf);
-            return 1;
-        }
-    }
+    lp.n_ctx = (int)n_ctx;
+    es_model *m = cli_load_model(model, &lp);
+    if (!m) { free(filebuf); return 1; }
     double t_load = cli_now() - t0;
 
     int rc = 1;
@@ -146,17 +135,11 @@ int cmd_run(int argc, char **argv) {
         size_t nm = 0;
         if (system_text) msgs[nm++] = (es_chat_msg){"system", system_text};
         msgs[nm++] = (es_chat_msg){"user", prompt};
-        if (es_chat_render(m, msgs, nm, 1, &rendered, err, sizeof err) != ES_OK) {
-            fprintf(stderr, "edgeseek: %s\n", err);
-            goto done;
-        }
+        if (cli_failed(es_chat_render(m, msgs, nm, 1, &rendered, err, sizeof err), err)) goto done;
         text = rendered;
     }
     /* The chat format carries its own BOS; a plain prompt gets one prepended. */
-    if (es_tokenize(m, text, strlen(text), !chat, chat, &ids, &n_ids, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        goto done;
-    }
+    if (cli_failed(es_tokenize(m, text, strlen(text), !chat, chat, &ids, &n_ids, err, sizeof err), err)) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "edgeseek: the prompt is empty and the model has no BOS token\n");
         goto done;
@@ -167,14 +150,8 @@ int cmd_run(int argc, char **argv) {
                 n_ids, n_ctx);
         goto done;
     }
-    if (es_session_new(m, (int)n_ctx, &s, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        goto done;
-    }
-    if (es_session_set_threads(s, (int)threads, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        goto done;
-    }
+    if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
+    if (cli_failed(es_session_set_threads(s, (int)threads, err, sizeof err), err)) goto done;
     es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
                             .min_p = (float)min_p, .seed = seed};
     smp = es_sampler_new(&sp);
@@ -183,10 +160,7 @@ int cmd_run(int argc, char **argv) {
     if (!smp || !logits) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
 
     double t1 = cli_now();
-    if (es_session_eval(s, ids, (int)n_ids, logits, 0, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        goto done;
-    }
+    if (cli_failed(es_session_eval(s, ids, (int)n_ids, logits, 0, err, sizeof err), err)) goto done;
     double t_prompt = cli_now() - t1;
     double t_first = cli_now() - t0; /* load, prefill and the first token's logits */
 

@@ -1,4 +1,4 @@
-/* quantize.c — `edgeseek quantize IN.gguf OUT.gguf TYPE`: the command-line
+/* cmd_quantize.c — `edgeseek quantize IN.gguf OUT.gguf TYPE`: the command-line
  * face of format/quantize.c (argument parsing, exit status, progress on
  * stderr). */
 #include <stdio.h>
@@ -26,29 +26,19 @@ int cmd_quantize(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_quantize(stdout); return 0; }
         if (!strcmp(argv[i], "--quiet")) { quiet = 1; continue; }
         if (!strcmp(argv[i], "-t")) {
-            if (i + 1 >= argc) { fprintf(stderr, "edgeseek quantize: -t needs a value\n"); return 2; }
+            if (i + 1 >= argc) return cli_usage_error(NULL, "edgeseek quantize: -t needs a value\n");
             if (cli_parse_int("-t", argv[++i], 1, 1024, &threads) != 0) return 2;
             continue;
         }
-        if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "edgeseek quantize: unknown option %s\n", argv[i]);
-            usage_quantize(stderr);
-            return 2;
-        }
-        if (n_pos == 3) { fprintf(stderr, "edgeseek quantize: too many arguments\n"); usage_quantize(stderr); return 2; }
+        if (argv[i][0] == '-' && argv[i][1])
+            return cli_usage_error(usage_quantize, "edgeseek quantize: unknown option %s\n", argv[i]);
+        if (n_pos == 3) return cli_usage_error(usage_quantize, "edgeseek quantize: too many arguments\n");
         pos[n_pos++] = argv[i];
     }
     if (n_pos != 3) { usage_quantize(stderr); return 2; }
-    if (!es_quantize_target_valid(pos[2])) {
-        fprintf(stderr, "edgeseek quantize: unknown type '%s'\n", pos[2]);
-        usage_quantize(stderr);
-        return 2;
-    }
+    if (!es_quantize_target_valid(pos[2]))
+        return cli_usage_error(usage_quantize, "edgeseek quantize: unknown type '%s'\n", pos[2]);
     es_quantize_params qp = {.n_threads = (int)threads, .log = quiet ? NULL : stderr};
     char err[768];
-    if (es_quantize_file(pos[0], pos[1], pos[2], &qp, err, sizeof err) != ES_OK) {
-        fprintf(stderr, "edgeseek: %s\n", err);
-        return 1;
-    }
-    return 0;
+    return cli_failed(es_quantize_file(pos[0], pos[1], pos[2], &qp, err, sizeof err), err);
 }
