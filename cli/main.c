@@ -226,7 +226,7 @@ static int cmd_info(int argc, char **argv) {
         fprintf(stderr, "edgeseek: not a runnable model (%s); showing the vocabulary only\n", err);
     }
     es_model_print_info(m, stdout);
-    printf("kernels:     %s (CPU features: %s)\n", es_simd_name(), es_cpu_features());
+    printf("kernels:     %s (CPU features: %s)\n", es_model_simd(m), es_cpu_features());
     es_model_free(m);
     return 0;
 }
@@ -250,10 +250,6 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
-    if (es_simd_error()) {
-        fprintf(stderr, "edgeseek: EDGESEEK_SIMD: %s\n", es_simd_error());
-        return 1;
-    }
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "logits")) return cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);

@@ -2,7 +2,8 @@
  * temperature, top-k, top-p, min-p, seeded determinism, frequencies close
  * to the filtered distribution, samplers in two threads at once drawing what
  * each draws alone), streaming detokenisation of UTF-8 split
- * across tokens, vocabulary-only loading, and the `run` and `tokenize`
+ * across tokens, the EDGESEEK_* variables (read once per load, a set
+ * es_load_params field winning, bad values reported), vocabulary-only loading, and the `run` and `tokenize`
  * subcommands end to end (same seed, same text; exit codes). */
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "edgeseek.h"
+#include "env.h"
 #include "testutil.h"
 
 static void test_sampler(void) {
@@ -134,6 +136,54 @@ static void test_sampler_threads(void) {
     }
 }
 
+/* EDGESEEK_* through es_env_read and es_model_load (vocabulary-only loads:
+ * the kernel table is chosen for every load). */
+static void test_env(void) {
+    const char *vocab = test_shared_path("golden/tokenizer/dsv3-vocab.gguf");
+    char err[512] = "";
+    es_env e;
+    setenv("EDGESEEK_MLA", "sideways", 1);
+    setenv("EDGESEEK_LFU_HALF_LIFE", "0", 1);
+    setenv("EDGESEEK_SIMD", "generic", 1);
+    es_env_read(&e);
+    CHECK(e.mla == ES_MLA_DEFAULT && strstr(e.warnings, "EDGESEEK_MLA=sideways"), "a bad EDGESEEK_MLA is reported");
+    CHECK(e.lfu_half_life == -1 && !strcmp(e.simd, "generic"), "EDGESEEK_LFU_HALF_LIFE=0: no aging; SIMD read");
+    setenv("EDGESEEK_MLA", "expanded", 1);
+    setenv("EDGESEEK_LFU_HALF_LIFE", "soon", 1);
+    es_env_read(&e);
+    CHECK(e.mla == ES_MLA_EXPANDED && e.lfu_half_life == 0 && strstr(e.warnings, "EDGESEEK_LFU_HALF_LIFE=soon") &&
+          !strstr(e.warnings, "EDGESEEK_MLA"), "EDGESEEK_MLA=expanded read; a bad half-life reported");
+    unsetenv("EDGESEEK_MLA");
+    unsetenv("EDGESEEK_LFU_HALF_LIFE");
+
+    es_model *m = NULL;
+    es_load_params lp = {.vocab_only = 1};
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), "generic"),
+          "EDGESEEK_SIMD=generic picks the model's kernels (%s)", m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    setenv("EDGESEEK_SIMD", "bogus", 1);
+    es_status st = es_model_load(vocab, &lp, &m, err, sizeof err);
+    CHECK(st == ES_ERR_ARG && !m && strstr(err, "EDGESEEK_SIMD") && strstr(err, "bogus"),
+          "EDGESEEK_SIMD=bogus refuses the load with a message (%s)", err);
+    es_model_free(m);
+    m = NULL;
+    lp.simd = "generic"; /* the field wins over the variable */
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), "generic"),
+          "es_load_params.simd wins over EDGESEEK_SIMD (%s)", m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    unsetenv("EDGESEEK_SIMD");
+    lp.simd = NULL;
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), es_simd_name()),
+          "without either, the default path %s (%s)", es_simd_name(), m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    lp.simd = "bogus";
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_ERR_ARG && !m && strstr(err, "unknown SIMD path"),
+          "an unknown es_load_params.simd is a bad argument (%s)", err);
+}
+
 /* Streams a text's tokens through es_detok_push: every chunk must end on a
  * UTF-8 boundary and the chunks must rebuild the text exactly. */
 static void test_detok(void) {
@@ -224,6 +274,7 @@ static void test_cli(void) {
 int main(void) {
     test_sampler();
     test_sampler_threads();
+    test_env();
     test_detok();
     test_cli();
     return test_summary();
