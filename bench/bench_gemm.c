@@ -59,7 +59,7 @@ typedef struct problem {
 static problem make_problem(uint32_t type, int64_t rows, int64_t n, int64_t nt) {
     problem p = {.type = type, .rows = rows, .n = n, .nt = nt};
     p.rb = es_row_bytes(type, n);
-    p.act_type = es_plan_matvec(type).act_type;
+    p.act_type = es_plan_matvec(es_kernels_best(), type).act_type;
     p.ab = es_act_bytes(p.act_type, n);
     p.w = malloc(p.rb * (size_t)rows);
     p.x = malloc(sizeof(float) * (size_t)(n * nt));
@@ -96,14 +96,14 @@ static void *work(void *arg) {
     const worker *wk = arg;
     const problem *p = wk->p;
     if (wk->method == 0) {
-        es_matmul(p->type, p->w, p->rb, p->n, p->act, p->ab, p->nt, p->y, p->rows, wk->r0, wk->r1);
+        es_matmul(es_kernels_best(), p->type, p->w, p->rb, p->n, p->act, p->ab, p->nt, p->y, p->rows, wk->r0, wk->r1);
         return NULL;
     }
 #ifdef ES_OPENBLAS
     float *tile = malloc(sizeof(float) * BLAS_TILE_ROWS * (size_t)p->n);
     for (int64_t r = wk->r0; r < wk->r1; r += BLAS_TILE_ROWS) {
         int64_t m = wk->r1 - r < BLAS_TILE_ROWS ? wk->r1 - r : BLAS_TILE_ROWS;
-        for (int64_t k = 0; k < m; k++) es_dequant_row(p->type, p->w + (size_t)(r + k) * p->rb, tile + k * p->n, p->n);
+        for (int64_t k = 0; k < m; k++) es_dequant_row(es_kernels_best(), p->type, p->w + (size_t)(r + k) * p->rb, tile + k * p->n, p->n);
         /* Y[t][r..r+m) = X[t] . tile[k] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)p->nt, (int)m, (int)p->n, 1.0f, p->x, (int)p->n,
                     tile, (int)p->n, 0.0f, p->y + r, (int)p->rows);
@@ -117,7 +117,7 @@ static void *work(void *arg) {
 static double run_once(problem *p, int method, int threads) {
     double t0 = now(threads);
     if (method == 0) /* the activations, quantised once per product as the forward pass does */
-        for (int64_t t = 0; t < p->nt; t++) es_prepare_act(p->act_type, p->x + t * p->n, p->act + (size_t)t * p->ab, p->n);
+        for (int64_t t = 0; t < p->nt; t++) es_prepare_act(es_kernels_best(), p->act_type, p->x + t * p->n, p->act + (size_t)t * p->ab, p->n);
     pthread_t th[64];
     worker wk[64];
     int64_t per = (p->rows + threads - 1) / threads;
@@ -190,7 +190,7 @@ int main(int argc, char **argv) {
     snprintf(fl, sizeof fl, "%s", o.formats);
     for (char *save = NULL, *f = strtok_r(fl, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
         uint32_t type = type_by_name(f);
-        if (!es_kern()->matmul[type]) printf("\n%s: the active path has no matmul slot (one matvec per token)\n", f);
+        if (!es_kernels_best()->matmul[type]) printf("\n%s: the best path has no matmul slot (one matvec per token)\n", f);
         if (o.sweep) {
             printf("\n%s matmul, 2048 x 2048, one thread: GMAC/s against T\n  T ", f);
             char tl[128];

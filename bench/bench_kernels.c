@@ -212,10 +212,10 @@ typedef struct result {
     double mm, mm_mv;   /* matmul GMAC/s; one matvec per token, GMAC/s */
 } result;
 
-/* Matrix-matrix figures of type t on the current path (generic has none). */
-static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t mm_rows, int is_generic) {
+/* Matrix-matrix figures of type t on path K (generic has none). */
+static result bench_type(const opts *o, const es_kernels *K, uint32_t t, uint8_t *w, int64_t mm_rows, int is_generic) {
     result res = {0, 0};
-    es_matvec_plan plan = es_plan_matvec(t);
+    es_matvec_plan plan = es_plan_matvec(K, t);
     if (!plan.fn) return res;
     int64_t n = o->n;
     size_t rb = es_row_bytes(t, n);
@@ -223,7 +223,7 @@ static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t mm_rows,
     for (int64_t i = 0; i < n * o->mm_tok; i++) x[i] = frand();
     size_t ab = es_act_bytes(plan.act_type, n);
     uint8_t *act = malloc(ab * (size_t)o->mm_tok);
-    for (int k = 0; k < o->mm_tok; k++) es_prepare_act(plan.act_type, x + (size_t)k * (size_t)n, act + (size_t)k * ab, n);
+    for (int k = 0; k < o->mm_tok; k++) es_prepare_act(K, plan.act_type, x + (size_t)k * (size_t)n, act + (size_t)k * ab, n);
     float *y = malloc(sizeof(float) * (size_t)(mm_rows * o->mm_tok > 1 ? mm_rows * o->mm_tok : 1));
     int reps = o->reps;
 
@@ -232,7 +232,7 @@ static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t mm_rows,
         double best = 1e30;
         for (int r = 0; r < reps; r++) {
             double t0 = now();
-            es_matmul(t, w, rb, n, act, ab, o->mm_tok, y, mm_rows, 0, mm_rows);
+            es_matmul(K, t, w, rb, n, act, ab, o->mm_tok, y, mm_rows, 0, mm_rows);
             double dt = now() - t0;
             if (dt < best) best = dt;
         }
@@ -258,6 +258,7 @@ static result bench_type(const opts *o, uint32_t t, uint8_t *w, int64_t mm_rows,
 /* One path's matvec over a format: its kernel, activation and figures. */
 typedef struct mv_path {
     const char *name;
+    const es_kernels *K;
     int is_generic;
     es_matvec_plan plan;
     uint8_t *act;
@@ -266,19 +267,20 @@ typedef struct mv_path {
     double g1[MAX_ROUNDS], gn[MAX_ROUNDS];  /* GB/s per round, one and all threads */
 } mv_path;
 
-/* Selects path p's table and prepares its kernel and activation for type t
+/* Takes path p's table and prepares its kernel and activation for type t
  * (rows of n); 0 where the path has no matvec for t. */
 static int mv_path_init(mv_path *p, const char *name, uint32_t t, int64_t n, int64_t rows, const float *x) {
     char err[256];
     memset(p, 0, sizeof *p);
-    if (es_simd_select(name, err, sizeof err) != 0) return 0;
+    p->K = es_kernels_for(name, err, sizeof err);
+    if (!p->K) return 0;
     p->name = name;
     p->is_generic = !strcmp(name, "generic");
-    p->plan = es_plan_matvec(t);
+    p->plan = es_plan_matvec(p->K, t);
     if (!p->plan.fn) return 0;
     p->act = malloc(es_act_bytes(p->plan.act_type, n));
     p->y = malloc(sizeof(float) * (size_t)rows);
-    es_prepare_act(p->plan.act_type, x, p->act, n);
+    es_prepare_act(p->K, p->plan.act_type, x, p->act, n);
     p->rows = rows;
     return 1;
 }
@@ -462,8 +464,7 @@ int main(int argc, char **argv) {
             } else {
                 snprintf(speed, sizeof speed, "-");
             }
-            es_simd_select(p->name, NULL, 0);
-            result r = bench_type(&o, t, buf, mm_rows, p->is_generic);
+            result r = bench_type(&o, p->K, t, buf, mm_rows, p->is_generic);
             if (p->is_generic || mm_rows < 1) snprintf(mm, sizeof mm, "-");
             else snprintf(mm, sizeof mm, "%7.2f (%4.1fx)", r.mm, r.mm / r.mm_mv);
             printf("%-6s %-8s %-5s %7.2f %17s %21s %7.2f %17s\n", tr->name, p->name,

@@ -443,7 +443,7 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\n  \"model\": ");
         json_str(stdout, model);
-        printf(",\n  \"file_bytes\": %lld,\n  \"simd\": \"%s\",\n  \"numa\": ", file_bytes, es_simd_name());
+        printf(",\n  \"file_bytes\": %lld,\n  \"simd\": \"%s\",\n  \"numa\": ", file_bytes, es_model_simd(m));
         json_str(stdout, es_model_numa_summary(m));
         printf(",\n  \"load_s\": %.3f,\n  \"peak_rss_bytes\": %ld,\n  \"bandwidth_buffer_bytes\": %zu,\n", t_load,
                rss, no_bw ? (size_t)0 : bwb);
@@ -468,7 +468,7 @@ int cmd_bench(int argc, char **argv) {
         printf("  ]\n}\n");
     } else {
         printf("model: %s (%.2f GiB file)\nkernels: %s | %s\nload: %.3f s | peak RSS %.2f GiB\n", model,
-               file_bytes / 1073741824.0, es_simd_name(), es_model_numa_summary(m), t_load, rss / 1073741824.0);
+               file_bytes / 1073741824.0, es_model_simd(m), es_model_numa_summary(m), t_load, rss / 1073741824.0);
         printf("decode reads per token: %.3f GB of weights (attention %.3f, dense FFN %.3f, router %.3f, shared "
                "%.3f, routed experts %.3f, output %.3f, embedding row %.6f) + KV %zu bytes per context token\n",
                tr0.weights / 1e9, tr0.attention / 1e9, tr0.dense_ffn / 1e9, tr0.router / 1e9, tr0.shared / 1e9,

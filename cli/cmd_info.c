@@ -31,7 +31,7 @@ int cmd_info(int argc, char **argv) {
         fprintf(stderr, "edgeseek: not a runnable model (%s); showing the vocabulary only\n", err);
     }
     es_model_print_info(m, stdout);
-    printf("kernels:     %s (CPU features: %s)\n", es_simd_name(), es_cpu_features());
+    printf("kernels:     %s (CPU features: %s)\n", es_model_simd(m), es_cpu_features());
     es_model_free(m);
     return 0;
 }

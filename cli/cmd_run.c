@@ -203,7 +203,7 @@ int cmd_run(int argc, char **argv) {
                         " | KV cache %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
                 t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, t_first, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
-                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_simd_name());
+                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
     }
     if (lp.stats) es_model_print_paging_stats(m, stderr);
     rc = 0;

@@ -35,10 +35,6 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
-    if (es_simd_error()) {
-        fprintf(stderr, "edgeseek: EDGESEEK_SIMD: %s\n", es_simd_error());
-        return 1;
-    }
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     return cli_usage_error(usage, "edgeseek: unknown command '%s'\n\n", cmd);

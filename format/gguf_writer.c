@@ -548,7 +548,7 @@ int es_gguf_w_write_rows_f32(es_gguf_writer *w, const float *src, int64_t n_rows
     for (int64_t r = 0; r < n_rows; r += batch) {
         int64_t k = n_rows - r < batch ? n_rows - r : batch;
         for (int64_t i = 0; i < k; i++)
-            if (es_quant_row(t->type, src + (r + i) * n, w->scratch + (size_t)i * rb, n))
+            if (es_quant_row(es_kernels_best(), t->type, src + (r + i) * n, w->scratch + (size_t)i * rb, n))
                 return fail(w, "tensor '%s': no quantiser for type %s", t->name, es_type_info(t->type)->name);
         if (es_gguf_w_write(w, w->scratch, (size_t)k * rb)) return -1;
     }

@@ -111,6 +111,7 @@ typedef struct job {
     size_t src_rb, dst_rb;
     int64_t n;
     float **scratch; /* one row of n floats per thread */
+    const es_kernels *K; /* the converters (output the same on every path) */
 } job;
 
 /* Rows [i0, i1) of the chunk: to fp32 (unless already), then to dst_type. */
@@ -120,12 +121,12 @@ static void convert_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
         const uint8_t *s = j->src + (size_t)r * j->src_rb;
         uint8_t *d = j->dst + (size_t)r * j->dst_rb;
         if (j->dst_type == ES_TYPE_F32) {
-            es_dequant_row(j->src_type, s, (float *)d, j->n);
+            es_dequant_row(j->K, j->src_type, s, (float *)d, j->n);
         } else if (j->src_type == ES_TYPE_F32 && ((uintptr_t)s & 3) == 0) {
-            es_quant_row(j->dst_type, (const float *)s, d, j->n);
+            es_quant_row(j->K, j->dst_type, (const float *)s, d, j->n);
         } else {
-            es_dequant_row(j->src_type, s, j->scratch[tid], j->n);
-            es_quant_row(j->dst_type, j->scratch[tid], d, j->n);
+            es_dequant_row(j->K, j->src_type, s, j->scratch[tid], j->n);
+            es_quant_row(j->K, j->dst_type, j->scratch[tid], d, j->n);
         }
     }
 }
@@ -184,7 +185,7 @@ static es_status write_tensor(qctx *q, uint64_t i) {
         q->chunk_cap = (size_t)per_chunk * dst_rb;
     }
     job j = {.dst = q->chunk, .src_type = t->type, .dst_type = dst_type, .src_rb = src_rb,
-             .dst_rb = dst_rb, .n = n, .scratch = q->scratch};
+             .dst_rb = dst_rb, .n = n, .scratch = q->scratch, .K = es_kernels_best()};
     for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
         int64_t k = rows - r0 < per_chunk ? rows - r0 : per_chunk;
         j.src = t->data + (size_t)r0 * src_rb;
@@ -228,7 +229,7 @@ static es_status plan(qctx *q, const target *tg) {
         const es_type_traits *src = es_type_info(t->type);
         uint32_t type = es_quantize_tensor_type(tg->name, t->name, t->n_dims, t->ne, n_layers, NULL);
         q->types[i] = type;
-        if (type != t->type && (!src || !src->supported || !es_kern()->dequant_row[t->type]))
+        if (type != t->type && (!src || !src->supported || !es_kernels_best()->dequant_row[t->type]))
             return fail(q, ES_ERR_UNSUPPORTED, "tensor %s has type %s, which edgeseek cannot convert",
                         t->name, src ? src->name : "unknown");
         if (es_gguf_w_add_tensor(q->w, t->name, t->n_dims, t->ne, type))

@@ -33,11 +33,11 @@ typedef struct es_sampler es_sampler;
 
 /* ---- kernels ------------------------------------------------------------ */
 
-/* The SIMD path in use ("generic", "avx2", "avx512", "neon"), chosen from
- * the CPU's features or forced with EDGESEEK_SIMD; the features found; and
- * when EDGESEEK_SIMD named a path this CPU cannot run, why (else NULL). */
+/* The default SIMD path ("generic", "avx2", "avx512", "neon"): the best
+ * this CPU and OS can run, which a model loads with unless
+ * es_load_params.simd or EDGESEEK_SIMD names another (es_model_simd says
+ * which a loaded model runs); and the CPU features found. */
 const char *es_simd_name(void);
-const char *es_simd_error(void);
 const char *es_cpu_features(void);
 
 /* ---- model ------------------------------------------------------------ */
@@ -62,7 +62,15 @@ typedef enum es_cache_policy {
     ES_POLICY_LFU = 2          /* per-layer least frequently used, with aging */
 } es_cache_policy;
 
-/* Zero-initialised fields mean the defaults. */
+/* The MLA attention form (README "Attention"): auto picks per batch by
+ * cost; absorbed and expanded force one (benchmarks, tests). */
+enum { ES_MLA_DEFAULT = 0, ES_MLA_AUTO = 1, ES_MLA_ABSORBED = 2, ES_MLA_EXPANDED = 3 };
+
+/* Zero-initialised fields mean the defaults.  Where a field has an
+ * EDGESEEK_* variable (README "Environment variables"), a set field wins
+ * and a zero one takes the variable's value; es_model_load is the one
+ * place the library reads them, and writes a line on stderr for a value
+ * it does not understand (and ignores). */
 typedef struct es_load_params {
     int vocab_only; /* load only the tokenizer (file may have no tensors) */
     int numa;       /* ES_NUMA_*; 0 = the default (shard) */
@@ -77,6 +85,14 @@ typedef struct es_load_params {
     int no_direct;       /* pread mode: buffered reads instead of O_DIRECT */
     int n_ctx;           /* context the derived budget leaves KV room for (0: min(training, 4096)) */
     int stats;           /* also measure residency in mmap-plain mode (mincore) */
+    const char *simd;    /* the model's kernels: "generic", "avx2", "avx512" or "neon"; NULL:
+                            EDGESEEK_SIMD, else es_simd_name().  Fixed for the model's life; a path
+                            this CPU cannot run fails the load (ES_ERR_ARG, with why) */
+    int mla;             /* ES_MLA_*, for every session of the model; 0: EDGESEEK_MLA, else auto */
+    int fake_numa;       /* pretend this many NUMA nodes, CPUs split evenly (1..64; tests);
+                            0: EDGESEEK_FAKE_NUMA, else the real topology; -1: the real topology */
+    int lfu_half_life;   /* LFU aging, in accesses of a layer; 0: EDGESEEK_LFU_HALF_LIFE, else 32;
+                            -1: no aging */
 } es_load_params;
 
 es_status es_model_load(const char *path, const es_load_params *params,
@@ -92,6 +108,8 @@ int es_model_is_eog(const es_model *m, int32_t tok);
 size_t es_model_kv_bytes_per_token(const es_model *m);
 /* Architecture, hyperparameters, tensor types and sizes. */
 void es_model_print_info(const es_model *m, FILE *f);
+/* The SIMD path the model's kernels use (es_load_params.simd). */
+const char *es_model_simd(const es_model *m);
 /* One line on where the weights were placed (NUMA policy, nodes). */
 const char *es_model_numa_summary(const es_model *m);
 

@@ -509,14 +509,6 @@ static int64_t session_bytes(const es_model *m, int n_ctx) {
     return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (8 << 20);
 }
 
-static int64_t env_int(const char *name, int64_t def) {
-    const char *v = getenv(name);
-    if (!v || !*v) return def;
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    return *end ? def : x;
-}
-
 es_status es_res_new(const es_model *m, const char *path, const es_load_params *p, es_res **out, char *err,
                      size_t errlen) {
     *out = NULL;
@@ -655,7 +647,7 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
     int64_t cap = r->budget / cost;
     if (cap > r->U) cap = r->U;
     if (cap < 1) cap = 1;
-    double half_life = (double)env_int("EDGESEEK_LFU_HALF_LIFE", 32);
+    double half_life = p->lfu_half_life > 0 ? p->lfu_half_life : p->lfu_half_life < 0 ? 0 : 32;
     r->pol = es_pol_new(kind, r->L, r->E, cap, half_life);
     if (!r->pol) {
         es_res_free(r);

@@ -106,7 +106,7 @@ static int kernel_nodes(int *cpu_node, int n_cpu_ids, const char **source) {
     return found;
 }
 
-void es_numa_detect(es_numa_topo *t) {
+void es_numa_detect(es_numa_topo *t, int fake_nodes) {
     memset(t, 0, sizeof *t);
     enum { MAXC = 1024 };
     static const int max_cpus = (int)(sizeof t->cpus / sizeof t->cpus[0]);
@@ -150,11 +150,7 @@ void es_numa_detect(es_numa_topo *t) {
     t->cpu_start[n_ids] = n;
     t->n_cpus = n;
 
-    const char *fake = getenv("EDGESEEK_FAKE_NUMA");
-    if (fake && *fake) {
-        char *end;
-        long want = strtol(fake, &end, 10);
-        if (*end || want < 1 || want > ES_MAX_NODES) return; /* ignored; see es_numa_plan_summary */
+    if (fake_nodes >= 1 && fake_nodes <= ES_MAX_NODES) {
         /* split the usable CPUs evenly; with fewer CPUs than nodes they are
          * shared round-robin.  A fake node stands for its first CPU's node. */
         int cpus[1024], m = n;
@@ -165,7 +161,7 @@ void es_numa_detect(es_numa_topo *t) {
             while (k + 1 < n_ids && i >= t->cpu_start[k + 1]) k++;
             real_of_cpu[i] = t->real_id[k];
         }
-        int N = (int)want, w = 0;
+        int N = fake_nodes, w = 0;
         for (int k = 0; k < N; k++) {
             t->cpu_start[k] = w;
             if (m >= N) {
@@ -185,7 +181,7 @@ void es_numa_detect(es_numa_topo *t) {
 
 static es_numa_topo g_topo;
 static pthread_once_t g_topo_once = PTHREAD_ONCE_INIT;
-static void topo_init(void) { es_numa_detect(&g_topo); }
+static void topo_init(void) { es_numa_detect(&g_topo, 0); }
 
 const es_numa_topo *es_numa_topo_get(void) {
     pthread_once(&g_topo_once, topo_init);

@@ -1,9 +1,10 @@
 /* numa_topo.h — NUMA topology, thread pinning, and the policy for placing weights.
  *
  * Owns: finding the machine's nodes and their CPUs (libnuma when the build
- * has it, /sys/devices/system/node otherwise, EDGESEEK_FAKE_NUMA=N to
- * pretend), pinning a thread to a node, the round-robin owner of an expert,
- * and the memory-policy system calls.  Placing a model's weights under the
+ * has it, /sys/devices/system/node otherwise, or N pretended nodes: the
+ * fake_numa load parameter, EDGESEEK_FAKE_NUMA=N), pinning a thread to a
+ * node, the round-robin owner of an expert, and the memory-policy system
+ * calls.  Placing a model's weights under the
  * policies below is the engine's job (runtime/placement.c).
  *
  * Policies (--numa):
@@ -17,7 +18,7 @@
  * With one node every policy places nothing and owns nothing: a no-op.
  *
  * A fake node k stands for the real node of its first CPU, so with
- * EDGESEEK_FAKE_NUMA on a one-node machine every placement call really runs
+ * fake nodes on a one-node machine every placement call really runs
  * (against node 0) and the bookkeeping is what a real machine would get.
  *
  * Placement is best effort and never fails a load: pages are read ahead and
@@ -36,7 +37,7 @@
 
 typedef struct es_numa_topo {
     int n_nodes;                    /* >= 1: nodes with at least one usable CPU */
-    int fake;                       /* EDGESEEK_FAKE_NUMA is in effect */
+    int fake;                       /* pretended nodes (fake_nodes) are in effect */
     int real_nodes;                 /* nodes the kernel reports (>= 1) */
     const char *source;             /* "libnuma", "sysfs", "none" (one node assumed) */
     int real_id[ES_MAX_NODES];      /* kernel node id each node stands for */
@@ -45,10 +46,12 @@ typedef struct es_numa_topo {
     int cpus[1024];                 /* usable CPU ids (the process's affinity mask), node-major */
 } es_numa_topo;
 
-/* Reads the topology now (environment included).  Never fails: with
- * nothing readable it describes one node holding the usable CPUs. */
-void es_numa_detect(es_numa_topo *t);
-/* The process-wide topology, detected once. */
+/* Reads the topology now.  fake_nodes in 1..ES_MAX_NODES: that many
+ * pretended nodes instead, the usable CPUs split evenly (0: the real
+ * topology).  Never fails: with nothing readable it describes one node
+ * holding the usable CPUs. */
+void es_numa_detect(es_numa_topo *t, int fake_nodes);
+/* The process-wide real topology, detected once. */
 const es_numa_topo *es_numa_topo_get(void);
 
 /* Pins the calling thread to node's CPUs; -1 where the OS refuses

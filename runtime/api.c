@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "edgeseek.h"
+#include "attention.h"
 #include "budget.h"
+#include "env.h"
 #include "kernels.h"
 #include "model.h"
 #include "placement.h"
@@ -36,11 +38,57 @@ const char *es_status_str(es_status s) {
 
 /* ---- model ------------------------------------------------------------- */
 
+/* The load's parameters: the caller's, with the zero fields that have an
+ * EDGESEEK_* variable taken from it, checked; the kernel table resolved.
+ * Writes a line on stderr per variable whose value is not understood. */
+static es_status load_params(const es_load_params *params, es_load_params *lp, const es_kernels **kern,
+                             char *err, size_t errlen) {
+    es_env env;
+    es_env_read(&env);
+    for (const char *w = env.warnings; *w;) {
+        const char *nl = strchr(w, '\n');
+        int len = nl ? (int)(nl - w) : (int)strlen(w);
+        fprintf(stderr, "edgeseek: %.*s\n", len, w);
+        w += len + (nl != NULL);
+    }
+    static const es_load_params defaults = {0};
+    *lp = params ? *params : defaults;
+    int simd_from_env = !lp->simd && env.simd[0];
+    if (simd_from_env) lp->simd = env.simd;
+    if (!lp->mla) lp->mla = env.mla;
+    if (!lp->fake_numa) lp->fake_numa = env.fake_numa;
+    if (!lp->lfu_half_life) lp->lfu_half_life = env.lfu_half_life;
+    if (lp->mla < ES_MLA_DEFAULT || lp->mla > ES_MLA_EXPANDED) {
+        set_err(err, errlen, "unknown MLA form %d", lp->mla);
+        return ES_ERR_ARG;
+    }
+    if (lp->fake_numa < -1 || lp->fake_numa > ES_MAX_NODES) {
+        set_err(err, errlen, "fake NUMA node count %d: not 1..%d", lp->fake_numa, ES_MAX_NODES);
+        return ES_ERR_ARG;
+    }
+    if (lp->lfu_half_life < -1) {
+        set_err(err, errlen, "LFU half-life %d: not a count of accesses", lp->lfu_half_life);
+        return ES_ERR_ARG;
+    }
+    char why[200];
+    *kern = lp->simd ? es_kernels_for(lp->simd, why, sizeof why) : es_kernels_best();
+    if (!*kern) {
+        set_err(err, errlen, "%s%s", simd_from_env ? "EDGESEEK_SIMD: " : "", why);
+        return ES_ERR_ARG;
+    }
+    lp->simd = NULL; /* env.simd dies here; the table names its path */
+    return ES_OK;
+}
+
 es_status es_model_load(const char *path, const es_load_params *params, es_model **out,
                         char *err, size_t errlen) {
     char dummy[8];
     if (!err) { err = dummy; errlen = sizeof dummy; }
     *out = NULL;
+    es_load_params lp;
+    const es_kernels *kern;
+    es_status pst = load_params(params, &lp, &kern, err, errlen);
+    if (pst != ES_OK) return pst;
     es_gguf_ctx *g;
     if (es_gguf_open_file(path, &g, err, errlen) != 0) {
         FILE *f = fopen(path, "rb");
@@ -49,21 +97,24 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     }
     es_model *m = calloc(1, sizeof *m);
     if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    m->kern = kern;
+    m->mla_form = lp.mla == ES_MLA_ABSORBED ? ES_ATTN_ABSORBED : lp.mla == ES_MLA_EXPANDED ? ES_ATTN_EXPANDED
+                                                                                      : ES_ATTN_AUTO;
     char inner[512];
-    es_status st = es_model_load_gguf(m, g, params && params->vocab_only, inner, sizeof inner);
+    es_status st = es_model_load_gguf(m, g, lp.vocab_only, inner, sizeof inner);
     if (st != ES_OK) {
         set_err(err, errlen, "%s: %s", path, inner);
         es_model_free(m);
         return st;
     }
     if (!m->vocab_only) {
-        st = es_numa_place(m, params ? params->numa : ES_NUMA_DEFAULT, &m->numa, inner, sizeof inner);
+        st = es_numa_place(m, lp.numa, lp.fake_numa > 0 ? lp.fake_numa : 0, &m->numa, inner, sizeof inner);
         if (st != ES_OK) {
             set_err(err, errlen, "%s: %s", path, inner);
             es_model_free(m);
             return st;
         }
-        st = es_res_new(m, path, params, &m->res, inner, sizeof inner);
+        st = es_res_new(m, path, &lp, &m->res, inner, sizeof inner);
         if (st != ES_OK) {
             set_err(err, errlen, "%s: %s", path, inner);
             es_model_free(m);
@@ -95,6 +146,8 @@ int es_model_is_eog(const es_model *m, int32_t tok) { return es_tokenizer_is_eog
 size_t es_model_kv_bytes_per_token(const es_model *m) {
     return (size_t)m->hp.n_layers * (size_t)(m->hp.kv_lora + m->hp.rope) * sizeof(float);
 }
+
+const char *es_model_simd(const es_model *m) { return m->kern->name; }
 
 const char *es_model_numa_summary(const es_model *m) { return es_numa_plan_summary(m->numa); }
 

@@ -88,12 +88,7 @@ es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, in
     a->batch = batch;
     a->n_threads = n_threads;
     a->n_ctx = n_ctx;
-    const char *env = getenv("EDGESEEK_MLA");
-    a->form = ES_ATTN_AUTO;
-    if (env && !strcmp(env, "absorbed")) a->form = ES_ATTN_ABSORBED;
-    else if (env && !strcmp(env, "expanded")) a->form = ES_ATTN_EXPANDED;
-    else if (env && *env && strcmp(env, "auto"))
-        fprintf(stderr, "edgeseek: EDGESEEK_MLA=%s not understood (auto, absorbed, expanded): using auto\n", env);
+    a->form = m->mla_form;
     a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
     a->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
     a->t_qt = malloc(sizeof(float) * nt * R);
@@ -132,26 +127,26 @@ void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form) { a->form = fo
 /* Y[t][0..rows) = M X[t] for t < n_tok on the calling thread, X already in
  * the kernel's activation format (act_stride bytes apart); one token goes
  * through the matvec kernel, as forward.c's products do. */
-static void matmul_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
-                        const void *act, size_t act_stride, int n_tok, float *y, int64_t y_stride) {
-    es_matmul_fn mm = es_kern()->matmul[type];
+static void matmul_here(const es_kernels *K, uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n,
+                        int64_t rows, const void *act, size_t act_stride, int n_tok, float *y, int64_t y_stride) {
+    es_matmul_fn mm = K->matmul[type];
     if (mm && n_tok > 1) {
         mm(base, row_bytes, n, act, act_stride, n_tok, y, y_stride, 0, rows);
         return;
     }
-    es_matvec_plan plan = es_plan_matvec(type);
+    es_matvec_plan plan = es_plan_matvec(K, type);
     for (int t = 0; t < n_tok; t++)
         plan.fn(base, row_bytes, n, (const uint8_t *)act + (size_t)t * act_stride, y + t * y_stride, 0, rows);
 }
 
 /* y = M x for one vector, converting x into actbuf when the kernel wants
  * another format. */
-static void matvec_here(uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n, int64_t rows,
-                        const float *x, float *y, void *actbuf) {
-    es_matvec_plan plan = es_plan_matvec(type);
+static void matvec_here(const es_kernels *K, uint32_t type, const uint8_t *base, size_t row_bytes, int64_t n,
+                        int64_t rows, const float *x, float *y, void *actbuf) {
+    es_matvec_plan plan = es_plan_matvec(K, type);
     const void *act = x;
     if (plan.act_type != ES_TYPE_F32) {
-        es_prepare_act(plan.act_type, x, actbuf, n);
+        es_prepare_act(K, plan.act_type, x, actbuf, n);
         act = actbuf;
     }
     plan.fn(base, row_bytes, n, act, y, 0, rows);
@@ -187,7 +182,8 @@ static void absorb_query(const attn_job *j, int h, const float *q_nope, float *q
     if (!ly->legacy_kv_b) {
         /* attn_k_b stores (W_UK^h)^T: R rows of dn */
         const es_weight *w = &ly->wk_b;
-        matvec_here(w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt, actbuf);
+        matvec_here(j->s->m->kern, w->type, w->data + (size_t)h * w->mat_bytes, w->row_bytes, dn, R, q_nope, qt,
+                    actbuf);
         return;
     }
     /* attn_kv_b rows h*(dn+dv) .. +dn are W_UK^h (dn rows of R): accumulate
@@ -196,8 +192,8 @@ static void absorb_query(const attn_job *j, int h, const float *q_nope, float *q
     float *row = j->a->t_row + (size_t)tid * R;
     memset(qt, 0, sizeof(float) * (size_t)R);
     for (int d = 0; d < dn; d++) {
-        es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
-        es_kern()->axpy_f32(qt, q_nope[d], row, R);
+        es_dequant_row(j->s->m->kern, w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
+        j->s->m->kern->axpy_f32(qt, q_nope[d], row, R);
     }
 }
 
@@ -206,7 +202,7 @@ static void absorb_query(const attn_job *j, int h, const float *q_nope, float *q
 static void attend_absorbed(const attn_job *j, int t, int h, int tid) {
     const es_hparams *hp = &j->s->m->hp;
     es_attn_scratch *a = j->a;
-    const es_kernels *K = es_kern();
+    const es_kernels *K = j->s->m->kern;
     const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
     const int p = j->pos0 + t;
     const float *qh = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
@@ -223,7 +219,7 @@ static void attend_absorbed(const attn_job *j, int t, int h, int tid) {
     for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
     const es_weight *w;
     const uint8_t *wv = value_rows(hp, j->ly, h, &w);
-    matvec_here(w->type, wv, w->row_bytes, R, dv, u, j->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv,
+    matvec_here(K, w->type, wv, w->row_bytes, R, dv, u, j->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv,
                 (uint8_t *)a->t_act + (size_t)tid * a->t_act_bytes);
 }
 
@@ -260,7 +256,7 @@ static void transpose_uk(const attn_job *j, int h, float *wuk, int tid) {
     for (int r0 = 0; r0 < R; r0 += TR) {
         const int nr = R - r0 < TR ? R - r0 : TR;
         for (int i = 0; i < nr; i++)
-            es_dequant_row(w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
+            es_dequant_row(j->s->m->kern, w->type, w->data + (size_t)h * w->mat_bytes + (size_t)(r0 + i) * w->row_bytes,
                            rows + (size_t)i * dn, dn);
         for (int d = 0; d < dn; d++)
             for (int i = 0; i < nr; i++) wuk[(size_t)d * R + r0 + i] = rows[(size_t)i * dn + d];
@@ -274,7 +270,7 @@ static void latent_act_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     const es_hparams *hp = &e->base.s->m->hp;
     const int kvw = hp->kv_lora + hp->rope;
     for (int64_t i = i0; i < i1; i++)
-        es_prepare_act(e->act_type, e->base.cache + (size_t)i * kvw,
+        es_prepare_act(e->base.s->m->kern, e->act_type, e->base.cache + (size_t)i * kvw,
                        (uint8_t *)e->base.a->lat_act + (size_t)i * e->act_bytes, hp->kv_lora);
 }
 
@@ -294,18 +290,19 @@ static void expand_block(const expand_job *e, int h, int c0, int p0, int nb, con
     }
     float *kh = kc + (size_t)(p0 - c0) * kw;
     if (!j->ly->legacy_kv_b) {
-        matmul_here(ES_TYPE_F32, (const uint8_t *)wuk, sizeof(float) * (size_t)R, R, dn, lat, sizeof(float) * kvw, nb,
-                    kh, kw);
+        matmul_here(j->s->m->kern, ES_TYPE_F32, (const uint8_t *)wuk, sizeof(float) * (size_t)R, R, dn, lat,
+                    sizeof(float) * kvw, nb, kh, kw);
     } else {
         const es_weight *w = &j->ly->wkv_b;
-        matmul_here(w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act, as, nb, kh, kw);
+        matmul_here(j->s->m->kern, w->type, w->data + (size_t)h * (dn + dv) * w->row_bytes, w->row_bytes, R, dn, act,
+                    as, nb, kh, kw);
     }
     for (int s = 0; s < nb; s++)
         memcpy(kh + (size_t)s * kw + dn, lat + (size_t)s * kvw + R, sizeof(float) * (size_t)dr);
     const es_weight *w;
     const uint8_t *wv = value_rows(hp, j->ly, h, &w);
     float *vb = j->a->t_vblk + (size_t)tid * KB * dv;
-    matmul_here(w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
+    matmul_here(j->s->m->kern, w->type, wv, w->row_bytes, R, dv, act, as, nb, vb, dv);
     float *vh = vt + (p0 - c0);
     for (int s = 0; s < nb; s++)
         for (int d = 0; d < dv; d++) vh[(size_t)d * CH + s] = vb[(size_t)s * dv + d];
@@ -327,7 +324,7 @@ static void flash_tile(const expand_job *e, int h, int c0, int cn, int t0, int n
         int nk = cn - k0 < KT ? cn - k0 : KT;
         if (c0 + k0 + nk - 1 > last) nk = last - (c0 + k0) + 1;
         /* scores[t][s] = q_t · [K_nope_s ; k_pe_s] */
-        matmul_here(ES_TYPE_F32, (const uint8_t *)(kc + (size_t)k0 * kw), sizeof(float) * kw, kw, nk,
+        matmul_here(j->s->m->kern, ES_TYPE_F32, (const uint8_t *)(kc + (size_t)k0 * kw), sizeof(float) * kw, kw, nk,
                     j->q + (size_t)t0 * qw + (size_t)h * kw, sizeof(float) * (size_t)qw, nq, sc, KT);
         for (int t = 0; t < nq; t++) {
             float *row = sc + (size_t)t * KT;
@@ -357,8 +354,8 @@ static void flash_tile(const expand_job *e, int h, int c0, int cn, int t0, int n
             for (int d = 0; d < dv; d++) acc[d] *= alpha;
         }
         /* pv[t][d] = Σ_s p[t][s] V[s][d]; V transposed makes it a product */
-        matmul_here(ES_TYPE_F32, (const uint8_t *)(vt + k0), sizeof(float) * CH, nk, dv, sc, sizeof(float) * KT, nq,
-                    pv, dv);
+        matmul_here(j->s->m->kern, ES_TYPE_F32, (const uint8_t *)(vt + k0), sizeof(float) * CH, nk, dv, sc,
+                    sizeof(float) * KT, nq, pv, dv);
         for (int t = 0; t < nq; t++) {
             float *acc = j->o + (size_t)(t0 + t) * H * dv + (size_t)h * dv;
             const float *src = pv + (size_t)t * dv;
@@ -399,7 +396,7 @@ static int expanded(const attn_job *j) {
     const int H = hp->n_heads, dv = hp->vdim, S = j->pos0 + j->T;
     const es_weight *vw;
     value_rows(hp, j->ly, 0, &vw);
-    expand_job e = {*j, es_plan_matvec(vw->type).act_type, 0};
+    expand_job e = {*j, es_plan_matvec(s->m->kern, vw->type).act_type, 0};
     if (e.act_type != ES_TYPE_F32) {
         e.act_bytes = es_act_bytes(e.act_type, hp->kv_lora);
         const size_t need = e.act_bytes * (size_t)S;

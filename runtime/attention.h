@@ -13,9 +13,8 @@ typedef struct es_attn_scratch es_attn_scratch;
 enum es_attn_form { ES_ATTN_AUTO = 0, ES_ATTN_ABSORBED = 1, ES_ATTN_EXPANDED = 2 };
 
 /* Buffers for batches of up to `batch` tokens, a context of n_ctx and
- * n_threads workers.  The form comes from EDGESEEK_MLA (auto, absorbed,
- * expanded; unset: auto); an unknown value is reported on stderr and read
- * as auto.  NULL when out of memory. */
+ * n_threads workers, in the model's form (m->mla_form: es_load_params.mla
+ * or EDGESEEK_MLA).  NULL when out of memory. */
 es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads);
 void es_attn_scratch_free(es_attn_scratch *a);
 /* Overrides the form (tests, benchmarks). */

@@ -116,21 +116,21 @@ static const es_numa_plan *replicas_of(const es_session *s) {
 
 /* Converts T rows of X (x_stride floats apart, n used) to act_type in buf;
  * F32 needs no copy.  Returns the rows and sets their stride in bytes. */
-static const void *prepare_rows(uint32_t act_type, const float *X, int64_t x_stride, int64_t n, int T,
-                                void *buf, size_t *stride) {
+static const void *prepare_rows(const es_kernels *K, uint32_t act_type, const float *X, int64_t x_stride,
+                                int64_t n, int T, void *buf, size_t *stride) {
     if (act_type == ES_TYPE_F32) {
         *stride = (size_t)x_stride * sizeof(float);
         return X;
     }
     *stride = es_act_bytes(act_type, n);
-    for (int t = 0; t < T; t++) es_prepare_act(act_type, X + t * x_stride, (uint8_t *)buf + (size_t)t * *stride, n);
+    for (int t = 0; t < T; t++) es_prepare_act(K, act_type, X + t * x_stride, (uint8_t *)buf + (size_t)t * *stride, n);
     return buf;
 }
 
-static matmul_job make_job(const es_weight *w, int64_t mat, const void *act, size_t act_stride, int T, float *Y,
-                           int64_t y_stride) {
-    es_matvec_plan plan = es_plan_matvec(w->type);
-    matmul_job j = {plan.fn, es_kern()->matmul[w->type], w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n,
+static matmul_job make_job(const es_kernels *K, const es_weight *w, int64_t mat, const void *act,
+                           size_t act_stride, int T, float *Y, int64_t y_stride) {
+    es_matvec_plan plan = es_plan_matvec(K, w->type);
+    matmul_job j = {plan.fn, K->matmul[w->type], w->data + (size_t)mat * w->mat_bytes, w->row_bytes, w->n,
                     act, act_stride, T, Y, y_stride, NULL, NULL};
     return j;
 }
@@ -151,7 +151,7 @@ static int64_t row_chunk(size_t row_bytes, int64_t rows, int T) {
  * reads its node's copy of the weights. */
 static matmul_job pool_job(const es_session *s, const es_weight *w, int64_t mat, const void *act, size_t act_stride,
                            int T, float *Y, int64_t y_stride) {
-    matmul_job j = make_job(w, mat, act, act_stride, T, Y, y_stride);
+    matmul_job j = make_job(s->m->kern, w, mat, act, act_stride, T, Y, y_stride);
     j.replicas = replicas_of(s);
     j.pool = s->pool;
     return j;
@@ -161,9 +161,9 @@ static matmul_job pool_job(const es_session *s, const es_weight *w, int64_t mat,
  * y_stride floats apart. */
 static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *X, int64_t x_stride, int T, float *Y,
                    int64_t y_stride) {
-    es_matvec_plan plan = es_plan_matvec(w->type);
+    es_matvec_plan plan = es_plan_matvec(s->m->kern, w->type);
     size_t stride;
-    const void *act = prepare_rows(plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
+    const void *act = prepare_rows(s->m->kern, plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
     matmul_job j = pool_job(s, w, mat, act, stride, T, Y, y_stride);
     es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
 }
@@ -189,14 +189,14 @@ static void pair_task(void *ctx, int64_t u0, int64_t u1, int tid) {
 
 static void matmul_pair(es_session *s, const es_weight *w1, float *Y1, const es_weight *w2, float *Y2, const float *X,
                         int64_t x_stride, int T) {
-    es_matvec_plan p1 = es_plan_matvec(w1->type), p2 = es_plan_matvec(w2->type);
+    es_matvec_plan p1 = es_plan_matvec(s->m->kern, w1->type), p2 = es_plan_matvec(s->m->kern, w2->type);
     if (p1.act_type != p2.act_type || w1->n != w2->n) {
         matmul(s, w1, 0, X, x_stride, T, Y1, w1->rows);
         matmul(s, w2, 0, X, x_stride, T, Y2, w2->rows);
         return;
     }
     size_t stride;
-    const void *act = prepare_rows(p1.act_type, X, x_stride, w1->n, T, s->scratch->act, &stride);
+    const void *act = prepare_rows(s->m->kern, p1.act_type, X, x_stride, w1->n, T, s->scratch->act, &stride);
     pair_job p;
     const es_weight *w[2] = {w1, w2};
     float *Y[2] = {Y1, Y2};
@@ -249,7 +249,7 @@ static void attention(es_session *s, int il, int T) {
     if (hp->q_lora) {
         matmul_pair(s, &ly->wq_a, sc->qa, &ly->wkv_a, sc->kva, sc->xn, D, T);
         for (int t = 0; t < T; t++)
-            es_kern()->rmsnorm(sc->qa + (size_t)t * hp->q_lora, sc->qa + (size_t)t * hp->q_lora, ly->q_a_norm,
+            s->m->kern->rmsnorm(sc->qa + (size_t)t * hp->q_lora, sc->qa + (size_t)t * hp->q_lora, ly->q_a_norm,
                                hp->q_lora, hp->eps);
         matmul(s, &ly->wq_b, 0, sc->qa, hp->q_lora, T, sc->q, qw);
     } else {
@@ -260,7 +260,7 @@ static void attention(es_session *s, int il, int T) {
         const float *cs = sc->rope_cs + (size_t)t * dr;
         float *slot = cache + (size_t)(s->pos + t) * kvw;
         const float *a = sc->kva + (size_t)t * kvw;
-        es_kern()->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
+        s->m->kern->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
         memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
         rope(slot + R, dr, cs);
         for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
@@ -277,7 +277,7 @@ static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const
     es_scratch *sc = s->scratch;
     const int64_t F = gate->rows, D = s->m->hp.dim;
     matmul_pair(s, gate, sc->ff_g, up, sc->ff_u, x, D, T);
-    es_kern()->silu_mul(sc->ff_g, sc->ff_u, F * T);
+    s->m->kern->silu_mul(sc->ff_g, sc->ff_u, F * T);
     matmul(s, down, 0, sc->ff_g, F, T, out, D);
 }
 
@@ -287,7 +287,7 @@ static void mlp(es_session *s, const es_weight *gate, const es_weight *up, const
 static void router_scores(es_session *s, const es_layer *ly, const float *X, float *out, int T) {
     const es_weight *w = &ly->gate_inp;
     const int E = s->m->hp.n_experts;
-    es_matvec_plan plan = es_plan_matvec(w->type);
+    es_matvec_plan plan = es_plan_matvec(s->m->kern, w->type);
     matmul_job j = pool_job(s, w, 0, X, sizeof(float) * (size_t)s->m->hp.dim, T, out, E);
     if (plan.act_type != ES_TYPE_F32) {
         j.mv = es_kernels_generic.matvec[w->type];
@@ -299,7 +299,7 @@ static void router_scores(es_session *s, const es_layer *ly, const float *X, flo
         if (s->m->hp.gating == ES_GATING_SIGMOID) {
             for (int e = 0; e < E; e++) sc_t[e] = 1.0f / (1.0f + expf(-sc_t[e]));
         } else {
-            es_kern()->softmax(sc_t, E);
+            s->m->kern->softmax(sc_t, E);
         }
     }
 }
@@ -384,9 +384,9 @@ typedef struct expert_job {
 } expert_job;
 
 /* A matmul job over matrix `base` laid out as w's matrices. */
-static matmul_job expert_mat(const es_weight *w, const uint8_t *base, const void *act, size_t act_stride, int T,
-                             float *Y, int64_t y_stride) {
-    matmul_job j = make_job(w, 0, act, act_stride, T, Y, y_stride);
+static matmul_job expert_mat(const es_kernels *K, const es_weight *w, const uint8_t *base, const void *act,
+                             size_t act_stride, int T, float *Y, int64_t y_stride) {
+    matmul_job j = make_job(K, w, 0, act, act_stride, T, Y, y_stride);
     j.base = base;
     return j;
 }
@@ -401,7 +401,7 @@ static void shared_unit(const expert_job *j, int64_t u, int tid) {
     matmul_task((void *)w, r0, r1, tid);
     if (j->phase == 1) return;
     matmul_task((void *)&j->sh[1], r0, r1, tid);
-    for (int t = 0; t < w->T; t++) es_kern()->silu_mul(sc->ff_g + t * rows + r0, sc->ff_u + t * rows + r0, r1 - r0);
+    for (int t = 0; t < w->T; t++) j->s->m->kern->silu_mul(sc->ff_g + t * rows + r0, sc->ff_u + t * rows + r0, r1 - r0);
 }
 
 static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
@@ -423,9 +423,9 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
         const uint8_t *act = (const uint8_t *)j->act + (size_t)first * j->act_stride;
         if (j->phase == 0) {
             int64_t r1 = r0 + j->chunk < F ? r0 + j->chunk : F;
-            matmul_job g = expert_mat(&ly->gate_exps, j->ptr[gi][0], act, j->act_stride, (int)nrows,
+            matmul_job g = expert_mat(j->s->m->kern, &ly->gate_exps, j->ptr[gi][0], act, j->act_stride, (int)nrows,
                                       sc->ex_g + first * F, F);
-            matmul_job up = expert_mat(&ly->up_exps, j->ptr[gi][1], act, j->act_stride, (int)nrows,
+            matmul_job up = expert_mat(j->s->m->kern, &ly->up_exps, j->ptr[gi][1], act, j->act_stride, (int)nrows,
                                        sc->ex_h + first * F, F);
             if (j->generic_gate_up) {
                 g.mv = es_kernels_generic.matvec[ly->gate_exps.type];
@@ -435,10 +435,10 @@ static void expert_task(void *ctx, int64_t i0, int64_t i1, int tid) {
             matmul_rows(&g, r0, r1);
             matmul_rows(&up, r0, r1);
             for (int64_t t = 0; t < nrows; t++)
-                es_kern()->silu_mul(sc->ex_g + (first + t) * F + r0, sc->ex_h + (first + t) * F + r0, r1 - r0);
+                j->s->m->kern->silu_mul(sc->ex_g + (first + t) * F + r0, sc->ex_h + (first + t) * F + r0, r1 - r0);
         } else {
             int64_t r1 = r0 + j->chunk < D ? r0 + j->chunk : D;
-            matmul_job dn = expert_mat(&ly->down_exps, j->ptr[gi][2], act, j->act_stride, (int)nrows,
+            matmul_job dn = expert_mat(j->s->m->kern, &ly->down_exps, j->ptr[gi][2], act, j->act_stride, (int)nrows,
                                        sc->ex_out + first * D, D);
             matmul_rows(&dn, r0, r1);
         }
@@ -516,7 +516,7 @@ static void predict_layer(es_session *s, int il, int T) {
     es_scratch *sc = s->scratch;
     const int D = hp->dim, E = hp->n_experts, k = hp->n_used;
     for (int t = 0; t < T; t++)
-        es_kern()->rmsnorm(sc->pred_xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
+        s->m->kern->rmsnorm(sc->pred_xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
     router_scores(s, ly, sc->pred_xn, sc->pred_router, T);
     memset(sc->pred_cnt, 0, sizeof(int32_t) * (size_t)E);
     /* select_experts wants E floats and E ints of scratch: pred_xn's first
@@ -567,7 +567,8 @@ static void moe(es_session *s, int il, int T) {
     if (res) es_res_begin(res, il, sc->active, n_active, sc->ex_start, T);
     if (es_res_wants_prediction(res) && il + 1 < hp->n_layers && s->m->layers[il + 1].is_moe)
         predict_layer(s, il + 1, T);
-    es_matvec_plan pg = es_plan_matvec(ly->gate_exps.type), pu = es_plan_matvec(ly->up_exps.type);
+    es_matvec_plan pg = es_plan_matvec(s->m->kern, ly->gate_exps.type),
+                   pu = es_plan_matvec(s->m->kern, ly->up_exps.type);
     int mixed = pg.act_type != pu.act_type; /* rare: gate and up of different types */
     if (mixed) pg.act_type = ES_TYPE_F32;
     size_t in_stride = es_act_bytes(pg.act_type, D);
@@ -576,19 +577,20 @@ static void moe(es_session *s, int il, int T) {
             int e = sc->sel[t * k + j];
             int row = sc->ex_start[e] + sc->ex_fill[e]++;
             sc->tok_row[t * k + j] = row;
-            es_prepare_act(pg.act_type, sc->xn + (size_t)t * D, (uint8_t *)sc->act_gather + (size_t)row * in_stride, D);
+            es_prepare_act(s->m->kern, pg.act_type, sc->xn + (size_t)t * D,
+                           (uint8_t *)sc->act_gather + (size_t)row * in_stride, D);
         }
 
     /* Groups of resident experts, in the order they become resident; each
      * expert's rows are computed by the same units whatever the grouping, so
      * the result does not depend on the budget or the mode. */
-    es_matvec_plan pd = es_plan_matvec(ly->down_exps.type);
+    es_matvec_plan pd = es_plan_matvec(s->m->kern, ly->down_exps.type);
     size_t h_stride = pd.act_type == ES_TYPE_F32 ? sizeof(float) * (size_t)F : es_act_bytes(pd.act_type, F);
     /* The shared expert's rows run in the first group's two regions (one
      * barrier less each, and its units fill the routed experts' tail),
      * unless its gate and up want different input formats. */
-    int shared_pending = ly->has_shared && es_plan_matvec(ly->gate_sh.type).act_type ==
-                                               es_plan_matvec(ly->up_sh.type).act_type;
+    int shared_pending = ly->has_shared && es_plan_matvec(s->m->kern, ly->gate_sh.type).act_type ==
+                                               es_plan_matvec(s->m->kern, ly->up_sh.type).act_type;
     const int fuse_shared = shared_pending;
     for (int done = 0; !done;) {
         int n;
@@ -613,7 +615,8 @@ static void moe(es_session *s, int il, int T) {
         size_t sh_stride = 0;
         const int64_t S = ly->gate_sh.rows;
         if (shared_pending)
-            sh_act = prepare_rows(es_plan_matvec(ly->gate_sh.type).act_type, sc->xn, D, D, T, sc->act, &sh_stride);
+            sh_act = prepare_rows(s->m->kern, es_plan_matvec(s->m->kern, ly->gate_sh.type).act_type, sc->xn, D, D, T,
+                                  sc->act, &sh_stride);
         run_experts(s, il, n, sc->ex_fill, per_node, 0, F, sc->act_gather, in_stride, mixed, sh_act, sh_stride, T);
         /* the down projection's input: the group's hidden rows in its kernel's format */
         const void *hact = sc->ex_g;
@@ -621,10 +624,12 @@ static void moe(es_session *s, int il, int T) {
             hact = sc->act_down;
             for (int i = 0; i < n; i++)
                 for (int32_t row = sc->ex_start[sc->grp[i]]; row < sc->ex_start[sc->grp[i] + 1]; row++)
-                    es_prepare_act(pd.act_type, sc->ex_g + (size_t)row * F, (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
+                    es_prepare_act(s->m->kern, pd.act_type, sc->ex_g + (size_t)row * F,
+                                   (uint8_t *)sc->act_down + (size_t)row * h_stride, F);
         }
         if (shared_pending)
-            sh_act = prepare_rows(es_plan_matvec(ly->down_sh.type).act_type, sc->ff_g, S, S, T, sc->act, &sh_stride);
+            sh_act = prepare_rows(s->m->kern, es_plan_matvec(s->m->kern, ly->down_sh.type).act_type, sc->ff_g, S, S, T,
+                                  sc->act, &sh_stride);
         run_experts(s, il, n, sc->ex_fill, per_node, 1, D, hact, h_stride, 0, sh_act, sh_stride, T);
         shared_pending = 0;
         if (res) es_res_release(res, sc->grp, n);
@@ -635,7 +640,7 @@ static void moe(es_session *s, int il, int T) {
     memset(sc->xb, 0, sizeof(float) * (size_t)T * D);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < k; j++)
-            es_kern()->axpy_f32(sc->xb + (size_t)t * D, sc->selw[t * k + j],
+            s->m->kern->axpy_f32(sc->xb + (size_t)t * D, sc->selw[t * k + j],
                                 sc->ex_out + (size_t)sc->tok_row[t * k + j] * D, D);
     if (ly->has_shared && (!fuse_shared || shared_pending))
         mlp(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, sc->xn, T, sc->sh_out);
@@ -650,12 +655,12 @@ static void moe(es_session *s, int il, int T) {
 static void forward_batch(es_session *s, const int32_t *tokens, int T, float *logits, int all) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
-    const es_kernels *K = es_kern();
+    const es_kernels *K = m->kern;
     es_scratch *sc = s->scratch;
     const int D = hp->dim;
 
     for (int t = 0; t < T; t++) {
-        es_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+        es_dequant_row(K, m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        sc->x + (size_t)t * D, D);
         rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, s->pos + t, m->rope_freqs);
     }

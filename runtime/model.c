@@ -264,7 +264,7 @@ static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int6
         return 0;
     }
     const es_type_traits *tr = es_type_info(t->type);
-    if (!tr || !tr->supported || !es_kern()->dequant_row[t->type]) {
+    if (!tr || !tr->supported || !L->m->kern->dequant_row[t->type]) {
         set_err(L->err, L->errlen, "tensor %s has type %s, which edgeseek cannot compute with yet "
                                    "(supported: F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
                 name, tr ? tr->name : "unknown");
@@ -290,7 +290,7 @@ static const float *get_vec(loader *L, const char *name, int64_t n, int optional
     if (!get_weight(L, &w, name, n, 1, 1, optional)) return NULL;
     float *dst = L->vec_next;
     L->vec_next += n;
-    es_dequant_row(w.type, w.data, dst, n);
+    es_dequant_row(L->m->kern, w.type, w.data, dst, n);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(dst[i])) {
             set_err(L->err, L->errlen, "tensor %s holds a non-finite value at %lld", name, (long long)i);

@@ -92,6 +92,8 @@ struct es_model {
     size_t weight_bytes;
     struct es_numa_plan *numa; /* NUMA placement (numa.h); never NULL after a full load */
     struct es_res *res;  /* routed-expert residency manager (mmap/residency.h); NULL: none */
+    const struct es_kernels *kern; /* the kernel table (simd/kernels.h), chosen at load, never changed */
+    int mla_form;        /* enum es_attn_form (attention.h) every session of the model uses */
 };
 
 /* Loads hyperparameters and weights (or only the tokenizer). */

@@ -46,7 +46,6 @@ typedef struct assign {
 struct es_numa_plan {
     int policy;
     es_numa_topo topo;
-    int fake_ignored;       /* EDGESEEK_FAKE_NUMA was set but not a count 1..64 */
     replica *reps;
     size_t n_reps;
     assign *as;
@@ -291,7 +290,8 @@ static const char *policy_name(int policy) {
     return policy == ES_NUMA_OFF ? "off" : policy == ES_NUMA_REPLICATE ? "replicate" : "shard";
 }
 
-es_status es_numa_place(const es_model *m, int policy, es_numa_plan **out, char *err, size_t errlen) {
+es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_plan **out, char *err,
+                        size_t errlen) {
     *out = NULL;
     if (policy == ES_NUMA_DEFAULT) policy = ES_NUMA_SHARD;
     if (policy != ES_NUMA_OFF && policy != ES_NUMA_SHARD && policy != ES_NUMA_REPLICATE) {
@@ -304,14 +304,11 @@ es_status es_numa_place(const es_model *m, int policy, es_numa_plan **out, char 
         return ES_ERR_NOMEM;
     }
     p->policy = policy;
-    es_numa_detect(&p->topo);
-    const char *fake = getenv("EDGESEEK_FAKE_NUMA");
-    p->fake_ignored = fake && *fake && !p->topo.fake;
+    es_numa_detect(&p->topo, fake_nodes);
     const int N = p->topo.n_nodes;
     char topo_desc[96];
-    snprintf(topo_desc, sizeof topo_desc, "%d node%s (%s%s)%s", N, N == 1 ? "" : "s",
-             p->topo.fake ? "EDGESEEK_FAKE_NUMA over " : "", p->topo.source,
-             p->fake_ignored ? ", EDGESEEK_FAKE_NUMA ignored: not a count 1..64" : "");
+    snprintf(topo_desc, sizeof topo_desc, "%d node%s (%s%s)", N, N == 1 ? "" : "s",
+             p->topo.fake ? "fake, over " : "", p->topo.source);
     if (policy == ES_NUMA_OFF || N == 1 || !m->layers) {
         snprintf(p->summary, sizeof p->summary, "numa: %s, %s: nothing placed", policy_name(policy), topo_desc);
         *out = p;

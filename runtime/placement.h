@@ -12,10 +12,13 @@
 typedef struct es_numa_plan es_numa_plan;
 struct es_model;
 
-/* Places m's weights under policy (ES_NUMA_DEFAULT means shard) and returns
- * the plan (*out, also for one node: a no-op plan).  Only running out of
- * memory for the plan itself is an error. */
-es_status es_numa_place(const struct es_model *m, int policy, es_numa_plan **out, char *err, size_t errlen);
+/* Places m's weights under policy (ES_NUMA_DEFAULT means shard) over the
+ * machine's topology, or fake_nodes pretended nodes when 1..ES_MAX_NODES
+ * (es_load_params.fake_numa), and returns the plan (*out, also for one
+ * node: a no-op plan).  Only running out of memory for the plan itself is
+ * an error. */
+es_status es_numa_place(const struct es_model *m, int policy, int fake_nodes, es_numa_plan **out, char *err,
+                        size_t errlen);
 void es_numa_plan_free(es_numa_plan *p);
 
 /* The topology the session pools should follow: NULL under policy off or

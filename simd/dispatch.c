@@ -3,9 +3,12 @@
  * x86-64: cpuid for the instruction sets, and XGETBV for whether the OS saves
  * the AVX (YMM) and AVX-512 (opmask, ZMM) registers; an instruction set the
  * OS has not enabled is treated as absent.  aarch64: HWCAP bits.  The best
- * table the CPU can run is chosen unless EDGESEEK_SIMD names one; a name the
- * CPU cannot run is refused with a message and generic is used.  The choice
- * is made once (pthread_once) and logged by the CLI (`info`, `run`).
+ * table the CPU can run is the default; es_kernels_for gives the table of a
+ * named path, or refuses with a message when the CPU cannot run it.  Nothing
+ * here is switched at run time: a model keeps the table it was loaded with
+ * (es_load_params.simd, EDGESEEK_SIMD read by es_model_load), and code that
+ * is not per model passes the table it wants.  Features are detected and the
+ * tables built once (pthread_once).
  */
 #include "kernels.h"
 
@@ -108,71 +111,68 @@ static const es_kernels *table_by_name(const char *name) {
     return NULL;
 }
 
-static const es_kernels *active;
-static es_kernels merged;
-static char select_error[256];
+/* The complete table of each path: an ISA table with its empty slots filled
+ * from generic, so callers never see a NULL slot the generic table has.
+ * Built once, read-only after. */
+static const char *const path_names[] = {"generic", "avx2", "avx512", "neon"};
+enum { N_PATHS = sizeof path_names / sizeof path_names[0] };
+static es_kernels merged[N_PATHS];
+static const es_kernels *best;
 
-/* Copies an ISA table with its empty slots filled from generic, so callers
- * never see a NULL slot the generic table has. */
-static void use_table(const es_kernels *t) {
-    merged = *t;
+static void fill_table(es_kernels *dst, const es_kernels *t) {
+    *dst = *t;
     for (int i = 0; i < ES_TYPE_COUNT; i++) {
-        if (!merged.matvec[i]) {
-            merged.matvec[i] = es_kernels_generic.matvec[i];
-            merged.act_type[i] = es_kernels_generic.act_type[i];
+        if (!dst->matvec[i]) {
+            dst->matvec[i] = es_kernels_generic.matvec[i];
+            dst->act_type[i] = es_kernels_generic.act_type[i];
         }
-        if (!merged.dequant_row[i]) merged.dequant_row[i] = es_kernels_generic.dequant_row[i];
-        if (!merged.quant_row[i]) merged.quant_row[i] = es_kernels_generic.quant_row[i];
+        if (!dst->dequant_row[i]) dst->dequant_row[i] = es_kernels_generic.dequant_row[i];
+        if (!dst->quant_row[i]) dst->quant_row[i] = es_kernels_generic.quant_row[i];
     }
-    if (!merged.rmsnorm) merged.rmsnorm = es_kernels_generic.rmsnorm;
-    if (!merged.dot_f32) merged.dot_f32 = es_kernels_generic.dot_f32;
-    if (!merged.axpy_f32) merged.axpy_f32 = es_kernels_generic.axpy_f32;
-    if (!merged.silu_mul) merged.silu_mul = es_kernels_generic.silu_mul;
-    if (!merged.softmax) merged.softmax = es_kernels_generic.softmax;
-    active = &merged;
-}
-static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
-
-int es_simd_select(const char *name, char *err, size_t errlen) {
-    if (!table_by_name(name) && strcmp(name, "avx2") && strcmp(name, "avx512") && strcmp(name, "neon")) {
-        snprintf(err, errlen, "unknown SIMD path '%s' (generic, avx2, avx512, neon)", name);
-        return -1;
-    }
-    if (!es_simd_supported(name)) {
-        snprintf(err, errlen, "SIMD path '%s' cannot run here: %s", name,
-                 table_by_name(name) ? "this CPU (or its OS) lacks the instructions" : "not built for this architecture");
-        return -1;
-    }
-    use_table(table_by_name(name));
-    return 0;
+    if (!dst->rmsnorm) dst->rmsnorm = es_kernels_generic.rmsnorm;
+    if (!dst->dot_f32) dst->dot_f32 = es_kernels_generic.dot_f32;
+    if (!dst->axpy_f32) dst->axpy_f32 = es_kernels_generic.axpy_f32;
+    if (!dst->silu_mul) dst->silu_mul = es_kernels_generic.silu_mul;
+    if (!dst->softmax) dst->softmax = es_kernels_generic.softmax;
 }
 
-static void choose(void) {
-    const char *env = getenv("EDGESEEK_SIMD");
-    if (env && *env) {
-        if (es_simd_select(env, select_error, sizeof select_error) == 0) return;
-        use_table(&es_kernels_generic);
-        return;
+static void build_tables(void) {
+    es_simd_supported("generic"); /* detect() */
+    for (int i = 0; i < N_PATHS; i++) {
+        const es_kernels *t = table_by_name(path_names[i]);
+        if (t) fill_table(&merged[i], t);
     }
-    static const char *order[] = {"avx512", "avx2", "neon"};
+    static const int order[] = {2, 1, 3}; /* avx512, avx2, neon */
+    best = &merged[0];
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
-        if (es_simd_supported(order[i])) {
-            use_table(table_by_name(order[i]));
-            return;
+        if (es_simd_supported(path_names[order[i]])) {
+            best = &merged[order[i]];
+            break;
         }
-    use_table(&es_kernels_generic);
+}
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+const es_kernels *es_kernels_for(const char *name, char *err, size_t errlen) {
+    pthread_once(&tables_once, build_tables);
+    for (int i = 0; name && i < N_PATHS; i++) {
+        if (strcmp(name, path_names[i])) continue;
+        if (es_simd_supported(name)) return &merged[i];
+        if (err && errlen)
+            snprintf(err, errlen, "SIMD path '%s' cannot run here: %s", name,
+                     table_by_name(name) ? "this CPU (or its OS) lacks the instructions"
+                                         : "not built for this architecture");
+        return NULL;
+    }
+    if (err && errlen) snprintf(err, errlen, "unknown SIMD path '%s' (generic, avx2, avx512, neon)", name ? name : "");
+    return NULL;
 }
 
-const es_kernels *es_kern(void) {
-    if (!active) pthread_once(&choose_once, choose);
-    return active;
+const es_kernels *es_kernels_best(void) {
+    pthread_once(&tables_once, build_tables);
+    return best;
 }
 
-const char *es_simd_name(void) { return es_kern()->name; }
-const char *es_simd_error(void) {
-    es_kern();
-    return select_error[0] ? select_error : NULL;
-}
+const char *es_simd_name(void) { return es_kernels_best()->name; }
 const char *es_cpu_features(void) {
     es_simd_supported("generic");
     return features_line;
@@ -180,11 +180,11 @@ const char *es_cpu_features(void) {
 
 /* ---- resolution with fallback to generic ---------------------------------- */
 
-es_matvec_plan es_plan_matvec(uint32_t type) {
+es_matvec_plan es_plan_matvec(const es_kernels *K, uint32_t type) {
     es_matvec_plan p = {0, 0};
     if (type >= ES_TYPE_COUNT) return p;
-    p.fn = es_kern()->matvec[type];
-    p.act_type = es_kern()->act_type[type];
+    p.fn = K->matvec[type];
+    p.act_type = K->act_type[type];
     return p;
 }
 
@@ -194,17 +194,17 @@ size_t es_act_bytes(uint32_t act_type, int64_t n) {
     return es_row_bytes(act_type, (n + bs - 1) / bs * bs);
 }
 
-void es_prepare_act(uint32_t act_type, const float *x, void *dst, int64_t n) {
+void es_prepare_act(const es_kernels *K, uint32_t act_type, const float *x, void *dst, int64_t n) {
     if (act_type == ES_TYPE_F32) {
         memcpy(dst, x, sizeof(float) * (size_t)n);
         return;
     }
-    es_quant_row(act_type, x, dst, n);
+    es_quant_row(K, act_type, x, dst, n);
 }
 
-int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
+int es_matvec(const es_kernels *K, uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const float *x, float *y, int64_t r0, int64_t r1) {
-    es_matvec_plan p = es_plan_matvec(type);
+    es_matvec_plan p = es_plan_matvec(K, type);
     if (!p.fn) return -1;
     if (p.act_type == ES_TYPE_F32) {
         p.fn(w, row_bytes, n, x, y, r0, r1);
@@ -212,34 +212,34 @@ int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
     }
     void *act = malloc(es_act_bytes(p.act_type, n));
     if (!act) return -1;
-    es_prepare_act(p.act_type, x, act, n);
+    es_prepare_act(K, p.act_type, x, act, n);
     p.fn(w, row_bytes, n, act, y, r0, r1);
     free(act);
     return 0;
 }
 
-int es_matmul(uint32_t type, const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
+int es_matmul(const es_kernels *K, uint32_t type, const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
               int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
-    if (type >= ES_TYPE_COUNT || !es_kern()->matvec[type]) return -1;
-    if (es_kern()->matmul[type]) {
-        es_kern()->matmul[type](w, row_bytes, n, act, act_stride, n_tok, y, y_stride, r0, r1);
+    if (type >= ES_TYPE_COUNT || !K->matvec[type]) return -1;
+    if (K->matmul[type]) {
+        K->matmul[type](w, row_bytes, n, act, act_stride, n_tok, y, y_stride, r0, r1);
         return 0;
     }
     /* one matvec per token, writing into a row of Y */
     for (int64_t t = 0; t < n_tok; t++)
-        es_kern()->matvec[type](w, row_bytes, n, (const char *)act + (size_t)t * act_stride,
+        K->matvec[type](w, row_bytes, n, (const char *)act + (size_t)t * act_stride,
                                 y + t * y_stride, r0, r1);
     return 0;
 }
 
-int es_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
-    if (type >= ES_TYPE_COUNT || !es_kern()->dequant_row[type]) return -1;
-    es_kern()->dequant_row[type](src, dst, n);
+int es_dequant_row(const es_kernels *K, uint32_t type, const void *src, float *dst, int64_t n) {
+    if (type >= ES_TYPE_COUNT || !K->dequant_row[type]) return -1;
+    K->dequant_row[type](src, dst, n);
     return 0;
 }
 
-int es_quant_row(uint32_t type, const float *src, void *dst, int64_t n) {
-    if (type >= ES_TYPE_COUNT || !es_kern()->quant_row[type]) return -1;
-    es_kern()->quant_row[type](src, dst, n);
+int es_quant_row(const es_kernels *K, uint32_t type, const float *src, void *dst, int64_t n) {
+    if (type >= ES_TYPE_COUNT || !K->quant_row[type]) return -1;
+    K->quant_row[type](src, dst, n);
     return 0;
 }

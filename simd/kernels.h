@@ -1,7 +1,9 @@
 /* kernels.h — the one table of compute kernels.  simd/generic.c fills every
  * slot with a scalar reference; per-ISA files (later) fill the slots they
  * accelerate and leave the rest NULL, which falls back to generic.  Model
- * code calls only through es_kern(), never an ISA file directly.
+ * code calls only through the complete table its model was loaded with
+ * (es_model.kern), never an ISA file directly; other code passes the table
+ * it wants (es_kernels_best(), es_kernels_for()).
  *
  * Shapes: a weight matrix is `rows` rows of `n` elements of one type, each
  * row `row_bytes` apart (es_row_bytes(type, n) for dense tensors).
@@ -64,39 +66,40 @@ extern const es_kernels *const es_kernels_neon;
  * SMMLA (i8mm); es_kernels_neon is the armv8.0 one.  NULL off aarch64. */
 const es_kernels *es_neon_for(int dotprod, int i8mm);
 
-/* The table in use: chosen on first use from the CPU's features (with the
- * OS's support for their registers), or forced by EDGESEEK_SIMD =
- * generic|avx2|avx512|neon.  A forced path the CPU cannot run is refused:
- * es_simd_error() then says why and the generic table is used. */
-const es_kernels *es_kern(void);
+/* The complete table of a SIMD path (generic|avx2|avx512|neon): every slot
+ * the generic table has is filled (an ISA's empty slots are generic's).
+ * Tables are built once and never change, so any thread may hold one.
+ * NULL with a message when the name is unknown or this CPU (or its OS, or
+ * this build) cannot run the path. */
+const es_kernels *es_kernels_for(const char *name, char *err, size_t errlen);
+/* The best table this CPU and OS can run, detected once (thread-safe). */
+const es_kernels *es_kernels_best(void);
+/* es_kernels_best()'s name (public: edgeseek.h). */
 const char *es_simd_name(void);
-const char *es_simd_error(void); /* NULL when the request was honoured */
-/* Force a path by name now; -1 with a message if this CPU cannot run it. */
-int es_simd_select(const char *name, char *err, size_t errlen);
 /* Whether this CPU and OS can run the named path. */
 int es_simd_supported(const char *name);
 /* One line describing the CPU features found. */
 const char *es_cpu_features(void);
 
-/* A resolved matrix-vector kernel: the active table's slot, or generic's. */
+/* A resolved matrix-vector kernel: table K's slot for a weight type. */
 typedef struct es_matvec_plan {
     es_matvec_fn fn;
     uint32_t act_type;
 } es_matvec_plan;
-es_matvec_plan es_plan_matvec(uint32_t weight_type);
+es_matvec_plan es_plan_matvec(const es_kernels *K, uint32_t weight_type);
 /* Bytes needed to hold n activations in act_type. */
 size_t es_act_bytes(uint32_t act_type, int64_t n);
-/* Converts n floats into act_type (a plain copy for F32). */
-void es_prepare_act(uint32_t act_type, const float *x, void *dst, int64_t n);
+/* Converts n floats into act_type with K's quantiser (a plain copy for F32). */
+void es_prepare_act(const es_kernels *K, uint32_t act_type, const float *x, void *dst, int64_t n);
 
-/* Convenience wrappers through es_kern(); return -1 if the type has no
+/* Convenience wrappers through table K; return -1 if the type has no
  * kernel.  es_matvec converts x itself (tests, cold paths). */
-int es_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n,
+int es_matvec(const es_kernels *K, uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const float *x, float *y, int64_t r0, int64_t r1);
-int es_matmul(uint32_t type, const void *w, size_t row_bytes, int64_t n,
+int es_matmul(const es_kernels *K, uint32_t type, const void *w, size_t row_bytes, int64_t n,
               const void *act, size_t act_stride, int64_t n_tok,
               float *y, int64_t y_stride, int64_t r0, int64_t r1);
-int es_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
-int es_quant_row(uint32_t type, const float *src, void *dst, int64_t n);
+int es_dequant_row(const es_kernels *K, uint32_t type, const void *src, float *dst, int64_t n);
+int es_quant_row(const es_kernels *K, uint32_t type, const float *src, void *dst, int64_t n);
 
 #endif

@@ -1,15 +1,19 @@
 /* test_api.c — the public API around the forward pass: sampling (greedy,
  * temperature, top-k, top-p, min-p, seeded determinism, frequencies close
- * to the filtered distribution), streaming detokenisation of UTF-8 split
- * across tokens, vocabulary-only loading, and the `run` and `tokenize`
+ * to the filtered distribution, samplers in two threads at once drawing what
+ * each draws alone), streaming detokenisation of UTF-8 split
+ * across tokens, the EDGESEEK_* variables (read once per load, a set
+ * es_load_params field winning, bad values reported), vocabulary-only loading, and the `run` and `tokenize`
  * subcommands end to end (same seed, same text; exit codes). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #include "edgeseek.h"
+#include "env.h"
 #include "testutil.h"
 
 static void test_sampler(void) {
@@ -82,6 +86,102 @@ static void test_sampler(void) {
     for (int i = 0; i < 4000; i++) seen[es_sampler_sample(s, logits, 6)]++;
     CHECK(seen[2] > 0 && seen[0] + seen[4] + seen[5] == 0, "min-p 0.3 keeps tokens 1, 3, 2 only");
     es_sampler_free(s);
+}
+
+/* Two samplers with the same seed in two threads at once, each over its own
+ * logits, full sorts (top-k off) and partial selections (top-k 50): each
+ * must draw exactly the tokens it draws alone.  A sort that kept its logits
+ * in shared state would mix the two threads' arrays. */
+enum { PAR_VOCAB = 3000, PAR_DRAWS = 200 };
+typedef struct par_job {
+    const float *logits;
+    int top_k;
+    int32_t out[PAR_DRAWS];
+} par_job;
+
+static void *par_sample(void *arg) {
+    par_job *j = arg;
+    es_sampler_params p = {.temperature = 1.5f, .top_k = j->top_k, .top_p = 0.98f, .min_p = 0.0f, .seed = 21};
+    es_sampler *s = es_sampler_new(&p);
+    for (int i = 0; i < PAR_DRAWS; i++) j->out[i] = s ? es_sampler_sample(s, j->logits, PAR_VOCAB) : -1;
+    es_sampler_free(s);
+    return NULL;
+}
+
+static void test_sampler_threads(void) {
+    static float logits[2][PAR_VOCAB];
+    uint32_t x = 12345;
+    for (int i = 0; i < PAR_VOCAB; i++) {
+        x = x * 1664525u + 1013904223u;
+        logits[0][i] = (float)(x >> 20) / 512.0f; /* 0..8, with ties */
+        logits[1][PAR_VOCAB - 1 - i] = logits[0][i] * 0.5f - 3.0f;
+    }
+    static const int top_ks[] = {0, 50};
+    for (size_t k = 0; k < sizeof top_ks / sizeof top_ks[0]; k++) {
+        static par_job alone[2], both[2];
+        for (int t = 0; t < 2; t++) {
+            alone[t] = (par_job){.logits = logits[t], .top_k = top_ks[k]};
+            both[t] = alone[t];
+            par_sample(&alone[t]);
+        }
+        pthread_t th[2];
+        int started[2];
+        for (int t = 0; t < 2; t++) started[t] = pthread_create(&th[t], NULL, par_sample, &both[t]) == 0;
+        for (int t = 0; t < 2; t++)
+            if (started[t]) pthread_join(th[t], NULL);
+        CHECK(started[0] && started[1], "start two sampling threads");
+        for (int t = 0; t < 2; t++)
+            CHECK(memcmp(alone[t].out, both[t].out, sizeof alone[t].out) == 0,
+                  "top-k %d: thread %d drew other tokens beside a second sampling thread", top_ks[k], t);
+    }
+}
+
+/* EDGESEEK_* through es_env_read and es_model_load (vocabulary-only loads:
+ * the kernel table is chosen for every load). */
+static void test_env(void) {
+    const char *vocab = test_data_path("golden/tokenizer/dsv3-vocab.gguf");
+    char err[512] = "";
+    es_env e;
+    setenv("EDGESEEK_MLA", "sideways", 1);
+    setenv("EDGESEEK_LFU_HALF_LIFE", "0", 1);
+    setenv("EDGESEEK_SIMD", "generic", 1);
+    es_env_read(&e);
+    CHECK(e.mla == ES_MLA_DEFAULT && strstr(e.warnings, "EDGESEEK_MLA=sideways"), "a bad EDGESEEK_MLA is reported");
+    CHECK(e.lfu_half_life == -1 && !strcmp(e.simd, "generic"), "EDGESEEK_LFU_HALF_LIFE=0: no aging; SIMD read");
+    setenv("EDGESEEK_MLA", "expanded", 1);
+    setenv("EDGESEEK_LFU_HALF_LIFE", "soon", 1);
+    es_env_read(&e);
+    CHECK(e.mla == ES_MLA_EXPANDED && e.lfu_half_life == 0 && strstr(e.warnings, "EDGESEEK_LFU_HALF_LIFE=soon") &&
+          !strstr(e.warnings, "EDGESEEK_MLA"), "EDGESEEK_MLA=expanded read; a bad half-life reported");
+    unsetenv("EDGESEEK_MLA");
+    unsetenv("EDGESEEK_LFU_HALF_LIFE");
+
+    es_model *m = NULL;
+    es_load_params lp = {.vocab_only = 1};
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), "generic"),
+          "EDGESEEK_SIMD=generic picks the model's kernels (%s)", m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    setenv("EDGESEEK_SIMD", "bogus", 1);
+    es_status st = es_model_load(vocab, &lp, &m, err, sizeof err);
+    CHECK(st == ES_ERR_ARG && !m && strstr(err, "EDGESEEK_SIMD") && strstr(err, "bogus"),
+          "EDGESEEK_SIMD=bogus refuses the load with a message (%s)", err);
+    es_model_free(m);
+    m = NULL;
+    lp.simd = "generic"; /* the field wins over the variable */
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), "generic"),
+          "es_load_params.simd wins over EDGESEEK_SIMD (%s)", m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    unsetenv("EDGESEEK_SIMD");
+    lp.simd = NULL;
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_OK && !strcmp(es_model_simd(m), es_simd_name()),
+          "without either, the default path %s (%s)", es_simd_name(), m ? es_model_simd(m) : err);
+    es_model_free(m);
+    m = NULL;
+    lp.simd = "bogus";
+    CHECK(es_model_load(vocab, &lp, &m, err, sizeof err) == ES_ERR_ARG && !m && strstr(err, "unknown SIMD path"),
+          "an unknown es_load_params.simd is a bad argument (%s)", err);
 }
 
 /* Streams a text's tokens through es_detok_push: every chunk must end on a
@@ -173,6 +273,8 @@ static void test_cli(void) {
 
 int main(void) {
     test_sampler();
+    test_sampler_threads();
+    test_env();
     test_detok();
     test_cli();
     return test_summary();

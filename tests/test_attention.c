@@ -12,7 +12,7 @@
  *    limit fails.  On every SIMD path this CPU runs.
  * 2. End to end through the public API: prompts of 1, 2, 63, 64, 65 and 130
  *    tokens, and a second eval after a prior context, with the form forced
- *    each way (EDGESEEK_MLA): the logits of every position agree.
+ *    each way (es_load_params.mla): the logits of every position agree.
  * 3. The automatic choice: decode is always absorbed; the crossover on the
  *    V2-Lite shape lies where the README says.
  */
@@ -53,19 +53,19 @@ static void dequant_heads(const es_model *m, const es_layer *ly, double *uk, dou
         if (ly->legacy_kv_b) {
             const es_weight *w = &ly->wkv_b;
             for (int d = 0; d < dn + dv; d++) {
-                es_dequant_row(w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
+                es_dequant_row(m->kern, w->type, w->data + (size_t)(h * (dn + dv) + d) * w->row_bytes, row, R);
                 double *dst = d < dn ? uk + ((size_t)h * dn + d) * R : uv + ((size_t)h * dv + d - dn) * R;
                 for (int r = 0; r < R; r++) dst[r] = row[r];
             }
             continue;
         }
         for (int r = 0; r < R; r++) {
-            es_dequant_row(ly->wk_b.type, ly->wk_b.data + h * ly->wk_b.mat_bytes + (size_t)r * ly->wk_b.row_bytes,
+            es_dequant_row(m->kern, ly->wk_b.type, ly->wk_b.data + h * ly->wk_b.mat_bytes + (size_t)r * ly->wk_b.row_bytes,
                            row, dn);
             for (int d = 0; d < dn; d++) uk[((size_t)h * dn + d) * R + r] = row[d];
         }
         for (int d = 0; d < dv; d++) {
-            es_dequant_row(ly->wv_b.type, ly->wv_b.data + h * ly->wv_b.mat_bytes + (size_t)d * ly->wv_b.row_bytes,
+            es_dequant_row(m->kern, ly->wv_b.type, ly->wv_b.data + h * ly->wv_b.mat_bytes + (size_t)d * ly->wv_b.row_bytes,
                            row, R);
             for (int r = 0; r < R; r++) uv[((size_t)h * dv + d) * R + r] = row[r];
         }
@@ -148,12 +148,13 @@ static int within(diff d, int qact) {
     return d.max_abs <= TOL_F32_REL * (d.scale > 1 ? d.scale : 1);
 }
 
-/* Whether the active kernels quantise activations for this layer's
+/* Whether the model's kernels quantise activations for its last layer's
  * up-projection weights. */
-static int layer_qact(const es_layer *ly) {
+static int layer_qact(const es_model *m) {
+    const es_layer *ly = &m->layers[m->hp.n_layers - 1];
     uint32_t t = ly->legacy_kv_b ? ly->wkv_b.type : ly->wv_b.type;
     uint32_t t2 = ly->legacy_kv_b ? ly->wkv_b.type : ly->wk_b.type;
-    return es_plan_matvec(t).act_type != ES_TYPE_F32 || es_plan_matvec(t2).act_type != ES_TYPE_F32;
+    return es_plan_matvec(m->kern, t).act_type != ES_TYPE_F32 || es_plan_matvec(m->kern, t2).act_type != ES_TYPE_F32;
 }
 
 /* ---- 1. the core alone ------------------------------------------------------------- */
@@ -177,7 +178,7 @@ static void core_path(const core_env *e, const char *path_name) {
     const int H = hp->n_heads, R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
     const int layer = hp->n_layers - 1;
     const es_layer *ly = &e->m->layers[layer];
-    const int qact = layer_qact(ly);
+    const int qact = layer_qact(e->m);
     double *uk = malloc(sizeof(double) * (size_t)H * dn * R), *uv = malloc(sizeof(double) * (size_t)H * dv * R);
     float *cache = malloc(sizeof(float) * (size_t)CORE_CTX * kvw);
     float *q = malloc(sizeof(float) * (size_t)CORE_BATCH * H * (dn + dr));
@@ -226,98 +227,102 @@ static void core_path(const core_env *e, const char *path_name) {
     free(uk); free(uv); free(cache); free(q); free(o_abs); free(o_exp); free(o_one); free(want); free(exp_d);
 }
 
-static void core_model(const char *label, const char *path) {
+/* The model loaded with the kernels of SIMD path simd (NULL: the default);
+ * NULL with a failed check when it does not load. */
+static es_model *load_on(const char *label, const char *path, const char *simd, int mla) {
     char err[512];
-    core_env e = {label, NULL, NULL, NULL, NULL, NULL};
-    if (es_model_load(path, NULL, &e.m, err, sizeof err) != ES_OK) {
-        CHECK(0, "%s: %s", label, err);
-        return;
-    }
-    int ok = es_session_new(e.m, CORE_CTX, &e.s1, err, sizeof err) == ES_OK &&
-             es_session_set_threads(e.s1, 1, err, sizeof err) == ES_OK &&
-             es_session_new(e.m, CORE_CTX, &e.s3, err, sizeof err) == ES_OK &&
-             es_session_set_threads(e.s3, 3, err, sizeof err) == ES_OK;
-    CHECK(ok, "%s: sessions: %s", label, err);
-    if (ok) {
-        e.a1 = es_attn_scratch_new(e.m, CORE_CTX, CORE_BATCH, 1);
-        e.a3 = es_attn_scratch_new(e.m, CORE_CTX, CORE_BATCH, 3);
-        CHECK(e.a1 && e.a3, "%s: attention scratch", label);
-        static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
-        char orig[32];
-        snprintf(orig, sizeof orig, "%s", es_simd_name());
-        for (size_t p = 0; e.a1 && e.a3 && p < sizeof paths / sizeof paths[0]; p++) {
-            if (!es_simd_supported(paths[p]) || es_simd_select(paths[p], err, sizeof err) != 0) continue;
-            core_path(&e, paths[p]);
+    es_load_params lp = {.simd = simd, .mla = mla};
+    es_model *m = NULL;
+    if (es_model_load(path, &lp, &m, err, sizeof err) != ES_OK) CHECK(0, "%s [%s]: %s", label, simd, err);
+    return m;
+}
+
+/* The core on every SIMD path this CPU can run, a model loaded per path. */
+static void core_model(const char *label, const char *path) {
+    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    char err[512];
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        if (!es_simd_supported(paths[p])) continue;
+        core_env e = {label, load_on(label, path, paths[p], 0), NULL, NULL, NULL, NULL};
+        if (!e.m) continue;
+        CHECK(!strcmp(es_model_simd(e.m), paths[p]), "%s: model runs %s, asked %s", label, es_model_simd(e.m),
+              paths[p]);
+        int ok = es_session_new(e.m, CORE_CTX, &e.s1, err, sizeof err) == ES_OK &&
+                 es_session_set_threads(e.s1, 1, err, sizeof err) == ES_OK &&
+                 es_session_new(e.m, CORE_CTX, &e.s3, err, sizeof err) == ES_OK &&
+                 es_session_set_threads(e.s3, 3, err, sizeof err) == ES_OK;
+        CHECK(ok, "%s: sessions: %s", label, err);
+        if (ok) {
+            e.a1 = es_attn_scratch_new(e.m, CORE_CTX, CORE_BATCH, 1);
+            e.a3 = es_attn_scratch_new(e.m, CORE_CTX, CORE_BATCH, 3);
+            CHECK(e.a1 && e.a3, "%s: attention scratch", label);
+            if (e.a1 && e.a3) core_path(&e, paths[p]);
         }
-        es_simd_select(orig, err, sizeof err);
+        es_attn_scratch_free(e.a1);
+        es_attn_scratch_free(e.a3);
+        es_session_free(e.s1);
+        es_session_free(e.s3);
+        es_model_free(e.m);
     }
-    es_attn_scratch_free(e.a1);
-    es_attn_scratch_free(e.a3);
-    es_session_free(e.s1);
-    es_session_free(e.s3);
-    es_model_free(e.m);
 }
 
 /* ---- 2. end to end ------------------------------------------------------------------- */
 
 /* Logits of every position: first n0 tokens, then (if n1) n1 more in a
- * second eval, with EDGESEEK_MLA = form.  0 on success. */
-static int eval_forced(es_model *m, const char *form, const int32_t *tok, int n0, int n1, float *logits) {
+ * second eval, on a model loaded with one MLA form.  0 on success. */
+static int eval_forced(es_model *m, const int32_t *tok, int n0, int n1, float *logits) {
     char err[512];
     es_session *s = NULL;
-    setenv("EDGESEEK_MLA", form, 1);
     int ok = es_session_new(m, n0 + n1, &s, err, sizeof err) == ES_OK &&
              es_session_set_threads(s, 2, err, sizeof err) == ES_OK &&
              es_session_eval(s, tok, n0, logits, 1, err, sizeof err) == ES_OK &&
              (!n1 || es_session_eval(s, tok + n0, n1, logits + (size_t)n0 * es_model_n_vocab(m), 1, err,
                                      sizeof err) == ES_OK);
-    unsetenv("EDGESEEK_MLA");
-    if (!ok) CHECK(0, "eval with EDGESEEK_MLA=%s: %s", form, err);
+    if (!ok) CHECK(0, "eval: %s", err);
     es_session_free(s);
     return ok ? 0 : -1;
 }
 
 static void e2e_model(const char *label, const char *path) {
     static const int lens[][2] = {{1, 0}, {2, 0}, {63, 0}, {64, 0}, {65, 0}, {130, 0}, {70, 65}, {64, 1}, {5, 130}};
-    char err[512];
-    es_model *m = NULL;
-    if (es_model_load(path, NULL, &m, err, sizeof err) != ES_OK) {
-        CHECK(0, "%s: %s", label, err);
-        return;
-    }
-    const int V = es_model_n_vocab(m);
-    int32_t tok[200];
-    for (int i = 0; i < 200; i++) tok[i] = (int32_t)((urand() + 1) / 2 * (V - 1));
     static const char *paths[] = {"generic", NULL}; /* NULL: the path the runtime picks by itself */
-    char orig[32];
-    snprintf(orig, sizeof orig, "%s", es_simd_name());
     for (size_t p = 0; p < 2; p++) {
-        es_simd_select(paths[p] ? paths[p] : orig, err, sizeof err);
-        const int qact = layer_qact(&m->layers[m->hp.n_layers - 1]);
-        for (size_t c = 0; c < sizeof lens / sizeof lens[0]; c++) {
-            const int n = lens[c][0] + lens[c][1];
-            float *la = malloc(sizeof(float) * (size_t)n * V), *le = malloc(sizeof(float) * (size_t)n * V);
-            float *lu = malloc(sizeof(float) * (size_t)n * V);
-            double *ref = malloc(sizeof(double) * (size_t)n * V);
-            if (eval_forced(m, "absorbed", tok, lens[c][0], lens[c][1], la) == 0 &&
-                eval_forced(m, "expanded", tok, lens[c][0], lens[c][1], le) == 0 &&
-                eval_forced(m, "auto", tok, lens[c][0], lens[c][1], lu) == 0) {
-                for (size_t i = 0; i < (size_t)n * V; i++) ref[i] = la[i];
-                diff de = compare(le, ref, (size_t)n * V), du = compare(lu, ref, (size_t)n * V);
-                /* logits: the activations' rounding compounds over the layers */
-                int ok = !de.nonfinite && !du.nonfinite &&
-                         (qact ? de.rms_rel <= 5e-2 && du.rms_rel <= 5e-2
-                               : de.max_abs <= 1e-4 * (de.scale > 1 ? de.scale : 1) &&
-                                     du.max_abs <= 1e-4 * (du.scale > 1 ? du.scale : 1));
-                CHECK(ok, "%s [%s] %d+%d tokens: expanded vs absorbed logits max %.3g rms %.3g, auto max %.3g rms "
-                      "%.3g (scale %.3g)", label, paths[p] ? paths[p] : orig, lens[c][0], lens[c][1], de.max_abs,
-                      de.rms_rel, du.max_abs, du.rms_rel, de.scale);
+        /* the same file three times: absorbed, expanded, auto */
+        es_model *ma = load_on(label, path, paths[p], ES_MLA_ABSORBED);
+        es_model *me = load_on(label, path, paths[p], ES_MLA_EXPANDED);
+        es_model *mu = load_on(label, path, paths[p], ES_MLA_AUTO);
+        if (ma && me && mu) {
+            const int V = es_model_n_vocab(ma);
+            const char *name = es_model_simd(ma);
+            int32_t tok[200];
+            for (int i = 0; i < 200; i++) tok[i] = (int32_t)((urand() + 1) / 2 * (V - 1));
+            const int qact = layer_qact(ma);
+            for (size_t c = 0; c < sizeof lens / sizeof lens[0]; c++) {
+                const int n = lens[c][0] + lens[c][1];
+                float *la = malloc(sizeof(float) * (size_t)n * V), *le = malloc(sizeof(float) * (size_t)n * V);
+                float *lu = malloc(sizeof(float) * (size_t)n * V);
+                double *ref = malloc(sizeof(double) * (size_t)n * V);
+                if (eval_forced(ma, tok, lens[c][0], lens[c][1], la) == 0 &&
+                    eval_forced(me, tok, lens[c][0], lens[c][1], le) == 0 &&
+                    eval_forced(mu, tok, lens[c][0], lens[c][1], lu) == 0) {
+                    for (size_t i = 0; i < (size_t)n * V; i++) ref[i] = la[i];
+                    diff de = compare(le, ref, (size_t)n * V), du = compare(lu, ref, (size_t)n * V);
+                    /* logits: the activations' rounding compounds over the layers */
+                    int ok = !de.nonfinite && !du.nonfinite &&
+                             (qact ? de.rms_rel <= 5e-2 && du.rms_rel <= 5e-2
+                                   : de.max_abs <= 1e-4 * (de.scale > 1 ? de.scale : 1) &&
+                                         du.max_abs <= 1e-4 * (du.scale > 1 ? du.scale : 1));
+                    CHECK(ok, "%s [%s] %d+%d tokens: expanded vs absorbed logits max %.3g rms %.3g, auto max %.3g "
+                          "rms %.3g (scale %.3g)", label, name, lens[c][0], lens[c][1], de.max_abs, de.rms_rel,
+                          du.max_abs, du.rms_rel, de.scale);
+                }
+                free(la); free(le); free(lu); free(ref);
             }
-            free(la); free(le); free(lu); free(ref);
         }
+        es_model_free(ma);
+        es_model_free(me);
+        es_model_free(mu);
     }
-    es_simd_select(orig, err, sizeof err);
-    es_model_free(m);
 }
 
 /* ---- 3. the choice ---------------------------------------------------------------------- */

@@ -244,7 +244,7 @@ static uint8_t *expected_bytes(size_t ti, size_t *len) {
             continue;
         }
         for (int64_t i = 0; i < t->ne[0]; i++) row[i] = src_value(ti, r * t->ne[0] + i);
-        es_quant_row(t->type, row, b + (size_t)r * rb, t->ne[0]);
+        es_quant_row(es_kernels_best(), t->type, row, b + (size_t)r * rb, t->ne[0]);
     }
     free(row);
     return b;
@@ -305,7 +305,7 @@ static void check_tensor_file(const es_gguf_ctx *ctx, uint64_t alignment) {
     const es_gguf_tensor *q = es_gguf_find_tensor(ctx, "t.q8_0");
     float row[64];
     float maxerr = 0;
-    if (q && es_dequant_row(ES_TYPE_Q8_0, q->data + es_row_bytes(ES_TYPE_Q8_0, 64), row, 64) == 0)
+    if (q && es_dequant_row(es_kernels_best(), ES_TYPE_Q8_0, q->data + es_row_bytes(ES_TYPE_Q8_0, 64), row, 64) == 0)
         for (int i = 0; i < 64; i++) maxerr = fmaxf(maxerr, fabsf(row[i] - src_value(3, 64 + i)));
     CHECK(q && maxerr < 2.0f / 127, "q8_0 row dequantises to its source (max err %g)", maxerr);
 }
@@ -613,8 +613,8 @@ static float tensor_maxdiff(const es_gguf_tensor *a, const es_gguf_tensor *b, fl
     float *ra = malloc((size_t)n * sizeof(float)), *rb = malloc((size_t)n * sizeof(float)), d = 0;
     *amax = 0;
     for (int64_t r = 0; r < rows; r++) {
-        es_dequant_row(a->type, a->data + (size_t)r * es_row_bytes(a->type, n), ra, n);
-        es_dequant_row(b->type, b->data + (size_t)r * es_row_bytes(b->type, n), rb, n);
+        es_dequant_row(es_kernels_best(), a->type, a->data + (size_t)r * es_row_bytes(a->type, n), ra, n);
+        es_dequant_row(es_kernels_best(), b->type, b->data + (size_t)r * es_row_bytes(b->type, n), rb, n);
         for (int64_t i = 0; i < n; i++) d = fmaxf(d, fabsf(ra[i] - rb[i])), *amax = fmaxf(*amax, fabsf(ra[i]));
     }
     free(ra);

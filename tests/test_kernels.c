@@ -37,7 +37,7 @@ static double roundtrip_bound(uint32_t t) {
     return 0;
 }
 
-static void test_roundtrip(void) {
+static void test_roundtrip(const es_kernels *K) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti];
         int64_t n = 32 * 37;
@@ -45,7 +45,7 @@ static void test_roundtrip(void) {
         void *q = malloc(es_row_bytes(t, n));
         double worst = 0;
         for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 97 == 0 ? 20.0f : 1.0f);
-        CHECK(es_quant_row(t, x, q, n) == 0 && es_dequant_row(t, q, y, n) == 0, "%s quant/dequant",
+        CHECK(es_quant_row(K, t, x, q, n) == 0 && es_dequant_row(K, t, q, y, n) == 0, "%s quant/dequant",
               es_type_info(t)->name);
         for (int64_t b = 0; b < n / 32; b++) {
             float amax = 0;
@@ -62,12 +62,12 @@ static void test_roundtrip(void) {
     /* an all-zero block must not divide by zero */
     float z[32] = {0}, back[32];
     block_q4_0 b4; block_q8_0 b8;
-    es_quant_row(ES_TYPE_Q4_0, z, &b4, 32);
-    es_dequant_row(ES_TYPE_Q4_0, &b4, back, 32);
+    es_quant_row(K, ES_TYPE_Q4_0, z, &b4, 32);
+    es_dequant_row(K, ES_TYPE_Q4_0, &b4, back, 32);
     int ok = 1;
     for (int i = 0; i < 32; i++) ok &= back[i] == 0;
-    es_quant_row(ES_TYPE_Q8_0, z, &b8, 32);
-    es_dequant_row(ES_TYPE_Q8_0, &b8, back, 32);
+    es_quant_row(K, ES_TYPE_Q8_0, z, &b8, 32);
+    es_dequant_row(K, ES_TYPE_Q8_0, &b8, back, 32);
     for (int i = 0; i < 32; i++) ok &= back[i] == 0;
     CHECK(ok, "zero blocks round-trip to zero");
 }
@@ -80,12 +80,12 @@ static void test_roundtrip(void) {
  * that quantisation: each x is off by at most d/2 + 127·d·2^-11 (rounding
  * to the step d = amax/127 of its block, and the fp16 rounding of d), so
  * the dot is off by at most Σ_blocks (0.57·d_b) Σ_block |w|. */
-static void test_matvec(void) {
+static void test_matvec(const es_kernels *K) {
     static const int64_t rows_list[] = {1, 2, 3, 7, 31, 33, 255, 257};
     static const int64_t cols_list[] = {32, 64, 96, 224, 1024, 1056};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti];
-        es_matvec_plan plan = es_plan_matvec(t);
+        es_matvec_plan plan = es_plan_matvec(K, t);
         double worst = 0; /* error / allowed */
         for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
             for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
@@ -97,20 +97,20 @@ static void test_matvec(void) {
                 for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
                 for (int64_t r = 0; r < rows; r++) {
                     for (int64_t i = 0; i < n; i++) src[i] = frand();
-                    es_quant_row(t, src, w + (size_t)r * rb, n);
+                    es_quant_row(K, t, src, w + (size_t)r * rb, n);
                 }
                 for (int64_t r = 0; r < rows; r++) y[r] = NAN;
                 /* the middle third only, then the rest */
                 int64_t a = rows / 3, b = 2 * rows / 3;
-                es_matvec(t, w, rb, n, x, y, a, b);
+                es_matvec(K, t, w, rb, n, x, y, a, b);
                 int untouched = 1;
                 for (int64_t r = 0; r < a; r++) untouched &= isnan(y[r]);
                 for (int64_t r = b; r < rows; r++) untouched &= isnan(y[r]);
-                CHECK(untouched, "%s %s matvec wrote outside [r0, r1)", es_simd_name(), es_type_info(t)->name);
-                es_matvec(t, w, rb, n, x, y, 0, a);
-                es_matvec(t, w, rb, n, x, y, b, rows);
+                CHECK(untouched, "%s %s matvec wrote outside [r0, r1)", K->name, es_type_info(t)->name);
+                es_matvec(K, t, w, rb, n, x, y, 0, a);
+                es_matvec(K, t, w, rb, n, x, y, b, rows);
                 for (int64_t r = 0; r < rows; r++) {
-                    es_dequant_row(t, w + (size_t)r * rb, deq, n);
+                    es_dequant_row(K, t, w + (size_t)r * rb, deq, n);
                     double ref = 0, mag = 0, qbound = 0;
                     for (int64_t blk = 0; blk < n / 32; blk++) {
                         double amax = 0, wsum = 0;
@@ -129,9 +129,9 @@ static void test_matvec(void) {
                 }
                 free(w); free(src); free(deq); free(x); free(y);
             }
-        printf("%-7s %-5s matvec (act %s) worst error %.3g of its bound\n", es_simd_name(), es_type_info(t)->name,
+        printf("%-7s %-5s matvec (act %s) worst error %.3g of its bound\n", K->name, es_type_info(t)->name,
                es_type_info(plan.act_type)->name, worst);
-        CHECK(worst <= 1.0, "%s %s matvec error %.3g x its bound", es_simd_name(), es_type_info(t)->name, worst);
+        CHECK(worst <= 1.0, "%s %s matvec error %.3g x its bound", K->name, es_type_info(t)->name, worst);
     }
 }
 
@@ -153,9 +153,8 @@ static void test_fp16(void) {
     CHECK(es_f32_to_bf16(3.0f) == 0x4040, "bf16 of 3");
 }
 
-static void test_vector_ops(void) {
-    const es_kernels *K = es_kern();
-    printf("%s vector ops\n", es_simd_name());
+static void test_vector_ops(const es_kernels *K) {
+    printf("%s vector ops\n", K->name);
     for (int64_t n = 1; n <= 77; n += 4) {
         float x[80], w[80], y[80], a[80];
         double ss = 0, dot = 0;
@@ -208,19 +207,27 @@ static void test_all_paths(void) {
             SKIP("SIMD path %s: not available on this CPU/build", paths[i]);
             continue;
         }
-        CHECK(es_simd_select(paths[i], err, sizeof err) == 0, "select %s: %s", paths[i], err);
-        CHECK(strcmp(es_simd_name(), paths[i]) == 0, "active path %s, want %s", es_simd_name(), paths[i]);
-        test_roundtrip();
-        test_matvec();
-        test_vector_ops();
+        const es_kernels *K = es_kernels_for(paths[i], err, sizeof err);
+        CHECK(K && strcmp(K->name, paths[i]) == 0, "table of %s: %s", paths[i], K ? K->name : err);
+        if (!K) continue;
+        test_roundtrip(K);
+        test_matvec(K);
+        test_vector_ops(K);
     }
-    CHECK(es_simd_select("bogus", err, sizeof err) != 0 && strstr(err, "unknown"), "unknown path refused");
+    CHECK(!es_kernels_for("bogus", err, sizeof err) && strstr(err, "unknown"), "unknown path refused");
+    const es_kernels *best = es_kernels_best();
+    CHECK(best == es_kernels_for(best->name, err, sizeof err) && !strcmp(es_simd_name(), best->name),
+          "the best table is its path's table, and es_simd_name names it");
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (!es_simd_supported(paths[i]))
+            CHECK(!es_kernels_for(paths[i], err, sizeof err) && strstr(err, "cannot run"),
+                  "%s refused on this CPU: %s", paths[i], err);
     printf("CPU features: %s\n", es_cpu_features());
 }
 
 /* ---- every x86 table's 8-bit/float products, matmul included ----------------
  *
- * The tables a CPU can run, tested slot by slot (not through es_kern(), so
+ * The tables a CPU can run, tested slot by slot (not es_kernels_for's, so
  * the AVX-512 table without VNNI is tested on a CPU with VNNI too).  Each
  * matvec and matmul slot against a double dot of the dequantised row with
  * the activations exactly as the kernel sees them (x quantised to its

@@ -192,11 +192,10 @@ static double rt_bound(uint32_t t) {
     return 0;
 }
 
-static void test_roundtrip(void) {
+static void test_roundtrip(const es_kernels *K) {
     static const int64_t rows_list[] = {1, 3, 7, 33};
     static const int64_t cols_list[] = {256, 512, 768};
     static const uint32_t all[] = {ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K, ES_TYPE_Q8_K};
-    const es_kernels *K = es_kern();
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
         uint32_t t = all[ti];
         double err2 = 0, sig2 = 0, worst_row = 0;
@@ -234,9 +233,8 @@ static void test_roundtrip(void) {
 
 /* Blocks that stress the scale search: zeros, a constant, one sign only, an
  * outlier among tiny values, values below fp16's range, and huge ones. */
-static void test_edge_blocks(void) {
+static void test_edge_blocks(const es_kernels *K) {
     static const uint32_t all[] = {ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K, ES_TYPE_Q8_K};
-    const es_kernels *K = es_kern();
     float x[QK_K], y[QK_K];
     _Alignas(16) uint8_t q[512];
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
@@ -280,8 +278,7 @@ static void test_edge_blocks(void) {
     }
 }
 
-static void test_q8_K(void) {
-    const es_kernels *K = es_kern();
+static void test_q8_K(const es_kernels *K) {
     float x[2 * QK_K];
     block_q8_K b[2];
     for (int i = 0; i < 2 * QK_K; i++) x[i] = gauss() * (i < QK_K ? 1.0f : 30.0f);
@@ -316,7 +313,7 @@ static void test_q8_K(void) {
  * Q8_K and back.  The generic slot is always held to the plain floats.
  * One shape: rows x n weights of type t; returns the worst error as a
  * fraction of its tolerance. */
-static double matvec_case(uint32_t t, int64_t rows, int64_t n, int q8k) {
+static double matvec_case(const es_kernels *K, uint32_t t, int64_t rows, int64_t n, int q8k) {
     size_t rb = es_row_bytes(t, n), fl = sizeof(float) * (size_t)n;
     uint8_t *w = malloc(rb * (size_t)rows);
     void *xq8 = malloc(es_row_bytes(ES_TYPE_Q8_K, n)); /* Q8_K holds a float: its own (aligned) buffer */
@@ -325,27 +322,27 @@ static double matvec_case(uint32_t t, int64_t rows, int64_t n, int q8k) {
     float *y = buf + 4 * n, *yg = y + rows;
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < n; i++) src[i] = gauss();
-        es_quant_row(t, src, w + (size_t)r * rb, n);
+        es_quant_row(K, t, src, w + (size_t)r * rb, n);
     }
     for (int64_t i = 0; i < n; i++) x[i] = gauss() * (i % 13 == 0 ? 4.0f : 1.0f);
     /* the activations as the path sees them */
     memcpy(xseen, x, fl);
     if (q8k) {
-        es_quant_row(ES_TYPE_Q8_K, x, xq8, n);
-        es_dequant_row(ES_TYPE_Q8_K, xq8, xseen, n);
+        es_quant_row(K, ES_TYPE_Q8_K, x, xq8, n);
+        es_dequant_row(K, ES_TYPE_Q8_K, xq8, xseen, n);
     }
     /* one row per call, last row first: each call writes y[r] only */
     for (int64_t r = 0; r < rows; r++) y[r] = NAN;
     int only_own = 1;
     for (int64_t r = rows - 1; r >= 0; r--) {
-        es_matvec(t, w, rb, n, x, y, r, r + 1);
+        es_matvec(K, t, w, rb, n, x, y, r, r + 1);
         only_own &= !isnan(y[r]) && (r == 0 || isnan(y[r - 1]));
     }
-    CHECK(only_own, "%s %s matvec of row r wrote another row", es_simd_name(), es_type_info(t)->name);
+    CHECK(only_own, "%s %s matvec of row r wrote another row", K->name, es_type_info(t)->name);
     es_kernels_generic.matvec[t](w, rb, n, x, yg, 0, rows); /* the reference slot itself */
     double worst = 0;
     for (int64_t r = 0; r < rows; r++) {
-        es_dequant_row(t, w + (size_t)r * rb, deq, n);
+        es_dequant_row(K, t, w + (size_t)r * rb, deq, n);
         double exact = 0, seen = 0, mag = 0, mag_seen = 0;
         for (int64_t i = 0; i < n; i++) {
             exact += (double)deq[i] * x[i];
@@ -362,26 +359,26 @@ static double matvec_case(uint32_t t, int64_t rows, int64_t n, int q8k) {
     return worst;
 }
 
-static void test_matvec(void) {
+static void test_matvec(const es_kernels *K) {
     static const int64_t shapes[][2] = {{1, 256}, {2, 512}, {3, 768}, {7, 1280}, {31, 256},
                                         {33, 768}, {1, 1280}, {33, 512}, {7, 256}};
     for (size_t ti = 0; ti < N_KTYPES; ti++) {
         uint32_t t = ktypes[ti];
-        es_matvec_plan plan = es_plan_matvec(t);
+        es_matvec_plan plan = es_plan_matvec(K, t);
         double worst = 0;
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
-            worst = fmax(worst, matvec_case(t, shapes[k][0], shapes[k][1], plan.act_type == ES_TYPE_Q8_K));
-        printf("%-7s %s matvec (act %s) worst error %.3g of its bound\n", es_simd_name(), es_type_info(t)->name,
+            worst = fmax(worst, matvec_case(K, t, shapes[k][0], shapes[k][1], plan.act_type == ES_TYPE_Q8_K));
+        printf("%-7s %s matvec (act %s) worst error %.3g of its bound\n", K->name, es_type_info(t)->name,
                es_type_info(plan.act_type)->name, worst);
-        CHECK(worst <= 1.0, "%s %s matvec error %.3g x its bound", es_simd_name(), es_type_info(t)->name, worst);
+        CHECK(worst <= 1.0, "%s %s matvec error %.3g x its bound", K->name, es_type_info(t)->name, worst);
     }
 }
 
-static void test_path(void) {
-    test_roundtrip();
-    test_edge_blocks();
-    test_q8_K();
-    test_matvec();
+static void test_path(const es_kernels *K) {
+    test_roundtrip(K);
+    test_edge_blocks(K);
+    test_q8_K(K);
+    test_matvec(K);
 }
 
 int main(void) {

@@ -1,7 +1,7 @@
 /* test_numa.c — the NUMA layer and the node-aware thread pool, on this
  * machine's real topology and under EDGESEEK_FAKE_NUMA=2 and 4:
- *   - topology: every node has CPUs, fake splits are even, a bad value is
- *     ignored;
+ *   - topology: every node has CPUs, fake splits are even, a bad
+ *     EDGESEEK_FAKE_NUMA is ignored with a warning;
  *   - pool: threads spread over nodes, workers pinned to their node's CPUs
  *     where the OS allows (and then running there), plain loops and
  *     node-aware loops run every item exactly once, node-aware items only
@@ -25,6 +25,7 @@
 
 #include "edgeseek.h"
 #include "model.h"
+#include "env.h"
 #include "placement.h"
 #include "testutil.h"
 #include "threadpool.h"
@@ -52,15 +53,13 @@ static void check_topo(const es_numa_topo *t, const char *what) {
 
 static void test_topology(void) {
     es_numa_topo t;
-    set_fake(0);
-    es_numa_detect(&t);
+    es_numa_detect(&t, 0);
     check_topo(&t, "real");
     CHECK(!t.fake, "no fake without the variable");
     int real_cpus = t.n_cpus, real_nodes = t.n_nodes;
     printf("# topology: %d node(s), %d usable CPUs, source %s\n", t.n_nodes, t.n_cpus, t.source);
     for (int n = 2; n <= 4; n += 2) {
-        set_fake(n);
-        es_numa_detect(&t);
+        es_numa_detect(&t, n);
         check_topo(&t, n == 2 ? "fake 2" : "fake 4");
         CHECK(t.fake && t.n_nodes == n, "fake %d: %d nodes", n, t.n_nodes);
         /* even split: node sizes differ by at most one (or one CPU each
@@ -74,10 +73,20 @@ static void test_topology(void) {
         CHECK(hi - lo <= 1, "fake %d: even split (%d..%d CPUs per node)", n, lo, hi);
         if (real_cpus >= n) CHECK(t.n_cpus == real_cpus, "fake %d: every CPU used once", n);
     }
-    set_fake(0);
-    setenv("EDGESEEK_FAKE_NUMA", "lots", 1);
-    es_numa_detect(&t);
-    CHECK(!t.fake && t.n_nodes == real_nodes, "a bad EDGESEEK_FAKE_NUMA is ignored");
+    es_numa_detect(&t, ES_MAX_NODES + 1);
+    CHECK(!t.fake && t.n_nodes == real_nodes, "a node count out of range is ignored");
+    /* the variable: read, or reported and ignored when it is not a count */
+    es_env e;
+    set_fake(3);
+    es_env_read(&e);
+    CHECK(e.fake_numa == 3 && !e.warnings[0], "EDGESEEK_FAKE_NUMA=3 read as 3 (%d)", e.fake_numa);
+    static const char *bad[] = {"lots", "0", "65", "2x", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("EDGESEEK_FAKE_NUMA", bad[i], 1);
+        es_env_read(&e);
+        CHECK(e.fake_numa == 0 && strstr(e.warnings, "EDGESEEK_FAKE_NUMA") && strstr(e.warnings, bad[i]),
+              "a bad EDGESEEK_FAKE_NUMA=%s is ignored with a warning (%s)", bad[i], e.warnings);
+    }
     set_fake(0);
 }
 
@@ -137,9 +146,7 @@ static void run_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 static void test_pool_nodes(int fake) {
     es_numa_topo t;
-    set_fake(fake);
-    es_numa_detect(&t);
-    set_fake(0);
+    es_numa_detect(&t, fake);
     const int N = t.n_nodes;
     const int threads[] = {1, 2, 3, 4, 5, 8};
     for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
@@ -235,9 +242,7 @@ static void steal_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 static void test_steal(void) {
     es_numa_topo t;
-    set_fake(2);
-    es_numa_detect(&t);
-    set_fake(0);
+    es_numa_detect(&t, 2);
     es_pool *p = es_pool_new_numa(2, &t);
     if (!p) { CHECK(0, "pool of 2 threads on 2 fake nodes"); return; }
     CHECK(es_pool_thread_node(p, 0) == 0 && es_pool_thread_node(p, 1) == 1, "one thread per node");

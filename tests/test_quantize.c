@@ -245,8 +245,8 @@ static void check_file(const char *src_path, const char *out_path, const char *t
         float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
         double e2 = 0, s2 = 0;
         for (int64_t r = 0; r < rows; r++) {
-            es_dequant_row(s->type, s->data + (size_t)r * es_row_bytes(s->type, n), x, n);
-            es_dequant_row(o->type, o->data + (size_t)r * es_row_bytes(o->type, n), y, n);
+            es_dequant_row(es_kernels_best(), s->type, s->data + (size_t)r * es_row_bytes(s->type, n), x, n);
+            es_dequant_row(es_kernels_best(), o->type, o->data + (size_t)r * es_row_bytes(o->type, n), y, n);
             for (int64_t k = 0; k < n; k++) {
                 e2 += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
                 s2 += (double)x[k] * x[k];
@@ -333,8 +333,8 @@ static void test_requantize(void) {
             float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
             double e2 = 0, s2 = 0;
             for (int64_t r = 0; r < rows; r++) {
-                es_dequant_row(ES_TYPE_Q4_K, ta->data + (size_t)r * es_row_bytes(ES_TYPE_Q4_K, n), x, n);
-                es_dequant_row(ES_TYPE_Q4_K, tc->data + (size_t)r * es_row_bytes(ES_TYPE_Q4_K, n), y, n);
+                es_dequant_row(es_kernels_best(), ES_TYPE_Q4_K, ta->data + (size_t)r * es_row_bytes(ES_TYPE_Q4_K, n), x, n);
+                es_dequant_row(es_kernels_best(), ES_TYPE_Q4_K, tc->data + (size_t)r * es_row_bytes(ES_TYPE_Q4_K, n), y, n);
                 for (int64_t k = 0; k < n; k++) {
                     e2 += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
                     s2 += (double)x[k] * x[k];

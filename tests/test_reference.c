@@ -138,7 +138,7 @@ static double *rtensor(rmodel *m, const char *name, int64_t n0, int64_t n1, int6
         return NULL;
     }
     for (int64_t r = 0; r < rows; r++) {
-        if (es_dequant_row(t->type, t->data + (size_t)r * rb, tmp, n0) != 0) {
+        if (es_dequant_row(es_kernels_for("generic", NULL, 0), t->type, t->data + (size_t)r * rb, tmp, n0) != 0) {
             rfail(m, "tensor %s: no dequantiser for type %u", name, t->type);
             break;
         }
@@ -714,13 +714,13 @@ static void check_golden_routes(const char *label, const rmodel *rm, const rrun 
     free(txt);
 }
 
-/* Whether the active kernels quantise the activations for any weight type
+/* Whether kernel table K quantises the activations for any weight type
  * of this file (ggml-style Q8_0 x Q8_0 integer dot products).  Then the
  * runtime no longer computes the spec's arithmetic on the stored weights,
  * only an approximation of it, and the strict tolerance cannot hold. */
-static int quantised_activations(const rmodel *rm) {
+static int quantised_activations(const rmodel *rm, const es_kernels *K) {
     for (uint64_t i = 0; i < rm->g->n_tensors; i++)
-        if (rm->g->tensors[i].n_dims >= 2 && es_plan_matvec(rm->g->tensors[i].type).act_type != ES_TYPE_F32)
+        if (rm->g->tensors[i].n_dims >= 2 && es_plan_matvec(K, rm->g->tensors[i].type).act_type != ES_TYPE_F32)
             return 1;
     return 0;
 }
@@ -740,11 +740,11 @@ static int quantised_activations(const rmodel *rm) {
 #define TOL_INCREMENTAL_QACT_RMS 2e-2
 
 /* The comparison on one kernel path, with the reference loaded. */
-static void check_path(const char *label, const rmodel *rm, es_model *em, const int32_t *tok, int T,
-                       const golden *gd) {
+static void check_path(const char *label, const rmodel *rm, es_model *em, es_model *em_abs, const int32_t *tok,
+                       int T, const golden *gd) {
     const rhp *hp = &rm->hp;
     const int V = hp->V, NL = hp->n_layers, k = hp->k > 0 ? hp->k : 1;
-    const int qact = quantised_activations(rm);
+    const int qact = quantised_activations(rm, es_kernels_for(es_model_simd(em), NULL, 0));
     char err[512] = "";
     rt_run full;
     rrun run = {0};
@@ -808,15 +808,15 @@ static void check_path(const char *label, const rmodel *rm, es_model *em, const 
     /* incremental decode: same logits as the one prefill, whatever the
      * chunking.  With Q8_0 activations the two forms of MLA attention
      * (runtime/attention.c) round differently, and a batch's size picks its
-     * form, so there every batch is forced absorbed, in the one prefill too
+     * form, so there every batch is forced absorbed, in the one prefill too:
+     * em_abs, the same file on the same path loaded with the absorbed form
      * (tests/test_attention compares the forms). */
     rt_run full_abs = {0};
     const rt_run *base = &full;
     if (qact) {
-        setenv("EDGESEEK_MLA", "absorbed", 1);
-        if (rt_run_init(&full_abs, NL, T, k, V) != 0 || rt_eval(em, tok, T, NULL, &full_abs, err, sizeof err) != 0) {
+        if (rt_run_init(&full_abs, NL, T, k, V) != 0 || !em_abs ||
+            rt_eval(em_abs, tok, T, NULL, &full_abs, err, sizeof err) != 0) {
             CHECK(0, "%s: absorbed prefill failed: %s", label, err);
-            unsetenv("EDGESEEK_MLA");
             rt_run_free(&full_abs);
             goto out;
         }
@@ -832,7 +832,7 @@ static void check_path(const char *label, const rmodel *rm, es_model *em, const 
     for (int si = 0; si < 2; si++) {
         rt_run inc;
         if (rt_run_init(&inc, NL, T, k, V) != 0) { CHECK(0, "out of memory"); rt_run_free(&inc); continue; }
-        rc = rt_eval(em, tok, T, scheds[si], &inc, err, sizeof err);
+        rc = rt_eval(qact ? em_abs : em, tok, T, scheds[si], &inc, err, sizeof err);
         CHECK(rc == 0, "%s: incremental eval failed: %s", label, err);
         double dmax = 0, ssd = 0, ssf = 0;
         for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -866,7 +866,6 @@ static void check_path(const char *label, const rmodel *rm, es_model *em, const 
               "%s: %s routes differently from one prefill", label, names[si]);
         rt_run_free(&inc);
     }
-    if (qact) unsetenv("EDGESEEK_MLA");
     rt_run_free(&full_abs);
 out:
     rrun_free(&run);
@@ -875,33 +874,33 @@ out:
 
 /* The full comparison for one model file and token sequence, on every
  * kernel path this CPU can run (generic first: the plain float32 reading of
- * the spec), then the path the runtime picks by itself is restored. */
+ * the spec), the model loaded with each path's kernels. */
 static void check_model(const char *label, const char *path, const int32_t *tok, int T, const golden *gd) {
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
-    char err[512] = "", orig[32];
-    snprintf(orig, sizeof orig, "%s", es_simd_name());
-    es_simd_select("generic", err, sizeof err); /* the reference dequantises with the scalar code */
+    char err[512] = "";
     rmodel rm;
-    if (rmodel_load(&rm, path) != 0) {
+    if (rmodel_load(&rm, path) != 0) { /* the reference dequantises with the scalar code */
         CHECK(0, "%s: reference cannot load %s: %s", label, path, rm.err);
         rmodel_free(&rm);
-        es_simd_select(orig, err, sizeof err);
         return;
     }
-    es_model *em = NULL;
-    es_status st = es_model_load(path, NULL, &em, err, sizeof err);
-    CHECK(st == ES_OK, "%s: es_model_load: %s", label, err);
-    if (st == ES_OK) {
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        if (!es_simd_supported(paths[p])) continue;
+        es_load_params lp = {.simd = paths[p]}, lp_abs = {.simd = paths[p], .mla = ES_MLA_ABSORBED};
+        es_model *em = NULL, *em_abs = NULL;
+        es_status st = es_model_load(path, &lp, &em, err, sizeof err);
+        CHECK(st == ES_OK, "%s [%s]: es_model_load: %s", label, paths[p], err);
+        if (st != ES_OK) continue;
         CHECK(es_model_n_vocab(em) == rm.hp.V, "%s: n_vocab %d, reference %d", label, es_model_n_vocab(em), rm.hp.V);
-        for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
-            if (!es_simd_supported(paths[p]) || es_simd_select(paths[p], err, sizeof err) != 0) continue;
-            char pl[256];
-            snprintf(pl, sizeof pl, "%s [%s]", label, paths[p]);
-            check_path(pl, &rm, em, tok, T, gd);
-        }
+        if (quantised_activations(&rm, es_kernels_for(es_model_simd(em), NULL, 0)) &&
+            es_model_load(path, &lp_abs, &em_abs, err, sizeof err) != ES_OK)
+            CHECK(0, "%s [%s]: es_model_load (absorbed): %s", label, paths[p], err);
+        char pl[256];
+        snprintf(pl, sizeof pl, "%s [%s]", label, paths[p]);
+        check_path(pl, &rm, em, em_abs, tok, T, gd);
+        es_model_free(em_abs);
+        es_model_free(em);
     }
-    es_simd_select(orig, err, sizeof err);
-    es_model_free(em);
     rmodel_free(&rm);
 }
 

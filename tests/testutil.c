@@ -69,7 +69,7 @@ void *test_read_file(const char *path, size_t *len) {
     return buf;
 }
 
-void test_each_simd_path(void (*fn)(void)) {
+void test_each_simd_path(void (*fn)(const es_kernels *K)) {
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char err[256];
@@ -77,9 +77,9 @@ void test_each_simd_path(void (*fn)(void)) {
             SKIP("SIMD path %s: not available on this CPU/build", paths[i]);
             continue;
         }
-        int ok = es_simd_select(paths[i], err, sizeof err) == 0;
-        CHECK(ok, "select %s: %s", paths[i], err);
-        if (ok) fn();
+        const es_kernels *K = es_kernels_for(paths[i], err, sizeof err);
+        CHECK(K && !strcmp(K->name, paths[i]), "table of %s: %s", paths[i], K ? K->name : err);
+        if (K) fn(K);
     }
 }
 

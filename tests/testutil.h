@@ -47,9 +47,10 @@ void *test_read_file(const char *path, size_t *len);
 /* Runs a shell command, its stdout into out (NUL-terminated, truncated to
  * cap); returns the exit status, -1 if it did not exit normally. */
 int test_run_cmd(const char *cmd, char *out, size_t cap);
+struct es_kernels;
 /* Runs fn once on every SIMD path this CPU can run (generic, avx2, avx512,
- * neon), each selected first; the others are reported as skipped. */
-void test_each_simd_path(void (*fn)(void));
+ * neon) with that path's table; the others are reported as skipped. */
+void test_each_simd_path(void (*fn)(const struct es_kernels *K));
 /* For each of n gen_model argument strings, writes that model into a
  * temporary directory and calls fn(i, path); the files are removed after.
  * A failing gen_model counts as a failure; without a built gen_model every

@@ -10,11 +10,18 @@
 
 #include "edgeseek.h"
 
+/* A candidate token with its logit: the sort reads nothing but its two
+ * arguments, so samplers in different threads never share state. */
+typedef struct es_cand {
+    float logit;
+    int32_t id;
+} es_cand;
+
 struct es_sampler {
     es_sampler_params p;
     uint64_t st[4];
     /* candidate buffer, grown to the vocabulary */
-    int32_t *idx;
+    es_cand *cand;
     float *prob;
     int cap;
 };
@@ -59,7 +66,7 @@ es_sampler *es_sampler_new(const es_sampler_params *p) {
 
 void es_sampler_free(es_sampler *s) {
     if (!s) return;
-    free(s->idx);
+    free(s->cand);
     free(s->prob);
     free(s);
 }
@@ -72,28 +79,25 @@ static int argmax(const float *x, int n) {
 }
 
 /* sort candidates by descending logit (ties: lower id first) */
-static const float *sort_logits;
 static int cmp_desc(const void *a, const void *b) {
-    int32_t ia = *(const int32_t *)a, ib = *(const int32_t *)b;
-    float la = sort_logits[ia], lb = sort_logits[ib];
-    if (la > lb) return -1;
-    if (la < lb) return 1;
-    return ia < ib ? -1 : ia > ib;
+    const es_cand *ca = a, *cb = b;
+    if (ca->logit > cb->logit) return -1;
+    if (ca->logit < cb->logit) return 1;
+    return ca->id < cb->id ? -1 : ca->id > cb->id;
 }
 
-/* Partial selection of the k largest into idx[0..k) (k small), else full sort. */
+/* Partial selection of the k largest into cand[0..k) (k small), else full sort. */
 static void top_candidates(es_sampler *s, const float *logits, int n, int k) {
-    for (int i = 0; i < n; i++) s->idx[i] = i;
-    sort_logits = logits;
+    for (int i = 0; i < n; i++) s->cand[i] = (es_cand){logits[i], i};
     if (k < n && k <= 256) {
         for (int i = 0; i < k; i++) {
             int best = i;
             for (int j = i + 1; j < n; j++)
-                if (cmp_desc(&s->idx[j], &s->idx[best]) < 0) best = j;
-            int32_t t = s->idx[i]; s->idx[i] = s->idx[best]; s->idx[best] = t;
+                if (cmp_desc(&s->cand[j], &s->cand[best]) < 0) best = j;
+            es_cand t = s->cand[i]; s->cand[i] = s->cand[best]; s->cand[best] = t;
         }
     } else {
-        qsort(s->idx, (size_t)n, sizeof(int32_t), cmp_desc);
+        qsort(s->cand, (size_t)n, sizeof(es_cand), cmp_desc);
     }
 }
 
@@ -101,20 +105,20 @@ int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab) {
     if (n_vocab <= 0) return -1;
     if (s->p.temperature <= 0.0f) return argmax(logits, n_vocab);
     if (s->cap < n_vocab) {
-        int32_t *idx = realloc(s->idx, sizeof(int32_t) * (size_t)n_vocab);
-        if (idx) s->idx = idx;
+        es_cand *cand = realloc(s->cand, sizeof(es_cand) * (size_t)n_vocab);
+        if (cand) s->cand = cand;
         float *prob = realloc(s->prob, sizeof(float) * (size_t)n_vocab);
         if (prob) s->prob = prob;
-        if (!idx || !prob) return argmax(logits, n_vocab); /* degrade, never crash */
+        if (!cand || !prob) return argmax(logits, n_vocab); /* degrade, never crash */
         s->cap = n_vocab;
     }
     int k = s->p.top_k > 0 && s->p.top_k < n_vocab ? s->p.top_k : n_vocab;
     top_candidates(s, logits, n_vocab, k);
 
     /* softmax at temperature over the k candidates (sorted descending) */
-    double mx = logits[s->idx[0]], sum = 0;
+    double mx = s->cand[0].logit, sum = 0;
     for (int i = 0; i < k; i++) {
-        s->prob[i] = (float)exp(((double)logits[s->idx[i]] - mx) / s->p.temperature);
+        s->prob[i] = (float)exp(((double)s->cand[i].logit - mx) / s->p.temperature);
         sum += s->prob[i];
     }
     for (int i = 0; i < k; i++) s->prob[i] = (float)(s->prob[i] / sum);
@@ -138,7 +142,7 @@ int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab) {
     double r = next_unit(s) * total, acc = 0;
     for (int i = 0; i < n; i++) {
         acc += s->prob[i];
-        if (r < acc) return s->idx[i];
+        if (r < acc) return s->cand[i].id;
     }
-    return s->idx[n - 1];
+    return s->cand[n - 1].id;
 }

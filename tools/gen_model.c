@@ -848,14 +848,14 @@ static int fill(const tplan *t, int64_t g0, int64_t g1, uint8_t *dst, float *tmp
             for (int64_t r = 0; r < R; r++)
                 for (int64_t d = 0; d < dn; d++) tr[r * dn + d] = lg[d * R + r];
             for (int64_t r = 0; r < R; r++, dst += rb)
-                if (es_quant_row(t->type, tr + r * dn, dst, dn)) return -1;
+                if (es_quant_row(es_kernels_best(), t->type, tr + r * dn, dst, dn)) return -1;
         }
         return 0;
     }
     for (int64_t row = g0; row < g1; row++, dst += rb) {
         int64_t logical = t->map == MAP_VB ? row / t->dv * (t->dn + t->dv) + t->dn + row % t->dv : row;
         gen_row(t->seed, logical, n, t->offset, t->amp, tmp);
-        if (es_quant_row(t->type, tmp, dst, n)) return -1;
+        if (es_quant_row(es_kernels_best(), t->type, tmp, dst, n)) return -1;
     }
     return 0;
 }
