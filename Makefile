@@ -189,7 +189,7 @@ INSTALL    ?= install
 # pkg-config --define-prefix can move them
 pc_dir = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
 
-$(BUILD)/edgeseek.1: docs/edgeseek.1
+$(BUILD)/edgeseek.1: docs/edgeseek.1 Makefile
 	@mkdir -p $(dir $@)
 	sed 's/@VERSION@/$(VERSION)/g' docs/edgeseek.1 > $@
 
@@ -201,7 +201,7 @@ install: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(BUILD)/$(SHLIB) $(BUILD)/edg
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1
 	$(INSTALL) -m 755 $(BUILD)/edgeseek $(DESTDIR)$(BINDIR)/edgeseek
 	$(INSTALL) -m 644 $(BUILD)/libedgeseek.a $(DESTDIR)$(LIBDIR)/libedgeseek.a
-	$(INSTALL) -m 755 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB)
+	$(INSTALL) -m 644 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB)
 	ln -sf $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libedgeseek.so
 	$(INSTALL) -m 644 include/edgeseek.h $(DESTDIR)$(INCLUDEDIR)/edgeseek.h

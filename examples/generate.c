@@ -40,7 +40,7 @@ static es_status generate(es_model *m, es_session *s, const int32_t *prompt, siz
     st = es_session_eval(s, prompt, (int)n_prompt, logits, 0, err, errlen);
     es_detok dt = {0};
     char piece[256];
-    for (int i = 0; st == ES_OK && i < max_tokens; i++) {
+    for (int i = 0; st == ES_OK; i++) {
         int32_t tok = es_sampler_sample(smp, logits, n_vocab);
         if (es_model_is_eog(m, tok)) break;
         size_t n = es_detok_push(&dt, m, tok, piece, sizeof piece);
@@ -52,8 +52,9 @@ static es_status generate(es_model *m, es_session *s, const int32_t *prompt, siz
             on_piece(big, es_detok_push(&dt, m, tok, big, n), user);
             free(big);
         }
-        if (es_session_pos(s) >= es_session_n_ctx(s)) break; /* context full */
-        st = es_session_eval(s, &tok, 1, logits, 0, err, errlen);
+        /* enough tokens, or the context is full */
+        if (i + 1 == max_tokens || es_session_pos(s) >= es_session_n_ctx(s)) break;
+        st = es_session_eval(s, &tok, 1, logits, 0, err, errlen); /* the next token's logits */
     }
     if (st == ES_OK) on_piece(piece, es_detok_flush(&dt, piece, sizeof piece), user);
 done:
@@ -67,8 +68,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL.gguf QUESTION [MAX_TOKENS]\n", argv[0]);
         return 2;
     }
-    int max_tokens = argc == 4 ? atoi(argv[3]) : 256;
-    if (max_tokens < 1) {
+    char *end = NULL;
+    long max_tokens = argc == 4 ? strtol(argv[3], &end, 10) : 256;
+    if (max_tokens < 1 || max_tokens > 1 << 20 || (end && *end)) {
         fprintf(stderr, "generate: MAX_TOKENS must be a positive integer, got '%s'\n", argv[3]);
         return 2;
     }
@@ -94,7 +96,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "generate: cannot prepare the prompt: %s\n", err);
         goto done;
     }
-    int n_ctx = (int)n_ids + max_tokens;
+    int n_ctx = (int)n_ids + (int)max_tokens;
     if (n_ctx > es_model_n_ctx_train(m)) n_ctx = es_model_n_ctx_train(m);
     if ((int)n_ids >= n_ctx) {
         fprintf(stderr, "generate: the prompt (%zu tokens) does not fit the model's context (%d)\n",
@@ -105,7 +107,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "generate: cannot create a session: %s\n", err);
         goto done;
     }
-    if (generate(m, s, ids, n_ids, max_tokens, print_piece, NULL, err, sizeof err) != ES_OK) {
+    if (generate(m, s, ids, n_ids, (int)max_tokens, print_piece, NULL, err, sizeof err) != ES_OK) {
         fprintf(stderr, "\ngenerate: %s\n", err);
         goto done;
     }
