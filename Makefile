@@ -36,8 +36,8 @@ INC_examples := -Iinclude
 # run time before calling into them.
 TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine)
 ifneq (,$(findstring x86_64,$(TARGET_ARCH_NAME)))
-$(BUILD)/obj/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
-$(BUILD)/obj/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+$(BUILD)/obj/simd/x86_avx2.o $(BUILD)/pic/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
+$(BUILD)/obj/simd/x86_avx512.o $(BUILD)/pic/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
 endif
 
 LIB_DIRS := runtime format text mmap platform simd
@@ -55,16 +55,26 @@ TEST_COMMON_OBJ += $(BUILD)/obj/cli/arith.o
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_SRC := $(wildcard examples/*.c)
+EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+# tests that are scripts: each prints "N passed, N failed" last, like the binaries
+SCRIPT_TESTS := tests/example_test.sh tests/install_test.sh
 
-.PHONY: all test run asan-test clean tools bench model
+.PHONY: all test run asan-test clean tools bench model shared install uninstall
 .SECONDARY:
-all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS)
+all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS) $(EXAMPLES)
 
 # the room is the first folder of the source's path
-room = $(firstword $(subst /, ,$(patsubst $(BUILD)/obj/%,%,$(1))))
+room = $(firstword $(subst /, ,$(patsubst $(BUILD)/pic/%,%,$(patsubst $(BUILD)/obj/%,%,$(1)))))
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ES_CFLAGS) $(INC_$(call room,$@)) $(CFLAGS) $(ISA_FLAGS) -c $< -o $@
+
+# The shared library is built from its own position-independent objects, so
+# the static library, the CLI and the tests keep the code they have today.
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ES_CFLAGS) $(INC_$(call room,$@)) $(CFLAGS) $(ISA_FLAGS) -fPIC -fno-semantic-interposition -c $< -o $@
 
 $(BUILD)/libedgeseek.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -84,6 +94,37 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libedgeseek.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
 
+# examples/ are built as a user would: edgeseek.h and the library, nothing else
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libedgeseek.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+
+# ---- shared library -------------------------------------------------------
+# libedgeseek.so.$(VERSION), its soname libedgeseek.so.$(SOVERSION) and the
+# libedgeseek.so link for -ledgeseek.  It exports exactly the functions that
+# include/edgeseek.h declares: the version script lists them (read from the
+# preprocessed header, so comments do not count) and makes the rest local.
+VERSION   := 0.1.0
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+SONAME    := libedgeseek.so.$(SOVERSION)
+SHLIB     := libedgeseek.so.$(VERSION)
+LIB_PIC_OBJ := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+
+shared: $(BUILD)/$(SHLIB)
+
+$(BUILD)/edgeseek.map: include/edgeseek.h
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from include/edgeseek.h by the Makefile */'; echo '{'; echo '  global:'; \
+	  $(CC) -E -P -x c include/edgeseek.h | grep -oE '\<es_[A-Za-z0-9_]+ *\(' | sed 's/ *($$//' | \
+	    LC_ALL=C sort -u | sed 's/^/    /; s/$$/;/'; \
+	  echo '  local: *;'; echo '};'; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/$(SHLIB): $(LIB_PIC_OBJ) $(BUILD)/edgeseek.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(BUILD)/edgeseek.map \
+	  -Wl,--no-undefined -o $@ $(LIB_PIC_OBJ) $(LDFLAGS) $(LDLIBS)
+	ln -sf $(SHLIB) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libedgeseek.so
+
 # `make OPENBLAS=1 bench` also builds bench_gemm_openblas: bench_gemm with
 # dequantised tiles + OpenBLAS's cblas_sgemm beside our matmul (Debian:
 # libopenblas-dev).  Only that bench links OpenBLAS; the library never does.
@@ -98,10 +139,12 @@ endif
 tools: $(TOOLS)
 bench: $(BENCHES)
 
-# Runs every test binary; the last line is "N passed, N failed, N skipped".
-# The tests read their data from tests/data (ES_DATA overrides it).
-test: all $(TESTS)
-	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS)
+# Runs every test binary and script; the last line is "N passed, N failed,
+# N skipped".  The tests read their data from tests/data (ES_DATA overrides
+# it).  The shared library is built here for tests/install_test.sh, which a
+# sanitizer build skips.
+test: all $(TESTS) $(if $(findstring -fsanitize,$(CFLAGS)),,shared)
+	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS) $(SCRIPT_TESTS)
 
 # The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
 asan-test:
@@ -133,7 +176,47 @@ run: all
 model:
 	bash train/run_all.sh
 
+# ---- install ----------------------------------------------------------------
+# `make install PREFIX=/usr/local DESTDIR=`: the CLI, both libraries, the
+# header, a pkg-config file and the man page.  `make uninstall` (same
+# variables) removes exactly those files.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+INSTALL    ?= install
+# in edgeseek.pc, directories under the prefix are written from ${prefix}, so
+# pkg-config --define-prefix can move them
+pc_dir = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
+$(BUILD)/edgeseek.1: docs/edgeseek.1 Makefile
+	@mkdir -p $(dir $@)
+	sed 's/@VERSION@/$(VERSION)/g' docs/edgeseek.1 > $@
+
+install: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(BUILD)/$(SHLIB) $(BUILD)/edgeseek.1
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|g' \
+	    -e 's|@INCLUDEDIR@|$(call pc_dir,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(strip $(LDLIBS))|g' edgeseek.pc.in > $(BUILD)/edgeseek.pc
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 755 $(BUILD)/edgeseek $(DESTDIR)$(BINDIR)/edgeseek
+	$(INSTALL) -m 644 $(BUILD)/libedgeseek.a $(DESTDIR)$(LIBDIR)/libedgeseek.a
+	$(INSTALL) -m 644 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB)
+	ln -sf $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libedgeseek.so
+	$(INSTALL) -m 644 include/edgeseek.h $(DESTDIR)$(INCLUDEDIR)/edgeseek.h
+	$(INSTALL) -m 644 $(BUILD)/edgeseek.pc $(DESTDIR)$(PKGCONFIGDIR)/edgeseek.pc
+	$(INSTALL) -m 644 $(BUILD)/edgeseek.1 $(DESTDIR)$(MANDIR)/man1/edgeseek.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/edgeseek $(DESTDIR)$(LIBDIR)/libedgeseek.a \
+	  $(DESTDIR)$(LIBDIR)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libedgeseek.so \
+	  $(DESTDIR)$(INCLUDEDIR)/edgeseek.h $(DESTDIR)$(PKGCONFIGDIR)/edgeseek.pc \
+	  $(DESTDIR)$(MANDIR)/man1/edgeseek.1
+
 clean:
 	rm -rf build build-asan
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
