@@ -5,6 +5,7 @@
 #include "residency_impl.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,6 @@
 #include <unistd.h>
 
 #include "budget.h"
-#include "model.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -456,84 +456,100 @@ void es_res_prefetch(es_res *r, int il, const int32_t *ids, int n) {
     pthread_mutex_unlock(&r->mu);
 }
 
-/* ---- setup --------------------------------------------------------------------------- */
+/* ---- the state's arrays ------------------------------------------------------------ */
 
-static int is_expert_tensor(const char *name) {
-    static const char *sfx[] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
-    size_t n = strlen(name);
-    for (int i = 0; i < 3; i++) {
-        size_t k = strlen(sfx[i]);
-        if (n >= k && strcmp(name + n - k, sfx[i]) == 0) return 1;
+/* Every array es_res owns, named once: allocation, the out-of-memory check
+ * and es_res_free all walk this table. */
+enum { N_UNITS, N_UNIT_RANGES, N_LAYER_RANGES, N_LAYERS, N_EXPERTS, N_SLOTS, N_MINCORE };
+
+static const struct res_array {
+    size_t field;  /* where the pointer sits in es_res */
+    size_t elem;   /* bytes per element */
+    int count;     /* N_*: how many elements (none: left NULL) */
+    int optional;  /* its absence only turns a report off */
+} res_arrays[] = {
+#define RES_ARRAY(f, elem, count, optional) {offsetof(es_res, f), elem, count, optional}
+    RES_ARRAY(off, sizeof(uint64_t), N_UNIT_RANGES, 0),
+    RES_ARRAY(len, sizeof(uint64_t), N_LAYER_RANGES, 0),
+    RES_ARRAY(state, 1, N_UNITS, 0),
+    RES_ARRAY(qkind, 1, N_UNITS, 0),
+    RES_ARRAY(needed, 1, N_UNITS, 0),
+    RES_ARRAY(taken, 1, N_UNITS, 0),
+    RES_ARRAY(prefetched, 1, N_UNITS, 0),
+    RES_ARRAY(pred, 1, N_UNITS, 0),
+    RES_ARRAY(locked, 1, N_UNITS, 0),
+    RES_ARRAY(fallback, 1, N_UNITS, 0),
+    RES_ARRAY(in_dq, 1, N_UNITS, 0),
+    RES_ARRAY(in_pq, 1, N_UNITS, 0),
+    RES_ARRAY(weight, sizeof(int32_t), N_UNITS, 0),
+    RES_ARRAY(slot, sizeof(int32_t), N_UNITS, 0),
+    RES_ARRAY(pend, sizeof(int32_t), N_EXPERTS, 0),
+    RES_ARRAY(pred_valid, 1, N_LAYERS, 0),
+    RES_ARRAY(lstats, sizeof(es_res_layer_stats), N_LAYERS, 0),
+    RES_ARRAY(dq.buf, sizeof(int32_t), N_UNITS, 0),
+    RES_ARRAY(pq.buf, sizeof(int32_t), N_UNITS, 0),
+    RES_ARRAY(free_slot, sizeof(int32_t), N_SLOTS, 0),
+    RES_ARRAY(mincore_vec, 1, N_MINCORE, 1),
+#undef RES_ARRAY
+};
+
+static size_t array_count(const es_res *r, int count) {
+    switch (count) {
+    case N_UNITS: return (size_t)r->U;
+    case N_UNIT_RANGES: return (size_t)r->U * 3;
+    case N_LAYER_RANGES: return (size_t)r->L * 3;
+    case N_LAYERS: return (size_t)r->L;
+    case N_EXPERTS: return (size_t)r->E;
+    case N_SLOTS: return r->n_slots;
+    default: return r->mincore_cap;
+    }
+}
+
+/* The pointers are of several types: copied as bytes, not through a void **. */
+static void *array_get(const es_res *r, const struct res_array *a) {
+    void *v;
+    memcpy(&v, (const char *)r + a->field, sizeof v);
+    return v;
+}
+
+static void array_set(es_res *r, const struct res_array *a, void *v) { memcpy((char *)r + a->field, &v, sizeof v); }
+
+/* Allocates (zeroed) every array with elements; -1 when a required one failed. */
+static int alloc_arrays(es_res *r) {
+    for (size_t i = 0; i < sizeof res_arrays / sizeof res_arrays[0]; i++) {
+        const struct res_array *a = &res_arrays[i];
+        size_t n = array_count(r, a->count);
+        if (!n) continue;
+        void *v = calloc(n, a->elem);
+        if (!v && !a->optional) return -1;
+        array_set(r, a, v);
     }
     return 0;
 }
 
-/* The always-hot weights: read ahead (and locked with mlock) in the managed
- * modes, so the first token does not fault them in 4 KiB at a time.  The
- * embedding is read a row per token, and in mmap mode stray faults on
- * expert pages should not pull in their neighbours: both get MADV_RANDOM,
- * or each fault would read around it (read_ahead_kb, often 128 KiB-8 MiB),
- * all of it charged to the memory budget. */
-static void advise_tensors(es_res *r, const es_gguf_ctx *g) {
-    int lock_failed = 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const es_gguf_tensor *t = &g->tensors[i];
-        if (!t->nbytes) continue;
-        uint64_t off = (uint64_t)(t->data - r->base);
-        uint64_t lo = rdown(off, r->page), hi = rup(off + t->nbytes, r->page);
-        void *a = (void *)(r->base + lo);
-        size_t n = (size_t)(hi - lo);
-        int expert = is_expert_tensor(t->name);
-        if (!strcmp(t->name, "token_embd.weight") || (expert && r->mode == ES_EXPERTS_MMAP)) {
-            madvise(a, n, MADV_RANDOM);
-            continue;
-        }
-        if (expert) continue;
-        madvise(a, n, MADV_WILLNEED);
-        if (r->mlock && !lock_failed && mlock(a, n) != 0) {
-            lock_failed = 1;
-            snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the hot weights failed: %s", strerror(errno));
-        }
-    }
+static void free_arrays(es_res *r) {
+    for (size_t i = 0; i < sizeof res_arrays / sizeof res_arrays[0]; i++) free(array_get(r, &res_arrays[i]));
 }
 
-/* A generous estimate of one session's scratch (forward.c) and KV cache. */
-static int64_t session_bytes(const es_model *m, int n_ctx) {
-    const es_hparams *hp = &m->hp;
-    const int64_t B = 64, D = hp->dim, k = hp->n_used, E = hp->n_experts, F = hp->moe_ffn_dim;
-    int64_t S = (int64_t)hp->n_shared * F, ffw = hp->ffn_dim > S ? hp->ffn_dim : S;
-    int64_t fl = B * (4 * D + (int64_t)hp->n_heads * (hp->nope + hp->rope + hp->vdim) + hp->q_lora +
-                      hp->kv_lora + hp->rope * 2 + 2 * ffw + 2 * E + 2 * k * F + k * D) +
-                 B * 4 * (D > ffw ? D : ffw) + 2 * B * k * (D > F ? D : F);
-    int64_t kv = (int64_t)es_model_kv_bytes_per_token(m) * n_ctx;
-    return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (8 << 20);
+/* ---- setup, step by step (es_res_new) ------------------------------------------------ */
+
+static int params_valid(const es_load_params *p) {
+    return p->experts >= ES_EXPERTS_DEFAULT && p->experts <= ES_EXPERTS_PREAD && p->policy >= 0 &&
+           p->policy <= ES_POLICY_LFU && p->mem_budget >= 0 && p->io_threads >= -1 && p->io_threads <= 64 &&
+           p->n_ctx >= 0;
 }
 
-es_status es_res_new(const es_model *m, const char *path, const es_load_params *p, es_res **out, char *err,
-                     size_t errlen) {
-    *out = NULL;
-    const es_hparams *hp = &m->hp;
-    static const es_load_params defaults = {0};
-    if (!p) p = &defaults;
-    if (hp->n_dense >= hp->n_layers) return ES_OK; /* no routed experts */
-    int mode = p->experts;
-    int kind = p->policy == ES_POLICY_LFU ? ES_POL_LFU : ES_POL_LRU;
-    if (mode < ES_EXPERTS_DEFAULT || mode > ES_EXPERTS_PREAD || p->policy < 0 || p->policy > ES_POLICY_LFU ||
-        p->mem_budget < 0 || p->io_threads < -1 || p->io_threads > 64 || p->n_ctx < 0) {
-        snprintf(err, errlen, "invalid paging parameters");
-        return ES_ERR_ARG;
-    }
-    es_res *r = calloc(1, sizeof *r);
-    if (!r) { snprintf(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+/* Owns the scalars the layout and parameters give, the locks, and the
+ * counters' starting points (major faults, bytes read). */
+static void init_state(es_res *r, const es_res_layout *lay, const es_load_params *p) {
     r->fd = r->fd_direct = -1;
-    r->mode = mode;
-    r->policy_kind = kind;
-    r->m = m;
-    r->base = m->gguf->base;
-    r->first_moe = hp->n_dense;
-    r->L = hp->n_layers - hp->n_dense;
-    r->E = hp->n_experts;
-    r->k = hp->n_used;
+    r->mode = p->experts;
+    r->policy_kind = p->policy == ES_POLICY_LFU ? ES_POL_LFU : ES_POL_LRU;
+    r->base = lay->base;
+    r->first_moe = lay->first_moe;
+    r->L = lay->n_moe;
+    r->E = lay->n_experts;
+    r->k = lay->n_used;
     r->U = r->L * r->E;
     r->page = (uint64_t)sysconf(_SC_PAGESIZE);
     r->align = r->page > 4096 ? r->page : 4096;
@@ -550,49 +566,19 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
     getrusage(RUSAGE_SELF, &ru);
     r->majflt0 = ru.ru_majflt;
     r->read_bytes0 = es_res_proc_read_bytes();
+}
 
-    const size_t U = (size_t)r->U;
-    r->off = calloc(U * 3, sizeof(uint64_t));
-    r->len = calloc((size_t)r->L * 3, sizeof(uint64_t));
-    r->state = calloc(U, 1);
-    r->qkind = calloc(U, 1);
-    r->needed = calloc(U, 1);
-    r->taken = calloc(U, 1);
-    r->prefetched = calloc(U, 1);
-    r->pred = calloc(U, 1);
-    r->locked = calloc(U, 1);
-    r->fallback = calloc(U, 1);
-    r->in_dq = calloc(U, 1);
-    r->in_pq = calloc(U, 1);
-    r->weight = calloc(U, sizeof(int32_t));
-    r->slot = malloc(U * sizeof(int32_t));
-    r->pend = calloc((size_t)r->E, sizeof(int32_t));
-    r->pred_valid = calloc((size_t)r->L, 1);
-    r->lstats = calloc((size_t)r->L, sizeof(es_res_layer_stats));
-    r->dq.buf = calloc(U, sizeof(int32_t));
-    r->pq.buf = calloc(U, sizeof(int32_t));
-    r->dq.cap = r->pq.cap = (int)U;
-    if (!r->off || !r->len || !r->state || !r->qkind || !r->needed || !r->taken || !r->prefetched || !r->pred ||
-        !r->locked || !r->fallback || !r->in_dq || !r->in_pq || !r->weight || !r->slot || !r->pend ||
-        !r->pred_valid || !r->lstats || !r->dq.buf || !r->pq.buf) {
-        es_res_free(r);
-        snprintf(err, errlen, "out of memory for the expert table");
-        return ES_ERR_NOMEM;
-    }
-    for (size_t u = 0; u < U; u++) r->slot[u] = -1;
-
-    /* unit byte ranges; the widest unit sizes the budget's units */
+/* Owns the sizes that follow from the unit ranges: all experts' bytes, the
+ * widest unit (the budget's unit), a pread slot and where each range sits
+ * in it, and the mincore vector mmap-plain --stats needs. */
+static void size_units(es_res *r, const es_res_layout *lay) {
     uint64_t maxlen[3] = {0, 0, 0};
     for (int l = 0; l < r->L; l++) {
-        const es_layer *ly = &m->layers[r->first_moe + l];
-        const es_weight *w[3] = {&ly->gate_exps, &ly->up_exps, &ly->down_exps};
         uint64_t unit = 0;
         for (int q = 0; q < 3; q++) {
-            r->len[(size_t)l * 3 + q] = w[q]->mat_bytes;
-            if (w[q]->mat_bytes > maxlen[q]) maxlen[q] = w[q]->mat_bytes;
-            unit += w[q]->mat_bytes;
-            for (int e = 0; e < r->E; e++)
-                r->off[((size_t)l * r->E + e) * 3 + q] = (uint64_t)(w[q]->data - r->base) + (uint64_t)e * w[q]->mat_bytes;
+            uint64_t bytes = lay->ranges[(size_t)l * 3 + q].bytes;
+            if (bytes > maxlen[q]) maxlen[q] = bytes;
+            unit += bytes;
         }
         r->expert_bytes_total += (int64_t)unit * r->E;
         if ((int64_t)unit > r->unit_bytes) r->unit_bytes = (int64_t)unit;
@@ -604,12 +590,21 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
         r->sofs[q] = r->slot_bytes;
         r->slot_bytes += (size_t)(rup(maxlen[q], r->align) + r->align);
     }
-    r->hot_bytes = (int64_t)m->weight_bytes - r->expert_bytes_total;
+    r->hot_bytes = lay->hot_bytes;
+    if (r->mode == ES_EXPERTS_MMAP_PLAIN && r->stats_plain) {
+        uint64_t widest = maxlen[0] > maxlen[1] ? maxlen[0] : maxlen[1];
+        if (maxlen[2] > widest) widest = maxlen[2];
+        r->mincore_cap = (size_t)(rup(widest, r->page) / r->page) + 2;
+    }
+}
 
-    /* the budget */
-    int n_ctx = p->n_ctx ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+/* Owns the budget: given (--mem-budget) or what memory is left after the
+ * always-hot weights, a session and a margin; the mode when it was left to
+ * the budget; and *cap, how many units fit. */
+static es_status decide_budget(es_res *r, const es_res_layout *lay, const es_load_params *p, int64_t *cap,
+                               char *err, size_t errlen) {
     es_mem_probe(&r->mem);
-    r->session_bytes = session_bytes(m, n_ctx);
+    r->session_bytes = lay->session_bytes;
     if (p->mem_budget > 0) {
         r->budget = p->mem_budget;
     } else {
@@ -624,16 +619,14 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
      * when they do not, pread into a cache: O_DIRECT costs the two or so
      * cores a small machine has far less than the page cache's bookkeeping,
      * and the cache sits on huge pages. */
-    if (mode == ES_EXPERTS_DEFAULT) {
-        mode = r->budget >= r->expert_bytes_total ? ES_EXPERTS_MMAP : ES_EXPERTS_PREAD;
-        r->mode = mode;
+    if (r->mode == ES_EXPERTS_DEFAULT) {
+        r->mode = r->budget >= r->expert_bytes_total ? ES_EXPERTS_MMAP : ES_EXPERTS_PREAD;
         r->mode_auto = 1;
     }
-    int64_t cost = mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
-    if (!r->budget_auto && mode != ES_EXPERTS_MMAP_PLAIN && r->budget < cost) {
+    int64_t cost = r->mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
+    if (!r->budget_auto && r->mode != ES_EXPERTS_MMAP_PLAIN && r->budget < cost) {
         snprintf(err, errlen, "memory budget %lld bytes is smaller than one expert (%lld bytes)",
                  (long long)r->budget, (long long)cost);
-        es_res_free(r);
         return ES_ERR_ARG;
     }
     if (r->budget_auto) {
@@ -644,61 +637,106 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
             r->budget = cost * r->k;
         }
     }
-    int64_t cap = r->budget / cost;
-    if (cap > r->U) cap = r->U;
-    if (cap < 1) cap = 1;
-    double half_life = p->lfu_half_life > 0 ? p->lfu_half_life : p->lfu_half_life < 0 ? 0 : 32;
-    r->pol = es_pol_new(kind, r->L, r->E, cap, half_life);
-    if (!r->pol) {
-        es_res_free(r);
+    *cap = r->budget / cost;
+    if (*cap > r->U) *cap = r->U;
+    if (*cap < 1) *cap = 1;
+    return ES_OK;
+}
+
+/* Owns the memory of the bookkeeping: the arrays (res_arrays), the unit
+ * table's file offsets and lengths, and the replacement policy of cap units. */
+static es_status alloc_state(es_res *r, const es_res_layout *lay, const es_load_params *p, int64_t cap, char *err,
+                             size_t errlen) {
+    if (r->mode == ES_EXPERTS_PREAD) r->n_slots = (size_t)cap;
+    if (alloc_arrays(r) != 0) {
         snprintf(err, errlen, "out of memory for the expert table");
         return ES_ERR_NOMEM;
     }
-    if (mode == ES_EXPERTS_MMAP_PLAIN) {
-        if (p->stats) {
-            uint64_t widest = maxlen[0] > maxlen[1] ? maxlen[0] : maxlen[1];
-            if (maxlen[2] > widest) widest = maxlen[2];
-            r->mincore_cap = (size_t)(rup(widest, r->page) / r->page) + 2;
-            r->mincore_vec = malloc(r->mincore_cap);
-            if (!r->mincore_vec) r->stats_plain = 0;
+    if (!r->mincore_vec) r->stats_plain = 0; /* mmap-plain reports hits only with it */
+    const size_t U = (size_t)r->U;
+    r->dq.cap = r->pq.cap = (int)U;
+    for (size_t u = 0; u < U; u++) r->slot[u] = -1;
+    for (int l = 0; l < r->L; l++)
+        for (int q = 0; q < 3; q++) {
+            const es_res_range *rg = &lay->ranges[(size_t)l * 3 + q];
+            r->len[(size_t)l * 3 + q] = rg->bytes;
+            for (int e = 0; e < r->E; e++) r->off[((size_t)l * r->E + e) * 3 + q] = rg->offset + (uint64_t)e * rg->stride;
         }
-        *out = r;
-        return ES_OK;
+    double half_life = p->lfu_half_life > 0 ? p->lfu_half_life : p->lfu_half_life < 0 ? 0 : 32;
+    r->pol = es_pol_new(r->policy_kind, r->L, r->E, cap, half_life);
+    if (!r->pol) {
+        snprintf(err, errlen, "out of memory for the expert table");
+        return ES_ERR_NOMEM;
     }
+    return ES_OK;
+}
 
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+/* Owns the file descriptors: the model file opened again (fd, for fadvise
+ * and buffered reads; fd_direct with O_DIRECT for pread, where allowed),
+ * checked to be the file that was mapped. */
+static es_status open_file(es_res *r, const es_res_layout *lay, const es_load_params *p, char *err, size_t errlen) {
+    r->fd = open(lay->path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (r->fd < 0 || fstat(r->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)m->gguf->map_size) {
-        snprintf(err, errlen, "cannot reopen %s for expert paging: %s", path, r->fd < 0 ? strerror(errno) : "it changed");
-        es_res_free(r);
+    if (r->fd < 0 || fstat(r->fd, &st) != 0 || (uint64_t)st.st_size != lay->map_size) {
+        snprintf(err, errlen, "cannot reopen %s for expert paging: %s", lay->path,
+                 r->fd < 0 ? strerror(errno) : "it changed");
         return ES_ERR_IO;
     }
-    if (mode == ES_EXPERTS_PREAD) {
-        r->n_slots = (size_t)cap;
-        r->slab_bytes = r->n_slots * r->slot_bytes;
-        /* Plain pages: transparent huge pages (MADV_HUGEPAGE) were measured to
-         * cost 4-5x the CPU per load in compaction when the cache first fills,
-         * doubling the time to first token, for no clear decode gain. */
-        uint8_t *slab = mmap(NULL, r->slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                             -1, 0);
-        r->free_slot = malloc(r->n_slots * sizeof(int32_t));
-        if (slab == MAP_FAILED || !r->free_slot) {
-            if (slab != MAP_FAILED) munmap(slab, r->slab_bytes);
-            snprintf(err, errlen, "out of memory for a %lld-byte expert cache", (long long)r->slab_bytes);
-            es_res_free(r);
-            return ES_ERR_NOMEM;
-        }
-        r->slab = slab;
-        for (size_t i = 0; i < r->n_slots; i++) r->free_slot[i] = (int32_t)(r->n_slots - 1 - i);
-        r->n_free = r->n_slots;
-        if (r->mlock && mlock2(r->slab, r->slab_bytes, MLOCK_ONFAULT) != 0)
-            snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the expert cache failed: %s", strerror(errno));
-        if (!p->no_direct) r->fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (r->mode == ES_EXPERTS_PREAD && !p->no_direct) r->fd_direct = open(lay->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    return ES_OK;
+}
+
+/* Owns the pread cache: n_slots slots of slot_bytes, all free. */
+static es_status make_cache(es_res *r, char *err, size_t errlen) {
+    r->slab_bytes = r->n_slots * r->slot_bytes;
+    /* Plain pages: transparent huge pages (MADV_HUGEPAGE) were measured to
+     * cost 4-5x the CPU per load in compaction when the cache first fills,
+     * doubling the time to first token, for no clear decode gain. */
+    uint8_t *slab = mmap(NULL, r->slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (slab == MAP_FAILED) {
+        snprintf(err, errlen, "out of memory for a %lld-byte expert cache", (long long)r->slab_bytes);
+        return ES_ERR_NOMEM;
     }
-    advise_tensors(r, m->gguf);
+    r->slab = slab;
+    for (size_t i = 0; i < r->n_slots; i++) r->free_slot[i] = (int32_t)(r->n_slots - 1 - i);
+    r->n_free = r->n_slots;
+    if (r->mlock && mlock2(r->slab, r->slab_bytes, MLOCK_ONFAULT) != 0)
+        snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the expert cache failed: %s", strerror(errno));
+    return ES_OK;
+}
+
+/* Owns the advice on the mapping.  The always-hot weights: read ahead (and
+ * locked with mlock) in the managed modes, so the first token does not
+ * fault them in 4 KiB at a time.  The embedding is read a row per token,
+ * and in mmap mode stray faults on expert pages should not pull in their
+ * neighbours: both get MADV_RANDOM, or each fault would read around it
+ * (read_ahead_kb, often 128 KiB-8 MiB), all of it charged to the memory
+ * budget.  Then whether loads can use MADV_POPULATE_READ. */
+static void advise_mapping(es_res *r, const es_res_layout *lay) {
+    int lock_failed = 0;
+    for (size_t i = 0; i < lay->n_regions; i++) {
+        const es_res_region *t = &lay->regions[i];
+        if (!t->bytes) continue;
+        uint64_t lo = rdown(t->offset, r->page), hi = rup(t->offset + t->bytes, r->page);
+        void *a = (void *)(r->base + lo);
+        size_t n = (size_t)(hi - lo);
+        if (t->kind == ES_RES_RANDOM || (t->kind == ES_RES_EXPERTS && r->mode == ES_EXPERTS_MMAP)) {
+            madvise(a, n, MADV_RANDOM);
+            continue;
+        }
+        if (t->kind == ES_RES_EXPERTS) continue;
+        madvise(a, n, MADV_WILLNEED);
+        if (r->mlock && !lock_failed && mlock(a, n) != 0) {
+            lock_failed = 1;
+            snprintf(r->mlock_note, sizeof r->mlock_note, "mlock of the hot weights failed: %s", strerror(errno));
+        }
+    }
     /* MADV_POPULATE_READ came with Linux 5.14; before, loads touch each page */
     r->populate = madvise((void *)r->base, (size_t)r->page, MADV_POPULATE_READ) == 0;
+}
 
+/* Owns the I/O threads, and with them whether prefetching is on. */
+static void start_io(es_res *r, const es_load_params *p) {
     /* 4 loaders: measured 12% faster decode than 2 with pread (more reads in
      * flight), no different with mmap */
     int nt = p->io_threads == 0 ? 4 : p->io_threads < 0 ? 0 : p->io_threads;
@@ -708,6 +746,36 @@ es_status es_res_new(const es_model *m, const char *path, const es_load_params *
         r->n_threads++;
     }
     r->prefetch = !p->no_prefetch && r->n_threads > 0;
+}
+
+es_status es_res_new(const es_res_layout *lay, const es_load_params *p, es_res **out, char *err, size_t errlen) {
+    static const es_load_params defaults = {0};
+    *out = NULL;
+    if (!p) p = &defaults;
+    if (lay->n_moe <= 0) return ES_OK; /* no routed experts */
+    if (!params_valid(p)) {
+        snprintf(err, errlen, "invalid paging parameters");
+        return ES_ERR_ARG;
+    }
+    es_res *r = calloc(1, sizeof *r);
+    if (!r) { snprintf(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
+    init_state(r, lay, p);
+    size_units(r, lay);
+    int64_t cap = 0;
+    es_status st = decide_budget(r, lay, p, &cap, err, errlen);
+    if (st == ES_OK) st = alloc_state(r, lay, p, cap, err, errlen);
+    /* mmap-plain: no management, so no file, cache, advice or threads */
+    const int managed = r->mode != ES_EXPERTS_MMAP_PLAIN;
+    if (st == ES_OK && managed) st = open_file(r, lay, p, err, errlen);
+    if (st == ES_OK && r->mode == ES_EXPERTS_PREAD) st = make_cache(r, err, errlen);
+    if (st != ES_OK) {
+        es_res_free(r);
+        return st;
+    }
+    if (managed) {
+        advise_mapping(r, lay);
+        start_io(r, p);
+    }
     *out = r;
     return ES_OK;
 }
@@ -728,10 +796,7 @@ void es_res_free(es_res *r) {
     pthread_mutex_destroy(&r->req_mu);
     pthread_cond_destroy(&r->cv_io);
     pthread_cond_destroy(&r->cv_done);
-    void *bufs[] = {r->off, r->len, r->state, r->qkind, r->needed, r->taken, r->prefetched, r->pred,
-                    r->locked, r->fallback, r->in_dq, r->in_pq, r->weight, r->slot, r->pend, r->pred_valid,
-                    r->lstats, r->dq.buf, r->pq.buf, r->free_slot, r->mincore_vec};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free_arrays(r);
     es_pol_free(r->pol);
     free(r);
 }

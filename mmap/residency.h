@@ -35,14 +35,45 @@
 
 #include "edgeseek.h"
 
-struct es_model;
 typedef struct es_res es_res;
 
-/* Sets up paging for a loaded model whose file is `path` (opened again for
- * pread/fadvise); p may be NULL (defaults); err is a buffer of errlen bytes.
- * A model without MoE layers gets *out = NULL and ES_OK. */
-es_status es_res_new(const struct es_model *m, const char *path, const es_load_params *p, es_res **out,
-                     char *err, size_t errlen);
+/* Where one routed-expert tensor of one MoE layer lies in the file: expert
+ * e's matrix is the `bytes` bytes at file offset offset + e * stride. */
+typedef struct es_res_range {
+    uint64_t offset, stride, bytes;
+} es_res_range;
+
+/* How setup advises a tensor's pages (madvise, mlock). */
+enum {
+    ES_RES_HOT = 0,  /* always hot: read ahead, and locked under --mlock */
+    ES_RES_RANDOM,   /* read a row at a time (the embedding): no readahead */
+    ES_RES_EXPERTS,  /* routed experts, the pager's own: no readahead in mmap mode */
+};
+typedef struct es_res_region {
+    uint64_t offset, bytes;
+    int kind;
+} es_res_region;
+
+/* What the pager knows of a model: a plain description the runtime fills
+ * (runtime/pager_desc.c) and es_res_new copies what it keeps from, so
+ * nothing here reads the model's own structures. */
+typedef struct es_res_layout {
+    const char *path;        /* the model file, opened again for pread / fadvise */
+    const uint8_t *base;     /* its read-only mapping (the whole file) */
+    uint64_t map_size;       /* bytes mapped: the file's size when it was loaded */
+    int first_moe, n_moe;    /* model layers first_moe .. first_moe + n_moe - 1 route experts */
+    int n_experts, n_used;   /* E experts per layer, k of them per token */
+    const es_res_range *ranges; /* [n_moe][3]: ffn_gate_exps, ffn_up_exps, ffn_down_exps */
+    int64_t hot_bytes;       /* weights that stay resident: all but the routed experts */
+    int64_t session_bytes;   /* one session's scratch and KV cache, for the automatic budget */
+    const es_res_region *regions; /* every tensor's byte range, for the setup advice */
+    size_t n_regions;
+} es_res_layout;
+
+/* Sets up paging for the model `lay` describes; p may be NULL (defaults);
+ * err is a buffer of errlen bytes.  lay may go once this returns.  A model
+ * without MoE layers (n_moe 0) gets *out = NULL and ES_OK. */
+es_status es_res_new(const es_res_layout *lay, const es_load_params *p, es_res **out, char *err, size_t errlen);
 void es_res_free(es_res *r);
 
 /* Whether the forward pass should compute next-layer predictions. */

@@ -36,7 +36,6 @@ typedef struct es_res_layer_stats {
 struct es_res {
     int mode, policy_kind;
     int mode_auto;           /* the mode was chosen from the budget (ES_EXPERTS_DEFAULT) */
-    const struct es_model *m;
     const uint8_t *base;     /* the read-only mapping of the whole file */
     int first_moe, L, E, k, U; /* MoE layers first_moe .. first_moe+L-1; U = L*E units */
     uint64_t page, align;    /* page size; O_DIRECT alignment (>= 4096) */

@@ -11,6 +11,7 @@
 #include "env.h"
 #include "kernels.h"
 #include "model.h"
+#include "pager_desc.h"
 #include "placement.h"
 #include "residency.h"
 #include "threadpool.h"
@@ -114,7 +115,7 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
             es_model_free(m);
             return st;
         }
-        st = es_res_new(m, path, &lp, &m->res, inner, sizeof inner);
+        st = es_pager_new(m, path, &lp, &m->res, inner, sizeof inner);
         if (st != ES_OK) {
             set_err(err, errlen, "%s: %s", path, inner);
             es_model_free(m);

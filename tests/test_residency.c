@@ -1,6 +1,8 @@
 /* test_residency.c — expert paging (mmap/): the replacement policy on
  * synthetic traces with hit counts worked out by hand; size strings and the
- * memory probe; the residency manager's hit counts against a simulation of
+ * memory probe; the residency manager alone on a layout built by hand over
+ * a plain file (loads, eviction under a budget, the bytes each pointer
+ * shows); the residency manager's hit counts against a simulation of
  * the policy on the model's real routing trace; and end to end, that the
  * logits and greedy tokens are bit-identical whatever the mode, budget,
  * policy, prefetch, I/O threads and compute threads.  Models come from
@@ -9,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -492,6 +496,186 @@ static void test_model(model_case *mc) {
     free(tr.count);
 }
 
+/* ---- the manager on a hand-built layout (no model file) ----------------------------- */
+
+/* A file of HL_HOT bytes of "always-hot" data, then per MoE layer the three
+ * expert tensors of HL_E matrices each (lengths not page multiples, so
+ * experts share pages), 100 bytes apart; every byte a function of its
+ * offset, so a pointer's contents show which range it came from. */
+enum { HL_FIRST = 1, HL_L = 2, HL_E = 8, HL_K = 3, HL_HOT = 12345, HL_GAP = 100, HL_REQ = 60 };
+static const uint64_t hl_len[3] = {5000, 5000, 7000};
+
+static uint8_t hl_byte(uint64_t off) { return (uint8_t)((off * 2654435761u) >> 13); }
+
+typedef struct hand_layout {
+    char path[256];
+    es_res_range ranges[HL_L * 3];
+    es_res_region regions[1 + HL_L * 3];
+    const uint8_t *base;
+    uint64_t size;
+    es_res_layout lay;
+} hand_layout;
+
+static int hand_layout_make(hand_layout *h) {
+    memset(h, 0, sizeof *h);
+    snprintf(h->path, sizeof h->path, "%s/hand.bin", g_dir);
+    uint64_t off = HL_HOT;
+    h->regions[0] = (es_res_region){0, HL_HOT, ES_RES_HOT};
+    for (int l = 0; l < HL_L; l++)
+        for (int q = 0; q < 3; q++) {
+            h->ranges[l * 3 + q] = (es_res_range){off, hl_len[q], hl_len[q]};
+            h->regions[1 + l * 3 + q] = (es_res_region){off, hl_len[q] * HL_E, ES_RES_EXPERTS};
+            off += hl_len[q] * HL_E + HL_GAP;
+        }
+    h->size = off;
+    FILE *f = fopen(h->path, "wb");
+    if (!f) return -1;
+    for (uint64_t i = 0; i < h->size; i++) fputc(hl_byte(i), f);
+    if (fclose(f) != 0) return -1;
+    int fd = open(h->path, O_RDONLY);
+    void *map = fd >= 0 ? mmap(NULL, h->size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    if (fd >= 0) close(fd);
+    if (map == MAP_FAILED) return -1;
+    h->base = map;
+    h->lay = (es_res_layout){.path = h->path, .base = h->base, .map_size = h->size, .first_moe = HL_FIRST,
+                             .n_moe = HL_L, .n_experts = HL_E, .n_used = HL_K, .ranges = h->ranges,
+                             .hot_bytes = HL_HOT, .session_bytes = 1 << 20, .regions = h->regions,
+                             .n_regions = 1 + HL_L * 3};
+    return 0;
+}
+
+/* Drives HL_REQ requests (layers alternating, 1-5 experts with 1-3 tokens
+ * each, from a fixed generator) and checks every pointer handed out shows
+ * the expert's bytes, in mmap modes where the mapping has them; tr gets the
+ * routing trace.  Returns the number of pointer mismatches. */
+static int hand_drive(es_res *r, const hand_layout *h, int predict, trace *tr) {
+    uint32_t x = 12345;
+    int bad = 0;
+    for (int i = 0; i < HL_REQ; i++) {
+        const int l = i % HL_L;
+        int32_t active[HL_E], row_start[HL_E + 1] = {0}, n = 0, want = 1 + (int)((x >> 8) % 5);
+        int cnt[HL_E] = {0};
+        while (n < want) {
+            x = x * 1103515245u + 12345u;
+            int e = (int)((x >> 16) % HL_E);
+            if (!cnt[e]) { cnt[e] = 1 + (int)((x >> 4) % 3); n++; }
+        }
+        n = 0;
+        for (int e = 0; e < HL_E; e++) {
+            row_start[e + 1] = row_start[e] + cnt[e];
+            if (cnt[e]) active[n++] = e;
+        }
+        tr->layer[tr->n] = HL_FIRST + l;
+        memcpy(tr->count + (size_t)tr->n * HL_E, cnt, sizeof cnt);
+        tr->n++;
+        es_res_begin(r, HL_FIRST + l, active, n, row_start, 1 + i % 3);
+        int32_t ids[HL_E];
+        const uint8_t *ptr[HL_E][3];
+        int handed = 0, got, seen[HL_E] = {0};
+        while ((got = es_res_next(r, ids, ptr)) > 0) {
+            for (int j = 0; j < got; j++) {
+                bad += ids[j] < 0 || ids[j] >= HL_E || !cnt[ids[j]] || seen[ids[j]]++;
+                for (int q = 0; q < 3 && ids[j] >= 0 && ids[j] < HL_E; q++) {
+                    const es_res_range *rg = &h->ranges[l * 3 + q];
+                    const uint8_t *at = h->base + rg->offset + (uint64_t)ids[j] * rg->stride;
+                    bad += memcmp(ptr[j][q], at, rg->bytes) != 0;
+                    bad += es_res_mode(r) != ES_EXPERTS_PREAD && ptr[j][q] != at;
+                }
+            }
+            handed += got;
+            es_res_release(r, ids, got);
+        }
+        bad += handed != n;
+        es_res_end(r);
+        if (predict && es_res_wants_prediction(r)) {
+            int32_t pred[2] = {(int32_t)(x % HL_E), (int32_t)((x / HL_E + 1) % HL_E)};
+            if (pred[1] == pred[0]) pred[1] = (pred[0] + 1) % HL_E;
+            es_res_prefetch(r, HL_FIRST + (l + 1) % HL_L, pred, 2);
+        }
+    }
+    return bad;
+}
+
+/* The manager without a model: loads, evictions and the hit counts of the
+ * policy's simulation under a budget of 4 experts, in each mode. */
+static void test_hand_layout(void) {
+    hand_layout h;
+    if (hand_layout_make(&h) != 0) {
+        CHECK(0, "hand-built layout file");
+        return;
+    }
+    const int64_t a = sysconf(_SC_PAGESIZE) > 4096 ? sysconf(_SC_PAGESIZE) : 4096;
+    int64_t unit = 0, slot = 0;
+    for (int q = 0; q < 3; q++) {
+        unit += (int64_t)hl_len[q];
+        slot += ((int64_t)hl_len[q] + a - 1) / a * a + a;
+    }
+    struct {
+        const char *label;
+        es_load_params lp;
+        int exact; /* no threads, no prefetch: hits as simulated */
+    } cfg[] = {
+        {"pread, no I/O threads", {.experts = ES_EXPERTS_PREAD, .mem_budget = 4 * slot, .io_threads = -1}, 1},
+        {"pread LFU, 2 I/O threads", {.experts = ES_EXPERTS_PREAD, .mem_budget = 4 * slot, .policy = ES_POLICY_LFU, .io_threads = 2}, 0},
+        {"mmap, no I/O threads", {.experts = ES_EXPERTS_MMAP, .mem_budget = 4 * unit, .io_threads = -1}, 1},
+        {"mmap, 2 I/O threads", {.experts = ES_EXPERTS_MMAP, .mem_budget = 4 * unit, .io_threads = 2}, 0},
+        {"mmap-plain", {.experts = ES_EXPERTS_MMAP_PLAIN, .stats = 1}, 0},
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        es_res *r = NULL;
+        char err[256] = "";
+        es_status st = es_res_new(&h.lay, &cfg[i].lp, &r, err, sizeof err);
+        CHECK(st == ES_OK && r, "hand layout, %s: set up (%s)", cfg[i].label, err);
+        if (!r) continue;
+        int cnt[HL_REQ * HL_E], lay[HL_REQ];
+        trace tr = {.E = HL_E, .cap = HL_REQ, .layer = lay, .count = cnt};
+        int bad = hand_drive(r, &h, !cfg[i].exact, &tr);
+        CHECK(bad == 0, "hand layout, %s: every expert handed once, with its bytes (%d wrong)", cfg[i].label, bad);
+        es_res_counts c;
+        es_res_get_counts(r, &c);
+        int64_t accesses = 0;
+        for (int j = 0; j < tr.n * HL_E; j++) accesses += cnt[j] != 0;
+        CHECK(c.accesses == accesses && c.hits + c.prefetch_hits + c.misses == c.accesses,
+              "hand layout, %s: %lld accesses, hits + misses add up", cfg[i].label, (long long)accesses);
+        if (cfg[i].lp.experts == ES_EXPERTS_MMAP_PLAIN) {
+            CHECK(c.loads == 0 && c.evictions == 0, "hand layout, mmap-plain: no loads");
+        } else {
+            CHECK(c.cap_units == 4 && c.max_resident_units <= 4 && c.evictions > 0 && c.io_errors == 0,
+                  "hand layout, %s: 4 experts at most (peak %lld), %lld evictions", cfg[i].label,
+                  (long long)c.max_resident_units, (long long)c.evictions);
+            /* a prefetch may still be in flight: resident already, not yet counted as a load */
+            int64_t in = c.evictions + c.resident_units;
+            CHECK(cfg[i].exact ? c.loads == in : c.loads <= in && c.loads >= in - 2,
+                  "hand layout, %s: loads (%lld) = evictions + resident (%lld), less loads in flight", cfg[i].label,
+                  (long long)c.loads, (long long)in);
+        }
+        if (cfg[i].exact) {
+            int64_t want = simulate(&tr, ES_POL_LRU, HL_L, HL_FIRST, 4);
+            CHECK(c.hits == want, "hand layout, %s: %lld hits, the simulation %lld", cfg[i].label,
+                  (long long)c.hits, (long long)want);
+            CHECK(cfg[i].lp.experts != ES_EXPERTS_PREAD || c.bytes_loaded >= c.loads * unit,
+                  "hand layout, %s: each load read its expert", cfg[i].label);
+        }
+        es_res_free(r);
+    }
+
+    /* refusals: a budget below one expert; a file that changed since it was mapped */
+    es_res *r = NULL;
+    char err[256] = "";
+    es_load_params lp = {.experts = ES_EXPERTS_MMAP, .mem_budget = unit - 1};
+    CHECK(es_res_new(&h.lay, &lp, &r, err, sizeof err) == ES_ERR_ARG && !r && strstr(err, "smaller than one expert"),
+          "hand layout: a budget below one expert is refused: %s", err);
+    es_res_layout moved = h.lay;
+    moved.map_size++;
+    lp.mem_budget = 4 * unit;
+    CHECK(es_res_new(&moved, &lp, &r, err, sizeof err) == ES_ERR_IO && !r && strstr(err, "it changed"),
+          "hand layout: a file of another size is refused: %s", err);
+    moved = h.lay;
+    moved.n_moe = 0;
+    CHECK(es_res_new(&moved, &lp, &r, err, sizeof err) == ES_OK && !r, "hand layout without MoE layers: no manager");
+    munmap((void *)h.base, h.size);
+}
+
 static void test_errors(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/tiny.gguf", g_dir);
@@ -556,6 +740,7 @@ int main(void) {
         return test_summary();
     }
     test_mem_probe();
+    test_hand_layout();
     if (access(test_build_path("gen_model"), X_OK) != 0) {
         CHECK(0, "%s not built", test_build_path("gen_model"));
     } else {
