@@ -126,7 +126,8 @@ static void rope(float *v, int dr, const float *cs) {
 
 /* ---- attention ------------------------------------------------------------- */
 
-/* xn [T][D] holds the normed input; result [T][D] in xb. */
+/* xn[T][D] -> q[T][H*(dn+dr)] (via qa[T][q_lora]) and kva[T][R+dr] -> the
+ * cache's rows pos..pos+T-1 [R+dr] -> o[T][H*dv] (attention.c) -> xb[T][D]. */
 static void attention(es_session *s, int il, int T) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
@@ -183,6 +184,7 @@ static void forward_batch(es_session *s, const int32_t *tokens, int T, float *lo
     es_scratch *sc = s->scratch;
     const int D = hp->dim;
 
+    /* x[T][D] = Embed[tokens]; rope_cs[T][dr/2][2] for positions pos.. */
     for (int t = 0; t < T; t++) {
         es_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        sc->x + (size_t)t * D, D);
@@ -190,14 +192,17 @@ static void forward_batch(es_session *s, const int32_t *tokens, int T, float *lo
     }
     for (int il = 0; il < hp->n_layers; il++) {
         const es_layer *ly = &m->layers[il];
+        /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the cache gets the batch's latents */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
         attention(s, il, T);
         for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
+        /* x += FFN(RMSNorm(x)): xn[T][D] -> xb[T][D], routed experts (moe.c) or dense */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
         if (ly->is_moe) es_moe(s, il, T);
         else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
         for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
     }
+    /* logits[T or 1][V] = Head · RMSNorm(x) */
     if (logits) {
         int first = all ? 0 : T - 1;
         for (int t = first; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);

@@ -23,6 +23,10 @@ enum es_gating { ES_GATING_SOFTMAX = 1, ES_GATING_SIGMOID = 2 };
  * scratch holds one batch (forward.c). */
 #define ES_BATCH 64
 
+/* A session's context when none is asked for (capped at the training
+ * context). */
+#define ES_DEFAULT_CTX 4096
+
 typedef struct es_hparams {
     int n_vocab;
     int n_ctx_train;     /* context_length */
