@@ -324,7 +324,7 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
     *out = NULL;
     if (m->vocab_only) { set_err(err, errlen, "model was loaded vocabulary-only"); return ES_ERR_ARG; }
     const es_hparams *hp = &m->hp;
-    if (n_ctx <= 0) n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (n_ctx <= 0) n_ctx = hp->n_ctx_train < ES_DEFAULT_CTX ? hp->n_ctx_train : ES_DEFAULT_CTX;
     if (n_ctx > hp->n_ctx_train) {
         set_err(err, errlen, "context %d exceeds the model's training context %d", n_ctx, hp->n_ctx_train);
         return ES_ERR_ARG;

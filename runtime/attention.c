@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
+#include "es_assert.h"
 #include "kernels.h"
 #include "threadpool.h"
 
@@ -56,6 +58,7 @@
 struct es_attn_scratch {
     enum es_attn_form form;
     int batch, n_threads, n_ctx;
+    void *arena;           /* the one allocation behind the fixed buffers (attn_layout) */
     /* per thread, absorbed form */
     float *t_att;          /* [n_ctx] scores */
     float *t_qt, *t_u, *t_row; /* [R] absorbed query, latent sum, dequantised row */
@@ -79,44 +82,65 @@ struct es_attn_scratch {
  * widest per value; the slack covers block rounding). */
 static size_t act_bound(int64_t n) { return sizeof(float) * (size_t)n + 512; }
 
-es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads) {
-    const es_hparams *hp = &m->hp;
-    es_attn_scratch *a = calloc(1, sizeof *a);
-    if (!a) return NULL;
+/* Names every buffer once, with its size, for nt threads (see arena.h):
+ * over an arena without a base it only counts the bytes. */
+static void attn_layout(es_attn_scratch *a, const es_hparams *hp, int n_ctx, int batch, int n_threads, es_arena *ar) {
     const size_t nt = (size_t)n_threads, R = (size_t)hp->kv_lora, H = (size_t)hp->n_heads;
     const size_t dn = (size_t)hp->nope, dr = (size_t)hp->rope, dv = (size_t)hp->vdim;
+    a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
+    a->t_att = es_arena_take(ar, sizeof(float) * nt * (size_t)n_ctx);
+    a->t_qt = es_arena_take(ar, sizeof(float) * nt * R);
+    a->t_u = es_arena_take(ar, sizeof(float) * nt * R);
+    a->t_row = es_arena_take(ar, sizeof(float) * nt * R);
+    a->t_act = es_arena_take(ar, nt * a->t_act_bytes);
+    a->t_wuk = es_arena_take(ar, sizeof(float) * nt * dn * R);
+    a->t_wrows = es_arena_take(ar, sizeof(float) * nt * TR * dn);
+    a->t_kc = es_arena_take(ar, sizeof(float) * nt * CH * (dn + dr));
+    a->t_vt = es_arena_take(ar, sizeof(float) * nt * dv * CH);
+    a->t_vblk = es_arena_take(ar, sizeof(float) * nt * KB * dv);
+    a->t_score = es_arena_take(ar, sizeof(float) * nt * QT * KT);
+    a->t_pv = es_arena_take(ar, sizeof(float) * nt * QT * dv);
+    a->run_max = es_arena_take(ar, sizeof(float) * (size_t)batch * H);
+    a->run_sum = es_arena_take(ar, sizeof(float) * (size_t)batch * H);
+}
+
+static size_t attn_arena_bytes(const es_hparams *hp, int n_ctx, int batch, int n_threads) {
+    es_attn_scratch sizing = {0};
+    es_arena ar = {NULL, 0};
+    attn_layout(&sizing, hp, n_ctx, batch, n_threads, &ar);
+    return ar.used;
+}
+
+int64_t es_attn_scratch_bytes(const es_model *m, int n_ctx, int batch, int n_threads) {
+    const es_hparams *hp = &m->hp;
+    /* lat_act at its largest: every position of the context */
+    const size_t lat = act_bound(hp->kv_lora) * (size_t)n_ctx;
+    return (int64_t)(sizeof(es_attn_scratch) + attn_arena_bytes(hp, n_ctx, batch, n_threads) + lat);
+}
+
+es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads) {
+    es_attn_scratch *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
     a->batch = batch;
     a->n_threads = n_threads;
     a->n_ctx = n_ctx;
     a->form = m->mla_form;
-    a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
-    a->t_att = malloc(sizeof(float) * nt * (size_t)n_ctx);
-    a->t_qt = malloc(sizeof(float) * nt * R);
-    a->t_u = malloc(sizeof(float) * nt * R);
-    a->t_row = malloc(sizeof(float) * nt * R);
-    a->t_act = malloc(nt * a->t_act_bytes);
-    a->t_wuk = malloc(sizeof(float) * nt * dn * R);
-    a->t_wrows = malloc(sizeof(float) * nt * TR * dn);
-    a->t_kc = malloc(sizeof(float) * nt * CH * (dn + dr));
-    a->t_vt = malloc(sizeof(float) * nt * dv * CH);
-    a->t_vblk = malloc(sizeof(float) * nt * KB * dv);
-    a->t_score = malloc(sizeof(float) * nt * QT * KT);
-    a->t_pv = malloc(sizeof(float) * nt * QT * dv);
-    a->run_max = malloc(sizeof(float) * (size_t)batch * H);
-    a->run_sum = malloc(sizeof(float) * (size_t)batch * H);
-    if (!a->t_att || !a->t_qt || !a->t_u || !a->t_row || !a->t_act || !a->t_wuk || !a->t_wrows || !a->t_kc ||
-        !a->t_vt || !a->t_vblk || !a->t_score || !a->t_pv || !a->run_max || !a->run_sum) {
-        es_attn_scratch_free(a);
+    const size_t bytes = attn_arena_bytes(&m->hp, n_ctx, batch, n_threads);
+    es_arena ar = {es_arena_alloc(bytes), 0};
+    if (!ar.base) {
+        free(a);
         return NULL;
     }
+    a->arena = ar.base;
+    attn_layout(a, &m->hp, n_ctx, batch, n_threads, &ar);
+    ES_ASSERT(ar.used == bytes);
     return a;
 }
 
 void es_attn_scratch_free(es_attn_scratch *a) {
     if (!a) return;
-    void *bufs[] = {a->t_att, a->t_qt,    a->t_u,  a->t_row,   a->t_act,    a->t_wuk,   a->t_wrows, a->t_kc,
-                    a->t_vt,  a->t_vblk, a->t_score, a->t_pv, a->lat_act, a->run_max, a->run_sum};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(a->arena);
+    free(a->lat_act);
     free(a);
 }
 
@@ -451,6 +475,7 @@ enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
 
 void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
                        int pos0, int T, float *o) {
+    ES_ASSERT(T >= 1 && T <= a->batch && pos0 >= 0 && pos0 + T <= a->n_ctx);
     attn_job j = {s, a, ly, cache, q, o, pos0, T};
     enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
     if (form != ES_ATTN_EXPANDED || expanded(&j) != 0)

@@ -17,6 +17,9 @@ enum es_attn_form { ES_ATTN_AUTO = 0, ES_ATTN_ABSORBED = 1, ES_ATTN_EXPANDED = 2
  * or EDGESEEK_MLA).  NULL when out of memory. */
 es_attn_scratch *es_attn_scratch_new(const es_model *m, int n_ctx, int batch, int n_threads);
 void es_attn_scratch_free(es_attn_scratch *a);
+/* Bytes es_attn_scratch_new takes for these arguments, with the latent
+ * buffer the expanded form grows on demand counted at its largest. */
+int64_t es_attn_scratch_bytes(const es_model *m, int n_ctx, int batch, int n_threads);
 /* Overrides the form (tests, benchmarks). */
 void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form);
 

@@ -157,8 +157,9 @@ static int read_hparams(es_model *m, char *err, size_t errlen) {
             return -1;
         }
     }
-    if (hp->n_used > 256 || hp->n_groups > 256) {
-        set_err(err, errlen, "at most 256 experts per token and 256 expert groups are supported");
+    if (hp->n_used > ES_MAX_EXPERTS_USED || hp->n_groups > ES_MAX_EXPERT_GROUPS) {
+        set_err(err, errlen, "at most %d experts per token and %d expert groups are supported", ES_MAX_EXPERTS_USED,
+                ES_MAX_EXPERT_GROUPS);
         return -1;
     }
     if (!(hp->eps > 0)) { set_err(err, errlen, "layer_norm_rms_epsilon must be positive"); return -1; }

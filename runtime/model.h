@@ -14,6 +14,19 @@
 
 enum es_gating { ES_GATING_SOFTMAX = 1, ES_GATING_SIGMOID = 2 };
 
+/* Limits the loader enforces (model.c refuses a file beyond them) and the
+ * routing relies on (moe.c keeps per-group state on the stack). */
+#define ES_MAX_EXPERTS_USED 256  /* k, experts per token */
+#define ES_MAX_EXPERT_GROUPS 256 /* G */
+
+/* Tokens per batch: prefill runs in batches of this many, and a session's
+ * scratch holds one batch (forward.c). */
+#define ES_BATCH 64
+
+/* A session's context when none is asked for (capped at the training
+ * context). */
+#define ES_DEFAULT_CTX 4096
+
 typedef struct es_hparams {
     int n_vocab;
     int n_ctx_train;     /* context_length */
@@ -119,6 +132,11 @@ struct es_session {
 /* forward.c: scratch for batches of tokens and n_threads workers */
 es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads);
 void es_scratch_free(es_scratch *sc);
+/* Bytes es_scratch_new takes for this model, context and thread count
+ * (n_threads <= 0: es_default_threads()), attention.c's buffers included,
+ * the one the expanded form grows on demand at its largest.  Not included:
+ * the KV cache (es_model_kv_bytes_per_token · n_ctx) and the thread pool. */
+int64_t es_forward_session_bytes(const es_model *m, int n_ctx, int n_threads);
 
 /* n tokens from position s->pos, in batches; advances s->pos.  logits:
  * NULL, [n][n_vocab] if all_positions, else the last token's [n_vocab]. */

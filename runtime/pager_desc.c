@@ -7,19 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A generous estimate of one session's scratch (forward.c) and KV cache.
- * It repeats forward.c's batch size (B = 64) and buffer list; it should come
- * from forward.c's es_forward_session_bytes(m, n_ctx, n_threads) once that
- * is exported (kept as it was until then, so budgets stay the same). */
+/* One session's memory: forward.c's scratch for the default thread count
+ * (threads are set after the load), the latent KV cache of n_ctx
+ * positions, and 8 MiB for the thread pool, stacks and allocator slack. */
 static int64_t session_bytes(const es_model *m, int n_ctx) {
-    const es_hparams *hp = &m->hp;
-    const int64_t B = 64, D = hp->dim, k = hp->n_used, E = hp->n_experts, F = hp->moe_ffn_dim;
-    int64_t S = (int64_t)hp->n_shared * F, ffw = hp->ffn_dim > S ? hp->ffn_dim : S;
-    int64_t fl = B * (4 * D + (int64_t)hp->n_heads * (hp->nope + hp->rope + hp->vdim) + hp->q_lora +
-                      hp->kv_lora + hp->rope * 2 + 2 * ffw + 2 * E + 2 * k * F + k * D) +
-                 B * 4 * (D > ffw ? D : ffw) + 2 * B * k * (D > F ? D : F);
     int64_t kv = (int64_t)es_model_kv_bytes_per_token(m) * n_ctx;
-    return fl * 4 + kv + 8 * (int64_t)n_ctx * 4 * 4 + (8 << 20);
+    return es_forward_session_bytes(m, n_ctx, 0) + kv + ((int64_t)8 << 20);
 }
 
 static int is_expert_tensor(const char *name) {
@@ -47,7 +40,7 @@ es_status es_pager_new(const es_model *m, const char *path, const es_load_params
     };
     *out = NULL;
     if (!lay.n_moe) return ES_OK; /* no routed experts */
-    int n_ctx = p && p->n_ctx ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    int n_ctx = p && p->n_ctx ? p->n_ctx : (hp->n_ctx_train < ES_DEFAULT_CTX ? hp->n_ctx_train : ES_DEFAULT_CTX);
     lay.session_bytes = session_bytes(m, n_ctx);
 
     es_res_range *ranges = calloc((size_t)lay.n_moe * 3, sizeof *ranges);

@@ -188,6 +188,10 @@ es_matvec_plan es_plan_matvec(const es_kernels *K, uint32_t type) {
     return p;
 }
 
+es_matvec_fn es_matvec_generic(uint32_t weight_type) {
+    return weight_type < ES_TYPE_COUNT ? es_kernels_generic.matvec[weight_type] : NULL;
+}
+
 size_t es_act_bytes(uint32_t act_type, int64_t n) {
     const es_type_traits *t = es_type_info(act_type);
     int64_t bs = t ? t->block_size : 1;

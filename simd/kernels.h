@@ -87,6 +87,11 @@ typedef struct es_matvec_plan {
     uint32_t act_type;
 } es_matvec_plan;
 es_matvec_plan es_plan_matvec(const es_kernels *K, uint32_t weight_type);
+/* The generic table's matrix-vector kernel for weight_type (fp32
+ * activations, scalar reference arithmetic), whatever table is active: for
+ * the products that must not quantise their input.  NULL for an unknown
+ * type. */
+es_matvec_fn es_matvec_generic(uint32_t weight_type);
 /* Bytes needed to hold n activations in act_type. */
 size_t es_act_bytes(uint32_t act_type, int64_t n);
 /* Converts n floats into act_type with K's quantiser (a plain copy for F32). */

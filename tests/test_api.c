@@ -4,7 +4,8 @@
  * each draws alone), streaming detokenisation of UTF-8 split
  * across tokens, the EDGESEEK_* variables (read once per load, a set
  * es_load_params field winning, bad values reported), vocabulary-only loading, and the `run` and `tokenize`
- * subcommands end to end (same seed, same text; exit codes). */
+ * subcommands end to end (same seed, same text; exit codes); and the
+ * size of a session's scratch (es_forward_session_bytes, internal). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -14,7 +15,9 @@
 
 #include "edgeseek.h"
 #include "env.h"
+#include "model.h"
 #include "testutil.h"
+#include "threadpool.h"
 
 static void test_sampler(void) {
     float logits[6] = {1.0f, 3.0f, 2.0f, 3.0f - 1e-3f, -5.0f, 0.5f};
@@ -237,6 +240,24 @@ static void test_detok(void) {
     es_model_free(m);
 }
 
+/* es_forward_session_bytes: positive, growing with the context (the
+ * attention scores and latents) and the threads, n_threads <= 0 read as the
+ * default count. */
+static void test_session_bytes(void) {
+    char err[512];
+    es_model *m = NULL;
+    es_status st = es_model_load(test_data_path("golden/v3-tiny/model.gguf"), NULL, &m, err, sizeof err);
+    CHECK(st == ES_OK, "load v3-tiny: %s", err);
+    if (st != ES_OK) return;
+    int64_t small = es_forward_session_bytes(m, 16, 1), big = es_forward_session_bytes(m, 4096, 1);
+    CHECK(small > 0, "session bytes %lld at 16 positions", (long long)small);
+    CHECK(big > small, "session bytes grow with n_ctx: %lld at 4096, %lld at 16", (long long)big, (long long)small);
+    CHECK(es_forward_session_bytes(m, 16, 4) > small, "session bytes grow with the threads");
+    CHECK(es_forward_session_bytes(m, 16, 0) == es_forward_session_bytes(m, 16, es_default_threads()),
+          "n_threads 0 is the default thread count");
+    es_model_free(m);
+}
+
 static void test_cli(void) {
     const char *bin = test_build_path("edgeseek");
     const char *model = test_data_path("golden/v3-tiny/model.gguf");
@@ -276,6 +297,7 @@ int main(void) {
     test_sampler_threads();
     test_env();
     test_detok();
+    test_session_bytes();
     test_cli();
     return test_summary();
 }
