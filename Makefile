@@ -18,7 +18,8 @@ endif
 # Rooms, and what each may include (its own headers first).  Dependencies run
 # one way: cli -> include (the public header alone); runtime (the engine) ->
 # {format, text, mmap, platform, simd}; format -> {simd, platform}; text ->
-# format.  tests/ are white-box and see every room.
+# format; mmap -> include.  tests/ are white-box and see every room; bench/
+# holds white-box micro-benchmarks (kernels, the attention core).
 INC_include  :=
 INC_platform := -Iplatform
 INC_simd     := -Isimd

@@ -144,9 +144,7 @@ int32_t es_model_bos(const es_model *m) { return es_tokenizer_bos(m->tok); }
 int32_t es_model_eos(const es_model *m) { return es_tokenizer_eos(m->tok); }
 int es_model_is_eog(const es_model *m, int32_t tok) { return es_tokenizer_is_eog(m->tok, tok); }
 
-size_t es_model_kv_bytes_per_token(const es_model *m) {
-    return (size_t)m->hp.n_layers * (size_t)(m->hp.kv_lora + m->hp.rope) * sizeof(float);
-}
+size_t es_model_kv_bytes_per_token(const es_model *m) { return es_hp_kv_bytes_per_token(&m->hp); }
 
 const char *es_model_simd(const es_model *m) { return m->kern->name; }
 

@@ -1,5 +1,5 @@
 /* forward.c — the deepseek2 forward pass over a batch of T consecutive
- * tokens (T = 1 for decode), top to bottom, as shared/spec/deepseek-
+ * tokens (T = 1 for decode), top to bottom, as docs/deepseek-
  * semantics.md states it:
  *
  *   h = Embed[tok]
@@ -12,9 +12,10 @@
  * decode, expanded and blocked for prefill).  The router is fp32 throughout.
  *
  * An MoE layer's FFN is moe.c's (routing, the routed experts by resident
- * group, the shared expert); forward.c keeps the layer loop, attention's
- * projections and the dense FFN.  What both share (the scratch buffers, the
- * row-split products) is in forward_internal.h.
+ * group, the shared expert); the products of a weight over the batch, on
+ * the pool, and the dense FFN are products.c's; forward.c keeps the layer
+ * loop and attention's projections.  What they share (the scratch buffers,
+ * the row-split jobs) is in session.h.
  *
  * Work is split across the session's thread pool: matrix products by rows
  * (each chunk computing every token of the batch, so weights are read once
@@ -32,75 +33,8 @@
 
 #include "arena.h"
 #include "es_assert.h"
-#include "forward_internal.h"
+#include "session.h"
 #include "moe.h"
-
-/* ---- matrix products on the pool (forward_internal.h has the jobs) ---------- */
-
-const void *es_fwd_prepare_rows(const es_kernels *K, uint32_t act_type, const float *X, int64_t x_stride,
-                                int64_t n, int T, void *buf, size_t *stride) {
-    if (act_type == ES_TYPE_F32) {
-        *stride = (size_t)x_stride * sizeof(float);
-        return X;
-    }
-    *stride = es_act_bytes(act_type, n);
-    for (int t = 0; t < T; t++) es_prepare_act(K, act_type, X + t * x_stride, (uint8_t *)buf + (size_t)t * *stride, n);
-    return buf;
-}
-
-/* Y[t][0..rows) = W X[t] for t < T.  X rows x_stride floats apart, Y rows
- * y_stride floats apart. */
-static void matmul(es_session *s, const es_weight *w, int64_t mat, const float *X, int64_t x_stride, int T, float *Y,
-                   int64_t y_stride) {
-    es_matvec_plan plan = es_plan_matvec(s->m->kern, w->type);
-    size_t stride;
-    const void *act = es_fwd_prepare_rows(s->m->kern, plan.act_type, X, x_stride, w->n, T, s->scratch->act, &stride);
-    matmul_job j = pool_job(s, w, mat, act, stride, T, Y, y_stride);
-    es_pool_run(s->pool, matmul_task, &j, w->rows, row_chunk(w->row_bytes, w->rows, T));
-}
-
-/* Two products of the same input rows in one parallel region: Y1 = W1 X and
- * Y2 = W2 X (one barrier instead of two; units as matmul() cuts them, so
- * the results are the same).  Two plain matmul() calls when the matrices
- * want their input in different formats. */
-typedef struct pair_job {
-    matmul_job m[2];
-    int64_t chunk[2], units0, rows[2];
-} pair_job;
-
-static void pair_task(void *ctx, int64_t u0, int64_t u1, int tid) {
-    const pair_job *p = ctx;
-    for (int64_t u = u0; u < u1; u++) {
-        int i = u >= p->units0;
-        int64_t r0 = (u - (i ? p->units0 : 0)) * p->chunk[i];
-        int64_t r1 = r0 + p->chunk[i] < p->rows[i] ? r0 + p->chunk[i] : p->rows[i];
-        matmul_task((void *)&p->m[i], r0, r1, tid);
-    }
-}
-
-static void matmul_pair(es_session *s, const es_weight *w1, float *Y1, const es_weight *w2, float *Y2, const float *X,
-                        int64_t x_stride, int T) {
-    es_matvec_plan p1 = es_plan_matvec(s->m->kern, w1->type), p2 = es_plan_matvec(s->m->kern, w2->type);
-    if (p1.act_type != p2.act_type || w1->n != w2->n) {
-        matmul(s, w1, 0, X, x_stride, T, Y1, w1->rows);
-        matmul(s, w2, 0, X, x_stride, T, Y2, w2->rows);
-        return;
-    }
-    size_t stride;
-    const void *act = es_fwd_prepare_rows(s->m->kern, p1.act_type, X, x_stride, w1->n, T, s->scratch->act, &stride);
-    pair_job p;
-    const es_weight *w[2] = {w1, w2};
-    float *Y[2] = {Y1, Y2};
-    int64_t units[2];
-    for (int i = 0; i < 2; i++) {
-        p.m[i] = pool_job(s, w[i], 0, act, stride, T, Y[i], w[i]->rows);
-        p.rows[i] = w[i]->rows;
-        p.chunk[i] = row_chunk(w[i]->row_bytes, w[i]->rows, T);
-        units[i] = (w[i]->rows + p.chunk[i] - 1) / p.chunk[i];
-    }
-    p.units0 = units[0];
-    es_pool_run(s->pool, pair_task, &p, units[0] + units[1], 1);
-}
 
 /* ---- rotary embedding -------------------------------------------------------- */
 
@@ -139,13 +73,13 @@ static void attention(es_session *s, int il, int T) {
     /* the query's first product and a = [c (R) ; k_pe (dr)] per token, both
      * from xn, in one region; the cache gets ĉ = RMSNorm(c) and rotated k_pe */
     if (hp->q_lora) {
-        matmul_pair(s, &ly->wq_a, sc->qa, &ly->wkv_a, sc->kva, sc->xn, D, T);
+        es_fwd_matmul_pair(s, &ly->wq_a, sc->qa, &ly->wkv_a, sc->kva, sc->xn, D, T);
         for (int t = 0; t < T; t++)
             s->m->kern->rmsnorm(sc->qa + (size_t)t * hp->q_lora, sc->qa + (size_t)t * hp->q_lora, ly->q_a_norm,
                                hp->q_lora, hp->eps);
-        matmul(s, &ly->wq_b, 0, sc->qa, hp->q_lora, T, sc->q, qw);
+        es_fwd_matmul(s, &ly->wq_b, 0, sc->qa, hp->q_lora, T, sc->q, qw);
     } else {
-        matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
+        es_fwd_matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
     float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
     for (int t = 0; t < T; t++) {
@@ -158,19 +92,7 @@ static void attention(es_session *s, int il, int T) {
         for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
     }
     es_attention_core(s, sc->attn, ly, cache, sc->q, s->pos, T, sc->o);
-    matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
-}
-
-/* ---- feed-forward ------------------------------------------------------------- */
-
-/* out[T][D] = W2 (silu(W1 x) ⊙ W3 x) for the T rows of x */
-void es_fwd_mlp(es_session *s, const es_weight *gate, const es_weight *up, const es_weight *down, const float *x,
-                int T, float *out) {
-    es_scratch *sc = s->scratch;
-    const int64_t F = gate->rows, D = s->m->hp.dim;
-    matmul_pair(s, gate, sc->ff_g, up, sc->ff_u, x, D, T);
-    s->m->kern->silu_mul(sc->ff_g, sc->ff_u, F * T);
-    matmul(s, down, 0, sc->ff_g, F, T, out, D);
+    es_fwd_matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
 }
 
 /* ---- the batch ------------------------------------------------------------------ */
@@ -206,7 +128,7 @@ static void forward_batch(es_session *s, const int32_t *tokens, int T, float *lo
     if (logits) {
         int first = all ? 0 : T - 1;
         for (int t = first; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
-        matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, T - first, logits, hp->n_vocab);
+        es_fwd_matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, T - first, logits, hp->n_vocab);
     }
     s->pos += T;
 }

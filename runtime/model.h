@@ -60,6 +60,12 @@ typedef struct es_hparams {
     float attn_scale;    /* (dn+dr)^-1/2 * m^2 */
 } es_hparams;
 
+/* Bytes of latent KV cache per token, all layers: the normalised latent
+ * (kv_lora) and the rotated rope key (rope) in fp32. */
+static inline size_t es_hp_kv_bytes_per_token(const es_hparams *hp) {
+    return (size_t)hp->n_layers * (size_t)(hp->kv_lora + hp->rope) * sizeof(float);
+}
+
 /* A weight tensor viewed as n_mat matrices of `rows` rows of `n` elements. */
 typedef struct es_weight {
     const uint8_t *data;

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "es_assert.h"
-#include "forward_internal.h"
+#include "session.h"
 #include "residency.h"
 
 /* ---- routing ------------------------------------------------------------------ */

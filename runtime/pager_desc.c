@@ -11,7 +11,7 @@
  * (threads are set after the load), the latent KV cache of n_ctx
  * positions, and 8 MiB for the thread pool, stacks and allocator slack. */
 static int64_t session_bytes(const es_model *m, int n_ctx) {
-    int64_t kv = (int64_t)es_model_kv_bytes_per_token(m) * n_ctx;
+    int64_t kv = (int64_t)es_hp_kv_bytes_per_token(&m->hp) * n_ctx;
     return es_forward_session_bytes(m, n_ctx, 0) + kv + ((int64_t)8 << 20);
 }
 

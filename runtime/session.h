@@ -1,14 +1,14 @@
-/* forward_internal.h — what forward.c (the layer loop, attention's
- * projections, the dense FFN) and moe.c (the routed experts) share: the
- * session's scratch buffers and the row-split matrix products on the
- * session's pool.  Internal to the runtime.
+/* session.h — what forward.c (the layer loop, attention's projections),
+ * products.c (a weight's products over the batch, the dense FFN) and moe.c
+ * (the routed experts) share: the session's scratch buffers and the
+ * row-split matrix jobs on the session's pool.  Internal to the runtime.
  *
  * Notation as in forward.c: B = the batch capacity (ES_BATCH), T <= B tokens
  * in a batch, D = dim, H = heads, dn/dr/dv = nope/rope/value head dims, R =
  * kv_lora_rank, E = experts, k = experts used, F = expert ffn dim, S =
  * shared ffn dim (n_shared · F). */
-#ifndef ES_FORWARD_INTERNAL_H
-#define ES_FORWARD_INTERNAL_H
+#ifndef ES_SESSION_H
+#define ES_SESSION_H
 
 #include "attention.h"
 #include "kernels.h"
@@ -129,6 +129,15 @@ static inline matmul_job pool_job(const es_session *s, const es_weight *w, int64
  * F32 needs no copy.  Returns the rows and sets their stride in bytes. */
 const void *es_fwd_prepare_rows(const es_kernels *K, uint32_t act_type, const float *X, int64_t x_stride,
                                 int64_t n, int T, void *buf, size_t *stride);
+
+/* Y[t][0..rows) = W X[t] for t < T (matrix mat of w); X rows x_stride
+ * floats apart, Y rows y_stride floats apart. */
+void es_fwd_matmul(es_session *s, const es_weight *w, int64_t mat, const float *X, int64_t x_stride, int T, float *Y,
+                   int64_t y_stride);
+/* Y1 = W1 X and Y2 = W2 X in one parallel region (Y rows as long as the
+ * matrices' rows); two es_fwd_matmul calls when their inputs differ. */
+void es_fwd_matmul_pair(es_session *s, const es_weight *w1, float *Y1, const es_weight *w2, float *Y2,
+                        const float *X, int64_t x_stride, int T);
 
 /* out[T][D] = W2 (silu(W1 x) ⊙ W3 x) for the T rows x[T][D], through
  * ff_g and ff_u: the dense FFN and the shared expert. */
