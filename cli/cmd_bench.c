@@ -350,7 +350,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-p")) bad = parse_list(a, v, 0, 1 << 20, pp, &n_pp);
         else if (!strcmp(a, "-n")) bad = parse_list(a, v, 0, 1 << 20, tg, &n_tg);
         else if (!strcmp(a, "-d")) bad = parse_list(a, v, 0, 1 << 20, depth, &n_depth);
-        else if (!strcmp(a, "-t")) bad = parse_list(a, v, 1, 1024, thr, &n_thr);
+        else if (!strcmp(a, "-t")) bad = parse_list(a, v, 1, ES_MAX_THREADS, thr, &n_thr);
         else if (!strcmp(a, "-r")) bad = cli_parse_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "--bw-mb")) bad = cli_parse_int(a, v, 1, 1L << 20, &bw_mb);
         else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &numa);

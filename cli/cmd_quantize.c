@@ -27,7 +27,7 @@ int cmd_quantize(int argc, char **argv) {
         if (!strcmp(argv[i], "--quiet")) { quiet = 1; continue; }
         if (!strcmp(argv[i], "-t")) {
             if (i + 1 >= argc) return cli_usage_error(NULL, "edgeseek quantize: -t needs a value\n");
-            if (cli_parse_int("-t", argv[++i], 1, 1024, &threads) != 0) return 2;
+            if (cli_parse_int("-t", argv[++i], 1, ES_MAX_THREADS, &threads) != 0) return 2;
             continue;
         }
         if (argv[i][0] == '-' && argv[i][1])

@@ -98,7 +98,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--system")) system_text = v;
         else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
         else if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &n_ctx);
-        else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, ES_MAX_THREADS, &threads);
         else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &lp.numa);
         else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &top_k);
         else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &temp);

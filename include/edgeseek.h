@@ -172,6 +172,9 @@ es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n,
 es_status es_session_new(es_model *m, int n_ctx, es_session **out,
                          char *err, size_t errlen);
 void es_session_free(es_session *s);
+/* The most worker threads a session, quantize or bench accepts. */
+#define ES_MAX_THREADS 1024
+
 /* Worker threads, counting the caller (0: physical cores, the default).
  * Results do not depend on the count. */
 es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t errlen);

@@ -348,8 +348,8 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
 }
 
 es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t errlen) {
-    if (n_threads < 0 || n_threads > 1024) {
-        set_err(err, errlen, "thread count %d is out of range (1..1024, 0 = default)", n_threads);
+    if (n_threads < 0 || n_threads > ES_MAX_THREADS) {
+        set_err(err, errlen, "thread count %d is out of range (1..%d, 0 = default)", n_threads, ES_MAX_THREADS);
         return ES_ERR_ARG;
     }
     if (n_threads == 0) n_threads = es_default_threads();
