@@ -19,11 +19,13 @@
  * Contention: on a machine whose CPUs other programs also use, a worker
  * can be preempted in the middle of an item, and the join then waits a
  * whole scheduler time slice for it, hundreds of times per token.  The
- * caller measures, over windows of regions, the share of a region's time
- * it spent waiting at the join after running out of items; past
- * WAIT_SHARE_HI it parks its highest-numbered workers (they sleep until
- * needed), and from time to time lets one back in to see whether the CPUs
- * have freed up, backing off while they have not.  Which thread runs an
+ * caller measures, over windows of regions, the time it spent running
+ * chunks, the time it waited at the join after running out of them, and
+ * how many chunks the workers ran; when the workers' chunks saved less time
+ * than the join waited for them (see adapt), it parks its highest-numbered
+ * workers (they sleep until needed), and from time to time lets one back
+ * in to see whether the CPUs have freed up, backing off while they have
+ * not.  Which thread runs an
  * item never changes what the item computes, so results do not depend on
  * any of this. */
 #include "threadpool.h"
@@ -51,8 +53,7 @@
  * PROBE_MIN_NS, doubling after each failed probe up to PROBE_MAX_NS. */
 #define WINDOW_JOBS 64
 #define WINDOW_NS 2000000
-#define WAIT_SHARE_HI 0.25
-#define HELP_SHARE_LO 0.15
+#define SPEEDUP_MIN 1.1
 #define PROBE_MIN_NS 50000000
 #define PROBE_MAX_NS 1600000000
 
@@ -276,10 +277,13 @@ static void adapt(es_pool *p, int64_t now) {
     p->win_jobs = 0;
     if (n_jobs) {
         const int64_t helped = atomic_exchange(&p->helped, 0), own = p->win_own;
-        /* the join waited too long, or the workers ran far fewer chunks
-         * than their share (A-1 of A): they were not getting a CPU */
-        const int bad = (double)p->win_wait > WAIT_SHARE_HI * (double)p->win_span ||
-                        (double)helped * active < HELP_SHARE_LO * (double)(active - 1) * (double)(helped + own);
+        /* At the caller's pace (its time working per chunk it ran), the
+         * window's chunks would have taken work * (own + helped) / own on
+         * the caller alone, against work + wait with the workers: they
+         * pay only if what they ran saved more than the join waited
+         * for them, by SPEEDUP_MIN. */
+        const double work = (double)(p->win_span - p->win_wait);
+        const int bad = own > 0 && work * (double)(own + helped) < SPEEDUP_MIN * (double)p->win_span * (double)own;
 #ifdef ES_POOL_TRACE /* make CFLAGS="-O2 -DES_POOL_TRACE": one line per window */
         fprintf(stderr, "[pool] %d active, %lld jobs: join waited %.3f of %.3f ms; chunks: caller %lld, workers %lld%s\n",
                 active, (long long)n_jobs, (double)p->win_wait / 1e6, (double)p->win_span / 1e6, (long long)own,
