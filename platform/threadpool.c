@@ -14,7 +14,10 @@
  * never holds up the join.
  *
  * Waiting spins a short while (pause hints, then sched_yield so a thread
- * the OS put on the same CPU can run), then sleeps on a condition variable.
+ * the OS put on the same CPU can run), then sleeps on a condition variable;
+ * while the caller finds itself waiting for a CPU (the CPUs are
+ * oversubscribed) threads sleep at once instead: a spinning thread would
+ * take CPU time from the one doing the work.
  *
  * Contention: on a machine whose CPUs other programs also use, a worker
  * can be preempted in the middle of an item, and the join then waits a
@@ -25,9 +28,8 @@
  * than the join waited for them (see adapt), it parks its highest-numbered
  * workers (they sleep until needed), and from time to time lets one back
  * in to see whether the CPUs have freed up, backing off while they have
- * not.  Which thread runs an
- * item never changes what the item computes, so results do not depend on
- * any of this. */
+ * not.  Which thread runs an item never changes what the item computes, so
+ * results do not depend on any of this. */
 #include "threadpool.h"
 
 #include <pthread.h>
@@ -35,6 +37,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,11 +52,15 @@
 #define SPIN_PAUSE_NS 20000
 
 /* The adaptive worker count (see above): a window is at least WINDOW_JOBS
- * parallel regions and WINDOW_NS; the first probe after parking comes after
- * PROBE_MIN_NS, doubling after each failed probe up to PROBE_MAX_NS. */
+ * parallel regions and WINDOW_NS; workers are parked unless they make the
+ * window's regions SPEEDUP_MIN times faster than the caller alone; the
+ * first probe after parking comes after PROBE_MIN_NS, doubling after each
+ * failed probe up to PROBE_MAX_NS.  Threads stop spinning while the caller
+ * waits for a CPU over RUN_DELAY_HI of a window. */
 #define WINDOW_JOBS 64
 #define WINDOW_NS 2000000
 #define SPEEDUP_MIN 1.1
+#define RUN_DELAY_HI 0.1
 #define PROBE_MIN_NS 50000000
 #define PROBE_MAX_NS 1600000000
 
@@ -130,10 +137,12 @@ struct es_pool {
     int probing;             /* the window measures a worker just let back in */
     int64_t win_jobs, win_t0, win_wait, win_span, win_own;
     int64_t probe_at, probe_gap, serial_jobs;
+    int64_t run_delay;       /* the caller's time waiting for a CPU so far (ns; -1: unknown) */
     _Alignas(CACHE_LINE) atomic_uint_fast64_t job;
     atomic_int stop;
     atomic_int active;       /* workers tid < active take part; the rest park */
     atomic_int n_sleeping;   /* workers asleep on cv */
+    atomic_int spin;         /* 0: the CPUs are oversubscribed, wait without spinning */
     atomic_int_fast64_t helped; /* chunks the workers ran (this window) */
     _Alignas(CACHE_LINE) atomic_int caller_sleeping;
 };
@@ -226,7 +235,7 @@ static void *worker(void *arg) {
             while (parked(p, tid, w.seen)) pthread_cond_wait(&p->park_cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
-        if (!spin_while(no_new_job, &w)) {
+        if (!atomic_load_explicit(&p->spin, memory_order_relaxed) || !spin_while(no_new_job, &w)) {
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->n_sleeping, 1);
             while (no_new_job(&w) && tid < atomic_load(&p->active)) pthread_cond_wait(&p->cv, &p->mu);
@@ -261,7 +270,7 @@ static int items_left(void *arg) {
 /* Waits, spinning and then sleeping, while cond(p) holds; workers leaving
  * the job wake the caller. */
 static void caller_wait(es_pool *p, int (*cond)(void *)) {
-    if (spin_while(cond, p)) return;
+    if (atomic_load_explicit(&p->spin, memory_order_relaxed) && spin_while(cond, p)) return;
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->caller_sleeping, 1);
     while (cond(p)) pthread_cond_wait(&p->done_cv, &p->mu);
@@ -269,10 +278,33 @@ static void caller_wait(es_pool *p, int (*cond)(void *)) {
     pthread_mutex_unlock(&p->mu);
 }
 
+/* The calling thread's time spent runnable but waiting for a CPU (ns), from
+ * the scheduler's statistics; -1 where the kernel does not keep them. */
+static int64_t run_delay_ns(void) {
+    char buf[128];
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    unsigned long long run, wait;
+    return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? (int64_t)wait : -1;
+}
+
 /* Ends the caller's measuring window: parks workers when the join waited
  * too long, lets one back in when a probe is due. */
-static void adapt(es_pool *p, int64_t now) {
+static void adapt(es_pool *p, int64_t now, int64_t window_ns) {
     const int active = atomic_load(&p->active);
+    /* The caller waited for a CPU over RUN_DELAY_HI of the window: more
+     * threads want the CPUs than there are.  A spinning thread then takes
+     * CPU time from the one doing the work (between regions too, where
+     * the region timings do not see it): wait without spinning. */
+    const int64_t rd = run_delay_ns(), rd_prev = p->run_delay;
+    if (rd >= 0 && rd_prev >= 0 && window_ns > 0)
+        atomic_store_explicit(&p->spin, (double)(rd - rd_prev) < RUN_DELAY_HI * (double)window_ns,
+                              memory_order_relaxed);
+    p->run_delay = rd;
     const int64_t n_jobs = p->win_jobs;
     p->win_jobs = 0;
     if (n_jobs) {
@@ -288,6 +320,9 @@ static void adapt(es_pool *p, int64_t now) {
         fprintf(stderr, "[pool] %d active, %lld jobs: join waited %.3f of %.3f ms; chunks: caller %lld, workers %lld%s\n",
                 active, (long long)n_jobs, (double)p->win_wait / 1e6, (double)p->win_span / 1e6, (long long)own,
                 (long long)helped, p->probing ? " (probe)" : "");
+        fprintf(stderr, "[pool]   window %.3f ms, caller waited for a CPU %.3f ms: %s\n", (double)window_ns / 1e6,
+                rd >= 0 && rd_prev >= 0 ? (double)(rd - rd_prev) / 1e6 : -1.0,
+                atomic_load(&p->spin) ? "spin" : "no spin");
 #endif
         p->win_own = 0;
         p->win_wait = p->win_span = 0;
@@ -319,8 +354,8 @@ static void count_serial(es_pool *p) {
     if (!p->adapt || ++p->serial_jobs % WINDOW_JOBS) return;
     int64_t now = now_ns();
     if (now - p->win_t0 >= WINDOW_NS) {
+        adapt(p, now, now - p->win_t0);
         p->win_t0 = now;
-        adapt(p, now);
     }
 }
 
@@ -353,8 +388,8 @@ static void publish_and_join(es_pool *p, int limit) {
     p->win_wait += t2 - t1;
     p->win_span += t2 - t0;
     if (++p->win_jobs >= WINDOW_JOBS && t2 - p->win_t0 >= WINDOW_NS) {
+        adapt(p, t2, t2 - p->win_t0);
         p->win_t0 = t2;
-        adapt(p, t2);
     }
 }
 
@@ -370,6 +405,8 @@ es_pool *es_pool_new_numa(int n_threads, const es_numa_topo *topo) {
     atomic_store(&p->active, n_threads);
     const char *env = getenv("EDGESEEK_POOL_ADAPT");
     p->adapt = !(env && env[0] == '0' && !env[1]);
+    atomic_store(&p->spin, 1);
+    p->run_delay = -1;
     p->n_nodes = N;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
