@@ -26,6 +26,9 @@ int cli_parse_float(const char *opt, const char *s, double lo, double hi, double
 int cli_to_long(const char *s, long lo, long hi, long *out);
 /* --numa off|shard|replicate → ES_NUMA_*; prints a message, -1 if bad. */
 int cli_parse_numa(const char *v, int *out);
+/* -t n capped at the CPUs this process may run on (sched_getaffinity), with
+ * one warning line on stderr when it is more; 0 (the default) stays 0. */
+long cli_cap_threads(long n);
 
 /* Bad usage: prints the message, then the subcommand's usage when usage is
  * not NULL, to stderr; returns 2, the exit status for it. */

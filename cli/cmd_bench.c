@@ -38,7 +38,7 @@ static void usage_bench(FILE *f) {
             "  -p LIST       prompt lengths for ppN tests (default 64; 0 = none)\n"
             "  -n LIST       generated tokens for tgN tests (default 32; 0 = none)\n"
             "  -d LIST       context depth each test starts from (default 0,512)\n"
-            "  -t LIST       thread counts (default: physical cores)\n"
+            "  -t LIST       thread counts (default: physical cores; capped at the usable CPUs)\n"
             "  -r REPS       repetitions of each test (default 5)\n"
             "  --numa MODE   off | shard | replicate (default shard; a no-op on one node)\n"
             "  --bw-mb MB    bandwidth test buffer (default: 4x the last-level cache, >= 1024)\n"
@@ -357,6 +357,16 @@ int cmd_bench(int argc, char **argv) {
         if (bad) return 2;
     }
     if (!model) return cli_usage_error(usage_bench, "edgeseek bench: -m MODEL is required\n");
+    /* thread counts above the CPUs are capped (a warning each); a count
+     * the cap makes a repeat is dropped */
+    int n_kept = 0;
+    for (int i = 0; i < n_thr; i++) {
+        long t = cli_cap_threads(thr[i]);
+        int dup = 0;
+        for (int k = 0; k < n_kept; k++) dup |= thr[k] == t;
+        if (!dup) thr[n_kept++] = t;
+    }
+    n_thr = n_kept;
 
     /* the tests: every (pp or tg) at every depth, for every thread count */
     int n_tests = 0;

@@ -17,7 +17,7 @@ static void usage_run(FILE *f) {
             "  --top-p P     nucleus sampling (default 0.95; 1 = off)\n"
             "  --min-p P     drop tokens below P x the best probability (default 0.05; 0 = off)\n"
             "  --seed S      random seed (default 0); the same seed gives the same output\n"
-            "  -t THREADS    worker threads (default: physical cores)\n"
+            "  -t THREADS    worker threads (default: physical cores; capped at the usable CPUs)\n"
             "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n"
             "                a no-op on one node)\n"
             "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
@@ -151,7 +151,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
-    if (cli_failed(es_session_set_threads(s, (int)threads, err, sizeof err), err)) goto done;
+    if (cli_failed(es_session_set_threads(s, (int)cli_cap_threads(threads), err, sizeof err), err)) goto done;
     es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
                             .min_p = (float)min_p, .seed = seed};
     smp = es_sampler_new(&sp);

@@ -2,6 +2,7 @@
  * from arguments, the messages of bad usage and failed calls, loading a
  * model, reading a file. */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,18 @@ int cli_parse_numa(const char *v, int *out) {
         return -1;
     }
     return 0;
+}
+
+long cli_cap_threads(long n) {
+    /* more threads than CPUs only take turns on them: every parallel
+     * region then waits on threads the OS is not running */
+    cpu_set_t set;
+    if (n <= 1 || sched_getaffinity(0, sizeof set, &set) != 0) return n;
+    const long cpus = CPU_COUNT(&set);
+    if (cpus < 1 || n <= cpus) return n;
+    fprintf(stderr, "edgeseek: warning: -t %ld is more than the %ld CPUs this process may use; using %ld\n", n, cpus,
+            cpus);
+    return cpus;
 }
 
 int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) {

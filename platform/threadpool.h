@@ -1,11 +1,19 @@
 /* threadpool.h — persistent worker threads for data-parallel loops.
  *
  * Threads are created once; es_pool_run hands them a loop over [0, n) split
- * into chunks claimed through atomic counters, the calling thread takes a
- * share too, and returns when every item is done (the join spins briefly,
- * then sleeps).  Small loops run serially on the caller.  Results never
- * depend on the thread count as long as each item writes its own outputs
- * (rows of a matrix-vector product, heads).
+ * into chunks claimed one at a time through atomic counters, the calling
+ * thread takes chunks too, and returns when every item is done.  The join
+ * waits only for chunks already claimed: a worker that has not started on
+ * the loop when the caller runs out of chunks (preempted, or slow to wake)
+ * is left out of it.  Small loops run serially on the caller.  Results never
+ * depend on the thread count, or on which thread ran a chunk, as long as
+ * each item writes its own outputs (rows of a matrix-vector product, heads).
+ *
+ * Contention: when other programs take the CPUs, so that workers run late
+ * or are preempted inside a chunk, the pool parks workers (they sleep) and
+ * runs with fewer, letting one back in now and then to see whether the
+ * CPUs have freed up.  EDGESEEK_POOL_ADAPT=0 in the environment turns this
+ * off (every thread always takes part).
  *
  * NUMA: a pool made with a topology spreads its threads over the nodes
  * (thread t of T on node t·N/T; the caller, tid 0, counts as node 0 and is
@@ -41,6 +49,10 @@ int es_pool_threads(const es_pool *p);
  * loop of a single chunk runs on the caller. */
 void es_pool_run(es_pool *p, es_task_fn fn, void *ctx, int64_t n, int64_t chunk);
 
+/* Threads that take part in loops now, counting the caller: n_threads
+ * unless contention parked some (see above). */
+int es_pool_active(const es_pool *p);
+
 /* Nodes of the pool's topology (1 without one). */
 int es_pool_nodes(const es_pool *p);
 /* The node thread tid works for (0 for the caller). */
@@ -56,7 +68,9 @@ int es_pool_pinned(const es_pool *p);
  * for k < es_pool_nodes(p) (node_start has nodes + 1 entries, ascending),
  * in chunks of `chunk` items that never span two nodes; each item runs
  * exactly once.  Threads of es_pool_serving_node(k) claim node k's items.
- * steal = 0: no other thread ever runs them.  steal = 1: a thread whose own
+ * steal = 0: no other thread ever runs them (so every thread takes part,
+ * parked ones too, and the join waits for each node's threads to claim its
+ * items).  steal = 1: a thread whose own
  * nodes' queues are empty helps the other nodes (never before), so an
  * uneven split does not idle whole nodes.  A single chunk runs on the
  * caller when it may take it (steal, or its own node's). */
