@@ -93,6 +93,9 @@ typedef struct es_load_params {
                             0: EDGESEEK_FAKE_NUMA, else the real topology; -1: the real topology */
     int lfu_half_life;   /* LFU aging, in accesses of a layer; 0: EDGESEEK_LFU_HALF_LIFE, else 32;
                             -1: no aging */
+    int pool_fixed;      /* 1: sessions' thread pools keep every worker (no parking of workers
+                            that do not pay under CPU contention); 0: EDGESEEK_POOL_ADAPT=0 means
+                            1, else adaptive; -1: adaptive */
 } es_load_params;
 
 es_status es_model_load(const char *path, const es_load_params *params,

@@ -133,7 +133,7 @@ struct es_pool {
     atomic_int limit;        /* threads tid < limit take part */
     queue *q;                /* [n_nodes], cache-line aligned */
     /* the adaptive worker count, kept by the caller */
-    int adapt;               /* 0: never park (EDGESEEK_POOL_ADAPT=0) */
+    int adapt;               /* 0: never park (es_pool_set_adaptive) */
     int probing;             /* the window measures a worker just let back in */
     int64_t win_jobs, win_t0, win_wait, win_span, win_own;
     int64_t probe_at, probe_gap, serial_jobs;
@@ -393,6 +393,10 @@ static void publish_and_join(es_pool *p, int limit) {
     }
 }
 
+void es_pool_set_adaptive(es_pool *p, int on) {
+    if (p) p->adapt = on != 0;
+}
+
 es_pool *es_pool_new(int n_threads) { return es_pool_new_numa(n_threads, NULL); }
 
 es_pool *es_pool_new_numa(int n_threads, const es_numa_topo *topo) {
@@ -403,8 +407,7 @@ es_pool *es_pool_new_numa(int n_threads, const es_numa_topo *topo) {
     const int N = topo && topo->n_nodes > 1 ? topo->n_nodes : 1;
     p->n_threads = n_threads;
     atomic_store(&p->active, n_threads);
-    const char *env = getenv("EDGESEEK_POOL_ADAPT");
-    p->adapt = !(env && env[0] == '0' && !env[1]);
+    p->adapt = 1;
     atomic_store(&p->spin, 1);
     p->run_delay = -1;
     p->n_nodes = N;

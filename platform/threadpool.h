@@ -44,6 +44,9 @@ es_pool *es_pool_new(int n_threads);
 es_pool *es_pool_new_numa(int n_threads, const struct es_numa_topo *topo);
 void es_pool_free(es_pool *p);
 int es_pool_threads(const es_pool *p);
+/* Whether the pool parks workers that do not pay under CPU contention (on,
+ * the default); set before the first es_pool_run. */
+void es_pool_set_adaptive(es_pool *p, int on);
 
 /* Runs fn over [0, n) in chunks of `chunk` items (>= 1).  A NULL pool or a
  * loop of a single chunk runs on the caller. */

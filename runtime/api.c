@@ -59,6 +59,7 @@ static es_status load_params(const es_load_params *params, es_load_params *lp, c
     if (!lp->mla) lp->mla = env.mla;
     if (!lp->fake_numa) lp->fake_numa = env.fake_numa;
     if (!lp->lfu_half_life) lp->lfu_half_life = env.lfu_half_life;
+    if (!lp->pool_fixed) lp->pool_fixed = env.pool_fixed;
     if (lp->mla < ES_MLA_DEFAULT || lp->mla > ES_MLA_EXPANDED) {
         set_err(err, errlen, "unknown MLA form %d", lp->mla);
         return ES_ERR_ARG;
@@ -99,6 +100,7 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     es_model *m = calloc(1, sizeof *m);
     if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     m->kern = kern;
+    m->pool_fixed = lp.pool_fixed == 1;
     m->mla_form = lp.mla == ES_MLA_ABSORBED ? ES_ATTN_ABSORBED : lp.mla == ES_MLA_EXPANDED ? ES_ATTN_EXPANDED
                                                                                       : ES_ATTN_AUTO;
     char inner[512];
@@ -355,6 +357,7 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
     if (n_threads == 0) n_threads = es_default_threads();
     if (s->pool && es_pool_threads(s->pool) == n_threads) return ES_OK;
     es_pool *p = es_pool_new_numa(n_threads, es_numa_plan_topo(s->m->numa));
+    if (p) es_pool_set_adaptive(p, s->m->pool_fixed != 1);
     es_scratch *sc = p ? es_scratch_new(s->m, s->n_ctx, es_pool_threads(p)) : NULL;
     if (!p || !sc) {
         es_pool_free(p);

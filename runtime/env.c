@@ -52,4 +52,8 @@ void es_env_read(es_env *e) {
         if (parse_int(v, 0, 1000000000L, &x) == 0) e->lfu_half_life = x ? (int)x : -1;
         else warn(e, "EDGESEEK_LFU_HALF_LIFE=%s ignored: not a count of accesses 0..1000000000 (0: no aging)\n", v);
     }
+    if ((v = value("EDGESEEK_POOL_ADAPT"))) {
+        if (!strcmp(v, "0")) e->pool_fixed = 1;
+        else if (strcmp(v, "1")) warn(e, "EDGESEEK_POOL_ADAPT=%s ignored: 0 (off) or 1 (on, the default)\n", v);
+    }
 }

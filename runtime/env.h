@@ -2,7 +2,7 @@
  *
  * es_model_load (api.c) calls es_env_read once per load and hands the values
  * on as parameters (the kernel table, the MLA form, the fake NUMA node count,
- * the LFU half-life); an explicit es_load_params field wins over its
+ * the LFU half-life, whether thread pools adapt); an explicit es_load_params field wins over its
  * variable.  Nothing else in the library calls getenv, so no constructor
  * deep inside a load depends on the environment.  The variables and their
  * values are listed in README.md ("Environment variables").
@@ -18,6 +18,7 @@ typedef struct es_env {
     int fake_numa;     /* EDGESEEK_FAKE_NUMA: nodes to pretend (1..ES_MAX_NODES); 0 when unset or invalid */
     int lfu_half_life; /* EDGESEEK_LFU_HALF_LIFE: as es_load_params.lfu_half_life (-1: no aging); 0 when
                           unset or invalid */
+    int pool_fixed;    /* EDGESEEK_POOL_ADAPT: 1 when "0" (pools keep every worker), 0 otherwise */
     char warnings[512]; /* one line per variable whose value was not understood (and is ignored), each
                            naming the variable, the value and the accepted values; "" when none */
 } es_env;

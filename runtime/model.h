@@ -113,6 +113,7 @@ struct es_model {
     struct es_res *res;  /* routed-expert residency manager (mmap/residency.h); NULL: none */
     const struct es_kernels *kern; /* the kernel table (simd/kernels.h), chosen at load, never changed */
     int mla_form;        /* enum es_attn_form (attention.h) every session of the model uses */
+    int pool_fixed;      /* es_load_params.pool_fixed resolved: 1 = sessions' pools never park */
 };
 
 /* Loads hyperparameters and weights (or only the tokenizer). */
