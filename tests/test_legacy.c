@@ -228,7 +228,10 @@ static double plain_iq4_err2(const float *x) {
     double s = vmax / -127.0, e2 = 0;
     for (int i = 0; i < 32; i++) {
         double best = INFINITY;
-        for (int k = 0; k < 16; k++) best = fmin(best, fabs(x[i] - s * T[k]));
+        for (int k = 0; k < 16; k++) { /* (an fmin reduction here crashes aarch64 GCC 12's vectoriser) */
+            double e = fabs(x[i] - s * T[k]);
+            if (e < best) best = e;
+        }
         e2 += best * best;
     }
     return e2;
