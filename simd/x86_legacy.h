@@ -21,8 +21,9 @@
  * Tiles: R rows (r, r + step, ..) by T tokens, every weight block unpacked
  * once for the T tokens and every activation block prepared once for the R
  * rows.  matvec: 4 rows from the quarters of the range (the streams
- * matvec_prefetch_streams describes), the last rows one at a time; matmul:
- * 2-row tiles of up to 4 tokens inside matmul_blocked's blocks. */
+ * matvec_prefetch_streams describes), the last rows one at a time; matmul
+ * (Q5_0, IQ4_NL; see the slots at the end): 2-row tiles of up to 4 tokens
+ * inside matmul_blocked's blocks. */
 #ifndef ES_X86_LEGACY_H
 #define ES_X86_LEGACY_H
 
@@ -210,24 +211,34 @@ static inline LG_AI void lg_pass(enum lfmt f, int T, const void *w, size_t rb, i
     }
 }
 
-/* the table slots (activation rows are n/32 Q8_0 blocks) */
-#define LG_SLOTS(name, F)                                                                                           \
-    static void lg_pass_##name(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,  \
-                               int64_t ys, int64_t r0, int64_t r1) {                                              \
-        lg_pass(F, T, w, rb, n, act, as, y, ys, r0, r1);                                                          \
-    }                                                                                                             \
-    static void lg_matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,      \
-                                 int64_t r1) {                                                                    \
-        lg_matvec(F, w, rb, n, act, y, r0, r1);                                                                   \
-    }                                                                                                             \
-    static void lg_matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,     \
-                                 float *y, int64_t ys, int64_t r0, int64_t r1) {                                  \
-        matmul_blocked(lg_pass_##name, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, r1); \
+/* the table slots (activation rows are n/32 Q8_0 blocks).  Q4_1 and Q5_1
+ * have no matmul: with their per-row scale and min products, the 2-row
+ * tiles measured 0.8-1.0x of one matvec per token (bench_kernels, 16
+ * tokens), so their prefill goes through the matvec per token (dispatch.c's
+ * fallback) until a rows-in-lanes product exists for them.  Q5_0, IQ4_NL:
+ * 1.1-1.4x. */
+#define LG_MATVEC(name, F)                                                                                      \
+    static void lg_matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,  \
+                                 int64_t r1) {                                                                \
+        lg_matvec(F, w, rb, n, act, y, r0, r1);                                                               \
     }
-LG_SLOTS(q4_1, LQ4_1)
-LG_SLOTS(q5_0, LQ5_0)
-LG_SLOTS(q5_1, LQ5_1)
-LG_SLOTS(iq4_nl, LIQ4NL)
-#undef LG_SLOTS
+#define LG_MATMUL(name, F)                                                                                      \
+    static void lg_pass_##name(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, \
+                               int64_t ys, int64_t r0, int64_t r1) {                                          \
+        lg_pass(F, T, w, rb, n, act, as, y, ys, r0, r1);                                                      \
+    }                                                                                                         \
+    static void lg_matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, \
+                                 float *y, int64_t ys, int64_t r0, int64_t r1) {                              \
+        matmul_blocked(lg_pass_##name, (size_t)n / 32 * sizeof(block_q8_0), w, rb, n, act, as, nt, y, ys, r0, \
+                       r1);                                                                                   \
+    }
+LG_MATVEC(q4_1, LQ4_1)
+LG_MATVEC(q5_0, LQ5_0)
+LG_MATVEC(q5_1, LQ5_1)
+LG_MATVEC(iq4_nl, LIQ4NL)
+LG_MATMUL(q5_0, LQ5_0)
+LG_MATMUL(iq4_nl, LIQ4NL)
+#undef LG_MATVEC
+#undef LG_MATMUL
 
 #endif
