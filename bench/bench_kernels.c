@@ -342,7 +342,7 @@ static void ratios(const double *a, const double *b, double scale, int k, double
 
 int main(int argc, char **argv) {
     opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
-    snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
+    snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
     snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -415,8 +415,9 @@ int main(int argc, char **argv) {
            o.rounds, o.mm_tok, o.mm_mb, o.reps);
     printf("%-6s %-8s %-5s %7s %17s %21s %7s %17s\n", "format", "path", "act", "GB/s", "% of read bw",
            "x generic", "all thr", "matmul");
-    static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0,
-                                     ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16,   ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
+                                     ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1,   ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
+                                     ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
     float *x = malloc(sizeof(float) * (size_t)o.n);
     for (int64_t i = 0; i < o.n; i++) x[i] = frand();

@@ -36,8 +36,9 @@
 typedef struct target {
     const char *name;
     uint32_t type; /* every matrix; for the mix, its base type */
-    int ftype;     /* llama.cpp's LLAMA_FTYPE: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q8_0 7,
-                      Q2_K 10, Q3_K_S 11, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16, Q6_K 18, BF16 32 */
+    int ftype;     /* llama.cpp's LLAMA_FTYPE: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7,
+                      Q5_0 8, Q5_1 9, Q2_K 10, Q3_K_S 11, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16,
+                      Q6_K 18, IQ4_NL 25, IQ4_XS 30, BF16 32 */
     int mix;       /* 1: the Q4_K_M rules */
 } target;
 
@@ -45,7 +46,9 @@ static const target targets[] = {
     {"f32", ES_TYPE_F32, 0, 0},   {"f16", ES_TYPE_F16, 1, 0},   {"bf16", ES_TYPE_BF16, 32, 0},
     {"q8_0", ES_TYPE_Q8_0, 7, 0}, {"q4_0", ES_TYPE_Q4_0, 2, 0}, {"q2_k", ES_TYPE_Q2_K, 10, 0},
     {"q3_k", ES_TYPE_Q3_K, 11, 0}, {"q4_k", ES_TYPE_Q4_K, 14, 0}, {"q5_k", ES_TYPE_Q5_K, 16, 0},
-    {"q6_k", ES_TYPE_Q6_K, 18, 0}, {"q4_k_m", ES_TYPE_Q4_K, 15, 1},
+    {"q6_k", ES_TYPE_Q6_K, 18, 0}, {"q4_k_m", ES_TYPE_Q4_K, 15, 1}, {"q4_1", ES_TYPE_Q4_1, 3, 0},
+    {"q5_0", ES_TYPE_Q5_0, 8, 0}, {"q5_1", ES_TYPE_Q5_1, 9, 0}, {"iq4_nl", ES_TYPE_IQ4_NL, 25, 0},
+    {"iq4_xs", ES_TYPE_IQ4_XS, 30, 0},
 };
 
 static const target *find_target(const char *name) {
@@ -94,6 +97,10 @@ uint32_t es_quantize_tensor_type(const char *target_name, const char *name, uint
     if (n_dims < 2 || strstr(name, "ffn_gate_inp") || strstr(name, "exp_probs_b")) return ES_TYPE_F32;
     uint32_t type = tg->mix ? mix_type(name, n_layers) : tg->type;
     if (ne[0] % es_type_info(type)->block_size == 0) return type;
+    if (type == ES_TYPE_IQ4_XS && ne[0] % QK4_NL == 0) { /* llama.cpp's fallback too */
+        if (note) *note = "row length not a multiple of 256: IQ4_NL instead";
+        return ES_TYPE_IQ4_NL;
+    }
     if (ne[0] % QK8_0 == 0) {
         if (note) *note = "row length not a multiple of the block: Q8_0 instead";
         return ES_TYPE_Q8_0;

@@ -2,14 +2,16 @@
  * behind `edgeseek quantize IN OUT TYPE`).
  *
  * Targets (case-insensitive):
- *   f32 f16 bf16 q8_0 q4_0 q2_k q3_k q4_k q5_k q6_k   every matrix in that type
+ *   f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k
+ *   q6_k     every matrix in that type
  *   q4_k_m   a Q4_K_M-style mix: routed experts Q4_K (ffn_down_exps of some
  *            layers Q6_K), attention, shared experts, dense FFN, token_embd
  *            and output Q6_K (README.md, "edgeseek quantize", has the table)
  * Whatever the target: 1-D tensors (norms, biases), the router
  * (ffn_gate_inp) and the gate bias (exp_probs_b) are F32; a matrix whose row
- * length is not a multiple of the type's block falls back to Q8_0 (rows a
- * multiple of 32) or F16, and the log says so.
+ * length is not a multiple of the type's block falls back to IQ4_NL (for
+ * iq4_xs, as llama.cpp does) or Q8_0 (rows a multiple of 32) or F16, and the
+ * log says so.
  *
  * Every metadata key is copied in order; general.file_type becomes
  * llama.cpp's LLAMA_FTYPE for the target and general.quantization_version

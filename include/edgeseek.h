@@ -219,7 +219,8 @@ int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab);
 /* ---- conversion -------------------------------------------------------- */
 
 /* The target names, for usage messages. */
-#define ES_QUANTIZE_TARGETS "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
+#define ES_QUANTIZE_TARGETS \
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
 
 typedef struct es_quantize_params {
     int n_threads;      /* 0: one per physical core */

@@ -9,10 +9,11 @@
  * functions marked with a target attribute runs on any armv8.0-a core.
  *
  * Slots: matvec and matmul of F32, F16, BF16 (widened to fp32, FMA against
- * fp32 activations), Q8_0, Q4_0 (against activations quantised to Q8_0 once
- * per product, the act_type) and Q2_K..Q6_K (against Q8_K), in 8-bit
- * integer arithmetic as x86_avx2.c does; the Q8_0 quantiser and the
- * dequantisers of the basic formats, bit-identical to generic.c; rmsnorm,
+ * fp32 activations), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (against
+ * activations quantised to Q8_0 once per product, the act_type) and
+ * Q2_K..Q6_K, IQ4_XS (against Q8_K), in 8-bit integer arithmetic as
+ * x86_avx2.c does; the Q8_0 quantiser and the dequantisers of the 32-weight
+ * formats, bit-identical to generic.c; rmsnorm,
  * dot, axpy, silu_mul and softmax (with a vector exp).  For each format the
  * three variants, and matvec and matmul, give the same floats bit for bit
  * (see the 8-bit sections), so a prefill gives exactly the logits of
@@ -151,25 +152,73 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
  * 32·128·127 in magnitude, so its conversion to fp32 is exact too).  Tiles
  * keep one (row, token) per lane. */
 
+/* The formats of 32-weight blocks against Q8_0 activations (0 and 1 are
+ * what the Q8_0/Q4_0 code passes as its flag).  Q4_1/Q5_1 add m·d_a·Σa per
+ * block after the product (block_mins). */
+enum bfmt { BQ8_0 = 0, BQ4_0 = 1, BQ4_1, BQ5_0, BQ5_1, BIQ4NL };
+
+static inline AI size_t block_bytes(enum bfmt f) {
+    switch (f) {
+    case BQ8_0: return sizeof(block_q8_0);
+    case BQ4_1: return sizeof(block_q4_1);
+    case BQ5_0: return sizeof(block_q5_0);
+    case BQ5_1: return sizeof(block_q5_1);
+    default: return sizeof(block_q4_0); /* and IQ4_NL's: 18 bytes */
+    }
+}
+static inline AI int block_affine(enum bfmt f) { return f == BQ4_1 || f == BQ5_1; }
+
 /* The 32 signed weights of a block, in order. */
 typedef struct { int8x16_t lo, hi; } wblock;
 
-static inline AI wblock block_weights(int is_q4, const void *row, int64_t i) {
+/* Q5's fifth bit for 16 weights from 2 bytes of qh (weight j: bit j % 8 of
+ * qh[j / 8]), as 16 where set */
+static inline AI uint8x16_t bit5_16(const uint8_t *qh) {
+    const uint8x16_t m = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint8x16_t v = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
+    return vandq_u8(vtstq_u8(v, m), vdupq_n_u8(0x10));
+}
+
+static inline AI wblock block_weights(enum bfmt f, const void *row, int64_t i) {
     wblock b;
-    if (is_q4) {
-        uint8x16_t v = vld1q_u8(((const block_q4_0 *)row)[i].qs); /* low nibbles: weights 0..15, high: 16..31 */
-        b.lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
-        b.hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
-    } else {
-        const int8_t *q = ((const block_q8_0 *)row)[i].qs;
+    const char *blk = (const char *)row + (size_t)i * block_bytes(f);
+    if (f == BQ8_0) {
+        const int8_t *q = ((const block_q8_0 *)blk)->qs;
         b.lo = vld1q_s8(q);
         b.hi = vld1q_s8(q + 16);
+        return b;
     }
+    const uint8_t *qs = f == BQ4_1 ? ((const block_q4_1 *)blk)->qs : f == BQ5_0 ? ((const block_q5_0 *)blk)->qs
+                        : f == BQ5_1 ? ((const block_q5_1 *)blk)->qs : ((const block_q4_0 *)blk)->qs;
+    uint8x16_t v = vld1q_u8(qs); /* low nibbles: weights 0..15, high: 16..31 */
+    uint8x16_t lo = vandq_u8(v, vdupq_n_u8(0x0f)), hi = vshrq_n_u8(v, 4);
+    if (f == BQ5_0 || f == BQ5_1) {
+        const uint8_t *qh = f == BQ5_0 ? ((const block_q5_0 *)blk)->qh : ((const block_q5_1 *)blk)->qh;
+        lo = vorrq_u8(lo, bit5_16(qh));
+        hi = vorrq_u8(hi, bit5_16(qh + 2));
+    }
+    if (f == BIQ4NL) {
+        const int8x16_t t = vld1q_s8(es_iq4nl_values);
+        b.lo = vqtbl1q_s8(t, lo);
+        b.hi = vqtbl1q_s8(t, hi);
+        return b;
+    }
+    int off = f == BQ4_0 ? 8 : f == BQ5_0 ? 16 : 0;
+    b.lo = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8((int8_t)off));
+    b.hi = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8((int8_t)off));
     return b;
 }
 
-static inline AI es_fp16 block_scale(int is_q4, const void *row, int64_t i) {
-    return is_q4 ? ((const block_q4_0 *)row)[i].d : ((const block_q8_0 *)row)[i].d;
+/* d is every format's first field; m follows it in Q4_1/Q5_1 */
+static inline AI es_fp16 block_scale(enum bfmt f, const void *row, int64_t i) {
+    es_fp16 d;
+    memcpy(&d, (const char *)row + (size_t)i * block_bytes(f), 2);
+    return d;
+}
+static inline AI es_fp16 block_min(enum bfmt f, const void *row, int64_t i) {
+    es_fp16 m;
+    memcpy(&m, (const char *)row + (size_t)i * block_bytes(f) + 2, 2);
+    return m;
 }
 
 /* acc + Σ w·a over 16 signed bytes, in 4 int32 lanes (which products land
@@ -198,8 +247,9 @@ static inline AI int32x4_t block_dot(dot_acc_fn dot, wblock w, int8x16_t a0, int
 }
 
 /* Four rows (the lanes of acc[k]) against nt (1 or 4, constant) tokens
- * a[k]: each weight block is unpacked once for all the tokens. */
-static inline AI void rows4_dots(dot_acc_fn dot, int is_q4, int nt, const void *const *row,
+ * a[k]: each weight block is unpacked once for all the tokens.  Q4_1/Q5_1
+ * then add fma(Σa, m·d_a) per block, Σa an exact int32 from the same dot. */
+static inline AI void rows4_dots(dot_acc_fn dot, enum bfmt is_q4, int nt, const void *const *row,
                                  const block_q8_0 *const *a, int64_t nb, float32x4_t *acc) {
 #pragma GCC unroll 4
     for (int k = 0; k < nt; k++) acc[k] = vdupq_n_f32(0);
@@ -216,6 +266,14 @@ static inline AI void rows4_dots(dot_acc_fn dot, int is_q4, int nt, const void *
             int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot(dot, w[0], a0, a1), block_dot(dot, w[1], a0, a1)),
                                      vpaddq_s32(block_dot(dot, w[2], a0, a1), block_dot(dot, w[3], a0, a1)));
             acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(s), vmulq_n_f32(dw, h2f(a[k][i].d)));
+            if (block_affine(is_q4)) {
+                const wblock ones = {vdupq_n_s8(1), vdupq_n_s8(1)};
+                uint16x4_t mh = {block_min(is_q4, row[0], i), block_min(is_q4, row[1], i),
+                                 block_min(is_q4, row[2], i), block_min(is_q4, row[3], i)};
+                float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u16(mh));
+                float sa = (float)vaddvq_s32(block_dot(dot, ones, a0, a1));
+                acc[k] = vfmaq_f32(acc[k], vdupq_n_f32(sa), vmulq_n_f32(mw, h2f(a[k][i].d)));
+            }
         }
     }
 }
@@ -223,7 +281,7 @@ static inline AI void rows4_dots(dot_acc_fn dot, int is_q4, int nt, const void *
 /* Y[t][r] for t < n_tok, r in [r0, r1): rows four at a time (a short last
  * group repeats its last row and stores only the real ones), tokens four at
  * a time then one by one.  A matrix-vector product is n_tok = 1. */
-static inline AI void matmul_q8act(dot_acc_fn dot, int is_q4, const void *w, size_t rb, int64_t n, const void *act,
+static inline AI void matmul_q8act(dot_acc_fn dot, enum bfmt is_q4, const void *w, size_t rb, int64_t n, const void *act,
                                    size_t as, int64_t n_tok, float *y, int64_t ys, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32;
     for (int64_t r = r0; r < r1; r += 4) {
@@ -286,6 +344,31 @@ static TARGET_DOTPROD void matmul_q4_0_dp(const void *w, size_t rb, int64_t n, c
                                           float *y, int64_t ys, int64_t r0, int64_t r1) {
     matmul_q8act(dot_acc_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
+
+/* Q4_1, Q5_0, Q5_1, IQ4_NL: matvec and matmul, armv8.0 and dotprod */
+#define B32_SLOTS(name, F)                                                                                        \
+    static void matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,      \
+                              int64_t r1) {                                                                   \
+        matmul_q8act(dot_acc_neon, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+    }                                                                                                         \
+    static void matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,     \
+                              float *y, int64_t ys, int64_t r0, int64_t r1) {                                 \
+        matmul_q8act(dot_acc_neon, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+    }                                                                                                         \
+    static TARGET_DOTPROD void matvec_##name##_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, \
+                                                  int64_t r0, int64_t r1) {                                   \
+        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+    }                                                                                                         \
+    static TARGET_DOTPROD void matmul_##name##_dp(const void *w, size_t rb, int64_t n, const void *act,        \
+                                                  size_t as, int64_t nt, float *y, int64_t ys, int64_t r0,     \
+                                                  int64_t r1) {                                               \
+        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+    }
+B32_SLOTS(q4_1, BQ4_1)
+B32_SLOTS(q5_0, BQ5_0)
+B32_SLOTS(q5_1, BQ5_1)
+B32_SLOTS(iq4_nl, BIQ4NL)
+#undef B32_SLOTS
 
 /* i8mm: SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32, so
  * one instruction does 8 values of two rows against two tokens.  A 32-value
@@ -417,6 +500,19 @@ static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) k->q[4 * h + j] = vreinterpretq_s8_u8(v[j]);
         }
+    } else if (f == ES_TYPE_IQ4_XS) {
+        /* sub-block j: the table's values at the low nibbles of qs[16j ..]
+         * (weights 32j ..), then at the high ones; scale ls - 32 */
+        const block_iq4_xs *b = (const block_iq4_xs *)blk;
+        const int8x16_t t = vld1q_s8(es_iq4nl_values);
+        k->d = h2f(b->d), k->dmin = 0;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            uint8x16_t v = vld1q_u8(b->qs + 16 * j);
+            k->sc[2 * j] = k->sc[2 * j + 1] = es_iq4xs_scale(j, b) - 32;
+            k->q[2 * j] = vqtbl1q_s8(t, vandq_u8(v, vdupq_n_u8(0x0f)));
+            k->q[2 * j + 1] = vqtbl1q_s8(t, vshrq_n_u8(v, 4));
+        }
     } else if (f == ES_TYPE_Q2_K || f == ES_TYPE_Q3_K) {
         /* weight 128h + 32p + l: bits 2p..2p+1 of qs[32h + l]; Q3_K adds 4
          * times bit 4h + p of hmask[l] and subtracts 4 */
@@ -482,7 +578,7 @@ static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t
 #pragma GCC unroll 4
         for (int k = 0; k < nt; k++) {
             const int8_t *x = a[k]->qs + 16 * p;
-            if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) { /* one scale for both pieces of a 32-weight sub-block */
+            if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K || f == ES_TYPE_IQ4_XS) { /* one scale for both pieces of a 32-weight sub-block */
                 s[k] = vmlaq_n_s32(s[k], dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
                                    kb.sc[p]);
             } else {
@@ -529,6 +625,21 @@ static inline AI void matmul_kq(uint32_t f, dot_acc_fn dot, const void *w, size_
 }
 
 /* the slots: matvec and matmul per format, armv8.0 and dotprod */
+static void matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_IQ4_XS, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static void matmul_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                          int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_IQ4_XS, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
+static TARGET_DOTPROD void matvec_iq4_xs_dp(const void *w, size_t rb, int64_t n, const void *act, float *y,
+                                            int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_IQ4_XS, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);
+}
+static TARGET_DOTPROD void matmul_iq4_xs_dp(const void *w, size_t rb, int64_t n, const void *act, size_t as,
+                                            int64_t nt, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    matmul_kq(ES_TYPE_IQ4_XS, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);
+}
 static void matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matmul_kq(ES_TYPE_Q2_K, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);
 }
@@ -653,16 +764,29 @@ static inline AI void store_scaled(float *dst, int8x16_t q, float d) {
     vst1q_f32(dst + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
 }
 
-static inline AI void dequant_blocks(int is_q4, const void *src, float *dst, int64_t n) {
+/* then + m (Q4_1/Q5_1), as generic.c: a product, then a sum */
+static inline AI void add_min(float *dst, float m) {
+    for (int j = 0; j < 16; j += 4) vst1q_f32(dst + j, vaddq_f32(vld1q_f32(dst + j), vdupq_n_f32(m)));
+}
+
+static inline AI void dequant_blocks(enum bfmt f, const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
-        wblock b = block_weights(is_q4, src, i);
-        float d = h2f(block_scale(is_q4, src, i));
+        wblock b = block_weights(f, src, i);
+        float d = h2f(block_scale(f, src, i));
         store_scaled(dst + 32 * i, b.lo, d);
         store_scaled(dst + 32 * i + 16, b.hi, d);
+        if (block_affine(f)) {
+            add_min(dst + 32 * i, h2f(block_min(f, src, i)));
+            add_min(dst + 32 * i + 16, h2f(block_min(f, src, i)));
+        }
     }
 }
-static void dequant_q8_0(const void *src, float *dst, int64_t n) { dequant_blocks(0, src, dst, n); }
-static void dequant_q4_0(const void *src, float *dst, int64_t n) { dequant_blocks(1, src, dst, n); }
+static void dequant_q8_0(const void *src, float *dst, int64_t n) { dequant_blocks(BQ8_0, src, dst, n); }
+static void dequant_q4_0(const void *src, float *dst, int64_t n) { dequant_blocks(BQ4_0, src, dst, n); }
+static void dequant_q4_1(const void *src, float *dst, int64_t n) { dequant_blocks(BQ4_1, src, dst, n); }
+static void dequant_q5_0(const void *src, float *dst, int64_t n) { dequant_blocks(BQ5_0, src, dst, n); }
+static void dequant_q5_1(const void *src, float *dst, int64_t n) { dequant_blocks(BQ5_1, src, dst, n); }
+static void dequant_iq4_nl(const void *src, float *dst, int64_t n) { dequant_blocks(BIQ4NL, src, dst, n); }
 
 /* ---- vector operations ------------------------------------------------------ */
 
@@ -772,16 +896,21 @@ static const es_kernels table_base = {
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
                [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0,
                [ES_TYPE_Q2_K] = matvec_q2_K, [ES_TYPE_Q3_K] = matvec_q3_K, [ES_TYPE_Q4_K] = matvec_q4_K,
-               [ES_TYPE_Q5_K] = matvec_q5_K, [ES_TYPE_Q6_K] = matvec_q6_K},
+               [ES_TYPE_Q5_K] = matvec_q5_K, [ES_TYPE_Q6_K] = matvec_q6_K, [ES_TYPE_Q4_1] = matvec_q4_1,
+               [ES_TYPE_Q5_0] = matvec_q5_0, [ES_TYPE_Q5_1] = matvec_q5_1, [ES_TYPE_IQ4_NL] = matvec_iq4_nl,
+               [ES_TYPE_IQ4_XS] = matvec_iq4_xs},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
-                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
+                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
                [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = matmul_q2_K,
                [ES_TYPE_Q3_K] = matmul_q3_K, [ES_TYPE_Q4_K] = matmul_q4_K, [ES_TYPE_Q5_K] = matmul_q5_K,
-               [ES_TYPE_Q6_K] = matmul_q6_K},
+               [ES_TYPE_Q6_K] = matmul_q6_K, [ES_TYPE_Q4_1] = matmul_q4_1, [ES_TYPE_Q5_0] = matmul_q5_0,
+               [ES_TYPE_Q5_1] = matmul_q5_1, [ES_TYPE_IQ4_NL] = matmul_iq4_nl, [ES_TYPE_IQ4_XS] = matmul_iq4_xs},
     .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
-                    [ES_TYPE_Q4_0] = dequant_q4_0},
+                    [ES_TYPE_Q4_0] = dequant_q4_0, [ES_TYPE_Q4_1] = dequant_q4_1, [ES_TYPE_Q5_0] = dequant_q5_0,
+                    [ES_TYPE_Q5_1] = dequant_q5_1, [ES_TYPE_IQ4_NL] = dequant_iq4_nl},
     .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0},
     .rmsnorm = rmsnorm_neon,
     .dot_f32 = dot_neon,
@@ -804,7 +933,9 @@ static void build_tables(void) {
     static const struct { uint32_t type; es_matvec_fn mv; es_matmul_fn mm; } kq[] = {
         {ES_TYPE_Q2_K, matvec_q2_K_dp, matmul_q2_K_dp}, {ES_TYPE_Q3_K, matvec_q3_K_dp, matmul_q3_K_dp},
         {ES_TYPE_Q4_K, matvec_q4_K_dp, matmul_q4_K_dp}, {ES_TYPE_Q5_K, matvec_q5_K_dp, matmul_q5_K_dp},
-        {ES_TYPE_Q6_K, matvec_q6_K_dp, matmul_q6_K_dp}};
+        {ES_TYPE_Q6_K, matvec_q6_K_dp, matmul_q6_K_dp}, {ES_TYPE_Q4_1, matvec_q4_1_dp, matmul_q4_1_dp},
+        {ES_TYPE_Q5_0, matvec_q5_0_dp, matmul_q5_0_dp}, {ES_TYPE_Q5_1, matvec_q5_1_dp, matmul_q5_1_dp},
+        {ES_TYPE_IQ4_NL, matvec_iq4_nl_dp, matmul_iq4_nl_dp}, {ES_TYPE_IQ4_XS, matvec_iq4_xs_dp, matmul_iq4_xs_dp}};
     for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
         table_dp.matvec[kq[i].type] = kq[i].mv;
         table_dp.matmul[kq[i].type] = kq[i].mm;

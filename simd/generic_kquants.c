@@ -1,6 +1,7 @@
 /* generic_kquants.c — scalar reference kernels for the K-quant formats:
  * dequantisation, quantisation and matrix-vector products (against fp32
- * activations) of Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, and the Q8_K activation
+ * activations) of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS, the scale fit of
+ * the IQ4 table (IQ4_NL's too, used by generic.c), and the Q8_K activation
  * quantiser the SIMD kernels multiply with.  Block layouts are in quant.h.
  *
  * Decoding: every K format reads as "value i = scale[s] * q[i] - min[s]" with
@@ -148,6 +149,22 @@ static void decode_q6_K(const void *blk, kdec *k) {
             }
 }
 
+/* IQ4_XS: 8 sub-blocks of 32, scale d·(ls - 32), quants from the IQ4_NL
+ * table (sub-block j: low nibbles of qs[16j ..] then the high ones) */
+static void decode_iq4_xs(const void *blk, kdec *k) {
+    const block_iq4_xs *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 32, k->has_min = 0;
+    for (int j = 0; j < 8; j++) {
+        k->scale[j] = d * (float)(es_iq4xs_scale(j, b) - 32);
+        k->min[j] = 0;
+        for (int l = 0; l < 16; l++) {
+            k->q[32 * j + l] = es_iq4nl_values[b->qs[16 * j + l] & 0xF];
+            k->q[32 * j + 16 + l] = es_iq4nl_values[b->qs[16 * j + l] >> 4];
+        }
+    }
+}
+
 typedef void (*kdec_fn)(const void *blk, kdec *k);
 
 static void dequant_k(const void *src, size_t block_bytes, kdec_fn dec, float *dst, int64_t n) {
@@ -189,6 +206,13 @@ void es_dequant_q3_K(const void *src, float *dst, int64_t n) { dequant_k(src, si
 void es_dequant_q4_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q4_K), decode_q4_K, dst, n); }
 void es_dequant_q5_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q5_K), decode_q5_K, dst, n); }
 void es_dequant_q6_K(const void *src, float *dst, int64_t n) { dequant_k(src, sizeof(block_q6_K), decode_q6_K, dst, n); }
+
+void es_dequant_iq4_xs(const void *src, float *dst, int64_t n) {
+    dequant_k(src, sizeof(block_iq4_xs), decode_iq4_xs, dst, n);
+}
+void es_matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
+    matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_iq4_xs), decode_iq4_xs);
+}
 
 void es_matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q2_K), decode_q2_K);
@@ -532,6 +556,99 @@ void es_quant_q6_K(const float *src, void *dst, int64_t n) {
             if (p < 2) *lo = (uint8_t)(L[i] & 0xF);
             else *lo |= (uint8_t)((L[i] & 0xF) << 4);
             b->qh[32 * h + l] |= (uint8_t)((L[i] >> 4) << (2 * p));
+        }
+    }
+}
+
+/* ---- IQ4_NL / IQ4_XS: scales against the non-linear table ---------------------- */
+
+/* index of the table value nearest v (the table is sorted: count the
+ * midpoints below v) */
+static int iq4_nearest(float v) {
+    int lo = 0, hi = 15;
+    if (!(v == v)) return 8;
+    while (lo < hi) { /* the first index whose upper midpoint is >= v */
+        int mid = (lo + hi) / 2;
+        if (v > 0.5f * (float)(es_iq4nl_values[mid] + es_iq4nl_values[mid + 1])) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void es_iq4_round(const float *x, int n, float d, uint8_t *L) {
+    float id = d != 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)iq4_nearest(x[i] * id);
+}
+
+/* Σ x·v and Σ v² over the rounding L */
+static void iq4_sums(const float *x, int n, const uint8_t *L, float *sqx, float *sq2) {
+    float a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        float v = (float)es_iq4nl_values[L[i]];
+        a += x[i] * v;
+        b += v * v;
+    }
+    *sqx = a, *sq2 = b;
+}
+
+/* The scale d of x[n] ≈ d · table[L] minimising Σ (d·table[L] - x)²: the
+ * value of largest magnitude is mapped near either end of the table (-127
+ * or 113, ± 10 levels), each rounding gets its least-squares d = Σxv/Σv²
+ * (lowering the error by (Σxv)²/Σv²), and the best is re-rounded with its
+ * own d while that helps.  L is the final rounding; returns d. */
+float es_iq4_fit(const float *x, int n, uint8_t *L) {
+    float amax = 0, vmax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), vmax = x[i];
+    if (amax < 1e-15f) {
+        es_iq4_round(x, n, 0, L);
+        return 0;
+    }
+    uint8_t cand[32];
+    float best_gain = -1, best_d = 0;
+    for (int end = 0; end < 2; end++)
+        for (int k = -10; k <= 10; k++) {
+            float target = end ? 113.0f + (float)k : -127.0f + (float)k;
+            es_iq4_round(x, n, vmax / target, cand);
+            float sqx, sq2;
+            iq4_sums(x, n, cand, &sqx, &sq2);
+            if (sq2 > 0 && sqx * sqx / sq2 > best_gain) {
+                best_gain = sqx * sqx / sq2, best_d = sqx / sq2;
+                memcpy(L, cand, (size_t)n);
+            }
+        }
+    for (int it = 0; it < 4 && best_d != 0; it++) {
+        es_iq4_round(x, n, best_d, cand);
+        float sqx, sq2;
+        iq4_sums(x, n, cand, &sqx, &sq2);
+        if (!(sq2 > 0 && sqx * sqx / sq2 > best_gain)) break;
+        best_gain = sqx * sqx / sq2, best_d = sqx / sq2;
+        memcpy(L, cand, (size_t)n);
+    }
+    return best_d;
+}
+
+/* IQ4_XS: each sub-block's d fitted alone, the 8 d's coded -32..31 against
+ * the fp16 super-block d (code_signed), every weight rounded again against
+ * d·code as stored. */
+void es_quant_iq4_xs(const float *src, void *dst, int64_t n) {
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const float *x = src + ib * QK_K;
+        block_iq4_xs *b = (block_iq4_xs *)dst + ib;
+        uint8_t L[QK_K];
+        float scale[8];
+        int code[8];
+        for (int j = 0; j < 8; j++) scale[j] = es_iq4_fit(x + 32 * j, 32, L + 32 * j);
+        b->d = es_f32_to_fp16(code_signed(scale, 8, 32, code));
+        float d = es_fp16_to_f32(b->d);
+        b->scales_h = 0;
+        memset(b->scales_l, 0, sizeof b->scales_l);
+        for (int j = 0; j < 8; j++) {
+            int c = code[j] + 32;
+            b->scales_l[j / 2] |= (uint8_t)((c & 0xF) << (4 * (j % 2)));
+            b->scales_h |= (uint16_t)((c >> 4) << (2 * j));
+            es_iq4_round(x + 32 * j, 32, d * (float)code[j], L + 32 * j);
+            for (int l = 0; l < 16; l++) b->qs[16 * j + l] = (uint8_t)(L[32 * j + l] | L[32 * j + 16 + l] << 4);
         }
     }
 }

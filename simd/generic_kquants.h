@@ -1,5 +1,5 @@
 /* generic_kquants.h — the scalar reference kernels of the K-quant formats
- * (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and of the Q8_K activation format, defined
+ * (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), of IQ4_XS and of the Q8_K activation format, defined
  * in generic_kquants.c and placed in the generic kernel table (generic.c).
  * Signatures are those of the table's slots (kernels.h); n is a multiple of
  * QK_K = 256 everywhere. */
@@ -30,5 +30,16 @@ void es_matvec_q3_K(const void *w, size_t rb, int64_t n, const void *act, float 
 void es_matvec_q4_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
 void es_matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
 void es_matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+
+/* IQ4_XS (super-blocks of 256) */
+void es_dequant_iq4_xs(const void *src, float *dst, int64_t n);
+void es_quant_iq4_xs(const float *src, void *dst, int64_t n);
+void es_matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+
+/* The IQ4 table's scale fit (IQ4_NL blocks, IQ4_XS sub-blocks): the d of
+ * x[n] (n <= 32) ≈ d · es_iq4nl_values[L] with least squared error, L the
+ * indices; and the indices of x for a given d (nearest table value). */
+float es_iq4_fit(const float *x, int n, uint8_t *L);
+void es_iq4_round(const float *x, int n, float d, uint8_t *L);
 
 #endif

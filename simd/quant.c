@@ -1,5 +1,5 @@
-/* quant.c — type traits for every ggml type id and the scalar float
- * conversions (fp16, bf16) that every kernel file shares. */
+/* quant.c — type traits for every ggml type id, the IQ4_NL value table and
+ * the scalar float conversions (fp16, bf16) that every kernel file shares. */
 #include "quant.h"
 
 #include <string.h>
@@ -7,16 +7,16 @@
 #define T(id, nm, bs, ts, sup) [id] = {nm, bs, ts, sup}
 static const es_type_traits traits[ES_TYPE_COUNT] = {
     T(ES_TYPE_F32, "F32", 1, 4, 1),        T(ES_TYPE_F16, "F16", 1, 2, 1),
-    T(ES_TYPE_Q4_0, "Q4_0", 32, 18, 1),    T(ES_TYPE_Q4_1, "Q4_1", 32, 20, 0),
-    T(ES_TYPE_Q5_0, "Q5_0", 32, 22, 0),    T(ES_TYPE_Q5_1, "Q5_1", 32, 24, 0),
+    T(ES_TYPE_Q4_0, "Q4_0", 32, 18, 1),    T(ES_TYPE_Q4_1, "Q4_1", 32, 20, 1),
+    T(ES_TYPE_Q5_0, "Q5_0", 32, 22, 1),    T(ES_TYPE_Q5_1, "Q5_1", 32, 24, 1),
     T(ES_TYPE_Q8_0, "Q8_0", 32, 34, 1),    T(ES_TYPE_Q8_1, "Q8_1", 32, 36, 0),
     T(ES_TYPE_Q2_K, "Q2_K", 256, 84, 1),   T(ES_TYPE_Q3_K, "Q3_K", 256, 110, 1),
     T(ES_TYPE_Q4_K, "Q4_K", 256, 144, 1),  T(ES_TYPE_Q5_K, "Q5_K", 256, 176, 1),
     T(ES_TYPE_Q6_K, "Q6_K", 256, 210, 1),  T(ES_TYPE_Q8_K, "Q8_K", 256, 292, 0), /* activations only */
     T(ES_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, 0), T(ES_TYPE_IQ2_XS, "IQ2_XS", 256, 74, 0),
     T(ES_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, 0), T(ES_TYPE_IQ1_S, "IQ1_S", 256, 50, 0),
-    T(ES_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 0), T(ES_TYPE_IQ3_S, "IQ3_S", 256, 110, 0),
-    T(ES_TYPE_IQ2_S, "IQ2_S", 256, 82, 0), T(ES_TYPE_IQ4_XS, "IQ4_XS", 256, 136, 0),
+    T(ES_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 1), T(ES_TYPE_IQ3_S, "IQ3_S", 256, 110, 0),
+    T(ES_TYPE_IQ2_S, "IQ2_S", 256, 82, 0), T(ES_TYPE_IQ4_XS, "IQ4_XS", 256, 136, 1),
     T(ES_TYPE_I8, "I8", 1, 1, 0),          T(ES_TYPE_I16, "I16", 1, 2, 0),
     T(ES_TYPE_I32, "I32", 1, 4, 0),        T(ES_TYPE_I64, "I64", 1, 8, 0),
     T(ES_TYPE_F64, "F64", 1, 8, 0),        T(ES_TYPE_IQ1_M, "IQ1_M", 256, 56, 0),
@@ -24,6 +24,8 @@ static const es_type_traits traits[ES_TYPE_COUNT] = {
     T(ES_TYPE_TQ2_0, "TQ2_0", 256, 66, 0), T(ES_TYPE_MXFP4, "MXFP4", 32, 17, 0),
 };
 #undef T
+
+const int8_t es_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 const es_type_traits *es_type_info(uint32_t type) {
     if (type >= ES_TYPE_COUNT || traits[type].block_size == 0) return 0;

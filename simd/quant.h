@@ -42,6 +42,52 @@ typedef struct {
 } block_q4_0;
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
 
+/* Q4_1: 32 weights = d * q + m, q in 0..15; nibbles as Q4_0 (low: weights
+ * 0..15, high: 16..31).  (2 + 2 + 16) B / 32 = 5 bpw */
+#define QK4_1 32
+typedef struct {
+    es_fp16 d;
+    es_fp16 m;
+    uint8_t qs[QK4_1 / 2];
+} block_q4_1;
+_Static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
+
+/* Q5_0: 32 weights = d * (q - 16), q in 0..31 = nibble (as Q4_0) + 16 *
+ * bit i of qh read as a little-endian uint32 (bit i % 8 of qh[i / 8]).
+ * (2 + 4 + 16) B / 32 = 5.5 bpw */
+#define QK5_0 32
+typedef struct {
+    es_fp16 d;
+    uint8_t qh[4];
+    uint8_t qs[QK5_0 / 2];
+} block_q5_0;
+_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
+
+/* Q5_1: 32 weights = d * q + m, q in 0..31 as Q5_0's.
+ * (2 + 2 + 4 + 16) B / 32 = 6 bpw */
+#define QK5_1 32
+typedef struct {
+    es_fp16 d;
+    es_fp16 m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
+_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
+
+/* IQ4_NL: 32 weights = d * es_iq4nl_values[q], q in 0..15, nibbles as
+ * Q4_0's; the 16 values are a fixed non-linear grid, denser near 0.
+ * (2 + 16) B / 32 = 4.5 bpw */
+#define QK4_NL 32
+typedef struct {
+    es_fp16 d;
+    uint8_t qs[QK4_NL / 2];
+} block_iq4_nl;
+_Static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl size");
+
+/* ggml's kvalues_iq4nl, in quant.c: -127 -104 -83 -65 -49 -35 -22 -10 1 13
+ * 25 38 53 69 89 113 (sorted, so the nearest value is found by search) */
+extern const int8_t es_iq4nl_values[16];
+
 /* ---- K-quants: super-blocks of QK_K = 256 weights ------------------------
  * A super-block holds sub-blocks (16 of 16 or 8 of 32 weights), each with
  * its own scale (and min) quantised to a few bits against the super-block's
@@ -119,6 +165,24 @@ typedef struct {
     int16_t bsums[QK_K / 16];
 } block_q8_K;
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
+
+/* IQ4_XS: 8 sub-blocks of 32; w = d * (ls - 32) * es_iq4nl_values[q],
+ * ls 6 bits: low 4 in scales_l[j / 2] (low nibble for even j), high 2 at
+ * bits 2j of scales_h.  Sub-block j's quants are qs[16j .. 16j+15], low
+ * nibbles weights 32j .. 32j+15, high nibbles 32j+16 .. 32j+31.
+ * (2 + 2 + 4 + 128) B / 256 = 4.25 bpw */
+typedef struct {
+    es_fp16 d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+} block_iq4_xs;
+_Static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
+
+/* IQ4_XS: the 6-bit scale code (0..63, bias 32) of sub-block j (0..7). */
+static inline int es_iq4xs_scale(int j, const block_iq4_xs *b) {
+    return ((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | ((b->scales_h >> (2 * j)) & 3) << 4;
+}
 
 /* Q4_K/Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12
  * packed bytes: j < 4 in the low 6 bits of bytes j and j+4; j >= 4 split

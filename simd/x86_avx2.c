@@ -4,8 +4,9 @@
  * BF16 (fp32 FMA against fp32 activations) and for Q8_0 and Q4_0 (8-bit
  * multiply-adds against activations quantised to Q8_0 once per product, the
  * act_type), and the vector operations rmsnorm, dot, axpy, silu_mul and
- * softmax (with a vectorised expf); the K-quants Q2_K..Q6_K against
- * activations quantised to Q8_K, from x86_kquants.h; and the activation
+ * softmax (with a vectorised expf); the K-quants Q2_K..Q6_K and IQ4_XS
+ * against activations quantised to Q8_K, from x86_kquants.h; Q4_1, Q5_0,
+ * Q5_1 and IQ4_NL against Q8_0, from x86_legacy.h; and the activation
  * quantisers (quant_row) of Q8_0 and Q8_K, bit for bit as generic's.  Slots
  * left empty fall back to generic.c.
  *
@@ -26,6 +27,7 @@
 #include "x86_avx2_common.h"
 #include "x86_avx2_gemm.h"
 #include "x86_kquants.h"
+#include "x86_legacy.h"
 
 /* ---- float weights ---------------------------------------------------------- */
 
@@ -164,11 +166,7 @@ static inline __attribute__((always_inline)) wblock load_wblock(int is_q4, const
     wblock b;
     if (is_q4) {
         const block_q4_0 *q = (const block_q4_0 *)row + i;
-        /* 16 bytes in both lanes; the high lane shifted by 4: low nibbles are
-         * weights 0..15, high nibbles 16..31 */
-        __m256i bits = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q->qs));
-        bits = _mm256_srlv_epi32(bits, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-        b.u = _mm256_and_si256(bits, _mm256_set1_epi8(0x0f));
+        b.u = nib32(q->qs);
         b.s = b.u;
         b.d = _mm256_set1_ps(_cvtsh_ss(q->d));
     } else {
@@ -452,14 +450,18 @@ static const es_kernels table = {
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
                [ES_TYPE_Q8_0] = matvec_q8_0, [ES_TYPE_Q4_0] = matvec_q4_0, [ES_TYPE_Q2_K] = kq_matvec_q2_K,
                [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
-               [ES_TYPE_Q6_K] = kq_matvec_q6_K},
+               [ES_TYPE_Q6_K] = kq_matvec_q6_K, [ES_TYPE_Q4_1] = lg_matvec_q4_1, [ES_TYPE_Q5_0] = lg_matvec_q5_0,
+               [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
-                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
+                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
                [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
                [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
-               [ES_TYPE_Q6_K] = kq_matmul_q6_K},
+               [ES_TYPE_Q6_K] = kq_matmul_q6_K, [ES_TYPE_Q5_0] = lg_matmul_q5_0,
+               [ES_TYPE_IQ4_NL] = lg_matmul_iq4_nl,
+               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs},
     .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0_avx2, [ES_TYPE_Q8_K] = quant_q8_k_avx2},
     .rmsnorm = rmsnorm_avx2,
     .dot_f32 = dot_avx2,

@@ -1,6 +1,7 @@
 /* x86_avx2_common.h — small AVX2 helpers shared by the x86 kernel files
  * (x86_avx2*.c, and the 256-bit code of x86_avx512*.c, whose flags include
- * AVX2, FMA and F16C): horizontal reductions, a vectorised expf, the
+ * AVX2, FMA and F16C): horizontal reductions, the nibble unpacking of the
+ * 32-weight blocks and the IQ4 table lookup, a vectorised expf, the
  * matvec prefetch and row order, and the blocking of the prefill products.  Include only from files compiled with
  * at least -mavx2 -mfma -mf16c. */
 #ifndef ES_X86_AVX2_COMMON_H
@@ -9,6 +10,8 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "quant.h"
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -22,6 +25,22 @@ static inline float hmax8(__m256 v) {
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* The 16 nibble bytes of a 32-weight block (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL,
+ * an IQ4_XS sub-block) as 32 bytes in weight order: low nibbles are weights
+ * 0..15, high nibbles 16..31.  The 16 bytes go to both lanes, the high lane
+ * shifted by 4. */
+static inline __attribute__((always_inline)) __m256i nib32(const uint8_t *qs) {
+    __m256i bits = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    bits = _mm256_srlv_epi32(bits, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(bits, _mm256_set1_epi8(0x0f));
+}
+
+/* IQ4_NL/IQ4_XS: 32 indices 0..15 to the table's signed values */
+static inline __attribute__((always_inline)) __m256i iq4_lookup(__m256i idx) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)es_iq4nl_values));
+    return _mm256_shuffle_epi8(t, idx);
 }
 
 /* e^x for 8 floats: e^x = 2^n e^r with n = round(x log2 e) and |r| <= ln2/2

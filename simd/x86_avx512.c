@@ -6,8 +6,9 @@
  *   without VNNI  the avx2 table (x86_avx2.c, compiled without VNNI flags)
  *                 with this file's float products and vector operations
  *                 over it: no VNNI instruction is reachable from it;
- *   with VNNI     plus this file's 8-bit products: Q8_0/Q4_0 with VPDPBUSD
- *                 and the K-quants with VPDPWSSD (x86_kquants.h).  dispatch.c
+ *   with VNNI     plus this file's 8-bit products: Q8_0/Q4_0 with VPDPBUSD,
+ *                 the K-quants and IQ4_XS with VPDPWSSD (x86_kquants.h),
+ *                 Q4_1/Q5_0/Q5_1/IQ4_NL with VPDPBUSD (x86_legacy.h).  dispatch.c
  *                 asks for it only where cpuid reports AVX512_VNNI.
  *
  * F32/F16/BF16 matvec and matmul use 512-bit FMA with masked tails; the
@@ -26,6 +27,7 @@
 
 #include "x86_avx2_common.h"
 #include "x86_kquants.h"
+#include "x86_legacy.h"
 #include "x86_vnni_gemm.h"
 
 /* ---- float weights (512-bit) ---------------------------------------------- */
@@ -154,9 +156,7 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
 static inline __attribute__((always_inline)) __m256i vnni_weights(int is_q4, const void *blk) {
     if (is_q4) {
         const block_q4_0 *q = blk;
-        __m256i bits = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q->qs));
-        bits = _mm256_srlv_epi32(bits, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-        return _mm256_and_si256(bits, _mm256_set1_epi8(0x0f));
+        return nib32(q->qs);
     }
     const block_q8_0 *q = blk;
     return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q->qs), _mm256_set1_epi8((char)0x80));
@@ -439,13 +439,17 @@ static const es_kernels table = {
 static const es_kernels table_vnni = {
     .matvec = {[ES_TYPE_Q8_0] = matvec_q8_0_vnni, [ES_TYPE_Q4_0] = matvec_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matvec_q2_K,
                [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
-               [ES_TYPE_Q6_K] = kq_matvec_q6_K},
+               [ES_TYPE_Q6_K] = kq_matvec_q6_K, [ES_TYPE_Q4_1] = lg_matvec_q4_1, [ES_TYPE_Q5_0] = lg_matvec_q5_0,
+               [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
-                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K},
+                 [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
+                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_Q8_0] = matmul_q8_0_vnni, [ES_TYPE_Q4_0] = matmul_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
                [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
-               [ES_TYPE_Q6_K] = kq_matmul_q6_K},
+               [ES_TYPE_Q6_K] = kq_matmul_q6_K, [ES_TYPE_Q5_0] = lg_matmul_q5_0,
+               [ES_TYPE_IQ4_NL] = lg_matmul_iq4_nl,
+               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs},
 };
 
 /* dst's slots overwritten by src's non-empty ones */

@@ -1,5 +1,5 @@
-/* x86_kquants.h — the K-quant products (Q2_K..Q6_K against Q8_K
- * activations) on 256-bit integer registers, written once and compiled twice
+/* x86_kquants.h — the K-quant products (Q2_K..Q6_K, and IQ4_XS, against
+ * Q8_K activations) on 256-bit integer registers, written once and compiled twice
  * as static functions: in x86_avx2.c (AVX2: VPMADDWD then VPADDD) and in
  * x86_avx512.c (AVX512_VNNI with VL: VPDPWSSD, the two fused), whose tables
  * take the slots at the end of this file.  Include only from those two.
@@ -16,7 +16,9 @@
  * Layouts (quant.h): a "chunk" is the 32 bytes of quants one load brings:
  * Q4_K/Q5_K 64 weights (low nibbles: sub-block 2c, high: 2c+1), Q2_K/Q3_K/
  * Q6_K 128 weights in four 32-weight planes p, each two 16-weight
- * sub-blocks. */
+ * sub-blocks.  IQ4_XS has no offset: its quants are the IQ4_NL table's
+ * signed values, multiplied as |v| by a with v's sign (|v| <= 127, so a
+ * pair stays below 32767), one 32-weight sub-block a load. */
 #ifndef ES_X86_KQUANTS_H
 #define ES_X86_KQUANTS_H
 
@@ -35,7 +37,7 @@
 #ifndef KPF
 #define KPF 2048
 #endif
-enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6 };
+enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6, KIQ4XS };
 
 static inline size_t kq_block_bytes(enum kfmt f) {
     switch (f) {
@@ -43,6 +45,7 @@ static inline size_t kq_block_bytes(enum kfmt f) {
     case KQ3: return sizeof(block_q3_K);
     case KQ4: return sizeof(block_q4_K);
     case KQ5: return sizeof(block_q5_K);
+    case KIQ4XS: return sizeof(block_iq4_xs);
     default: return sizeof(block_q6_K);
     }
 }
@@ -178,6 +181,25 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
                 *sh_acc = kq_madd(*sh_acc, sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
             }
         }
+    } else if (f == KIQ4XS) {
+        /* 8 sub-blocks of 32: the table's values v (nib32, iq4_lookup) as
+         * |v| against a signed as v, then the sub-block's scale ls - 32 */
+        const block_iq4_xs *b = (const block_iq4_xs *)blk;
+        d = _cvtsh_ss(b->d);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) sumi[t][j] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i v = iq4_lookup(nib32(b->qs + 16 * j)), u = _mm256_sign_epi8(v, v);
+            __m256i sc = _mm256_set1_epi16((short)(es_iq4xs_scale(j, b) - 32));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 32 * j));
+                sumi[t][j % C] = kq_madd(sumi[t][j % C], sc, _mm256_maddubs_epi16(u, _mm256_sign_epi8(a, v)));
+            }
+        }
     } else {
         /* 16 sub-blocks of 16: scales as int16 lanes 0..15 */
         const uint8_t *qs, *hm = 0;
@@ -284,7 +306,7 @@ static inline __attribute__((always_inline)) void kq_row(enum kfmt f, int T, con
     for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[t]);
 }
 
-/* Q2_K/Q3_K/Q6_K matvec: rows r, r+q, r+2q, r+3q (the quarters that
+/* Q2_K/Q3_K/Q6_K/IQ4_XS matvec: rows r, r+q, r+2q, r+3q (the quarters that
  * matvec_prefetch_streams describes) against one token, kq_block per row */
 static inline __attribute__((always_inline)) void kq_mv4(enum kfmt f, const void *w, size_t rb, int64_t nb,
                                                          const block_q8_K *x, float *y, int64_t r, int64_t q) {
@@ -422,6 +444,10 @@ static void kq_pass_q5_K(int T, const void *w, size_t rb, int64_t n, const void 
                          int64_t ys, int64_t r0, int64_t r1) {
     kq_pass(KQ5, T, w, rb, n, act, as, y, ys, r0, r1);
 }
+static void kq_pass_iq4_xs(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
+                           int64_t ys, int64_t r0, int64_t r1) {
+    kq_pass(KIQ4XS, T, w, rb, n, act, as, y, ys, r0, r1);
+}
 static void kq_pass_q6_K(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
                          int64_t ys, int64_t r0, int64_t r1) {
     kq_pass(KQ6, T, w, rb, n, act, as, y, ys, r0, r1);
@@ -442,6 +468,14 @@ static void kq_matvec_q5_K(const void *w, size_t rb, int64_t n, const void *act,
 }
 static void kq_matvec_q6_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     kq_matvec(KQ6, w, rb, n, act, y, r0, r1);
+}
+static void kq_matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,
+                             int64_t r1) {
+    kq_matvec(KIQ4XS, w, rb, n, act, y, r0, r1);
+}
+static void kq_matmul_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                             int64_t ys, int64_t r0, int64_t r1) {
+    matmul_blocked(kq_pass_iq4_xs, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 static void kq_matmul_q2_K(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                            int64_t ys, int64_t r0, int64_t r1) {

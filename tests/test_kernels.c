@@ -19,13 +19,18 @@ static float frand(void) { /* uniform in [-1, 1) */
     return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-static const uint32_t types[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,  ES_TYPE_Q4_0,
+                                 ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL};
 
 /* Round-trip bound relative to the block's max |x|: Q8_0 half a step
  * (amax/127/2); Q4_0 a whole step amax/8, since its scale is max/-8 and a
  * value of the opposite sign near -max clamps from +8 to +7 (ggml's layout);
  * both plus fp16 rounding of the scale.  Exact for F32; half an ulp relative
- * to the value for F16 (2^-11) and BF16 (2^-8). */
+ * to the value for F16 (2^-11) and BF16 (2^-8).  Q4_1/Q5_1: half a step
+ * (hi - lo)/(2·nmax) <= amax/nmax, plus fp16 rounding of d and m
+ * (tests/test_legacy.c derives 5·2^-11); Q5_0 as Q4_0 with 16 for 8.
+ * IQ4_NL has no bound relative to amax alone (its scale is searched):
+ * test_legacy.c holds each value to the bound its stored scale implies. */
 static double roundtrip_bound(uint32_t t) {
     switch (t) {
     case ES_TYPE_F32: return 0;
@@ -33,6 +38,10 @@ static double roundtrip_bound(uint32_t t) {
     case ES_TYPE_BF16: return 1.0 / 256;
     case ES_TYPE_Q8_0: return 0.5 / 127 + 1.0 / 1024;
     case ES_TYPE_Q4_0: return 1.0 / 8 + 1.0 / 1024;
+    case ES_TYPE_Q4_1: return 1.0 / 15 + 5.0 / 2048;
+    case ES_TYPE_Q5_1: return 1.0 / 31 + 5.0 / 2048;
+    case ES_TYPE_Q5_0: return 1.0 / 16 + 1.0 / 1024;
+    case ES_TYPE_IQ4_NL: return INFINITY;
     }
     return 0;
 }
@@ -310,8 +319,9 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
 }
 
 static void test_table_products(void) {
-    static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0, ES_TYPE_Q4_0, ES_TYPE_Q2_K,
-                                   ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K, ES_TYPE_Q6_K};
+    static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
+                                   ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
+                                   ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
     static const int64_t rows_list[] = {1, 2, 3, 7, 33, 50};
     /* every count up to two token groups of x86_vnni_gemm.h, and counts
      * either side of the activation chunks */

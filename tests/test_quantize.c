@@ -208,6 +208,11 @@ static double tensor_bound(uint32_t t) {
     case ES_TYPE_Q4_K: return 0.075;
     case ES_TYPE_Q5_K: return 0.038;
     case ES_TYPE_Q6_K: return 0.0182;
+    case ES_TYPE_Q4_1: return 0.08;    /* measured 0.061 */
+    case ES_TYPE_Q5_0: return 0.041;   /* 0.031 */
+    case ES_TYPE_Q5_1: return 0.039;   /* 0.030 */
+    case ES_TYPE_IQ4_NL: return 0.081; /* 0.062 */
+    case ES_TYPE_IQ4_XS: return 0.082; /* 0.063 */
     }
     return 0;
 }
@@ -265,13 +270,16 @@ static void check_file(const char *src_path, const char *out_path, const char *t
 /* Logits of the first 8 tokens against the F32 model's, per target: the
  * RMS error relative to the logits' RMS.  Measured (avx512 path): f16
  * 0.0005, bf16 0.004, q8_0 0.010, q6_k 0.056, q5_k 0.077, q4_k_m 0.061,
- * q4_k 0.157, q4_0 0.19, q3_k 0.31, q2_k 0.57 — about 3x the weights'
+ * q4_k 0.157, q4_0 0.19, q3_k 0.31, q2_k 0.57, q4_1 0.166, q5_0 0.085,
+ * q5_1 0.092, iq4_nl 0.175, iq4_xs 0.175 (iq4_xs's rows of 32..224 in
+ * IQ4_NL) — about 3x the weights'
  * error, as errors grow through the layers and flip some expert choices.
  * Bounds are ~1.5x, room for SIMD paths that round activations to 8 bits. */
 static double logit_bound(const char *target) {
     static const struct { const char *name; double bound; } b[] = {
         {"f32", 1e-6}, {"f16", 0.002}, {"bf16", 0.01}, {"q8_0", 0.03}, {"q6_k", 0.09}, {"q5_k", 0.12},
         {"q4_k_m", 0.1}, {"q4_k", 0.25}, {"q4_0", 0.3}, {"q3_k", 0.45}, {"q2_k", 0.85},
+        {"q4_1", 0.25}, {"q5_0", 0.13}, {"q5_1", 0.14}, {"iq4_nl", 0.27}, {"iq4_xs", 0.27},
     };
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
         if (!strcmp(b[i].name, target)) return b[i].bound;
@@ -279,7 +287,8 @@ static double logit_bound(const char *target) {
 }
 
 static void test_targets(const char *model, const int32_t *tok, const float *ref, int nv) {
-    static const char *all[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"};
+    static const char *all[] = {"f32",  "f16",  "bf16", "q8_0",   "q4_0",   "q4_1", "q5_0", "q5_1",
+                                "iq4_nl", "iq4_xs", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         char name[64], err[512];
         snprintf(name, sizeof name, "m-%s.gguf", all[i]);
