@@ -98,10 +98,12 @@ endif
 tools: $(TOOLS)
 bench: $(BENCHES)
 
-# Runs every test binary; the last line is "N passed, N failed, N skipped".
+# Runs every test binary and the command-line test scripts (tests/test_*.sh);
+# the last line is "N passed, N failed, N skipped".
 # The tests read their data from tests/data (ES_DATA overrides it).
+SHELL_TESTS := $(wildcard tests/test_*.sh)
 test: all $(TESTS)
-	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS)
+	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS) $(SHELL_TESTS)
 
 # The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
 asan-test:
