@@ -37,11 +37,16 @@ int cli_failed(es_status st, const char *err);
 /* Loads a model (lp NULL: the defaults), printing the error; NULL on
  * failure. */
 es_model *cli_load_model(const char *path, const es_load_params *lp);
-/* Reads a whole file (NUL-terminated copy); prints the error. */
+/* The most bytes a prompt file may hold (README "Limits and guarantees"). */
+#define CLI_MAX_PROMPT_BYTES ((size_t)64 << 20)
+/* Reads a prompt file whole (a NUL-terminated copy); "-" is standard input.
+ * Refused, with a message: anything but a regular file (a FIFO, a device, a
+ * directory: at once, without waiting), more than CLI_MAX_PROMPT_BYTES, and
+ * a NUL byte anywhere (a prompt is text).  -1 on failure. */
 int cli_read_file(const char *path, char **out, size_t *len);
 /* The text of -p TEXT or -f FILE: file's contents (read into *buf, which the
  * caller frees) when file is given, else text, else "".  Prints the error;
- * -1 on failure. */
+ * -1 on failure.  (-p text comes from argv and cannot hold a NUL byte.) */
 int cli_text_arg(const char *text, const char *file, char **buf, const char **out, size_t *len);
 
 /* The subcommands: argv[0] is the subcommand's name. */
