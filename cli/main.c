@@ -31,7 +31,7 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s%s\n", commands[i].name, commands[i].what);
 }
 
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
@@ -42,4 +42,14 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     return cli_usage_error(usage, "edgeseek: unknown command '%s'\n\n", cmd);
+}
+
+int main(int argc, char **argv) {
+    /* before anything is opened: a closed descriptor 0-2 would be handed to
+     * the next file opened (a model written into with the progress log) */
+    if (es_std_fds_guard() != 0) {
+        fprintf(stderr, "edgeseek: cannot open /dev/null\n");
+        return 1;
+    }
+    return dispatch(argc, argv);
 }
