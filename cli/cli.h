@@ -34,6 +34,15 @@ int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) CLI_PRINTF(2, 3
  * the failed call wrote); returns 1 then, else 0. */
 int cli_failed(es_status st, const char *err);
 
+/* Standard output: every subcommand's writes are checked.  cli_stdout_check
+ * flushes and, when a write failed, says so once on stderr ("edgeseek:
+ * write error on standard output: REASON") and returns -1 (long outputs
+ * call it to stop early); else 0.  cli_close_stdout, at exit, checks and
+ * closes stdout and returns the exit status: rc, or 1 when rc was 0 and a
+ * write failed. */
+int cli_stdout_check(void);
+int cli_close_stdout(int rc);
+
 /* Loads a model (lp NULL: the defaults), printing the error; NULL on
  * failure. */
 es_model *cli_load_model(const char *path, const es_load_params *lp);

@@ -184,7 +184,7 @@ int cmd_run(int argc, char **argv) {
             w = 0;
         }
         fwrite(out, 1, w, stdout);
-        fflush(stdout);
+        if (cli_stdout_check() != 0) goto done;
         if (es_session_pos(s) >= es_session_n_ctx(s)) {
             fprintf(stderr, "\nedgeseek: context full (%d tokens)\n", es_session_n_ctx(s));
             break;

@@ -84,6 +84,31 @@ es_model *cli_load_model(const char *path, const es_load_params *lp) {
     return m;
 }
 
+/* ---- standard output ---------------------------------------------------------- */
+
+static int stdout_failed;
+
+/* Says once that writing standard output failed; e: errno then (0: unknown). */
+static void stdout_error(int e) {
+    if (!stdout_failed)
+        fprintf(stderr, e ? "edgeseek: write error on standard output: %s\n" : "edgeseek: write error on standard output%s\n",
+                e ? strerror(e) : "");
+    stdout_failed = 1;
+}
+
+int cli_stdout_check(void) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) stdout_error(errno);
+    return stdout_failed ? -1 : 0;
+}
+
+int cli_close_stdout(int rc) {
+    cli_stdout_check();
+    errno = 0;
+    if (fclose(stdout) != 0) stdout_error(errno);
+    return stdout_failed && rc == 0 ? 1 : rc;
+}
+
 /* What a file that is not a regular one is, for messages. */
 static const char *file_kind(mode_t m) {
     if (S_ISDIR(m)) return "a directory";

@@ -1,8 +1,8 @@
 /* main.c — the edgeseek command line: the top-level usage and the dispatch
  * to a subcommand (cmd_*.c, one file each; the helpers they share are in
  * common.c).
- * Exit status: 0 success, 1 an error the user caused (message on stderr),
- * 2 bad usage. */
+ * Exit status: 0 success, 1 an error the user caused (message on stderr)
+ * or a failed write on standard output, 2 bad usage. */
 #include <stdio.h>
 #include <string.h>
 
@@ -51,5 +51,5 @@ int main(int argc, char **argv) {
         fprintf(stderr, "edgeseek: cannot open /dev/null\n");
         return 1;
     }
-    return dispatch(argc, argv);
+    return cli_close_stdout(dispatch(argc, argv));
 }
