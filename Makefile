@@ -144,12 +144,14 @@ endif
 tools: $(TOOLS)
 bench: $(BENCHES)
 
-# Runs every test binary and script; the last line is "N passed, N failed,
-# N skipped".  The tests read their data from tests/data (ES_DATA overrides
-# it).  The shared library is built here for tests/install_test.sh, which a
-# sanitizer build skips.
+# Runs every test binary, the command-line test scripts (tests/test_*.sh)
+# and the script tests; the last line is "N passed, N failed, N skipped".
+# The tests read their data from tests/data (ES_DATA overrides it).  The
+# shared library is built here for tests/install_test.sh, which a sanitizer
+# build skips.
+SHELL_TESTS := $(wildcard tests/test_*.sh)
 test: all $(TESTS) $(if $(findstring -fsanitize,$(CFLAGS)),,shared)
-	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS) $(SCRIPT_TESTS)
+	@ES_BUILD=$(BUILD) sh tests/run_tests.sh $(TESTS) $(SHELL_TESTS) $(SCRIPT_TESTS)
 
 # The parser, tokenizer and model tests again under AddressSanitizer/UBSan.
 asan-test:

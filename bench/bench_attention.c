@@ -58,6 +58,7 @@ static double best_ms(es_session *s, es_attn_scratch *a, enum es_attn_form form,
 }
 
 int main(int argc, char **argv) {
+    if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     const char *path = NULL;
     int layer = 1, threads = 0, reps = 3;
     int Ts[32] = {1, 2, 4, 8, 16, 32, 64}, nT = 7, pos[32] = {0, 448, 960, 1984}, np = 4;

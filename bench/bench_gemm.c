@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "edgeseek.h"
 #include "kernels.h"
 
 #ifdef ES_OPENBLAS
@@ -165,6 +166,7 @@ static uint32_t type_by_name(const char *name) {
 }
 
 int main(int argc, char **argv) {
+    if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     opts o = {.threads = 2, .reps = 3, .sweep = 1, .shapes = 1};
     snprintf(o.formats, sizeof o.formats, "Q4_0,Q8_0");
     snprintf(o.toks, sizeof o.toks, "1,2,3,4,5,6,7,8,9,12,16,24,32,64");

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "edgeseek.h"
 #include "kernels.h"
 
 static double now(void) {
@@ -341,6 +342,7 @@ static void ratios(const double *a, const double *b, double scale, int k, double
 }
 
 int main(int argc, char **argv) {
+    if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
     snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
     snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");

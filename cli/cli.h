@@ -37,14 +37,28 @@ int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) CLI_PRINTF(2, 3
  * the failed call wrote); returns 1 then, else 0. */
 int cli_failed(es_status st, const char *err);
 
+/* Standard output: every subcommand's writes are checked.  cli_stdout_check
+ * flushes and, when a write failed, says so once on stderr ("edgeseek:
+ * write error on standard output: REASON") and returns -1 (long outputs
+ * call it to stop early); else 0.  cli_close_stdout, at exit, checks and
+ * closes stdout and returns the exit status: rc, or 1 when rc was 0 and a
+ * write failed. */
+int cli_stdout_check(void);
+int cli_close_stdout(int rc);
+
 /* Loads a model (lp NULL: the defaults), printing the error; NULL on
  * failure. */
 es_model *cli_load_model(const char *path, const es_load_params *lp);
-/* Reads a whole file (NUL-terminated copy); prints the error. */
+/* The most bytes a prompt file may hold (README "Limits and guarantees"). */
+#define CLI_MAX_PROMPT_BYTES ((size_t)64 << 20)
+/* Reads a prompt file whole (a NUL-terminated copy); "-" is standard input.
+ * Refused, with a message: anything but a regular file (a FIFO, a device, a
+ * directory: at once, without waiting), more than CLI_MAX_PROMPT_BYTES, and
+ * a NUL byte anywhere (a prompt is text).  -1 on failure. */
 int cli_read_file(const char *path, char **out, size_t *len);
 /* The text of -p TEXT or -f FILE: file's contents (read into *buf, which the
  * caller frees) when file is given, else text, else "".  Prints the error;
- * -1 on failure. */
+ * -1 on failure.  (-p text comes from argv and cannot hold a NUL byte.) */
 int cli_text_arg(const char *text, const char *file, char **buf, const char **out, size_t *len);
 
 /* The subcommands: argv[0] is the subcommand's name. */

@@ -84,7 +84,10 @@ int cmd_eval(int argc, char **argv) {
     es_model *m = cli_load_model(model_path, NULL);
     if (!m) return 1;
     printf("edgeseek eval: %s, task %s, %d problems per type, seed %ld\n", model_path, task, per_kind, seed);
-    fflush(stdout);
+    if (cli_stdout_check() != 0) {
+        es_model_free(m);
+        return 1;
+    }
     char err[512];
     arith_result res;
     double t0 = cli_now();

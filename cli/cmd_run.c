@@ -11,6 +11,7 @@
 static void usage_run(FILE *f) {
     fprintf(f,
             "usage: edgeseek run -m MODEL [-p PROMPT | -f FILE] [options]\n"
+            "  -f FILE       the prompt from a regular file, at most 64 MiB, no NUL byte (-: standard input)\n"
             "  -n N          tokens to generate (default 128; -1: until the context is full)\n"
             "  --temp T      temperature (default 0.8; 0 = greedy)\n"
             "  --top-k K     keep the K most likely tokens (default 40; 0 = off)\n"
@@ -183,7 +184,7 @@ int cmd_run(int argc, char **argv) {
             w = 0;
         }
         fwrite(out, 1, w, stdout);
-        fflush(stdout);
+        if (cli_stdout_check() != 0) goto done;
         if (es_session_pos(s) >= es_session_n_ctx(s)) {
             fprintf(stderr, "\nedgeseek: context full (%d tokens)\n", es_session_n_ctx(s));
             break;

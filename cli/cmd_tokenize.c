@@ -11,7 +11,8 @@
 static void usage_tokenize(FILE *f) {
     fprintf(f, "usage: edgeseek tokenize -m MODEL (-p TEXT | -f FILE) [--bos] [--no-special]\n"
                "  Prints token ids, comma-separated.  No BOS unless --bos.  Special tokens in\n"
-               "  the text are matched whole unless --no-special.  Works on vocab-only GGUFs.\n");
+               "  the text are matched whole unless --no-special.  Works on vocab-only GGUFs.\n"
+               "  -f FILE: a regular file of at most 64 MiB without NUL bytes (-: standard input).\n");
 }
 
 int cmd_tokenize(int argc, char **argv) {

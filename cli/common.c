@@ -2,12 +2,16 @@
  * from arguments, the messages of bad usage and failed calls, loading a
  * model, reading a file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "edgeseek.h"
@@ -93,22 +97,104 @@ es_model *cli_load_model(const char *path, const es_load_params *lp) {
     return m;
 }
 
+/* ---- standard output ---------------------------------------------------------- */
+
+static int stdout_failed;
+
+/* Says once that writing standard output failed; e: errno then (0: unknown). */
+static void stdout_error(int e) {
+    if (!stdout_failed)
+        fprintf(stderr, e ? "edgeseek: write error on standard output: %s\n" : "edgeseek: write error on standard output%s\n",
+                e ? strerror(e) : "");
+    stdout_failed = 1;
+}
+
+int cli_stdout_check(void) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) stdout_error(errno);
+    return stdout_failed ? -1 : 0;
+}
+
+int cli_close_stdout(int rc) {
+    cli_stdout_check();
+    errno = 0;
+    if (fclose(stdout) != 0) stdout_error(errno);
+    return stdout_failed && rc == 0 ? 1 : rc;
+}
+
+/* What a file that is not a regular one is, for messages. */
+static const char *file_kind(mode_t m) {
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO or pipe";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a regular file";
+}
+
 int cli_read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "edgeseek: cannot open %s: %s\n", path, strerror(errno)); return -1; }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        char *t = realloc(buf, (cap *= 2) + 1);
-        if (!t) { free(buf); buf = NULL; break; }
-        buf = t;
+    const size_t cap = CLI_MAX_PROMPT_BYTES;
+    int from_stdin = !strcmp(path, "-");
+    const char *name = from_stdin ? "standard input" : path;
+    /* O_NONBLOCK: a FIFO is refused at once instead of waiting for a writer */
+    int fd = from_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) { fprintf(stderr, "edgeseek: cannot open %s: %s\n", path, strerror(errno)); return -1; }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        fprintf(stderr, "edgeseek: cannot read %s: %s\n", name, strerror(errno));
+        if (!from_stdin) close(fd);
+        return -1;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) { free(buf); fprintf(stderr, "edgeseek: cannot read %s\n", path); return -1; }
+    if (!from_stdin && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "edgeseek: %s is %s; a prompt file must be a regular file (-f - reads standard input)\n",
+                path, file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > cap) {
+        fprintf(stderr, "edgeseek: %s is %lld bytes; a prompt may have at most %zu (64 MiB)\n", name,
+                (long long)st.st_size, cap);
+        if (!from_stdin) close(fd);
+        return -1;
+    }
+    /* read at most cap + 1 bytes, whatever the file claims: one more than
+     * the cap means too long */
+    size_t size = 4096, n = 0;
+    char *buf = malloc(size + 1);
+    int e = 0;
+    while (buf && n <= cap) {
+        if (n == size) {
+            size_t want = size * 2 > cap + 1 ? cap + 1 : size * 2;
+            char *t = realloc(buf, want + 1);
+            if (!t) { free(buf); buf = NULL; break; }
+            buf = t;
+            size = want;
+        }
+        ssize_t r = read(fd, buf + n, size - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { e = errno; break; }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    if (!from_stdin) close(fd);
+    if (!buf) { fprintf(stderr, "edgeseek: out of memory reading %s\n", name); return -1; }
+    if (e) {
+        fprintf(stderr, "edgeseek: cannot read %s: %s\n", name, strerror(e));
+        free(buf);
+        return -1;
+    }
+    if (n > cap) {
+        fprintf(stderr, "edgeseek: %s holds more than %zu bytes (64 MiB), the most a prompt may have\n", name, cap);
+        free(buf);
+        return -1;
+    }
+    const char *nul = memchr(buf, 0, n);
+    if (nul) {
+        fprintf(stderr, "edgeseek: %s contains a NUL byte (at byte %zu); a prompt must be text\n", name,
+                (size_t)(nul - buf));
+        free(buf);
+        return -1;
+    }
     buf[n] = 0;
     *out = buf;
     *len = n;

@@ -1,8 +1,8 @@
 /* main.c — the edgeseek command line: the top-level usage and the dispatch
  * to a subcommand (cmd_*.c, one file each; the helpers they share are in
  * common.c).
- * Exit status: 0 success, 1 an error the user caused (message on stderr),
- * 2 bad usage. */
+ * Exit status: 0 success, 1 an error the user caused (message on stderr)
+ * or a failed write on standard output, 2 bad usage. */
 #include <stdio.h>
 #include <string.h>
 
@@ -31,11 +31,21 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s%s\n", commands[i].name, commands[i].what);
 }
 
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     return cli_usage_error(usage, "edgeseek: unknown command '%s'\n\n", cmd);
+}
+
+int main(int argc, char **argv) {
+    /* before anything is opened: a closed descriptor 0-2 would be handed to
+     * the next file opened (a model written into with the progress log) */
+    if (es_std_fds_guard() != 0) {
+        fprintf(stderr, "edgeseek: cannot open /dev/null\n");
+        return 1;
+    }
+    return cli_close_stdout(dispatch(argc, argv));
 }

@@ -451,14 +451,16 @@ bad:
 
 int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever;
+     * anything but a regular file is refused before a byte is read */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "'%s' is not a regular file", path);
+        snprintf(err, errlen, "'%s' is not a regular file (a model must be a GGUF file on disk)", path);
         close(fd);
         return -1;
     }

@@ -240,6 +240,14 @@ int es_quantize_target_valid(const char *name);
 es_status es_quantize_file(const char *in, const char *out, const char *target,
                            const es_quantize_params *params, char *err, size_t errlen);
 
+/* ---- files --------------------------------------------------------------- */
+
+/* Makes file descriptors 0, 1 and 2 valid before anything else is opened:
+ * one that is closed gets /dev/null, opened so that using it still fails
+ * as a closed one would (EBADF).  Call first thing in main.  0, or -1 when
+ * /dev/null cannot be opened. */
+int es_std_fds_guard(void);
+
 /* ---- memory ------------------------------------------------------------ */
 
 /* Bytes this process may still use: the memory cgroup's limit less what the

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "edgeseek.h"
 #include "attention.h"
@@ -93,9 +94,8 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     if (pst != ES_OK) return pst;
     es_gguf_ctx *g;
     if (es_gguf_open_file(path, &g, err, errlen) != 0) {
-        FILE *f = fopen(path, "rb");
-        if (f) { fclose(f); return ES_ERR_FORMAT; }
-        return ES_ERR_IO;
+        /* access, not open: opening a FIFO to find out would wait forever */
+        return access(path, R_OK) == 0 ? ES_ERR_FORMAT : ES_ERR_IO;
     }
     es_model *m = calloc(1, sizeof *m);
     if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "edgeseek.h"
 #include "gguf_writer.h"
 #include "kernels.h"
 #include "quant.h"
@@ -1081,6 +1082,7 @@ out:
 }
 
 int main(int argc, char **argv) {
+    if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     cfg c;
     int rc = parse_args(&c, argc, argv);
     if (rc == -1) return 0;
