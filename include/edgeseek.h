@@ -211,7 +211,8 @@ int es_quantize_target_valid(const char *name);
  * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
  * unwritable output), ES_ERR_FORMAT (malformed input),
  * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
- * ES_ERR_NOMEM.  On failure no output file is left behind. */
+ * ES_ERR_NOMEM.  out is written atomically (es_outfile): on failure or
+ * interruption it keeps its old content and no temporary is left behind. */
 es_status es_quantize_file(const char *in, const char *out, const char *target,
                            const es_quantize_params *params, char *err, size_t errlen);
 
@@ -222,6 +223,23 @@ es_status es_quantize_file(const char *in, const char *out, const char *target,
  * as a closed one would (EBADF).  Call first thing in main.  0, or -1 when
  * /dev/null cannot be opened. */
 int es_std_fds_guard(void);
+
+/* Atomic output: the bytes go to a temporary file beside path (same
+ * directory, ".NAME.tmp.PID"), which es_outfile_commit syncs and renames
+ * over path.  Until then path keeps its old content whatever happens: on
+ * failure, es_outfile_discard, or SIGINT/SIGTERM/SIGHUP the temporary is
+ * removed (the signal then takes the action it had before).  An existing
+ * target that is not a regular file (a device, a FIFO) and /dev/stdout,
+ * /dev/fd/N, /proc/... are written directly.  Every message names path and
+ * the system's reason. */
+typedef struct es_outfile es_outfile;
+es_status es_outfile_open(const char *path, es_outfile **out, char *err, size_t errlen);
+es_status es_outfile_write(es_outfile *f, const void *data, size_t n, char *err, size_t errlen);
+/* Syncs, closes and renames; frees f whatever the outcome (on failure the
+ * temporary is removed and path untouched). */
+es_status es_outfile_commit(es_outfile *f, char *err, size_t errlen);
+/* Closes f, removes the temporary, frees f (NULL: no-op). */
+void es_outfile_discard(es_outfile *f);
 
 /* ---- memory ------------------------------------------------------------ */
 
