@@ -1,7 +1,9 @@
 #!/bin/sh
-# test_cli_atomic.sh — files edgeseek writes (quantize, gen_model) replace their target only
-# when complete: a failed write (the file size limit) or an interruption (SIGINT, SIGTERM,
-# SIGHUP in the middle of a quantize) leaves the old content and no temporary.
+# test_cli_atomic.sh — files edgeseek writes (quantize, logits -o, gen_model) replace their
+# target only when complete: a failed write (the file size limit, a full disk) or an
+# interruption (SIGINT, SIGTERM, SIGHUP in the middle of a quantize) leaves the old content
+# and no temporary; the output is opened before the computation, and every failed write is
+# reported with the system's reason.
 . "$(dirname "$0")/cli_lib.sh"
 
 no_temps() { ! ls -A "$T" | grep -q '\.tmp\.'; }
@@ -14,6 +16,11 @@ old "$T/q.gguf"; chmod 640 "$T/q.gguf"
 expect 0 "" "$E quantize --quiet $M $T/q.gguf q8_0"
 expect 0 "" "$E info -m $T/q.gguf >/dev/null"
 check "quantize keeps the replaced file's mode" [ "$(stat -c %a "$T/q.gguf")" = 640 ]
+# a symbolic link stays a link; the file it names is replaced
+old "$T/real.f32"; ln -s real.f32 "$T/link.f32"
+expect 0 "" "$E logits -m $M --tokens 1,2,3 -o $T/link.f32"
+check "logits -o LINK: still a link" [ -L "$T/link.f32" ]
+check "logits -o LINK: the file it names is replaced" [ "$(stat -c %s "$T/real.f32")" -eq $((3 * 377 * 4)) ]
 check "no temporary after success" no_temps
 
 # a write that fails half-way (the file size limit, SIGXFSZ ignored: EFBIG)
@@ -22,10 +29,21 @@ L="sh $T/limited"
 old "$T/q.gguf"
 expect 1 "File too large" "$L $E quantize --quiet $M $T/q.gguf q8_0"
 check "quantize failure: the old content survives" is_old "$T/q.gguf"
+old "$T/l.f32"
+expect 1 "cannot write '$T/l.f32': File too large" \
+    "$L $E logits -m $M --tokens $(seq -s, 1 40) -o $T/l.f32"
+check "logits failure: the old content survives" is_old "$T/l.f32"
 old "$T/g.gguf"
 expect 1 "File too large" "$L $B/gen_model --quiet -o $T/g.gguf"
 check "gen_model failure: the old content survives" is_old "$T/g.gguf"
 check "no temporary after failures" no_temps
+
+# a full disk is reported with its reason; an unwritable path before any computation
+expect 1 "cannot write '/dev/full': No space left on device" "$E logits -m $M --tokens 1,2,3 -o /dev/full"
+expect 1 "cannot create '$T/no/such/dir.f32'" "$E logits -m $T/missing.gguf --tokens 1 -o $T/no/such/dir.f32"
+# a device is written in place, never replaced
+expect 0 "" "$E logits -m $M --tokens 1 -o /dev/null"
+check "/dev/null is still a device" [ -c /dev/null ]
 
 # interrupted in the middle: an 80 MB f32 model quantized on one thread takes ~1 s
 if timeout 20 $B/gen_model --quiet -o "$T/big.gguf" --type f32 --dim 512 --ffn 1024 --expert-ffn 512 \
