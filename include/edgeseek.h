@@ -144,10 +144,21 @@ typedef struct es_chat_msg {
     const char *role;    /* "system", "user", "assistant" */
     const char *content;
 } es_chat_msg;
-/* Renders the DeepSeek chat format; *out is malloc'd. */
+/* Renders the DeepSeek chat format; *out is malloc'd.  For display: to run
+ * a chat use es_chat_tokenize (tokenising this text with parse_special
+ * would read special-token text inside a message as control tokens). */
 es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n,
                          int add_generation_prompt, char **out,
                          char *err, size_t errlen);
+/* Renders and tokenises the chat in one go: the template's special tokens
+ * (BOS, the role markers, end of sentence) become control tokens; the
+ * messages' contents are always tokenised as ordinary text, so a message
+ * cannot end its turn early or forge another.  A normal chat gets the same
+ * ids as tokenising es_chat_render's text with parse_special.  No BOS is
+ * added beyond the template's.  *ids malloc'd. */
+es_status es_chat_tokenize(const es_model *m, const es_chat_msg *msgs, size_t n,
+                           int add_generation_prompt, int32_t **ids, size_t *n_ids,
+                           char *err, size_t errlen);
 
 /* ---- session: KV cache and forward pass -------------------------------- */
 
