@@ -148,8 +148,13 @@ int cmd_run(int argc, char **argv) {
     }
     if (n_ctx == 0) n_ctx = es_model_n_ctx_train(m) < 4096 ? es_model_n_ctx_train(m) : 4096;
     if ((long)n_ids >= n_ctx) {
-        fprintf(stderr, "edgeseek: the prompt is %zu tokens; the context holds %ld (use -c to enlarge it)\n",
-                n_ids, n_ctx);
+        long n_max = es_model_n_ctx_train(m);
+        if (n_ctx < n_max)
+            fprintf(stderr, "edgeseek: the prompt is %zu tokens; the context holds %ld (use -c to enlarge it, up to"
+                            " the model's maximum of %ld)\n", n_ids, n_ctx, n_max);
+        else
+            fprintf(stderr, "edgeseek: the prompt is %zu tokens, too long for the model's maximum context of %ld"
+                            " tokens (which must hold the prompt and a generated token)\n", n_ids, n_max);
         goto done;
     }
     if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;

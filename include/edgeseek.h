@@ -222,8 +222,9 @@ int es_quantize_target_valid(const char *name);
  * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
  * unwritable output), ES_ERR_FORMAT (malformed input),
  * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
- * ES_ERR_NOMEM.  out is written atomically (es_outfile): on failure or
- * interruption it keeps its old content and no temporary is left behind. */
+ * ES_ERR_NOMEM; ES_ERR_FORMAT too for an input without tensors.  out is
+ * written atomically (es_outfile): on failure or interruption it keeps its
+ * old content and no temporary is left behind. */
 es_status es_quantize_file(const char *in, const char *out, const char *target,
                            const es_quantize_params *params, char *err, size_t errlen);
 
