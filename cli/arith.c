@@ -95,12 +95,8 @@ int arith_check(const char *completion, int ended, long answer, int *well_formed
 es_status arith_prompt(es_model *m, const char *question, int32_t **ids, size_t *n_ids, char *err,
                        size_t errlen) {
     es_chat_msg msg = {"user", question};
-    char *text = NULL;
-    es_status st = es_chat_render(m, &msg, 1, 1, &text, err, errlen);
-    if (st != ES_OK) return st;
-    /* the rendered text already starts with the BOS token's text */
-    st = es_tokenize(m, text, strlen(text), 0, 1, ids, n_ids, err, errlen);
-    free(text);
+    /* the chat format already starts with the BOS token */
+    es_status st = es_chat_tokenize(m, &msg, 1, 1, ids, n_ids, err, errlen);
     if (st != ES_OK) return st;
     int32_t bos = es_model_bos(m);
     if (bos >= 0 && (*n_ids == 0 || (*ids)[0] != bos)) {

@@ -13,7 +13,8 @@
 static void usage_logits(FILE *f) {
     fprintf(f, "usage: edgeseek logits -m MODEL --tokens ID,ID,... -o FILE\n"
                "  Writes float32 little-endian logits of every position, [n_tokens][n_vocab],\n"
-               "  from one prefill starting at position 0.\n");
+               "  from one prefill starting at position 0.  FILE is replaced only when complete\n"
+               "  (written to a temporary beside it, then renamed); on failure it is untouched.\n");
 }
 
 /* Parses "1,2,3" into a malloc'd array. */
@@ -59,22 +60,28 @@ int cmd_logits(int argc, char **argv) {
     int n;
     if (parse_ids(tokens, &ids, &n) != 0)
         return cli_usage_error(NULL, "edgeseek logits: --tokens must be comma-separated non-negative integers\n");
-    es_model *m = cli_load_model(model, NULL);
-    if (!m) { free(ids); return 1; }
-    int rc = 1;
+    /* the output first: a path that cannot be written fails before the
+     * computation; it is a temporary renamed over the path at the end, so a
+     * failure leaves the path as it was */
     char err[512];
+    es_outfile *of = NULL;
+    if (cli_failed(es_outfile_open(outp, &of, err, sizeof err), err)) { free(ids); return 1; }
+    es_model *m = cli_load_model(model, NULL);
+    if (!m) { es_outfile_discard(of); free(ids); return 1; }
+    int rc = 1;
     es_session *s = NULL;
     size_t nv = (size_t)es_model_n_vocab(m);
     float *logits = malloc(sizeof(float) * nv * (size_t)n);
     if (!logits) { fprintf(stderr, "edgeseek: out of memory for logits\n"); goto done; }
     if (cli_failed(es_session_new(m, n, &s, err, sizeof err), err)) goto done;
     if (cli_failed(es_session_eval(s, ids, n, logits, 1, err, sizeof err), err)) goto done;
-    FILE *f = fopen(outp, "wb");
-    if (!f) { fprintf(stderr, "edgeseek: cannot write %s: %s\n", outp, strerror(errno)); goto done; }
-    size_t w = fwrite(logits, sizeof(float), nv * (size_t)n, f);
-    if (fclose(f) != 0 || w != nv * (size_t)n) { fprintf(stderr, "edgeseek: writing %s failed\n", outp); goto done; }
+    if (cli_failed(es_outfile_write(of, logits, sizeof(float) * nv * (size_t)n, err, sizeof err), err)) goto done;
+    es_outfile *done_of = of;
+    of = NULL;
+    if (cli_failed(es_outfile_commit(done_of, err, sizeof err), err)) goto done;
     rc = 0;
 done:
+    es_outfile_discard(of); /* a failure: the temporary goes, the path keeps its content */
     es_session_free(s);
     free(logits);
     free(ids);

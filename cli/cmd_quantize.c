@@ -14,7 +14,9 @@ static void usage_quantize(FILE *f) {
                "    q4_k_m: routed experts Q4_K (ffn_down_exps of some layers Q6_K); attention,\n"
                "    shared experts, dense FFN, token_embd and output Q6_K.\n"
                "  Norms, biases and the router stay F32; a row length the type cannot hold falls\n"
-               "  back to Q8_0 or F16.  Metadata is copied; general.file_type is updated.\n",
+               "  back to Q8_0 or F16.  Metadata is copied; general.file_type is updated.\n"
+               "  OUT is replaced only when complete (a temporary beside it, then renamed); on\n"
+               "  failure or interruption it keeps its old content.\n",
             ES_QUANTIZE_TARGETS);
 }
 

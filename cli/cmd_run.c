@@ -22,7 +22,8 @@ static void usage_run(FILE *f) {
             "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n"
             "                a no-op on one node)\n"
             "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
-            "  --chat        render the prompt as one user turn of the DeepSeek chat format\n"
+            "  --chat        render the prompt as one user turn of the DeepSeek chat format (its text,\n"
+            "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
             "  --no-stats    do not print statistics to stderr\n"
             "paging of routed experts (README \"Paging\"):\n"
@@ -124,31 +125,36 @@ int cmd_run(int argc, char **argv) {
 
     int rc = 1;
     char err[512];
-    char *rendered = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     es_session *s = NULL;
     es_sampler *smp = NULL;
     float *logits = NULL;
-    const char *text = prompt;
     if (chat) {
+        /* the chat format carries its own BOS; the messages are text only:
+         * special-token text in them is not read as control tokens */
         es_chat_msg msgs[2];
         size_t nm = 0;
         if (system_text) msgs[nm++] = (es_chat_msg){"system", system_text};
         msgs[nm++] = (es_chat_msg){"user", prompt};
-        if (cli_failed(es_chat_render(m, msgs, nm, 1, &rendered, err, sizeof err), err)) goto done;
-        text = rendered;
+        if (cli_failed(es_chat_tokenize(m, msgs, nm, 1, &ids, &n_ids, err, sizeof err), err)) goto done;
+    } else {
+        /* a plain prompt gets a BOS prepended */
+        if (cli_failed(es_tokenize(m, prompt, flen, 1, 0, &ids, &n_ids, err, sizeof err), err)) goto done;
     }
-    /* The chat format carries its own BOS; a plain prompt gets one prepended. */
-    if (cli_failed(es_tokenize(m, text, strlen(text), !chat, chat, &ids, &n_ids, err, sizeof err), err)) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "edgeseek: the prompt is empty and the model has no BOS token\n");
         goto done;
     }
     if (n_ctx == 0) n_ctx = es_model_n_ctx_train(m) < 4096 ? es_model_n_ctx_train(m) : 4096;
     if ((long)n_ids >= n_ctx) {
-        fprintf(stderr, "edgeseek: the prompt is %zu tokens; the context holds %ld (use -c to enlarge it)\n",
-                n_ids, n_ctx);
+        long n_max = es_model_n_ctx_train(m);
+        if (n_ctx < n_max)
+            fprintf(stderr, "edgeseek: the prompt is %zu tokens; the context holds %ld (use -c to enlarge it, up to"
+                            " the model's maximum of %ld)\n", n_ids, n_ctx, n_max);
+        else
+            fprintf(stderr, "edgeseek: the prompt is %zu tokens, too long for the model's maximum context of %ld"
+                            " tokens (which must hold the prompt and a generated token)\n", n_ids, n_max);
         goto done;
     }
     if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
@@ -213,7 +219,6 @@ done:
     es_sampler_free(smp);
     es_session_free(s);
     free(ids);
-    free(rendered);
     free(filebuf);
     es_model_free(m);
     return rc;

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "edgeseek.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -65,9 +66,8 @@ struct es_gguf_writer {
     uint64_t alignment;
 
     /* output state */
-    int fd;
-    int opened, finished, is_regular;
-    char *path;
+    es_outfile *of;        /* the temporary renamed over the path by es_gguf_w_finish */
+    int opened, finished;
     size_t cur;            /* index of the tensor receiving data */
     uint64_t cur_written;  /* bytes of it written so far */
     uint8_t *out;
@@ -406,16 +406,8 @@ uint64_t es_gguf_w_file_size(const es_gguf_writer *w) {
 /* ---- output --------------------------------------------------------------------------- */
 
 static int write_all(es_gguf_writer *w, const uint8_t *p, size_t n) {
-    while (n) {
-        ssize_t r = write(w->fd, p, n);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return fail(w, "write '%s': %s", w->path, strerror(errno));
-        }
-        if (r == 0) return fail(w, "write '%s': no progress", w->path);
-        p += r;
-        n -= (size_t)r;
-    }
+    char err[sizeof w->err];
+    if (es_outfile_write(w->of, p, n, err, sizeof err) != ES_OK) return fail(w, "%s", err);
     return 0;
 }
 
@@ -450,14 +442,11 @@ int es_gguf_w_open(es_gguf_writer *w, const char *path) {
     if (w->failed) return -1;
     if (w->opened) return fail(w, "es_gguf_w_open called twice");
     if (!path || !*path) return fail(w, "empty output path");
-    w->path = strdup(path);
     w->out = malloc(GGUF_W_OUTBUF);
-    if (!w->path || !w->out) return fail(w, "out of memory");
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) return fail(w, "cannot create '%s': %s", path, strerror(errno));
+    if (!w->out) return fail(w, "out of memory");
+    char err[sizeof w->err];
+    if (es_outfile_open(path, &w->of, err, sizeof err) != ES_OK) return fail(w, "%s", err);
     w->opened = 1;
-    struct stat st;
-    w->is_regular = fstat(w->fd, &st) == 0 && S_ISREG(st.st_mode);
 
     assign_offsets(w);
     uint64_t h = header_size(w);
@@ -564,9 +553,10 @@ int es_gguf_w_finish(es_gguf_writer *w, char *err, size_t errlen) {
                  w->t[w->cur].name, (unsigned long long)w->cur_written,
                  (unsigned long long)w->t[w->cur].nbytes, w->cur, w->n_t);
         else if (flush_out(w) == 0) {
-            int fd = w->fd;
-            w->fd = -1;
-            if (close(fd) != 0) fail(w, "close '%s': %s", w->path, strerror(errno));
+            char e[sizeof w->err];
+            es_outfile *of = w->of;
+            w->of = NULL;
+            if (es_outfile_commit(of, e, sizeof e) != ES_OK) fail(w, "%s", e);
             else w->finished = 1;
         }
     }
@@ -583,15 +573,14 @@ es_gguf_writer *es_gguf_writer_new(void) {
     es_gguf_writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->alignment = 32;
-    w->fd = -1;
     return w;
 }
 
 void es_gguf_writer_free(es_gguf_writer *w) {
     if (!w) return;
-    if (w->fd >= 0) close(w->fd);
-    /* an unfinished file is garbage: never leave a half-written model behind */
-    if (w->opened && !w->finished && w->is_regular && w->path) unlink(w->path);
+    /* an unfinished file is garbage: its temporary goes, the target keeps
+     * what it had */
+    es_outfile_discard(w->of);
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].blob);
@@ -599,7 +588,6 @@ void es_gguf_writer_free(es_gguf_writer *w) {
     for (size_t i = 0; i < w->n_t; i++) free(w->t[i].name);
     free(w->kv);
     free(w->t);
-    free(w->path);
     free(w->out);
     free(w->scratch);
     free(w);

@@ -19,9 +19,12 @@
  *
  * Errors are sticky: the first failure (bad argument, out of memory, disk
  * full) is recorded, that call and every later one returns -1, and
- * es_gguf_w_error() / es_gguf_w_finish() give the message.  Nothing aborts.  A file
- * that was opened but not finished successfully is removed by
- * es_gguf_writer_free() (only if it is a regular file).
+ * es_gguf_w_error() / es_gguf_w_finish() give the message.  Nothing aborts.
+ *
+ * The file is written atomically (es_outfile, edgeseek.h): the bytes go to a
+ * temporary beside the path, which es_gguf_w_finish syncs and renames over
+ * it.  Until then the path keeps its old content; es_gguf_writer_free of an
+ * unfinished writer, and SIGINT/SIGTERM/SIGHUP, remove the temporary.
  *
  * Setting a key that already exists replaces its value in place (the key
  * keeps its position).  Setting "general.alignment" (it must be a power-of-two
@@ -42,7 +45,8 @@
 typedef struct es_gguf_writer es_gguf_writer;
 
 es_gguf_writer *es_gguf_writer_new(void); /* NULL only when out of memory */
-/* Closes the file if still open; removes it unless es_gguf_w_finish succeeded. */
+/* Closes the file if still open; removes its temporary unless
+ * es_gguf_w_finish succeeded (the path is then untouched). */
 void es_gguf_writer_free(es_gguf_writer *w);
 
 /* The first error recorded, or "" if none. */
@@ -83,8 +87,8 @@ uint64_t es_gguf_w_n_tensors(const es_gguf_writer *w);
 uint64_t es_gguf_w_file_size(const es_gguf_writer *w);
 
 /* ---- output ------------------------------------------------------------- */
-/* Creates/truncates path and writes the header, metadata, tensor infos and
- * padding.  No metadata or tensors can be added afterwards. */
+/* Creates the temporary for path and writes the header, metadata, tensor
+ * infos and padding.  No metadata or tensors can be added afterwards. */
 int es_gguf_w_open(es_gguf_writer *w, const char *path);
 /* Appends n bytes to the current tensor.  A chunk may not run past the end
  * of the current tensor; when a tensor is complete its padding is written and
@@ -96,7 +100,8 @@ int es_gguf_w_write_rows_f32(es_gguf_writer *w, const float *src, int64_t n_rows
 /* The tensor that the next bytes belong to (NULL when all are written or
  * the file is not open), and how many of its bytes are still missing. */
 const char *es_gguf_w_current_tensor(const es_gguf_writer *w, uint64_t *bytes_left);
-/* Checks every tensor is complete, flushes and closes.  0 on success;
+/* Checks every tensor is complete, flushes, syncs and renames the
+ * temporary over the path.  0 on success;
  * otherwise -1 and the (first) error message in err. */
 int es_gguf_w_finish(es_gguf_writer *w, char *err, size_t errlen);
 

@@ -283,6 +283,11 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
         return fail(&q, access(in, R_OK) ? ES_ERR_IO : ES_ERR_FORMAT, "%s", inner);
 
     es_status st = ES_ERR_NOMEM;
+    if (q.g->n_tensors == 0) { /* a vocabulary-only file: nothing to convert, no model to write */
+        st = fail(&q, ES_ERR_FORMAT, "'%s' has no tensors (a vocabulary-only file?): nothing to quantize", in);
+        es_gguf_close(q.g);
+        return st;
+    }
     q.n_threads = p->n_threads > 0 ? p->n_threads : es_default_threads();
     q.chunk_bytes = p->chunk_bytes ? p->chunk_bytes : CHUNK_BYTES;
     q.w = es_gguf_writer_new();

@@ -165,10 +165,21 @@ typedef struct es_chat_msg {
     const char *role;    /* "system", "user", "assistant" */
     const char *content;
 } es_chat_msg;
-/* Renders the DeepSeek chat format; *out is malloc'd. */
+/* Renders the DeepSeek chat format; *out is malloc'd.  For display: to run
+ * a chat use es_chat_tokenize (tokenising this text with parse_special
+ * would read special-token text inside a message as control tokens). */
 es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n,
                          int add_generation_prompt, char **out,
                          char *err, size_t errlen);
+/* Renders and tokenises the chat in one go: the template's special tokens
+ * (BOS, the role markers, end of sentence) become control tokens; the
+ * messages' contents are always tokenised as ordinary text, so a message
+ * cannot end its turn early or forge another.  A normal chat gets the same
+ * ids as tokenising es_chat_render's text with parse_special.  No BOS is
+ * added beyond the template's.  *ids malloc'd. */
+es_status es_chat_tokenize(const es_model *m, const es_chat_msg *msgs, size_t n,
+                           int add_generation_prompt, int32_t **ids, size_t *n_ids,
+                           char *err, size_t errlen);
 
 /* ---- session: KV cache and forward pass -------------------------------- */
 
@@ -236,7 +247,9 @@ int es_quantize_target_valid(const char *name);
  * ES_ERR_ARG (unknown target, out is in), ES_ERR_IO (unreadable input,
  * unwritable output), ES_ERR_FORMAT (malformed input),
  * ES_ERR_UNSUPPORTED (a tensor type edgeseek cannot convert),
- * ES_ERR_NOMEM.  On failure no output file is left behind. */
+ * ES_ERR_NOMEM; ES_ERR_FORMAT too for an input without tensors.  out is
+ * written atomically (es_outfile): on failure or interruption it keeps its
+ * old content and no temporary is left behind. */
 es_status es_quantize_file(const char *in, const char *out, const char *target,
                            const es_quantize_params *params, char *err, size_t errlen);
 
@@ -247,6 +260,23 @@ es_status es_quantize_file(const char *in, const char *out, const char *target,
  * as a closed one would (EBADF).  Call first thing in main.  0, or -1 when
  * /dev/null cannot be opened. */
 int es_std_fds_guard(void);
+
+/* Atomic output: the bytes go to a temporary file beside path (same
+ * directory, ".NAME.tmp.PID"), which es_outfile_commit syncs and renames
+ * over path.  Until then path keeps its old content whatever happens: on
+ * failure, es_outfile_discard, or SIGINT/SIGTERM/SIGHUP the temporary is
+ * removed (the signal then takes the action it had before).  An existing
+ * target that is not a regular file (a device, a FIFO) and /dev/stdout,
+ * /dev/fd/N, /proc/... are written directly.  Every message names path and
+ * the system's reason. */
+typedef struct es_outfile es_outfile;
+es_status es_outfile_open(const char *path, es_outfile **out, char *err, size_t errlen);
+es_status es_outfile_write(es_outfile *f, const void *data, size_t n, char *err, size_t errlen);
+/* Syncs, closes and renames; frees f whatever the outcome (on failure the
+ * temporary is removed and path untouched). */
+es_status es_outfile_commit(es_outfile *f, char *err, size_t errlen);
+/* Closes f, removes the temporary, frees f (NULL: no-op). */
+void es_outfile_discard(es_outfile *f);
 
 /* ---- memory ------------------------------------------------------------ */
 

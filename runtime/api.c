@@ -279,6 +279,15 @@ es_status es_chat_render(const es_model *m, const es_chat_msg *msgs, size_t n, i
     return ES_OK;
 }
 
+es_status es_chat_tokenize(const es_model *m, const es_chat_msg *msgs, size_t n, int add_generation_prompt,
+                           int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+    char dummy[8];
+    if (!err) { err = dummy; errlen = sizeof dummy; }
+    if (es_tokenizer_chat_encode(m->tok, msgs, n, add_generation_prompt, ids, n_ids, err, errlen) != 0)
+        return strstr(err, "out of memory") ? ES_ERR_NOMEM : ES_ERR_ARG;
+    return ES_OK;
+}
+
 size_t es_detok_push(es_detok *d, const es_model *m, int32_t id, char *out, size_t cap) {
     char small[256];
     int n = es_tokenizer_piece(m->tok, id, small, sizeof small);

@@ -19,6 +19,7 @@
 #include "quant.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
@@ -42,6 +43,15 @@ static const char *tmp_path(const char *name) {
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
     return remove(p);
+}
+
+/* Temporaries (".NAME.tmp.PID") in the test directory. */
+static int count_temps(void) {
+    DIR *d = opendir(tmpdir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
+    if (d) closedir(d);
+    return n;
 }
 
 static int file_exists(const char *p) {
@@ -441,14 +451,40 @@ static void test_errors(void) {
     es_gguf_w_write(w, four, 16);
     expect_fail(w, es_gguf_w_write(w, four, 4), "write after the last tensor", "after the last tensor");
 
-    /* incomplete data: finish fails and free removes the file */
+    /* incomplete data: finish fails and free removes the temporary; the
+     * path never sees the half-written file */
+    unlink(p);
     w = small_writer();
-    CHECK(es_gguf_w_open(w, p) == 0 && file_exists(p), "open creates the file");
+    CHECK(es_gguf_w_open(w, p) == 0 && !file_exists(p) && count_temps() == 1,
+          "open writes a temporary, not the file");
     es_gguf_w_write(w, four, 8);
     char err[256] = "";
     CHECK(es_gguf_w_finish(w, err, sizeof err) == -1 && strstr(err, "incomplete"), "incomplete: %s", err);
     es_gguf_writer_free(w);
-    CHECK(!file_exists(p), "an unfinished file is removed");
+    CHECK(!file_exists(p) && count_temps() == 0, "an unfinished file is removed");
+    /* the same over an existing file: its content survives */
+    FILE *old = fopen(p, "w");
+    if (old) fputs("old content", old), fclose(old);
+    w = small_writer();
+    es_gguf_w_open(w, p);
+    es_gguf_w_write(w, four, 8);
+    es_gguf_writer_free(w);
+    char back[32] = "";
+    old = fopen(p, "r");
+    if (old) {
+        if (!fgets(back, sizeof back, old)) back[0] = 0;
+        fclose(old);
+    }
+    CHECK(strcmp(back, "old content") == 0 && count_temps() == 0, "an unfinished write keeps the old file");
+    /* finished, it replaces the old file */
+    w = small_writer();
+    CHECK(es_gguf_w_open(w, p) == 0 && es_gguf_w_write(w, four, 16) == 0 && es_gguf_w_finish(w, err, sizeof err) == 0,
+          "a finished write: %s", err);
+    es_gguf_writer_free(w);
+    es_gguf_ctx *done = open_gguf(p);
+    CHECK(done && done->n_tensors == 1 && count_temps() == 0, "a finished write replaces the old file");
+    es_gguf_close(done);
+    unlink(p);
 
     w = small_writer();
     expect_fail(w, es_gguf_w_open(w, tmp_path("no/such/dir.gguf")), "missing directory", "cannot create");

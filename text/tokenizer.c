@@ -904,9 +904,13 @@ static int32_t match_special(const es_tokenizer *t, const char *text, size_t len
     return -1;
 }
 
-int es_tokenizer_encode(const es_tokenizer *t, const char *text, size_t len,
-                        int add_bos, int parse_special,
-                        int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+/* es_tokenizer_encode, with n_plain sorted, disjoint byte ranges
+ * [plain[2k], plain[2k+1]) of text in which no special token may be matched
+ * (not even one that only starts or ends there): text there is always
+ * ordinary text.  Outside them, parse_special as usual. */
+static int encode_ranges(const es_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+                         const size_t *plain, size_t n_plain, int32_t **ids, size_t *n_ids, char *err,
+                         size_t errlen) {
     *ids = NULL;
     *n_ids = 0;
     if (!text && len) return fail(err, errlen, "NULL text");
@@ -918,9 +922,13 @@ int es_tokenizer_encode(const es_tokenizer *t, const char *text, size_t len,
     if (parse_special && t->n_special_lens) {
         /* Leftmost-longest: the earliest special token wins, and of those
          * starting there the longest. */
+        size_t r = 0; /* the first plain range not wholly before i */
         for (size_t i = 0; i < len && rc == 0;) {
+            while (r < n_plain && plain[2 * r + 1] <= i) r++;
+            if (r < n_plain && plain[2 * r] <= i) { i = plain[2 * r + 1]; continue; }
             size_t mlen = 0;
             int32_t id = match_special(t, text, len, i, &mlen);
+            if (id >= 0 && r < n_plain && i + mlen > plain[2 * r]) id = -1; /* would reach into plain text */
             if (id < 0) { i++; continue; }
             rc = encode_plain(&st, text + start, i - start);
             if (rc == 0) rc = push_id(&st, id);
@@ -939,6 +947,12 @@ int es_tokenizer_encode(const es_tokenizer *t, const char *text, size_t len,
     *ids = st.ids;
     *n_ids = st.n_ids;
     return 0;
+}
+
+int es_tokenizer_encode(const es_tokenizer *t, const char *text, size_t len,
+                        int add_bos, int parse_special,
+                        int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+    return encode_ranges(t, text, len, add_bos, parse_special, NULL, 0, ids, n_ids, err, errlen);
 }
 
 /* ---- decoding ---------------------------------------------------------- */
@@ -993,6 +1007,9 @@ typedef struct sbuf {
     char *p;
     size_t n, cap;
     int oom;
+    /* where message contents went: [plain[2k], plain[2k+1]) */
+    size_t *plain;
+    size_t n_plain, cap_plain;
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
@@ -1012,6 +1029,28 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
 
 static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
+/* A message's content: text the user wrote, never read as special tokens
+ * by es_tokenizer_chat_encode. */
+static void sb_content(sbuf *b, const char *s) {
+    size_t start = b->n, len = strlen(s);
+    sb_put(b, s, len);
+    if (b->oom || !len) return;
+    if (b->n_plain && b->plain[2 * b->n_plain - 1] == start) { /* adjacent: one range */
+        b->plain[2 * b->n_plain - 1] = b->n;
+        return;
+    }
+    if (b->n_plain == b->cap_plain) {
+        size_t cap = b->cap_plain ? 2 * b->cap_plain : 8;
+        size_t *q = realloc(b->plain, 2 * cap * sizeof *q);
+        if (!q) { b->oom = 1; return; }
+        b->plain = q;
+        b->cap_plain = cap;
+    }
+    b->plain[2 * b->n_plain] = start;
+    b->plain[2 * b->n_plain + 1] = b->n;
+    b->n_plain++;
+}
+
 
 /* The text of token id if it is a control token, else fallback. */
 static void sb_special(sbuf *b, const es_tokenizer *t, int32_t id, const char *fallback) {
@@ -1029,7 +1068,7 @@ static void render_v3(sbuf *b, const es_tokenizer *t, const es_chat_msg *m, size
     for (size_t i = 0; i < n; i++) {
         if (strcmp(m[i].role, "system") != 0) continue;
         if (!first_sys) sb_str(b, "\n\n");
-        sb_str(b, m[i].content);
+        sb_content(b, m[i].content);
         first_sys = 0;
     }
     int in_tool = 0, first_output = 1;
@@ -1038,17 +1077,17 @@ static void render_v3(sbuf *b, const es_tokenizer *t, const es_chat_msg *m, size
         if (strcmp(role, "user") == 0) {
             in_tool = 0;
             sb_str(b, T_USER);
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
         } else if (strcmp(role, "assistant") == 0) {
             sb_str(b, in_tool ? T_OUTPUTS_END : T_ASSISTANT);
             in_tool = 0;
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
             sb_str(b, T_EOS);
         } else if (strcmp(role, "tool") == 0) {
             in_tool = 1;
             sb_str(b, first_output ? T_OUTPUTS_BEGIN T_OUTPUT_BEGIN : "\n" T_OUTPUT_BEGIN);
             first_output = 0;
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
             sb_str(b, T_OUTPUT_END);
         }
     }
@@ -1064,23 +1103,23 @@ static void render_v2(sbuf *b, const es_tokenizer *t, const es_chat_msg *m, size
         const char *role = m[i].role;
         if (strcmp(role, "user") == 0) {
             sb_str(b, "User: ");
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
             sb_str(b, "\n\n");
         } else if (strcmp(role, "assistant") == 0) {
             sb_str(b, "Assistant: ");
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
             sb_special(b, t, t->eos, T_EOS);
         } else {
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content);
             sb_str(b, "\n\n");
         }
     }
     if (add_gen) sb_str(b, "Assistant:");
 }
 
-int es_tokenizer_chat(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
-                      int add_generation_prompt, char **out, char *err, size_t errlen) {
-    *out = NULL;
+/* Checks the messages and renders them into b. */
+static int chat_render(const es_tokenizer *t, const es_chat_msg *msgs, size_t n, int add_generation_prompt,
+                       sbuf *b, char *err, size_t errlen) {
     if (n && !msgs) return fail(err, errlen, "NULL message list");
     for (size_t i = 0; i < n; i++) {
         const char *role = msgs[i].role;
@@ -1089,14 +1128,37 @@ int es_tokenizer_chat(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
                  strcmp(role, "assistant") == 0 || (t->chat == CHAT_V3 && strcmp(role, "tool") == 0);
         if (!ok) return fail(err, errlen, "message %zu has unsupported role '%.40s'", i, role);
     }
-    sbuf b = { 0 };
-    if (t->chat == CHAT_V2) render_v2(&b, t, msgs, n, add_generation_prompt);
-    else render_v3(&b, t, msgs, n, add_generation_prompt);
-    sb_put(&b, "", 0); /* a NUL-terminated string even when empty */
-    if (b.oom) {
-        free(b.p);
+    if (t->chat == CHAT_V2) render_v2(b, t, msgs, n, add_generation_prompt);
+    else render_v3(b, t, msgs, n, add_generation_prompt);
+    sb_put(b, "", 0); /* a NUL-terminated string even when empty */
+    if (b->oom) {
+        free(b->p);
+        free(b->plain);
         return fail(err, errlen, "out of memory");
     }
+    return 0;
+}
+
+int es_tokenizer_chat(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
+                      int add_generation_prompt, char **out, char *err, size_t errlen) {
+    *out = NULL;
+    sbuf b = { 0 };
+    if (chat_render(t, msgs, n, add_generation_prompt, &b, err, errlen) != 0) return -1;
+    free(b.plain);
     *out = b.p;
     return 0;
+}
+
+int es_tokenizer_chat_encode(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
+                             int add_generation_prompt, int32_t **ids, size_t *n_ids, char *err,
+                             size_t errlen) {
+    *ids = NULL;
+    *n_ids = 0;
+    sbuf b = { 0 };
+    if (chat_render(t, msgs, n, add_generation_prompt, &b, err, errlen) != 0) return -1;
+    /* the template's special tokens are matched; the messages' text never */
+    int rc = encode_ranges(t, b.p, b.n, 0, 1, b.plain, b.n_plain, ids, n_ids, err, errlen);
+    free(b.p);
+    free(b.plain);
+    return rc;
 }

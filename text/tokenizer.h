@@ -33,6 +33,13 @@ int es_tokenizer_piece(const es_tokenizer *t, int32_t id, char *buf, size_t cap)
 
 int es_tokenizer_chat(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
                       int add_generation_prompt, char **out, char *err, size_t errlen);
+/* The chat rendered and tokenised in one go: the template's special tokens
+ * are matched, the messages' contents are always ordinary text (a user
+ * cannot write a control token).  Without a BOS beyond the template's.
+ * *ids malloc'd. 0 / -1 with a message. */
+int es_tokenizer_chat_encode(const es_tokenizer *t, const es_chat_msg *msgs, size_t n,
+                             int add_generation_prompt, int32_t **ids, size_t *n_ids, char *err,
+                             size_t errlen);
 
 /* For streaming decoders: length of the longest prefix of s[0..n) that does
  * not end inside a UTF-8 sequence more bytes could still complete (bytes
