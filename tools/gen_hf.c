@@ -387,7 +387,9 @@ static void write_tokenizer(gen *G, const char *dir) {
     const es_gguf_kv *mg = es_gguf_find_kv(G->g, "tokenizer.ggml.merges");
     if (!tk || !ty || !mg) die("the GGUF has no tokenizer");
     uint64_t n = tk->val.v.arr.n;
-    const int32_t *types = (const int32_t *)ty->val.v.arr.data;
+    int32_t *types = malloc(sizeof(int32_t) * (size_t)(n ? n : 1)); /* the file's array may be unaligned */
+    if (!types || ty->val.v.arr.n != n) die("bad tokenizer.ggml.token_type");
+    memcpy(types, ty->val.v.arr.data, sizeof(int32_t) * (size_t)n);
     es_gguf_str pre;
     int v3 = es_gguf_get_str(G->g, "tokenizer.ggml.pre", &pre) != 1 || es_gguf_str_eq(pre, "deepseek-v3");
     FILE *f = create(dir, "tokenizer.json");
@@ -463,6 +465,7 @@ static void write_tokenizer(gen *G, const char *dir) {
     }
     fprintf(f, "}\n");
     fclose(f);
+    free(types);
 }
 
 /* ---- shards -------------------------------------------------------------------------- */
