@@ -15,6 +15,13 @@ ES_CFLAGS += -DES_HAVE_LIBNUMA
 LDLIBS  += -lnuma
 endif
 
+# libcjson (Debian: libcjson-dev) parses the JSON of Hugging Face checkpoints
+# for `edgeseek convert`.  Only the CLI links it (the convert/ room), never
+# the library; `make CJSON=0` (or a toolchain without it, as the aarch64
+# cross-build) builds a CLI whose convert says it is unavailable.
+CJSON ?= $(shell printf '\043include <cjson/cJSON.h>\nint main(void) { cJSON_Delete(0); return 0; }\n' | \
+          $(CC) -x c - -o /dev/null -lcjson >/dev/null 2>&1 && echo 1 || echo 0)
+
 # Rooms, and what each may include (its own headers first).  Dependencies run
 # one way: cli -> include (the public header alone); runtime (the engine) ->
 # {format, text, mmap, platform, simd}; format -> {simd, platform}; text ->
@@ -29,6 +36,9 @@ INC_text     := -Itext -Iinclude -Iformat
 INC_mmap     := -Immap -Iinclude
 INC_runtime  := -Iruntime -Iinclude -Iformat -Itext -Immap -Iplatform -Isimd
 INC_cli      := -Icli -Iinclude
+# cmd_convert.c alone sees the conversion room (the CLI links it with cJSON)
+$(BUILD)/obj/cli/cmd_convert.o: INC_cli += -Iconvert
+INC_convert  := -Iconvert -Iinclude -Iformat -Isimd -Iplatform
 INC_bench    := -Iinclude -Isimd
 # bench_attention times the MLA attention core alone: the one benchmark that
 # reaches into the engine (its headers and what they include).
@@ -50,6 +60,12 @@ LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+# convert/: Hugging Face checkpoints to GGUF; the CLI alone links it (and cJSON)
+ifeq ($(CJSON),1)
+CONVERT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard convert/*.c))
+CLI_LIBS := -lcjson
+$(BUILD)/obj/cli/cmd_convert.o: ES_CFLAGS += -DES_HAVE_CJSON
+endif
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -85,8 +101,8 @@ $(BUILD)/libedgeseek.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/edgeseek: $(CLI_OBJ) $(BUILD)/libedgeseek.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/edgeseek: $(CLI_OBJ) $(CONVERT_OBJ) $(BUILD)/libedgeseek.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(CONVERT_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(CLI_LIBS) $(LDLIBS)
 
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/libedgeseek.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)

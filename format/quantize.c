@@ -138,6 +138,16 @@ static void convert_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
     }
 }
 
+void es_quantize_rows(es_pool *pool, const void *src, uint32_t src_type, void *dst, uint32_t dst_type, int64_t n,
+                      int64_t n_rows, float **scratch) {
+    job j = {.src = src, .dst = dst, .src_type = src_type, .dst_type = dst_type,
+             .src_rb = es_row_bytes(src_type, n), .dst_rb = es_row_bytes(dst_type, n), .n = n,
+             .scratch = scratch, .K = es_kernels_best()};
+    /* about four claims per thread keep the threads evenly busy */
+    int64_t grain = n_rows / (4 * (int64_t)es_pool_threads(pool));
+    es_pool_run(pool, convert_rows, &j, n_rows, grain > 0 ? grain : 1);
+}
+
 /* Gives the pages of a consumed input range back (they are file-backed and
  * clean, so they are simply dropped and would be read again if touched). */
 static void release(const void *p, size_t len) {
@@ -191,16 +201,12 @@ static es_status write_tensor(qctx *q, uint64_t i) {
         q->chunk = c;
         q->chunk_cap = (size_t)per_chunk * dst_rb;
     }
-    job j = {.dst = q->chunk, .src_type = t->type, .dst_type = dst_type, .src_rb = src_rb,
-             .dst_rb = dst_rb, .n = n, .scratch = q->scratch, .K = es_kernels_best()};
     for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
         int64_t k = rows - r0 < per_chunk ? rows - r0 : per_chunk;
-        j.src = t->data + (size_t)r0 * src_rb;
-        /* about four claims per thread keep the threads evenly busy */
-        int64_t grain = k / (4 * (int64_t)q->n_threads);
-        es_pool_run(q->pool, convert_rows, &j, k, grain > 0 ? grain : 1);
+        const uint8_t *src = t->data + (size_t)r0 * src_rb;
+        es_quantize_rows(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch);
         if (es_gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
-        release(j.src, (size_t)k * src_rb);
+        release(src, (size_t)k * src_rb);
     }
     return ES_OK;
 }

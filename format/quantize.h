@@ -28,6 +28,7 @@
 #include <stdio.h>
 
 #include "edgeseek.h"
+#include "threadpool.h"
 
 /* es_quantize_params, es_quantize_target_valid and es_quantize_file are
  * public: include/edgeseek.h. */
@@ -38,6 +39,13 @@
  * Returns ES_TYPE_COUNT for an unknown target. */
 uint32_t es_quantize_tensor_type(const char *target, const char *name, uint32_t n_dims,
                                  const int64_t *ne, int n_layers, const char **note);
+
+/* Converts n_rows rows of n values, packed in src_type, to dst_type at dst
+ * (packed rows), on the pool's threads.  scratch holds one buffer of n
+ * floats per pool thread.  The output does not depend on the thread count
+ * or the SIMD path.  Used by es_quantize_file and by `edgeseek convert`. */
+void es_quantize_rows(es_pool *pool, const void *src, uint32_t src_type, void *dst, uint32_t dst_type, int64_t n,
+                      int64_t n_rows, float **scratch);
 
 /* llama.cpp's LLAMA_FTYPE value written as general.file_type (-1 unknown). */
 int es_quantize_ftype(const char *target);

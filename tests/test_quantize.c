@@ -133,27 +133,6 @@ done:
     return rc;
 }
 
-/* Logits of n tokens from position 0: [n][vocab], malloc'd; NULL on error. */
-static float *logits_of(const char *path, const int32_t *tok, int n, int *n_vocab) {
-    char err[512];
-    es_model *m = NULL;
-    es_session *s = NULL;
-    es_load_params lp = {0};
-    float *lg = NULL;
-    if (es_model_load(path, &lp, &m, err, sizeof err) != ES_OK) { printf("load %s: %s\n", path, err); return NULL; }
-    *n_vocab = es_model_n_vocab(m);
-    if (es_session_new(m, n, &s, err, sizeof err) == ES_OK) {
-        lg = malloc(sizeof(float) * (size_t)*n_vocab * (size_t)n);
-        if (lg && es_session_eval(s, tok, n, lg, 1, err, sizeof err) != ES_OK) {
-            printf("eval %s: %s\n", path, err);
-            free(lg);
-            lg = NULL;
-        }
-    }
-    es_session_free(s);
-    es_model_free(m);
-    return lg;
-}
 
 typedef struct parity {
     double rel_rms; /* RMS(Δlogit) / RMS(logit) */
@@ -299,7 +278,7 @@ static void test_targets(const char *model, const int32_t *tok, const float *ref
         if (st != ES_OK) continue;
         check_file(model, tmp(name), all[i]);
         int nv2 = 0;
-        float *lg = logits_of(tmp(name), tok, 8, &nv2);
+        float *lg = test_logits_of(tmp(name), tok, 8, &nv2);
         CHECK(lg && nv2 == nv, "%s model runs", all[i]);
         if (!lg) continue;
         parity p = compare(ref, lg, 8, nv);
@@ -374,7 +353,7 @@ static void test_cli_mix(const char *model, const int32_t *tok, int n, const flo
     CHECK(text && strstr(text, "Q4_K") && strstr(text, "Q6_K"), "info lists Q4_K and Q6_K tensors");
     free(text);
     int nv2 = 0;
-    float *lg = logits_of(out, tok, n, &nv2);
+    float *lg = test_logits_of(out, tok, n, &nv2);
     CHECK(lg && nv2 == nv, "q4_k_m model runs");
     if (!lg) return;
     parity p = compare(ref, lg, n, nv);
@@ -429,7 +408,7 @@ int main(void) {
         tok[i] = (int32_t)((r >> 33) % 500);
     }
     int nv = 0;
-    float *ref = logits_of(model, tok, N_TOK, &nv);
+    float *ref = test_logits_of(model, tok, N_TOK, &nv);
     CHECK(ref != NULL, "F32 model runs");
     if (ref) {
         test_targets(model, tok, ref, nv);

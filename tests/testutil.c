@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include "kernels.h"
+#include "edgeseek.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +108,25 @@ void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const
         remove(path);
     }
     rmdir(dir);
+}
+
+float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab) {
+    char err[512];
+    es_model *m = NULL;
+    es_session *s = NULL;
+    es_load_params lp = {0};
+    float *lg = NULL;
+    if (es_model_load(path, &lp, &m, err, sizeof err) != ES_OK) { printf("load %s: %s\n", path, err); return NULL; }
+    *n_vocab = es_model_n_vocab(m);
+    if (es_session_new(m, n, &s, err, sizeof err) == ES_OK) {
+        lg = malloc(sizeof(float) * (size_t)*n_vocab * (size_t)n);
+        if (lg && es_session_eval(s, tok, n, lg, 1, err, sizeof err) != ES_OK) {
+            printf("eval %s: %s\n", path, err);
+            free(lg);
+            lg = NULL;
+        }
+    }
+    es_session_free(s);
+    es_model_free(m);
+    return lg;
 }

@@ -7,6 +7,7 @@
 #ifndef ES_TESTUTIL_H
 #define ES_TESTUTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 extern int test_n_pass, test_n_fail, test_n_skip;
@@ -56,5 +57,9 @@ void test_each_simd_path(void (*fn)(const struct es_kernels *K));
  * A failing gen_model counts as a failure; without a built gen_model every
  * case is skipped with a message. */
 void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const char *path));
+/* Logits of n tokens from position 0 of the model at path (default load
+ * parameters): [n][vocab], malloc'd, *n_vocab set; NULL (with a line
+ * printed) on error. */
+float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab);
 
 #endif
