@@ -7,6 +7,8 @@
  * from the process again (madvise), the output goes through the streaming
  * writer, and the only buffers are one output chunk (CHUNK_BYTES of fp32
  * work by default) and one fp32 row per thread: a 16 GB model converts in tens of MB.
+ * An input that shrinks (or fails to read) under the mapping ends the
+ * conversion with an error after the tensor it happened in (fault.h).
  */
 #include "quantize.h"
 
@@ -23,6 +25,7 @@
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "kernels.h"
+#include "fault.h"
 #include "threadpool.h"
 
 /* fp32 bytes converted per chunk (all threads together), by default */
@@ -159,6 +162,8 @@ static void release(const void *p, size_t len) {
 
 typedef struct qctx {
     es_gguf_ctx *g;
+    es_fault_watch *fault; /* SIGBUS on the input's mapping (platform/fault.h) */
+    const char *in;
     es_gguf_writer *w;
     es_pool *pool;
     uint32_t *types;
@@ -177,6 +182,16 @@ static es_status fail(qctx *q, es_status st, const char *fmt, ...) {
     vsnprintf(q->err, q->errlen, fmt, ap);
     va_end(ap);
     return st;
+}
+
+/* After a tensor: st, unless a read of the input's mapping faulted (the
+ * file shrank or its storage failed; the tensor then got zeros), which
+ * wins over any error it caused (the writer may see EFAULT). */
+static es_status input_check(qctx *q, es_status st) {
+    uint64_t off;
+    if (!es_fault_hit(q->fault, &off)) return st;
+    return fail(q, ES_ERR_IO, "%s: input file changed or truncated while in use (byte %llu could not be read)", q->in,
+                (unsigned long long)off);
 }
 
 /* Streams tensor i into the writer. */
@@ -288,6 +303,8 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
     if (es_gguf_open_file(in, &q.g, inner, sizeof inner) != 0)
         return fail(&q, access(in, R_OK) ? ES_ERR_IO : ES_ERR_FORMAT, "%s", inner);
 
+    q.in = in;
+    q.fault = es_fault_watch_new(q.g->map, q.g->map_size);
     es_status st = ES_ERR_NOMEM;
     if (q.g->n_tensors == 0) { /* a vocabulary-only file: nothing to convert, no model to write */
         st = fail(&q, ES_ERR_FORMAT, "'%s' has no tensors (a vocabulary-only file?): nothing to quantize", in);
@@ -314,7 +331,8 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
     for (uint64_t i = 0; i < q.g->n_tensors; i++) {
         const es_gguf_tensor *t = &q.g->tensors[i];
         if (p->log) log_tensor(p->log, i, q.g->n_tensors, t, q.types[i], n_layers, tg->name);
-        if ((st = write_tensor(&q, i)) != ES_OK) goto done;
+        st = write_tensor(&q, i);
+        if ((st = input_check(&q, st)) != ES_OK) goto done;
         in_bytes += t->nbytes;
         n_weights += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
     }
@@ -337,6 +355,7 @@ done:
     free(q.chunk);
     es_pool_free(q.pool);
     es_gguf_writer_free(q.w); /* removes the output unless it was finished */
+    es_fault_unwatch(q.fault);
     es_gguf_close(q.g);
     return st;
 }

@@ -5,6 +5,7 @@
 #include "residency_impl.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
+
+ssize_t (*es_res_pread_hook)(int fd, void *buf, size_t count, off_t offset);
 
 double es_res_now(void) {
     struct timespec ts;
@@ -56,7 +59,7 @@ static uint64_t rup(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 static void unit_ptrs(const es_res *r, int u, const uint8_t *ptr[3]) {
     for (int q = 0; q < 3; q++) {
         uint64_t off = r->off[(size_t)u * 3 + q];
-        if (r->mode == ES_EXPERTS_PREAD && r->slot[u] >= 0 && !r->fallback[u]) {
+        if (r->mode == ES_EXPERTS_PREAD && r->slot[u] >= 0) {
             uint8_t *s = r->slab + (size_t)r->slot[u] * r->slot_bytes + r->sofs[q];
             ptr[q] = s + (off - rdown(off, r->align));
         } else {
@@ -96,9 +99,36 @@ static void evict_io(es_res *r, const es_drop *d) {
     if (r->fd >= 0) posix_fadvise(r->fd, (off_t)d->lo, (off_t)n, POSIX_FADV_DONTNEED);
 }
 
-/* Reads unit u's three ranges into its cache slot.  0, or -1 on an I/O
- * error (the unit then falls back to the mapping). */
-static int pread_unit(es_res *r, int u, uint64_t *bytes) {
+/* The pager's first failure, kept: loads stop, es_res_next hands nothing
+ * out, es_res_error reports it.  Called with r->mu held. */
+static void set_failed(es_res *r, const char *why) {
+    if (r->failed) return;
+    snprintf(r->fail_msg, sizeof r->fail_msg, "%s", why);
+    __atomic_store_n(&r->failed, 1, __ATOMIC_RELEASE);
+}
+
+/* Whether the file is still the one opened: size and modification time. */
+static int file_unchanged(const es_res *r) {
+    struct stat st;
+    return fstat(r->fd, &st) != 0 || ((uint64_t)st.st_size == r->file_size && st.st_mtim.tv_sec == r->file_mtime.tv_sec &&
+                                      st.st_mtim.tv_nsec == r->file_mtime.tv_nsec);
+}
+
+/* why = what went wrong reading [lo, hi) of the file (err: errno, 0 for
+ * an early end of file). */
+static void describe(const es_res *r, char *why, size_t n, uint64_t lo, uint64_t hi, int err) {
+    if (!err || !file_unchanged(r))
+        snprintf(why, n, "%s: model file changed or truncated while in use (bytes %llu..%llu could not be read)",
+                 r->path, (unsigned long long)lo, (unsigned long long)hi);
+    else
+        snprintf(why, n, "%s: reading bytes %llu..%llu of the model file failed: %s", r->path, (unsigned long long)lo,
+                 (unsigned long long)hi, strerror(err));
+}
+
+/* Reads unit u's three ranges into its cache slot, a short read continued
+ * where it stopped.  0, or -1 on an I/O error or an early end of file
+ * (why says which). */
+static int pread_unit(es_res *r, int u, uint64_t *bytes, char *why, size_t whylen) {
     const int l = u / r->E;
     uint8_t *slot = r->slab + (size_t)r->slot[u] * r->slot_bytes;
     for (int q = 0; q < 3; q++) {
@@ -107,13 +137,19 @@ static int pread_unit(es_res *r, int u, uint64_t *bytes) {
         uint64_t need = off + len - aoff, want = aend - aoff, got = 0;
         int fd = r->fd_direct >= 0 ? r->fd_direct : r->fd;
         while (got < need) {
-            ssize_t n = pread(fd, slot + r->sofs[q] + got, (size_t)(want - got), (off_t)(aoff + got));
+            uint8_t *dst = slot + r->sofs[q] + got;
+            size_t cnt = (size_t)(want - got);
+            off_t at = (off_t)(aoff + got);
+            ssize_t n = es_res_pread_hook ? es_res_pread_hook(fd, dst, cnt, at) : pread(fd, dst, cnt, at);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && fd == r->fd_direct && errno == EINVAL) {
                 fd = r->fd; /* O_DIRECT refused here (filesystem, or a short read left got unaligned) */
                 continue;
             }
-            if (n <= 0) return -1;
+            if (n <= 0) { /* an error, or the file ends early: never the mapping instead, it would fault */
+                describe(r, why, whylen, aoff + got, off + len, n < 0 ? errno : 0);
+                return -1;
+            }
             got += (uint64_t)n;
         }
         *bytes += got;
@@ -128,8 +164,11 @@ static void touch_pages(const uint8_t *p, size_t n, size_t page) {
     (void)sink;
 }
 
-/* mmap mode: brings unit u's pages in and maps them; returns bytes. */
-static uint64_t map_unit(es_res *r, int u, int *locked) {
+/* mmap mode: brings unit u's pages in and maps them; returns bytes, 0 when
+ * a range could not be read (why says which).  Without MADV_POPULATE_READ
+ * the pages are touched, and a range past the file's end raises SIGBUS:
+ * the runtime's handler (platform/fault.h) takes that. */
+static uint64_t map_unit(es_res *r, int u, int *locked, char *why, size_t whylen) {
     const int l = u / r->E;
     uint64_t lo[3], hi[3], total = 0;
     for (int q = 0; q < 3; q++) {
@@ -148,7 +187,13 @@ static uint64_t map_unit(es_res *r, int u, int *locked) {
             *locked = 1;
             continue;
         }
-        if (r->populate && madvise(a, n, MADV_POPULATE_READ) == 0) continue;
+        if (r->populate) {
+            if (madvise(a, n, MADV_POPULATE_READ) == 0) continue;
+            if (errno == EFAULT || errno == EIO || errno == EHWPOISON) { /* a read would raise SIGBUS */
+                describe(r, why, whylen, lo[q], hi[q], errno == EFAULT ? EIO : errno);
+                return 0;
+            }
+        }
         touch_pages(a, n, r->page);
     }
     return total;
@@ -175,7 +220,6 @@ static int load_unit(es_res *r, int u, int demand) {
         if (r->mode == ES_EXPERTS_PREAD) {
             r->free_slot[r->n_free++] = r->slot[v];
             r->slot[v] = -1;
-            r->fallback[v] = 0;
         } else {
             for (int q = 0; q < 3 && nd < (int)(sizeof drops / sizeof drops[0]); q++)
                 if (drop_range(r, v, q, &drops[nd].lo, &drops[nd].hi)) drops[nd++].locked = r->locked[v];
@@ -195,8 +239,14 @@ static int load_unit(es_res *r, int u, int demand) {
     for (int i = 0; i < nd; i++) evict_io(r, &drops[i]);
     uint64_t bytes = 0;
     int failed = 0, locked = 0;
-    if (r->mode == ES_EXPERTS_PREAD) failed = pread_unit(r, u, &bytes) != 0;
-    else bytes = map_unit(r, u, &locked);
+    char why[sizeof r->fail_msg];
+    if (r->mode == ES_EXPERTS_PREAD) failed = pread_unit(r, u, &bytes, why, sizeof why) != 0;
+    else failed = (bytes = map_unit(r, u, &locked, why, sizeof why)) == 0;
+    if (!failed && !file_unchanged(r)) { /* read, but maybe a mix of the old file and the new */
+        failed = 1;
+        snprintf(why, sizeof why, "%s: model file changed or truncated while in use (its size or modification time changed)",
+                 r->path);
+    }
     getrusage(RUSAGE_THREAD, &ru1);
 
     pthread_mutex_lock(&r->mu);
@@ -205,8 +255,8 @@ static int load_unit(es_res *r, int u, int demand) {
                      (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
     r->state[u] = ST_RESIDENT;
     r->locked[u] = (uint8_t)locked;
-    r->fallback[u] = (uint8_t)failed;
     r->n_io_errors += failed;
+    if (failed) set_failed(r, why); /* u stays resident in the books, never handed out */
     r->bytes_loaded += (int64_t)bytes;
     if (demand) r->n_loads++;
     else r->n_pf_loads++;
@@ -224,14 +274,14 @@ static void *io_main(void *arg) {
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         int u = -1, demand = 1;
-        while (u < 0 && r->dq.n) {
+        while (u < 0 && r->dq.n && !r->failed) {
             u = uq_pop(&r->dq);
             r->in_dq[u] = 0;
             if (r->state[u] != ST_QUEUED || r->qkind[u] != Q_DEMAND) u = -1;
         }
         if (u < 0) {
             demand = 0;
-            while (u < 0 && r->pq.n) {
+            while (u < 0 && r->pq.n && !r->failed) {
                 u = uq_pop(&r->pq);
                 r->in_pq[u] = 0;
                 if (r->state[u] != ST_QUEUED || r->qkind[u] != Q_PREFETCH) u = -1;
@@ -377,6 +427,10 @@ int es_res_next(es_res *r, int32_t *ids, const uint8_t *(*ptr)[3]) {
     int n = 0;
     for (;;) {
         int left = 0, cand = -1;
+        if (r->failed) { /* nothing more: the forward pass stops (es_res_failed) */
+            n = 0;
+            break;
+        }
         for (int i = 0; i < r->n_pend; i++) {
             int u = r->pend[i];
             if (r->taken[u]) continue;
@@ -406,6 +460,14 @@ int es_res_next(es_res *r, int32_t *ids, const uint8_t *(*ptr)[3]) {
     r->n_handed += n;
     pthread_mutex_unlock(&r->mu);
     return n;
+}
+
+int es_res_failed(const es_res *r) { return r && __atomic_load_n(&r->failed, __ATOMIC_ACQUIRE); }
+
+void es_res_error(es_res *r, char *err, size_t errlen) {
+    pthread_mutex_lock(&r->mu);
+    snprintf(err, errlen, "%s", r->failed ? r->fail_msg : "");
+    pthread_mutex_unlock(&r->mu);
 }
 
 void es_res_release(es_res *r, const int32_t *ids, int n) {
@@ -478,7 +540,6 @@ static const struct res_array {
     RES_ARRAY(prefetched, 1, N_UNITS, 0),
     RES_ARRAY(pred, 1, N_UNITS, 0),
     RES_ARRAY(locked, 1, N_UNITS, 0),
-    RES_ARRAY(fallback, 1, N_UNITS, 0),
     RES_ARRAY(in_dq, 1, N_UNITS, 0),
     RES_ARRAY(in_pq, 1, N_UNITS, 0),
     RES_ARRAY(weight, sizeof(int32_t), N_UNITS, 0),
@@ -543,6 +604,7 @@ static int params_valid(const es_load_params *p) {
  * counters' starting points (major faults, bytes read). */
 static void init_state(es_res *r, const es_res_layout *lay, const es_load_params *p) {
     r->fd = r->fd_direct = -1;
+    r->path = strdup(lay->path ? lay->path : "the model file");
     r->mode = p->experts;
     r->policy_kind = p->policy == ES_POLICY_LFU ? ES_POL_LFU : ES_POL_LRU;
     r->base = lay->base;
@@ -682,6 +744,8 @@ static es_status open_file(es_res *r, const es_res_layout *lay, const es_load_pa
                  r->fd < 0 ? strerror(errno) : "it changed");
         return ES_ERR_IO;
     }
+    r->file_size = (uint64_t)st.st_size;
+    r->file_mtime = st.st_mtim;
     if (r->mode == ES_EXPERTS_PREAD && !p->no_direct) r->fd_direct = open(lay->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
     return ES_OK;
 }
@@ -798,6 +862,7 @@ void es_res_free(es_res *r) {
     pthread_cond_destroy(&r->cv_done);
     free_arrays(r);
     es_pol_free(r->pol);
+    free(r->path);
     free(r);
 }
 

@@ -32,6 +32,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "edgeseek.h"
 
@@ -86,6 +87,12 @@ void es_res_begin(es_res *r, int il, const int32_t *active, int n, const int32_t
  * pointers to its gate, up and down matrices.  Blocks while none is ready
  * (timed as I/O stall).  Returns the group size; 0 when all were handed out. */
 int es_res_next(es_res *r, int32_t *ids, const uint8_t *(*ptr)[3]);
+/* Whether a load failed: an I/O error, an early end of file, or the file's
+ * size or modification time changed.  It stays failed: es_res_next hands
+ * nothing more out, the I/O threads stop, and the forward pass stops. */
+int es_res_failed(const es_res *r);
+/* The failure's message (naming the file and the bytes), "" when none. */
+void es_res_error(es_res *r, char *err, size_t errlen);
 /* The group ran: the pointers may go. */
 void es_res_release(es_res *r, const int32_t *ids, int n);
 void es_res_end(es_res *r);
@@ -108,5 +115,10 @@ typedef struct es_res_counts {
 } es_res_counts;
 void es_res_get_counts(es_res *r, es_res_counts *c);
 int es_res_mode(const es_res *r);
+
+/* Test-only: when set, the pager's reads (pread mode) call it instead of
+ * pread(2), with the same arguments and result, to inject errors, short
+ * reads and slow reads.  NULL (the default) in every program but tests. */
+extern ssize_t (*es_res_pread_hook)(int fd, void *buf, size_t count, off_t offset);
 
 #endif

@@ -50,8 +50,13 @@ struct es_res {
     int64_t budget, session_bytes, margin;
     char budget_note[160];
 
-    /* files: fd for fadvise and buffered reads, fd_direct with O_DIRECT */
+    /* files: fd for fadvise and buffered reads, fd_direct with O_DIRECT;
+     * the path, size and modification time, for messages and to notice
+     * the file change */
     int fd, fd_direct;
+    char *path;
+    uint64_t file_size;
+    struct timespec file_mtime;
     int mlock, populate, stats_plain;
     char mlock_note[160];
 
@@ -61,7 +66,7 @@ struct es_res {
     int32_t *free_slot;
 
     /* per unit */
-    uint8_t *state, *qkind, *needed, *taken, *prefetched, *pred, *locked, *fallback, *in_dq, *in_pq;
+    uint8_t *state, *qkind, *needed, *taken, *prefetched, *pred, *locked, *in_dq, *in_pq;
     int32_t *weight;         /* tokens routed in the running request */
     int32_t *slot;
     es_pol *pol;
@@ -72,6 +77,8 @@ struct es_res {
     pthread_cond_t cv_done;  /* a load finished or pins dropped */
     pthread_t *threads;
     int n_threads, stop, prefetch;
+    int failed;              /* a load failed (read under mu, or atomically): sticky */
+    char fail_msg[320];      /* its message */
     es_uq dq, pq;            /* demand and prefetch queues */
 
     /* the running request */

@@ -1,15 +1,20 @@
 /* api.c — the public es_ functions: model load/free and queries, sessions
  * (latent KV cache and scratch), evaluation, tokenizer wrappers, streaming
- * detokenisation and the `info` report. */
+ * detokenisation and the `info` report.  Evaluation refuses to go on once
+ * the model's file changed under it or could not be read, and stops on
+ * values that are not finite. */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "edgeseek.h"
 #include "attention.h"
 #include "budget.h"
 #include "env.h"
+#include "fault.h"
 #include "kernels.h"
 #include "model.h"
 #include "pager_desc.h"
@@ -83,6 +88,58 @@ static es_status load_params(const es_load_params *params, es_load_params *lp, c
     return ES_OK;
 }
 
+/* Keeps what file_check needs to notice the model's file change: a
+ * descriptor on it, its size and modification time, a watch on the
+ * mapping.  -1 when the file is no longer the size that was mapped. */
+static int watch_file(es_model *m, const es_gguf_ctx *g, const char *path) {
+    m->path = strdup(path);
+    m->fault = es_fault_watch_new(g->map, g->map_size);
+    m->fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (m->fd < 0 || fstat(m->fd, &st) != 0) {
+        if (m->fd >= 0) close(m->fd);
+        m->fd = -1; /* size and time then go unchecked; faults are still caught */
+        return 0;
+    }
+    m->file_size = (int64_t)st.st_size;
+    m->file_mtime_s = (int64_t)st.st_mtim.tv_sec;
+    m->file_mtime_ns = (int64_t)st.st_mtim.tv_nsec;
+    return m->file_size == (int64_t)g->map_size ? 0 : -1;
+}
+
+/* Whether the model's file is still as it was loaded: ES_OK; else
+ * ES_ERR_IO with a line saying why (a read of the mapping faulted, the
+ * pager could not read an expert, the size or modification time
+ * changed).  A same-size rewrite that keeps the modification time goes
+ * unnoticed (README, "Reliability"). */
+static es_status file_check(const es_model *m, char *err, size_t errlen) {
+    const char *path = m->path ? m->path : "the model file";
+    struct stat st;
+    int changed = m->fd >= 0 && fstat(m->fd, &st) == 0 &&
+                  ((int64_t)st.st_size != m->file_size || (int64_t)st.st_mtim.tv_sec != m->file_mtime_s ||
+                   (int64_t)st.st_mtim.tv_nsec != m->file_mtime_ns);
+    uint64_t off;
+    if (es_fault_hit(m->fault, &off)) {
+        if (changed || (m->fd >= 0 && (uint64_t)st.st_size <= off))
+            set_err(err, errlen, "%s: model file changed or truncated while in use (byte %llu could not be read)",
+                    path, (unsigned long long)off);
+        else
+            set_err(err, errlen, "%s: reading the model file failed at byte %llu (an I/O error under the mapping)",
+                    path, (unsigned long long)off);
+        return ES_ERR_IO;
+    }
+    if (m->res && es_res_failed(m->res)) {
+        es_res_error(m->res, err, errlen);
+        return ES_ERR_IO;
+    }
+    if (changed) {
+        set_err(err, errlen, "%s: model file changed or truncated while in use (its size or modification time changed)",
+                path);
+        return ES_ERR_IO;
+    }
+    return ES_OK;
+}
+
 es_status es_model_load(const char *path, const es_load_params *params, es_model **out,
                         char *err, size_t errlen) {
     char dummy[8];
@@ -101,6 +158,12 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     m->kern = kern;
     m->pool_fixed = lp.pool_fixed == 1;
+    m->fd = -1;
+    if (watch_file(m, g, path) != 0) {
+        set_err(err, errlen, "%s: model file changed or truncated while being opened", path);
+        es_model_free(m);
+        return ES_ERR_IO;
+    }
     m->mla_form = lp.mla == ES_MLA_ABSORBED ? ES_ATTN_ABSORBED : lp.mla == ES_MLA_EXPANDED ? ES_ATTN_EXPANDED
                                                                                       : ES_ATTN_AUTO;
     char inner[512];
@@ -124,6 +187,11 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
             return st;
         }
     }
+    st = file_check(m, err, errlen); /* the load read the mapping too */
+    if (st != ES_OK) {
+        es_model_free(m);
+        return st;
+    }
     *out = m;
     return ES_OK;
 }
@@ -131,6 +199,9 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
 void es_model_free(es_model *m) {
     if (!m) return;
     es_res_free(m->res); /* its threads read the mapping: first */
+    es_fault_unwatch(m->fault); /* before the mapping goes */
+    if (m->fd >= 0) close(m->fd);
+    free(m->path);
     es_tokenizer_free(m->tok);
     free(m->layers);
     free(m->rope_freqs);
@@ -414,6 +485,18 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
                     hp->n_vocab - 1);
             return ES_ERR_ARG;
         }
-    es_forward(s, tokens, n, logits, all_positions);
-    return ES_OK;
+    es_status st = file_check(s->m, err, errlen);
+    if (st != ES_OK) return st;
+    const int pos0 = s->pos;
+    char where[128];
+    int r = es_forward(s, tokens, n, logits, all_positions, where, sizeof where);
+    if (r == 0) return ES_OK;
+    s->pos = pos0; /* the batches that completed hold nothing to keep */
+    if (r < 0) {
+        st = file_check(s->m, err, errlen);
+        if (st == ES_OK) set_err(err, errlen, "evaluation stopped"); /* cannot happen: it stops only on those */
+        return st == ES_OK ? ES_ERR_IO : st;
+    }
+    set_err(err, errlen, "values stopped being finite (NaN or infinity) in %s: the model's weights are corrupt", where);
+    return ES_ERR_FORMAT;
 }

@@ -23,6 +23,12 @@
  * Every output value is computed by exactly one unit in a fixed order, so
  * results do not depend on the thread count.
  *
+ * Values that stop being finite (NaN or infinity: corrupt weights) are
+ * caught once per batch, on the residual stream after the last layer and on
+ * the logits; the batch then runs again with a check after every block, to
+ * name where they first appear.  A file mapping that faulted (fault.h) or a
+ * pager that failed stops the layer loop at the next layer.
+ *
  * Notation: T = tokens in the batch, D = dim, H = heads, dn/dr/dv = nope/
  * rope/value head dims, R = kv_lora_rank, E = experts, k = experts used,
  * F = expert ffn dim, S = shared ffn dim (n_shared · F), V = vocabulary.
@@ -33,6 +39,8 @@
 
 #include "arena.h"
 #include "es_assert.h"
+#include "fault.h"
+#include "residency.h"
 #include "session.h"
 #include "moe.h"
 
@@ -97,9 +105,39 @@ static void attention(es_session *s, int il, int T) {
 
 /* ---- the batch ------------------------------------------------------------------ */
 
+/* Whether every one of v[n] is finite: the exponent bits of each, in
+ * integers (no float compares, so it vectorises and NaN needs no care). */
+static int all_finite(const float *v, size_t n) {
+    uint32_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        u &= 0x7f800000u;
+        worst = u > worst ? u : worst;
+    }
+    return worst != 0x7f800000u;
+}
+
+/* Whether the layer loop should stop: the file under the mapping faulted,
+ * or the pager could not load an expert (api.c reports which). */
+static int must_stop(const es_model *m) { return es_fault_hit(m->fault, NULL) || (m->res && es_res_failed(m->res)); }
+
+/* What forward_batch found: */
+enum { BATCH_OK = 0, BATCH_STOPPED = -1, BATCH_NONFINITE = 1 };
+
+/* Names the first non-finite block when checking (where: NULL otherwise). */
+static int nonfinite_at(char *where, size_t wlen, const char *fmt, int il) {
+    if (where) snprintf(where, wlen, fmt, il, il);
+    return BATCH_NONFINITE;
+}
+
 /* T tokens (T <= the scratch batch) from position s->pos.  logits: NULL, or
- * [T][V] if all, else the last token's [V]. */
-static void forward_batch(es_session *s, const int32_t *tokens, int T, float *logits, int all) {
+ * [T][V] if all, else the last token's [V].  Advances s->pos unless it
+ * stopped.  where: NULL for the plain run (values are checked at the end),
+ * else a buffer for the first block whose output is not finite (checked
+ * after every block). */
+static int forward_batch(es_session *s, const int32_t *tokens, int T, float *logits, int all, char *where,
+                         size_t wlen) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
     const es_kernels *K = m->kern;
@@ -112,28 +150,40 @@ static void forward_batch(es_session *s, const int32_t *tokens, int T, float *lo
                        sc->x + (size_t)t * D, D);
         rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, s->pos + t, m->rope_freqs);
     }
+    const size_t TD = (size_t)T * D;
+    if (where && !all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the token embedding (token_embd)", 0);
     for (int il = 0; il < hp->n_layers; il++) {
         const es_layer *ly = &m->layers[il];
+        if (must_stop(m)) return BATCH_STOPPED;
         /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the cache gets the batch's latents */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
         attention(s, il, T);
-        for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
+        if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's attention (blk.%d.attn_*)", il);
+        for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
         /* x += FFN(RMSNorm(x)): xn[T][D] -> xb[T][D], routed experts (moe.c) or dense */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
         if (ly->is_moe) es_moe(s, il, T);
         else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
-        for (size_t i = 0; i < (size_t)T * D; i++) sc->x[i] += sc->xb[i];
+        if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's FFN (blk.%d.ffn_*)", il);
+        for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
     }
+    if (must_stop(m)) return BATCH_STOPPED;
+    if (!all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the residual stream (the layers' sum overflowed)", 0);
     /* logits[T or 1][V] = Head · RMSNorm(x) */
     if (logits) {
         int first = all ? 0 : T - 1;
         for (int t = first; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
         es_fwd_matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, T - first, logits, hp->n_vocab);
+        if (must_stop(m)) return BATCH_STOPPED;
+        if (!all_finite(logits, (size_t)(T - first) * (size_t)hp->n_vocab))
+            return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
     }
     s->pos += T;
+    return BATCH_OK;
 }
 
-void es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions) {
+int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions, char *where,
+               size_t wlen) {
     const int B = s->scratch->B;
     ES_ASSERT(n >= 0 && s->pos >= 0 && s->pos + n <= s->n_ctx); /* the callers check (api.c) */
     for (int i = 0; i < n; i += B) {
@@ -141,8 +191,17 @@ void es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int 
         float *lg = NULL;
         if (logits && all_positions) lg = logits + (size_t)i * (size_t)s->m->hp.n_vocab;
         else if (logits && i + T == n) lg = logits;
-        forward_batch(s, tokens + i, T, lg, all_positions);
+        int r = forward_batch(s, tokens + i, T, lg, all_positions, NULL, 0);
+        if (r == BATCH_NONFINITE) {
+            /* the same batch again (it only rewrites its own cache rows),
+             * checking every block; the same values come out */
+            snprintf(where, wlen, "an unknown place (they did not appear again)");
+            r = forward_batch(s, tokens + i, T, lg, all_positions, where, wlen);
+            if (r == BATCH_OK) r = BATCH_NONFINITE;
+        }
+        if (r != BATCH_OK) return r;
     }
+    return 0;
 }
 
 /* ---- scratch ---------------------------------------------------------------------- */

@@ -114,6 +114,14 @@ struct es_model {
     const struct es_kernels *kern; /* the kernel table (simd/kernels.h), chosen at load, never changed */
     int mla_form;        /* enum es_attn_form (attention.h) every session of the model uses */
     int pool_fixed;      /* es_load_params.pool_fixed resolved: 1 = sessions' pools never park */
+    /* the file under the mapping, to notice it change: its path, a
+     * descriptor held open (-1: none), its size and modification time at
+     * load, and the SIGBUS watch on the mapping (platform/fault.h; NULL:
+     * none, a fault then ends the process) */
+    char *path;
+    int fd;
+    int64_t file_size, file_mtime_s, file_mtime_ns;
+    struct es_fault_watch *fault;
 };
 
 /* Loads hyperparameters and weights (or only the tokenizer). */
@@ -145,8 +153,13 @@ void es_scratch_free(es_scratch *sc);
  * the KV cache (es_model_kv_bytes_per_token · n_ctx) and the thread pool. */
 int64_t es_forward_session_bytes(const es_model *m, int n_ctx, int n_threads);
 
-/* n tokens from position s->pos, in batches; advances s->pos.  logits:
- * NULL, [n][n_vocab] if all_positions, else the last token's [n_vocab]. */
-void es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions);
+/* n tokens from position s->pos, in batches; advances s->pos past the
+ * batches that completed.  logits: NULL, [n][n_vocab] if all_positions,
+ * else the last token's [n_vocab].  Returns 0; -1 when it stopped because
+ * the model's file faulted or its pager failed (the model says why); 1
+ * when values stopped being finite, where (wlen bytes) naming the first
+ * block whose output was not. */
+int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions, char *where,
+               size_t wlen);
 
 #endif
