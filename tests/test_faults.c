@@ -12,6 +12,8 @@
  *   - the pager's reads failing (EIO, an early end of file), short and
  *     slow (es_res_pread_hook): an error naming the file and the bytes, or
  *     logits bit-identical to an undisturbed run;
+ *   - budgets the pager cannot honour, and an EDGESEEK_ variable it cannot
+ *     read: refused or warned about, with the numbers.
  * Models come from build/gen_model in a temporary directory. */
 #include <errno.h>
 #include <stdatomic.h>
@@ -364,11 +366,40 @@ static void test_pager_io(int i, const char *path) {
     }
 }
 
+/* ---- budgets and variables --------------------------------------------------------------- */
+
+static void test_budgets(int i, const char *path) {
+    (void)i;
+    es_load_params lp = {0};
+    es_model *m = NULL;
+    char err[512] = "";
+    lp.experts = ES_EXPERTS_MMAP_PLAIN;
+    lp.mem_budget = 1 << 20;
+    CHECK(es_model_load(path, &lp, &m, err, sizeof err) == ES_ERR_ARG && strstr(err, "mmap-plain"),
+          "a budget with mmap-plain is refused: '%s'", err);
+    es_model_free(m);
+    m = NULL;
+    lp.experts = ES_EXPERTS_PREAD;
+    lp.mem_budget = 1024;
+    CHECK(es_model_load(path, &lp, &m, err, sizeof err) == ES_ERR_ARG && strstr(err, "1024 bytes") &&
+              strstr(err, "cache slot"),
+          "a budget below one pread slot is refused with the numbers: '%s'", err);
+    es_model_free(m);
+
+    char cmd[1024], res[2048];
+    snprintf(cmd, sizeof cmd, "EDGESEEK_FAKE_NUMA=lots timeout 60 '%s' run -m '%s' -p hi -n 1 2>&1 >/dev/null",
+             test_build_path("edgeseek"), path);
+    test_run_cmd(cmd, res, sizeof res);
+    CHECK(strstr(res, "EDGESEEK_FAKE_NUMA=lots ignored") != NULL, "an invalid EDGESEEK_FAKE_NUMA is warned about: '%s'",
+          res);
+}
+
 int main(void) {
     watch_alone();
     const char *args[] = {"--type f32 --layers 4 --seed 7"};
     test_each_gen_model(args, 1, test_truncation);
     test_each_gen_model(args, 1, test_nan);
     test_each_gen_model(args, 1, test_pager_io);
+    test_each_gen_model(args, 1, test_budgets);
     return test_summary();
 }
