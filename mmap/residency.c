@@ -685,10 +685,29 @@ static es_status decide_budget(es_res *r, const es_res_layout *lay, const es_loa
         r->mode = r->budget >= r->expert_bytes_total ? ES_EXPERTS_MMAP : ES_EXPERTS_PREAD;
         r->mode_auto = 1;
     }
+    if (!r->budget_auto && r->mode == ES_EXPERTS_MMAP_PLAIN) {
+        snprintf(err, errlen, "a memory budget has no effect in mmap-plain mode (the kernel pages on demand); "
+                              "choose mmap or pread to page the experts under one");
+        return ES_ERR_ARG;
+    }
+    if (r->budget_auto && r->mode != ES_EXPERTS_MMAP_PLAIN && r->mem.available >= 0 &&
+        r->mem.available < r->hot_bytes + r->session_bytes) {
+        snprintf(err, errlen, "%lld bytes of memory are available, less than the always-hot weights (%lld bytes) and "
+                              "a session (%lld bytes) need; an explicit memory budget pages the experts anyway",
+                 (long long)r->mem.available, (long long)r->hot_bytes, (long long)r->session_bytes);
+        return ES_ERR_NOMEM;
+    }
+    /* pread: an expert costs a cache slot (stats.c words it the same way) */
     int64_t cost = r->mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
     if (!r->budget_auto && r->mode != ES_EXPERTS_MMAP_PLAIN && r->budget < cost) {
-        snprintf(err, errlen, "memory budget %lld bytes is smaller than one expert (%lld bytes)",
-                 (long long)r->budget, (long long)cost);
+        if (r->mode == ES_EXPERTS_PREAD)
+            snprintf(err, errlen,
+                     "memory budget %lld bytes is smaller than one expert's cache slot (%lld bytes: the widest "
+                     "expert's %lld bytes, each range aligned for direct I/O)",
+                     (long long)r->budget, (long long)cost, (long long)r->unit_bytes);
+        else
+            snprintf(err, errlen, "memory budget %lld bytes is smaller than one expert (%lld bytes)",
+                     (long long)r->budget, (long long)cost);
         return ES_ERR_ARG;
     }
     if (r->budget_auto) {

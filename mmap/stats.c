@@ -78,9 +78,12 @@ void es_res_print_stats(es_res *r, FILE *f) {
     if (r->mlock_note[0]) fprintf(f, "[paging] %s\n", r->mlock_note);
     int64_t cost = r->mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
     if (!plain) {
-        fprintf(f, "[paging] budget %s for routed experts: %lld of %d experts (%.1f%%), %s each",
+        fprintf(f, "[paging] budget %s for routed experts: %lld of %d experts (%.1f%%), %lld bytes each",
                 gib(a, sizeof a, (double)r->pol->cap * (double)cost), (long long)r->pol->cap, r->U,
-                pct(r->pol->cap, r->U), gib(b, sizeof b, (double)r->unit_bytes));
+                pct(r->pol->cap, r->U), (long long)cost);
+        if (r->mode == ES_EXPERTS_PREAD) /* the budget's unit, as its refusal (residency.c) words it */
+            fprintf(f, " (a cache slot: the widest expert's %lld bytes, each range aligned for direct I/O)",
+                    (long long)r->unit_bytes);
         if (r->budget_auto) {
             fprintf(f, "\n[paging]   = available %s", gib(a, sizeof a, (double)r->mem.available));
             if (r->mem.cgroup_version)
@@ -97,6 +100,9 @@ void es_res_print_stats(es_res *r, FILE *f) {
     int64_t hits = c.hits + c.prefetch_hits;
     if (plain && !r->stats_plain)
         fprintf(f, "[paging] expert accesses %lld (hit rates: pass --stats at load)\n", (long long)c.accesses);
+    else if (plain) /* nothing is loaded or prefetched: residency is all that was measured */
+        fprintf(f, "[paging] expert accesses %lld: %.1f%% had every page in memory when used (mincore), %.1f%% did not\n",
+                (long long)c.accesses, pct(c.hits, c.accesses), pct(c.misses, c.accesses));
     else
         fprintf(f, "[paging] expert accesses %lld: hit %.1f%% (already resident %.1f%%, prefetched %.1f%%), miss %.1f%%\n",
                 (long long)c.accesses, pct(hits, c.accesses), pct(c.hits, c.accesses), pct(c.prefetch_hits, c.accesses),
@@ -117,13 +123,27 @@ void es_res_print_stats(es_res *r, FILE *f) {
     if (!plain)
         fprintf(f, "; %lld loads, %lld evictions (%.2f s of CPU); peak resident %lld experts", (long long)c.loads,
                 (long long)c.evictions, r->load_cpu_s, (long long)c.max_resident_units);
-    if (c.io_errors) fprintf(f, "; %lld read errors (served from the mapping)", (long long)c.io_errors);
+    if (c.io_errors) fprintf(f, "; %lld failed loads (the run stopped)", (long long)c.io_errors);
     fprintf(f, "\n");
     if (!plain) {
         int64_t prefill = r->tokens - r->tokens_decode;
         fprintf(f, "[paging] I/O stall %.3f s: prefill %.3f s over %lld tokens, decode %.3f s over %lld tokens (%.4f s/token)\n",
                 r->stall_s, r->stall_s - r->stall_decode_s, (long long)prefill, r->stall_decode_s,
                 (long long)r->tokens_decode, r->tokens_decode ? r->stall_decode_s / (double)r->tokens_decode : 0.0);
+    }
+    /* mmap-plain loads, prefetches and predicts nothing, and measures
+     * residency only with --stats: its table has the columns it measured */
+    if (plain) {
+        fprintf(f, "[paging] layer  accesses%s\n", r->stats_plain ? "  resident%  not-resident%" : "");
+        for (int l = 0; l < r->L; l++) {
+            const es_res_layer_stats *s = &r->lstats[l];
+            fprintf(f, "[paging] %5d  %8lld", r->first_moe + l, (long long)s->accesses);
+            if (r->stats_plain)
+                fprintf(f, "  %9.1f  %13.1f", pct(s->hits, s->accesses), pct(s->misses, s->accesses));
+            fprintf(f, "\n");
+        }
+        pthread_mutex_unlock(&r->mu);
+        return;
     }
     fprintf(f, "[paging] layer  accesses   hit%%  (prefetched%%)  miss%%  pred-precision%%  pred-recall%%  stall-s\n");
     for (int l = 0; l < r->L; l++) {
