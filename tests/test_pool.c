@@ -196,8 +196,12 @@ static void test_persistent_stall(void) {
     CHECK(ok, "400 loops with a stalling worker: every item once, values as serial");
     /* worker 1 stalled in every chunk it took, or took few: either way the
      * join waited or the workers fell far behind their share */
-    CHECK(min_active < T && min_active >= 1, "a stalling worker gets threads parked (%d of %d still active)",
-          min_active, T);
+    if (getenv("ES_EMULATED")) /* tests/run_arm.sh: under qemu-user the timings parking reads are the emulator's */
+        SKIP("a stalling worker gets threads parked: timing-based, not judged under an emulator (%d of %d active)",
+             min_active, T);
+    else
+        CHECK(min_active < T && min_active >= 1, "a stalling worker gets threads parked (%d of %d still active)",
+              min_active, T);
     printf("# stalling worker: down to %d of %d threads\n", min_active, T);
     c.stall_tid = -1;
     for (int r = 0; r < 2000 && ok; r++) {
