@@ -12,6 +12,7 @@
  * produces an error message, never an out-of-bounds read.
  */
 #include "gguf.h"
+#include "fault.h"
 #include "quant.h"
 
 #include <errno.h>
@@ -226,6 +227,7 @@ void es_gguf_close(es_gguf_ctx *ctx) {
         for (uint64_t i = 0; i < ctx->n_tensors; i++) free(ctx->tensors[i].name);
         free(ctx->tensors);
     }
+    es_fault_unwatch(ctx->fault); /* before the mapping goes */
     if (ctx->map) munmap(ctx->map, ctx->map_size);
     free(ctx);
 }
@@ -449,6 +451,8 @@ bad:
     return -1;
 }
 
+void (*es_gguf_after_map_hook)(const char *path);
+
 int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen) {
     *out = NULL;
     /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever;
@@ -471,19 +475,39 @@ int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t err
     }
     size_t size = (size_t)st.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
     if (map == MAP_FAILED) {
         snprintf(err, errlen, "cannot map '%s': %s", path, strerror(errno));
+        close(fd);
         return -1;
     }
+    /* watched before the first byte of the header is read: a file that
+     * shrinks now reads as zeros, and the fault is reported below */
+    es_fault_watch *fault = es_fault_watch_new(map, size);
+    if (es_gguf_after_map_hook) es_gguf_after_map_hook(path);
     char inner[512];
-    if (es_gguf_parse_buffer(map, size, out, inner, sizeof inner) != 0) {
+    int rc = es_gguf_parse_buffer(map, size, out, inner, sizeof inner);
+    /* a file cut short within the mapped pages reads as zeros without a
+     * fault: its size says so */
+    uint64_t off = size;
+    int shrunk = fstat(fd, &st) == 0 && (size_t)st.st_size != size;
+    close(fd);
+    if (es_fault_hit(fault, &off) || shrunk) {
+        snprintf(err, errlen, "%s: model file changed or truncated while its header was read (byte %llu could not be read)",
+                 path, (unsigned long long)(shrunk && (uint64_t)st.st_size < off ? (uint64_t)st.st_size : off));
+        if (rc == 0) es_gguf_close(*out);
+        *out = NULL;
+        rc = -1;
+    } else if (rc != 0) {
         snprintf(err, errlen, "%s: %s", path, inner);
+    }
+    if (rc != 0) {
+        es_fault_unwatch(fault);
         munmap(map, size);
         return -1;
     }
     (*out)->map = map;
     (*out)->map_size = size;
+    (*out)->fault = fault;
     return 0;
 }
 

@@ -74,11 +74,18 @@ typedef struct es_gguf_ctx {
     /* set when the ctx owns a file mapping */
     void *map;
     size_t map_size;
+    /* SIGBUS watch over the mapping (platform/fault.h), made before the
+     * header is parsed so a file that shrinks while it is read ends with a
+     * message; users of the mapping ask es_fault_hit(ctx->fault, ...) */
+    struct es_fault_watch *fault;
 } es_gguf_ctx;
 
 /* 0 on success; otherwise -1 and a message in err. */
 int es_gguf_parse_buffer(const void *buf, size_t size, es_gguf_ctx **out, char *err, size_t errlen);
 int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen);
+/* Test hook: called between mapping a file and parsing its header (tests
+ * shrink the file there). */
+extern void (*es_gguf_after_map_hook)(const char *path);
 void es_gguf_close(es_gguf_ctx *ctx);
 
 const es_gguf_kv *es_gguf_find_kv(const es_gguf_ctx *ctx, const char *key);

@@ -304,7 +304,7 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
         return fail(&q, access(in, R_OK) ? ES_ERR_IO : ES_ERR_FORMAT, "%s", inner);
 
     q.in = in;
-    q.fault = es_fault_watch_new(q.g->map, q.g->map_size);
+    q.fault = q.g->fault; /* watching since the file was mapped */
     es_status st = ES_ERR_NOMEM;
     if (q.g->n_tensors == 0) { /* a vocabulary-only file: nothing to convert, no model to write */
         st = fail(&q, ES_ERR_FORMAT, "'%s' has no tensors (a vocabulary-only file?): nothing to quantize", in);
@@ -355,7 +355,6 @@ done:
     free(q.chunk);
     es_pool_free(q.pool);
     es_gguf_writer_free(q.w); /* removes the output unless it was finished */
-    es_fault_unwatch(q.fault);
     es_gguf_close(q.g);
     return st;
 }

@@ -93,7 +93,7 @@ static es_status load_params(const es_load_params *params, es_load_params *lp, c
  * mapping.  -1 when the file is no longer the size that was mapped. */
 static int watch_file(es_model *m, const es_gguf_ctx *g, const char *path) {
     m->path = strdup(path);
-    m->fault = es_fault_watch_new(g->map, g->map_size);
+    m->fault = g->fault; /* the GGUF context's, watching since the file was mapped */
     m->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (m->fd < 0 || fstat(m->fd, &st) != 0) {
@@ -199,7 +199,6 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
 void es_model_free(es_model *m) {
     if (!m) return;
     es_res_free(m->res); /* its threads read the mapping: first */
-    es_fault_unwatch(m->fault); /* before the mapping goes */
     if (m->fd >= 0) close(m->fd);
     free(m->path);
     es_tokenizer_free(m->tok);

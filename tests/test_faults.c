@@ -207,6 +207,36 @@ static void truncated_quantize(const char *model, const char *live, const char *
     remove(live);
 }
 
+/* The file shrinks between its mapping and the reading of its header (the
+ * hook runs there): the load and quantize fail with a message, no crash. */
+static off_t shrink_to;
+static void shrink_in_hook(const char *path) {
+    if (truncate(path, shrink_to) != 0) CHECK(0, "truncate %s in the hook", path);
+}
+
+/* to: 0 (the header's page faults) or 64 (its page reads as zeros past the end) */
+static void truncated_header(const char *model, const char *live, off_t to) {
+    if (copy_file(model, live) != 0) { CHECK(0, "copy %s", model); return; }
+    shrink_to = to;
+    es_gguf_after_map_hook = shrink_in_hook;
+    es_model *m = NULL;
+    char err[512] = "";
+    es_status st = es_model_load(live, NULL, &m, err, sizeof err);
+    CHECK(st != ES_OK && m == NULL, "header read from a shrinking file: the load fails (got %d)", st);
+    CHECK(strstr(err, "changed or truncated while its header was read") && strstr(err, live),
+          "header read from a shrinking file: the message says so: '%s'", err);
+    if (m) es_model_free(m);
+    if (copy_file(model, live) != 0) { CHECK(0, "copy %s", model); es_gguf_after_map_hook = NULL; return; }
+    char out[320];
+    snprintf(out, sizeof out, "%s.q8", live);
+    err[0] = 0;
+    st = es_quantize_file(live, out, "q8_0", NULL, err, sizeof err);
+    CHECK(st != ES_OK && strstr(err, "while its header was read"), "quantize of a shrinking file: refused (%d: %s)", st, err);
+    CHECK(access(out, F_OK) != 0, "quantize of a shrinking file: no output");
+    es_gguf_after_map_hook = NULL;
+    remove(live);
+}
+
 static void test_truncation(int i, const char *path) {
     (void)i;
     char live[300];
@@ -218,6 +248,8 @@ static void test_truncation(int i, const char *path) {
     }
     truncated_quantize(path, live, "q8_0");
     truncated_quantize(path, live, "f32");
+    truncated_header(path, live, 0);
+    truncated_header(path, live, 64);
 }
 
 /* ---- NaN weights ------------------------------------------------------------------- */
