@@ -59,9 +59,11 @@ struct es_attn_scratch {
     enum es_attn_form form;
     int batch, n_threads, n_ctx;
     void *arena;           /* the one allocation behind the fixed buffers (attn_layout) */
-    /* per thread, absorbed form */
-    float *t_att;          /* [n_ctx] scores */
-    float *t_qt, *t_u, *t_row; /* [R] absorbed query, latent sum, dequantised row */
+    /* per thread, absorbed form: a unit is one token and a group of hg heads */
+    int hg;                /* heads per group (absorbed_group_size) */
+    float *t_att;          /* [hg][n_ctx] scores */
+    float *t_qt, *t_u;     /* [hg][R] absorbed queries, latent sums */
+    float *t_row;          /* [R] dequantised row */
     void *t_act;           /* one activation row in a kernel's format */
     size_t t_act_bytes;
     /* per thread, expanded form (a thread works on one head at a time) */
@@ -82,15 +84,29 @@ struct es_attn_scratch {
  * widest per value; the slack covers block rounding). */
 static size_t act_bound(int64_t n) { return sizeof(float) * (size_t)n + 512; }
 
+/* Heads per absorbed-form unit: the unit streams the latent cache once for
+ * all its heads (a row, R+dr floats, is read from memory once and used hg
+ * times from L1) instead of twice per head — at depth the cache, not the
+ * weights, was what a decode step read most (V2-Lite shape, 16 heads,
+ * S = 2048: 2 x 16 x 4.7 MB per layer).  At most 16 heads, and scores
+ * [hg][n_ctx] of at most 1 MiB per thread for long contexts. */
+static int absorbed_group_size(const es_hparams *hp, int n_ctx) {
+    int hg = hp->n_heads < 16 ? hp->n_heads : 16;
+    while (hg > 1 && (size_t)hg * (size_t)n_ctx * sizeof(float) > ((size_t)1 << 20)) hg--;
+    return hg;
+}
+
 /* Names every buffer once, with its size, for nt threads (see arena.h):
  * over an arena without a base it only counts the bytes. */
 static void attn_layout(es_attn_scratch *a, const es_hparams *hp, int n_ctx, int batch, int n_threads, es_arena *ar) {
     const size_t nt = (size_t)n_threads, R = (size_t)hp->kv_lora, H = (size_t)hp->n_heads;
     const size_t dn = (size_t)hp->nope, dr = (size_t)hp->rope, dv = (size_t)hp->vdim;
     a->t_act_bytes = act_bound((int64_t)(R > dn ? R : dn));
-    a->t_att = es_arena_take(ar, sizeof(float) * nt * (size_t)n_ctx);
-    a->t_qt = es_arena_take(ar, sizeof(float) * nt * R);
-    a->t_u = es_arena_take(ar, sizeof(float) * nt * R);
+    a->hg = absorbed_group_size(hp, n_ctx);
+    const size_t hg = (size_t)a->hg;
+    a->t_att = es_arena_take(ar, sizeof(float) * nt * hg * (size_t)n_ctx);
+    a->t_qt = es_arena_take(ar, sizeof(float) * nt * hg * R);
+    a->t_u = es_arena_take(ar, sizeof(float) * nt * hg * R);
     a->t_row = es_arena_take(ar, sizeof(float) * nt * R);
     a->t_act = es_arena_take(ar, nt * a->t_act_bytes);
     a->t_wuk = es_arena_take(ar, sizeof(float) * nt * dn * R);
@@ -221,38 +237,62 @@ static void absorb_query(const attn_job *j, int h, const float *q_nope, float *q
     }
 }
 
-/* One (token, head) unit: scores over positions 0..p, softmax, the
- * weighted sum of latents, and W_UV. */
-static void attend_absorbed(const attn_job *j, int t, int h, int tid) {
+/* One unit: token t and heads h0..h0+n-1 — scores over positions 0..p,
+ * softmax, the weighted sum of latents, and W_UV, for each head.  Positions
+ * run in the outer loop so each cache row is read once for the group; each
+ * head's arithmetic (its dot products, its sums in position order) is the
+ * same as with one head per unit, so the grouping never changes a value. */
+static void attend_absorbed(const attn_job *j, int t, int h0, int n, int tid) {
     const es_hparams *hp = &j->s->m->hp;
     es_attn_scratch *a = j->a;
     const es_kernels *K = j->s->m->kern;
     const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
-    const int p = j->pos0 + t;
-    const float *qh = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h * (dn + dr);
-    float *att = a->t_att + (size_t)tid * a->n_ctx;
-    float *qt = a->t_qt + (size_t)tid * R;
-    float *u = a->t_u + (size_t)tid * R;
-    absorb_query(j, h, qh, qt, tid);
+    const int p = j->pos0 + t, S = a->n_ctx;
+    const float *qt0 = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h0 * (dn + dr); /* [n][dn+dr] */
+    float *att = a->t_att + (size_t)tid * a->hg * S; /* [n][S] */
+    float *qt = a->t_qt + (size_t)tid * a->hg * R;   /* [n][R] */
+    float *u = a->t_u + (size_t)tid * a->hg * R;     /* [n][R] */
+    for (int g = 0; g < n; g++) absorb_query(j, h0 + g, qt0 + (size_t)g * (dn + dr), qt + (size_t)g * R, tid);
     for (int i = 0; i <= p; i++) {
         const float *kv = j->cache + (size_t)i * kvw;
-        att[i] = (K->dot_f32(qt, kv, R) + K->dot_f32(qh + dn, kv + R, dr)) * hp->attn_scale;
+        for (int g = 0; g < n; g++)
+            att[(size_t)g * S + i] = (K->dot_f32(qt + (size_t)g * R, kv, R) +
+                                      K->dot_f32(qt0 + (size_t)g * (dn + dr) + dn, kv + R, dr)) * hp->attn_scale;
     }
-    K->softmax(att, p + 1);
-    memset(u, 0, sizeof(float) * (size_t)R);
-    for (int i = 0; i <= p; i++) K->axpy_f32(u, att[i], j->cache + (size_t)i * kvw, R);
-    const es_weight *w;
-    const uint8_t *wv = value_rows(hp, j->ly, h, &w);
-    matvec_here(K, w->type, wv, w->row_bytes, R, dv, u, j->o + (size_t)t * hp->n_heads * dv + (size_t)h * dv,
-                (uint8_t *)a->t_act + (size_t)tid * a->t_act_bytes);
+    for (int g = 0; g < n; g++) K->softmax(att + (size_t)g * S, p + 1);
+    memset(u, 0, sizeof(float) * (size_t)n * R);
+    for (int i = 0; i <= p; i++) {
+        const float *kv = j->cache + (size_t)i * kvw;
+        for (int g = 0; g < n; g++) K->axpy_f32(u + (size_t)g * R, att[(size_t)g * S + i], kv, R);
+    }
+    for (int g = 0; g < n; g++) {
+        const es_weight *w;
+        const uint8_t *wv = value_rows(hp, j->ly, h0 + g, &w);
+        matvec_here(K, w->type, wv, w->row_bytes, R, dv, u + (size_t)g * R,
+                    j->o + (size_t)t * hp->n_heads * dv + (size_t)(h0 + g) * dv,
+                    (uint8_t *)a->t_act + (size_t)tid * a->t_act_bytes);
+    }
 }
 
-/* Units are (token, head) in token-major order: a decode step (T = 1)
- * spreads its heads over the pool. */
+/* Head groups per token: enough units for the pool on a decode step (T =
+ * 1), none larger than the scratch's hg. */
+static int absorbed_groups(const attn_job *j) {
+    const int H = j->s->m->hp.n_heads, nt = es_pool_threads(j->s->pool);
+    int G = (H + j->a->hg - 1) / j->a->hg;
+    if (j->T == 1 && G < nt) G = nt < H ? nt : H;
+    return G;
+}
+
+/* Units are (token, head group) in token-major order; group g of G holds
+ * heads [g*H/G, (g+1)*H/G). */
 static void absorbed_task(void *ctx, int64_t i0, int64_t i1, int tid) {
     const attn_job *j = ctx;
-    const int H = j->s->m->hp.n_heads;
-    for (int64_t i = i0; i < i1; i++) attend_absorbed(j, (int)(i / H), (int)(i % H), tid);
+    const int H = j->s->m->hp.n_heads, G = absorbed_groups(j);
+    for (int64_t i = i0; i < i1; i++) {
+        const int t = (int)(i / G), g = (int)(i % G);
+        const int h0 = (int)((int64_t)g * H / G), h1 = (int)((int64_t)(g + 1) * H / G);
+        attend_absorbed(j, t, h0, h1 - h0, tid);
+    }
 }
 
 /* ---- expanded form -------------------------------------------------------------- */
@@ -479,5 +519,5 @@ void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, co
     attn_job j = {s, a, ly, cache, q, o, pos0, T};
     enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
     if (form != ES_ATTN_EXPANDED || expanded(&j) != 0)
-        es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * s->m->hp.n_heads, 1);
+        es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * absorbed_groups(&j), 1);
 }
