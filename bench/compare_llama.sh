@@ -1,115 +1,152 @@
 #!/bin/sh
-# compare_llama.sh — edgeseek against llama.cpp on the same GGUF file(s):
-# prompt processing (ppN) and generation (tgN, also after a prefilled
-# context with -d) side by side with the ratio, then each tool's peak RSS
-# and warm load time.
+# compare_llama.sh — edgeseek against llama.cpp (and, optionally,
+# ik_llama.cpp) on the same GGUF file(s): prompt processing (ppN) and
+# generation (tgN), also after a prefilled context (-d), the engines
+# interleaved round by round because these machines are noisy.
 #
-# usage: LLAMA_CPP_DIR=DIR bench/compare_llama.sh [-t THREADS] [-p LIST] [-n LIST]
-#                                               [-d LIST] [-r REPS] MODEL.gguf...
-#   LLAMA_CPP_DIR  a llama.cpp build directory: llama-bench and llama-completion
-#                  in it or in its bin/ (built separately, never in this tree)
-#   EDGESEEK       the edgeseek binary (default: build/edgeseek of this checkout)
-#   LLAMA_FA       llama.cpp flash attention (default on)
-# Defaults: -t 2 -p 64 -n 32 -d 0,512 -r 3.  llama.cpp runs with its own
-# defaults otherwise (repacking included).  Needs python3 and /usr/bin/time.
+# usage: LLAMA_CPP_DIR=DIR [IK_LLAMA_CPP_DIR=DIR] bench/compare_llama.sh
+#            [-t THREADS] [-p LIST] [-n LIST] [-d LIST] [-r ROUNDS] MODEL.gguf...
+#   LLAMA_CPP_DIR     a llama.cpp build directory with llama-bench in it or in
+#                     its bin/ (built separately, never in this tree)
+#   IK_LLAMA_CPP_DIR  an ik_llama.cpp build, run with its recommended
+#                     DeepSeek flags (IK_FLAGS, default "-mla 3 -fa 1 -fmoe 1")
+#   EDGESEEK          the edgeseek binary (default: build/edgeseek of this checkout)
+#   LLAMA_FA          llama.cpp's flash attention (default 1)
+#   EDGESEEK_SIMD     as for edgeseek itself: forces a kernel path (avx2, ...)
+# Defaults: -t 2 -p 64 -n 32 -d 0,512 -r 5.
 #
-# Peak RSS: llama-bench's from /usr/bin/time -v; edgeseek's is the VmHWM it
-# reports itself, because its bandwidth probe runs in a child process whose
-# buffer /usr/bin/time would add.  Warm load: the file is read before each
-# tool runs, so the page cache holds it; llama.cpp's figure is its own "load time"
-# (from llama-completion, which counts up to the first evaluation of a
-# one-token prompt), edgeseek's is load + session set-up from its bench.
+# Each round runs every engine once over all the tests (one repetition
+# each), in an order that rotates from round to round, with the model read
+# into the page cache before each engine starts.  The table gives each
+# engine's median over the rounds and edgeseek's ratio to the others:
+# the ratio of the medians and, in brackets, the range of the per-round
+# ratios.  The header records the CPU model, edgeseek's kernel path, the
+# llama.cpp commit(s) and the load average before and after.  Needs python3.
 set -eu
 
-threads=2 pp=64 tg=32 depth=0,512 reps=3
+threads=2 pp=64 tg=32 depth=0,512 rounds=5
 while [ $# -gt 0 ]; do
     case "$1" in
     -t) threads=$2; shift 2 ;;
     -p) pp=$2; shift 2 ;;
     -n) tg=$2; shift 2 ;;
     -d) depth=$2; shift 2 ;;
-    -r) reps=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -r) rounds=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) echo "compare_llama.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
 done
 [ $# -ge 1 ] || { echo "compare_llama.sh: no model given (see --help)" >&2; exit 2; }
 [ -n "${LLAMA_CPP_DIR:-}" ] || { echo "compare_llama.sh: set LLAMA_CPP_DIR to a llama.cpp build directory" >&2; exit 2; }
+case "$rounds" in ''|*[!0-9]*|0) echo "compare_llama.sh: -r wants a positive count" >&2; exit 2 ;; esac
 
-find_bin() {
-    for d in "$LLAMA_CPP_DIR/bin" "$LLAMA_CPP_DIR"; do
-        [ -x "$d/$1" ] && { echo "$d/$1"; return 0; }
+find_bin() { # DIR NAME
+    for d in "$1/bin" "$1"; do
+        [ -x "$d/$2" ] && { echo "$d/$2"; return 0; }
     done
-    echo "compare_llama.sh: no $1 under $LLAMA_CPP_DIR" >&2
+    echo "compare_llama.sh: no $2 under $1" >&2
     exit 2
 }
-LB=$(find_bin llama-bench)
-LC=$(find_bin llama-completion)
+LB=$(find_bin "$LLAMA_CPP_DIR" llama-bench)
+IK=""
+[ -n "${IK_LLAMA_CPP_DIR:-}" ] && IK=$(find_bin "$IK_LLAMA_CPP_DIR" llama-bench)
+IK_FLAGS=${IK_FLAGS:--mla 3 -fa 1 -fmoe 1}
 here=$(cd "$(dirname "$0")/.." && pwd)
 ES=${EDGESEEK:-$here/build/edgeseek}
 [ -x "$ES" ] || { echo "compare_llama.sh: $ES is not built (make)" >&2; exit 2; }
-[ -x /usr/bin/time ] || { echo "compare_llama.sh: needs /usr/bin/time (Debian package time)" >&2; exit 2; }
-FA=${LLAMA_FA:-on}
+command -v python3 > /dev/null || { echo "compare_llama.sh: needs python3" >&2; exit 2; }
+FA=${LLAMA_FA:-1}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+echo "machine: $cpu, $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+engines="llama edgeseek"
+[ -n "$IK" ] && engines="llama ik edgeseek"
+n_eng=$(echo $engines | wc -w)
+
+run_engine() { # ENGINE MODEL OUT [--no-bw]
+    cat "$2" > /dev/null
+    case "$1" in
+    llama) "$LB" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 -fa "$FA" -o json > "$3" 2> "$3.err" ;;
+    # shellcheck disable=SC2086 # IK_FLAGS is a list of flags
+    ik) "$IK" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 $IK_FLAGS -o json > "$3" 2> "$3.err" ;;
+    # the bandwidth probe once, in the first round
+    edgeseek) "$ES" bench -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 --json ${4:-} > "$3" 2> "$3.err" ;;
+    esac || { echo "$1 failed on $2:"; tail -20 "$3.err"; exit 1; }
+}
+
 for model in "$@"; do
     [ -r "$model" ] || { echo "compare_llama.sh: cannot read $model" >&2; exit 1; }
     echo
-    echo "== $model ($(du -h "$model" | cut -f1)), $threads threads"
-    # each tool starts with the file in the page cache: llama.cpp's repacked
-    # copy can push the file's pages out while it runs
-    cat "$model" > /dev/null
-    /usr/bin/time -v -o "$tmp/lb.time" "$LB" -m "$model" -t "$threads" -p "$pp" -n "$tg" -d "$depth" \
-        -r "$reps" -fa "$FA" -o json > "$tmp/lb.json" 2> "$tmp/lb.err" ||
-        { echo "llama-bench failed:"; tail -20 "$tmp/lb.err"; exit 1; }
-    cat "$model" > /dev/null
-    "$LC" -m "$model" -t "$threads" -p "hi" -n 1 -no-cnv --no-warmup -c 256 -fa "$FA" \
-        < /dev/null > /dev/null 2> "$tmp/lc.err" || true
-    cat "$model" > /dev/null
-    "$ES" bench -m "$model" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r "$reps" --json \
-        > "$tmp/es.json" 2> "$tmp/es.err" ||
-        { echo "edgeseek bench failed:"; tail -20 "$tmp/es.err"; exit 1; }
-
-    python3 - "$tmp" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
-import json, re, sys
-tmp, load = sys.argv[1], sys.argv[2]
-lb = json.load(open(tmp + "/lb.json"))
-es = json.load(open(tmp + "/es.json"))
-def name(p, g, d):
-    s = "pp%d" % p if p else "tg%d" % g
-    return s + (" @ d%d" % d if d else "")
-L = {(r["n_prompt"], r["n_gen"], r["n_depth"]): r for r in lb}
-E = {(r["n_prompt"], r["n_gen"], r["n_depth"]): r for r in es["results"]}
-commit = lb[0].get("build_commit", "?") if lb else "?"
-print("llama.cpp %s (build %s), %s; edgeseek %s kernels, %s" % (
-    commit, lb[0].get("build_number", "?") if lb else "?", lb[0].get("cpu_info", "") if lb else "",
-    es["simd"], es["numa"]))
-print("| test | llama.cpp t/s | edgeseek t/s | edgeseek / llama.cpp | edgeseek % of read BW |")
-print("| ---: | ---: | ---: | ---: | ---: |")
-for k in sorted(set(L) | set(E), key=lambda k: (k[2], k[1] > 0, k[0], k[1])):
-    l, e = L.get(k), E.get(k)
-    ls = "%.2f ± %.2f" % (l["avg_ts"], l["stddev_ts"]) if l else "-"
-    esr = "%.2f ± %.2f" % (e["avg_ts"], e["stddev_ts"]) if e else "-"
-    ratio = "%.2fx" % (e["avg_ts"] / l["avg_ts"]) if l and e and l["avg_ts"] > 0 else "-"
-    bw = "%.0f%%" % (100 * e["bandwidth_fraction"]) if e and e.get("bandwidth_fraction") else "-"
-    print("| %s | %s | %s | %s | %s |" % (name(*k), ls, esr, ratio, bw))
-t = open(tmp + "/lb.time").read()
-m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", t)
-lrss = int(m.group(1)) * 1024 if m else 0
-m = re.search(r"load time =\s*([\d.]+) ms", open(tmp + "/lc.err", errors="replace").read())
-lload = float(m.group(1)) / 1000 if m else float("nan")
-fb = es["file_bytes"]
-print("peak RSS: llama.cpp %.2f GiB (%.2fx the file), edgeseek %.2f GiB (%.2fx the file)" % (
-    lrss / 2**30, lrss / fb if fb else 0, es["peak_rss_bytes"] / 2**30, es["peak_rss_bytes"] / fb if fb else 0))
-print("warm load: llama.cpp %.2f s, edgeseek %.2f s" % (lload, es["load_s"]))
-tr = es["decode_traffic"]
-print("edgeseek decode reads %.3f GB of weights per token; read bandwidth %.1f GB/s (%d threads)" % (
-    tr["weights"] / 1e9, max([r["bandwidth_bytes_per_s"] for r in es["results"]] + [0]) / 1e9,
-    es["results"][0]["threads"] if es["results"] else 0))
+    echo "== $model ($(du -h "$model" | cut -f1)), $threads threads, $rounds rounds"
+    r=0
+    while [ "$r" -lt "$rounds" ]; do
+        # rotate the order: round r starts with engine r mod n
+        k=$((r % n_eng))
+        i=0
+        order=""
+        for e in $engines; do
+            [ "$i" -ge "$k" ] && order="$order $e"
+            i=$((i + 1))
+        done
+        i=0
+        for e in $engines; do
+            [ "$i" -lt "$k" ] && order="$order $e"
+            i=$((i + 1))
+        done
+        bw=--no-bw
+        [ "$r" -eq 0 ] && bw=""
+        for e in $order; do run_engine "$e" "$model" "$tmp/$e.$r.json" $bw; done
+        r=$((r + 1))
+    done
+    python3 - "$tmp" "$rounds" "$engines" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, statistics, sys
+tmp, rounds, engines, load = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
+def key(r): return (r["n_prompt"], r["n_gen"], r["n_depth"])
+def name(k):
+    p, g, d = k
+    return ("pp%d" % p if p else "tg%d" % g) + (" @ d%d" % d if d else "")
+runs = {e: [] for e in engines}   # engine -> per round {test: t/s}
+meta = {}
+for e in engines:
+    for r in range(rounds):
+        js = json.load(open("%s/%s.%d.json" % (tmp, e, r)))
+        rows = js["results"] if e == "edgeseek" else js
+        runs[e].append({key(x): x["avg_ts"] for x in rows})
+        if e != "edgeseek" and rows:
+            meta[e] = "%s commit %s" % ({"llama": "llama.cpp", "ik": "ik_llama.cpp"}[e], rows[0].get("build_commit", "?"))
+        elif e == "edgeseek":
+            meta[e] = "edgeseek %s kernels, NUMA %s" % (js["simd"], js["numa"])
+print("; ".join(meta[e] for e in engines))
+others = [e for e in engines if e != "edgeseek"]
+label = {"llama": "llama.cpp", "ik": "ik_llama.cpp", "edgeseek": "edgeseek"}
+head = "| test | " + " | ".join(label[e] + " t/s" for e in engines) + " | " + \
+       " | ".join("edgeseek / " + label[e] for e in others) + " |"
+print(head)
+print("|" + " ---: |" * (1 + len(engines) + len(others)))
+tests = sorted(set().union(*[set(x) for e in engines for x in runs[e]]), key=lambda k: (k[2], k[1] > 0, k[0], k[1]))
+for k in tests:
+    cells, med = [], {}
+    for e in engines:
+        v = [x[k] for x in runs[e] if k in x]
+        med[e] = statistics.median(v) if v else None
+        cells.append("%.2f" % med[e] if v else "-")
+    for o in others:
+        per = [runs["edgeseek"][r][k] / runs[o][r][k] for r in range(rounds)
+               if k in runs["edgeseek"][r] and k in runs[o][r] and runs[o][r][k] > 0]
+        if med[o] and med["edgeseek"]:
+            cells.append("%.2fx (%.2f-%.2f)" % (med["edgeseek"] / med[o], min(per), max(per)))
+        else:
+            cells.append("-")
+    print("| %s | %s |" % (name(k), " | ".join(cells)))
+es = json.load(open("%s/edgeseek.0.json" % tmp))
+tr = es.get("decode_traffic", {})
+bw = max([r.get("bandwidth_bytes_per_s", 0) for r in es["results"]] + [0])
+if tr:
+    print("edgeseek decode reads %.3f GB of weights per token; its read-bandwidth probe: %.1f GB/s" % (tr["weights"] / 1e9, bw / 1e9))
 print("load average after: %s" % load)
 EOF
 done
