@@ -13,6 +13,8 @@
 #   EDGESEEK          the edgeseek binary (default: build/edgeseek of this checkout)
 #   LLAMA_FA          llama.cpp's flash attention (default 1)
 #   EDGESEEK_SIMD     as for edgeseek itself: forces a kernel path (avx2, ...)
+#   LLAMA_COMMIT, IK_COMMIT  the commit to print when a build does not know its own
+#                     (built from an archive rather than a git checkout)
 # Defaults: -t 2 -p 64 -n 32 -d 0,512 -r 5.
 #
 # Each round runs every engine once over all the tests (one repetition
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
     -n) tg=$2; shift 2 ;;
     -d) depth=$2; shift 2 ;;
     -r) rounds=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     -*) echo "compare_llama.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -103,7 +105,7 @@ for model in "$@"; do
         r=$((r + 1))
     done
     python3 - "$tmp" "$rounds" "$engines" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 tmp, rounds, engines, load = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
 def key(r): return (r["n_prompt"], r["n_gen"], r["n_depth"])
 def name(k):
@@ -117,9 +119,12 @@ for e in engines:
         rows = js["results"] if e == "edgeseek" else js
         runs[e].append({key(x): x["avg_ts"] for x in rows})
         if e != "edgeseek" and rows:
-            meta[e] = "%s commit %s" % ({"llama": "llama.cpp", "ik": "ik_llama.cpp"}[e], rows[0].get("build_commit", "?"))
+            c = rows[0].get("build_commit", "unknown")
+            if c in ("unknown", "") and os.environ.get({"llama": "LLAMA_COMMIT", "ik": "IK_COMMIT"}[e]):
+                c = os.environ[{"llama": "LLAMA_COMMIT", "ik": "IK_COMMIT"}[e]]
+            meta[e] = "%s commit %s" % ({"llama": "llama.cpp", "ik": "ik_llama.cpp"}[e], c)
         elif e == "edgeseek":
-            meta[e] = "edgeseek %s kernels, NUMA %s" % (js["simd"], js["numa"])
+            meta[e] = "edgeseek %s kernels, %s" % (js["simd"], js["numa"])
 print("; ".join(meta[e] for e in engines))
 others = [e for e in engines if e != "edgeseek"]
 label = {"llama": "llama.cpp", "ik": "ik_llama.cpp", "edgeseek": "edgeseek"}
