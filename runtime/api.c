@@ -499,3 +499,68 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
     set_err(err, errlen, "values stopped being finite (NaN or infinity) in %s: the model's weights are corrupt", where);
     return ES_ERR_FORMAT;
 }
+
+/* ---- several sessions in one pass -------------------------------------------- */
+
+/* The checks es_batch_eval makes before it runs anything: ES_OK, or the
+ * error with its message. */
+static es_status batch_check(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                             const int *n_tokens, char *err, size_t errlen) {
+    if (n_sessions < 0) { set_err(err, errlen, "session count %d is negative", n_sessions); return ES_ERR_ARG; }
+    if (n_sessions == 0) return ES_OK;
+    if (!sessions || !n_tokens) {
+        set_err(err, errlen, "%s is NULL", !sessions ? "the session list" : "the token counts");
+        return ES_ERR_ARG;
+    }
+    for (int i = 0; i < n_sessions; i++) {
+        const es_session *s = sessions[i];
+        if (!s) { set_err(err, errlen, "session %d is NULL", i); return ES_ERR_ARG; }
+        if (s->m != sessions[0]->m) {
+            set_err(err, errlen, "session %d belongs to another model than session 0", i);
+            return ES_ERR_ARG;
+        }
+        for (int j = 0; j < i; j++)
+            if (sessions[j] == s) {
+                set_err(err, errlen, "session %d is session %d again: the sessions must be distinct", i, j);
+                return ES_ERR_ARG;
+            }
+        const int n = n_tokens[i];
+        if (n < 0) { set_err(err, errlen, "session %d: token count %d is negative", i, n); return ES_ERR_ARG; }
+        if (n == 0) continue;
+        if (!tokens || !tokens[i]) { set_err(err, errlen, "session %d: %d tokens, but no token array", i, n); return ES_ERR_ARG; }
+        const int n_vocab = s->m->hp.n_vocab;
+        for (int t = 0; t < n; t++)
+            if (tokens[i][t] < 0 || tokens[i][t] >= n_vocab) {
+                set_err(err, errlen, "session %d: token id %d at index %d is outside the vocabulary (0..%d)", i,
+                        tokens[i][t], t, n_vocab - 1);
+                return ES_ERR_ARG;
+            }
+    }
+    for (int i = 0; i < n_sessions; i++) {
+        const es_session *s = sessions[i];
+        if (n_tokens[i] > s->n_ctx - s->pos) {
+            set_err(err, errlen, "session %d: %d tokens at position %d exceed the context of %d tokens", i,
+                    n_tokens[i], s->pos, s->n_ctx);
+            return ES_ERR_CONTEXT;
+        }
+    }
+    return ES_OK;
+}
+
+es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                        const int *n_tokens, float *const *logits, char *err, size_t errlen) {
+    es_status st = batch_check(sessions, n_sessions, tokens, n_tokens, err, errlen);
+    if (st != ES_OK) return st;
+    /* one session after the other; on failure every session goes back to
+     * where it was (the cache rows past a position are rewritten before
+     * they are read) */
+    for (int i = 0; i < n_sessions; i++) {
+        if (n_tokens[i] == 0) continue;
+        st = es_session_eval(sessions[i], tokens[i], n_tokens[i], logits ? logits[i] : NULL, 0, err, errlen);
+        if (st != ES_OK) {
+            for (int j = 0; j < i; j++) sessions[j]->pos -= n_tokens[j];
+            return st;
+        }
+    }
+    return ES_OK;
+}
