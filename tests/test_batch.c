@@ -9,8 +9,8 @@
  * and thread counts; each session's script then runs alone through
  * es_session_eval, and every call's last-position logits must agree bit for
  * bit, as must the final positions.  On the golden models (F32), the default
- * model (F16) and generated quantised models (Q8_0, Q4_0: 8-bit activations),
- * on every SIMD path this CPU runs.
+ * model (F16) and generated quantised models (Q8_0, Q4_0; Q4_K, Q5_K and the
+ * Q4_K_M mix: 8-bit activations), on every SIMD path this CPU runs.
  *
  * Also the argument checks: bad counts, NULL pointers, a token outside the
  * vocabulary, sessions of two models or one session twice (ES_ERR_ARG), a
@@ -211,10 +211,31 @@ static void identity_all_paths(const char *label, const char *path) {
     }
 }
 
-static const char *const gen_args[] = {"--preset tiny --type q8_0 --seed 5", "--preset tiny --type q4_0 --seed 6"};
+/* the third: rows of 256 for the K-quants, quantised here to each target */
+static const char *const gen_args[] = {
+    "--preset tiny --type q8_0 --seed 5", "--preset tiny --type q4_0 --seed 6",
+    "--type f32 --dim 256 --layers 3 --dense-layers 1 --ffn 512 --expert-ffn 256 --heads 4 --q-lora 256 "
+    "--kv-lora 256 --nope-dim 32 --rope-dim 32 --v-dim 64 --experts 8 --experts-used 2 --shared-experts 1 --seed 8"};
 
 static void gen_case(int i, const char *path) {
-    identity_all_paths(gen_args[i], path);
+    if (i < 2) {
+        identity_all_paths(gen_args[i], path);
+        return;
+    }
+    static const char *const targets[] = {"q4_k", "q5_k", "q4_k_m"};
+    for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
+        char out[600], err[512], label[64];
+        snprintf(out, sizeof out, "%s.%s.gguf", path, targets[t]);
+        es_quantize_params qp = {0};
+        qp.n_threads = 1;
+        if (es_quantize_file(path, out, targets[t], &qp, err, sizeof err) != ES_OK) {
+            CHECK(0, "quantize to %s: %s", targets[t], err);
+            continue;
+        }
+        snprintf(label, sizeof label, "generated %s", targets[t]);
+        identity_all_paths(label, out);
+        remove(out);
+    }
 }
 
 /* ---- argument checks ------------------------------------------------------ */
