@@ -36,4 +36,16 @@ enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0);
 void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
                        int pos0, int T, float *o);
 
+/* One session's part of a batch of several sessions: its T queries q
+ * (positions pos0..) against its cache, into o (layouts as above). */
+typedef struct es_attn_part {
+    const float *cache, *q;
+    float *o;
+    int pos0, T;
+} es_attn_part;
+/* es_attention_core for each part, with the same values: the parts whose
+ * form is the absorbed one (decode steps, short chunks) share one parallel
+ * region of (part, token, head) units; the others run one by one. */
+void es_attention_parts(es_session *s, es_attn_scratch *a, const es_layer *ly, const es_attn_part *parts, int n);
+
 #endif

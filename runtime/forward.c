@@ -91,6 +91,7 @@ static void attention(es_session *s, int il, int T) {
     } else {
         es_fwd_matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
+    es_attn_part parts[ES_BATCH];
     for (int g = 0; g < sc->n_seg; g++) {
         const es_seg *sg = &sc->seg[g];
         float *cache = sg->s->kv + (size_t)il * sg->s->n_ctx * kvw;
@@ -103,9 +104,10 @@ static void attention(es_session *s, int il, int T) {
             rope(slot + R, dr, cs);
             for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
         }
-        es_attention_core(s, sc->attn, ly, cache, sc->q + (size_t)sg->row0 * qw, sg->pos, sg->n,
-                          sc->o + (size_t)sg->row0 * H * hp->vdim);
+        parts[g] = (es_attn_part){cache, sc->q + (size_t)sg->row0 * qw, sc->o + (size_t)sg->row0 * H * hp->vdim,
+                                  sg->pos, sg->n};
     }
+    es_attention_parts(s, sc->attn, ly, parts, sc->n_seg);
     es_fwd_matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
 }
 
