@@ -10,6 +10,11 @@
  * same number of threads, in a child process so that the buffer does not
  * count in the peak RSS reported.
  *
+ * With --streams N, "tgK xN" runs N sessions decoding together: each of the
+ * K steps is one es_batch_eval of one token per session (one pass over the
+ * weights for all of them), and the figure is the aggregate generated
+ * tokens/s, N·K over the time.
+ *
  * Like llama-bench: random token ids, one untimed warm-up per test, logits
  * of the last position only for pp, of every token for tg. */
 #include <errno.h>
@@ -31,6 +36,7 @@
 #include "edgeseek.h"
 
 #define MAX_LIST 32
+#define MAX_STREAMS 64 /* sessions of a tgN xS test */
 
 static void usage_bench(FILE *f) {
     fprintf(f,
@@ -40,6 +46,8 @@ static void usage_bench(FILE *f) {
             "  -d LIST       context depth each test starts from (default 0,512)\n"
             "  -t LIST       thread counts (default: physical cores; capped at the usable CPUs)\n"
             "  -r REPS       repetitions of each test (default 5)\n"
+            "  --streams LIST  also tgN xS: S sessions decoding together, one es_batch_eval\n"
+            "                a step; aggregate generated tokens/s (e.g. --streams 1,2,4,8)\n"
             "  --numa MODE   off | shard | replicate (default shard; a no-op on one node)\n"
             "  --bw-mb MB    bandwidth test buffer (default: 4x the last-level cache, >= 1024)\n"
             "  --no-bw       do not measure memory bandwidth\n"
@@ -246,8 +254,11 @@ static size_t bw_bytes(long mb) {
 
 typedef struct result {
     int threads, n_prompt, n_gen, n_depth, reps;
+    int n_streams;           /* tgN xS: S sessions through es_batch_eval; 0: one session, es_session_eval */
     double *ts;              /* [reps] tokens/s */
     double mean, sd;
+    double median;           /* of the samples */
+    double vs_one;           /* tgN xS: median over rounds of its t/s over tgN x1's (0: no x1 ran) */
     es_decode_traffic tr;    /* generation: per token, KV at the middle position */
     double bw;               /* bytes/s for this thread count (0: not measured) */
     char name[64];           /* "pp64", "tg32 @ d512" */
@@ -281,18 +292,56 @@ static double run_once(es_session *s, int d, int n_prompt, int n_gen, int32_t *t
     return cli_now() - t0;
 }
 
+/* One timed run of tgN xS: S sessions from depth d, n_gen steps of one
+ * token each through es_batch_eval; seconds, < 0 on error. */
+static double run_streams(es_session **ss, int n_s, int d, int n_gen, float *const *logits, int nv) {
+    char err[512];
+    int32_t tok[MAX_STREAMS];
+    const int32_t *tp[MAX_STREAMS];
+    int one[MAX_STREAMS];
+    for (int i = 0; i < n_s; i++) {
+        if (cli_failed(es_session_truncate(ss[i], d, err, sizeof err), err)) return -1;
+        tp[i] = &tok[i];
+        one[i] = 1;
+    }
+    double t0 = cli_now();
+    for (int k = 0; k < n_gen; k++) {
+        for (int i = 0; i < n_s; i++) tok[i] = rand_token(nv);
+        if (cli_failed(es_batch_eval(ss, n_s, tp, one, logits, err, sizeof err), err)) return -1;
+    }
+    return cli_now() - t0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of v[n] (sorted in place). */
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 static void stats(result *r) {
     double sum = 0, sq = 0;
     for (int i = 0; i < r->reps; i++) sum += r->ts[i];
     r->mean = sum / r->reps;
     for (int i = 0; i < r->reps; i++) sq += (r->ts[i] - r->mean) * (r->ts[i] - r->mean);
     r->sd = r->reps > 1 ? sqrt(sq / (r->reps - 1)) : 0;
+    double *v = malloc(sizeof(double) * (size_t)r->reps);
+    if (v) {
+        memcpy(v, r->ts, sizeof(double) * (size_t)r->reps);
+        r->median = median_of(v, r->reps);
+        free(v);
+    }
 }
 
 static void test_name(result *r) {
     const size_t n = sizeof r->name;
     if (r->n_prompt) snprintf(r->name, n, "pp%d", r->n_prompt);
     else snprintf(r->name, n, "tg%d", r->n_gen);
+    if (r->n_streams) snprintf(r->name + strlen(r->name), n - strlen(r->name), " x%d", r->n_streams);
     if (r->n_depth) snprintf(r->name + strlen(r->name), n - strlen(r->name), " @ d%d", r->n_depth);
 }
 
@@ -330,7 +379,8 @@ static void print_traffic_json(FILE *f, const es_decode_traffic *t) {
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     long pp[MAX_LIST] = {64}, tg[MAX_LIST] = {32}, depth[MAX_LIST] = {0, 512}, thr[MAX_LIST] = {0};
-    int n_pp = 1, n_tg = 1, n_depth = 2, n_thr = 1;
+    long streams[MAX_LIST] = {0};
+    int n_pp = 1, n_tg = 1, n_depth = 2, n_thr = 1, n_streams = 0;
     long reps = 5, bw_mb = 0;
     int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT;
     for (int i = 1; i < argc; i++) {
@@ -339,7 +389,7 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(a, "--json")) { json = 1; continue; }
         if (!strcmp(a, "--no-bw")) { no_bw = 1; continue; }
         if (!strcmp(a, "--no-warmup")) { warmup = 0; continue; }
-        static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa"};
+        static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa", "--streams"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
         if (!known) return cli_usage_error(usage_bench, "edgeseek bench: unknown option %s\n", a);
@@ -354,6 +404,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) bad = cli_parse_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "--bw-mb")) bad = cli_parse_int(a, v, 1, 1L << 20, &bw_mb);
         else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &numa);
+        else if (!strcmp(a, "--streams")) bad = parse_list(a, v, 1, MAX_STREAMS, streams, &n_streams);
         if (bad) return 2;
     }
     if (!model) return cli_usage_error(usage_bench, "edgeseek bench: -m MODEL is required\n");
@@ -375,8 +426,10 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_pp; i++)
             if (pp[i]) { n_tests++; max_ctx = depth[d] + pp[i] > max_ctx ? depth[d] + pp[i] : max_ctx; }
         for (int i = 0; i < n_tg; i++)
-            if (tg[i]) { n_tests++; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
+            if (tg[i]) { n_tests += 1 + n_streams; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
     }
+    int max_streams = 1;
+    for (int i = 0; i < n_streams; i++) max_streams = streams[i] > max_streams ? (int)streams[i] : max_streams;
     if (!n_tests) return cli_usage_error(NULL, "edgeseek bench: nothing to run (every -p and -n is 0)\n");
 
     struct stat sb;
@@ -386,7 +439,8 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     char err[768];
     int rc = 1;
-    es_session *s = NULL;
+    es_session *s = NULL, *ss[MAX_STREAMS] = {0}; /* ss[0] is s */
+    float *lgs[MAX_STREAMS] = {0};
     result *res = NULL;
     int n_res = 0;
     int32_t *tok = NULL;
@@ -408,6 +462,18 @@ int cmd_bench(int argc, char **argv) {
     logits = malloc(sizeof(float) * (size_t)nv);
     res = calloc((size_t)n_tests * (size_t)n_thr, sizeof *res);
     if (!tok || !logits || !res) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+    /* the other sessions of the streams tests: one thread each (only the
+     * first one's threads run a batch) */
+    ss[0] = s;
+    for (int i = 0; i < max_streams; i++) {
+        if (i && (cli_failed(es_session_new(m, (int)max_ctx + 1, &ss[i], err, sizeof err), err) ||
+                  cli_failed(es_session_set_threads(ss[i], 1, err, sizeof err), err)))
+            goto done;
+        if (n_streams && !(lgs[i] = malloc(sizeof(float) * (size_t)nv))) {
+            fprintf(stderr, "edgeseek: out of memory\n");
+            goto done;
+        }
+    }
     const size_t bwb = bw_bytes(bw_mb);
 
     for (int ti = 0; ti < n_thr; ti++) {
@@ -417,10 +483,12 @@ int cmd_bench(int argc, char **argv) {
         for (int d = 0; d < n_depth; d++) {
             /* the context is prefilled once per depth; each run is cut back
              * to it (es_session_truncate), so only the test is timed */
-            es_session_reset(s);
-            if (depth[d]) {
-                fill_tokens(tok, (int)depth[d], nv);
-                if (cli_failed(es_session_eval(s, tok, (int)depth[d], NULL, 0, err, sizeof err), err)) goto done;
+            for (int i = 0; i < (n_streams ? max_streams : 1); i++) {
+                es_session_reset(ss[i]);
+                if (depth[d]) {
+                    fill_tokens(tok, (int)depth[d], nv);
+                    if (cli_failed(es_session_eval(ss[i], tok, (int)depth[d], NULL, 0, err, sizeof err), err)) goto done;
+                }
             }
             for (int kind = 0; kind < 2; kind++) {
                 const int cnt = kind ? n_tg : n_pp;
@@ -428,8 +496,8 @@ int cmd_bench(int argc, char **argv) {
                     const int np = kind ? 0 : (int)pp[i], ng = kind ? (int)tg[i] : 0;
                     if (!np && !ng) continue;
                     result *r = &res[n_res++];
-                    *r = (result){T, np, ng, (int)depth[d], (int)reps, calloc((size_t)reps, sizeof(double)), 0, 0,
-                                  {0}, bw_of[ti], ""};
+                    *r = (result){.threads = T, .n_prompt = np, .n_gen = ng, .n_depth = (int)depth[d],
+                                  .reps = (int)reps, .ts = calloc((size_t)reps, sizeof(double)), .bw = bw_of[ti]};
                     test_name(r);
                     if (!r->ts) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
                     if (warmup && run_once(s, (int)depth[d], np, np ? 0 : 1, tok, logits, nv) < 0) goto done;
@@ -442,6 +510,41 @@ int cmd_bench(int argc, char **argv) {
                     if (ng) es_model_decode_traffic(m, (int)depth[d] + ng / 2, &r->tr);
                     if (!json)
                         fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, r->name, r->mean, r->sd);
+                }
+            }
+            /* tgN xS: S sessions a step through es_batch_eval, the stream
+             * counts interleaved round by round (a busy machine then slows
+             * them alike) */
+            for (int i = 0; i < n_tg && n_streams; i++) {
+                if (!tg[i]) continue;
+                result *first = &res[n_res];
+                for (int j = 0; j < n_streams; j++) {
+                    result *r = &res[n_res++];
+                    *r = (result){.threads = T, .n_gen = (int)tg[i], .n_depth = (int)depth[d], .reps = (int)reps,
+                                  .n_streams = (int)streams[j], .ts = calloc((size_t)reps, sizeof(double)),
+                                  .bw = bw_of[ti]};
+                    test_name(r);
+                    if (!r->ts) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+                    if (warmup && run_streams(ss, r->n_streams, r->n_depth, 1, lgs, nv) < 0) goto done;
+                }
+                for (int k = 0; k < reps; k++)
+                    for (int j = 0; j < n_streams; j++) {
+                        result *r = &first[j];
+                        double dt = run_streams(ss, r->n_streams, r->n_depth, r->n_gen, lgs, nv);
+                        if (dt < 0) goto done;
+                        r->ts[k] = (double)r->n_streams * r->n_gen / (dt > 0 ? dt : 1e-9);
+                    }
+                const result *one = NULL;
+                for (int j = 0; j < n_streams; j++)
+                    if (first[j].n_streams == 1) one = &first[j];
+                for (int j = 0; j < n_streams; j++) {
+                    stats(&first[j]);
+                    double ratio[1000]; /* reps <= 1000 */
+                    for (int k = 0; one && k < reps; k++) ratio[k] = first[j].ts[k] / one->ts[k];
+                    if (one) first[j].vs_one = median_of(ratio, (int)reps);
+                    if (!json)
+                        fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s (all streams)\n", T,
+                                first[j].name, first[j].mean, first[j].sd);
                 }
             }
         }
@@ -463,11 +566,12 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
             printf("    {\"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
-                   "\"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
-                   r->threads, r->name, r->n_prompt, r->n_gen, r->n_depth, r->mean, r->sd);
+                   "\"n_streams\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
+                   r->threads, r->name, r->n_prompt, r->n_gen, r->n_depth, r->n_streams, r->mean, r->sd);
             for (int k = 0; k < r->reps; k++) printf("%s%.4f", k ? ", " : "", r->ts[k]);
-            printf("], \"bandwidth_bytes_per_s\": %.0f", r->bw);
-            if (r->n_gen) {
+            printf("], \"median_ts\": %.4f, \"bandwidth_bytes_per_s\": %.0f", r->median, r->bw);
+            if (r->n_streams && r->vs_one > 0) printf(", \"vs_one_stream\": %.4f", r->vs_one);
+            if (r->n_gen && !r->n_streams) {
                 printf(", \"weight_bytes_per_token\": %llu, \"kv_bytes_per_token\": %llu, "
                        "\"bandwidth_fraction\": %.4f",
                        (unsigned long long)r->tr.weights, (unsigned long long)r->tr.kv,
@@ -492,13 +596,24 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
             printf("| %d | %s | %.2f ± %.2f |", r->threads, r->name, r->mean, r->sd);
-            if (r->n_gen) {
+            if (r->n_gen && !r->n_streams) {
                 double gbs = r->tr.weights * r->mean / 1e9;
                 printf(" %.1f | %.1f |", r->tr.weights / 1e6, gbs);
                 if (r->bw > 0) printf(" %.0f%% |\n", 100.0 * gbs * 1e9 / r->bw);
                 else printf(" - |\n");
             } else {
                 printf(" - | - | - |\n");
+            }
+        }
+        if (n_streams) {
+            printf("\nstreams (S sessions decoding together, aggregate t/s; rounds interleave the stream counts):\n"
+                   "\n| threads | test | median t/s | vs 1 stream |\n| ---: | ---: | ---: | ---: |\n");
+            for (int i = 0; i < n_res; i++) {
+                const result *r = &res[i];
+                if (!r->n_streams) continue;
+                printf("| %d | %s | %.2f |", r->threads, r->name, r->median);
+                if (r->vs_one > 0) printf(" %.2fx |\n", r->vs_one);
+                else printf(" - |\n");
             }
         }
     }
@@ -508,6 +623,10 @@ done:
     free(res);
     free(tok);
     free(logits);
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        if (i) es_session_free(ss[i]);
+        free(lgs[i]);
+    }
     es_session_free(s);
     es_model_free(m);
     return rc;

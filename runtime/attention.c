@@ -11,7 +11,9 @@
  *              u = Σ p_s ĉ_s (R), o = W_UV^h u.  Cost per token and head
  *              about S·(2R+dr) + R·(dn+dv) multiply-adds, all of it
  *              vector-by-vector against the cache.  Used for decode, split
- *              across the pool by heads.
+ *              across the pool by (token, head); the decode steps of
+ *              several sessions in one batch (es_batch_eval) share that
+ *              region, each against its own cache (es_attention_parts).
  *   expanded   per head: K_nope = ĉ W_UK^hT (S x dn) and V = ĉ W_UV^hT
  *              (S x dv) as matrix products over blocks of positions, then
  *              flash-style attention: tiles of QT queries x KT keys, a
@@ -162,6 +164,17 @@ void es_attn_scratch_free(es_attn_scratch *a) {
 
 void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form) { a->form = form; }
 
+int es_attn_scratch_grow(es_attn_scratch **a, const es_model *m, int n_ctx, int n_threads) {
+    if ((*a)->n_ctx >= n_ctx && (*a)->n_threads >= n_threads) return 0;
+    es_attn_scratch *g = es_attn_scratch_new(m, n_ctx > (*a)->n_ctx ? n_ctx : (*a)->n_ctx, (*a)->batch,
+                                             n_threads > (*a)->n_threads ? n_threads : (*a)->n_threads);
+    if (!g) return -1;
+    g->form = (*a)->form;
+    es_attn_scratch_free(*a);
+    *a = g;
+    return 0;
+}
+
 /* ---- kernels on the calling thread ------------------------------------------ */
 
 /* Y[t][0..rows) = M X[t] for t < n_tok on the calling thread, X already in
@@ -281,18 +294,6 @@ static int absorbed_groups(const attn_job *j) {
     int G = (H + j->a->hg - 1) / j->a->hg;
     if (j->T == 1 && G < nt) G = nt < H ? nt : H;
     return G;
-}
-
-/* Units are (token, head group) in token-major order; group g of G holds
- * heads [g*H/G, (g+1)*H/G). */
-static void absorbed_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    const attn_job *j = ctx;
-    const int H = j->s->m->hp.n_heads, G = absorbed_groups(j);
-    for (int64_t i = i0; i < i1; i++) {
-        const int t = (int)(i / G), g = (int)(i % G);
-        const int h0 = (int)((int64_t)g * H / G), h1 = (int)((int64_t)(g + 1) * H / G);
-        attend_absorbed(j, t, h0, h1 - h0, tid);
-    }
 }
 
 /* ---- expanded form -------------------------------------------------------------- */
@@ -513,11 +514,64 @@ enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
     return expanded < absorbed ? ES_ATTN_EXPANDED : ES_ATTN_ABSORBED;
 }
 
+/* The absorbed form over the parts in one region: unit u is (part, token,
+ * head group), parts one after another, token-major within a part (a
+ * decode step, T = 1, spreads its head groups over the pool); group g of
+ * a part's G holds heads [g*H/G, (g+1)*H/G). */
+typedef struct parts_job {
+    attn_job base;              /* s, a, ly; the rest set per unit */
+    const es_attn_part *parts;
+    const int *idx;             /* [n] the parts of the region */
+    const int64_t *first;       /* [n + 1] first unit of each */
+    const int *groups;          /* [n] head groups per token of each */
+    int n;
+} parts_job;
+
+static void parts_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const parts_job *pj = ctx;
+    const int H = pj->base.s->m->hp.n_heads;
+    int p = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        while (i >= pj->first[p + 1]) p++;
+        const es_attn_part *pt = &pj->parts[pj->idx[p]];
+        attn_job j = pj->base;
+        j.cache = pt->cache;
+        j.q = pt->q;
+        j.o = pt->o;
+        j.pos0 = pt->pos0;
+        j.T = pt->T;
+        const int64_t u = i - pj->first[p];
+        const int G = pj->groups[p], g = (int)(u % G);
+        const int h0 = (int)((int64_t)g * H / G), h1 = (int)((int64_t)(g + 1) * H / G);
+        attend_absorbed(&j, (int)(u / G), h0, h1 - h0, tid);
+    }
+}
+
+void es_attention_parts(es_session *s, es_attn_scratch *a, const es_layer *ly, const es_attn_part *parts, int n) {
+    enum { MAXP = 64 }; /* parts of a batch: at most its rows */
+    int idx[MAXP], groups[MAXP];
+    int64_t first[MAXP + 1];
+    int na = 0;
+    first[0] = 0;
+    ES_ASSERT(n <= MAXP);
+    for (int i = 0; i < n; i++) {
+        const es_attn_part *pt = &parts[i];
+        ES_ASSERT(pt->T >= 1 && pt->T <= a->batch && pt->pos0 >= 0 && pt->pos0 + pt->T <= a->n_ctx);
+        enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, pt->T, pt->pos0) : a->form;
+        attn_job j = {s, a, ly, pt->cache, pt->q, pt->o, pt->pos0, pt->T};
+        if (form == ES_ATTN_EXPANDED && expanded(&j) == 0) continue;
+        idx[na] = i;
+        groups[na] = absorbed_groups(&j);
+        first[na + 1] = first[na] + (int64_t)pt->T * groups[na];
+        na++;
+    }
+    if (!na) return;
+    parts_job pj = {{s, a, ly, NULL, NULL, NULL, 0, 0}, parts, idx, first, groups, na};
+    es_pool_run(s->pool, parts_task, &pj, first[na], 1);
+}
+
 void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
                        int pos0, int T, float *o) {
-    ES_ASSERT(T >= 1 && T <= a->batch && pos0 >= 0 && pos0 + T <= a->n_ctx);
-    attn_job j = {s, a, ly, cache, q, o, pos0, T};
-    enum es_attn_form form = a->form == ES_ATTN_AUTO ? es_attn_pick(&s->m->hp, T, pos0) : a->form;
-    if (form != ES_ATTN_EXPANDED || expanded(&j) != 0)
-        es_pool_run(s->pool, absorbed_task, &j, (int64_t)T * absorbed_groups(&j), 1);
+    const es_attn_part part = {cache, q, o, pos0, T};
+    es_attention_parts(s, a, ly, &part, 1);
 }

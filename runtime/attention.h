@@ -20,6 +20,9 @@ void es_attn_scratch_free(es_attn_scratch *a);
 /* Bytes es_attn_scratch_new takes for these arguments, with the latent
  * buffer the expanded form grows on demand counted at its largest. */
 int64_t es_attn_scratch_bytes(const es_model *m, int n_ctx, int batch, int n_threads);
+/* Replaces *a by buffers for a context of n_ctx (same batch, threads and
+ * form) when it holds less; 0, or -1 out of memory (*a unchanged). */
+int es_attn_scratch_grow(es_attn_scratch **a, const es_model *m, int n_ctx, int n_threads);
 /* Overrides the form (tests, benchmarks). */
 void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form);
 
@@ -32,5 +35,17 @@ enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0);
  * batch's own positions must already be in the cache.  Runs on s->pool. */
 void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
                        int pos0, int T, float *o);
+
+/* One session's part of a batch of several sessions: its T queries q
+ * (positions pos0..) against its cache, into o (layouts as above). */
+typedef struct es_attn_part {
+    const float *cache, *q;
+    float *o;
+    int pos0, T;
+} es_attn_part;
+/* es_attention_core for each part, with the same values: the parts whose
+ * form is the absorbed one (decode steps, short chunks) share one parallel
+ * region of (part, token, head) units; the others run one by one. */
+void es_attention_parts(es_session *s, es_attn_scratch *a, const es_layer *ly, const es_attn_part *parts, int n);
 
 #endif

@@ -59,10 +59,6 @@ static inline __attribute__((always_inline)) __m256i kq_madd(__m256i acc, __m256
 #endif
 }
 
-/* int16 lane j of v in every lane (Q4_K/Q5_K: one 32-weight sub-block) */
-static inline __attribute__((always_inline)) __m256i kq_lane16(__m256i v, int j) {
-    return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
-}
 /* v holds 8 int16 in both halves: lane 2p in the low half, 2p+1 in the high
  * half (the two 16-weight sub-blocks of a 32-weight plane) */
 static inline __attribute__((always_inline)) __m256i kq_pair16(__m256i v, int p) {
@@ -100,11 +96,6 @@ static inline __attribute__((always_inline)) __m128i kq_k4_scale_bytes(const uin
     return _mm_or_si128(lo, hi);
 }
 
-/* the same as int16 lanes: scales 0..7, mins 8..15 */
-static inline __attribute__((always_inline)) __m256i kq_k4_scales(const uint8_t *s12) {
-    return _mm256_cvtepu8_epi16(kq_k4_scale_bytes(s12));
-}
-
 /* Q3_K: the 16 six-bit scales minus 32, int16 lanes 0..15 */
 static inline __m256i kq_k3_scales(const uint8_t *s12) {
     uint32_t a[3], u[4];
@@ -133,7 +124,7 @@ static inline __attribute__((always_inline)) void kq_k4_chunk(enum kfmt f, const
 }
 
 /* One super-block of one row against T tokens' super-blocks x[t]:
- * acc[t] += (its dot) in 8 lanes.  The body per format is specialised by
+ * acc[t] += (its dot) in 8 lanes (Q2_K, Q3_K, Q6_K, IQ4_XS).  The body per format is specialised by
  * always_inline on (f, T). */
 static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, const uint8_t *blk,
                                                            const block_q8_K *const *x, __m256 *acc) {
@@ -147,41 +138,8 @@ static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, c
 #endif
     __m256i sumi[4][4];
     float d, dmin = 0;
-    if (f == KQ4 || f == KQ5) {
-        const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
-        const block_q5_K *b5 = (const block_q5_K *)blk;
-        const uint8_t *qs = f == KQ4 ? b4->qs : b5->qs;
-        d = _cvtsh_ss(b4->d);
-        dmin = _cvtsh_ss(b4->dmin);
-        __m256i sm = kq_k4_scales(b4->scales);
-        __m256i sc = kq_half(sm, 0);
-        __m128i mins = _mm256_extracti128_si256(sm, 1);
-        __m256i hb = f == KQ5 ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            /* - dmin · Σ_j m_j · (sum of the activations of sub-block j) */
-            __m256i bs = _mm256_loadu_si256((const __m256i *)x[t]->bsums);
-            __m128i s8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            __m256 m = _mm256_castps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, s8)));
-            m = _mm256_insertf128_ps(m, _mm_setzero_ps(), 1);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * x[t]->d), m, acc[t]);
-#pragma GCC unroll 4
-            for (int j = 0; j < C; j++) sumi[t][j] = _mm256_setzero_si256();
-        }
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m256i ql, qh;
-            kq_k4_chunk(f, qs, hb, c, &ql, &qh);
-            __m256i sl = kq_lane16(sc, 2 * c), sh = kq_lane16(sc, 2 * c + 1);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) {
-                const __m256i *a = (const __m256i *)(x[t]->qs + 64 * c);
-                __m256i *sl_acc = &sumi[t][(2 * c) % C], *sh_acc = &sumi[t][(2 * c + 1) % C];
-                *sl_acc = kq_madd(*sl_acc, sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
-                *sh_acc = kq_madd(*sh_acc, sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
-            }
-        }
-    } else if (f == KIQ4XS) {
+    /* Q4_K and Q5_K: kq4_rows */
+    if (f == KIQ4XS) {
         /* 8 sub-blocks of 32: the table's values v (nib32, iq4_lookup) as
          * |v| against a signed as v, then the sub-block's scale ls - 32 */
         const block_iq4_xs *b = (const block_iq4_xs *)blk;
@@ -325,18 +283,22 @@ static inline __attribute__((always_inline)) void kq_mv4(enum kfmt f, const void
     for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
 }
 
-/* Q4_K/Q5_K matvec: R rows q apart, r, r+q, .. (the quarters that
- * matvec_prefetch_streams, x86_avx2_common.h, describes) against one
- * token.  Per super-block, what comes from the activation (its scale, the
- * sums of 32 from the bsums) is read once for the R rows; per row, the scales and mins are
- * unpacked with shuffles (kq_k4_scale_bytes) and each sub-block's scale is
- * picked out of the bytes by one more shuffle per 32 weights.  The mins
- * term (dmin·Σ m_j·bsum_j) goes into its own 4-lane accumulator, subtracted
- * at the end.  R = 4: four streams, prefetched by matvec_prefetch_streams;
- * R = 1 (the last rows): one stream, KPF ahead. */
-static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R, const void *w, size_t rb,
-                                                              int64_t nb, const block_q8_K *x, float *y, int64_t r,
-                                                              int64_t q) {
+/* Q4_K/Q5_K, every product: R rows q apart, r, r+q, .. (the matvec: R = 4
+ * from the quarters that matvec_prefetch_streams, x86_avx2_common.h,
+ * describes, then R = 1 for the last rows), against T tokens `as` bytes
+ * apart (a prefill pass: R = 1, T = 1..4); y[t*ys + r + k*q].  Per
+ * super-block, what comes from an activation (its scale, the sums of 32
+ * from the bsums) is read once for the R rows; per row, the scales and
+ * mins are unpacked with shuffles (kq_k4_scale_bytes) and each sub-block's
+ * scale is picked out of the bytes by one more shuffle per 32 weights, once
+ * for the T tokens.  The mins term (dmin·Σ m_j·bsum_j) goes into its own
+ * 4-lane accumulator, subtracted at the end.  Each (row, token) is computed
+ * by the same instructions whatever R and T, so the matvec and the prefill
+ * agree bit for bit.  R = 4: four streams, prefetched by
+ * matvec_prefetch_streams; R = 1 with one token: one stream, KPF ahead. */
+static inline __attribute__((always_inline)) void kq4_rows(enum kfmt f, int R, int T, const void *w, size_t rb,
+                                                           int64_t nb, const void *act, size_t as, float *y,
+                                                           int64_t ys, int64_t r, int64_t q) {
     const char *row = (const char *)w + (size_t)r * rb;
     const size_t bs = kq_block_bytes(f), rs = (size_t)q * rb;
 #ifdef __AVX512VNNI__
@@ -344,23 +306,33 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
 #else
     const int C = 1;
 #endif
-    __m256 acc[4];
-    __m128 accm[4];
+    __m256 acc[4][4];
+    __m128 accm[4][4];
+    const block_q8_K *x[4];
 #pragma GCC unroll 4
-    for (int k = 0; k < R; k++) {
-        acc[k] = _mm256_setzero_ps();
-        accm[k] = _mm_setzero_ps();
-    }
+    for (int t = 0; t < T; t++) x[t] = (const block_q8_K *)((const char *)act + (size_t)t * as);
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            acc[k][t] = _mm256_setzero_ps();
+            accm[k][t] = _mm_setzero_ps();
+        }
     for (int64_t i = 0; i < nb; i++) {
         if (R == 4) {
             matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
-        } else if (KPF) {
+        } else if (KPF && T == 1) {
 #pragma GCC unroll 4
             for (size_t j = 0; j < (bs + 63) / 64; j++) _mm_prefetch(row + (size_t)i * bs + KPF + 64 * j, _MM_HINT_T0);
         }
-        __m256i bsum = _mm256_loadu_si256((const __m256i *)x[i].bsums);
-        __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsum), _mm256_extracti128_si256(bsum, 1));
-        __m128 xd = _mm_set1_ps(x[i].d);
+        __m128i s32[4];
+        __m128 xd[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256i bsum = _mm256_loadu_si256((const __m256i *)x[t][i].bsums);
+            s32[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsum), _mm256_extracti128_si256(bsum, 1));
+            xd[t] = _mm_set1_ps(x[t][i].d);
+        }
 #pragma GCC unroll 4
         for (int k = 0; k < R; k++) {
             const uint8_t *blk = (const uint8_t *)row + (size_t)k * rs + (size_t)i * bs;
@@ -369,14 +341,21 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
             __m256i hb = f == KQ5 ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh)
                                   : _mm256_setzero_si256();
             __m128i sm = kq_k4_scale_bytes(b4->scales);
-            /* d·xd and dmin·xd in lanes 0 and 1 (d and dmin are adjacent) */
+            /* d and dmin (adjacent) in lanes 0 and 1, times each token's d */
             uint32_t dpair;
             memcpy(&dpair, blk, 4);
-            __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dpair)), xd);
-            __m128i mp = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm)), s32);
-            accm[k] = _mm_fmadd_ps(_mm_permute_ps(dd, 0x55), _mm_cvtepi32_ps(mp), accm[k]);
+            const __m128 dpf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dpair));
+            const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            __m128 dd[4];
+            __m256i sumi[4][2];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                dd[t] = _mm_mul_ps(dpf, xd[t]);
+                __m128i mp = _mm_madd_epi16(mins16, s32[t]);
+                accm[k][t] = _mm_fmadd_ps(_mm_permute_ps(dd[t], 0x55), _mm_cvtepi32_ps(mp), accm[k][t]);
+                sumi[t][0] = sumi[t][1] = _mm256_setzero_si256();
+            }
             __m256i sc = _mm256_broadcastsi128_si256(sm);
-            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
                 __m256i ql, qh;
@@ -384,20 +363,28 @@ static inline __attribute__((always_inline)) void kq4_mv_rows(enum kfmt f, int R
                 /* scale byte j as the int16 of every lane (the high byte zeroed) */
                 __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x8000 | (2 * c))));
                 __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x8000 | (2 * c + 1))));
-                const __m256i *a = (const __m256i *)(x[i].qs + 64 * c);
-                sumi[0] = kq_madd(sumi[0], sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
-                sumi[C - 1] = kq_madd(sumi[C - 1], sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    const __m256i *a = (const __m256i *)(x[t][i].qs + 64 * c);
+                    sumi[t][0] = kq_madd(sumi[t][0], sl, _mm256_maddubs_epi16(ql, _mm256_loadu_si256(a)));
+                    sumi[t][C - 1] = kq_madd(sumi[t][C - 1], sh, _mm256_maddubs_epi16(qh, _mm256_loadu_si256(a + 1)));
+                }
             }
-            if (C == 2) sumi[0] = _mm256_add_epi32(sumi[0], sumi[1]);
-            acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[0]), acc[k]);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                if (C == 2) sumi[t][0] = _mm256_add_epi32(sumi[t][0], sumi[t][1]);
+                acc[k][t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd[t]), _mm256_cvtepi32_ps(sumi[t][0]), acc[k][t]);
+            }
         }
     }
 #pragma GCC unroll 4
-    for (int k = 0; k < R; k++) {
-        __m128 m = _mm_add_ps(accm[k], _mm_movehl_ps(accm[k], accm[k]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        y[r + k * q] = hsum8(acc[k]) - _mm_cvtss_f32(m);
-    }
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m128 m = _mm_add_ps(accm[k][t], _mm_movehl_ps(accm[k][t], accm[k][t]));
+            m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            y[t * ys + r + k * q] = hsum8(acc[k][t]) - _mm_cvtss_f32(m);
+        }
 }
 
 static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const void *w, size_t rb, int64_t n,
@@ -405,8 +392,8 @@ static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const v
     int64_t r = r0;
     if (f == KQ4 || f == KQ5) {
         int64_t q = (r1 - r0) / 4;
-        for (int64_t j = 0; j < q; j++) kq4_mv_rows(f, 4, w, rb, n / QK_K, act, y, r0 + j, q);
-        for (r = r0 + 4 * q; r < r1; r++) kq4_mv_rows(f, 1, w, rb, n / QK_K, act, y, r, 1);
+        for (int64_t j = 0; j < q; j++) kq4_rows(f, 4, 1, w, rb, n / QK_K, act, 0, y, 0, r0 + j, q);
+        for (r = r0 + 4 * q; r < r1; r++) kq4_rows(f, 1, 1, w, rb, n / QK_K, act, 0, y, 0, r, 1);
         return;
     }
     int64_t q = (r1 - r0) / 4;
@@ -419,6 +406,15 @@ static inline __attribute__((always_inline)) void kq_pass(enum kfmt f, int T, co
                                                           const void *act, size_t as, float *y, int64_t ys,
                                                           int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
+        if (f == KQ4 || f == KQ5) { /* as the matvec computes each row */
+            switch (T) {
+            case 1: kq4_rows(f, 1, 1, w, rb, n / QK_K, act, as, y, ys, r, 1); break;
+            case 2: kq4_rows(f, 1, 2, w, rb, n / QK_K, act, as, y, ys, r, 1); break;
+            case 3: kq4_rows(f, 1, 3, w, rb, n / QK_K, act, as, y, ys, r, 1); break;
+            default: kq4_rows(f, 1, 4, w, rb, n / QK_K, act, as, y, ys, r, 1); break;
+            }
+            continue;
+        }
         switch (T) {
         case 1: kq_row(f, 1, w, rb, n / QK_K, act, as, y, ys, r); break;
         case 2: kq_row(f, 2, w, rb, n / QK_K, act, as, y, ys, r); break;
