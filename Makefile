@@ -22,6 +22,12 @@ endif
 CJSON ?= $(shell printf '\043include <cjson/cJSON.h>\nint main(void) { cJSON_Delete(0); return 0; }\n' | \
           $(CC) -x c - -o /dev/null -lcjson >/dev/null 2>&1 && echo 1 || echo 0)
 
+# libedit (Debian: libedit-dev, BSD licence) gives `edgeseek chat` line
+# editing and history.  Only the CLI links it; `make EDIT=0` (or a toolchain
+# without it) builds a chat that reads plain lines.
+EDIT ?= $(shell printf '\043include <histedit.h>\nint main(void) { el_end(el_init("x", 0, 0, 0)); return 0; }\n' | \
+          $(CC) -x c - -o /dev/null -ledit >/dev/null 2>&1 && echo 1 || echo 0)
+
 # Rooms, and what each may include (its own headers first).  Dependencies run
 # one way: cli -> include (the public header alone); runtime (the engine) ->
 # {format, text, mmap, platform, simd}; format -> {simd, platform}; text ->
@@ -65,6 +71,10 @@ ifeq ($(CJSON),1)
 CONVERT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard convert/*.c))
 CLI_LIBS := -lcjson
 $(BUILD)/obj/cli/cmd_convert.o: ES_CFLAGS += -DES_HAVE_CJSON
+endif
+ifeq ($(EDIT),1)
+CLI_LIBS += -ledit
+$(BUILD)/obj/cli/cmd_chat.o: ES_CFLAGS += -DES_HAVE_LIBEDIT
 endif
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)

@@ -15,6 +15,7 @@ static const struct command {
     const char *what;
 } commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
+    {"chat", cmd_chat, "chat with a model in the terminal (thinking dimmed, history, /save)"},
     {"logits", cmd_logits, "write the logits of every position of a token list"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
