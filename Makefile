@@ -84,6 +84,8 @@ TEST_COMMON_OBJ := $(TEST_COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 # the CLI's modules that tests link too (cli/arith.c: the arithmetic evaluation)
 TEST_COMMON_OBJ += $(BUILD)/obj/cli/arith.o
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# test_chat drives `edgeseek chat` through a pseudo-terminal (forkpty)
+$(BUILD)/tests/test_chat: LDLIBS += -lutil
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)

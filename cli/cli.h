@@ -51,7 +51,8 @@ typedef struct cli_gen_opts {
     "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
 void cli_gen_defaults(cli_gen_opts *o);
 /* Option a with its value v: 1 if it was one of cli_gen_opts' (or --numa,
- * into lp->numa), 0 if not, -1 for a bad value (message printed). */
+ * into lp->numa), 0 if not, -1 for a bad or missing (v NULL) value (message
+ * printed). */
 int cli_gen_opt(const char *a, const char *v, cli_gen_opts *o, es_load_params *lp);
 es_sampler_params cli_sampler_params(const cli_gen_opts *o);
 /* The context size: n_ctx, or when 0 min(training context, 4096). */

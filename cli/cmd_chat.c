@@ -49,10 +49,11 @@ static void usage_chat(FILE *f) {
             "  an interactive chat in the model's chat format; each line typed is a message.\n"
             "  On a terminal the thinking is shown dimmed; with standard input not a terminal\n"
             "  the lines are read one by one (for scripts) and nothing but text is written.\n"
-            "  --system TEXT   the system text (also /system)\n"
-            "  --hide-thinking fold the model's thinking into one line (on a terminal) or leave it out\n"
-            "  -n N            the most tokens an answer may have (default -1: until the context is full)\n"
-            "  --verbose       a line per turn on stderr: prompt tokens, those reused from the cache, speed\n"
+            "  --system TEXT the system text (also /system)\n"
+            "  --hide-thinking\n"
+            "                fold the model's thinking into one line (on a terminal) or leave it out\n"
+            "  -n N          the most tokens an answer may have (default -1: until the context is full)\n"
+            "  --verbose     a line per turn on stderr: prompt tokens, those reused from the cache, speed\n"
             CLI_SAMPLING_USAGE CLI_PAGING_USAGE
             "commands at the prompt: /help, /reset, /system [TEXT], /save FILE (a line starting with //\n"
             "sends the text from its second slash). Ctrl-C stops an answer; Ctrl-C twice or Ctrl-D quits.\n");
@@ -208,8 +209,8 @@ static int fit_context(chat *c, int32_t **ids, size_t *n_ids) {
         drop_turns(c, 1);
         dropped++;
     }
-    if (dropped)
-        note(c, "context full: the %zu oldest turn%s dropped", dropped, dropped > 1 ? "s were" : " was");
+    if (dropped == 1) note(c, "context full: the oldest turn was dropped");
+    if (dropped > 1) note(c, "context full: the %zu oldest turns were dropped", dropped);
     if ((long)*n_ids >= c->n_ctx) {
         note(c, "the message is too long: %zu tokens with the chat format, and the context holds %d (-c)",
              *n_ids, c->n_ctx);
@@ -701,15 +702,17 @@ int cmd_chat(int argc, char **argv) {
         if (po) continue;
         if (!strcmp(a, "--hide-thinking")) { hide_thinking = 1; continue; }
         if (!strcmp(a, "--verbose")) { verbose = 1; continue; }
-        if (i + 1 >= argc) return cli_usage_error(usage_chat, "edgeseek chat: %s needs a value\n", a);
-        const char *v = argv[++i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int go_rc = cli_gen_opt(a, v, &go, &lp);
         if (go_rc < 0) return 2;
-        if (go_rc) continue;
+        if (go_rc) { i++; continue; }
+        if (strcmp(a, "-m") && strcmp(a, "--system") && strcmp(a, "-n"))
+            return cli_usage_error(usage_chat, "edgeseek chat: unknown option %s\n", a);
+        if (!v) return cli_usage_error(usage_chat, "edgeseek chat: %s needs a value\n", a);
+        i++;
         if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--system")) system_text = v;
-        else if (!strcmp(a, "-n")) { if (cli_parse_int(a, v, -1, 1L << 30, &max_answer)) return 2; }
-        else return cli_usage_error(usage_chat, "edgeseek chat: unknown option %s\n", a);
+        else if (cli_parse_int(a, v, -1, 1L << 30, &max_answer)) return 2;
     }
     if (!model) return cli_usage_error(usage_chat, "edgeseek chat: -m MODEL is required\n");
 

@@ -104,19 +104,27 @@ void cli_gen_defaults(cli_gen_opts *o) {
 }
 
 int cli_gen_opt(const char *a, const char *v, cli_gen_opts *o, es_load_params *lp) {
+    static const char *const names[] = {"-c", "-t", "--numa", "--top-k", "--temp", "--top-p", "--min-p", "--seed"};
     long l;
-    int bad;
+    int bad, known = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) known |= !strcmp(a, names[i]);
+    if (!known) return 0;
+    if (!v) {
+        fprintf(stderr, "edgeseek: %s needs a value\n", a);
+        return -1;
+    }
     if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &o->n_ctx);
     else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, ES_MAX_THREADS, &o->threads);
     else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &lp->numa);
     else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &o->top_k);
     else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &o->temp);
     else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &o->top_p);
-    else if (!strcmp(a, "--min-p")) bad = cli_parse_float(a, v, 0, 1, &o->min_p);
     else if (!strcmp(a, "--seed")) {
         bad = cli_parse_int(a, v, 0, 0x7fffffffffffffffL, &l);
         o->seed = (unsigned long long)l;
-    } else return 0;
+    } else {
+        bad = cli_parse_float(a, v, 0, 1, &o->min_p);
+    }
     return bad ? -1 : 1;
 }
 
