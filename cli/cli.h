@@ -46,25 +46,6 @@ int cli_failed(es_status st, const char *err);
 int cli_stdout_check(void);
 int cli_close_stdout(int rc);
 
-/* The paging options `run` and `serve` share (--mem-budget, --experts,
- * --policy, --no-prefetch, --io-threads, --mlock, --no-direct, --stats):
- * parses argv[*i] into lp; returns 1 if it was one (consuming its value from
- * argv[*i + 1]), 0 if not, -1 on a bad value (message printed, naming cmd). */
-int cli_paging_opt(const char *cmd, int argc, char **argv, int *i, es_load_params *lp);
-/* The usage lines of those options. */
-#define CLI_PAGING_USAGE \
-    "paging of routed experts (README \"Paging\"):\n" \
-    "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n" \
-    "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n" \
-    "  --experts MODE mmap | pread | mmap-plain (default: mmap when every expert fits the\n" \
-    "                budget, else pread)\n" \
-    "  --policy P    lru | lfu: which experts stay (default lru)\n" \
-    "  --no-prefetch do not predict and prefetch the next layer's experts\n" \
-    "  --io-threads N background loader threads (default 4; 0: loads on the compute thread)\n" \
-    "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n" \
-    "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n" \
-    "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n"
-
 /* Loads a model (lp NULL: the defaults), printing the error; NULL on
  * failure. */
 es_model *cli_load_model(const char *path, const es_load_params *lp);

@@ -26,7 +26,53 @@ static void usage_run(FILE *f) {
             "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
             "  --no-stats    do not print statistics to stderr\n"
-            CLI_PAGING_USAGE);
+            "paging of routed experts (README \"Paging\"):\n"
+            "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n"
+            "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n"
+            "  --experts MODE mmap | pread | mmap-plain (default: mmap when every expert fits the\n"
+            "                budget, else pread)\n"
+            "  --policy P    lru | lfu: which experts stay (default lru)\n"
+            "  --no-prefetch do not predict and prefetch the next layer's experts\n"
+            "  --io-threads N background loader threads (default 4; 0: loads on the compute thread)\n"
+            "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n"
+            "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n"
+            "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n");
+}
+
+/* Parses the paging options into lp; returns 1 if a was one (consuming its
+ * value from argv[*i + 1]), 0 if not, -1 on a bad value. */
+static int paging_opt(int argc, char **argv, int *i, es_load_params *lp) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--no-prefetch")) { lp->no_prefetch = 1; return 1; }
+    if (!strcmp(a, "--mlock")) { lp->mlock = 1; return 1; }
+    if (!strcmp(a, "--no-direct")) { lp->no_direct = 1; return 1; }
+    if (!strcmp(a, "--stats")) { lp->stats = 1; return 1; }
+    if (strcmp(a, "--mem-budget") && strcmp(a, "--experts") && strcmp(a, "--policy") && strcmp(a, "--io-threads"))
+        return 0;
+    if (*i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); return -1; }
+    const char *v = argv[++*i];
+    if (!strcmp(a, "--mem-budget")) {
+        int64_t b;
+        if (es_parse_size(v, &b) != ES_OK || b <= 0) {
+            fprintf(stderr, "edgeseek: --mem-budget expects a positive size such as 3G, 512M or 1048576, got '%s'\n", v);
+            return -1;
+        }
+        lp->mem_budget = b;
+    } else if (!strcmp(a, "--experts")) {
+        if (!strcmp(v, "mmap")) lp->experts = ES_EXPERTS_MMAP;
+        else if (!strcmp(v, "pread")) lp->experts = ES_EXPERTS_PREAD;
+        else if (!strcmp(v, "mmap-plain")) lp->experts = ES_EXPERTS_MMAP_PLAIN;
+        else { fprintf(stderr, "edgeseek: --experts expects mmap, pread or mmap-plain, got '%s'\n", v); return -1; }
+    } else if (!strcmp(a, "--policy")) {
+        if (!strcmp(v, "lru")) lp->policy = ES_POLICY_LRU;
+        else if (!strcmp(v, "lfu")) lp->policy = ES_POLICY_LFU;
+        else { fprintf(stderr, "edgeseek: --policy expects lru or lfu, got '%s'\n", v); return -1; }
+    } else {
+        long n;
+        if (cli_parse_int(a, v, 0, 64, &n) != 0) return -1;
+        lp->io_threads = n ? (int)n : -1;
+    }
+    return 1;
 }
 
 int cmd_run(int argc, char **argv) {
@@ -39,7 +85,7 @@ int cmd_run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_run(stdout); return 0; }
-        int po = cli_paging_opt("run", argc, argv, &i, &lp);
+        int po = paging_opt(argc, argv, &i, &lp);
         if (po < 0) return 2;
         if (po) continue;
         if (!strcmp(a, "--chat")) { chat = 1; continue; }

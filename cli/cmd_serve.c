@@ -120,6 +120,16 @@ int cmd_serve(int argc, char **argv) {
         snprintf(o.api_key, sizeof o.api_key, "%s", key);
     }
     if (key_file && read_key_file(key_file, o.api_key, sizeof o.api_key) != 0) return 1;
+    /* the tests' slow machine: every scheduler step lasts at least this long */
+    const char *step = getenv("EDGESEEK_SERVE_STEP_MS");
+    long sm;
+    if (step && *step) {
+        if (cli_to_long(step, 0, 10000, &sm) != 0) {
+            fprintf(stderr, "edgeseek: EDGESEEK_SERVE_STEP_MS expects milliseconds from 0 to 10000, got '%s'\n", step);
+            return 2;
+        }
+        o.step_ms = (int)sm;
+    }
     return srv_main(&o);
 #endif
 }

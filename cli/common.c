@@ -212,39 +212,3 @@ int cli_text_arg(const char *text, const char *file, char **buf, const char **ou
     }
     return 0;
 }
-
-/* ---- paging options (run, serve) ----------------------------------------------- */
-
-int cli_paging_opt(const char *cmd, int argc, char **argv, int *i, es_load_params *lp) {
-    const char *a = argv[*i];
-    if (!strcmp(a, "--no-prefetch")) { lp->no_prefetch = 1; return 1; }
-    if (!strcmp(a, "--mlock")) { lp->mlock = 1; return 1; }
-    if (!strcmp(a, "--no-direct")) { lp->no_direct = 1; return 1; }
-    if (!strcmp(a, "--stats")) { lp->stats = 1; return 1; }
-    if (strcmp(a, "--mem-budget") && strcmp(a, "--experts") && strcmp(a, "--policy") && strcmp(a, "--io-threads"))
-        return 0;
-    if (*i + 1 >= argc) { fprintf(stderr, "edgeseek %s: %s needs a value\n", cmd, a); return -1; }
-    const char *v = argv[++*i];
-    if (!strcmp(a, "--mem-budget")) {
-        int64_t b;
-        if (es_parse_size(v, &b) != ES_OK || b <= 0) {
-            fprintf(stderr, "edgeseek: --mem-budget expects a positive size such as 3G, 512M or 1048576, got '%s'\n", v);
-            return -1;
-        }
-        lp->mem_budget = b;
-    } else if (!strcmp(a, "--experts")) {
-        if (!strcmp(v, "mmap")) lp->experts = ES_EXPERTS_MMAP;
-        else if (!strcmp(v, "pread")) lp->experts = ES_EXPERTS_PREAD;
-        else if (!strcmp(v, "mmap-plain")) lp->experts = ES_EXPERTS_MMAP_PLAIN;
-        else { fprintf(stderr, "edgeseek: --experts expects mmap, pread or mmap-plain, got '%s'\n", v); return -1; }
-    } else if (!strcmp(a, "--policy")) {
-        if (!strcmp(v, "lru")) lp->policy = ES_POLICY_LRU;
-        else if (!strcmp(v, "lfu")) lp->policy = ES_POLICY_LFU;
-        else { fprintf(stderr, "edgeseek: --policy expects lru or lfu, got '%s'\n", v); return -1; }
-    } else {
-        long n;
-        if (cli_parse_int(a, v, 0, 64, &n) != 0) return -1;
-        lp->io_threads = n ? (int)n : -1;
-    }
-    return 1;
-}

@@ -25,6 +25,7 @@ typedef struct srv {
     es_model *m;
     srv_sched *sched;
     atomic_int ready, stopping;
+    atomic_int in_flight; /* handlers inside a generation request */
     atomic_ullong next_id;
     char model_name[256];
     long created;
@@ -367,10 +368,24 @@ static char *dup_range(const srv_buf *b, size_t from) {
     return s;
 }
 
+/* After a chat turn, before its answer ends: the conversation's next
+ * request starts with this turn as the template renders it (earlier
+ * thoughts dropped), and the slot is asked to hold that.  msgs has room for
+ * one more message. */
+static void after_turn(srv *S, const srv_job *j, es_chat_msg *msgs, size_t n) {
+    if (!msgs || (j->finish != SRV_FIN_STOP && j->finish != SRV_FIN_LENGTH)) return;
+    msgs[n] = (es_chat_msg){"assistant", j->content.p ? j->content.p : ""};
+    int32_t *next = NULL;
+    size_t n_next = 0;
+    char err[256];
+    if (es_chat_tokenize(S->m, msgs, n + 1, 0, &next, &n_next, err, sizeof err) == ES_OK)
+        srv_sched_rewrite(S->sched, j, next, (int)n_next);
+}
+
 /* Streams the job's text as it comes; the job is done (or the client gone)
  * on return.  Returns 0, or -1 when the client went away. */
 static int stream_job(srv *S, struct mg_connection *c, srv_job *j, int chat, unsigned long long id,
-                      int include_usage) {
+                      int include_usage, es_chat_msg *msgs, size_t n_msgs) {
     mg_printf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                  "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n");
     if (chat && sse_delta(S, c, 1, id, NULL, "", NULL, 1) != 0) return -1;
@@ -398,6 +413,7 @@ static int stream_job(srv *S, struct mg_connection *c, srv_job *j, int chat, uns
         last = srv_now();
         if (done) break;
     }
+    after_turn(S, j, msgs, n_msgs);
     if (j->finish == SRV_FIN_ERROR) {
         if (sse(c, error_obj(500, NULL, j->err[0] ? j->err : "generation failed")) != 0) return -1;
     } else {
@@ -464,6 +480,7 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
     job.stop = (const char *const *)rq.stop;
     job.n_stop = rq.n_stop;
     job.split_reasoning = chat && S->o->reasoning;
+    job.ignore_eos = rq.ignore_eos;
     job.deadline = srv_now() + S->o->request_timeout_s;
     if (srv_sched_submit(S->sched, &job) != 0) {
         rc = send_error(c, 503, NULL, atomic_load(&S->stopping) ? "the server is shutting down"
@@ -472,7 +489,7 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
     }
     if (rq.stream) {
         rc = 200;
-        int gone = stream_job(S, c, &job, chat, id, rq.include_usage) != 0;
+        int gone = stream_job(S, c, &job, chat, id, rq.include_usage, msgs, rq.n_msgs) != 0;
         if (gone) { /* the client went away: its slot is freed now */
             srv_sched_release(S->sched, &job);
             goto done;
@@ -482,6 +499,7 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
         pthread_mutex_lock(mu);
         while (job.state != SRV_JOB_DONE) srv_sched_wait(S->sched, &job, srv_now() + 3600);
         pthread_mutex_unlock(mu);
+        after_turn(S, &job, msgs, rq.n_msgs);
         if (job.finish == SRV_FIN_ERROR) {
             rc = send_error(c, 500, NULL, "%s", job.err[0] ? job.err : "generation failed");
         } else {
@@ -491,15 +509,6 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
             cJSON_AddItemToObject(e, "usage", usage_obj(&job));
             rc = send_json(c, 200, e, NULL);
         }
-    }
-    /* the conversation's next request starts with this turn as the template
-     * renders it (earlier thoughts dropped): the slot keeps that */
-    if (chat && (job.finish == SRV_FIN_STOP || job.finish == SRV_FIN_LENGTH)) {
-        msgs[rq.n_msgs] = (es_chat_msg){"assistant", job.content.p ? job.content.p : ""};
-        int32_t *next = NULL;
-        size_t n_next = 0;
-        if (es_chat_tokenize(S->m, msgs, rq.n_msgs + 1, 0, &next, &n_next, err, sizeof err) == ES_OK)
-            srv_sched_rewrite(S->sched, &job, next, (int)n_next);
     }
     srv_sched_release(S->sched, &job);
 done:
@@ -542,9 +551,12 @@ static int handler(struct mg_connection *c, void *cbdata) {
         size_t len;
         if (read_body(S, c, &body, &len) != 0) return 400;
         int rc;
-        if (which <= 3) rc = h_generate(S, c, body, len, which <= 1);
+        atomic_fetch_add(&S->in_flight, 1);
+        if (atomic_load(&S->stopping)) rc = send_error(c, 503, NULL, "the server is shutting down");
+        else if (which <= 3) rc = h_generate(S, c, body, len, which <= 1);
         else if (which == 4) rc = h_tokenize(S, c, body, len);
         else rc = h_detokenize(S, c, body, len);
+        atomic_fetch_sub(&S->in_flight, 1);
         free(body);
         return rc;
     }
@@ -568,6 +580,7 @@ int srv_main(const srv_opts *o) {
     atomic_init(&S.ready, 0);
     atomic_init(&S.stopping, 0);
     atomic_init(&S.next_id, 1);
+    atomic_init(&S.in_flight, 0);
     const char *base = o->alias ? o->alias : strrchr(o->model_path, '/');
     base = o->alias ? o->alias : base ? base + 1 : o->model_path;
     snprintf(S.model_name, sizeof S.model_name, "%s", base);
@@ -601,6 +614,9 @@ int srv_main(const srv_opts *o) {
         return 1;
     }
     mg_set_request_handler(ctx, "/", handler, &S);
+    struct mg_server_port sp[1];
+    if (o->port == 0 && mg_get_server_ports(ctx, 1, sp) == 1) /* the port the system chose */
+        snprintf(port, sizeof port, v6 ? "[%s]:%d" : "%s:%d", o->host, sp[0].port);
     fprintf(stderr, "edgeseek serve: listening on http://%s/ (loading %s)\n", port, o->model_path);
 
     int rc = 1;
@@ -625,6 +641,12 @@ int srv_main(const srv_opts *o) {
     fprintf(stderr, "edgeseek serve: %s: stopping (in-flight requests cancelled)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&S.stopping, 1);
     srv_sched_stop(S.sched);
+    /* the cancelled requests send their last chunk and [DONE] before the
+     * connections close (at most 10 s) */
+    for (int i = 0; i < 1000 && atomic_load(&S.in_flight) > 0; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
     rc = 0;
 out:
     mg_stop(ctx); /* waits for the handlers, whose jobs are all ending */

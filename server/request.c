@@ -240,6 +240,7 @@ int srv_request_parse(const char *body, size_t len, int kind, srv_request *out, 
     out->has_seed = have;
     out->seed = (uint64_t)seed;
     if (get_bool(&c, root, "stream", &out->stream) != 0) goto done;
+    if (get_bool(&c, root, "ignore_eos", &out->ignore_eos) != 0) goto done;
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) { fail(&c, "stream_options", "'stream_options' must be an object"); goto done; }

@@ -31,6 +31,7 @@ typedef struct srv_request {
     char *stop[SRV_MAX_STOP];
     int n_stop;
     int stream, include_usage;
+    int ignore_eos;      /* generate past the end-of-sentence token (llama-server's field) */
 } srv_request;
 
 /* Parses body (len bytes, need not be NUL-terminated) as a request of kind.

@@ -32,6 +32,8 @@ typedef struct srv_opts {
     int chunk;                  /* prompt tokens per prefill step */
     int keepalive_ms;           /* SSE comment after this long without output */
     const char *alias;          /* the model's name in answers (default: the file name) */
+    int step_ms;                /* each scheduler step takes at least this long (tests:
+                                   EDGESEEK_SERVE_STEP_MS) */
 } srv_opts;
 
 /* Sets the defaults above. */
@@ -63,7 +65,7 @@ typedef struct srv_job {
     int64_t max_tokens;          /* -1: until the context is full */
     const char *const *stop;
     int n_stop;
-    int split_reasoning, think_open;
+    int split_reasoning, think_open, ignore_eos;
     double deadline;             /* monotonic seconds; generation ends there */
     /* outputs, under the lock */
     pthread_cond_t cv;
