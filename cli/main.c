@@ -23,6 +23,7 @@ static const struct command {
     {"eval", cmd_eval, "measure a model's accuracy on generated arithmetic problems"},
     {"quantize", cmd_quantize, "convert a model's weights to another type (q4_k_m, q8_0, ...)"},
     {"convert", cmd_convert, "convert a Hugging Face DeepSeek checkpoint (safetensors, FP8/BF16) to GGUF"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server (chat, completions, reasoning, many users batched)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -236,6 +236,25 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n,
                           float *logits, int all_positions,
                           char *err, size_t errlen);
 
+/* One forward pass over several sessions of one model: the batched decode
+ * of a server's slots.  Session i runs the n_tokens[i] >= 0 tokens
+ * tokens[i][0..n_tokens[i]) from its own position, against its own latent
+ * cache, and advances by n_tokens[i]; a session with 0 tokens is left as it
+ * is.  logits (may be NULL) and logits[i] (may be NULL): session i's
+ * last-position logits [n_vocab], written when n_tokens[i] > 0.  Every
+ * session's logits are bit-identical to es_session_eval of that session
+ * alone with the same tokens, whatever else is in the batch.  The rows of
+ * all sessions share one pass per step through every weight (each routed
+ * expert is read once for every row that chose it), on sessions[0]'s
+ * threads and buffers; long inputs run in steps of at most 64 rows.
+ * The sessions must belong to one model and be distinct; each session's
+ * tokens must fit its context (else ES_ERR_CONTEXT); a NULL pointer where
+ * tokens are due, a negative count or a token outside the vocabulary gives
+ * ES_ERR_ARG with a message.  On any error no session has advanced.  Each
+ * session's route hook sees its own tokens. */
+es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                        const int *n_tokens, float *const *logits, char *err, size_t errlen);
+
 /* Called for every MoE layer and token with the selected experts (sorted
  * ascending). */
 typedef void (*es_route_fn)(void *user, int layer, int pos,

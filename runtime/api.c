@@ -470,6 +470,19 @@ void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user) {
     s->route_user = user;
 }
 
+/* The status of an evaluation from es_forward's result r (where: the
+ * block it names), with the message. */
+static es_status eval_outcome(const es_model *m, int r, const char *where, char *err, size_t errlen) {
+    if (r == 0) return ES_OK;
+    if (r < 0) {
+        es_status st = file_check(m, err, errlen);
+        if (st == ES_OK) set_err(err, errlen, "evaluation stopped"); /* cannot happen: it stops only on those */
+        return st == ES_OK ? ES_ERR_IO : st;
+    }
+    set_err(err, errlen, "values stopped being finite (NaN or infinity) in %s: the model's weights are corrupt", where);
+    return ES_ERR_FORMAT;
+}
+
 es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions,
                           char *err, size_t errlen) {
     const es_hparams *hp = &s->m->hp;
@@ -489,13 +502,83 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
     const int pos0 = s->pos;
     char where[128];
     int r = es_forward(s, tokens, n, logits, all_positions, where, sizeof where);
-    if (r == 0) return ES_OK;
-    s->pos = pos0; /* the batches that completed hold nothing to keep */
-    if (r < 0) {
-        st = file_check(s->m, err, errlen);
-        if (st == ES_OK) set_err(err, errlen, "evaluation stopped"); /* cannot happen: it stops only on those */
-        return st == ES_OK ? ES_ERR_IO : st;
+    if (r != 0) s->pos = pos0; /* the batches that completed hold nothing to keep */
+    return eval_outcome(s->m, r, where, err, errlen);
+}
+
+/* ---- several sessions in one pass -------------------------------------------- */
+
+/* The checks es_batch_eval makes before it runs anything: ES_OK, or the
+ * error with its message. */
+static es_status batch_check(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                             const int *n_tokens, char *err, size_t errlen) {
+    if (n_sessions < 0) { set_err(err, errlen, "session count %d is negative", n_sessions); return ES_ERR_ARG; }
+    if (n_sessions == 0) return ES_OK;
+    if (!sessions || !n_tokens) {
+        set_err(err, errlen, "%s is NULL", !sessions ? "the session list" : "the token counts");
+        return ES_ERR_ARG;
     }
-    set_err(err, errlen, "values stopped being finite (NaN or infinity) in %s: the model's weights are corrupt", where);
-    return ES_ERR_FORMAT;
+    for (int i = 0; i < n_sessions; i++) {
+        const es_session *s = sessions[i];
+        if (!s) { set_err(err, errlen, "session %d is NULL", i); return ES_ERR_ARG; }
+        if (s->m != sessions[0]->m) {
+            set_err(err, errlen, "session %d belongs to another model than session 0", i);
+            return ES_ERR_ARG;
+        }
+        for (int j = 0; j < i; j++)
+            if (sessions[j] == s) {
+                set_err(err, errlen, "session %d is session %d again: the sessions must be distinct", i, j);
+                return ES_ERR_ARG;
+            }
+        const int n = n_tokens[i];
+        if (n < 0) { set_err(err, errlen, "session %d: token count %d is negative", i, n); return ES_ERR_ARG; }
+        if (n == 0) continue;
+        if (!tokens || !tokens[i]) { set_err(err, errlen, "session %d: %d tokens, but no token array", i, n); return ES_ERR_ARG; }
+        const int n_vocab = s->m->hp.n_vocab;
+        for (int t = 0; t < n; t++)
+            if (tokens[i][t] < 0 || tokens[i][t] >= n_vocab) {
+                set_err(err, errlen, "session %d: token id %d at index %d is outside the vocabulary (0..%d)", i,
+                        tokens[i][t], t, n_vocab - 1);
+                return ES_ERR_ARG;
+            }
+    }
+    for (int i = 0; i < n_sessions; i++) {
+        const es_session *s = sessions[i];
+        if (n_tokens[i] > s->n_ctx - s->pos) {
+            set_err(err, errlen, "session %d: %d tokens at position %d exceed the context of %d tokens", i,
+                    n_tokens[i], s->pos, s->n_ctx);
+            return ES_ERR_CONTEXT;
+        }
+    }
+    return ES_OK;
+}
+
+es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                        const int *n_tokens, float *const *logits, char *err, size_t errlen) {
+    es_status st = batch_check(sessions, n_sessions, tokens, n_tokens, err, errlen);
+    if (st != ES_OK) return st;
+    int n_ctx = 0, n_run = 0;
+    for (int i = 0; i < n_sessions; i++) {
+        if (sessions[i]->n_ctx > n_ctx) n_ctx = sessions[i]->n_ctx;
+        n_run += n_tokens[i] > 0;
+    }
+    if (!n_run) return ES_OK;
+    es_session *runner = sessions[0]; /* its threads and buffers run every session's rows */
+    int *pos0 = malloc(sizeof(int) * (size_t)n_sessions);
+    if (!pos0 || es_scratch_reserve(runner, n_ctx, n_run) != 0) {
+        free(pos0);
+        set_err(err, errlen, "out of memory for the buffers of %d sessions", n_sessions);
+        return ES_ERR_NOMEM;
+    }
+    st = file_check(runner->m, err, errlen);
+    if (st != ES_OK) {
+        free(pos0);
+        return st;
+    }
+    for (int i = 0; i < n_sessions; i++) pos0[i] = sessions[i]->pos;
+    char where[128];
+    int r = es_forward_multi(sessions, n_sessions, tokens, n_tokens, logits, pos0, where, sizeof where);
+    for (int i = 0; r != 0 && i < n_sessions; i++) sessions[i]->pos = pos0[i]; /* nothing to keep */
+    free(pos0);
+    return eval_outcome(runner->m, r, where, err, errlen);
 }

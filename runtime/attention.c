@@ -146,6 +146,17 @@ void es_attn_scratch_free(es_attn_scratch *a) {
 
 void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form) { a->form = form; }
 
+int es_attn_scratch_grow(es_attn_scratch **a, const es_model *m, int n_ctx, int n_threads) {
+    if ((*a)->n_ctx >= n_ctx && (*a)->n_threads >= n_threads) return 0;
+    es_attn_scratch *g = es_attn_scratch_new(m, n_ctx > (*a)->n_ctx ? n_ctx : (*a)->n_ctx, (*a)->batch,
+                                             n_threads > (*a)->n_threads ? n_threads : (*a)->n_threads);
+    if (!g) return -1;
+    g->form = (*a)->form;
+    es_attn_scratch_free(*a);
+    *a = g;
+    return 0;
+}
+
 /* ---- kernels on the calling thread ------------------------------------------ */
 
 /* Y[t][0..rows) = M X[t] for t < n_tok on the calling thread, X already in

@@ -20,6 +20,9 @@ void es_attn_scratch_free(es_attn_scratch *a);
 /* Bytes es_attn_scratch_new takes for these arguments, with the latent
  * buffer the expanded form grows on demand counted at its largest. */
 int64_t es_attn_scratch_bytes(const es_model *m, int n_ctx, int batch, int n_threads);
+/* Replaces *a by buffers for a context of n_ctx (same batch, threads and
+ * form) when it holds less; 0, or -1 out of memory (*a unchanged). */
+int es_attn_scratch_grow(es_attn_scratch **a, const es_model *m, int n_ctx, int n_threads);
 /* Overrides the form (tests, benchmarks). */
 void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form);
 

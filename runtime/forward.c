@@ -68,8 +68,10 @@ static void rope(float *v, int dr, const float *cs) {
 
 /* ---- attention ------------------------------------------------------------- */
 
-/* xn[T][D] -> q[T][H*(dn+dr)] (via qa[T][q_lora]) and kva[T][R+dr] -> the
- * cache's rows pos..pos+T-1 [R+dr] -> o[T][H*dv] (attention.c) -> xb[T][D]. */
+/* xn[T][D] -> q[T][H*(dn+dr)] (via qa[T][q_lora]) and kva[T][R+dr] -> each
+ * row's session cache at the row's position [R+dr] -> o[T][H*dv]
+ * (attention.c, segment by segment) -> xb[T][D].  The projections run once
+ * over the rows of every segment. */
 static void attention(es_session *s, int il, int T) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
@@ -89,17 +91,21 @@ static void attention(es_session *s, int il, int T) {
     } else {
         es_fwd_matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
-    float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
-    for (int t = 0; t < T; t++) {
-        const float *cs = sc->rope_cs + (size_t)t * dr;
-        float *slot = cache + (size_t)(s->pos + t) * kvw;
-        const float *a = sc->kva + (size_t)t * kvw;
-        s->m->kern->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
-        memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
-        rope(slot + R, dr, cs);
-        for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
+    for (int g = 0; g < sc->n_seg; g++) {
+        const es_seg *sg = &sc->seg[g];
+        float *cache = sg->s->kv + (size_t)il * sg->s->n_ctx * kvw;
+        for (int t = sg->row0; t < sg->row0 + sg->n; t++) {
+            const float *cs = sc->rope_cs + (size_t)t * dr;
+            float *slot = cache + (size_t)sc->row_pos[t] * kvw;
+            const float *a = sc->kva + (size_t)t * kvw;
+            s->m->kern->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
+            memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
+            rope(slot + R, dr, cs);
+            for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
+        }
+        es_attention_core(s, sc->attn, ly, cache, sc->q + (size_t)sg->row0 * qw, sg->pos, sg->n,
+                          sc->o + (size_t)sg->row0 * H * hp->vdim);
     }
-    es_attention_core(s, sc->attn, ly, cache, sc->q, s->pos, T, sc->o);
     es_fwd_matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
 }
 
@@ -131,31 +137,77 @@ static int nonfinite_at(char *where, size_t wlen, const char *fmt, int il) {
     return BATCH_NONFINITE;
 }
 
-/* T tokens (T <= the scratch batch) from position s->pos.  logits: NULL, or
- * [T][V] if all, else the last token's [V].  Advances s->pos unless it
- * stopped.  where: NULL for the plain run (values are checked at the end),
- * else a buffer for the first block whose output is not finite (checked
- * after every block). */
-static int forward_batch(es_session *s, const int32_t *tokens, int T, float *logits, int all, char *where,
-                         size_t wlen) {
+/* logits = Head · RMSNorm(x) for the rows that want them: every row of the
+ * one segment (all), or the last row of each segment whose lg[g] is set.
+ * One pass over the head for all of them; with several segments through
+ * seg_logits, then copied out. */
+static int output_head(es_session *s, float *const *lg, int all, char *where, size_t wlen) {
+    const es_model *m = s->m;
+    const es_hparams *hp = &m->hp;
+    es_scratch *sc = s->scratch;
+    const int D = hp->dim;
+    const size_t V = (size_t)hp->n_vocab;
+    if (all || sc->n_seg == 1) { /* one session: rows first..n-1 straight into its buffer */
+        const es_seg *sg = &sc->seg[0];
+        if (!lg[0]) return BATCH_OK;
+        const int first = all ? 0 : sg->n - 1, n = sg->n - first;
+        for (int t = first; t < sg->n; t++)
+            m->kern->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
+        es_fwd_matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, n, lg[0], hp->n_vocab);
+        if (must_stop(m)) return BATCH_STOPPED;
+        if (!all_finite(lg[0], (size_t)n * V)) return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
+        return BATCH_OK;
+    }
+    int n = 0; /* xn[n][D]: the wanted last rows, in segment order */
+    for (int g = 0; g < sc->n_seg; g++)
+        if (lg[g]) {
+            const int t = sc->seg[g].row0 + sc->seg[g].n - 1;
+            m->kern->rmsnorm(sc->xn + (size_t)n++ * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
+        }
+    if (!n) return BATCH_OK;
+    es_fwd_matmul(s, &m->out, 0, sc->xn, D, n, sc->seg_logits, hp->n_vocab);
+    if (must_stop(m)) return BATCH_STOPPED;
+    if (!all_finite(sc->seg_logits, (size_t)n * V)) return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
+    for (int g = 0, i = 0; g < sc->n_seg; g++)
+        if (lg[g]) memcpy(lg[g], sc->seg_logits + (size_t)i++ * V, sizeof(float) * V);
+    return BATCH_OK;
+}
+
+/* The T rows of segs[n_seg] (T <= the scratch batch), tokens[T] in row
+ * order, through every layer on s's pool and scratch.  lg[g]: NULL, or
+ * where segment g's logits go ([n][V] if all, one segment only; else its
+ * last row's [V]).  Advances every segment's session unless it stopped.
+ * where: NULL for the plain run (values are checked at the end), else a
+ * buffer for the first block whose output is not finite (checked after
+ * every block). */
+static int forward_batch(es_session *s, const es_seg *segs, int n_seg, const int32_t *tokens, int T,
+                         float *const *lg, int all, char *where, size_t wlen) {
     const es_model *m = s->m;
     const es_hparams *hp = &m->hp;
     const es_kernels *K = m->kern;
     es_scratch *sc = s->scratch;
     const int D = hp->dim;
+    sc->seg = segs;
+    sc->n_seg = n_seg;
 
-    /* x[T][D] = Embed[tokens]; rope_cs[T][dr/2][2] for positions pos.. */
+    /* x[T][D] = Embed[tokens]; per row its segment, position and rope_cs[dr/2][2] */
+    for (int g = 0; g < n_seg; g++)
+        for (int i = 0; i < segs[g].n; i++) {
+            const int t = segs[g].row0 + i;
+            sc->row_seg[t] = g;
+            sc->row_pos[t] = segs[g].pos + i;
+        }
     for (int t = 0; t < T; t++) {
         es_dequant_row(K, m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        sc->x + (size_t)t * D, D);
-        rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, s->pos + t, m->rope_freqs);
+        rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, sc->row_pos[t], m->rope_freqs);
     }
     const size_t TD = (size_t)T * D;
     if (where && !all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the token embedding (token_embd)", 0);
     for (int il = 0; il < hp->n_layers; il++) {
         const es_layer *ly = &m->layers[il];
         if (must_stop(m)) return BATCH_STOPPED;
-        /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the cache gets the batch's latents */
+        /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the caches get the rows' latents */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
         attention(s, il, T);
         if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's attention (blk.%d.attn_*)", il);
@@ -170,16 +222,22 @@ static int forward_batch(es_session *s, const int32_t *tokens, int T, float *log
     if (must_stop(m)) return BATCH_STOPPED;
     if (!all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the residual stream (the layers' sum overflowed)", 0);
     /* logits[T or 1][V] = Head · RMSNorm(x) */
-    if (logits) {
-        int first = all ? 0 : T - 1;
-        for (int t = first; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
-        es_fwd_matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, T - first, logits, hp->n_vocab);
-        if (must_stop(m)) return BATCH_STOPPED;
-        if (!all_finite(logits, (size_t)(T - first) * (size_t)hp->n_vocab))
-            return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
-    }
-    s->pos += T;
+    int r = output_head(s, lg, all, where, wlen);
+    if (r != BATCH_OK) return r;
+    for (int g = 0; g < n_seg; g++) segs[g].s->pos += segs[g].n;
     return BATCH_OK;
+}
+
+/* forward_batch, and when values stopped being finite the same batch again
+ * (it only rewrites its own cache rows), checking every block to name
+ * where; the same values come out. */
+static int run_batch(es_session *s, const es_seg *segs, int n_seg, const int32_t *tokens, int T, float *const *lg,
+                     int all, char *where, size_t wlen) {
+    int r = forward_batch(s, segs, n_seg, tokens, T, lg, all, NULL, 0);
+    if (r != BATCH_NONFINITE) return r;
+    snprintf(where, wlen, "an unknown place (they did not appear again)");
+    r = forward_batch(s, segs, n_seg, tokens, T, lg, all, where, wlen);
+    return r == BATCH_OK ? BATCH_NONFINITE : r;
 }
 
 int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions, char *where,
@@ -191,17 +249,42 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
         float *lg = NULL;
         if (logits && all_positions) lg = logits + (size_t)i * (size_t)s->m->hp.n_vocab;
         else if (logits && i + T == n) lg = logits;
-        int r = forward_batch(s, tokens + i, T, lg, all_positions, NULL, 0);
-        if (r == BATCH_NONFINITE) {
-            /* the same batch again (it only rewrites its own cache rows),
-             * checking every block; the same values come out */
-            snprintf(where, wlen, "an unknown place (they did not appear again)");
-            r = forward_batch(s, tokens + i, T, lg, all_positions, where, wlen);
-            if (r == BATCH_OK) r = BATCH_NONFINITE;
-        }
+        const es_seg seg = {s, 0, T, s->pos};
+        int r = run_batch(s, &seg, 1, tokens + i, T, &lg, all_positions, where, wlen);
         if (r != BATCH_OK) return r;
     }
     return 0;
+}
+
+/* Several sessions: each one's tokens are cut into pieces of at most B
+ * (es_forward's cut, so that every piece meets attention exactly as it
+ * would alone), and each step runs, in the sessions' order, the next piece
+ * of every session that still fits in the B rows of the step (the first
+ * always does); a piece that does not waits for the next step. */
+int es_forward_multi(es_session *const *ss, int n_sess, const int32_t *const *tokens, const int *n_tokens,
+                     float *const *logits, const int *pos0, char *where, size_t wlen) {
+    es_session *s = ss[0];
+    const int B = s->scratch->B;
+    for (;;) {
+        es_seg segs[ES_BATCH];
+        float *lg[ES_BATCH];
+        int32_t rows[ES_BATCH];
+        int n_seg = 0, T = 0;
+        for (int i = 0; i < n_sess && T < B; i++) {
+            const int done = ss[i]->pos - pos0[i], left = n_tokens[i] - done;
+            const int piece = left < B ? left : B;
+            if (left <= 0 || T + piece > B) continue;
+            segs[n_seg] = (es_seg){ss[i], T, piece, ss[i]->pos};
+            lg[n_seg] = logits && piece == left ? logits[i] : NULL;
+            memcpy(rows + T, tokens[i] + done, sizeof(int32_t) * (size_t)piece);
+            T += piece;
+            n_seg++;
+        }
+        if (!n_seg) return 0;
+        ES_ASSERT(s->scratch->seg_logits_cap >= n_seg); /* es_scratch_reserve */
+        int r = run_batch(s, segs, n_seg, rows, T, lg, 0, where, wlen);
+        if (r != BATCH_OK) return r;
+    }
 }
 
 /* ---- scratch ---------------------------------------------------------------------- */
@@ -242,6 +325,8 @@ static void scratch_layout(es_scratch *sc, const es_hparams *hp, es_arena *a) {
     sc->ex_out = es_arena_take(a, sizeof(float) * B * k * D);
     sc->sh_out = es_arena_take(a, sizeof(float) * B * D);
     sc->rope_cs = es_arena_take(a, sizeof(float) * B * (size_t)hp->rope);
+    sc->row_seg = es_arena_take(a, sizeof(int32_t) * B);
+    sc->row_pos = es_arena_take(a, sizeof(int32_t) * B);
     sc->act = es_arena_take(a, B * act_row_bytes((int64_t)widest));
     sc->act_gather = es_arena_take(a, B * k * act_row_bytes((int64_t)maxz(D, F)));
     sc->act_down = es_arena_take(a, B * k * act_row_bytes((int64_t)maxz(F, 1)));
@@ -266,6 +351,7 @@ static size_t scratch_bytes(const es_hparams *hp) {
 void es_scratch_free(es_scratch *sc) {
     if (!sc) return;
     free(sc->arena);
+    free(sc->seg_logits);
     es_attn_scratch_free(sc->attn);
     free(sc);
 }
@@ -285,6 +371,20 @@ es_scratch *es_scratch_new(const es_model *m, int n_ctx, int n_threads) {
     scratch_layout(sc, &m->hp, &a);
     ES_ASSERT(a.used == bytes);
     return sc;
+}
+
+int es_scratch_reserve(es_session *s, int n_ctx, int n_rows) {
+    es_scratch *sc = s->scratch;
+    if (es_attn_scratch_grow(&sc->attn, s->m, n_ctx, es_pool_threads(s->pool)) != 0) return -1;
+    if (n_rows > sc->B) n_rows = sc->B;
+    if (n_rows > sc->seg_logits_cap) {
+        float *lg = malloc(sizeof(float) * (size_t)n_rows * (size_t)s->m->hp.n_vocab);
+        if (!lg) return -1;
+        free(sc->seg_logits);
+        sc->seg_logits = lg;
+        sc->seg_logits_cap = n_rows;
+    }
+    return 0;
 }
 
 int64_t es_forward_session_bytes(const es_model *m, int n_ctx, int n_threads) {

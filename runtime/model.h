@@ -161,5 +161,17 @@ int64_t es_forward_session_bytes(const es_model *m, int n_ctx, int n_threads);
  * block whose output was not. */
 int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions, char *where,
                size_t wlen);
+/* es_batch_eval's pass: the n_sess distinct sessions ss[] (one model; each
+ * fits its tokens, n_tokens[i] >= 0) on ss[0]'s pool and scratch, which
+ * es_scratch_reserve must have readied.  Session i runs tokens[i][0..
+ * n_tokens[i]) from pos0[i] (its position when the call began) and
+ * logits[i] (logits or logits[i] may be NULL) gets its last row's
+ * logits.  Rows of several sessions share each step (forward.c says how).
+ * Returns as es_forward; the sessions that ran steps have advanced. */
+int es_forward_multi(es_session *const *ss, int n_sess, const int32_t *const *tokens, const int *n_tokens,
+                     float *const *logits, const int *pos0, char *where, size_t wlen);
+/* Readies s's scratch to run rows of sessions with contexts up to n_ctx and
+ * the last-row logits of n_rows sessions at once; 0, or -1 out of memory. */
+int es_scratch_reserve(es_session *s, int n_ctx, int n_rows);
 
 #endif

@@ -114,7 +114,7 @@ static void select_experts(const es_hparams *hp, const float *bias, const float 
 }
 
 /* xn[T][D] -> router[T][E] -> sel[T][k] (ascending ids), selw[T][k]; tells
- * the session's route hook each token's choice. */
+ * each row's session's route hook the row's choice. */
 static void route(es_session *s, int il, int T) {
     const es_hparams *hp = &s->m->hp;
     const es_layer *ly = &s->m->layers[il];
@@ -126,7 +126,8 @@ static void route(es_session *s, int il, int T) {
     for (int t = 0; t < T; t++) {
         select_experts(hp, ly->exp_bias, sc->router + (size_t)t * E, choice, sc->ex_fill, sc->sel + (size_t)t * k,
                        sc->selw + (size_t)t * k);
-        if (s->route_fn) s->route_fn(s->route_user, il, s->pos + t, sc->sel + (size_t)t * k, k);
+        const es_session *owner = sc->seg[sc->row_seg[t]].s; /* the row's session, hook and position */
+        if (owner->route_fn) owner->route_fn(owner->route_user, il, sc->row_pos[t], sc->sel + (size_t)t * k, k);
     }
 }
 

@@ -81,6 +81,8 @@ void es_fwd_mlp(es_session *s, const es_weight *gate, const es_weight *up, const
     es_scratch *sc = s->scratch;
     const int64_t F = gate->rows, D = s->m->hp.dim;
     es_fwd_matmul_pair(s, gate, sc->ff_g, up, sc->ff_u, x, D, T);
-    s->m->kern->silu_mul(sc->ff_g, sc->ff_u, F * T);
+    /* row by row: a vector kernel's tail then falls on the same elements of
+     * a row whatever the batch holds */
+    for (int t = 0; t < T; t++) s->m->kern->silu_mul(sc->ff_g + t * F, sc->ff_u + t * F, F);
     es_fwd_matmul(s, down, 0, sc->ff_g, F, T, out, D);
 }

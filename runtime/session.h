@@ -16,6 +16,16 @@
 #include "placement.h"
 #include "threadpool.h"
 
+/* The rows of a batch come from one or more sessions: rows [row0, row0+n)
+ * are session s's tokens at positions pos, pos+1, .. (es_batch_eval puts
+ * several sessions' rows in one pass; es_session_eval one).  Everything
+ * per row runs once over all rows; attention runs per segment, against its
+ * session's cache. */
+typedef struct es_seg {
+    es_session *s;
+    int row0, n, pos;
+} es_seg;
+
 /* Every buffer lives in one arena (forward.c: scratch_layout names each
  * once); attention.c keeps its own. */
 struct es_scratch {
@@ -47,6 +57,13 @@ struct es_scratch {
     void *act;               /* activation rows in a kernel's format */
     void *act_gather;        /* gathered expert input rows in a kernel's format */
     es_attn_scratch *attn;   /* attention.c's buffers */
+    /* the batch being run (forward.c sets them): its segments, and per row
+     * its segment's index and its position */
+    const es_seg *seg;
+    int n_seg;
+    int32_t *row_seg, *row_pos; /* [B] */
+    float *seg_logits;       /* [cap][V] last-row logits of several sessions, grown on demand */
+    int seg_logits_cap;
 };
 
 /* ---- matrix products, split by rows across the pool ------------------------ */

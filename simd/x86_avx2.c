@@ -28,6 +28,7 @@
 #include "x86_avx2_gemm.h"
 #include "x86_kquants.h"
 #include "x86_legacy.h"
+#include "x86_q8act.h"
 
 /* ---- float weights ---------------------------------------------------------- */
 
@@ -150,148 +151,24 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
 
 /* ---- 8-bit block formats against Q8_0 activations ------------------------- */
 
-/* Q8_0 weights w are signed; maddubs wants one unsigned operand, so it
- * multiplies |w| by sign(w)·a (same products).  |w| is taken once per
- * weight block and reused for every token.  Q4_0 weights are q - 8 with q in
- * 0..15 unsigned: maddubs(q, a) - maddubs(8, a), the second term once per
- * activation block and reused for every row.  Pair sums stay within int16
- * (|w| <= 128, |a| <= 127; q <= 15). */
-typedef struct wblock {
-    __m256i u;   /* the unsigned operand: |w| (Q8_0) or q (Q4_0) */
-    __m256i s;   /* Q8_0: w, for the sign of a */
-    __m256 d;    /* weight scale, broadcast */
-} wblock;
-
-static inline __attribute__((always_inline)) wblock load_wblock(int is_q4, const void *row, int64_t i) {
-    wblock b;
-    if (is_q4) {
-        const block_q4_0 *q = (const block_q4_0 *)row + i;
-        b.u = nib32(q->qs);
-        b.s = b.u;
-        b.d = _mm256_set1_ps(_cvtsh_ss(q->d));
-    } else {
-        const block_q8_0 *q = (const block_q8_0 *)row + i;
-        b.s = _mm256_loadu_si256((const __m256i *)q->qs);
-        b.u = _mm256_sign_epi8(b.s, b.s);
-        b.d = _mm256_set1_ps(_cvtsh_ss(q->d));
-    }
-    return b;
-}
-
-static inline __attribute__((always_inline)) void tile_q8act(int is_q4, int R, int T, const void *w, size_t rb,
-                                                             int64_t nb, const void *act, size_t as, float *y,
-                                                             int64_t ys, int64_t r) {
-    const char *row[4];
-    const block_q8_0 *x[4];
-    __m256 acc[4][4];
-    const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
-#pragma GCC unroll 4
-    for (int t = 0; t < T; t++) x[t] = (const block_q8_0 *)((const char *)act + (size_t)t * as);
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        wblock b[4];
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k++) b[k] = load_wblock(is_q4, row[k], i);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)x[t][i].qs);
-            __m256 da = _mm256_set1_ps(_cvtsh_ss(x[t][i].d));
-            __m256i a8 = is_q4 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), a) : a;
-#pragma GCC unroll 4
-            for (int k = 0; k < R; k++) {
-                __m256i p = is_q4 ? _mm256_sub_epi16(_mm256_maddubs_epi16(b[k].u, a), a8)
-                                  : _mm256_maddubs_epi16(b[k].u, _mm256_sign_epi8(a, b[k].s));
-                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                acc[k][t] = _mm256_fmadd_ps(_mm256_mul_ps(s, b[k].d), da, acc[k][t]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) y[t * ys + r + k] = hsum8(acc[k][t]);
-}
-
-/* matvec: 4 rows a pass, rows r, r+q, r+2q, r+3q (see matvec_prefetch_streams in
- * x86_avx2_common.h).  The four weight scales of a block are converted
- * together and multiplied by the activation's scale once; each row's factor
- * is then broadcast from memory (a load, no shuffle). */
-static inline __attribute__((always_inline)) void mv4_q8act(int is_q4, const void *w, size_t rb, int64_t nb,
-                                                            const block_q8_0 *x, float *y, int64_t r, int64_t q) {
-    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    const size_t rs = (size_t)q * rb;
-    const char *row = (const char *)w + (size_t)r * rb;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float dd[4] __attribute__((aligned(16)));
-    for (int64_t i = 0; i < nb; i++) {
-        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
-        const char *b0 = row + (size_t)i * bs;
-        __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rs), 1);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rs), 2);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rs), 3);
-        _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        __m256i a8 = is_q4 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), a) : a;
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            wblock b = load_wblock(is_q4, b0 + k * rs, 0);
-            __m256i p = is_q4 ? _mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), a8)
-                              : _mm256_maddubs_epi16(b.u, _mm256_sign_epi8(a, b.s));
-            __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-            acc[k] = _mm256_fmadd_ps(s, _mm256_broadcast_ss(&dd[k]), acc[k]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
-}
-
-static inline __attribute__((always_inline)) void matvec_q8act(int is_q4, const void *w, size_t rb, int64_t n,
-                                                               const void *x, float *y, int64_t r0, int64_t r1) {
-    int64_t q = (r1 - r0) / 4;
-    for (int64_t j = 0; j < q; j++) mv4_q8act(is_q4, w, rb, n / 32, x, y, r0 + j, q);
-    for (int64_t r = r0 + 4 * q; r < r1; r++) tile_q8act(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
-}
-
-/* a pass of T tokens (1..4) over rows [r0, r1) in 2-row tiles */
-static inline __attribute__((always_inline)) void rows_q8act(int is_q4, int T, const void *w, size_t rb, int64_t n,
-                                                             const void *act, size_t as, float *y, int64_t ys,
-                                                             int64_t r0, int64_t r1) {
-    int64_t r = r0;
-    for (; r + 2 <= r1; r += 2) tile_q8act(is_q4, 2, T, w, rb, n / 32, act, as, y, ys, r);
-    if (r < r1) tile_q8act(is_q4, 1, T, w, rb, n / 32, act, as, y, ys, r);
-}
-
-static inline __attribute__((always_inline)) void pass_q8act(int is_q4, int T, const void *w, size_t rb, int64_t n,
-                                                             const void *act, size_t as, float *y, int64_t ys,
-                                                             int64_t r0, int64_t r1) {
-    switch (T) {
-    case 1: rows_q8act(is_q4, 1, w, rb, n, act, as, y, ys, r0, r1); break;
-    case 2: rows_q8act(is_q4, 2, w, rb, n, act, as, y, ys, r0, r1); break;
-    case 3: rows_q8act(is_q4, 3, w, rb, n, act, as, y, ys, r0, r1); break;
-    default: rows_q8act(is_q4, 4, w, rb, n, act, as, y, ys, r0, r1); break;
-    }
-}
+/* Q8_0 and Q4_0: x86_q8act.h's matvec and tiles (VPMADDUBSW: Q8_0 as |w|
+ * times sign(w)·a, Q4_0 as q·a - 8·a), the arithmetic the row-in-lanes gemm
+ * of x86_avx2_gemm.h shares, so that every product of a row agrees bit for
+ * bit. */
 static void pass_q8_0(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
                       int64_t r0, int64_t r1) {
-    pass_q8act(0, T, w, rb, n, act, as, y, ys, r0, r1);
+    q8a_pass(0, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 static void pass_q4_0(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y, int64_t ys,
                       int64_t r0, int64_t r1) {
-    pass_q8act(1, T, w, rb, n, act, as, y, ys, r0, r1);
+    q8a_pass(1, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 
 static void matvec_q8_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matvec_q8act(0, w, rb, n, act, y, r0, r1);
+    q8a_matvec(0, w, rb, n, act, y, r0, r1);
 }
 static void matvec_q4_0(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matvec_q8act(1, w, rb, n, act, y, r0, r1);
+    q8a_matvec(1, w, rb, n, act, y, r0, r1);
 }
 static void matmul_q8_0(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {

@@ -29,6 +29,7 @@
 #include "x86_kquants.h"
 #include "x86_legacy.h"
 #include "x86_vnni_gemm.h"
+#include "x86_q8act.h"
 
 /* ---- float weights (512-bit) ---------------------------------------------- */
 
@@ -151,174 +152,26 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
  * is w + 128 as an unsigned byte, and Σw·a = Σ(w+128)·a - 128·Σa.  So each
  * activation block yields a start value -8·Σa or -128·Σa (per int32 lane,
  * shared by every row), and each weight block needs one VPDPBUSD per
- * token.  No intermediate saturates (|Σ of 4| <= 4·255·127). */
+ * token.  No intermediate saturates (|Σ of 4| <= 4·255·127).
+ *
+ * The matvec and the prefill passes are x86_q8act.h's, compiled here with
+ * VNNI; the row-in-lanes gemm (x86_vnni_gemm.h) shares their arithmetic, so
+ * every product of a row agrees bit for bit. */
 
-static inline __attribute__((always_inline)) __m256i vnni_weights(int is_q4, const void *blk) {
-    if (is_q4) {
-        const block_q4_0 *q = blk;
-        return nib32(q->qs);
-    }
-    const block_q8_0 *q = blk;
-    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q->qs), _mm256_set1_epi8((char)0x80));
-}
-
-/* the start value for activation block a: -(offset)·Σa per int32 lane */
-static inline __attribute__((always_inline)) __m256i vnni_start(int is_q4, __m256i a) {
-    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(is_q4 ? 8 : (char)0x80), a);
-    return _mm256_sub_epi32(_mm256_setzero_si256(), s);
-}
-
-/* matvec, 4 rows a pass, q rows apart (matvec_prefetch_streams, x86_avx2_common.h):
- * scales as x86_avx2.c's mv4_q8act */
-static inline __attribute__((always_inline)) void mv4_vnni(int is_q4, const void *w, size_t rb, int64_t nb,
-                                                           const block_q8_0 *x, float *y, int64_t r, int64_t q) {
-    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    const size_t rs = (size_t)q * rb;
-    const char *row = (const char *)w + (size_t)r * rb;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float dd[4] __attribute__((aligned(16)));
-    for (int64_t i = 0; i < nb; i++) {
-        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
-        const char *b0 = row + (size_t)i * bs;
-        __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)b0);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + rs), 1);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 2 * rs), 2);
-        h = _mm_insert_epi16(h, *(const uint16_t *)(b0 + 3 * rs), 3);
-        _mm_store_ps(dd, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(_cvtsh_ss(x[i].d))));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        __m256i s0 = vnni_start(is_q4, a);
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m256i p = _mm256_dpbusd_epi32(s0, vnni_weights(is_q4, b0 + k * rs), a);
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&dd[k]), acc[k]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
-}
-
-/* Two consecutive blocks (the second only if `two`) of a row or of an
- * activation as one 512-bit register: weights as vnni_weights makes them,
- * activations as they are, and the two blocks' scales in 8 lanes each.
- * Without a second block the activation's upper half is zero, so whatever
- * the weights' upper half holds adds nothing. */
-static inline __attribute__((always_inline)) __m512i vnni_weights2(int is_q4, const char *blk, int two) {
-    if (is_q4) {
-        const block_q4_0 *q = (const block_q4_0 *)blk;
-        __m512i bits = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q[0].qs));
-        if (two) bits = _mm512_mask_broadcast_i32x4(bits, 0xff00, _mm_loadu_si128((const __m128i *)q[1].qs));
-        bits = _mm512_srlv_epi64(bits, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
-        return _mm512_and_si512(bits, _mm512_set1_epi8(0x0f));
-    }
-    const block_q8_0 *q = (const block_q8_0 *)blk;
-    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)q[0].qs));
-    v = _mm512_inserti64x4(v, two ? _mm256_loadu_si256((const __m256i *)q[1].qs) : _mm256_setzero_si256(), 1);
-    return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
-}
-
-static inline __m512i act2(const block_q8_0 *a, int two) {
-    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[0].qs));
-    return _mm512_inserti64x4(v, two ? _mm256_loadu_si256((const __m256i *)a[1].qs) : _mm256_setzero_si256(), 1);
-}
-
-/* fp16 scales at p and p + stride (0 when !two) as 8 + 8 fp32 lanes */
-static inline __m512 scales2(const char *p, size_t stride, int two) {
-    uint16_t d1 = two ? *(const uint16_t *)(p + stride) : 0;
-    __m128i lo = _mm_set1_epi16((short)*(const uint16_t *)p), hi = _mm_set1_epi16((short)d1);
-    return _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
-}
-
-/* R rows x T tokens, two blocks a step in 512-bit registers, for matmul and
- * the last rows of a matvec */
-static inline __attribute__((always_inline)) void tile_vnni(int is_q4, int R, int T, const void *w, size_t rb,
-                                                            int64_t nb, const void *act, size_t as, float *y,
-                                                            int64_t ys, int64_t r) {
-    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    const char *row[4];
-    const block_q8_0 *x[4];
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
-#pragma GCC unroll 4
-    for (int t = 0; t < T; t++) x[t] = (const block_q8_0 *)((const char *)act + (size_t)t * as);
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i += 2) {
-        const int two = i + 1 < nb;
-        __m512i q[4];
-        __m512 dw[4];
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k++) {
-            const char *b = row[k] + (size_t)i * bs;
-            q[k] = vnni_weights2(is_q4, b, two);
-            dw[k] = scales2(b, bs, two);
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m512i a = act2(x[t] + i, two);
-            __m512i s0 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                              _mm512_set1_epi8(is_q4 ? 8 : (char)0x80), a));
-            __m512 da = scales2((const char *)&x[t][i].d, sizeof(block_q8_0), two);
-#pragma GCC unroll 4
-            for (int k = 0; k < R; k++) {
-                __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(s0, q[k], a));
-                acc[k][t] = _mm512_fmadd_ps(_mm512_mul_ps(s, dw[k]), da, acc[k][t]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) y[t * ys + r + k] = _mm512_reduce_add_ps(acc[k][t]);
-}
-
-static inline __attribute__((always_inline)) void matvec_vnni(int is_q4, const void *w, size_t rb, int64_t n,
-                                                              const void *x, float *y, int64_t r0, int64_t r1) {
-    int64_t q = (r1 - r0) / 4;
-    for (int64_t j = 0; j < q; j++) mv4_vnni(is_q4, w, rb, n / 32, x, y, r0 + j, q);
-    for (int64_t r = r0 + 4 * q; r < r1; r++) tile_vnni(is_q4, 1, 1, w, rb, n / 32, x, 0, y, 0, r);
-}
-
-/* a pass of T tokens (1..4) over rows [r0, r1) in 4-row tiles, then 2 and 1 */
-static inline __attribute__((always_inline)) void rows_vnni(int is_q4, int T, const void *w, size_t rb, int64_t n,
-                                                            const void *act, size_t as, float *y, int64_t ys,
-                                                            int64_t r0, int64_t r1) {
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) tile_vnni(is_q4, 4, T, w, rb, n / 32, act, as, y, ys, r);
-    if (r + 2 <= r1) {
-        tile_vnni(is_q4, 2, T, w, rb, n / 32, act, as, y, ys, r);
-        r += 2;
-    }
-    if (r < r1) tile_vnni(is_q4, 1, T, w, rb, n / 32, act, as, y, ys, r);
-}
-
-static inline __attribute__((always_inline)) void pass_vnni(int is_q4, int T, const void *w, size_t rb, int64_t n,
-                                                            const void *act, size_t as, float *y, int64_t ys,
-                                                            int64_t r0, int64_t r1) {
-    switch (T) {
-    case 1: rows_vnni(is_q4, 1, w, rb, n, act, as, y, ys, r0, r1); break;
-    case 2: rows_vnni(is_q4, 2, w, rb, n, act, as, y, ys, r0, r1); break;
-    case 3: rows_vnni(is_q4, 3, w, rb, n, act, as, y, ys, r0, r1); break;
-    default: rows_vnni(is_q4, 4, w, rb, n, act, as, y, ys, r0, r1); break;
-    }
-}
 static void pass_q8_0_vnni(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
                            int64_t ys, int64_t r0, int64_t r1) {
-    pass_vnni(0, T, w, rb, n, act, as, y, ys, r0, r1);
+    q8a_pass(0, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 static void pass_q4_0_vnni(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,
                            int64_t ys, int64_t r0, int64_t r1) {
-    pass_vnni(1, T, w, rb, n, act, as, y, ys, r0, r1);
+    q8a_pass(1, T, w, rb, n, act, as, y, ys, r0, r1);
 }
 
 static void matvec_q8_0_vnni(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matvec_vnni(0, w, rb, n, act, y, r0, r1);
+    q8a_matvec(0, w, rb, n, act, y, r0, r1);
 }
 static void matvec_q4_0_vnni(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    matvec_vnni(1, w, rb, n, act, y, r0, r1);
+    q8a_matvec(1, w, rb, n, act, y, r0, r1);
 }
 /* matmul: 16-row tiles (x86_vnni_gemm.h); 4x4 tiles only for rows too long
  * for its buffer */
