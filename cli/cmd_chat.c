@@ -22,7 +22,10 @@
  * the build found it (ES_HAVE_LIBEDIT) and both ends are terminals, else a
  * line at a time from standard input, which is how scripts drive it. */
 #include <errno.h>
+#include <limits.h>
 #include <locale.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -33,6 +36,7 @@
 #ifdef ES_HAVE_LIBEDIT
 #include <histedit.h>
 #include <langinfo.h>
+#include <wchar.h>
 #endif
 
 #include "cli.h"
@@ -59,22 +63,39 @@ static void usage_chat(FILE *f) {
             "sends the text from its second slash). Ctrl-C stops an answer; Ctrl-C twice or Ctrl-D quits.\n");
 }
 
+/* Ctrl-C sets got_sigint, which the generation loops read, and writes a
+ * byte into a pipe that the line reader polls beside standard input: the
+ * wait for a line ends whichever thread the signal was delivered to, and a
+ * Ctrl-C that comes just before the wait begins is not lost.  The handler
+ * restarts other calls (SA_RESTART), so a write to a slow terminal is not
+ * cut short by it. */
 static volatile sig_atomic_t got_sigint;
+static int sig_pipe[2] = {-1, -1};
 static void on_sigint(int sig) {
     (void)sig;
+    int e = errno;
     got_sigint = 1;
+    if (sig_pipe[1] >= 0 && write(sig_pipe[1], "", 1) < 0) { /* full: a byte is there already */ }
+    errno = e;
 }
 
-/* Ctrl-C sets got_sigint, which the loops read.  While a line is read the
- * handler interrupts the read (no SA_RESTART); elsewhere calls restart, so
- * that a write to a slow terminal is not cut short by it. */
-static void catch_sigint(int restart) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = restart ? SA_RESTART : 0;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+/* Forgets a Ctrl-C once it has been acted on. */
+static void consume_sigint(void) {
+    char junk[64];
+    while (sig_pipe[0] >= 0 && read(sig_pipe[0], junk, sizeof junk) > 0) {}
+    got_sigint = 0;
+}
+
+/* Waits until standard input has bytes (or its end): 1; or Ctrl-C: -1. */
+static int wait_input(void) {
+    for (;;) {
+        if (got_sigint) return -1;
+        struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = sig_pipe[0], .events = POLLIN}};
+        int r = poll(p, sig_pipe[0] >= 0 ? 2 : 1, -1);
+        if (r < 0 && errno != EINTR) return 1; /* let the read say what is wrong */
+        if (got_sigint) return -1;
+        if (r > 0 && p[0].revents) return 1;
+    }
 }
 
 /* ---- growable strings ---------------------------------------------------- */
@@ -396,7 +417,10 @@ static int answer(chat *c, const char *message) {
     } else if (sh.where == SHOW_ANSWER && outs("\n") != 0) {
         rc = -1;
     }
-    if (end == END_STOPPED) note(c, "stopped; this turn is not kept");
+    if (end == END_STOPPED) {
+        consume_sigint();
+        note(c, "stopped; this turn is not kept");
+    }
     if (end == END_LIMIT) note(c, "the answer reached -n %ld tokens", c->max_answer);
     if (end == END_FULL) note(c, "the context is full (%d tokens); the answer is cut short", c->n_ctx);
     /* a turn is kept when it has an answer to show the model next time */
@@ -541,14 +565,38 @@ typedef struct reader {
     EditLine *el;
     History *hist;
 #endif
-    char *buf;      /* getline's */
-    size_t cap;
+    char *buf;      /* bytes read from standard input, from buf[pos] on not yet used */
+    size_t n, pos, cap;
+    int eof;
+    char *line;     /* the line handed out (libedit's, copied) */
+    size_t line_cap;
 } reader;
 
 #ifdef ES_HAVE_LIBEDIT
 static char *el_prompt(EditLine *el) {
     (void)el;
     return "> ";
+}
+
+/* libedit's character reader: one character from standard input, decoded
+ * in the locale; -1 (errno EINTR) on Ctrl-C, 0 at the end. */
+static int chat_getc(EditLine *el, wchar_t *wc) {
+    (void)el;
+    char b[MB_LEN_MAX];
+    size_t n = 0;
+    for (;;) {
+        if (wait_input() < 0) { errno = EINTR; return -1; }
+        ssize_t k = read(0, b + n, 1);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return (int)k;
+        n++;
+        mbstate_t st;
+        memset(&st, 0, sizeof st);
+        size_t r = mbrtowc(wc, b, n, &st);
+        if (r == (size_t)-2 && n < sizeof b) continue; /* more bytes to come */
+        if (r == (size_t)-1 || r == (size_t)-2) { n = 0; continue; } /* not the locale's: dropped */
+        return 1;
+    }
 }
 #endif
 
@@ -574,6 +622,7 @@ static void reader_open(reader *r, int tty_in, int tty_out) {
     el_set(r->el, EL_EDITOR, "emacs");
     el_set(r->el, EL_PROMPT, el_prompt);
     el_set(r->el, EL_HIST, history, r->hist);
+    el_set(r->el, EL_GETCFN, chat_getc);
 #else
     (void)tty_out;
 #endif
@@ -585,34 +634,81 @@ static void reader_close(reader *r) {
     if (r->hist) history_end(r->hist);
 #endif
     free(r->buf);
+    free(r->line);
+}
+
+/* Copies s[0..n) into r->line; -1 when out of memory. */
+static int hand_out(reader *r, const char *s, size_t n) {
+    if (n + 1 > r->line_cap) {
+        char *p = realloc(r->line, n + 1);
+        if (!p) return -1;
+        r->line = p;
+        r->line_cap = n + 1;
+    }
+    memcpy(r->line, s, n);
+    r->line[n] = 0;
+    return 0;
+}
+
+/* One line from standard input, read by this reader (not stdio, so that
+ * the wait can end on Ctrl-C): 1 a line in r->line (*n bytes, without its
+ * end), 0 the end, -1 Ctrl-C, -2 a line too long (skipped, said). */
+static int plain_line(reader *r, size_t *len) {
+    int too_long = 0;
+    for (;;) {
+        char *nl = r->n > r->pos ? memchr(r->buf + r->pos, '\n', r->n - r->pos) : NULL;
+        if (nl || (r->eof && r->n > r->pos)) {
+            size_t end = nl ? (size_t)(nl - r->buf) : r->n, start = r->pos;
+            r->pos = nl ? end + 1 : end;
+            if (too_long) {
+                fprintf(stderr, "edgeseek chat: a line of more than 64 MiB is not a message; skipped\n");
+                return -2;
+            }
+            if (end > start && r->buf[end - 1] == '\r') end--;
+            if (hand_out(r, r->buf + start, end - start) != 0) return -2;
+            *len = end - start;
+            return 1;
+        }
+        if (r->eof) return too_long ? -2 : 0;
+        /* keep the unused bytes at the front; a line over the cap is dropped as it comes */
+        memmove(r->buf, r->buf + r->pos, r->n - r->pos);
+        r->n -= r->pos;
+        r->pos = 0;
+        if (r->n > CLI_MAX_PROMPT_BYTES) { too_long = 1; r->n = 0; }
+        if (r->cap - r->n < 65536) {
+            size_t cap = r->cap ? r->cap * 2 : 65536 * 2;
+            char *p = realloc(r->buf, cap);
+            if (!p) { fprintf(stderr, "edgeseek: out of memory\n"); return 0; }
+            r->buf = p;
+            r->cap = cap;
+        }
+        if (wait_input() < 0) return -1;
+        ssize_t k = read(0, r->buf + r->n, r->cap - r->n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) r->eof = 1;
+        else r->n += (size_t)k;
+    }
 }
 
 /* Reads a line without its end into *line (valid until the next call).
  * 1: a line; 0: end of input; -1: interrupted (Ctrl-C); -2: a line that
  * cannot be a message (said). */
-/* Reads a line without its end into *line (valid until the next call).
- * 1: a line; 0: end of input; -1: interrupted (Ctrl-C); -2: a line that
- * cannot be a message (said). */
-static int read_line_now(reader *r, const char **line) {
+static int read_line(reader *r, const char **line) {
+    fflush(stdout);
+    size_t n = 0;
 #ifdef ES_HAVE_LIBEDIT
     if (r->el) {
         int count = 0;
         const char *s = el_gets(r->el, &count);
         if (!s) return got_sigint || (count < 0 && errno == EINTR) ? -1 : 0;
-        size_t n = strlen(s);
-        if (n + 1 > r->cap) {
-            char *p = realloc(r->buf, n + 1);
-            if (!p) return -2;
-            r->buf = p;
-            r->cap = n + 1;
-        }
-        memcpy(r->buf, s, n + 1);
-        if (n && r->buf[n - 1] == '\n') r->buf[--n] = 0;
+        n = strlen(s);
+        if (n && s[n - 1] == '\n') n--;
+        if (hand_out(r, s, n) != 0) return -2;
         if (n) {
             HistEvent ev;
-            history(r->hist, &ev, H_ENTER, r->buf);
+            history(r->hist, &ev, H_ENTER, r->line);
         }
-        *line = r->buf;
+        *line = r->line;
         return 1;
     }
 #endif
@@ -620,34 +716,14 @@ static int read_line_now(reader *r, const char **line) {
         fputs("> ", stdout);
         fflush(stdout);
     }
-    errno = 0;
-    ssize_t n = getline(&r->buf, &r->cap, stdin);
-    if (n < 0) {
-        int interrupted = got_sigint || errno == EINTR;
-        clearerr(stdin);
-        return interrupted ? -1 : 0;
-    }
-    if (memchr(r->buf, 0, (size_t)n)) {
+    int rc = plain_line(r, &n);
+    if (rc != 1) return rc;
+    if (memchr(r->line, 0, n)) {
         fprintf(stderr, "edgeseek chat: a line with a NUL byte is not a message; skipped\n");
         return -2;
     }
-    if ((size_t)n > CLI_MAX_PROMPT_BYTES) {
-        fprintf(stderr, "edgeseek chat: a line of more than 64 MiB is not a message; skipped\n");
-        return -2;
-    }
-    if (n && r->buf[n - 1] == '\n') r->buf[--n] = 0;
-    if (n && r->buf[n - 1] == '\r') r->buf[--n] = 0;
-    *line = r->buf;
+    *line = r->line;
     return 1;
-}
-
-/* read_line_now with Ctrl-C interrupting the wait. */
-static int read_line(reader *r, const char **line) {
-    fflush(stdout);
-    catch_sigint(0);
-    int rc = read_line_now(r, line);
-    catch_sigint(1);
-    return rc;
 }
 
 /* ---- the command --------------------------------------------------------- */
@@ -657,9 +733,9 @@ static int read_line(reader *r, const char **line) {
 static int chat_loop(chat *c, reader *r) {
     int interrupts = 0;
     for (;;) {
-        got_sigint = 0;
         const char *line = NULL;
         int got = read_line(r, &line);
+        if (got == -1) consume_sigint();
         if (got == 0) {
             if (r->prompt) outs("\n");
             return 0;
@@ -744,9 +820,13 @@ int cmd_chat(int argc, char **argv) {
         goto done;
     }
 
-    struct sigaction old_sa;
-    sigaction(SIGINT, NULL, &old_sa);
-    catch_sigint(1);
+    struct sigaction sa, old_sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) sig_pipe[0] = sig_pipe[1] = -1;
+    sigaction(SIGINT, &sa, &old_sa);
     reader_open(&r, isatty(0), isatty(1));
     have_reader = 1;
     if (r.prompt && isatty(1)) {
@@ -755,6 +835,9 @@ int cmd_chat(int argc, char **argv) {
     }
     rc = chat_loop(&c, &r);
     sigaction(SIGINT, &old_sa, NULL);
+    for (int k = 0; k < 2; k++)
+        if (sig_pipe[k] >= 0) close(sig_pipe[k]);
+    sig_pipe[0] = sig_pipe[1] = -1;
     if (lp.stats) es_model_print_paging_stats(c.m, stderr);
 done:
     if (have_reader) reader_close(&r);

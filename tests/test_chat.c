@@ -258,7 +258,7 @@ static void session_one(es_model *m) {
     /* 3. commands */
     term_send(&t, "/system You add numbers.\r");
     term_wait(&t, "system text set", "/system");
-    const char *save_path = test_build_path("tests/test_chat_save.json");
+    const char *save_path = test_build_path("test_chat_save.json");
     unlink(save_path);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "/save %s\r", save_path);
