@@ -655,12 +655,14 @@ static int hand_out(reader *r, const char *s, size_t n) {
  * end), 0 the end, -1 Ctrl-C, -2 a line too long (skipped, said). */
 static int plain_line(reader *r, size_t *len) {
     int too_long = 0;
+    size_t seen = r->pos; /* no line end in buf[pos..seen) */
     for (;;) {
-        char *nl = r->n > r->pos ? memchr(r->buf + r->pos, '\n', r->n - r->pos) : NULL;
+        char *nl = r->n > seen ? memchr(r->buf + seen, '\n', r->n - seen) : NULL;
+        seen = r->n;
         if (nl || (r->eof && r->n > r->pos)) {
             size_t end = nl ? (size_t)(nl - r->buf) : r->n, start = r->pos;
             r->pos = nl ? end + 1 : end;
-            if (too_long) {
+            if (too_long || end - start > CLI_MAX_PROMPT_BYTES) {
                 fprintf(stderr, "edgeseek chat: a line of more than 64 MiB is not a message; skipped\n");
                 return -2;
             }
@@ -671,10 +673,13 @@ static int plain_line(reader *r, size_t *len) {
         }
         if (r->eof) return too_long ? -2 : 0;
         /* keep the unused bytes at the front; a line over the cap is dropped as it comes */
-        memmove(r->buf, r->buf + r->pos, r->n - r->pos);
-        r->n -= r->pos;
-        r->pos = 0;
+        if (r->pos) {
+            memmove(r->buf, r->buf + r->pos, r->n - r->pos);
+            r->n -= r->pos;
+            r->pos = 0;
+        }
         if (r->n > CLI_MAX_PROMPT_BYTES) { too_long = 1; r->n = 0; }
+        seen = r->n;
         if (r->cap - r->n < 65536) {
             size_t cap = r->cap ? r->cap * 2 : 65536 * 2;
             char *p = realloc(r->buf, cap);
