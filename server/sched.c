@@ -80,15 +80,12 @@ struct srv_sched {
 static const int32_t *const *cast_tokens(int32_t **t) { return (const int32_t *const *)t; }
 
 /* The one place the engine runs: session i evaluates n[i] tokens from its
- * position; logits[i] gets its last position's logits.  Sequential until
- * the engine's batched call is available. */
+ * position and logits[i] (when not NULL) gets its last position's logits,
+ * all in one forward pass (each routed expert read once for every row that
+ * chose it), bit-identical to each session alone. */
 static es_status eval_batch(es_session **ss, int n, const int32_t *const *toks, const int *nt, float **logits,
                             char *err, size_t errlen) {
-    for (int i = 0; i < n; i++) {
-        es_status st = es_session_eval(ss[i], toks[i], nt[i], logits[i], 0, err, errlen);
-        if (st != ES_OK) return st;
-    }
-    return ES_OK;
+    return es_batch_eval(ss, n, toks, nt, logits, err, errlen);
 }
 
 static void job_done(srv_sched *S, slot *sl, int finish) {
