@@ -38,7 +38,7 @@ start_server() {
     URL=
     i=0
     while [ $i -lt 200 ]; do
-        URL=$(sed -n 's|^edgeseek serve: listening on \(http://[^/]*\)/.*|\1|p' "$log")
+        URL=$(sed -n 's|^edgeseek serve: listening on \(http://[^/]*\)/.*|\1|p' "$log" 2>/dev/null)
         if [ -n "$URL" ] && grep -q "ready:" "$log"; then return 0; fi
         kill -0 $PID 2>/dev/null || break
         sleep 0.1
