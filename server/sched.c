@@ -528,9 +528,11 @@ int srv_sched_submit(srv_sched *S, srv_job *j) {
     memset(&j->reasoning, 0, sizeof j->reasoning);
     memset(&j->content, 0, sizeof j->content);
     pthread_mutex_lock(&S->mu);
-    int busy = 0;
-    for (int i = 0; i < S->n_slots; i++) busy += S->slots[i].job != NULL;
-    if (S->stopping || (busy == S->n_slots && S->n_queue >= S->queue_max) || S->n_queue >= S->queue_max) {
+    int idle = 0;
+    for (int i = 0; i < S->n_slots; i++) idle += S->slots[i].job == NULL;
+    /* the queue holds what waits beyond the idle slots (which take theirs at
+     * the next step) */
+    if (S->stopping || S->n_queue >= S->queue_max + idle) {
         pthread_mutex_unlock(&S->mu);
         pthread_cond_destroy(&j->cv);
         return -1;
