@@ -80,15 +80,12 @@ struct srv_sched {
 static const int32_t *const *cast_tokens(int32_t **t) { return (const int32_t *const *)t; }
 
 /* The one place the engine runs: session i evaluates n[i] tokens from its
- * position; logits[i] gets its last position's logits.  Sequential until
- * the engine's batched call is available. */
+ * position and logits[i] (when not NULL) gets its last position's logits,
+ * all in one forward pass (each routed expert read once for every row that
+ * chose it), bit-identical to each session alone. */
 static es_status eval_batch(es_session **ss, int n, const int32_t *const *toks, const int *nt, float **logits,
                             char *err, size_t errlen) {
-    for (int i = 0; i < n; i++) {
-        es_status st = es_session_eval(ss[i], toks[i], nt[i], logits[i], 0, err, errlen);
-        if (st != ES_OK) return st;
-    }
-    return ES_OK;
+    return es_batch_eval(ss, n, toks, nt, logits, err, errlen);
 }
 
 static void job_done(srv_sched *S, slot *sl, int finish) {
@@ -246,11 +243,27 @@ typedef struct step {
     slot *sl[1024];
     int32_t *tok[1024];
     int nt[1024];
-    int kind[1024]; /* 0 decode, 1 prefill, 2 rewrite */
+    int kind[1024]; /* 0 decode, 1 prefill, 2 rewrite, 3 the runner, idle (no tokens) */
 } step;
 
+/* Adds slot i's tokens to the step (slot 0 has its place first). */
+static void put(step *w, slot *sl, int i, int32_t *t, int n, int kind) {
+    int k = i == 0 ? 0 : w->n++;
+    w->sl[k] = sl;
+    w->tok[k] = t;
+    w->nt[k] = n;
+    w->kind[k] = kind;
+}
+
+/* The entries with tokens to run (0: nothing to do). */
+static int busy(const step *w) {
+    int n = 0;
+    for (int i = 0; i < w->n; i++) n += w->nt[i] > 0;
+    return n;
+}
+
 /* Under the lock: ends cancelled and late jobs, starts queued ones, picks
- * the step's work.  Returns the number of sessions to run. */
+ * the step's work.  Returns the number of sessions with tokens to run. */
 static int plan(srv_sched *S, step *w) {
     double now = srv_now();
     for (int i = 0; i < S->n_slots; i++) {
@@ -271,15 +284,17 @@ static int plan(srv_sched *S, step *w) {
         memmove(S->queue, S->queue + 1, sizeof *S->queue * (size_t)--S->n_queue);
         assign(S, j);
     }
-    w->n = 0;
+    /* slot 0's session comes first, with no tokens when it has no work: its
+     * threads and buffers run every step (the other slots' sessions have no
+     * worker threads of their own) */
+    w->n = 1;
+    w->sl[0] = &S->slots[0];
+    w->tok[0] = NULL;
+    w->nt[0] = 0;
+    w->kind[0] = 3;
     for (int i = 0; i < S->n_slots; i++) {
         slot *sl = &S->slots[i];
-        if (sl->job && sl->have_next) {
-            w->sl[w->n] = sl;
-            w->tok[w->n] = &sl->next;
-            w->nt[w->n] = 1;
-            w->kind[w->n++] = 0;
-        }
+        if (sl->job && sl->have_next) put(w, sl, i, &sl->next, 1, 0);
     }
     /* one chunk of one prompt, round robin among the prefilling slots */
     for (int k = 0; k < S->n_slots; k++) {
@@ -288,12 +303,9 @@ static int plan(srv_sched *S, step *w) {
         if (!sl->job || sl->have_next || sl->job->prefilled >= sl->job->n_prompt) continue;
         int n = sl->job->n_prompt - sl->job->prefilled;
         if (n > S->chunk) n = S->chunk;
-        w->sl[w->n] = sl;
-        w->tok[w->n] = sl->job->prompt + sl->job->prefilled;
-        w->nt[w->n] = n;
-        w->kind[w->n++] = 1;
+        put(w, sl, i, sl->job->prompt + sl->job->prefilled, n, 1);
         S->prefill_rr = i + 1;
-        return w->n;
+        return busy(w);
     }
     /* idle: a chunk of one slot's rewrite */
     for (int i = 0; i < S->n_slots; i++) {
@@ -313,13 +325,10 @@ static int plan(srv_sched *S, step *w) {
             sl->n_rewrite = 0;
             continue;
         }
-        w->sl[w->n] = sl;
-        w->tok[w->n] = sl->rewrite + l;
-        w->nt[w->n] = n;
-        w->kind[w->n++] = 2;
-        return w->n;
+        put(w, sl, i, sl->rewrite + l, n, 2);
+        return busy(w);
     }
-    return w->n;
+    return busy(w);
 }
 
 static void record(slot *sl, const int32_t *t, int n) {
@@ -368,9 +377,9 @@ static void *sched_main(void *arg) {
             ss[i] = w->sl[i]->s;
             lg[i] = w->sl[i]->logits;
             /* a prefill chunk needs logits only when it ends the prompt */
-            if (w->kind[i] == 2 || (w->kind[i] == 1 && w->sl[i]->job->prefilled + w->nt[i] < w->sl[i]->job->n_prompt))
+            if (w->kind[i] >= 2 || (w->kind[i] == 1 && w->sl[i]->job->prefilled + w->nt[i] < w->sl[i]->job->n_prompt))
                 lg[i] = NULL;
-            any_prefill |= w->kind[i] != 0;
+            any_prefill |= w->kind[i] == 1 || w->kind[i] == 2;
             n_dec += w->kind[i] == 0;
         }
         pthread_mutex_unlock(&S->mu);
@@ -392,6 +401,7 @@ static void *sched_main(void *arg) {
         else S->st.gen_seconds += dt;
         for (int i = 0; i < w->n; i++) {
             slot *sl = w->sl[i];
+            if (w->kind[i] == 3) continue; /* the idle runner */
             if (st != ES_OK) { /* the engine failed: the slots involved start over */
                 es_session_reset(sl->s);
                 sl->n_toks = 0;
@@ -452,7 +462,7 @@ es_status srv_sched_new(es_model *m, const srv_opts *o, srv_sched **out, char *e
     for (int i = 0; i < S->n_slots; i++) {
         slot *sl = &S->slots[i];
         if ((st = es_session_new(m, S->n_ctx, &sl->s, err, errlen)) != ES_OK) goto fail;
-        if ((st = es_session_set_threads(sl->s, o->n_threads, err, errlen)) != ES_OK) goto fail;
+        if ((st = es_session_set_threads(sl->s, i == 0 ? o->n_threads : 1, err, errlen)) != ES_OK) goto fail;
         sl->logits = malloc(sizeof(float) * (size_t)S->nv);
         sl->toks = malloc(sizeof(int32_t) * (size_t)(S->n_ctx + 1));
         st = ES_ERR_NOMEM;
@@ -518,9 +528,11 @@ int srv_sched_submit(srv_sched *S, srv_job *j) {
     memset(&j->reasoning, 0, sizeof j->reasoning);
     memset(&j->content, 0, sizeof j->content);
     pthread_mutex_lock(&S->mu);
-    int busy = 0;
-    for (int i = 0; i < S->n_slots; i++) busy += S->slots[i].job != NULL;
-    if (S->stopping || (busy == S->n_slots && S->n_queue >= S->queue_max) || S->n_queue >= S->queue_max) {
+    int idle = 0;
+    for (int i = 0; i < S->n_slots; i++) idle += S->slots[i].job == NULL;
+    /* the queue holds what waits beyond the idle slots (which take theirs at
+     * the next step) */
+    if (S->stopping || S->n_queue >= S->queue_max + idle) {
         pthread_mutex_unlock(&S->mu);
         pthread_cond_destroy(&j->cv);
         return -1;

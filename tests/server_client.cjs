@@ -5,7 +5,7 @@
 // counts.  Every request has a time limit and every loop a fixed count.
 //
 //   node tests/server_client.cjs main URL KEY   the fast server (-np 4, key, small limits)
-//   node tests/server_client.cjs slow URL PID   the slowed server (-np 1 --queue 1,
+//   node tests/server_client.cjs slow URL PID   the slowed server (-np 1 --queue 1, --request-timeout 4,
 //                                               EDGESEEK_SERVE_STEP_MS): keep-alive,
 //                                               disconnect, queue, SIGTERM mid-stream
 "use strict";
@@ -311,6 +311,12 @@ async function slowTests(pid) {
   check(busy === 0 && gen < 100, `disconnect mid-stream: busy ${busy}, generated ${gen} of 400`);
   const ok = await http("POST", "/v1/chat/completions", { messages: [{ role: "user", content: "What is 613 - 278?" }], temperature: 0, max_tokens: 96 });
   check(ok.status === 200 && ok.json.choices[0].message.content === "335", "serving after a disconnect: " + ok.text.slice(0, 200));
+  // --request-timeout 4: a request of 400 tokens (8 s at 20 ms a step) ends by length
+  const tt = Date.now();
+  const lt = await http("POST", "/v1/chat/completions", { ...body, stream: false }, {}, 30000);
+  const took = Date.now() - tt;
+  check(lt.status === 200 && lt.json.choices[0].finish_reason === "length" && lt.json.usage.completion_tokens < 400 &&
+        took >= 3500 && took < 7500, `--request-timeout: ${took} ms, ${lt.text.slice(-200)}`);
   // one slot, a queue of one: the third request at once gets 503 with Retry-After
   let cancelled = false;
   const holder = sseRaw(body, (ev) => {

@@ -38,7 +38,7 @@ start_server() {
     URL=
     i=0
     while [ $i -lt 200 ]; do
-        URL=$(sed -n 's|^edgeseek serve: listening on \(http://[^/]*\)/.*|\1|p' "$log")
+        URL=$(sed -n 's|^edgeseek serve: listening on \(http://[^/]*\)/.*|\1|p' "$log" 2>/dev/null)
         if [ -n "$URL" ] && grep -q "ready:" "$log"; then return 0; fi
         kill -0 $PID 2>/dev/null || break
         sleep 0.1
@@ -80,8 +80,10 @@ if start_server "$T/a.log" -np 4 --api-key-file "$T/key" --max-body 64K --max-he
     check "the server said it stopped" grep -q "SIGTERM: stopping" "$T/a.log"
 fi
 
-# the slowed server: one slot, a queue of one, 20 ms a step, 4 prompt tokens a step
-if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/b.log" -np 1 --queue 1 --keepalive 1 --prefill-chunk 4; then
+# the slowed server: one slot, a queue of one, 20 ms a step, 4 prompt tokens a step,
+# 4 s of generation at most per request
+if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/b.log" -np 1 --queue 1 --keepalive 1 --prefill-chunk 4 \
+        --request-timeout 4; then
     run_client slow "$URL" "$PID"
     wait_exit $PID 20
     rc=$?
