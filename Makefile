@@ -22,6 +22,20 @@ endif
 CJSON ?= $(shell printf '\043include <cjson/cJSON.h>\nint main(void) { cJSON_Delete(0); return 0; }\n' | \
           $(CC) -x c - -o /dev/null -lcjson >/dev/null 2>&1 && echo 1 || echo 0)
 
+# libedit (Debian: libedit-dev, BSD licence) gives `edgeseek chat` line
+# editing and history.  Only the CLI links it; `make EDIT=0` (or a toolchain
+# without it) builds a chat that reads plain lines.
+EDIT ?= $(shell printf '\043include <histedit.h>\nint main(void) { el_end(el_init("x", 0, 0, 0)); return 0; }\n' | \
+          $(CC) -x c - -o /dev/null -ledit >/dev/null 2>&1 && echo 1 || echo 0)
+
+# civetweb (Debian: libcivetweb-dev) serves HTTP for `edgeseek serve`, whose
+# JSON is cJSON's: the server/ room needs both and only the CLI links them.
+# Without either (or with `make SERVER=0`) the CLI's serve says what the build
+# lacks.
+CIVETWEB ?= $(shell printf '\043include <civetweb.h>\nint main(void) { return !mg_init_library(0); }\n' | \
+          $(CC) -x c - -o /dev/null -lcivetweb >/dev/null 2>&1 && echo 1 || echo 0)
+SERVER ?= $(if $(filter 11,$(CJSON)$(CIVETWEB)),1,0)
+
 # Rooms, and what each may include (its own headers first).  Dependencies run
 # one way: cli -> include (the public header alone); runtime (the engine) ->
 # {format, text, mmap, platform, simd}; format -> {simd, platform}; text ->
@@ -39,6 +53,9 @@ INC_cli      := -Icli -Iinclude
 # cmd_convert.c alone sees the conversion room (the CLI links it with cJSON)
 $(BUILD)/obj/cli/cmd_convert.o: INC_cli += -Iconvert
 INC_convert  := -Iconvert -Iinclude -Iformat -Isimd -Iplatform
+# server/: the HTTP server over the public header (cmd_serve.c sees it)
+INC_server   := -Iserver -Iinclude
+$(BUILD)/obj/cli/cmd_serve.o: INC_cli += -Iserver
 INC_bench    := -Iinclude -Isimd
 # bench_attention times the MLA attention core alone: the one benchmark that
 # reaches into the engine (its headers and what they include).
@@ -63,8 +80,19 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # convert/: Hugging Face checkpoints to GGUF; the CLI alone links it (and cJSON)
 ifeq ($(CJSON),1)
 CONVERT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard convert/*.c))
-CLI_LIBS := -lcjson
+CLI_LIBS += -lcjson
 $(BUILD)/obj/cli/cmd_convert.o: ES_CFLAGS += -DES_HAVE_CJSON
+endif
+ifeq ($(EDIT),1)
+CLI_LIBS += -ledit
+$(BUILD)/obj/cli/cmd_chat.o: ES_CFLAGS += -DES_HAVE_LIBEDIT
+endif
+# server/: `edgeseek serve`; the CLI alone links it (civetweb and cJSON), with
+# the page of server/page.html turned into a C array by the rule below
+ifeq ($(SERVER),1)
+SERVER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard server/*.c)) $(BUILD)/obj/gen/page.o
+CLI_LIBS += -lcivetweb
+$(BUILD)/obj/cli/cmd_serve.o: ES_CFLAGS += -DES_HAVE_SERVER
 endif
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
@@ -74,6 +102,8 @@ TEST_COMMON_OBJ := $(TEST_COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 # the CLI's modules that tests link too (cli/arith.c: the arithmetic evaluation)
 TEST_COMMON_OBJ += $(BUILD)/obj/cli/arith.o
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# test_chat drives `edgeseek chat` through a pseudo-terminal (forkpty)
+$(BUILD)/tests/test_chat: LDLIBS += -lutil
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
@@ -101,8 +131,19 @@ $(BUILD)/libedgeseek.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/edgeseek: $(CLI_OBJ) $(CONVERT_OBJ) $(BUILD)/libedgeseek.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(CONVERT_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(CLI_LIBS) $(LDLIBS)
+$(BUILD)/edgeseek: $(CLI_OBJ) $(CONVERT_OBJ) $(SERVER_OBJ) $(BUILD)/libedgeseek.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(CONVERT_OBJ) $(SERVER_OBJ) $(BUILD)/libedgeseek.a $(LDFLAGS) $(CLI_LIBS) $(LDLIBS)
+
+# The page the server sends at /, as bytes in the binary (od, no tool of ours)
+$(BUILD)/gen/page.c: server/page.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from server/page.html by the Makefile */'; echo '#include <stddef.h>'; \
+	  echo 'const unsigned char srv_page_html[] = {'; \
+	  od -An -v -tu1 server/page.html | sed 's/\([0-9][0-9]*\)/\1,/g'; \
+	  echo '0};'; echo 'const size_t srv_page_html_len = sizeof srv_page_html - 1;'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/gen/page.o: $(BUILD)/gen/page.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ES_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/libedgeseek.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libedgeseek.a $(LDFLAGS) $(LDLIBS)

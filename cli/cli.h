@@ -30,6 +30,50 @@ int cli_parse_numa(const char *v, int *out);
  * one warning line on stderr when it is more; 0 (the default) stays 0. */
 long cli_cap_threads(long n);
 
+/* The generation options that run and chat share: context, threads, NUMA
+ * placement and sampling. */
+typedef struct cli_gen_opts {
+    long n_ctx;   /* -c (0: cli_ctx_size's default) */
+    long threads; /* -t (0: physical cores) */
+    long top_k;
+    double temp, top_p, min_p;
+    unsigned long long seed;
+} cli_gen_opts;
+#define CLI_SAMPLING_USAGE \
+    "  --temp T      temperature (default 0.8; 0 = greedy)\n" \
+    "  --top-k K     keep the K most likely tokens (default 40; 0 = off)\n" \
+    "  --top-p P     nucleus sampling (default 0.95; 1 = off)\n" \
+    "  --min-p P     drop tokens below P x the best probability (default 0.05; 0 = off)\n" \
+    "  --seed S      random seed (default 0); the same seed gives the same output\n" \
+    "  -t THREADS    worker threads (default: physical cores; capped at the usable CPUs)\n" \
+    "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n" \
+    "                a no-op on one node)\n" \
+    "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
+void cli_gen_defaults(cli_gen_opts *o);
+/* Option a with its value v: 1 if it was one of cli_gen_opts' (or --numa,
+ * into lp->numa), 0 if not, -1 for a bad or missing (v NULL) value (message
+ * printed). */
+int cli_gen_opt(const char *a, const char *v, cli_gen_opts *o, es_load_params *lp);
+es_sampler_params cli_sampler_params(const cli_gen_opts *o);
+/* The context size: n_ctx, or when 0 min(training context, 4096). */
+long cli_ctx_size(const es_model *m, long n_ctx);
+/* The paging options (README "Paging") into lp: 1 if argv[*i] was one
+ * (consuming its value from argv[*i + 1]), 0 if not, -1 on a bad or missing
+ * value (message printed, naming the subcommand cmd). */
+int cli_paging_opt(const char *cmd, int argc, char **argv, int *i, es_load_params *lp);
+#define CLI_PAGING_USAGE \
+    "paging of routed experts (README \"Paging\"):\n" \
+    "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n" \
+    "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n" \
+    "  --experts MODE mmap | pread | mmap-plain (default: mmap when every expert fits the\n" \
+    "                budget, else pread)\n" \
+    "  --policy P    lru | lfu: which experts stay (default lru)\n" \
+    "  --no-prefetch do not predict and prefetch the next layer's experts\n" \
+    "  --io-threads N background loader threads (default 4; 0: loads on the compute thread)\n" \
+    "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n" \
+    "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n" \
+    "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n"
+
 /* Bad usage: prints the message, then the subcommand's usage when usage is
  * not NULL, to stderr; returns 2, the exit status for it. */
 int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) CLI_PRINTF(2, 3);
@@ -70,5 +114,7 @@ int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -13,100 +13,39 @@ static void usage_run(FILE *f) {
             "usage: edgeseek run -m MODEL [-p PROMPT | -f FILE] [options]\n"
             "  -f FILE       the prompt from a regular file, at most 64 MiB, no NUL byte (-: standard input)\n"
             "  -n N          tokens to generate (default 128; -1: until the context is full)\n"
-            "  --temp T      temperature (default 0.8; 0 = greedy)\n"
-            "  --top-k K     keep the K most likely tokens (default 40; 0 = off)\n"
-            "  --top-p P     nucleus sampling (default 0.95; 1 = off)\n"
-            "  --min-p P     drop tokens below P x the best probability (default 0.05; 0 = off)\n"
-            "  --seed S      random seed (default 0); the same seed gives the same output\n"
-            "  -t THREADS    worker threads (default: physical cores; capped at the usable CPUs)\n"
-            "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n"
-            "                a no-op on one node)\n"
-            "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
+            CLI_SAMPLING_USAGE
             "  --chat        render the prompt as one user turn of the DeepSeek chat format (its text,\n"
             "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
             "  --no-stats    do not print statistics to stderr\n"
-            "paging of routed experts (README \"Paging\"):\n"
-            "  --mem-budget BYTES  memory for resident experts, with K/M/G suffixes (default: what the\n"
-            "                cgroup limit or MemAvailable leaves after the other weights, KV cache, scratch)\n"
-            "  --experts MODE mmap | pread | mmap-plain (default: mmap when every expert fits the\n"
-            "                budget, else pread)\n"
-            "  --policy P    lru | lfu: which experts stay (default lru)\n"
-            "  --no-prefetch do not predict and prefetch the next layer's experts\n"
-            "  --io-threads N background loader threads (default 4; 0: loads on the compute thread)\n"
-            "  --mlock       lock the always-hot weights and resident experts in memory when permitted\n"
-            "  --no-direct   pread mode: buffered reads instead of O_DIRECT\n"
-            "  --stats       print the paging report (hit rates, prefetch accuracy, I/O) at the end\n");
-}
-
-/* Parses the paging options into lp; returns 1 if a was one (consuming its
- * value from argv[*i + 1]), 0 if not, -1 on a bad value. */
-static int paging_opt(int argc, char **argv, int *i, es_load_params *lp) {
-    const char *a = argv[*i];
-    if (!strcmp(a, "--no-prefetch")) { lp->no_prefetch = 1; return 1; }
-    if (!strcmp(a, "--mlock")) { lp->mlock = 1; return 1; }
-    if (!strcmp(a, "--no-direct")) { lp->no_direct = 1; return 1; }
-    if (!strcmp(a, "--stats")) { lp->stats = 1; return 1; }
-    if (strcmp(a, "--mem-budget") && strcmp(a, "--experts") && strcmp(a, "--policy") && strcmp(a, "--io-threads"))
-        return 0;
-    if (*i + 1 >= argc) { fprintf(stderr, "edgeseek run: %s needs a value\n", a); return -1; }
-    const char *v = argv[++*i];
-    if (!strcmp(a, "--mem-budget")) {
-        int64_t b;
-        if (es_parse_size(v, &b) != ES_OK || b <= 0) {
-            fprintf(stderr, "edgeseek: --mem-budget expects a positive size such as 3G, 512M or 1048576, got '%s'\n", v);
-            return -1;
-        }
-        lp->mem_budget = b;
-    } else if (!strcmp(a, "--experts")) {
-        if (!strcmp(v, "mmap")) lp->experts = ES_EXPERTS_MMAP;
-        else if (!strcmp(v, "pread")) lp->experts = ES_EXPERTS_PREAD;
-        else if (!strcmp(v, "mmap-plain")) lp->experts = ES_EXPERTS_MMAP_PLAIN;
-        else { fprintf(stderr, "edgeseek: --experts expects mmap, pread or mmap-plain, got '%s'\n", v); return -1; }
-    } else if (!strcmp(a, "--policy")) {
-        if (!strcmp(v, "lru")) lp->policy = ES_POLICY_LRU;
-        else if (!strcmp(v, "lfu")) lp->policy = ES_POLICY_LFU;
-        else { fprintf(stderr, "edgeseek: --policy expects lru or lfu, got '%s'\n", v); return -1; }
-    } else {
-        long n;
-        if (cli_parse_int(a, v, 0, 64, &n) != 0) return -1;
-        lp->io_threads = n ? (int)n : -1;
-    }
-    return 1;
+            CLI_PAGING_USAGE);
 }
 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *file = NULL, *system_text = NULL;
-    long n_gen = 128, n_ctx = 0, threads = 0, top_k = 40;
-    double temp = 0.8, top_p = 0.95, min_p = 0.05;
-    unsigned long long seed = 0;
+    long n_gen = 128;
     int chat = 0, stats = 1;
     es_load_params lp = {0};
+    cli_gen_opts go;
+    cli_gen_defaults(&go);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_run(stdout); return 0; }
-        int po = paging_opt(argc, argv, &i, &lp);
+        int po = cli_paging_opt("run", argc, argv, &i, &lp);
         if (po < 0) return 2;
         if (po) continue;
         if (!strcmp(a, "--chat")) { chat = 1; continue; }
         if (!strcmp(a, "--no-stats")) { stats = 0; continue; }
         if (i + 1 >= argc) return cli_usage_error(usage_run, "edgeseek run: %s needs a value\n", a);
         const char *v = argv[++i];
-        long l;
-        int bad = 0;
+        int bad = 0, go_rc = cli_gen_opt(a, v, &go, &lp);
+        if (go_rc < 0) return 2;
+        if (go_rc) continue;
         if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "-p")) prompt = v;
         else if (!strcmp(a, "-f")) file = v;
         else if (!strcmp(a, "--system")) system_text = v;
         else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
-        else if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &n_ctx);
-        else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, ES_MAX_THREADS, &threads);
-        else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &lp.numa);
-        else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &top_k);
-        else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &temp);
-        else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &top_p);
-        else if (!strcmp(a, "--min-p")) bad = cli_parse_float(a, v, 0, 1, &min_p);
-        else if (!strcmp(a, "--seed")) { bad = cli_parse_int(a, v, 0, 0x7fffffffffffffffL, &l); seed = (unsigned long long)l; }
         else return cli_usage_error(usage_run, "edgeseek run: unknown option %s\n", a);
         if (bad) return 2;
     }
@@ -118,7 +57,7 @@ int cmd_run(int argc, char **argv) {
     if (cli_text_arg(prompt, file, &filebuf, &prompt, &flen) != 0) return 1;
 
     double t0 = cli_now();
-    lp.n_ctx = (int)n_ctx;
+    lp.n_ctx = (int)go.n_ctx;
     es_model *m = cli_load_model(model, &lp);
     if (!m) { free(filebuf); return 1; }
     double t_load = cli_now() - t0;
@@ -146,7 +85,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "edgeseek: the prompt is empty and the model has no BOS token\n");
         goto done;
     }
-    if (n_ctx == 0) n_ctx = es_model_n_ctx_train(m) < 4096 ? es_model_n_ctx_train(m) : 4096;
+    long n_ctx = cli_ctx_size(m, go.n_ctx);
     if ((long)n_ids >= n_ctx) {
         long n_max = es_model_n_ctx_train(m);
         if (n_ctx < n_max)
@@ -158,9 +97,8 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
-    if (cli_failed(es_session_set_threads(s, (int)cli_cap_threads(threads), err, sizeof err), err)) goto done;
-    es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
-                            .min_p = (float)min_p, .seed = seed};
+    if (cli_failed(es_session_set_threads(s, (int)cli_cap_threads(go.threads), err, sizeof err), err)) goto done;
+    es_sampler_params sp = cli_sampler_params(&go);
     smp = es_sampler_new(&sp);
     int nv = es_model_n_vocab(m);
     logits = malloc(sizeof(float) * (size_t)nv);

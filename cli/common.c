@@ -1,6 +1,6 @@
 /* common.c — what the subcommands of the edgeseek command share: numbers
- * from arguments, the messages of bad usage and failed calls, loading a
- * model, reading a file. */
+ * from arguments, the generation and paging options of run and chat, the
+ * messages of bad usage and failed calls, loading a model, reading a file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -95,6 +95,81 @@ es_model *cli_load_model(const char *path, const es_load_params *lp) {
     es_model *m = NULL;
     if (cli_failed(es_model_load(path, lp ? lp : &defaults, &m, err, sizeof err), err)) return NULL;
     return m;
+}
+
+/* ---- generation options ------------------------------------------------ */
+
+void cli_gen_defaults(cli_gen_opts *o) {
+    *o = (cli_gen_opts){.top_k = 40, .temp = 0.8, .top_p = 0.95, .min_p = 0.05};
+}
+
+int cli_gen_opt(const char *a, const char *v, cli_gen_opts *o, es_load_params *lp) {
+    static const char *const names[] = {"-c", "-t", "--numa", "--top-k", "--temp", "--top-p", "--min-p", "--seed"};
+    long l;
+    int bad, known = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) known |= !strcmp(a, names[i]);
+    if (!known) return 0;
+    if (!v) {
+        fprintf(stderr, "edgeseek: %s needs a value\n", a);
+        return -1;
+    }
+    if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &o->n_ctx);
+    else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, ES_MAX_THREADS, &o->threads);
+    else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &lp->numa);
+    else if (!strcmp(a, "--top-k")) bad = cli_parse_int(a, v, 0, 1L << 30, &o->top_k);
+    else if (!strcmp(a, "--temp")) bad = cli_parse_float(a, v, 0, 100, &o->temp);
+    else if (!strcmp(a, "--top-p")) bad = cli_parse_float(a, v, 0, 1, &o->top_p);
+    else if (!strcmp(a, "--seed")) {
+        bad = cli_parse_int(a, v, 0, 0x7fffffffffffffffL, &l);
+        o->seed = (unsigned long long)l;
+    } else {
+        bad = cli_parse_float(a, v, 0, 1, &o->min_p);
+    }
+    return bad ? -1 : 1;
+}
+
+es_sampler_params cli_sampler_params(const cli_gen_opts *o) {
+    return (es_sampler_params){.temperature = (float)o->temp, .top_k = (int)o->top_k, .top_p = (float)o->top_p,
+                               .min_p = (float)o->min_p, .seed = o->seed};
+}
+
+long cli_ctx_size(const es_model *m, long n_ctx) {
+    if (n_ctx > 0) return n_ctx;
+    return es_model_n_ctx_train(m) < 4096 ? es_model_n_ctx_train(m) : 4096;
+}
+
+int cli_paging_opt(const char *cmd, int argc, char **argv, int *i, es_load_params *lp) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--no-prefetch")) { lp->no_prefetch = 1; return 1; }
+    if (!strcmp(a, "--mlock")) { lp->mlock = 1; return 1; }
+    if (!strcmp(a, "--no-direct")) { lp->no_direct = 1; return 1; }
+    if (!strcmp(a, "--stats")) { lp->stats = 1; return 1; }
+    if (strcmp(a, "--mem-budget") && strcmp(a, "--experts") && strcmp(a, "--policy") && strcmp(a, "--io-threads"))
+        return 0;
+    if (*i + 1 >= argc) { fprintf(stderr, "edgeseek %s: %s needs a value\n", cmd, a); return -1; }
+    const char *v = argv[++*i];
+    if (!strcmp(a, "--mem-budget")) {
+        int64_t b;
+        if (es_parse_size(v, &b) != ES_OK || b <= 0) {
+            fprintf(stderr, "edgeseek: --mem-budget expects a positive size such as 3G, 512M or 1048576, got '%s'\n", v);
+            return -1;
+        }
+        lp->mem_budget = b;
+    } else if (!strcmp(a, "--experts")) {
+        if (!strcmp(v, "mmap")) lp->experts = ES_EXPERTS_MMAP;
+        else if (!strcmp(v, "pread")) lp->experts = ES_EXPERTS_PREAD;
+        else if (!strcmp(v, "mmap-plain")) lp->experts = ES_EXPERTS_MMAP_PLAIN;
+        else { fprintf(stderr, "edgeseek: --experts expects mmap, pread or mmap-plain, got '%s'\n", v); return -1; }
+    } else if (!strcmp(a, "--policy")) {
+        if (!strcmp(v, "lru")) lp->policy = ES_POLICY_LRU;
+        else if (!strcmp(v, "lfu")) lp->policy = ES_POLICY_LFU;
+        else { fprintf(stderr, "edgeseek: --policy expects lru or lfu, got '%s'\n", v); return -1; }
+    } else {
+        long n;
+        if (cli_parse_int(a, v, 0, 64, &n) != 0) return -1;
+        lp->io_threads = n ? (int)n : -1;
+    }
+    return 1;
 }
 
 /* ---- standard output ---------------------------------------------------------- */

@@ -15,6 +15,7 @@ static const struct command {
     const char *what;
 } commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
+    {"chat", cmd_chat, "chat with a model in the terminal (thinking dimmed, history, /save)"},
     {"logits", cmd_logits, "write the logits of every position of a token list"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
@@ -22,6 +23,7 @@ static const struct command {
     {"eval", cmd_eval, "measure a model's accuracy on generated arithmetic problems"},
     {"quantize", cmd_quantize, "convert a model's weights to another type (q4_k_m, q8_0, ...)"},
     {"convert", cmd_convert, "convert a Hugging Face DeepSeek checkpoint (safetensors, FP8/BF16) to GGUF"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server (chat, completions, reasoning, many users batched)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -13,6 +13,8 @@
 #   chat       the chat renderer, both flavours (fuzz_chat.c)
 #   numbers    the CLI's integer and float parsers and the size strings
 #              (fuzz_numbers.c)
+#   request    the server's request parser (fuzz_request.c; needs cJSON):
+#              seeds are chat and completion bodies, good and bad
 # The text targets' seeds are the strings of tests/data/golden/tokenizer/
 # texts.json (and, for numbers, the sizes and numbers the tests use).
 # For compatibility, a first argument that is a number is the time of the
@@ -24,9 +26,9 @@ set -eu
 cd "$(dirname "$0")/.."
 TARGET=gguf
 case "${1:-}" in
-    gguf|tokenizer|chat|numbers) TARGET=$1; shift ;;
+    gguf|tokenizer|chat|numbers|request) TARGET=$1; shift ;;
     ''|[0-9]*) ;;
-    *) echo "fuzz/run.sh: unknown target '$1' (gguf, tokenizer, chat, numbers)" >&2; exit 2 ;;
+    *) echo "fuzz/run.sh: unknown target '$1' (gguf, tokenizer, chat, numbers, request)" >&2; exit 2 ;;
 esac
 SECS=${1:-60}
 [ $# -gt 0 ] && shift
@@ -98,6 +100,18 @@ numbers)
         k=$((k + 1))
     done
     LEN=256 ;;
+request)
+    "$CC" $FLAGS -Iserver fuzz/fuzz_request.c server/request.c -lcjson -o "$OUT/fuzz_request"
+    k=0
+    for b in '{"messages":[{"role":"user","content":"What is 2+2?"}]}' \
+             '{"model":"m","messages":[{"role":"system","content":"terse"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":"4","reasoning_content":"r"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"temperature":0,"top_p":0.9,"top_k":5,"min_p":0.1,"seed":7,"stop":["x","\\n\\n"],"n":1}' \
+             '{"messages":[],"n":2}' '{"messages":"x"}' '{"messages":[{"role":"bot","content":1}]}' \
+             '{"prompt":"Once","max_completion_tokens":3,"stop":"."}' '{"prompt":["a"],"logprobs":false,"tools":[]}' \
+             '{"temperature":"hot"}' '[1,2' '{"response_format":{"type":"json_object"}}'; do
+        for sel in 0 1; do printf "$(printf '\\%03o' $sel)%s" "$b" > "$DIR/seeds/r-$k-$sel"; done
+        k=$((k + 1))
+    done
+    LEN=8192 ;;
 esac
 exec "$OUT/fuzz_$TARGET" -max_total_time="$SECS" -max_len=$LEN -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$DIR/" -print_final_stats=1 "$@" "$DIR/corpus" "$DIR/seeds"

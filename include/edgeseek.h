@@ -181,6 +181,36 @@ es_status es_chat_tokenize(const es_model *m, const es_chat_msg *msgs, size_t n,
                            int add_generation_prompt, int32_t **ids, size_t *n_ids,
                            char *err, size_t errlen);
 
+/* ---- reasoning: DeepSeek-R1's <think> block ---------------------------- */
+
+/* Splits generated text, piece by piece as it streams, into the reasoning
+ * (the text inside the model's opening "<think>" ... "</think>") and the
+ * content (everything after it, or all of it when the model does not open a
+ * think block).  The tags are dropped, and so is white space at the start
+ * of each part and at the end of the reasoning.  A tag split across pieces
+ * is recognised: the bytes that may begin one are held back (at most
+ * ES_REASONING_HOLD) until the next piece or es_reasoning_flush decides. */
+#define ES_REASONING_HOLD 64
+typedef struct es_reasoning {
+    int state;                    /* where the text is: before, in or after the think block */
+    int n_hold;
+    char hold[ES_REASONING_HOLD]; /* held back: white space and a possible tag's start */
+} es_reasoning;
+/* think_open: the prompt already opened the think block (a template that
+ * ends its generation prompt with "<think>"), so the text starts inside it. */
+void es_reasoning_init(es_reasoning *r, int think_open);
+/* Feeds len bytes of generated text.  The reasoning bytes now decided are
+ * written to reasoning and their count to *n_reasoning, the content bytes
+ * likewise; each buffer must hold len + ES_REASONING_HOLD bytes (they may
+ * not overlap text). */
+void es_reasoning_feed(es_reasoning *r, const char *text, size_t len, char *reasoning, size_t *n_reasoning,
+                       char *content, size_t *n_content);
+/* At the end of generation: writes what is held back (each buffer must hold
+ * ES_REASONING_HOLD bytes). */
+void es_reasoning_flush(es_reasoning *r, char *reasoning, size_t *n_reasoning, char *content, size_t *n_content);
+/* 1 while the text is inside the think block. */
+int es_reasoning_thinking(const es_reasoning *r);
+
 /* ---- session: KV cache and forward pass -------------------------------- */
 
 es_status es_session_new(es_model *m, int n_ctx, es_session **out,
