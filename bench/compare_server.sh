@@ -17,6 +17,8 @@
 #   -L      tokens of the long prompt (default 1000; cut to fit the context)
 #   --llama-server PATH (or LLAMA_SERVER): llama.cpp's server binary, built
 #           separately (never in this tree); without it edgeseek runs alone.
+#   --llama-args ARGS (or LLAMA_ARGS): more options for llama-server (the
+#           default model, F16, needs --no-repack: its repacking asserts)
 # Both servers get -np 8, temperature 0 and ignore_eos requests, so every
 # stream makes exactly the tokens asked for.  Needs node (the load client is
 # bench/server_load.cjs) and a build of edgeseek with server support.  Raw
@@ -25,6 +27,7 @@ set -eu
 cd "$(dirname "$0")/.."
 T=2 R=3 N=32 C=1280 L=1000
 LS=${LLAMA_SERVER:-}
+LA=${LLAMA_ARGS:-}
 while [ $# -gt 0 ]; do
     case $1 in
         -t) T=$2; shift 2 ;;
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
         -c) C=$2; shift 2 ;;
         -L) L=$2; shift 2 ;;
         --llama-server) LS=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --llama-args) LA=$2; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         -*) echo "compare_server.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -73,7 +77,8 @@ one() {
     if [ "$engine" = edgeseek ]; then
         $E serve -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c "$ctx" -t "$T" >"$LOG" 2>&1 &
     else
-        "$LS" -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c $((ctx * 8)) -t "$T" >"$LOG" 2>&1 &
+        # shellcheck disable=SC2086 # LA is a list of options
+        "$LS" -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c $((ctx * 8)) -t "$T" $LA >"$LOG" 2>&1 &
     fi
     PID=$!
     url=http://127.0.0.1:$port
