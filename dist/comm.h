@@ -27,7 +27,7 @@ void dist_fail(const char *fmt, ...)
     ;
 
 /* Broadcasts n bytes from rank 0 (what: for messages).  timed: under the
- * watchdog (a follower waiting for rank 0's next operation is not). */
+ * watchdog (a follower waiting for rank 0's first operation is not). */
 void dist_bcast(void *buf, size_t n, int timed, const char *what);
 /* Rank 0 receives every rank's `n` bytes of `mine` into all[size][n]
  * (others: all may be NULL). */

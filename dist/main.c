@@ -247,9 +247,14 @@ static void follower_loop(void) {
     int32_t *tok = NULL;
     size_t tok_cap = 0;
     char err[512];
+    /* rank 0 may take its time before its first load (reading a prompt);
+     * after it, it sends its operations as fast as it computes, so a long
+     * silence means it, or the network to it, is gone */
+    int timed = 0;
     for (;;) {
         op o;
-        dist_bcast(&o, sizeof o, 0, "waiting for rank 0's next operation");
+        dist_bcast(&o, sizeof o, timed, "waiting for rank 0's next operation");
+        timed |= o.op == OP_LOAD;
         result res = {ES_OK, ""};
         switch (o.op) {
         case OP_QUIT: free(tok); return;
