@@ -43,13 +43,9 @@ if mpirun --version 2>&1 | grep -q "Open MPI"; then
 fi
 
 tmp=$(mktemp -d)
-NS_A= NS_B=
+. "$(dirname "$0")/mpi_netns.sh"
 cleanup() {
-    for ns in $NS_A $NS_B; do
-        # what this script started there (a launcher daemon cut off by the link test)
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
+    netns_down
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -197,49 +193,18 @@ fi
 
 # ---- two network namespaces and a shaped link -------------------------------------
 netns_tests() {
-    NS_A=esmpi$$a NS_B=esmpi$$b
-    va=esv$$a vb=esv$$b
-    A=10.233.77.1 B=10.233.77.2
-    if ! { ip netns add "$NS_A" && ip netns add "$NS_B" && ip link add "$va" type veth peer name "$vb" &&
-           ip link set "$va" netns "$NS_A" && ip link set "$vb" netns "$NS_B" &&
-           ip -n "$NS_A" addr add $A/24 dev "$va" && ip -n "$NS_B" addr add $B/24 dev "$vb" &&
-           ip -n "$NS_A" link set "$va" up && ip -n "$NS_B" link set "$vb" up &&
-           ip -n "$NS_A" link set lo up && ip -n "$NS_B" link set lo up; } > "$tmp/ns.log" 2>&1; then
-        skp "network namespaces: cannot be made here: $(tail -1 "$tmp/ns.log")"
+    if ! netns_up "$tmp"; then
+        skp "network namespaces: cannot be made here: $NS_WHY"
         return
     fi
-    if ip netns exec "$NS_A" tc qdisc add dev "$va" root netem rate 1gbit delay 0.2ms > "$tmp/ns.log" 2>&1 &&
-        ip netns exec "$NS_B" tc qdisc add dev "$vb" root netem rate 1gbit delay 0.2ms > "$tmp/ns.log" 2>&1; then
-        echo "namespaces: link shaped with netem, 1 Gbit/s and 0.2 ms each way"
-    elif ip netns exec "$NS_A" tc qdisc replace dev "$va" root tbf rate 1gbit burst 128kb latency 10ms &&
-        ip netns exec "$NS_B" tc qdisc replace dev "$vb" root tbf rate 1gbit burst 128kb latency 10ms; then
-        skp "namespaces: no netem in this kernel ($(tail -1 "$tmp/ns.log")): link shaped to 1 Gbit/s with tbf, no added delay"
-    else
-        skp "namespaces: no traffic control here: link not shaped"
-    fi
-    # mpirun runs in A; its daemon for host B is started in B by this agent,
-    # as ssh would start it on another machine
-    cat > "$tmp/agent.sh" <<EOF
-#!/bin/sh
-host=\$1
-shift
-case "\$host" in
-$A) ns=$NS_A ;;
-$B) ns=$NS_B ;;
-*) echo "agent: unknown host \$host" >&2; exit 1 ;;
-esac
-exec ip netns exec "\$ns" sh -c "\$*"
-EOF
-    chmod +x "$tmp/agent.sh"
+    case $NS_SHAPE in
+    netem) echo "namespaces: link shaped with netem, 1 Gbit/s and 0.2 ms each way" ;;
+    tbf) skp "namespaces: $NS_WHY: link shaped to 1 Gbit/s with tbf, no added delay" ;;
+    *) skp "namespaces: no traffic control here: link not shaped" ;;
+    esac
     here=$(pwd)
-    # the launcher's own check of its daemons' connection (TCP keepalive)
-    KEEP="--mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3"
-    nsmpi() { # nsmpi ARGS...: two ranks, one per namespace, over the link only
-        # shellcheck disable=SC2086
-        timeout 120 ip netns exec "$NS_A" mpirun $OPTS $KEEP --mca plm_rsh_agent "$tmp/agent.sh" --mca btl tcp,self \
-            --mca btl_tcp_if_include 10.233.77.0/24 --mca oob_tcp_if_include 10.233.77.0/24 \
-            --host $A,$B -np 2 --map-by node "$here/$MPI" --timeout 30 "$@"
-    }
+    NS_MPIRUN_OPTS=$OPTS
+    nsmpi() { netns_mpirun 120 "$here/$MPI" --timeout 30 "$@"; }
     "$ES" logits -m "$DEFAULT" --tokens 0,15,27,42,100,7,8,250,3,3,91 -o "$tmp/ref.f32" > /dev/null 2>&1
     logits_same "namespaces, default model" "$here/$DEFAULT" 0,15,27,42,100,7,8,250,3,3,91 "$tmp/ref.f32" nsmpi
     toks=1,17,300,42,5,999,64,3,250,11,77,512,600,2
@@ -250,14 +215,14 @@ EOF
     logits_same "namespaces, golden v3-stress" "$here/$c/model.gguf" "$(tr -d ' \n' < "$c/tokens.txt")" \
         "$tmp/ref.f32" nsmpi
     "$ES" run -m "$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1 > "$tmp/ref.txt" 2> /dev/null
-    tx0=$(ip netns exec "$NS_A" cat "/sys/class/net/$va/statistics/tx_bytes")
+    tx0=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
     if nsmpi --traffic run -m "$here/$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1 \
         > "$tmp/out.txt" 2> "$tmp/log" && cmp -s "$tmp/ref.txt" "$tmp/out.txt"; then
         ok
     else
         bad "namespaces: greedy text differs or the run failed: $(tail -3 "$tmp/log" | tr '\n' ' ')"
     fi
-    tx1=$(ip netns exec "$NS_A" cat "/sys/class/net/$va/statistics/tx_bytes")
+    tx1=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
     echo "namespaces: greedy run sent $((tx1 - tx0)) bytes from rank 0's namespace; $(grep '^\[mpi\]' "$tmp/log")"
 
     # the link goes down mid-run: both ranks stop within their timeout
@@ -265,15 +230,13 @@ EOF
     # launcher's affair, bounded here by timeout)
     rm -f "$tmp/fail.rc"
     (
-        timeout 40 ip netns exec "$NS_A" mpirun $OPTS $KEEP --mca plm_rsh_agent "$tmp/agent.sh" --mca btl tcp,self \
-            --mca btl_tcp_if_include 10.233.77.0/24 --mca oob_tcp_if_include 10.233.77.0/24 \
-            --host $A,$B -np 2 --map-by node "$here/$MPI" --timeout 3 bench -m "$fmodel" -p 16 -n 128 -r 1000 -t 1 --no-bw \
+        netns_mpirun 40 "$here/$MPI" --timeout 3 bench -m "$fmodel" -p 16 -n 128 -r 1000 -t 1 --no-bw \
             > "$tmp/fail.out" 2> "$tmp/fail.err"
         echo $? > "$tmp/fail.rc"
     ) &
     wait_ranks 2
     t0=$(date +%s)
-    ip -n "$NS_B" link set "$vb" down
+    ip -n "$NS_B" link set "$NS_VB" down
     i=0
     while [ $i -lt 300 ] && [ -n "$(rank_pid 0)$(rank_pid 1)" ]; do sleep 0.1; i=$((i + 1)); done
     dt=$(($(date +%s) - t0))
