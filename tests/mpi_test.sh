@@ -4,7 +4,8 @@
 #   - logits of the golden cases (tests/data/golden), the default model and
 #     a generated V3-shaped model (256 experts, 8 used, groups) bit-identical
 #     to `edgeseek logits` for 1, 2, 3 and 4 ranks;
-#   - greedy and seeded sampled text identical to `edgeseek run`;
+#   - greedy and seeded sampled text identical to `edgeseek run`, also with
+#     every rank paging its share under a small budget;
 #   - a rank killed mid-run (SIGKILL) ends every rank with a non-zero status
 #     and a message naming it, within a bounded time; a rank that stops
 #     answering (SIGSTOP) ends the run through the others' timeout;
@@ -115,6 +116,9 @@ text_case() {
 text_case "default model, greedy chat" -m "$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1
 text_case "default model, sampled" -m "$DEFAULT" --chat --temp 0.8 --seed 3 -p "What is 613 - 278?" -n 48 -t 1
 [ -f "$v3" ] && text_case "generated V3-shaped model, greedy" -m "$v3" --temp 0 -p "Once upon a time" -n 40 -t 1
+# every rank pages its share under a budget far below it (pread, 1 MiB)
+[ -f "$v3" ] && text_case "generated V3-shaped model, greedy, pread under 1 MiB per rank" -m "$v3" --temp 0 \
+    -p "Once upon a time" -n 40 -t 1 --experts pread --mem-budget 1M
 
 # ---- failures -------------------------------------------------------------------
 # rank_pid R: the pid of rank R of the edgeseek-mpi run on $fmodel
