@@ -185,7 +185,7 @@ ifeq ($(MPI),1)
 all: $(BUILD)/edgeseek-mpi
 endif
 .PHONY: test-mpi
-test-mpi: all $(BUILD)/tests/test_share
+test-mpi: all
 	@if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 $(BUILD)/edgeseek-mpi; fi
 	@sh tests/mpi_test.sh $(BUILD)
 

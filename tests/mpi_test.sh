@@ -6,7 +6,7 @@
 #     to `edgeseek logits` for 1, 2, 3 and 4 ranks;
 #   - greedy and seeded sampled text identical to `edgeseek run`, also with
 #     every rank paging its share under a small budget;
-#   - a rank killed mid-run (SIGKILL) ends every rank with a non-zero status
+#   - a rank that cannot load is named by rank 0; a rank killed mid-run (SIGKILL) ends every rank with a non-zero status
 #     and a message naming it, within a bounded time; a rank that stops
 #     answering (SIGSTOP) ends the run through the others' timeout;
 #   - as root, where network namespaces can be made: two namespaces joined
@@ -121,6 +121,22 @@ text_case "default model, sampled" -m "$DEFAULT" --chat --temp 0.8 --seed 3 -p "
     -p "Once upon a time" -n 40 -t 1 --experts pread --mem-budget 1M
 
 # ---- failures -------------------------------------------------------------------
+# a rank that cannot load (its machine has too little memory: rank 1 alone
+# under a 64 MiB cap) is named by rank 0, and the run exits 1
+if [ "$(id -u)" = 0 ] && [ -f "$v3" ] && [ -d /sys/fs/cgroup/memory -o -f /sys/fs/cgroup/cgroup.controllers ]; then
+    big=$tmp/big.gguf
+    # shellcheck disable=SC2086
+    "$BUILD/gen_model" --preset v2lite --layers 2 --vocab 32000 --type q4_0 --seed 3 --quiet -o "$big"
+    # shellcheck disable=SC2086
+    timeout 120 mpirun $OPTS -np 1 "$MPI" run -m "$big" -p hi -n 2 -t 1 : \
+        -np 1 tests/memlimit 64M "$MPI" run -m "$big" -p hi -n 2 -t 1 > /dev/null 2> "$tmp/log"
+    rc=$?
+    [ "$rc" -ne 0 ] && grep -q "rank 1: .*available" "$tmp/log" && ok ||
+        bad "a rank that cannot load: exit $rc, $(tr '\n' ' ' < "$tmp/log")"
+    rm -f "$big"
+else
+    skp "a rank that cannot load: needs root and a memory cgroup (tests/memlimit)"
+fi
 # rank_pid R: the pid of rank R of the edgeseek-mpi run on $fmodel
 rank_pid() {
     for p in $(pgrep -f "edgeseek-mpi .*$fmodel" 2>/dev/null); do
