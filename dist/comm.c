@@ -10,7 +10,11 @@
  * status 1) when one collective inside an evaluation waits longer than the
  * timeout; the launcher then ends the others.  The launcher's own SIGTERM
  * (mpirun ending the job after a rank died) is reported with this rank's
- * name too.  Only the main thread calls MPI (MPI_THREAD_FUNNELED). */
+ * name too.  Only the main thread calls MPI (MPI_THREAD_FUNNELED).
+ *
+ * Waiting.  Collectives are started non-blocking and waited for by
+ * wait_polite: as MPI waits when this rank is alone on its machine, without
+ * spinning when other ranks share its CPUs. */
 #include "comm.h"
 
 #include <limits.h>
