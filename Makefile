@@ -201,6 +201,35 @@ endif
 tools: $(TOOLS)
 bench: $(BENCHES)
 
+# ---- expert parallelism over MPI (dist/) --------------------------------------
+# `make MPI=1` also builds $(BUILD)/edgeseek-mpi (README "Several machines"):
+# dist/ compiled and linked with MPICC (Open MPI's or MPICH's mpicc; Debian:
+# libopenmpi-dev), the CLI's run, logits, bench and eval commands, and the
+# library, with the model and session calls the CLI makes wrapped
+# (-Wl,--wrap) so that rank 0 mirrors them to the other ranks.  Nothing else
+# sees MPI: the default build never needs it.  `make test-mpi` builds it
+# when mpicc is there and runs tests/mpi_test.sh (a skip without MPI).
+MPICC ?= mpicc
+INC_dist := -Idist -Iinclude -Icli
+DIST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard dist/*.c))
+DIST_CLI_OBJ := $(addprefix $(BUILD)/obj/cli/,cmd_run.o cmd_logits.o cmd_bench.o cmd_eval.o arith.o common.o)
+DIST_WRAP := es_model_load es_model_free es_session_new es_session_free es_session_set_threads \
+             es_session_reset es_session_truncate es_session_eval
+$(BUILD)/obj/dist/%.o: dist/%.c
+	@mkdir -p $(dir $@)
+	$(MPICC) $(ES_CFLAGS) $(INC_dist) $(CFLAGS) -c $< -o $@
+$(BUILD)/edgeseek-mpi: $(DIST_OBJ) $(DIST_CLI_OBJ) $(BUILD)/libedgeseek.a
+	$(MPICC) $(CFLAGS) -o $@ $(DIST_OBJ) $(DIST_CLI_OBJ) $(BUILD)/libedgeseek.a \
+	  $(addprefix -Wl$(comma)--wrap=,$(DIST_WRAP)) $(LDFLAGS) $(LDLIBS)
+comma := ,
+ifeq ($(MPI),1)
+all: $(BUILD)/edgeseek-mpi
+endif
+.PHONY: test-mpi
+test-mpi: all
+	@if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 $(BUILD)/edgeseek-mpi; fi
+	@sh tests/mpi_test.sh $(BUILD)
+
 # Runs every test binary, the command-line test scripts (tests/test_*.sh)
 # and the script tests; the last line is "N passed, N failed, N skipped".
 # The tests read their data from tests/data (ES_DATA overrides it).  The

@@ -102,6 +102,24 @@ es_status es_model_load(const char *path, const es_load_params *params,
                         es_model **out, char *err, size_t errlen);
 void es_model_free(es_model *m);
 
+/* ---- expert parallelism (README "Several machines") ----------------------- */
+
+/* Loads the model as es_model_load does, for one of n_shares processes
+ * (MPI ranks, in dist/) that hold the routed experts between them: this one
+ * makes resident, places, pages and computes only share `share` (0 ..
+ * n_shares-1) of every MoE layer's routed experts, dealt as `--numa shard`
+ * deals them to nodes (es_expert_owner), and all the always-hot weights.
+ * Its sessions need a reduce hook (es_session_set_moe_reduce).  n_shares 1
+ * is es_model_load. */
+es_status es_model_load_share(const char *path, const es_load_params *params, int share, int n_shares,
+                              es_model **out, char *err, size_t errlen);
+/* The share (0 .. n_shares-1) that owns routed expert `expert` of model
+ * layer `layer`: round-robin, offset by the layer. */
+int es_expert_owner(int n_shares, int layer, int expert);
+/* The model's share and share count (0 and 1 for es_model_load). */
+int es_model_share(const es_model *m);
+int es_model_n_shares(const es_model *m);
+
 int es_model_n_vocab(const es_model *m);
 int es_model_n_ctx_train(const es_model *m);
 int32_t es_model_bos(const es_model *m);
@@ -260,6 +278,20 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
 typedef void (*es_route_fn)(void *user, int layer, int pos,
                             const int32_t *experts, int k);
 void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user);
+
+/* Called once per MoE layer of every batch, on the thread that called
+ * es_session_eval, with the layer's expert slots: T·k rows of dim floats
+ * (T tokens of the batch, k experts chosen per token; n_floats = T·k·dim),
+ * one row per (token, choice).  The rows of the experts this process owns
+ * hold their outputs, every other row holds +0.0.  The hook must leave in
+ * slots the element-wise sum over all shares (MPI_Allreduce with MPI_SUM, in
+ * place): each row is non-zero in one share only, and x + 0 = x exactly, so
+ * any summation order gives the single-process values, which the session
+ * then combines in its own order.  It returns 0, or -1 to stop the
+ * evaluation (ES_ERR_IO, "the MoE reduce of layer L failed").  The slot
+ * count is the same in every share for the same tokens. */
+typedef int (*es_moe_reduce_fn)(void *user, int layer, float *slots, size_t n_floats);
+void es_session_set_moe_reduce(es_session *s, es_moe_reduce_fn fn, void *user);
 
 /* ---- sampling ---------------------------------------------------------- */
 

@@ -642,7 +642,13 @@ static void size_units(es_res *r, const es_res_layout *lay) {
             if (bytes > maxlen[q]) maxlen[q] = bytes;
             unit += bytes;
         }
-        r->expert_bytes_total += (int64_t)unit * r->E;
+        int n_owned = r->E;
+        if (lay->owned) {
+            n_owned = 0;
+            for (int e = 0; e < r->E; e++) n_owned += lay->owned[(size_t)l * r->E + e] != 0;
+        }
+        r->U_owned += n_owned;
+        r->expert_bytes_total += (int64_t)unit * n_owned;
         if ((int64_t)unit > r->unit_bytes) r->unit_bytes = (int64_t)unit;
     }
     /* a pread slot holds each range's aligned cover: at most len rounded up
@@ -719,7 +725,7 @@ static es_status decide_budget(es_res *r, const es_res_layout *lay, const es_loa
         }
     }
     *cap = r->budget / cost;
-    if (*cap > r->U) *cap = r->U;
+    if (*cap > r->U_owned) *cap = r->U_owned;
     if (*cap < 1) *cap = 1;
     return ES_OK;
 }

@@ -65,6 +65,10 @@ typedef struct es_res_layout {
     int first_moe, n_moe;    /* model layers first_moe .. first_moe + n_moe - 1 route experts */
     int n_experts, n_used;   /* E experts per layer, k of them per token */
     const es_res_range *ranges; /* [n_moe][3]: ffn_gate_exps, ffn_up_exps, ffn_down_exps */
+    const uint8_t *owned;    /* [n_moe][n_experts]: 1 for the experts this process computes when it
+                                holds a share of them (es_model_load_share), NULL: all.  Only those
+                                count toward the budget's "every expert fits"; the others are never
+                                requested */
     int64_t hot_bytes;       /* weights that stay resident: all but the routed experts */
     int64_t session_bytes;   /* one session's scratch and KV cache, for the automatic budget */
     const es_res_region *regions; /* every tensor's byte range, for the setup advice */

@@ -38,6 +38,7 @@ struct es_res {
     int mode_auto;           /* the mode was chosen from the budget (ES_EXPERTS_DEFAULT) */
     const uint8_t *base;     /* the read-only mapping of the whole file */
     int first_moe, L, E, k, U; /* MoE layers first_moe .. first_moe+L-1; U = L*E units */
+    int U_owned;         /* the units this process computes (a share of them: es_res_layout.owned) */
     uint64_t page, align;    /* page size; O_DIRECT alignment (>= 4096) */
     uint64_t *off;           /* [U][3] file offsets of gate, up, down */
     uint64_t *len;           /* [L][3] their lengths */

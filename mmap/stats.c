@@ -79,8 +79,8 @@ void es_res_print_stats(es_res *r, FILE *f) {
     int64_t cost = r->mode == ES_EXPERTS_PREAD ? (int64_t)r->slot_bytes : r->unit_bytes;
     if (!plain) {
         fprintf(f, "[paging] budget %s for routed experts: %lld of %d experts (%.1f%%), %lld bytes each",
-                gib(a, sizeof a, (double)r->pol->cap * (double)cost), (long long)r->pol->cap, r->U,
-                pct(r->pol->cap, r->U), (long long)cost);
+                gib(a, sizeof a, (double)r->pol->cap * (double)cost), (long long)r->pol->cap, r->U_owned,
+                pct(r->pol->cap, r->U_owned), (long long)cost);
         if (r->mode == ES_EXPERTS_PREAD) /* the budget's unit, as its refusal (residency.c) words it */
             fprintf(f, " (a cache slot: the widest expert's %lld bytes, each range aligned for direct I/O)",
                     (long long)r->unit_bytes);

@@ -1,6 +1,7 @@
 /* api.c — the public es_ functions: model load/free and queries, sessions
  * (latent KV cache and scratch), evaluation, tokenizer wrappers, streaming
- * detokenisation and the `info` report.  Evaluation refuses to go on once
+ * detokenisation and the `info` report; loading a share of the experts and
+ * the reduce hook of expert parallelism.  Evaluation refuses to go on once
  * the model's file changed under it or could not be read, and stops on
  * values that are not finite. */
 #include <fcntl.h>
@@ -142,9 +143,19 @@ static es_status file_check(const es_model *m, char *err, size_t errlen) {
 
 es_status es_model_load(const char *path, const es_load_params *params, es_model **out,
                         char *err, size_t errlen) {
+    return es_model_load_share(path, params, 0, 1, out, err, errlen);
+}
+
+es_status es_model_load_share(const char *path, const es_load_params *params, int share, int n_shares,
+                              es_model **out, char *err, size_t errlen) {
     char dummy[8];
     if (!err) { err = dummy; errlen = sizeof dummy; }
     *out = NULL;
+    if (n_shares < 1 || share < 0 || share >= n_shares) {
+        set_err(err, errlen, "share %d of %d: the share must be 0 .. n_shares-1 and n_shares at least 1", share,
+                n_shares);
+        return ES_ERR_ARG;
+    }
     es_load_params lp;
     const es_kernels *kern;
     es_status pst = load_params(params, &lp, &kern, err, errlen);
@@ -157,6 +168,8 @@ es_status es_model_load(const char *path, const es_load_params *params, es_model
     es_model *m = calloc(1, sizeof *m);
     if (!m) { es_gguf_close(g); set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     m->kern = kern;
+    m->share = share;
+    m->n_shares = n_shares;
     m->pool_fixed = lp.pool_fixed == 1;
     m->fd = -1;
     if (watch_file(m, g, path) != 0) {
@@ -209,6 +222,9 @@ void es_model_free(es_model *m) {
     es_gguf_close(m->gguf);
     free(m);
 }
+
+int es_model_share(const es_model *m) { return m->share; }
+int es_model_n_shares(const es_model *m) { return m->n_shares > 1 ? m->n_shares : 1; }
 
 int es_model_n_vocab(const es_model *m) { return m->vocab_only ? es_tokenizer_n_vocab(m->tok) : m->hp.n_vocab; }
 int es_model_n_ctx_train(const es_model *m) { return m->hp.n_ctx_train; }
@@ -412,6 +428,7 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
     if (!s) { set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     s->m = m;
     s->n_ctx = n_ctx;
+    s->reduce_failed = -1;
     size_t kv_bytes = es_model_kv_bytes_per_token(m) * (size_t)n_ctx;
     s->kv = malloc(kv_bytes);
     if (!s->kv) {
@@ -465,6 +482,11 @@ es_status es_session_truncate(es_session *s, int pos, char *err, size_t errlen) 
 int es_session_pos(const es_session *s) { return s->pos; }
 int es_session_n_ctx(const es_session *s) { return s->n_ctx; }
 
+void es_session_set_moe_reduce(es_session *s, es_moe_reduce_fn fn, void *user) {
+    s->reduce_fn = fn;
+    s->reduce_user = user;
+}
+
 void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user) {
     s->route_fn = fn;
     s->route_user = user;
@@ -472,8 +494,14 @@ void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user) {
 
 /* The status of an evaluation from es_forward's result r (where: the
  * block it names), with the message. */
-static es_status eval_outcome(const es_model *m, int r, const char *where, char *err, size_t errlen) {
+static es_status eval_outcome(const es_session *s, int r, const char *where, char *err, size_t errlen) {
+    const es_model *m = s->m;
     if (r == 0) return ES_OK;
+    if (r < 0 && s->reduce_failed >= 0) {
+        set_err(err, errlen, "the MoE reduce of layer %d failed (the other shares' experts are missing)",
+                s->reduce_failed);
+        return ES_ERR_IO;
+    }
     if (r < 0) {
         es_status st = file_check(m, err, errlen);
         if (st == ES_OK) set_err(err, errlen, "evaluation stopped"); /* cannot happen: it stops only on those */
@@ -497,13 +525,19 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
                     hp->n_vocab - 1);
             return ES_ERR_ARG;
         }
+    if (s->m->n_shares > 1 && !s->reduce_fn) {
+        set_err(err, errlen, "the model holds share %d of %d of the experts: its sessions need a reduce hook "
+                             "(es_session_set_moe_reduce)", s->m->share, s->m->n_shares);
+        return ES_ERR_ARG;
+    }
     es_status st = file_check(s->m, err, errlen);
     if (st != ES_OK) return st;
     const int pos0 = s->pos;
+    s->reduce_failed = -1;
     char where[128];
     int r = es_forward(s, tokens, n, logits, all_positions, where, sizeof where);
     if (r != 0) s->pos = pos0; /* the batches that completed hold nothing to keep */
-    return eval_outcome(s->m, r, where, err, errlen);
+    return eval_outcome(s, r, where, err, errlen);
 }
 
 /* ---- several sessions in one pass -------------------------------------------- */
@@ -563,7 +597,13 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
         n_run += n_tokens[i] > 0;
     }
     if (!n_run) return ES_OK;
-    es_session *runner = sessions[0]; /* its threads and buffers run every session's rows */
+    es_session *runner = sessions[0]; /* its threads, buffers and reduce hook run every session's rows */
+    if (runner->m->n_shares > 1 && !runner->reduce_fn) {
+        set_err(err, errlen, "the model holds share %d of %d of the experts: session 0 needs a reduce hook "
+                             "(es_session_set_moe_reduce)", runner->m->share, runner->m->n_shares);
+        return ES_ERR_ARG;
+    }
+    runner->reduce_failed = -1;
     int *pos0 = malloc(sizeof(int) * (size_t)n_sessions);
     if (!pos0 || es_scratch_reserve(runner, n_ctx, n_run) != 0) {
         free(pos0);
@@ -580,5 +620,5 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
     int r = es_forward_multi(sessions, n_sessions, tokens, n_tokens, logits, pos0, where, sizeof where);
     for (int i = 0; r != 0 && i < n_sessions; i++) sessions[i]->pos = pos0[i]; /* nothing to keep */
     free(pos0);
-    return eval_outcome(runner->m, r, where, err, errlen);
+    return eval_outcome(runner, r, where, err, errlen);
 }

@@ -216,8 +216,10 @@ static int forward_batch(es_session *s, const es_seg *segs, int n_seg, const int
         for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
         /* x += FFN(RMSNorm(x)): xn[T][D] -> xb[T][D], routed experts (moe.c) or dense */
         for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
-        if (ly->is_moe) es_moe(s, il, T);
-        else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
+        if (ly->is_moe) {
+            es_moe(s, il, T);
+            if (s->reduce_failed >= 0) return BATCH_STOPPED; /* the other shares' sum is missing */
+        } else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
         if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's FFN (blk.%d.ffn_*)", il);
         for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
     }

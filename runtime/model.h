@@ -122,6 +122,10 @@ struct es_model {
     int fd;
     int64_t file_size, file_mtime_s, file_mtime_ns;
     struct es_fault_watch *fault;
+    /* expert parallelism (es_model_load_share): this process owns the
+     * routed experts e of layer il with es_expert_owner(n_shares, il, e) ==
+     * share; 0 and 1 for a whole model */
+    int share, n_shares;
 };
 
 /* Loads hyperparameters and weights (or only the tokenizer). */
@@ -142,6 +146,12 @@ struct es_session {
      * phase (0 gate+up, 1 down) and the node of the thread running it */
     void (*unit_fn)(void *user, int layer, int expert, int phase, int node);
     void *unit_user;
+    /* expert parallelism: sums each MoE layer's slots over the shares
+     * (es_session_set_moe_reduce); reduce_failed is the layer whose reduce
+     * failed (-1: none), which stops the evaluation */
+    es_moe_reduce_fn reduce_fn;
+    void *reduce_user;
+    int reduce_failed;
 };
 
 /* forward.c: scratch for batches of tokens and n_threads workers */

@@ -14,6 +14,13 @@
  * with the shared expert folded into the first group's regions), combine
  * (the weighted sum).
  *
+ * A model holding a share of the experts (es_model_load_share: one MPI rank
+ * of several, dist/) routes the whole batch, runs only its own experts,
+ * leaves +0.0 in the rows of the others, and hands the rows to the
+ * session's reduce hook (reduce_slots), which sums them over the shares;
+ * combine then adds them in its usual order, so the logits are those of
+ * the whole model.
+ *
  * The routed experts of a group run as (expert, row chunk) units in two
  * parallel regions (gate+up, then down), each expert's units started on the
  * threads of the NUMA node holding it.  Every output value is computed by
@@ -173,7 +180,7 @@ static void predict_layer(es_session *s, int il, int T) {
     }
     int n = 0;
     for (int e = 0; e < E; e++)
-        if (sc->pred_cnt[e]) sc->pred_ids[n++] = e;
+        if (sc->pred_cnt[e] && es_model_owns(s->m, il, e)) sc->pred_ids[n++] = e;
     /* most tokens first (stable: lower id first on ties) */
     for (int a = 1; a < n; a++)
         for (int b = a; b > 0 && sc->pred_cnt[sc->pred_ids[b - 1]] < sc->pred_cnt[sc->pred_ids[b]]; b--) {
@@ -195,8 +202,9 @@ static void request_experts(es_session *s, int il, int n_active, int T) {
 
 /* xn[T][D] -> act_gather[T·k rows][D] in act_type (in_stride bytes a row):
  * token t's row for its j-th choice goes to tok_row[t][j], the next free
- * row of that expert (ex_fill counts them). */
-static void gather_rows(es_session *s, int T, uint32_t act_type, size_t in_stride) {
+ * row of that expert (ex_fill counts them); rows of experts another share
+ * owns are left as they are. */
+static void gather_rows(es_session *s, int il, int T, uint32_t act_type, size_t in_stride) {
     es_scratch *sc = s->scratch;
     const int D = s->m->hp.dim, k = s->m->hp.n_used;
     for (int t = 0; t < T; t++)
@@ -204,6 +212,7 @@ static void gather_rows(es_session *s, int T, uint32_t act_type, size_t in_strid
             int e = sc->sel[t * k + j];
             int row = sc->ex_start[e] + sc->ex_fill[e]++;
             sc->tok_row[t * k + j] = row;
+            if (!es_model_owns(s->m, il, e)) continue; /* another share's: it gets no input */
             es_prepare_act(s->m->kern, act_type, sc->xn + (size_t)t * D,
                            (uint8_t *)sc->act_gather + (size_t)row * in_stride, D);
         }
@@ -434,6 +443,34 @@ static int run_groups(es_session *s, int il, int n_active, int T, size_t in_stri
     return fuse_shared && !shared_pending;
 }
 
+/* ---- expert parallelism ----------------------------------------------------------- */
+
+/* Keeps in active[n_active] the experts this model computes (all of them
+ * unless it holds a share); returns their count. */
+static int own_experts(es_session *s, int il, int n_active) {
+    es_scratch *sc = s->scratch;
+    if (s->m->n_shares <= 1) return n_active;
+    int n = 0;
+    for (int i = 0; i < n_active; i++)
+        if (es_model_owns(s->m, il, sc->active[i])) sc->active[n++] = sc->active[i];
+    return n;
+}
+
+/* With a share of the experts: ex_out's rows of the other shares' experts
+ * to +0.0, then the reduce hook sums the T·k rows over the shares.  A
+ * failed reduce marks the session (forward.c stops). */
+static void reduce_slots(es_session *s, int il, int T) {
+    es_scratch *sc = s->scratch;
+    const int E = s->m->hp.n_experts, D = s->m->hp.dim, k = s->m->hp.n_used;
+    if (s->m->n_shares <= 1) return;
+    for (int e = 0; e < E; e++)
+        if (sc->ex_start[e + 1] > sc->ex_start[e] && !es_model_owns(s->m, il, e))
+            memset(sc->ex_out + (size_t)sc->ex_start[e] * D, 0,
+                   sizeof(float) * (size_t)(sc->ex_start[e + 1] - sc->ex_start[e]) * D);
+    if (!s->reduce_fn || s->reduce_fn(s->reduce_user, il, sc->ex_out, (size_t)T * k * D) != 0)
+        if (s->reduce_failed < 0) s->reduce_failed = il;
+}
+
 /* ---- the layer ------------------------------------------------------------------ */
 
 /* xb[T][D] = Σ_j selw[t][j] · ex_out[tok_row[t][j]] (experts in ascending
@@ -455,7 +492,7 @@ static void combine(es_session *s, const es_layer *ly, int T, int shared_done) {
 void es_moe(es_session *s, int il, int T) {
     const es_layer *ly = &s->m->layers[il];
     route(s, il, T);
-    int n_active = group_by_expert(s, T);
+    int n_active = own_experts(s, il, group_by_expert(s, T));
     request_experts(s, il, n_active, T);
     /* the gathered rows in the format of gate's and up's kernels, or fp32
      * for both (and generic kernels) in the rare case they differ */
@@ -464,11 +501,12 @@ void es_moe(es_session *s, int il, int T) {
     int mixed = pg.act_type != pu.act_type;
     if (mixed) pg.act_type = ES_TYPE_F32;
     size_t in_stride = es_act_bytes(pg.act_type, s->m->hp.dim);
-    gather_rows(s, T, pg.act_type, in_stride);
+    gather_rows(s, il, T, pg.act_type, in_stride);
     /* the shared expert joins the first group's regions unless its gate and
      * up want different input formats */
     int fuse_shared = ly->has_shared && es_plan_matvec(s->m->kern, ly->gate_sh.type).act_type ==
                                             es_plan_matvec(s->m->kern, ly->up_sh.type).act_type;
     int shared_done = run_groups(s, il, n_active, T, in_stride, mixed, fuse_shared);
+    reduce_slots(s, il, T);
     combine(s, ly, T, shared_done);
 }

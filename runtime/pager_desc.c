@@ -1,8 +1,11 @@
 /* pager_desc.c — fills the pager's description of a loaded model
  * (es_res_layout, mmap/residency.h): file and mapping, the byte ranges of
  * each MoE layer's expert tensors, the always-hot bytes, the tensors to
- * advise, and one session's memory for the automatic budget. */
+ * advise, which experts this process computes (a share of them, or all),
+ * and one session's memory for the automatic budget. */
 #include "pager_desc.h"
+
+#include "placement.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +48,9 @@ es_status es_pager_new(const es_model *m, const char *path, const es_load_params
 
     es_res_range *ranges = calloc((size_t)lay.n_moe * 3, sizeof *ranges);
     es_res_region *regions = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof *regions);
+    uint8_t *owned = m->n_shares > 1 ? malloc((size_t)lay.n_moe * (size_t)hp->n_experts) : NULL;
     es_status st = ES_ERR_NOMEM;
-    if (!ranges || !regions) {
+    if (!ranges || !regions || (m->n_shares > 1 && !owned)) {
         snprintf(err, errlen, "out of memory for the expert table");
         goto done;
     }
@@ -63,6 +67,11 @@ es_status es_pager_new(const es_model *m, const char *path, const es_load_params
         expert_bytes += (int64_t)unit * hp->n_experts;
     }
     lay.ranges = ranges;
+    if (owned)
+        for (int l = 0; l < lay.n_moe; l++)
+            for (int e = 0; e < hp->n_experts; e++)
+                owned[(size_t)l * hp->n_experts + e] = (uint8_t)es_model_owns(m, hp->n_dense + l, e);
+    lay.owned = owned;
     lay.hot_bytes = (int64_t)m->weight_bytes - expert_bytes;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const es_gguf_tensor *t = &g->tensors[i];
@@ -75,6 +84,7 @@ es_status es_pager_new(const es_model *m, const char *path, const es_load_params
     lay.n_regions = (size_t)g->n_tensors;
     st = es_res_new(&lay, p, out, err, errlen);
 done:
+    free(owned);
     free(ranges);
     free(regions);
     return st;

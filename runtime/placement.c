@@ -45,6 +45,7 @@ typedef struct assign {
 
 struct es_numa_plan {
     int policy;
+    int share, n_shares;     /* the model's share of the experts (1: all) */
     es_numa_topo topo;
     replica *reps;
     size_t n_reps;
@@ -64,8 +65,22 @@ int es_numa_plan_policy(const es_numa_plan *p) { return p ? p->policy : ES_NUMA_
 const es_numa_stats *es_numa_plan_stats(const es_numa_plan *p) { return p ? &p->st : NULL; }
 const char *es_numa_plan_summary(const es_numa_plan *p) { return p ? p->summary : "numa: off"; }
 
+/* An expert's index among those its share holds in the layer: the share's
+ * experts are those with (expert + layer) % n_shares == share, so
+ * (expert + layer) / n_shares counts them; the expert itself for a whole
+ * model. */
+static int share_index(int n_shares, int layer, int expert) {
+    return n_shares > 1 ? (int)(((unsigned)expert + (unsigned)layer) / (unsigned)n_shares) : expert;
+}
+
 int es_numa_expert_node(const es_numa_plan *p, int layer, int expert) {
-    return es_numa_owner(es_numa_plan_nodes(p), layer, expert);
+    return es_numa_owner(es_numa_plan_nodes(p), layer, share_index(p ? p->n_shares : 1, layer, expert));
+}
+
+int es_expert_owner(int n_shares, int layer, int expert) { return es_numa_owner(n_shares, layer, expert); }
+
+int es_model_owns(const es_model *m, int il, int e) {
+    return m->n_shares <= 1 || es_numa_owner(m->n_shares, il, e) == m->share;
 }
 
 const uint8_t *es_numa_local(const es_numa_plan *p, const uint8_t *data, int node) {
@@ -304,6 +319,8 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
         return ES_ERR_NOMEM;
     }
     p->policy = policy;
+    p->share = m->share;
+    p->n_shares = m->n_shares > 1 ? m->n_shares : 1;
     es_numa_detect(&p->topo, fake_nodes);
     const int N = p->topo.n_nodes;
     char topo_desc[96];
@@ -327,7 +344,8 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
         if (!ly->is_moe) continue;
         const es_weight *ws[3] = {&ly->gate_exps, &ly->up_exps, &ly->down_exps};
         for (int e = 0; e < m->hp.n_experts && !oom; e++) {
-            int node = es_numa_owner(N, il, e);
+            if (!es_model_owns(m, il, e)) continue; /* another process's: never touched here */
+            int node = es_numa_expert_node(p, il, e);
             for (int w = 0; w < 3; w++) {
                 oom |= add_assign(p, ws[w]->data + (size_t)e * ws[w]->mat_bytes, ws[w]->mat_bytes, node, -1);
                 p->st.expert_bytes[node] += ws[w]->mat_bytes;

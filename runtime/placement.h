@@ -28,8 +28,16 @@ int es_numa_plan_nodes(const es_numa_plan *p);  /* 1 for NULL / off */
 int es_numa_plan_policy(const es_numa_plan *p); /* ES_NUMA_OFF/SHARD/REPLICATE */
 
 /* The node that owns (holds and computes) a routed expert: what forward.c
- * asks to split MoE work by node.  0 with one node or no plan. */
+ * asks to split MoE work by node.  0 with one node or no plan.  For a
+ * model holding a share of the experts (es_model_load_share) the share's
+ * experts are dealt to the nodes in the same way, by their index among the
+ * share's experts of the layer. */
 int es_numa_expert_node(const es_numa_plan *p, int layer, int expert);
+
+/* Whether model m holds and computes routed expert e of layer il: the
+ * experts are dealt to the shares (processes, es_expert_owner) as to NUMA
+ * nodes, by es_numa_owner; always for a whole model. */
+int es_model_owns(const struct es_model *m, int il, int e);
 
 /* The copy of weight bytes at `data` that node `node` should read: a
  * replica under policy replicate, else data itself. */
