@@ -50,7 +50,8 @@ static double best_ms(es_session *s, es_attn_scratch *a, enum es_attn_form form,
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         double t0 = now_ms();
-        es_attention_core(s, a, ly, cache, q, pos0, T, o);
+        const es_kv_view kv = es_kv_view_f32((float *)cache, &s->m->hp);
+        es_attention_core(s, a, ly, &kv, q, pos0, T, o);
         double dt = now_ms() - t0;
         best = dt < best ? dt : best;
     }

@@ -22,6 +22,10 @@ static void usage_run(FILE *f) {
             "  --numa MODE   off | shard | replicate: weight placement on NUMA nodes (default shard;\n"
             "                a no-op on one node)\n"
             "  -c CTX        context size in tokens (default: min(training context, 4096))\n"
+            "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of the latent KV cache (default f16)\n"
+            "  --session FILE  reuse a saved prompt: when FILE holds a session of this model and cache\n"
+            "                type, its tokens that begin the prompt are loaded instead of prefilled; the\n"
+            "                prompt's state is then saved to FILE if it differs (generated text is not)\n"
             "  --chat        render the prompt as one user turn of the DeepSeek chat format (its text,\n"
             "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
@@ -80,7 +84,8 @@ int cmd_run(int argc, char **argv) {
     long n_gen = 128, n_ctx = 0, threads = 0, top_k = 40;
     double temp = 0.8, top_p = 0.95, min_p = 0.05;
     unsigned long long seed = 0;
-    int chat = 0, stats = 1;
+    int chat = 0, stats = 1, kv_type = ES_KV_DEFAULT;
+    const char *session_file = NULL;
     es_load_params lp = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -98,6 +103,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-p")) prompt = v;
         else if (!strcmp(a, "-f")) file = v;
         else if (!strcmp(a, "--system")) system_text = v;
+        else if (!strcmp(a, "--session")) session_file = v;
+        else if (!strcmp(a, "--kv-type")) bad = cli_parse_kv_type(v, &kv_type);
         else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
         else if (!strcmp(a, "-c")) bad = cli_parse_int(a, v, 1, 1L << 30, &n_ctx);
         else if (!strcmp(a, "-t")) bad = cli_parse_int(a, v, 1, ES_MAX_THREADS, &threads);
@@ -157,8 +164,8 @@ int cmd_run(int argc, char **argv) {
                             " tokens (which must hold the prompt and a generated token)\n", n_ids, n_max);
         goto done;
     }
-    if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
-    if (cli_failed(es_session_set_threads(s, (int)cli_cap_threads(threads), err, sizeof err), err)) goto done;
+    const es_session_params spar = {.n_ctx = (int)n_ctx, .kv_type = kv_type, .n_threads = (int)cli_cap_threads(threads)};
+    if (cli_failed(es_session_new_ext(m, &spar, &s, err, sizeof err), err)) goto done;
     es_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
                             .min_p = (float)min_p, .seed = seed};
     smp = es_sampler_new(&sp);
@@ -167,7 +174,13 @@ int cmd_run(int argc, char **argv) {
     if (!smp || !logits) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
 
     double t1 = cli_now();
-    if (cli_failed(es_session_eval(s, ids, (int)n_ids, logits, 0, err, sizeof err), err)) goto done;
+    int reused = 0, file_tokens = -1; /* prompt tokens taken from the session file; what it held */
+    if (session_file) {
+        reused = cli_session_restore(s, session_file, ids, (int)n_ids, &file_tokens);
+        if (reused < 0) goto done;
+    }
+    if (cli_failed(es_session_eval(s, ids + reused, (int)n_ids - reused, logits, 0, err, sizeof err), err)) goto done;
+    if (session_file && cli_session_keep(s, session_file, file_tokens, (int)n_ids) != 0) goto done;
     double t_prompt = cli_now() - t1;
     double t_first = cli_now() - t0; /* load, prefill and the first token's logits */
 
@@ -205,12 +218,13 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     double t_gen = cli_now() - t2;
     if (stats) {
-        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | first token %.3f s"
-                        " | generated %ld tokens, %.2f tokens/s"
-                        " | KV cache %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
-                t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, t_first, produced,
-                t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
-                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
+        const size_t kvb = es_session_kv_bytes_per_token(s);
+        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens (%d from the session file), %.2f tokens/s"
+                        " | first token %.3f s | generated %ld tokens, %.2f tokens/s"
+                        " | KV cache %s, %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
+                t_load, n_ids, reused, t_prompt > 0 ? (n_ids - reused) / t_prompt : 0.0, t_first, produced,
+                t_gen > 0 ? produced / t_gen : 0.0, es_kv_type_name(es_session_kv_type(s)), kvb,
+                kvb * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
     }
     if (lp.stats) es_model_print_paging_stats(m, stderr);
     rc = 0;

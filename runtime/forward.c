@@ -6,8 +6,9 @@
  *   per layer: h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))   (dense or MoE)
  *   logits = Head · RMSNorm(h)
  *
- * The cache holds only the normalised latent ĉ (R floats) and the rotated
- * shared rope key k_pe (dr floats) per token per layer; attention.c turns
+ * The cache holds only the normalised latent ĉ (R values) and the rotated
+ * shared rope key k_pe (dr values) per token per layer, in the session's
+ * cache type (kvcache.c writes them); attention.c turns
  * the queries and that cache into the heads' outputs (absorbed form for
  * decode, expanded and blocked for prefill).  The router is fp32 throughout.
  *
@@ -40,6 +41,7 @@
 #include "arena.h"
 #include "es_assert.h"
 #include "fault.h"
+#include "kvcache.h"
 #include "residency.h"
 #include "session.h"
 #include "moe.h"
@@ -89,17 +91,16 @@ static void attention(es_session *s, int il, int T) {
     } else {
         es_fwd_matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
-    float *cache = s->kv + (size_t)il * s->n_ctx * kvw;
+    const es_kv_view cache = es_kv_layer(s, il);
     for (int t = 0; t < T; t++) {
         const float *cs = sc->rope_cs + (size_t)t * dr;
-        float *slot = cache + (size_t)(s->pos + t) * kvw;
-        const float *a = sc->kva + (size_t)t * kvw;
-        s->m->kern->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
-        memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
-        rope(slot + R, dr, cs);
+        float *a = sc->kva + (size_t)t * kvw; /* normalised and rotated in place, then stored */
+        s->m->kern->rmsnorm(a, a, ly->kv_a_norm, R, hp->eps);
+        rope(a + R, dr, cs);
+        es_kv_write(s->m->kern, &cache, s->pos + t, a, R, dr);
         for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
     }
-    es_attention_core(s, sc->attn, ly, cache, sc->q, s->pos, T, sc->o);
+    es_attention_core(s, sc->attn, ly, &cache, sc->q, s->pos, T, sc->o);
     es_fwd_matmul(s, &ly->wo, 0, sc->o, (int64_t)H * hp->vdim, T, sc->xb, D);
 }
 
