@@ -312,6 +312,7 @@ void es_model_print_info(const es_model *m, FILE *f) {
     fprintf(f, "weights:     %s\n", hb);
     fprintf(f, "KV cache:    %zu bytes per token (%d layers x (%d + %d) x %zu bytes)\n",
             es_model_kv_bytes_per_token(m), hp->n_layers, hp->kv_lora, hp->rope, sizeof(float));
+    es_kv_print_types(m, f);
     /* tensor types */
     uint64_t count[ES_TYPE_COUNT] = {0}, bytes[ES_TYPE_COUNT] = {0};
     for (uint64_t i = 0; i < g->n_tensors; i++) {

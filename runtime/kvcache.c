@@ -80,3 +80,13 @@ void es_kv_write(const es_kernels *K, const es_kv_view *v, int pos, const float 
 void es_session_note_tokens(es_session *s, int pos0, const int32_t *tokens, int n) {
     memcpy(s->tokens + pos0, tokens, sizeof(int32_t) * (size_t)n);
 }
+
+void es_kv_print_types(const es_model *m, FILE *f) {
+    fprintf(f, "  --kv-type:");
+    for (int t = 1; t < N_KV_NAMES; t++) {
+        size_t b = es_model_kv_bytes_per_token_of(m, t);
+        if (b) fprintf(f, " %s %zu%s", kv_names[t], b, t == ES_KV_TYPE_DEFAULT ? " (default)" : "");
+        else fprintf(f, " %s (kv_lora_rank %d is not a multiple of %d)", kv_names[t], m->hp.kv_lora, QK8_0);
+        fprintf(f, t + 1 < N_KV_NAMES ? "," : " bytes per token\n");
+    }
+}

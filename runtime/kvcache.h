@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "model.h"
 #include "quant.h"
@@ -52,6 +53,9 @@ static inline es_kv_view es_kv_view_f32(float *rows, const es_hparams *hp) {
 /* Stores row[R+dr] (fp32 ĉ then k_pe) at position pos, converted with K's
  * quantisers. */
 void es_kv_write(const struct es_kernels *K, const es_kv_view *v, int pos, const float *row, int R, int dr);
+
+/* One line for `info`: the bytes per token of every cache type. */
+void es_kv_print_types(const es_model *m, FILE *f);
 
 /* Records tokens[0..n) as the session's positions pos0.. (after an eval
  * that completed): the session file and a prompt cache compare them. */
