@@ -2,7 +2,12 @@
  * q[T][H][dn+dr] against one layer's latent cache [S][R+dr] (normalised
  * latent ĉ, rotated shared k_pe; S = pos0 + T positions, causal) to the
  * heads' outputs o[T][H][dv].  forward.c computes the projections around it
- * (queries, the latent written into the cache, W_O).
+ * (queries, the latent written into the cache, W_O).  The cache rows are
+ * read in their stored type (kvcache.h: F32, F16, BF16, or a Q8_0 latent
+ * with an F16 k_pe), never converted as a whole: the absorbed form through
+ * the kernels' dot_kv/axpy_kv, the expanded form a block of KB positions at
+ * a time (and straight from the stored type into the up-projection's
+ * activation format).
  *
  * Two forms of the same arithmetic (docs/deepseek-semantics.md):
  *
