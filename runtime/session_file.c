@@ -233,7 +233,8 @@ es_status es_session_load(es_session *s, const char *path, char *err, size_t err
         serr(err, errlen, "%s is not a regular file", path);
         st = ES_ERR_IO;
     } else if (sb.st_size < HEADER_BYTES + 8 || read_all(fd, &h, sizeof h) != 0) {
-        serr(err, errlen, "%s is %s", path, sb.st_size < HEADER_BYTES + 8 ? "too short to be a session file" : "unreadable");
+        serr(err, errlen, "%s is %s", path,
+             sb.st_size < HEADER_BYTES + 8 ? "not an edgeseek session file (too short)" : "unreadable");
         st = sb.st_size < HEADER_BYTES + 8 ? ES_ERR_FORMAT : ES_ERR_IO;
     } else {
         st = check_header(s, &h, (int64_t)sb.st_size, path, err, errlen);

@@ -143,7 +143,7 @@ static void refusals(es_model *m, es_model *other, const int32_t *prompt) {
     const size_t cuts[] = {0, 7, 63, 64, 71, len / 2, len - 8, len - 1};
     for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
         CHECK(write_bytes(path_b, file, cuts[c]) == 0, "write");
-        refused(t, path_b, ES_ERR_FORMAT, cuts[c] < 72 ? "short" : "truncated", 3, "truncated");
+        refused(t, path_b, ES_ERR_FORMAT, cuts[c] < 72 ? "too short" : "truncated", 3, "truncated");
     }
     /* a byte too many */
     memcpy(copy, file, len);
