@@ -11,8 +11,15 @@
  * interleave the types: each round times every type once, and the table
  * gives each type's median over the rounds.
  *
+ * --decode N times whole decode steps instead (es_session_eval of one
+ * token, every layer): for each position in --pos and each cache type, a
+ * session whose cache rows 0..pos are filled with random unit-scale rows
+ * (as the table's; a decode step's time does not depend on the values)
+ * runs N tokens; rounds interleave the types; tokens/s, median of --reps.
+ *
  * Usage: bench_attention -m MODEL [--layer L] [--threads N] [--reps N]
  *                        [-T LIST] [--pos LIST] [--kv-type LIST] [--no-expanded]
+ *                        [--decode N]
  * defaults: layer 1, the default thread count, 3 reps, T = 1,2,4,8,16,32,64,
  * pos0 = 0,448,960,1984, f32 (best of the reps). */
 #include <math.h>
@@ -69,6 +76,58 @@ static double summary(double *v, int n, int median) {
     return median ? (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2) : v[0];
 }
 
+/* --decode: tokens/s of n decode steps at each position and cache type */
+static int decode_steps(es_model *m, const int *pos, int np, const int *kvt, int nkv, int n, int reps, int threads) {
+    const es_hparams *hp = &m->hp;
+    const int R = hp->kv_lora, dr = hp->rope;
+    char err[512];
+    float *row = malloc(sizeof(float) * (size_t)(R + dr));
+    double *tps = malloc(sizeof(double) * (size_t)reps * nkv);
+    if (!row || !tps) return 1;
+    printf("decode steps: %d tokens a run, median of %d rounds (types interleaved)\n", n, reps);
+    printf("%8s %5s %14s %12s\n", "pos", "kv", "KV bytes/tok", "tokens/s");
+    for (int ip = 0; ip < np; ip++) {
+        es_session *ss[4] = {0};
+        for (int k = 0; k < nkv; k++) {
+            const es_session_params p = {.n_ctx = pos[ip] + n + 1, .kv_type = kvt[k], .n_threads = threads};
+            if (es_session_new_ext(m, &p, &ss[k], err, sizeof err) != ES_OK) {
+                fprintf(stderr, "bench_attention: %s\n", err);
+                return 1;
+            }
+            uint64_t st = 42;
+            for (int il = 0; il < hp->n_layers; il++) {
+                const es_kv_view v = es_kv_layer(ss[k], il);
+                for (int p0 = 0; p0 < pos[ip]; p0++) {
+                    for (int i = 0; i < R + dr; i++) row[i] = frand(&st) * 1.7f;
+                    es_kv_write(m->kern, &v, p0, row, R, dr);
+                }
+            }
+            for (int p0 = 0; p0 < pos[ip]; p0++) ss[k]->tokens[p0] = 1;
+        }
+        for (int r = 0; r < reps; r++)
+            for (int k = 0; k < nkv; k++) {
+                ss[k]->pos = pos[ip];
+                double t0 = now_ms();
+                for (int t = 0; t < n; t++) {
+                    int32_t tok = 1 + t;
+                    if (es_session_eval(ss[k], &tok, 1, NULL, 0, err, sizeof err) != ES_OK) {
+                        fprintf(stderr, "bench_attention: %s\n", err);
+                        return 1;
+                    }
+                }
+                tps[k * reps + r] = n / ((now_ms() - t0) / 1e3);
+            }
+        for (int k = 0; k < nkv; k++) {
+            printf("%8d %5s %14zu %12.3f\n", pos[ip], es_kv_type_name(kvt[k]), es_session_kv_bytes_per_token(ss[k]),
+                   summary(tps + k * reps, reps, 1));
+            es_session_free(ss[k]);
+        }
+        fflush(stdout);
+    }
+    free(row), free(tps);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     const char *path = NULL;
@@ -76,6 +135,7 @@ int main(int argc, char **argv) {
     int layer = 1, threads = 0, reps = 3;
     int Ts[32] = {1, 2, 4, 8, 16, 32, 64}, nT = 7, pos[32] = {0, 448, 960, 1984}, np = 4;
     int kvt[4] = {ES_KV_F32}, nkv = 1, no_exp = 0; /* --no-expanded: time the absorbed form only (decode) */
+    int decode = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "-m") && v) path = argv[++i];
@@ -85,6 +145,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-T") && v) nT = parse_list(argv[++i], Ts, 32);
         else if (!strcmp(argv[i], "--pos") && v) np = parse_list(argv[++i], pos, 32);
         else if (!strcmp(argv[i], "--no-expanded")) no_exp = 1;
+        else if (!strcmp(argv[i], "--decode") && v) decode = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kv-type") && v) {
             char list[64], *save = NULL;
             snprintf(list, sizeof list, "%s", argv[++i]);
@@ -95,7 +156,7 @@ int main(int argc, char **argv) {
         }
         else {
             fprintf(stderr, "usage: bench_attention -m MODEL [--layer L] [--threads N] [--reps N] [-T LIST] [--pos LIST]"
-                            " [--kv-type LIST] [--no-expanded]\n");
+                            " [--kv-type LIST] [--no-expanded] [--decode N]\n");
             return 2;
         }
     }
@@ -110,6 +171,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     const es_hparams *hp = &m->hp;
+    if (decode > 0) {
+        int rc = decode_steps(m, pos, np, kvt, nkv, decode, reps, threads);
+        es_model_free(m);
+        return rc;
+    }
     if (layer < 0 || layer >= hp->n_layers) {
         fprintf(stderr, "bench_attention: layer %d out of range (0..%d)\n", layer, hp->n_layers - 1);
         es_model_free(m);
