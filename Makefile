@@ -212,9 +212,9 @@ bench: $(BENCHES)
 MPICC ?= mpicc
 INC_dist := -Idist -Iinclude -Icli
 DIST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard dist/*.c))
-DIST_CLI_OBJ := $(addprefix $(BUILD)/obj/cli/,cmd_run.o cmd_logits.o cmd_bench.o cmd_eval.o arith.o common.o)
-DIST_WRAP := es_model_load es_model_free es_session_new es_session_free es_session_set_threads \
-             es_session_reset es_session_truncate es_session_eval
+DIST_CLI_OBJ := $(addprefix $(BUILD)/obj/cli/,cmd_run.o cmd_logits.o cmd_bench.o cmd_eval.o arith.o common.o session.o)
+DIST_WRAP := es_model_load es_model_free es_session_new es_session_new_ext es_session_free es_session_set_threads \
+             es_session_reset es_session_truncate es_session_eval es_session_load
 $(BUILD)/obj/dist/%.o: dist/%.c
 	@mkdir -p $(dir $@)
 	$(MPICC) $(ES_CFLAGS) $(INC_dist) $(CFLAGS) -c $< -o $@

@@ -105,6 +105,22 @@ int cli_read_file(const char *path, char **out, size_t *len);
  * -1 on failure.  (-p text comes from argv and cannot hold a NUL byte.) */
 int cli_text_arg(const char *text, const char *file, char **buf, const char **out, size_t *len);
 
+/* --kv-type f32|f16|bf16|q8_0 → ES_KV_*; prints a message, -1 if bad. */
+int cli_parse_kv_type(const char *v, int *out);
+/* --session FILE before the prompt's prefill (session.c): loads FILE into s
+ * when it holds a session of this model and cache type and keeps the
+ * longest prefix of ids[n] it holds (never the last token, whose logits are
+ * needed).  Returns the prompt tokens now in s (0 when the file does not
+ * exist or does not fit: a session file of another model, cache type,
+ * version, too long, or damaged, which is then replaced), or -1 after a
+ * message when the file cannot be read or is not a session file (never
+ * overwritten).  *file_tokens: the tokens the file held when it held
+ * exactly the prompt, else something else. */
+int cli_session_restore(es_session *s, const char *path, const int32_t *ids, int n, int *file_tokens);
+/* After the prompt's prefill: saves s (the prompt's n tokens) to path
+ * unless the file held exactly them.  0, or -1 after a message. */
+int cli_session_keep(es_session *s, const char *path, int file_tokens, int n);
+
 /* The subcommands: argv[0] is the subcommand's name. */
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

@@ -49,6 +49,7 @@ static void usage_bench(FILE *f) {
             "  --streams LIST  also tgN xS: S sessions decoding together, one es_batch_eval\n"
             "                a step; aggregate generated tokens/s (e.g. --streams 1,2,4,8)\n"
             "  --numa MODE   off | shard | replicate (default shard; a no-op on one node)\n"
+            "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of the latent KV cache (default f16)\n"
             "  --bw-mb MB    bandwidth test buffer (default: 4x the last-level cache, >= 1024)\n"
             "  --no-bw       do not measure memory bandwidth\n"
             "  --no-warmup   skip the untimed warm-up run of each test\n"
@@ -382,14 +383,14 @@ int cmd_bench(int argc, char **argv) {
     long streams[MAX_LIST] = {0};
     int n_pp = 1, n_tg = 1, n_depth = 2, n_thr = 1, n_streams = 0;
     long reps = 5, bw_mb = 0;
-    int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT;
+    int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT, kv_type = ES_KV_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_bench(stdout); return 0; }
         if (!strcmp(a, "--json")) { json = 1; continue; }
         if (!strcmp(a, "--no-bw")) { no_bw = 1; continue; }
         if (!strcmp(a, "--no-warmup")) { warmup = 0; continue; }
-        static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa", "--streams"};
+        static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa", "--streams", "--kv-type"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
         if (!known) return cli_usage_error(usage_bench, "edgeseek bench: unknown option %s\n", a);
@@ -405,6 +406,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--bw-mb")) bad = cli_parse_int(a, v, 1, 1L << 20, &bw_mb);
         else if (!strcmp(a, "--numa")) bad = cli_parse_numa(v, &numa);
         else if (!strcmp(a, "--streams")) bad = parse_list(a, v, 1, MAX_STREAMS, streams, &n_streams);
+        else if (!strcmp(a, "--kv-type")) bad = cli_parse_kv_type(v, &kv_type);
         if (bad) return 2;
     }
     if (!model) return cli_usage_error(usage_bench, "edgeseek bench: -m MODEL is required\n");
@@ -453,7 +455,9 @@ int cmd_bench(int argc, char **argv) {
                 max_ctx + 1, es_model_n_ctx_train(m));
         goto done;
     }
-    if (cli_failed(es_session_new(m, (int)max_ctx + 1, &s, err, sizeof err), err)) goto done;
+    const es_session_params spar = {.n_ctx = (int)max_ctx + 1, .kv_type = kv_type};
+    if (cli_failed(es_session_new_ext(m, &spar, &s, err, sizeof err), err)) goto done;
+    const size_t kvb = es_session_kv_bytes_per_token(s); /* the traffic's KV part at this cache type */
     double t_load = cli_now() - t0;
     long max_tok = 0;
     for (int d = 0; d < n_depth; d++) max_tok = depth[d] > max_tok ? depth[d] : max_tok;
@@ -507,7 +511,10 @@ int cmd_bench(int argc, char **argv) {
                         r->ts[k] = (np ? np : ng) / (dt > 0 ? dt : 1e-9);
                     }
                     stats(r);
-                    if (ng) es_model_decode_traffic(m, (int)depth[d] + ng / 2, &r->tr);
+                    if (ng) {
+                        es_model_decode_traffic(m, (int)depth[d] + ng / 2, &r->tr);
+                        r->tr.kv = (uint64_t)(depth[d] + ng / 2 + 1) * kvb;
+                    }
                     if (!json)
                         fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, r->name, r->mean, r->sd);
                 }
@@ -552,12 +559,14 @@ int cmd_bench(int argc, char **argv) {
 
     es_decode_traffic tr0;
     es_model_decode_traffic(m, 0, &tr0);
+    tr0.kv = kvb;
     long rss = peak_rss_bytes();
     if (json) {
         printf("{\n  \"model\": ");
         json_str(stdout, model);
         printf(",\n  \"file_bytes\": %lld,\n  \"simd\": \"%s\",\n  \"numa\": ", file_bytes, es_model_simd(m));
         json_str(stdout, es_model_numa_summary(m));
+        printf(",\n  \"kv_type\": \"%s\", \"kv_bytes_per_token\": %zu", es_kv_type_name(es_session_kv_type(s)), kvb);
         printf(",\n  \"load_s\": %.3f,\n  \"peak_rss_bytes\": %ld,\n  \"bandwidth_buffer_bytes\": %zu,\n", t_load,
                rss, no_bw ? (size_t)0 : bwb);
         printf("  \"decode_traffic\": ");
@@ -584,9 +593,9 @@ int cmd_bench(int argc, char **argv) {
         printf("model: %s (%.2f GiB file)\nkernels: %s | %s\nload: %.3f s | peak RSS %.2f GiB\n", model,
                file_bytes / 1073741824.0, es_model_simd(m), es_model_numa_summary(m), t_load, rss / 1073741824.0);
         printf("decode reads per token: %.3f GB of weights (attention %.3f, dense FFN %.3f, router %.3f, shared "
-               "%.3f, routed experts %.3f, output %.3f, embedding row %.6f) + KV %zu bytes per context token\n",
+               "%.3f, routed experts %.3f, output %.3f, embedding row %.6f) + KV %zu bytes per context token (%s cache)\n",
                tr0.weights / 1e9, tr0.attention / 1e9, tr0.dense_ffn / 1e9, tr0.router / 1e9, tr0.shared / 1e9,
-               tr0.routed / 1e9, tr0.output / 1e9, tr0.embedding / 1e9, es_model_kv_bytes_per_token(m));
+               tr0.routed / 1e9, tr0.output / 1e9, tr0.embedding / 1e9, kvb, es_kv_type_name(es_session_kv_type(s)));
         for (int ti = 0; ti < n_thr && !no_bw; ti++)
             if (bw_of[ti] > 0)
                 printf("read bandwidth: %.1f GB/s with %d thread%s (%.0f MiB buffer, best of 8 passes, one and four streams)\n",

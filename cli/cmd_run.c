@@ -14,6 +14,10 @@ static void usage_run(FILE *f) {
             "  -f FILE       the prompt from a regular file, at most 64 MiB, no NUL byte (-: standard input)\n"
             "  -n N          tokens to generate (default 128; -1: until the context is full)\n"
             CLI_SAMPLING_USAGE
+            "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of the latent KV cache (default f16)\n"
+            "  --session FILE  reuse a saved prompt: when FILE holds a session of this model and cache\n"
+            "                type, its tokens that begin the prompt are loaded instead of prefilled; the\n"
+            "                prompt's state is then saved to FILE if it differs (generated text is not)\n"
             "  --chat        render the prompt as one user turn of the DeepSeek chat format (its text,\n"
             "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
@@ -25,6 +29,8 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *file = NULL, *system_text = NULL;
     long n_gen = 128;
     int chat = 0, stats = 1;
+    int kv_type = ES_KV_DEFAULT;
+    const char *session_file = NULL;
     es_load_params lp = {0};
     cli_gen_opts go;
     cli_gen_defaults(&go);
@@ -45,6 +51,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-p")) prompt = v;
         else if (!strcmp(a, "-f")) file = v;
         else if (!strcmp(a, "--system")) system_text = v;
+        else if (!strcmp(a, "--session")) session_file = v;
+        else if (!strcmp(a, "--kv-type")) bad = cli_parse_kv_type(v, &kv_type);
         else if (!strcmp(a, "-n")) bad = cli_parse_int(a, v, -1, 1L << 30, &n_gen);
         else return cli_usage_error(usage_run, "edgeseek run: unknown option %s\n", a);
         if (bad) return 2;
@@ -96,8 +104,8 @@ int cmd_run(int argc, char **argv) {
                             " tokens (which must hold the prompt and a generated token)\n", n_ids, n_max);
         goto done;
     }
-    if (cli_failed(es_session_new(m, (int)n_ctx, &s, err, sizeof err), err)) goto done;
-    if (cli_failed(es_session_set_threads(s, (int)cli_cap_threads(go.threads), err, sizeof err), err)) goto done;
+    const es_session_params spar = {.n_ctx = (int)n_ctx, .kv_type = kv_type, .n_threads = (int)cli_cap_threads(go.threads)};
+    if (cli_failed(es_session_new_ext(m, &spar, &s, err, sizeof err), err)) goto done;
     es_sampler_params sp = cli_sampler_params(&go);
     smp = es_sampler_new(&sp);
     int nv = es_model_n_vocab(m);
@@ -105,7 +113,13 @@ int cmd_run(int argc, char **argv) {
     if (!smp || !logits) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
 
     double t1 = cli_now();
-    if (cli_failed(es_session_eval(s, ids, (int)n_ids, logits, 0, err, sizeof err), err)) goto done;
+    int reused = 0, file_tokens = -1; /* prompt tokens taken from the session file; what it held */
+    if (session_file) {
+        reused = cli_session_restore(s, session_file, ids, (int)n_ids, &file_tokens);
+        if (reused < 0) goto done;
+    }
+    if (cli_failed(es_session_eval(s, ids + reused, (int)n_ids - reused, logits, 0, err, sizeof err), err)) goto done;
+    if (session_file && cli_session_keep(s, session_file, file_tokens, (int)n_ids) != 0) goto done;
     double t_prompt = cli_now() - t1;
     double t_first = cli_now() - t0; /* load, prefill and the first token's logits */
 
@@ -143,12 +157,13 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     double t_gen = cli_now() - t2;
     if (stats) {
-        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens, %.2f tokens/s | first token %.3f s"
-                        " | generated %ld tokens, %.2f tokens/s"
-                        " | KV cache %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
-                t_load, n_ids, t_prompt > 0 ? n_ids / t_prompt : 0.0, t_first, produced,
-                t_gen > 0 ? produced / t_gen : 0.0, es_model_kv_bytes_per_token(m),
-                es_model_kv_bytes_per_token(m) * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
+        const size_t kvb = es_session_kv_bytes_per_token(s);
+        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens (%d from the session file), %.2f tokens/s"
+                        " | first token %.3f s | generated %ld tokens, %.2f tokens/s"
+                        " | KV cache %s, %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
+                t_load, n_ids, reused, t_prompt > 0 ? (n_ids - reused) / t_prompt : 0.0, t_first, produced,
+                t_gen > 0 ? produced / t_gen : 0.0, es_kv_type_name(es_session_kv_type(s)), kvb,
+                kvb * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
     }
     if (lp.stats) es_model_print_paging_stats(m, stderr);
     rc = 0;

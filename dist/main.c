@@ -62,7 +62,10 @@ WRAPPED(es_status, es_model_load, (const char *path, const es_load_params *param
                                    size_t errlen))
 WRAPPED(void, es_model_free, (es_model *m))
 WRAPPED(es_status, es_session_new, (es_model *m, int n_ctx, es_session **out, char *err, size_t errlen))
+WRAPPED(es_status, es_session_new_ext, (es_model *m, const es_session_params *p, es_session **out, char *err,
+                                         size_t errlen))
 WRAPPED(void, es_session_free, (es_session *s))
+WRAPPED(es_status, es_session_load, (es_session *s, const char *path, char *err, size_t errlen))
 WRAPPED(es_status, es_session_set_threads, (es_session *s, int n_threads, char *err, size_t errlen))
 WRAPPED(void, es_session_reset, (es_session *s))
 WRAPPED(es_status, es_session_truncate, (es_session *s, int pos, char *err, size_t errlen))
@@ -152,8 +155,11 @@ void __wrap_es_model_free(es_model *m) {
     __real_es_model_free(m);
 }
 
-es_status __wrap_es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
-    es_status st = __real_es_session_new(m, n_ctx, out, err, errlen);
+/* A session on rank 0 and its mirror on every other rank, with the same
+ * parameters (the cache type included: every rank's rows must agree). */
+es_status __wrap_es_session_new_ext(es_model *m, const es_session_params *p, es_session **out, char *err,
+                                    size_t errlen) {
+    es_status st = __real_es_session_new_ext(m, p, out, err, errlen);
     int mid = find_model(m);
     if (st != ES_OK || mid < 0) return st;
     int id = -1;
@@ -167,7 +173,8 @@ es_status __wrap_es_session_new(es_model *m, int n_ctx, es_session **out, char *
     }
     sessions[id] = *out;
     es_session_set_moe_reduce(*out, dist_moe_reduce, NULL);
-    send_op(OP_SESSION_NEW, mid, id, n_ctx, NULL, 0);
+    const es_session_params none = {0};
+    send_op(OP_SESSION_NEW, mid, id, 0, p ? p : &none, sizeof none);
     result mine = {ES_OK, ""};
     st = gather_results(&mine, err, errlen);
     if (st != ES_OK) {
@@ -175,6 +182,23 @@ es_status __wrap_es_session_new(es_model *m, int n_ctx, es_session **out, char *
         *out = NULL;
     }
     return st;
+}
+
+/* es_session_new inside the library calls es_session_new_ext directly, past
+ * the wrap: this wrap gives it the same mirror (an F32 cache, as it makes). */
+es_status __wrap_es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
+    const es_session_params p = {.n_ctx = n_ctx, .kv_type = ES_KV_F32};
+    return __wrap_es_session_new_ext(m, &p, out, err, errlen);
+}
+
+/* A saved session would fill rank 0's cache alone: the other ranks, which
+ * compute the attention of every token too, would go on without it. */
+es_status __wrap_es_session_load(es_session *s, const char *path, char *err, size_t errlen) {
+    if (dist_size() == 1) return __real_es_session_load(s, path, err, errlen);
+    if (err && errlen)
+        snprintf(err, errlen, "%s: saved sessions are not supported across %d ranks (every rank would need the cache)",
+                 path, dist_size());
+    return ES_ERR_IO;
 }
 
 void __wrap_es_session_free(es_session *s) {
@@ -270,11 +294,13 @@ static void follower_loop(void) {
             es_model *m = follower_model(o.model);
             es_session *s = NULL;
             follower_session(o.session);
+            es_session_params p = {0};
+            if (o.payload == (int64_t)sizeof p) dist_bcast(&p, sizeof p, 1, "the broadcast of an operation's data");
             if (!m) {
                 res.status = ES_ERR_ARG;
                 snprintf(res.msg, sizeof res.msg, "no model loaded");
             } else {
-                res.status = __real_es_session_new(m, o.arg, &s, res.msg, sizeof res.msg);
+                res.status = __real_es_session_new_ext(m, &p, &s, res.msg, sizeof res.msg);
                 if (s) es_session_set_moe_reduce(s, dist_moe_reduce, NULL);
             }
             sessions[o.session] = s;

@@ -231,8 +231,65 @@ int es_reasoning_thinking(const es_reasoning *r);
 
 /* ---- session: KV cache and forward pass -------------------------------- */
 
+/* Storage of a session's latent cache (`--kv-type`; README "KV cache").
+ * F32 keeps every value as computed; F16 and BF16 halve the cache; Q8_0
+ * stores the latent in 8-bit blocks of 32 with an fp16 scale and the rope
+ * key in F16 (0.29 of F32 on V2/V3 shapes).  ES_KV_DEFAULT is F16, whose
+ * logits stay within the bound README states. */
+typedef enum es_kv_type {
+    ES_KV_DEFAULT = 0,
+    ES_KV_F32 = 1,
+    ES_KV_F16 = 2,
+    ES_KV_BF16 = 3,
+    ES_KV_Q8_0 = 4
+} es_kv_type;
+/* "f32", "f16", "bf16" or "q8_0" (ES_KV_DEFAULT: the default's name);
+ * NULL for anything else. */
+const char *es_kv_type_name(int kv_type);
+/* The type of such a name; ES_ERR_ARG with a message for another. */
+es_status es_kv_type_parse(const char *name, int *kv_type, char *err, size_t errlen);
+/* Bytes of cache per token (all layers) with that type; 0 when the type
+ * cannot hold this model's rows (Q8_0 needs kv_lora_rank a multiple of
+ * 32) or is unknown. */
+size_t es_model_kv_bytes_per_token_of(const es_model *m, int kv_type);
+
+/* Zero-initialised fields mean the defaults. */
+typedef struct es_session_params {
+    int n_ctx;     /* context in tokens; 0: min(training context, 4096) */
+    int kv_type;   /* es_kv_type; 0: ES_KV_DEFAULT */
+    int n_threads; /* as es_session_set_threads; 0: physical cores */
+} es_session_params;
+
+/* A session with a cache of the given type (p NULL: every default). */
+es_status es_session_new_ext(es_model *m, const es_session_params *p, es_session **out,
+                             char *err, size_t errlen);
+/* A session whose cache is F32 (es_session_new_ext with kv_type ES_KV_F32;
+ * the behaviour before cache types existed). */
 es_status es_session_new(es_model *m, int n_ctx, es_session **out,
                          char *err, size_t errlen);
+/* The session's cache type (never ES_KV_DEFAULT) and its bytes per token. */
+int es_session_kv_type(const es_session *s);
+size_t es_session_kv_bytes_per_token(const es_session *s);
+/* The tokens at positions 0 .. es_session_pos(s)-1, as evaluated or
+ * loaded (valid until the next call on the session). */
+const int32_t *es_session_tokens(const es_session *s);
+
+/* Saved sessions (`--session FILE`; README "Saved sessions").  save writes
+ * the session's tokens and their latent cache atomically (es_outfile):
+ * a magic and version, the model's identity (a hash of its metadata and
+ * tensor table, not of the weights), the cache type, the tokens, the cache
+ * rows, and a checksum of everything.  load replaces s's contents with a
+ * file's (es_session_pos then counts its tokens).  It refuses, with a
+ * message: a session file of another version, another model, another
+ * cache type or more tokens than s's context (ES_ERR_UNSUPPORTED), a file
+ * that is not a session file or has the wrong size (truncated)
+ * (ES_ERR_FORMAT), all leaving s unchanged; a file whose checksum fails
+ * (corrupted: ES_ERR_FORMAT) or that cannot be read (ES_ERR_IO) leaves s
+ * empty (position 0), never holding the file's rows.  Session files begin
+ * with ES_SESSION_MAGIC. */
+#define ES_SESSION_MAGIC "EDGESESS"
+es_status es_session_save(const es_session *s, const char *path, char *err, size_t errlen);
+es_status es_session_load(es_session *s, const char *path, char *err, size_t errlen);
 void es_session_free(es_session *s);
 /* The most worker threads a session, quantize or bench accepts. */
 #define ES_MAX_THREADS 1024

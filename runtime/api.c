@@ -17,6 +17,7 @@
 #include "env.h"
 #include "fault.h"
 #include "kernels.h"
+#include "kvcache.h"
 #include "model.h"
 #include "pager_desc.h"
 #include "placement.h"
@@ -327,6 +328,7 @@ void es_model_print_info(const es_model *m, FILE *f) {
     fprintf(f, "weights:     %s\n", hb);
     fprintf(f, "KV cache:    %zu bytes per token (%d layers x (%d + %d) x %zu bytes)\n",
             es_model_kv_bytes_per_token(m), hp->n_layers, hp->kv_lora, hp->rope, sizeof(float));
+    es_kv_print_types(m, f);
     /* tensor types */
     uint64_t count[ES_TYPE_COUNT] = {0}, bytes[ES_TYPE_COUNT] = {0};
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -410,33 +412,47 @@ size_t es_detok_flush(es_detok *d, char *out, size_t cap) {
 void es_session_free(es_session *s) {
     if (!s) return;
     free(s->kv);
+    free(s->tokens);
     es_scratch_free(s->scratch);
     es_pool_free(s->pool);
     free(s);
 }
 
-es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
+es_status es_session_new_ext(es_model *m, const es_session_params *p, es_session **out, char *err,
+                             size_t errlen) {
     *out = NULL;
+    const es_session_params defaults = {0};
+    if (!p) p = &defaults;
     if (m->vocab_only) { set_err(err, errlen, "model was loaded vocabulary-only"); return ES_ERR_ARG; }
     const es_hparams *hp = &m->hp;
+    int n_ctx = p->n_ctx;
     if (n_ctx <= 0) n_ctx = hp->n_ctx_train < ES_DEFAULT_CTX ? hp->n_ctx_train : ES_DEFAULT_CTX;
     if (n_ctx > hp->n_ctx_train) {
         set_err(err, errlen, "context %d exceeds the model's training context %d", n_ctx, hp->n_ctx_train);
         return ES_ERR_ARG;
     }
+    es_kv_view lay;
+    es_status st = es_kv_layout(hp, p->kv_type, &lay, err, errlen);
+    if (st != ES_OK) return st;
     es_session *s = calloc(1, sizeof *s);
     if (!s) { set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
     s->m = m;
     s->n_ctx = n_ctx;
     s->reduce_failed = -1;
-    size_t kv_bytes = es_model_kv_bytes_per_token(m) * (size_t)n_ctx;
+    s->kv_type = p->kv_type ? p->kv_type : ES_KV_TYPE_DEFAULT;
+    s->kv_row = lay.row_bytes;
+    s->kv_rope_off = lay.rope_off;
+    s->kv_lat_type = lay.lat_type;
+    s->kv_rope_type = lay.rope_type;
+    size_t kv_bytes = s->kv_row * (size_t)hp->n_layers * (size_t)n_ctx;
     s->kv = malloc(kv_bytes);
-    if (!s->kv) {
+    s->tokens = malloc(sizeof(int32_t) * (size_t)n_ctx);
+    if (!s->kv || !s->tokens) {
         set_err(err, errlen, "out of memory for a %d-token KV cache (%zu bytes)", n_ctx, kv_bytes);
         es_session_free(s);
         return ES_ERR_NOMEM;
     }
-    es_status st = es_session_set_threads(s, 0, err, errlen);
+    st = es_session_set_threads(s, p->n_threads, err, errlen);
     if (st != ES_OK) {
         es_session_free(s);
         return st;
@@ -444,6 +460,15 @@ es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, si
     *out = s;
     return ES_OK;
 }
+
+es_status es_session_new(es_model *m, int n_ctx, es_session **out, char *err, size_t errlen) {
+    const es_session_params p = {.n_ctx = n_ctx, .kv_type = ES_KV_F32};
+    return es_session_new_ext(m, &p, out, err, errlen);
+}
+
+int es_session_kv_type(const es_session *s) { return s->kv_type; }
+size_t es_session_kv_bytes_per_token(const es_session *s) { return s->kv_row * (size_t)s->m->hp.n_layers; }
+const int32_t *es_session_tokens(const es_session *s) { return s->tokens; }
 
 es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t errlen) {
     if (n_threads < 0 || n_threads > ES_MAX_THREADS) {
@@ -536,7 +561,8 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
     s->reduce_failed = -1;
     char where[128];
     int r = es_forward(s, tokens, n, logits, all_positions, where, sizeof where);
-    if (r != 0) s->pos = pos0; /* the batches that completed hold nothing to keep */
+    if (r == 0) es_session_note_tokens(s, pos0, tokens, n);
+    else s->pos = pos0; /* the batches that completed hold nothing to keep */
     return eval_outcome(s, r, where, err, errlen);
 }
 
@@ -618,7 +644,10 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
     for (int i = 0; i < n_sessions; i++) pos0[i] = sessions[i]->pos;
     char where[128];
     int r = es_forward_multi(sessions, n_sessions, tokens, n_tokens, logits, pos0, where, sizeof where);
-    for (int i = 0; r != 0 && i < n_sessions; i++) sessions[i]->pos = pos0[i]; /* nothing to keep */
+    for (int i = 0; i < n_sessions; i++) {
+        if (r != 0) sessions[i]->pos = pos0[i]; /* nothing to keep */
+        else if (n_tokens[i] > 0) es_session_note_tokens(sessions[i], pos0[i], tokens[i], n_tokens[i]);
+    }
     free(pos0);
     return eval_outcome(runner, r, where, err, errlen);
 }

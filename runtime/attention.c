@@ -2,7 +2,12 @@
  * q[T][H][dn+dr] against one layer's latent cache [S][R+dr] (normalised
  * latent ĉ, rotated shared k_pe; S = pos0 + T positions, causal) to the
  * heads' outputs o[T][H][dv].  forward.c computes the projections around it
- * (queries, the latent written into the cache, W_O).
+ * (queries, the latent written into the cache, W_O).  The cache rows are
+ * read in their stored type (kvcache.h: F32, F16, BF16, or a Q8_0 latent
+ * with an F16 k_pe), never converted as a whole: the absorbed form through
+ * the kernels' dot_kv/axpy_kv, the expanded form a block of KB positions at
+ * a time (and straight from the stored type into the up-projection's
+ * activation format).
  *
  * Two forms of the same arithmetic (docs/deepseek-semantics.md):
  *
@@ -66,6 +71,7 @@ struct es_attn_scratch {
     float *t_att;          /* [hg][n_ctx] scores */
     float *t_qt, *t_u;     /* [hg][R] absorbed queries, latent sums */
     float *t_row;          /* [R] dequantised row */
+    float *t_lat;          /* [KB][R+dr] a position block's cache rows in fp32 (stored otherwise) */
     void *t_act;           /* one activation row in a kernel's format */
     size_t t_act_bytes;
     /* per thread, expanded form (a thread works on one head at a time) */
@@ -110,6 +116,7 @@ static void attn_layout(es_attn_scratch *a, const es_hparams *hp, int n_ctx, int
     a->t_qt = es_arena_take(ar, sizeof(float) * nt * hg * R);
     a->t_u = es_arena_take(ar, sizeof(float) * nt * hg * R);
     a->t_row = es_arena_take(ar, sizeof(float) * nt * R);
+    a->t_lat = es_arena_take(ar, sizeof(float) * nt * KB * (R + dr));
     a->t_act = es_arena_take(ar, nt * a->t_act_bytes);
     a->t_wuk = es_arena_take(ar, sizeof(float) * nt * dn * R);
     a->t_wrows = es_arena_take(ar, sizeof(float) * nt * TR * dn);
@@ -221,10 +228,21 @@ typedef struct attn_job {
     es_session *s;
     es_attn_scratch *a;
     const es_layer *ly;
-    const float *cache, *q;
+    const es_kv_view *kv;  /* the layer's cache rows, in their stored types */
+    const float *q;
     float *o;
     int pos0, T;
 } attn_job;
+
+/* a · x and y += p x for a cache row part x[n] stored as type t: fp32 rows
+ * through the float kernels, the others through dot_kv/axpy_kv, in place. */
+static inline float kv_dot(const es_kernels *K, uint32_t t, const float *a, const uint8_t *x, int n) {
+    return t == ES_TYPE_F32 ? K->dot_f32(a, (const float *)(const void *)x, n) : K->dot_kv[t](a, x, n);
+}
+static inline void kv_axpy(const es_kernels *K, uint32_t t, float *y, float p, const uint8_t *x, int n) {
+    if (t == ES_TYPE_F32) K->axpy_f32(y, p, (const float *)(const void *)x, n);
+    else K->axpy_kv[t](y, p, x, n);
+}
 
 /* q̃[R] = (W_UK^h)^T q_nope[dn] */
 static void absorb_query(const attn_job *j, int h, const float *q_nope, float *qt, int tid) {
@@ -259,24 +277,26 @@ static void attend_absorbed(const attn_job *j, int t, int h0, int n, int tid) {
     const es_hparams *hp = &j->s->m->hp;
     es_attn_scratch *a = j->a;
     const es_kernels *K = j->s->m->kern;
-    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr;
+    const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim;
     const int p = j->pos0 + t, S = a->n_ctx;
+    const es_kv_view *kv = j->kv;
     const float *qt0 = j->q + (size_t)t * hp->n_heads * (dn + dr) + (size_t)h0 * (dn + dr); /* [n][dn+dr] */
     float *att = a->t_att + (size_t)tid * a->hg * S; /* [n][S] */
     float *qt = a->t_qt + (size_t)tid * a->hg * R;   /* [n][R] */
     float *u = a->t_u + (size_t)tid * a->hg * R;     /* [n][R] */
     for (int g = 0; g < n; g++) absorb_query(j, h0 + g, qt0 + (size_t)g * (dn + dr), qt + (size_t)g * R, tid);
     for (int i = 0; i <= p; i++) {
-        const float *kv = j->cache + (size_t)i * kvw;
+        const uint8_t *row = es_kv_row(kv, i);
         for (int g = 0; g < n; g++)
-            att[(size_t)g * S + i] = (K->dot_f32(qt + (size_t)g * R, kv, R) +
-                                      K->dot_f32(qt0 + (size_t)g * (dn + dr) + dn, kv + R, dr)) * hp->attn_scale;
+            att[(size_t)g * S + i] = (kv_dot(K, kv->lat_type, qt + (size_t)g * R, row, R) +
+                                      kv_dot(K, kv->rope_type, qt0 + (size_t)g * (dn + dr) + dn, row + kv->rope_off, dr)) *
+                                     hp->attn_scale;
     }
     for (int g = 0; g < n; g++) K->softmax(att + (size_t)g * S, p + 1);
     memset(u, 0, sizeof(float) * (size_t)n * R);
     for (int i = 0; i <= p; i++) {
-        const float *kv = j->cache + (size_t)i * kvw;
-        for (int g = 0; g < n; g++) K->axpy_f32(u + (size_t)g * R, att[(size_t)g * S + i], kv, R);
+        const uint8_t *row = es_kv_row(kv, i);
+        for (int g = 0; g < n; g++) kv_axpy(K, kv->lat_type, u + (size_t)g * R, att[(size_t)g * S + i], row, R);
     }
     for (int g = 0; g < n; g++) {
         const es_weight *w;
@@ -328,15 +348,45 @@ static void transpose_uk(const attn_job *j, int h, float *wuk, int tid) {
     }
 }
 
-/* Latent rows [i0, i1) in the up-projection's activation format. */
+/* Latent rows [i0, i1) in the up-projection's activation format, from the
+ * stored type: a copy when it is that format, else through fp32 (the
+ * thread's row buffer). */
 static void latent_act_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-    (void)tid;
     const expand_job *e = ctx;
-    const es_hparams *hp = &e->base.s->m->hp;
-    const int kvw = hp->kv_lora + hp->rope;
-    for (int64_t i = i0; i < i1; i++)
-        es_prepare_act(e->base.s->m->kern, e->act_type, e->base.cache + (size_t)i * kvw,
-                       (uint8_t *)e->base.a->lat_act + (size_t)i * e->act_bytes, hp->kv_lora);
+    const es_kernels *K = e->base.s->m->kern;
+    const es_kv_view *kv = e->base.kv;
+    const int R = e->base.s->m->hp.kv_lora;
+    float *tmp = e->base.a->t_row + (size_t)tid * R;
+    for (int64_t i = i0; i < i1; i++) {
+        const uint8_t *row = es_kv_row(kv, i);
+        uint8_t *dst = (uint8_t *)e->base.a->lat_act + (size_t)i * e->act_bytes;
+        if (kv->lat_type == e->act_type) {
+            memcpy(dst, row, e->act_bytes);
+            continue;
+        }
+        const float *x = (const float *)(const void *)row;
+        if (kv->lat_type != ES_TYPE_F32) {
+            es_dequant_row(K, kv->lat_type, row, tmp, R);
+            x = tmp;
+        }
+        es_prepare_act(K, e->act_type, x, dst, R);
+    }
+}
+
+/* Cache rows p0 .. p0+nb as fp32 [nb][R+dr]: the cache itself when it
+ * stores fp32, else the block converted into the thread's t_lat. */
+static const float *latent_block(const attn_job *j, int p0, int nb, int tid) {
+    const es_kv_view *kv = j->kv;
+    if (kv->lat_type == ES_TYPE_F32) return (const float *)(const void *)es_kv_row(kv, p0);
+    const es_hparams *hp = &j->s->m->hp;
+    const int R = hp->kv_lora, kvw = R + hp->rope;
+    float *out = j->a->t_lat + (size_t)tid * KB * kvw;
+    for (int s = 0; s < nb; s++) {
+        const uint8_t *row = es_kv_row(kv, p0 + s);
+        es_dequant_row(j->s->m->kern, kv->lat_type, row, out + (size_t)s * kvw, R);
+        es_dequant_row(j->s->m->kern, kv->rope_type, row + kv->rope_off, out + (size_t)s * kvw + R, hp->rope);
+    }
+    return out;
 }
 
 /* Positions p0 .. p0+nb of head h: K_nope = W_UK^h ĉ with k_pe beside it
@@ -346,7 +396,7 @@ static void expand_block(const expand_job *e, int h, int c0, int p0, int nb, con
     const attn_job *j = &e->base;
     const es_hparams *hp = &j->s->m->hp;
     const int R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, kvw = R + dr, kw = dn + dr;
-    const float *lat = j->cache + (size_t)p0 * kvw;
+    const float *lat = latent_block(j, p0, nb, tid);
     const void *act = lat; /* the up-projection's input rows */
     size_t as = sizeof(float) * (size_t)kvw;
     if (e->act_type != ES_TYPE_F32) {
@@ -535,7 +585,7 @@ static void parts_task(void *ctx, int64_t i0, int64_t i1, int tid) {
         while (i >= pj->first[p + 1]) p++;
         const es_attn_part *pt = &pj->parts[pj->idx[p]];
         attn_job j = pj->base;
-        j.cache = pt->cache;
+        j.kv = pt->cache;
         j.q = pt->q;
         j.o = pt->o;
         j.pos0 = pt->pos0;
@@ -570,8 +620,8 @@ void es_attention_parts(es_session *s, es_attn_scratch *a, const es_layer *ly, c
     es_pool_run(s->pool, parts_task, &pj, first[na], 1);
 }
 
-void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
-                       int pos0, int T, float *o) {
+void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const es_kv_view *cache,
+                       const float *q, int pos0, int T, float *o) {
     const es_attn_part part = {cache, q, o, pos0, T};
     es_attention_parts(s, a, ly, &part, 1);
 }

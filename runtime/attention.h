@@ -5,6 +5,7 @@
 #ifndef ES_ATTENTION_H
 #define ES_ATTENTION_H
 
+#include "kvcache.h"
 #include "model.h"
 
 typedef struct es_attn_scratch es_attn_scratch;
@@ -30,16 +31,18 @@ void es_attn_set_form(es_attn_scratch *a, enum es_attn_form form);
 enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0);
 
 /* o[T][H*dv] = MLA of the queries q[T][H*(dn+dr)] (k_pe part rotated)
- * against cache[0 .. pos0+T) ([n_ctx][R+dr]: normalised latent ĉ, rotated
- * k_pe), with token t at position pos0+t seeing positions 0..pos0+t.  The
- * batch's own positions must already be in the cache.  Runs on s->pool. */
-void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const float *cache, const float *q,
-                       int pos0, int T, float *o);
+ * against one layer's cache rows 0 .. pos0+T (normalised latent ĉ, rotated
+ * k_pe, in the view's storage types, read in place), with token t at
+ * position pos0+t seeing positions 0..pos0+t.  The batch's own positions
+ * must already be in the cache.  Runs on s->pool. */
+void es_attention_core(es_session *s, es_attn_scratch *a, const es_layer *ly, const es_kv_view *cache,
+                       const float *q, int pos0, int T, float *o);
 
 /* One session's part of a batch of several sessions: its T queries q
  * (positions pos0..) against its cache, into o (layouts as above). */
 typedef struct es_attn_part {
-    const float *cache, *q;
+    const es_kv_view *cache; /* the session's layer of its latent cache */
+    const float *q;
     float *o;
     int pos0, T;
 } es_attn_part;

@@ -6,8 +6,9 @@
  *   per layer: h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))   (dense or MoE)
  *   logits = Head · RMSNorm(h)
  *
- * The cache holds only the normalised latent ĉ (R floats) and the rotated
- * shared rope key k_pe (dr floats) per token per layer; attention.c turns
+ * The cache holds only the normalised latent ĉ (R values) and the rotated
+ * shared rope key k_pe (dr values) per token per layer, in the session's
+ * cache type (kvcache.c writes them); attention.c turns
  * the queries and that cache into the heads' outputs (absorbed form for
  * decode, expanded and blocked for prefill).  The router is fp32 throughout.
  *
@@ -40,6 +41,7 @@
 #include "arena.h"
 #include "es_assert.h"
 #include "fault.h"
+#include "kvcache.h"
 #include "residency.h"
 #include "session.h"
 #include "moe.h"
@@ -92,19 +94,19 @@ static void attention(es_session *s, int il, int T) {
         es_fwd_matmul_pair(s, &ly->wq, sc->q, &ly->wkv_a, sc->kva, sc->xn, D, T);
     }
     es_attn_part parts[ES_BATCH];
+    es_kv_view views[ES_BATCH];
     for (int g = 0; g < sc->n_seg; g++) {
         const es_seg *sg = &sc->seg[g];
-        float *cache = sg->s->kv + (size_t)il * sg->s->n_ctx * kvw;
+        views[g] = es_kv_layer(sg->s, il); /* a view belongs to one session: cache types may differ */
         for (int t = sg->row0; t < sg->row0 + sg->n; t++) {
             const float *cs = sc->rope_cs + (size_t)t * dr;
-            float *slot = cache + (size_t)sc->row_pos[t] * kvw;
-            const float *a = sc->kva + (size_t)t * kvw;
-            s->m->kern->rmsnorm(slot, a, ly->kv_a_norm, R, hp->eps);
-            memcpy(slot + R, a + R, sizeof(float) * (size_t)dr);
-            rope(slot + R, dr, cs);
+            float *a = sc->kva + (size_t)t * kvw; /* normalised and rotated in place, then stored */
+            s->m->kern->rmsnorm(a, a, ly->kv_a_norm, R, hp->eps);
+            rope(a + R, dr, cs);
+            es_kv_write(s->m->kern, &views[g], sc->row_pos[t], a, R, dr);
             for (int h = 0; h < H; h++) rope(sc->q + (size_t)t * qw + (size_t)h * (dn + dr) + dn, dr, cs);
         }
-        parts[g] = (es_attn_part){cache, sc->q + (size_t)sg->row0 * qw, sc->o + (size_t)sg->row0 * H * hp->vdim,
+        parts[g] = (es_attn_part){&views[g], sc->q + (size_t)sg->row0 * qw, sc->o + (size_t)sg->row0 * H * hp->vdim,
                                   sg->pos, sg->n};
     }
     es_attention_parts(s, sc->attn, ly, parts, sc->n_seg);

@@ -137,7 +137,12 @@ struct es_session {
     es_model *m;
     int n_ctx;
     int pos;
-    float *kv;           /* [n_layers][n_ctx][R+dr]: normalised latent, rotated k_pe */
+    uint8_t *kv;         /* [n_layers][n_ctx][kv_row bytes]: normalised latent, rotated k_pe,
+                            in the layout of kv_type (kvcache.h) */
+    int kv_type;         /* es_kv_type, resolved (never ES_KV_DEFAULT) */
+    size_t kv_row, kv_rope_off; /* bytes per position; where k_pe starts in a row */
+    uint32_t kv_lat_type, kv_rope_type; /* ggml types of the latent and of k_pe */
+    int32_t *tokens;     /* [n_ctx]: the token at each position below pos */
     es_scratch *scratch; /* batch buffers and per-thread buffers (forward.c) */
     struct es_pool *pool;
     es_route_fn route_fn;

@@ -889,6 +889,71 @@ static void softmax_neon(float *x, int64_t n) {
     for (; i < n; i++) x[i] /= s;
 }
 
+/* ---- latent cache rows: F16/BF16 through load4 (exact widening), Q8_0 --------- */
+
+static inline AI float dot_kv16_neon(enum float_fmt f, const float *a, const void *x, int64_t n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), load4(f, x, i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), load4(f, x, i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), load4(f, x, i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), load4(f, x, i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), load4(f, x, i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    for (; i < n; i++) s += a[i] * load1(f, x, i);
+    return s;
+}
+
+static inline AI void axpy_kv16_neon(enum float_fmt f, float *y, float a, const void *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load4(f, x, i), a));
+    for (; i < n; i++) y[i] += a * load1(f, x, i);
+}
+
+static float dot_kv_f16_neon(const float *a, const void *x, int64_t n) { return dot_kv16_neon(FMT_F16, a, x, n); }
+static float dot_kv_bf16_neon(const float *a, const void *x, int64_t n) { return dot_kv16_neon(FMT_BF16, a, x, n); }
+static void axpy_kv_f16_neon(float *y, float a, const void *x, int64_t n) { axpy_kv16_neon(FMT_F16, y, a, x, n); }
+static void axpy_kv_bf16_neon(float *y, float a, const void *x, int64_t n) { axpy_kv16_neon(FMT_BF16, y, a, x, n); }
+
+/* the 32 weights of a Q8_0 block as 8 vectors of 4 floats */
+static inline AI void q8_block_f32(const int8_t *qs, float32x4_t v[8]) {
+    for (int h = 0; h < 2; h++) {
+        int8x16_t q = vld1q_s8(qs + 16 * h);
+        int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_s8(vget_high_s8(q));
+        v[4 * h + 0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+        v[4 * h + 1] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo)));
+        v[4 * h + 2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+        v[4 * h + 3] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)));
+    }
+}
+
+static float dot_kv_q8_0_neon(const float *a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    float32x4_t acc = vdupq_n_f32(0);
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        float32x4_t v[8];
+        q8_block_f32(b[i].qs, v);
+        const float *ab = a + i * QK8_0;
+        float32x4_t bs = vmulq_f32(vld1q_f32(ab), v[0]);
+        for (int k = 1; k < 8; k++) bs = vfmaq_f32(bs, vld1q_f32(ab + 4 * k), v[k]);
+        acc = vfmaq_n_f32(acc, bs, h2f(b[i].d));
+    }
+    return vaddvq_f32(acc);
+}
+
+static void axpy_kv_q8_0_neon(float *y, float a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        float32x4_t v[8];
+        q8_block_f32(b[i].qs, v);
+        const float ad = a * h2f(b[i].d);
+        float *yb = y + i * QK8_0;
+        for (int k = 0; k < 8; k++) vst1q_f32(yb + 4 * k, vfmaq_n_f32(vld1q_f32(yb + 4 * k), v[k], ad));
+    }
+}
+
 /* ---- the tables --------------------------------------------------------------- */
 
 static const es_kernels table_base = {
@@ -917,6 +982,8 @@ static const es_kernels table_base = {
     .axpy_f32 = axpy_neon,
     .silu_mul = silu_mul_neon,
     .softmax = softmax_neon,
+    .dot_kv = {[ES_TYPE_F16] = dot_kv_f16_neon, [ES_TYPE_BF16] = dot_kv_bf16_neon, [ES_TYPE_Q8_0] = dot_kv_q8_0_neon},
+    .axpy_kv = {[ES_TYPE_F16] = axpy_kv_f16_neon, [ES_TYPE_BF16] = axpy_kv_bf16_neon, [ES_TYPE_Q8_0] = axpy_kv_q8_0_neon},
 };
 
 /* The dotprod and i8mm tables are the baseline with the 8-bit slots

@@ -128,6 +128,8 @@ static void fill_table(es_kernels *dst, const es_kernels *t) {
         }
         if (!dst->dequant_row[i]) dst->dequant_row[i] = es_kernels_generic.dequant_row[i];
         if (!dst->quant_row[i]) dst->quant_row[i] = es_kernels_generic.quant_row[i];
+        if (!dst->dot_kv[i]) dst->dot_kv[i] = es_kernels_generic.dot_kv[i];
+        if (!dst->axpy_kv[i]) dst->axpy_kv[i] = es_kernels_generic.axpy_kv[i];
     }
     if (!dst->rmsnorm) dst->rmsnorm = es_kernels_generic.rmsnorm;
     if (!dst->dot_f32) dst->dot_f32 = es_kernels_generic.dot_f32;

@@ -364,6 +364,51 @@ static void softmax_generic(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] /= sum;
 }
 
+/* ---- latent cache rows (F16, BF16, Q8_0) against fp32 ------------------------ */
+
+static float dot_kv_f16(const float *a, const void *x, int64_t n) {
+    const es_fp16 *h = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * es_fp16_to_f32(h[i]);
+    return s;
+}
+
+static float dot_kv_bf16(const float *a, const void *x, int64_t n) {
+    const es_bf16 *h = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * es_bf16_to_f32(h[i]);
+    return s;
+}
+
+static float dot_kv_q8_0(const float *a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        float bs = 0.0f;
+        for (int j = 0; j < QK8_0; j++) bs += a[i * QK8_0 + j] * (float)b[i].qs[j];
+        s += bs * es_fp16_to_f32(b[i].d);
+    }
+    return s;
+}
+
+static void axpy_kv_f16(float *y, float a, const void *x, int64_t n) {
+    const es_fp16 *h = x;
+    for (int64_t i = 0; i < n; i++) y[i] += a * es_fp16_to_f32(h[i]);
+}
+
+static void axpy_kv_bf16(float *y, float a, const void *x, int64_t n) {
+    const es_bf16 *h = x;
+    for (int64_t i = 0; i < n; i++) y[i] += a * es_bf16_to_f32(h[i]);
+}
+
+static void axpy_kv_q8_0(float *y, float a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float ad = a * es_fp16_to_f32(b[i].d);
+        for (int j = 0; j < QK8_0; j++) y[i * QK8_0 + j] += ad * (float)b[i].qs[j];
+    }
+}
+
 const es_kernels es_kernels_generic = {
     .name = "generic",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
@@ -389,4 +434,6 @@ const es_kernels es_kernels_generic = {
     .axpy_f32 = axpy_generic,
     .silu_mul = silu_mul_generic,
     .softmax = softmax_generic,
+    .dot_kv = {[ES_TYPE_F16] = dot_kv_f16, [ES_TYPE_BF16] = dot_kv_bf16, [ES_TYPE_Q8_0] = dot_kv_q8_0},
+    .axpy_kv = {[ES_TYPE_F16] = axpy_kv_f16, [ES_TYPE_BF16] = axpy_kv_bf16, [ES_TYPE_Q8_0] = axpy_kv_q8_0},
 };

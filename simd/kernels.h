@@ -51,6 +51,13 @@ typedef struct es_kernels {
     void (*silu_mul)(float *g, const float *u, int64_t n);
     /* x = softmax(x) in place, max-subtracted */
     void (*softmax)(float *x, int64_t n);
+    /* Rows of the latent cache stored as type t (F16, BF16, Q8_0; an F32
+     * row goes through dot_f32/axpy_f32): dot of fp32 a[n] with the n
+     * stored values at x, and y[n] += a * x.  Q8_0: n a multiple of 32, the
+     * sum of each block's products times its scale.  Read in place, never
+     * converted first (runtime/attention.c, absorbed form). */
+    float (*dot_kv[ES_TYPE_COUNT])(const float *a, const void *x, int64_t n);
+    void (*axpy_kv[ES_TYPE_COUNT])(float *y, float a, const void *x, int64_t n);
 } es_kernels;
 
 /* The tables; a table an ISA cannot provide on this build is NULL. */

@@ -322,6 +322,70 @@ static void softmax_avx2(float *x, int64_t n) {
     for (; i < n; i++) x[i] /= s;
 }
 
+/* ---- latent cache rows: F16/BF16 (one conversion per 8 values), Q8_0 ---------- */
+
+static inline __m256 kv8(int bf, const uint16_t *h) {
+    __m128i v = _mm_loadu_si128((const __m128i *)h);
+    if (!bf) return _mm256_cvtph_ps(v);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)); /* bf16: the top half */
+}
+
+static inline float kv1(int bf, uint16_t h) { return bf ? es_bf16_to_f32(h) : es_fp16_to_f32(h); }
+
+static inline float dot_kv16(int bf, const float *a, const void *x, int64_t n) {
+    const uint16_t *h = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv8(bf, h + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), kv8(bf, h + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv8(bf, h + i), s0);
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * kv1(bf, h[i]);
+    return s;
+}
+
+static inline void axpy_kv16(int bf, float *y, float a, const void *x, int64_t n) {
+    const uint16_t *h = x;
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, kv8(bf, h + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * kv1(bf, h[i]);
+}
+
+static float dot_kv_f16_avx2(const float *a, const void *x, int64_t n) { return dot_kv16(0, a, x, n); }
+static float dot_kv_bf16_avx2(const float *a, const void *x, int64_t n) { return dot_kv16(1, a, x, n); }
+static void axpy_kv_f16_avx2(float *y, float a, const void *x, int64_t n) { axpy_kv16(0, y, a, x, n); }
+static void axpy_kv_bf16_avx2(float *y, float a, const void *x, int64_t n) { axpy_kv16(1, y, a, x, n); }
+
+/* 8 weights of a Q8_0 block from qs[k] on, as floats */
+static inline __m256 q8x8(const int8_t *qs) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qs)));
+}
+
+static float dot_kv_q8_0_avx2(const float *a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *ab = a + i * QK8_0;
+        __m256 bs = _mm256_mul_ps(_mm256_loadu_ps(ab), q8x8(b[i].qs));
+        for (int k = 8; k < QK8_0; k += 8) bs = _mm256_fmadd_ps(_mm256_loadu_ps(ab + k), q8x8(b[i].qs + k), bs);
+        acc = _mm256_fmadd_ps(bs, _mm256_set1_ps(es_fp16_to_f32(b[i].d)), acc);
+    }
+    return hsum8(acc);
+}
+
+static void axpy_kv_q8_0_avx2(float *y, float a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m256 ad = _mm256_set1_ps(a * es_fp16_to_f32(b[i].d));
+        float *yb = y + i * QK8_0;
+        for (int k = 0; k < QK8_0; k += 8)
+            _mm256_storeu_ps(yb + k, _mm256_fmadd_ps(ad, q8x8(b[i].qs + k), _mm256_loadu_ps(yb + k)));
+    }
+}
+
 static const es_kernels table = {
     .name = "avx2",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
@@ -345,6 +409,8 @@ static const es_kernels table = {
     .axpy_f32 = axpy_avx2,
     .silu_mul = silu_mul_avx2,
     .softmax = softmax_avx2,
+    .dot_kv = {[ES_TYPE_F16] = dot_kv_f16_avx2, [ES_TYPE_BF16] = dot_kv_bf16_avx2, [ES_TYPE_Q8_0] = dot_kv_q8_0_avx2},
+    .axpy_kv = {[ES_TYPE_F16] = axpy_kv_f16_avx2, [ES_TYPE_BF16] = axpy_kv_bf16_avx2, [ES_TYPE_Q8_0] = axpy_kv_q8_0_avx2},
 };
 const es_kernels *const es_kernels_avx2 = &table;
 #else

@@ -274,6 +274,70 @@ static void softmax_avx512(float *x, int64_t n) {
     }
 }
 
+/* ---- latent cache rows: F16/BF16 16 values a step (masked tail), Q8_0 --------- */
+
+static inline __m512 kv16(int bf, const uint16_t *h, __mmask16 m) {
+    __m256i v = _mm256_maskz_loadu_epi16(m, h);
+    if (!bf) return _mm512_cvtph_ps(v);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); /* bf16: the top half */
+}
+
+static inline float dot_kv16_512(int bf, const float *a, const void *x, int64_t n) {
+    const uint16_t *h = x;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), kv16(bf, h + i, 0xffff), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), kv16(bf, h + i + 16, 0xffff), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), kv16(bf, h + i, m), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static inline void axpy_kv16_512(int bf, float *y, float a, const void *x, int64_t n) {
+    const uint16_t *h = x;
+    __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_at(i, n);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, kv16(bf, h + i, m), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static float dot_kv_f16_512(const float *a, const void *x, int64_t n) { return dot_kv16_512(0, a, x, n); }
+static float dot_kv_bf16_512(const float *a, const void *x, int64_t n) { return dot_kv16_512(1, a, x, n); }
+static void axpy_kv_f16_512(float *y, float a, const void *x, int64_t n) { axpy_kv16_512(0, y, a, x, n); }
+static void axpy_kv_bf16_512(float *y, float a, const void *x, int64_t n) { axpy_kv16_512(1, y, a, x, n); }
+
+/* 16 weights of a Q8_0 block from qs on, as floats */
+static inline __m512 q8x16(const int8_t *qs) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs)));
+}
+
+static float dot_kv_q8_0_512(const float *a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *ab = a + i * QK8_0;
+        __m512 bs = _mm512_fmadd_ps(_mm512_loadu_ps(ab + 16), q8x16(b[i].qs + 16),
+                                    _mm512_mul_ps(_mm512_loadu_ps(ab), q8x16(b[i].qs)));
+        acc = _mm512_fmadd_ps(bs, _mm512_set1_ps(es_fp16_to_f32(b[i].d)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+static void axpy_kv_q8_0_512(float *y, float a, const void *x, int64_t n) {
+    const block_q8_0 *b = x;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m512 ad = _mm512_set1_ps(a * es_fp16_to_f32(b[i].d));
+        float *yb = y + i * QK8_0;
+        _mm512_storeu_ps(yb, _mm512_fmadd_ps(ad, q8x16(b[i].qs), _mm512_loadu_ps(yb)));
+        _mm512_storeu_ps(yb + 16, _mm512_fmadd_ps(ad, q8x16(b[i].qs + 16), _mm512_loadu_ps(yb + 16)));
+    }
+}
+
 /* ---- the tables ------------------------------------------------------------- */
 
 /* What this file adds to any AVX-512 CPU: float products and vector ops. */
@@ -286,6 +350,8 @@ static const es_kernels table = {
     .axpy_f32 = axpy_avx512,
     .silu_mul = silu_mul_avx512,
     .softmax = softmax_avx512,
+    .dot_kv = {[ES_TYPE_F16] = dot_kv_f16_512, [ES_TYPE_BF16] = dot_kv_bf16_512, [ES_TYPE_Q8_0] = dot_kv_q8_0_512},
+    .axpy_kv = {[ES_TYPE_F16] = axpy_kv_f16_512, [ES_TYPE_BF16] = axpy_kv_bf16_512, [ES_TYPE_Q8_0] = axpy_kv_q8_0_512},
 };
 
 /* ... and with VNNI, the 8-bit products too. */
@@ -315,6 +381,8 @@ static void overlay(es_kernels *dst, const es_kernels *src) {
         if (src->matmul[t]) dst->matmul[t] = src->matmul[t];
         if (src->dequant_row[t]) dst->dequant_row[t] = src->dequant_row[t];
         if (src->quant_row[t]) dst->quant_row[t] = src->quant_row[t];
+        if (src->dot_kv[t]) dst->dot_kv[t] = src->dot_kv[t];
+        if (src->axpy_kv[t]) dst->axpy_kv[t] = src->axpy_kv[t];
     }
     if (src->rmsnorm) dst->rmsnorm = src->rmsnorm;
     if (src->dot_f32) dst->dot_f32 = src->dot_f32;

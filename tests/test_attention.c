@@ -195,17 +195,18 @@ static void core_path(const core_env *e, const char *path_name) {
             for (int i = 0; i < kvw; i++) cache[(size_t)s * kvw + i] = s < S ? (float)(urand() * 1.7) : NAN;
         for (size_t i = 0; i < (size_t)T * H * (dn + dr); i++) q[i] = (float)(urand() * 1.5);
         attention_f64(e->m, uk, uv, cache, q, pos0, T, want);
+        const es_kv_view kv = es_kv_view_f32(cache, hp);
         const size_t n = (size_t)T * H * dv;
 
         es_attn_set_form(e->a3, ES_ATTN_ABSORBED);
-        es_attention_core(e->s3, e->a3, ly, cache, q, pos0, T, o_abs);
+        es_attention_core(e->s3, e->a3, ly, &kv, q, pos0, T, o_abs);
         es_attn_set_form(e->a1, ES_ATTN_ABSORBED);
-        es_attention_core(e->s1, e->a1, ly, cache, q, pos0, T, o_one);
+        es_attention_core(e->s1, e->a1, ly, &kv, q, pos0, T, o_one);
         int same_abs = !memcmp(o_abs, o_one, sizeof(float) * n);
         es_attn_set_form(e->a3, ES_ATTN_EXPANDED);
-        es_attention_core(e->s3, e->a3, ly, cache, q, pos0, T, o_exp);
+        es_attention_core(e->s3, e->a3, ly, &kv, q, pos0, T, o_exp);
         es_attn_set_form(e->a1, ES_ATTN_EXPANDED);
-        es_attention_core(e->s1, e->a1, ly, cache, q, pos0, T, o_one);
+        es_attention_core(e->s1, e->a1, ly, &kv, q, pos0, T, o_one);
         int same_exp = !memcmp(o_exp, o_one, sizeof(float) * n);
 
         diff da = compare(o_abs, want, n), de = compare(o_exp, want, n);
