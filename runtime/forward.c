@@ -1,6 +1,8 @@
-/* forward.c — the deepseek2 forward pass over a batch of T consecutive
- * tokens (T = 1 for decode), top to bottom, as docs/deepseek-
- * semantics.md states it:
+/* forward.c — the deepseek2 forward pass over a batch of T rows, top to
+ * bottom, as docs/deepseek-semantics.md states it.  The rows are one
+ * session's consecutive tokens (es_session_eval; T = 1 for decode) or the
+ * tokens of several sessions, each at its own position (es_batch_eval:
+ * es_forward_multi, one segment of rows per session, session.h's es_seg):
  *
  *   h = Embed[tok]
  *   per layer: h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))   (dense or MoE)
@@ -19,8 +21,12 @@
  * the row-split jobs) is in session.h.
  *
  * Work is split across the session's thread pool: matrix products by rows
- * (each chunk computing every token of the batch, so weights are read once
- * per batch), attention per attention.c, the routed experts per moe.c.
+ * (each chunk computing every row of the batch, so weights are read once
+ * per batch, whichever sessions the rows come from), attention per
+ * attention.c (each segment against its session's cache), the routed
+ * experts per moe.c.  With several sessions everything runs on the first
+ * one's pool and scratch, and a row's values are those it gets alone: no
+ * kernel's result for a row depends on the other rows of the call.
  * Every output value is computed by exactly one unit in a fixed order, so
  * results do not depend on the thread count.
  *
