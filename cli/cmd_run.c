@@ -158,10 +158,12 @@ int cmd_run(int argc, char **argv) {
     double t_gen = cli_now() - t2;
     if (stats) {
         const size_t kvb = es_session_kv_bytes_per_token(s);
-        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens (%d from the session file), %.2f tokens/s"
+        char from_file[48] = "";
+        if (session_file) snprintf(from_file, sizeof from_file, " (%d from the session file)", reused);
+        fprintf(stderr, "\n[edgeseek] load %.3f s | prompt %zu tokens%s, %.2f tokens/s"
                         " | first token %.3f s | generated %ld tokens, %.2f tokens/s"
                         " | KV cache %s, %zu bytes/token, %zu bytes used | %d threads, %s kernels\n",
-                t_load, n_ids, reused, t_prompt > 0 ? (n_ids - reused) / t_prompt : 0.0, t_first, produced,
+                t_load, n_ids, from_file, t_prompt > 0 ? (n_ids - reused) / t_prompt : 0.0, t_first, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_kv_type_name(es_session_kv_type(s)), kvb,
                 kvb * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
     }
