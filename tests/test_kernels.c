@@ -282,7 +282,8 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
     float *deq = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)(ys * nt));
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < n; i++) deq[i] = frand();
-        es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
+        if (!es_kernels_generic.quant_row[t]) test_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
+        else es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
     }
     for (int64_t k = 0; k < nt; k++) {
         float *xk = x + k * n;
@@ -321,7 +322,9 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
 static void test_table_products(void) {
     static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
                                    ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
-                                   ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
+                                   ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
+                                   ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
+                                   ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
     static const int64_t rows_list[] = {1, 2, 3, 7, 33, 50};
     /* every count up to two token groups of x86_vnni_gemm.h, and counts
      * either side of the activation chunks */
