@@ -112,10 +112,15 @@ void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const
 }
 
 float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab) {
+    return test_logits_on(path, NULL, tok, n, n_vocab);
+}
+
+float *test_logits_on(const char *path, const char *simd, const int32_t *tok, int n, int *n_vocab) {
     char err[512];
     es_model *m = NULL;
     es_session *s = NULL;
     es_load_params lp = {0};
+    lp.simd = simd;
     float *lg = NULL;
     if (es_model_load(path, &lp, &m, err, sizeof err) != ES_OK) { printf("load %s: %s\n", path, err); return NULL; }
     *n_vocab = es_model_n_vocab(m);
