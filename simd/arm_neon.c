@@ -348,30 +348,32 @@ static TARGET_DOTPROD void matmul_q4_0_dp(const void *w, size_t rb, int64_t n, c
     matmul_q8act(dot_acc_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
-/* Q4_1, Q5_0, Q5_1, IQ4_NL: matvec and matmul, armv8.0 and dotprod */
-#define B32_SLOTS(name, F)                                                                                        \
+/* The four slots of an 8-bit format (matvec, matmul; armv8.0 and dotprod)
+ * through CALL(dot, F, w, rb, n, act, as, nt, y, ys, r0, r1) */
+#define NEON_8BIT_SLOTS(name, CALL, F)                                                                            \
     static void matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,      \
                               int64_t r1) {                                                                   \
-        matmul_q8act(dot_acc_neon, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+        CALL(dot_acc_neon, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                             \
     }                                                                                                         \
     static void matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,     \
                               float *y, int64_t ys, int64_t r0, int64_t r1) {                                 \
-        matmul_q8act(dot_acc_neon, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+        CALL(dot_acc_neon, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                          \
     }                                                                                                         \
     static TARGET_DOTPROD void matvec_##name##_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, \
                                                   int64_t r0, int64_t r1) {                                   \
-        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+        CALL(dot_acc_sdot, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                             \
     }                                                                                                         \
     static TARGET_DOTPROD void matmul_##name##_dp(const void *w, size_t rb, int64_t n, const void *act,        \
                                                   size_t as, int64_t nt, float *y, int64_t ys, int64_t r0,     \
                                                   int64_t r1) {                                               \
-        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+        CALL(dot_acc_sdot, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                          \
     }
-B32_SLOTS(q4_1, BQ4_1)
-B32_SLOTS(q5_0, BQ5_0)
-B32_SLOTS(q5_1, BQ5_1)
-B32_SLOTS(iq4_nl, BIQ4NL)
-#undef B32_SLOTS
+
+/* Q4_1, Q5_0, Q5_1, IQ4_NL: matvec and matmul, armv8.0 and dotprod */
+NEON_8BIT_SLOTS(q4_1, matmul_q8act, BQ4_1)
+NEON_8BIT_SLOTS(q5_0, matmul_q8act, BQ5_0)
+NEON_8BIT_SLOTS(q5_1, matmul_q8act, BQ5_1)
+NEON_8BIT_SLOTS(iq4_nl, matmul_q8act, BIQ4NL)
 
 /* i8mm: SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32, so
  * one instruction does 8 values of two rows against two tokens.  A 32-value
@@ -754,33 +756,17 @@ static inline AI void matmul_kq(uint32_t f, dot_acc_fn dot, const void *w, size_
     }
 }
 
-#define IQ_NEON_SLOTS(name, T)                                                                                  \
-    static void matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,       \
-                              int64_t r1) {                                                                     \
-        matmul_kq(T, dot_acc_neon, w, rb, n, act, 0, 1, y, 0, r0, r1);                                          \
-    }                                                                                                           \
-    static void matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,      \
-                              float *y, int64_t ys, int64_t r0, int64_t r1) {                                   \
-        matmul_kq(T, dot_acc_neon, w, rb, n, act, as, nt, y, ys, r0, r1);                                       \
-    }                                                                                                           \
-    static TARGET_DOTPROD void matvec_##name##_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, \
-                                                  int64_t r0, int64_t r1) {                                     \
-        matmul_kq(T, dot_acc_sdot, w, rb, n, act, 0, 1, y, 0, r0, r1);                                          \
-    }                                                                                                           \
-    static TARGET_DOTPROD void matmul_##name##_dp(const void *w, size_t rb, int64_t n, const void *act,         \
-                                                  size_t as, int64_t nt, float *y, int64_t ys, int64_t r0,      \
-                                                  int64_t r1) {                                                 \
-        matmul_kq(T, dot_acc_sdot, w, rb, n, act, as, nt, y, ys, r0, r1);                                       \
-    }
-IQ_NEON_SLOTS(iq2_xxs, ES_TYPE_IQ2_XXS)
-IQ_NEON_SLOTS(iq2_xs, ES_TYPE_IQ2_XS)
-IQ_NEON_SLOTS(iq2_s, ES_TYPE_IQ2_S)
-IQ_NEON_SLOTS(iq3_xxs, ES_TYPE_IQ3_XXS)
-IQ_NEON_SLOTS(iq3_s, ES_TYPE_IQ3_S)
-IQ_NEON_SLOTS(iq1_s, ES_TYPE_IQ1_S)
-IQ_NEON_SLOTS(iq1_m, ES_TYPE_IQ1_M)
-IQ_NEON_SLOTS(tq2_0, ES_TYPE_TQ2_0)
-#undef IQ_NEON_SLOTS
+#define KQ_CALL(dot, F, ...) matmul_kq(F, dot, __VA_ARGS__)
+NEON_8BIT_SLOTS(iq2_xxs, KQ_CALL, ES_TYPE_IQ2_XXS)
+NEON_8BIT_SLOTS(iq2_xs, KQ_CALL, ES_TYPE_IQ2_XS)
+NEON_8BIT_SLOTS(iq2_s, KQ_CALL, ES_TYPE_IQ2_S)
+NEON_8BIT_SLOTS(iq3_xxs, KQ_CALL, ES_TYPE_IQ3_XXS)
+NEON_8BIT_SLOTS(iq3_s, KQ_CALL, ES_TYPE_IQ3_S)
+NEON_8BIT_SLOTS(iq1_s, KQ_CALL, ES_TYPE_IQ1_S)
+NEON_8BIT_SLOTS(iq1_m, KQ_CALL, ES_TYPE_IQ1_M)
+NEON_8BIT_SLOTS(tq2_0, KQ_CALL, ES_TYPE_TQ2_0)
+#undef KQ_CALL
+#undef NEON_8BIT_SLOTS
 
 /* the slots: matvec and matmul per format, armv8.0 and dotprod */
 static void matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
