@@ -22,20 +22,74 @@
 
 #include "iq_grids.h"
 
-/* 32 explicit sign bits (little-endian, bit j = weight j) as +-1 bytes */
-static inline __attribute__((always_inline)) __m256i iq_sign_bits(uint32_t s) {
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)s),
-                                    _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
-                                                     2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+/* The sign bytes of a super-block's 32 groups of 8 at once: from 32 7-bit
+ * codes (byte g = group g's code), bit 7 set to make the parity even, as
+ * es_iq2_signs does */
+static inline __attribute__((always_inline)) __m256i iq_code_signs(__m256i codes) {
+    const __m256i par = _mm256_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0, 0,
+                                         -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i p = _mm256_xor_si256(_mm256_shuffle_epi8(par, _mm256_and_si256(codes, m4)),
+                                 _mm256_shuffle_epi8(par, _mm256_and_si256(_mm256_srli_epi16(codes, 4), m4)));
+    return _mm256_or_si256(codes, p);
+}
+/* IQ2_XXS/IQ3_XXS: the 8 sub-blocks' uint32 of four 7-bit codes and a
+ * 4-bit scale (lane j) to the 32 codes as bytes (byte 4j + l: code l of
+ * sub-block j) */
+static inline __attribute__((always_inline)) __m256i iq_aux_codes(__m256i aux) {
+    const __m256i m7 = _mm256_set1_epi32(127);
+    __m256i c = _mm256_and_si256(aux, m7);
+    c = _mm256_or_si256(c, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(aux, 7), m7), 8));
+    c = _mm256_or_si256(c, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(aux, 14), m7), 16));
+    return _mm256_or_si256(c, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(aux, 21), m7), 24));
+}
+/* sub-block j's 4 sign bytes (bytes 4j..4j+3 of s) as 32 +-1 bytes */
+static inline __attribute__((always_inline)) __m256i iq_expand_signs(__m256i s, int j) {
+    __m256i v = _mm256_permutevar8x32_epi32(s, _mm256_set1_epi32(j));
+    v = _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                                3, 3, 3, 3, 3, 3, 3, 3));
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_or_si256(v, _mm256_set1_epi8(1));
 }
+/* dword lane j of v in every lane (an int16 scale held in both halves) */
+static inline __attribute__((always_inline)) __m256i iq_lane32(__m256i v, int j) {
+    return _mm256_permutevar8x32_epi32(v, _mm256_set1_epi32(j));
+}
+/* per super-block: what is shared by its sub-blocks (sign bytes, scales) */
+typedef struct iq_pre {
+    __m256i sgn; /* sign bytes, 4 per sub-block (IQ2_XXS, IQ2_XS, IQ3_XXS, IQ2_S, IQ3_S) */
+    __m256i sc;  /* IQ2_XXS/IQ3_XXS: 2s + 1 as int16 in both halves of dword j */
+} iq_pre;
 
-/* four 7-bit sign codes (bits 0, 7, 14, 21 of c) as +-1 bytes */
-static inline __attribute__((always_inline)) __m256i iq_sign_codes(uint32_t c) {
-    return _mm256_set_epi64x((long long)es_iq2_signs64[(c >> 21) & 127], (long long)es_iq2_signs64[(c >> 14) & 127],
-                             (long long)es_iq2_signs64[(c >> 7) & 127], (long long)es_iq2_signs64[c & 127]);
+static inline __attribute__((always_inline)) iq_pre iq_prepare(enum kfmt f, const uint8_t *blk) {
+    iq_pre p = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i aux = _mm256_setzero_si256();
+    if (f == KIQ2XXS) { /* the odd dwords of qs */
+        const uint8_t *qs = (const uint8_t *)((const block_iq2_xxs *)blk)->qs;
+        const __m256i odd = _mm256_setr_epi32(1, 3, 5, 7, 0, 2, 4, 6);
+        __m256i a = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)qs), odd);
+        __m256i b = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(qs + 32)), odd);
+        aux = _mm256_permute2x128_si256(a, b, 0x20);
+    } else if (f == KIQ3XXS) {
+        aux = _mm256_loadu_si256((const __m256i *)(((const block_iq3_xxs *)blk)->qs + 64));
+    }
+    if (f == KIQ2XXS || f == KIQ3XXS) {
+        p.sgn = iq_code_signs(iq_aux_codes(aux));
+        __m256i sc = _mm256_add_epi32(_mm256_slli_epi32(_mm256_srli_epi32(aux, 28), 1), _mm256_set1_epi32(1));
+        p.sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+    } else if (f == KIQ2XS) { /* codes: the top 7 bits of the 32 uint16 */
+        const uint16_t *qs = ((const block_iq2_xs *)blk)->qs;
+        __m256i a = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)qs), 9);
+        __m256i b = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(qs + 16)), 9);
+        __m256i c = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xD8);
+        p.sgn = iq_code_signs(c);
+    } else if (f == KIQ2S) {
+        p.sgn = _mm256_loadu_si256((const __m256i *)(((const block_iq2_s *)blk)->qs + 32));
+    } else if (f == KIQ3S) {
+        p.sgn = _mm256_loadu_si256((const __m256i *)((const block_iq3_s *)blk)->signs);
+    }
+    return p;
 }
 
 static inline __attribute__((always_inline)) __m256i iq_grid4(const uint64_t *g, int i0, int i1, int i2, int i3) {
@@ -57,22 +111,18 @@ static inline __attribute__((always_inline)) __m256i iq1_values(__m256i g, __m25
 
 /* the 32 weights of sub-block j as magnitudes m and +-1 signs s (IQ1, TQ2:
  * m = |v| and s = v), and its int16 scale(s) */
-static inline __attribute__((always_inline)) void iq_sub(enum kfmt f, const uint8_t *blk, int j, __m256i *m,
-                                                         __m256i *s, __m256i *sc) {
+static inline __attribute__((always_inline)) void iq_sub(enum kfmt f, const uint8_t *blk, const iq_pre *pre, int j,
+                                                         __m256i *m, __m256i *s, __m256i *sc) {
     if (f == KIQ2XXS) {
         const uint8_t *q8 = (const uint8_t *)((const block_iq2_xxs *)blk)->qs + 8 * j;
-        uint32_t aux;
-        memcpy(&aux, q8 + 4, 4);
         *m = iq_grid4(es_iq2xxs_grid, q8[0], q8[1], q8[2], q8[3]);
-        *s = iq_sign_codes(aux);
-        *sc = _mm256_set1_epi16((short)(2 * (aux >> 28) + 1));
+        *s = iq_expand_signs(pre->sgn, j);
+        *sc = iq_lane32(pre->sc, j);
     } else if (f == KIQ2XS) {
         const block_iq2_xs *b = (const block_iq2_xs *)blk;
         const uint16_t *q = b->qs + 4 * j;
         *m = iq_grid4(es_iq2xs_grid, q[0] & 511, q[1] & 511, q[2] & 511, q[3] & 511);
-        uint32_t codes = (uint32_t)(q[0] >> 9) | (uint32_t)(q[1] >> 9) << 7 | (uint32_t)(q[2] >> 9) << 14 |
-                         (uint32_t)(q[3] >> 9) << 21;
-        *s = iq_sign_codes(codes);
+        *s = iq_expand_signs(pre->sgn, j);
         *sc = iq_scale2(2 * (b->scales[j] & 15) + 1, 2 * (b->scales[j] >> 4) + 1);
     } else if (f == KIQ2S) {
         const block_iq2_s *b = (const block_iq2_s *)blk;
@@ -80,20 +130,16 @@ static inline __attribute__((always_inline)) void iq_sub(enum kfmt f, const uint
         const int h = b->qh[j];
         *m = iq_grid4(es_iq2s_grid, q[0] | (h & 3) << 8, q[1] | (h & 12) << 6, q[2] | (h & 48) << 4,
                       q[3] | (h & 192) << 2);
-        uint32_t sb;
-        memcpy(&sb, b->qs + 32 + 4 * j, 4);
-        *s = iq_sign_bits(sb);
+        *s = iq_expand_signs(pre->sgn, j);
         *sc = iq_scale2(2 * (b->scales[j] & 15) + 1, 2 * (b->scales[j] >> 4) + 1);
     } else if (f == KIQ3XXS) {
         const block_iq3_xxs *b = (const block_iq3_xxs *)blk;
         const uint8_t *q = b->qs + 8 * j;
-        uint32_t aux;
-        memcpy(&aux, b->qs + 64 + 4 * j, 4);
         const uint32_t *g = es_iq3xxs_grid;
         *m = _mm256_setr_epi32((int)g[q[0]], (int)g[q[1]], (int)g[q[2]], (int)g[q[3]], (int)g[q[4]], (int)g[q[5]],
                                (int)g[q[6]], (int)g[q[7]]);
-        *s = iq_sign_codes(aux);
-        *sc = _mm256_set1_epi16((short)(2 * (aux >> 28) + 1));
+        *s = iq_expand_signs(pre->sgn, j);
+        *sc = iq_lane32(pre->sc, j);
     } else if (f == KIQ3S) {
         const block_iq3_s *b = (const block_iq3_s *)blk;
         const uint8_t *q = b->qs + 8 * j;
@@ -102,9 +148,7 @@ static inline __attribute__((always_inline)) void iq_sub(enum kfmt f, const uint
         *m = _mm256_setr_epi32((int)g[q[0] | (h & 1) << 8], (int)g[q[1] | (h & 2) << 7], (int)g[q[2] | (h & 4) << 6],
                                (int)g[q[3] | (h & 8) << 5], (int)g[q[4] | (h & 16) << 4], (int)g[q[5] | (h & 32) << 3],
                                (int)g[q[6] | (h & 64) << 2], (int)g[q[7] | (h & 128) << 1]);
-        uint32_t sb;
-        memcpy(&sb, b->signs + 4 * j, 4);
-        *s = iq_sign_bits(sb);
+        *s = iq_expand_signs(pre->sgn, j);
         *sc = _mm256_set1_epi16((short)(2 * ((b->scales[j / 2] >> (4 * (j % 2))) & 15) + 1));
     } else if (f == KIQ1S) {
         const block_iq1_s *b = (const block_iq1_s *)blk;
@@ -168,10 +212,11 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
     for (int t = 0; t < T; t++)
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) sumi[t][c] = _mm256_setzero_si256();
+    const iq_pre pre = iq_prepare(f, blk);
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
         __m256i m, s, sc;
-        iq_sub(f, blk, j, &m, &s, &sc);
+        iq_sub(f, blk, &pre, j, &m, &s, &sc);
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             __m256i a = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 32 * j));
