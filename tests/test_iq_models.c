@@ -5,7 +5,7 @@
  * From one generated F32 model (rows of 256 and 512), for each type: model Q
  * holds every 2-D weight whose rows the type can hold (token embedding,
  * attention projections, dense, shared and routed experts, output) as
- * random valid blocks of the type (test_random_blocks); model F holds the
+ * random valid blocks of the type (test_fill_random_blocks); model F holds the
  * same weights decoded to F32 by the generic decoder (which
  * test_ggml_vectors holds bit-exact to ggml).  The two are the same
  * function, so:
@@ -70,7 +70,7 @@ static int write_variant(const es_gguf_ctx *g, uint32_t t, int quantised, const 
         uint8_t *q = malloc(rb);
         float *f = malloc(sizeof(float) * (size_t)n);
         for (int64_t r = 0; ok && q && f && r < rows; r++) {
-            test_random_blocks(t, q, n, block_scale(t), &rng);
+            test_fill_random_blocks(t, q, n, block_scale(t), &rng);
             if (quantised) {
                 ok = es_gguf_w_write(w, q, rb) == 0;
             } else {

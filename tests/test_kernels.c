@@ -289,7 +289,7 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
     float *deq = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)(ys * nt));
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < n; i++) deq[i] = frand();
-        if (!es_kernels_generic.quant_row[t]) test_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
+        if (!es_kernels_generic.quant_row[t]) test_fill_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
         else es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
     }
     for (int64_t k = 0; k < nt; k++) {

@@ -110,7 +110,7 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
                 float *x = malloc(sizeof(float) * (size_t)(n * MAX_TOK));
                 for (int64_t r = 0; r < rows; r++) {
                     for (int64_t i = 0; i < n; i++) src[i] = frand();
-                    if (!es_kernels_generic.quant_row[t]) test_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
+                    if (!es_kernels_generic.quant_row[t]) test_fill_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
                     else es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
                 }
                 for (int64_t i = 0; i < n * MAX_TOK; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);

@@ -137,7 +137,7 @@ float *test_logits_on(const char *path, const char *simd, const int32_t *tok, in
     return lg;
 }
 
-int test_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng) {
+int test_fill_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng) {
     const es_type_traits *tr = es_type_info(type);
     size_t d_at; /* where the fp16 d lies in the block */
     switch (type) {

@@ -69,6 +69,6 @@ float *test_logits_on(const char *path, const char *simd, const int32_t *tok, in
  * (n a multiple of 256) of random blocks, every index and sign code drawn
  * from *rng and each super-block's fp16 d in [scale, 2 scale); any bit
  * pattern is a valid block of these formats.  Returns 0 for other types. */
-int test_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng);
+int test_fill_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng);
 
 #endif
