@@ -190,16 +190,34 @@ static void usage(void) {
 
 /* ---- weight matrices -------------------------------------------------------- */
 
+/* A block of a format edgeseek reads but does not write (no quant_row: the
+ * IQ codebook formats, TQ1_0, TQ2_0): random bytes, drawn again until the
+ * block decodes to finite values (any bit pattern is a valid block but for
+ * an fp16 scale of inf or NaN). */
+static void random_block(uint32_t t, uint8_t *blk) {
+    const es_type_traits *tr = es_type_info(t);
+    float v[256];
+    for (int ok = 0; !ok;) {
+        for (uint32_t i = 0; i < tr->type_size; i++) blk[i] = (uint8_t)(frand() * 128.0f + 128.0f);
+        es_kernels_generic.dequant_row[t](blk, v, tr->block_size);
+        ok = 1;
+        for (uint32_t i = 0; i < tr->block_size; i++) ok &= v[i] - v[i] == 0.0f;
+    }
+}
+
 /* Fills `bytes` of buf with rows of n elements of type t: a few rows
- * quantised from random data by the generic quantiser, then copied.  The
- * number of whole rows written. */
+ * quantised from random data by the generic quantiser (random blocks for the
+ * formats without one), then copied.  The number of whole rows written. */
 static int64_t fill_rows(uint8_t *buf, size_t bytes, uint32_t t, int64_t n) {
     size_t rb = es_row_bytes(t, n);
     int64_t rows = (int64_t)(bytes / rb), tmpl = rows < 64 ? rows : 64;
     float *x = malloc(sizeof(float) * (size_t)n);
     for (int64_t r = 0; r < tmpl; r++) {
         for (int64_t i = 0; i < n; i++) x[i] = frand();
-        es_kernels_generic.quant_row[t](x, buf + (size_t)r * rb, n);
+        if (es_kernels_generic.quant_row[t]) es_kernels_generic.quant_row[t](x, buf + (size_t)r * rb, n);
+        else
+            for (int64_t b = 0; b < n / es_type_info(t)->block_size; b++)
+                random_block(t, buf + (size_t)r * rb + (size_t)b * es_type_info(t)->type_size);
     }
     for (int64_t r = tmpl; r < rows; r += tmpl) {
         int64_t c = rows - r < tmpl ? rows - r : tmpl;
@@ -344,7 +362,8 @@ static void ratios(const double *a, const double *b, double scale, int k, double
 int main(int argc, char **argv) {
     if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
-    snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K");
+    snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,"
+             "IQ2_XXS,IQ2_XS,IQ2_S,IQ3_XXS,IQ3_S,IQ1_S,IQ1_M,TQ1_0,TQ2_0");
     snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -419,7 +438,9 @@ int main(int argc, char **argv) {
            "x generic", "all thr", "matmul");
     static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16,   ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
                                      ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1,   ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
-                                     ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
+                                     ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
+                                     ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
+                                     ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
     float *x = malloc(sizeof(float) * (size_t)o.n);
     for (int64_t i = 0; i < o.n; i++) x[i] = frand();
@@ -427,7 +448,7 @@ int main(int argc, char **argv) {
         uint32_t t = types[ti];
         const es_type_traits *tr = es_type_info(t);
         if (!in_list(o.formats, tr->name)) continue;
-        if (!es_kernels_generic.quant_row[t] || !es_kernels_generic.matvec[t] || o.n % tr->block_size) continue;
+        if (!es_kernels_generic.matvec[t] || o.n % tr->block_size) continue;
         int64_t rows = fill_rows(buf, bytes, t, o.n);
         size_t rb = es_row_bytes(t, o.n);
         mv_path mp[MAX_PATHS];

@@ -268,7 +268,8 @@ static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int6
     if (!tr || !tr->supported || !L->m->kern->dequant_row[t->type]) {
         set_err(L->err, L->errlen, "tensor %s has type %s, which edgeseek cannot compute with yet "
                                    "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, "
-                                   "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+                                   "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, "
+                                   "IQ3_XXS, IQ3_S, TQ1_0, TQ2_0)",
                 name, tr ? tr->name : "unknown");
         L->failed = 1;
         L->unsupported = tr != NULL;

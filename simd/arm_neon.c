@@ -11,7 +11,8 @@
  * Slots: matvec and matmul of F32, F16, BF16 (widened to fp32, FMA against
  * fp32 activations), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (against
  * activations quantised to Q8_0 once per product, the act_type) and
- * Q2_K..Q6_K, IQ4_XS (against Q8_K), in 8-bit integer arithmetic as
+ * Q2_K..Q6_K, IQ4_XS, the IQ codebook formats IQ1_S..IQ3_S and TQ2_0
+ * (against Q8_K), in 8-bit integer arithmetic as
  * x86_avx2.c does; the Q8_0 quantiser and the dequantisers of the 32-weight
  * formats, bit-identical to generic.c; rmsnorm,
  * dot, axpy, silu_mul and softmax (with a vector exp).  For each format the
@@ -26,6 +27,8 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
+
+#include "iq_grids.h"
 
 #define AI __attribute__((always_inline))
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
@@ -345,30 +348,32 @@ static TARGET_DOTPROD void matmul_q4_0_dp(const void *w, size_t rb, int64_t n, c
     matmul_q8act(dot_acc_sdot, 1, w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
-/* Q4_1, Q5_0, Q5_1, IQ4_NL: matvec and matmul, armv8.0 and dotprod */
-#define B32_SLOTS(name, F)                                                                                        \
+/* The four slots of an 8-bit format (matvec, matmul; armv8.0 and dotprod)
+ * through CALL(dot, F, w, rb, n, act, as, nt, y, ys, r0, r1) */
+#define NEON_8BIT_SLOTS(name, CALL, F)                                                                            \
     static void matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,      \
                               int64_t r1) {                                                                   \
-        matmul_q8act(dot_acc_neon, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+        CALL(dot_acc_neon, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                             \
     }                                                                                                         \
     static void matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,     \
                               float *y, int64_t ys, int64_t r0, int64_t r1) {                                 \
-        matmul_q8act(dot_acc_neon, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+        CALL(dot_acc_neon, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                          \
     }                                                                                                         \
     static TARGET_DOTPROD void matvec_##name##_dp(const void *w, size_t rb, int64_t n, const void *act, float *y, \
                                                   int64_t r0, int64_t r1) {                                   \
-        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                     \
+        CALL(dot_acc_sdot, F, w, rb, n, act, 0, 1, y, 0, r0, r1);                                             \
     }                                                                                                         \
     static TARGET_DOTPROD void matmul_##name##_dp(const void *w, size_t rb, int64_t n, const void *act,        \
                                                   size_t as, int64_t nt, float *y, int64_t ys, int64_t r0,     \
                                                   int64_t r1) {                                               \
-        matmul_q8act(dot_acc_sdot, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                  \
+        CALL(dot_acc_sdot, F, w, rb, n, act, as, nt, y, ys, r0, r1);                                          \
     }
-B32_SLOTS(q4_1, BQ4_1)
-B32_SLOTS(q5_0, BQ5_0)
-B32_SLOTS(q5_1, BQ5_1)
-B32_SLOTS(iq4_nl, BIQ4NL)
-#undef B32_SLOTS
+
+/* Q4_1, Q5_0, Q5_1, IQ4_NL: matvec and matmul, armv8.0 and dotprod */
+NEON_8BIT_SLOTS(q4_1, matmul_q8act, BQ4_1)
+NEON_8BIT_SLOTS(q5_0, matmul_q8act, BQ5_0)
+NEON_8BIT_SLOTS(q5_1, matmul_q8act, BQ5_1)
+NEON_8BIT_SLOTS(iq4_nl, matmul_q8act, BIQ4NL)
 
 /* i8mm: SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32, so
  * one instruction does 8 values of two rows against two tokens.  A 32-value
@@ -470,7 +475,133 @@ typedef struct kblock {
 
 static inline AI int kq_has_min(uint32_t f) { return f == ES_TYPE_Q2_K || f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K; }
 
+/* The IQ codebook formats and TQ2_0 in kblock's form: signed weights (the
+ * grid magnitude with its sign, 8·(grid + shift) for IQ1, t - 1 for TQ2_0),
+ * the odd integer scale 2s + 1 per piece, and d times the format's power of
+ * two (x86_iquants.h does the same on x86). */
+static inline AI int iq_format(uint32_t f) {
+    return f == ES_TYPE_IQ2_XXS || f == ES_TYPE_IQ2_XS || f == ES_TYPE_IQ2_S || f == ES_TYPE_IQ3_XXS ||
+           f == ES_TYPE_IQ3_S || f == ES_TYPE_IQ1_S || f == ES_TYPE_IQ1_M || f == ES_TYPE_TQ2_0;
+}
+/* 16 magnitudes from two grid entries, negated where the 16 sign bits are set */
+static inline AI int8x16_t iq_signed(uint64_t g0, uint64_t g1, uint8_t s0, uint8_t s1) {
+    int8x16_t m = vreinterpretq_s8_u8(vcombine_u8(vcreate_u8(g0), vcreate_u8(g1)));
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    int8x16_t neg = vreinterpretq_s8_u8(vtstq_u8(vcombine_u8(vdup_n_u8(s0), vdup_n_u8(s1)), vld1q_u8(bit)));
+    return vsubq_s8(veorq_s8(m, neg), neg);
+}
+static inline AI uint64_t iq3_pair(const uint32_t *grid, int i0, int i1) { return grid[i0] | (uint64_t)grid[i1] << 32; }
+/* IQ1: 16 weights 8·g + shift from two grid entries (-1, 0, 1) and their shifts (+-1) */
+static inline AI int8x16_t iq1_signed(int i0, int i1, int sh0, int sh1) {
+    int8x16_t g = vreinterpretq_s8_u8(vcombine_u8(vcreate_u8(es_iq1s_grid[i0]), vcreate_u8(es_iq1s_grid[i1])));
+    return vaddq_s8(vshlq_n_s8(g, 3), vcombine_s8(vdup_n_s8((int8_t)sh0), vdup_n_s8((int8_t)sh1)));
+}
+
+static inline AI void iq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
+    k->dmin = 0;
+    if (f == ES_TYPE_IQ2_XXS) {
+        const block_iq2_xxs *b = (const block_iq2_xxs *)blk;
+        k->d = h2f(b->d) * 0.125f;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = (const uint8_t *)b->qs + 8 * j;
+            uint32_t aux;
+            memcpy(&aux, q + 4, 4);
+            k->sc[2 * j] = k->sc[2 * j + 1] = (int32_t)(2 * (aux >> 28) + 1);
+            k->q[2 * j] = iq_signed(es_iq2xxs_grid[q[0]], es_iq2xxs_grid[q[1]], es_iq2_signs[aux & 127],
+                                    es_iq2_signs[(aux >> 7) & 127]);
+            k->q[2 * j + 1] = iq_signed(es_iq2xxs_grid[q[2]], es_iq2xxs_grid[q[3]], es_iq2_signs[(aux >> 14) & 127],
+                                        es_iq2_signs[(aux >> 21) & 127]);
+        }
+    } else if (f == ES_TYPE_IQ2_XS) {
+        const block_iq2_xs *b = (const block_iq2_xs *)blk;
+        k->d = h2f(b->d) * 0.125f;
+#pragma GCC unroll 8
+        for (int p = 0; p < 16; p++) {
+            const uint16_t *q = b->qs + 2 * p;
+            k->sc[p] = 2 * ((b->scales[p / 2] >> (4 * (p % 2))) & 15) + 1;
+            k->q[p] = iq_signed(es_iq2xs_grid[q[0] & 511], es_iq2xs_grid[q[1] & 511], es_iq2_signs[q[0] >> 9],
+                                es_iq2_signs[q[1] >> 9]);
+        }
+    } else if (f == ES_TYPE_IQ2_S) {
+        const block_iq2_s *b = (const block_iq2_s *)blk;
+        k->d = h2f(b->d) * 0.125f;
+#pragma GCC unroll 8
+        for (int p = 0; p < 16; p++) {
+            const int g = 2 * p, h = b->qh[g / 4] >> (2 * (g % 4));
+            k->sc[p] = 2 * ((b->scales[p / 2] >> (4 * (p % 2))) & 15) + 1;
+            k->q[p] = iq_signed(es_iq2s_grid[b->qs[g] | (h & 3) << 8], es_iq2s_grid[b->qs[g + 1] | (h & 12) << 6],
+                                b->qs[32 + g], b->qs[33 + g]);
+        }
+    } else if (f == ES_TYPE_IQ3_XXS) {
+        const block_iq3_xxs *b = (const block_iq3_xxs *)blk;
+        k->d = h2f(b->d) * 0.25f;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = b->qs + 8 * j;
+            uint32_t aux;
+            memcpy(&aux, b->qs + 64 + 4 * j, 4);
+            k->sc[2 * j] = k->sc[2 * j + 1] = (int32_t)(2 * (aux >> 28) + 1);
+#pragma GCC unroll 2
+            for (int e = 0; e < 2; e++)
+                k->q[2 * j + e] = iq_signed(iq3_pair(es_iq3xxs_grid, q[4 * e], q[4 * e + 1]),
+                                            iq3_pair(es_iq3xxs_grid, q[4 * e + 2], q[4 * e + 3]),
+                                            es_iq2_signs[(aux >> (14 * e)) & 127], es_iq2_signs[(aux >> (14 * e + 7)) & 127]);
+        }
+    } else if (f == ES_TYPE_IQ3_S) {
+        const block_iq3_s *b = (const block_iq3_s *)blk;
+        k->d = h2f(b->d);
+#pragma GCC unroll 8
+        for (int p = 0; p < 16; p++) {
+            const uint8_t *q = b->qs + 4 * p;
+            const int h = b->qh[p / 2] >> (4 * (p % 2));
+            k->sc[p] = 2 * ((b->scales[p / 4] >> (4 * ((p / 2) % 2))) & 15) + 1;
+            k->q[p] = iq_signed(iq3_pair(es_iq3s_grid, q[0] | (h & 1) << 8, q[1] | (h & 2) << 7),
+                                iq3_pair(es_iq3s_grid, q[2] | (h & 4) << 6, q[3] | (h & 8) << 5), b->signs[2 * p],
+                                b->signs[2 * p + 1]);
+        }
+    } else if (f == ES_TYPE_IQ1_S) {
+        const block_iq1_s *b = (const block_iq1_s *)blk;
+        k->d = h2f(b->d) * 0.125f;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = b->qs + 4 * j;
+            const unsigned h = b->qh[j];
+            const int sh = h & 0x8000 ? -1 : 1;
+            k->sc[2 * j] = k->sc[2 * j + 1] = (int32_t)(2 * ((h >> 12) & 7) + 1);
+            k->q[2 * j] = iq1_signed(q[0] | (h & 7) << 8, q[1] | (h & 56) << 5, sh, sh);
+            k->q[2 * j + 1] = iq1_signed(q[2] | (h & 448) << 2, q[3] | (h & 3584) >> 1, sh, sh);
+        }
+    } else if (f == ES_TYPE_IQ1_M) {
+        const block_iq1_m *b = (const block_iq1_m *)blk;
+        k->d = h2f(es_iq1m_d(b)) * 0.125f;
+#pragma GCC unroll 8
+        for (int p = 0; p < 16; p++) {
+            const unsigned h = b->qh[p], sw = (unsigned)(b->scales[2 * (p / 4)] | b->scales[2 * (p / 4) + 1] << 8);
+            k->sc[p] = (int32_t)(2 * ((sw >> (3 * (p % 4))) & 7) + 1);
+            k->q[p] = iq1_signed(b->qs[2 * p] | (h & 7) << 8, b->qs[2 * p + 1] | (h & 0x70) << 4, h & 0x08 ? -1 : 1,
+                                 h & 0x80 ? -1 : 1);
+        }
+    } else { /* TQ2_0: weight 128h + 32l + m is bits 2l.. of qs[32h + m] */
+        const block_tq2_0 *b = (const block_tq2_0 *)blk;
+        k->d = h2f(b->d);
+#pragma GCC unroll 4
+        for (int h = 0; h < 2; h++)
+#pragma GCC unroll 2
+            for (int e = 0; e < 2; e++) {
+                uint8x16_t v = vld1q_u8(b->qs + 32 * h + 16 * e);
+#pragma GCC unroll 4
+                for (int l = 0; l < 4; l++) k->q[8 * h + 2 * l + e] = minus8(bits8(v, 2 * l, 2, 0), 1);
+            }
+        for (int p = 0; p < 16; p++) k->sc[p] = 1;
+    }
+}
+
 static inline AI void kq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
+    if (iq_format(f)) {
+        iq_decode(f, blk, k);
+        return;
+    }
     if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K) {
         const block_q4_K *b4 = (const block_q4_K *)blk; /* Q5_K begins as Q4_K does */
         const block_q5_K *b5 = (const block_q5_K *)blk;
@@ -578,7 +709,8 @@ static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t
 #pragma GCC unroll 4
         for (int k = 0; k < nt; k++) {
             const int8_t *x = a[k]->qs + 16 * p;
-            if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K || f == ES_TYPE_IQ4_XS) { /* one scale for both pieces of a 32-weight sub-block */
+            if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K || f == ES_TYPE_IQ4_XS || f == ES_TYPE_IQ2_XXS ||
+                f == ES_TYPE_IQ3_XXS || f == ES_TYPE_IQ1_S || f == ES_TYPE_TQ2_0) { /* one scale for both pieces of a 32-weight sub-block */
                 s[k] = vmlaq_n_s32(s[k], dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
                                    kb.sc[p]);
             } else {
@@ -623,6 +755,18 @@ static inline AI void matmul_kq(uint32_t f, dot_acc_fn dot, const void *w, size_
         }
     }
 }
+
+#define KQ_CALL(dot, F, ...) matmul_kq(F, dot, __VA_ARGS__)
+NEON_8BIT_SLOTS(iq2_xxs, KQ_CALL, ES_TYPE_IQ2_XXS)
+NEON_8BIT_SLOTS(iq2_xs, KQ_CALL, ES_TYPE_IQ2_XS)
+NEON_8BIT_SLOTS(iq2_s, KQ_CALL, ES_TYPE_IQ2_S)
+NEON_8BIT_SLOTS(iq3_xxs, KQ_CALL, ES_TYPE_IQ3_XXS)
+NEON_8BIT_SLOTS(iq3_s, KQ_CALL, ES_TYPE_IQ3_S)
+NEON_8BIT_SLOTS(iq1_s, KQ_CALL, ES_TYPE_IQ1_S)
+NEON_8BIT_SLOTS(iq1_m, KQ_CALL, ES_TYPE_IQ1_M)
+NEON_8BIT_SLOTS(tq2_0, KQ_CALL, ES_TYPE_TQ2_0)
+#undef KQ_CALL
+#undef NEON_8BIT_SLOTS
 
 /* the slots: matvec and matmul per format, armv8.0 and dotprod */
 static void matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
@@ -963,16 +1107,24 @@ static const es_kernels table_base = {
                [ES_TYPE_Q2_K] = matvec_q2_K, [ES_TYPE_Q3_K] = matvec_q3_K, [ES_TYPE_Q4_K] = matvec_q4_K,
                [ES_TYPE_Q5_K] = matvec_q5_K, [ES_TYPE_Q6_K] = matvec_q6_K, [ES_TYPE_Q4_1] = matvec_q4_1,
                [ES_TYPE_Q5_0] = matvec_q5_0, [ES_TYPE_Q5_1] = matvec_q5_1, [ES_TYPE_IQ4_NL] = matvec_iq4_nl,
-               [ES_TYPE_IQ4_XS] = matvec_iq4_xs},
+               [ES_TYPE_IQ4_XS] = matvec_iq4_xs, [ES_TYPE_IQ2_XXS] = matvec_iq2_xxs, [ES_TYPE_IQ2_XS] = matvec_iq2_xs,
+               [ES_TYPE_IQ2_S] = matvec_iq2_s, [ES_TYPE_IQ3_XXS] = matvec_iq3_xxs, [ES_TYPE_IQ3_S] = matvec_iq3_s,
+               [ES_TYPE_IQ1_S] = matvec_iq1_s, [ES_TYPE_IQ1_M] = matvec_iq1_m, [ES_TYPE_TQ2_0] = matvec_tq2_0},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
-                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K},
+                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K,
+                 [ES_TYPE_IQ2_XXS] = ES_TYPE_Q8_K, [ES_TYPE_IQ2_XS] = ES_TYPE_Q8_K, [ES_TYPE_IQ2_S] = ES_TYPE_Q8_K,
+                 [ES_TYPE_IQ3_XXS] = ES_TYPE_Q8_K, [ES_TYPE_IQ3_S] = ES_TYPE_Q8_K, [ES_TYPE_IQ1_S] = ES_TYPE_Q8_K,
+                 [ES_TYPE_IQ1_M] = ES_TYPE_Q8_K, [ES_TYPE_TQ2_0] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
                [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = matmul_q2_K,
                [ES_TYPE_Q3_K] = matmul_q3_K, [ES_TYPE_Q4_K] = matmul_q4_K, [ES_TYPE_Q5_K] = matmul_q5_K,
                [ES_TYPE_Q6_K] = matmul_q6_K, [ES_TYPE_Q4_1] = matmul_q4_1, [ES_TYPE_Q5_0] = matmul_q5_0,
-               [ES_TYPE_Q5_1] = matmul_q5_1, [ES_TYPE_IQ4_NL] = matmul_iq4_nl, [ES_TYPE_IQ4_XS] = matmul_iq4_xs},
+               [ES_TYPE_Q5_1] = matmul_q5_1, [ES_TYPE_IQ4_NL] = matmul_iq4_nl, [ES_TYPE_IQ4_XS] = matmul_iq4_xs,
+               [ES_TYPE_IQ2_XXS] = matmul_iq2_xxs, [ES_TYPE_IQ2_XS] = matmul_iq2_xs, [ES_TYPE_IQ2_S] = matmul_iq2_s,
+               [ES_TYPE_IQ3_XXS] = matmul_iq3_xxs, [ES_TYPE_IQ3_S] = matmul_iq3_s, [ES_TYPE_IQ1_S] = matmul_iq1_s,
+               [ES_TYPE_IQ1_M] = matmul_iq1_m, [ES_TYPE_TQ2_0] = matmul_tq2_0},
     .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
                     [ES_TYPE_Q4_0] = dequant_q4_0, [ES_TYPE_Q4_1] = dequant_q4_1, [ES_TYPE_Q5_0] = dequant_q5_0,
                     [ES_TYPE_Q5_1] = dequant_q5_1, [ES_TYPE_IQ4_NL] = dequant_iq4_nl},
@@ -1002,7 +1154,11 @@ static void build_tables(void) {
         {ES_TYPE_Q4_K, matvec_q4_K_dp, matmul_q4_K_dp}, {ES_TYPE_Q5_K, matvec_q5_K_dp, matmul_q5_K_dp},
         {ES_TYPE_Q6_K, matvec_q6_K_dp, matmul_q6_K_dp}, {ES_TYPE_Q4_1, matvec_q4_1_dp, matmul_q4_1_dp},
         {ES_TYPE_Q5_0, matvec_q5_0_dp, matmul_q5_0_dp}, {ES_TYPE_Q5_1, matvec_q5_1_dp, matmul_q5_1_dp},
-        {ES_TYPE_IQ4_NL, matvec_iq4_nl_dp, matmul_iq4_nl_dp}, {ES_TYPE_IQ4_XS, matvec_iq4_xs_dp, matmul_iq4_xs_dp}};
+        {ES_TYPE_IQ4_NL, matvec_iq4_nl_dp, matmul_iq4_nl_dp}, {ES_TYPE_IQ4_XS, matvec_iq4_xs_dp, matmul_iq4_xs_dp},
+        {ES_TYPE_IQ2_XXS, matvec_iq2_xxs_dp, matmul_iq2_xxs_dp}, {ES_TYPE_IQ2_XS, matvec_iq2_xs_dp, matmul_iq2_xs_dp},
+        {ES_TYPE_IQ2_S, matvec_iq2_s_dp, matmul_iq2_s_dp}, {ES_TYPE_IQ3_XXS, matvec_iq3_xxs_dp, matmul_iq3_xxs_dp},
+        {ES_TYPE_IQ3_S, matvec_iq3_s_dp, matmul_iq3_s_dp}, {ES_TYPE_IQ1_S, matvec_iq1_s_dp, matmul_iq1_s_dp},
+        {ES_TYPE_IQ1_M, matvec_iq1_m_dp, matmul_iq1_m_dp}, {ES_TYPE_TQ2_0, matvec_tq2_0_dp, matmul_tq2_0_dp}};
     for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
         table_dp.matvec[kq[i].type] = kq[i].mv;
         table_dp.matmul[kq[i].type] = kq[i].mm;

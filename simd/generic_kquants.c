@@ -1,6 +1,7 @@
 /* generic_kquants.c — scalar reference kernels for the K-quant formats:
  * dequantisation, quantisation and matrix-vector products (against fp32
- * activations) of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS, the scale fit of
+ * activations) of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS (and, decoding and
+ * products only, of the IQ1/IQ2/IQ3 codebook formats and TQ1_0/TQ2_0), the scale fit of
  * the IQ4 table (IQ4_NL's too, used by generic.c), and the Q8_K activation
  * quantiser the SIMD kernels multiply with.  Block layouts are in quant.h.
  *
@@ -30,6 +31,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "iq_grids.h"
 #include "quant.h"
 
 /* v rounded to nearest (ties to even) and clamped to [lo, hi]; NaN -> lo.
@@ -165,6 +167,164 @@ static void decode_iq4_xs(const void *blk, kdec *k) {
     }
 }
 
+/* ---- the IQ codebook formats and the ternary ones ------------------------------
+ * Each decodes into kdec's "scale * q" with q a small integer: the grid
+ * value with its sign (IQ2/IQ3; the scale d·(0.5 + s)/4, d·(0.5 + s)/2 or
+ * d·(1 + 2s) computed as ggml computes it), 8·(grid + shift) for IQ1 (scale
+ * d·(2s + 1)/8: the product is the same real number as ggml's
+ * d·(2s + 1)·(grid ± 1/8), both factors exact, so the one rounding agrees),
+ * t - 1 for the ternary formats. */
+
+/* 8 weights from a grid entry of magnitudes and 8 sign bits */
+static void signed_group(uint64_t grid, uint8_t signs, int8_t *q) {
+    for (int j = 0; j < 8; j++) {
+        int v = (int)(grid >> (8 * j) & 0xFF);
+        q[j] = (int8_t)((signs >> j) & 1 ? -v : v);
+    }
+}
+
+/* the IQ2 scales d·(0.5 + s)/4 of the 16 halves of 32 from 8 bytes of two nibbles */
+static void iq2_half_scales(float d, const uint8_t *scales, kdec *k) {
+    k->sub = 16, k->has_min = 0;
+    for (int j = 0; j < 16; j++) {
+        k->scale[j] = d * (0.5f + (float)((scales[j / 2] >> (4 * (j % 2))) & 0xF)) * 0.25f;
+        k->min[j] = 0;
+    }
+}
+
+static uint32_t rd32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void decode_iq2_xxs(const void *blk, kdec *k) {
+    const block_iq2_xxs *b = blk;
+    const uint8_t *qs = (const uint8_t *)b->qs;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 32, k->has_min = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t aux = rd32(qs + 8 * ib + 4);
+        k->scale[ib] = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+        k->min[ib] = 0;
+        for (int l = 0; l < 4; l++)
+            signed_group(es_iq2xxs_grid[qs[8 * ib + l]], es_iq2_signs[(aux >> (7 * l)) & 127], k->q + 32 * ib + 8 * l);
+    }
+}
+
+static void decode_iq2_xs(const void *blk, kdec *k) {
+    const block_iq2_xs *b = blk;
+    iq2_half_scales(es_fp16_to_f32(b->d), b->scales, k);
+    for (int g = 0; g < 32; g++) signed_group(es_iq2xs_grid[b->qs[g] & 511], es_iq2_signs[b->qs[g] >> 9], k->q + 8 * g);
+}
+
+static void decode_iq2_s(const void *blk, kdec *k) {
+    const block_iq2_s *b = blk;
+    iq2_half_scales(es_fp16_to_f32(b->d), b->scales, k);
+    for (int g = 0; g < 32; g++) {
+        int idx = b->qs[g] | ((b->qh[g / 4] >> (2 * (g % 4))) & 3) << 8;
+        signed_group(es_iq2s_grid[idx], b->qs[32 + g], k->q + 8 * g);
+    }
+}
+
+static void decode_iq3_xxs(const void *blk, kdec *k) {
+    const block_iq3_xxs *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 32, k->has_min = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t aux = rd32(b->qs + 64 + 4 * ib);
+        k->scale[ib] = d * (0.5f + (float)(aux >> 28)) * 0.5f;
+        k->min[ib] = 0;
+        for (int l = 0; l < 4; l++) {
+            const uint8_t *idx = b->qs + 8 * ib + 2 * l;
+            uint64_t grid = es_iq3xxs_grid[idx[0]] | (uint64_t)es_iq3xxs_grid[idx[1]] << 32;
+            signed_group(grid, es_iq2_signs[(aux >> (7 * l)) & 127], k->q + 32 * ib + 8 * l);
+        }
+    }
+}
+
+static void decode_iq3_s(const void *blk, kdec *k) {
+    const block_iq3_s *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 32, k->has_min = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        k->scale[ib] = d * (float)(1 + 2 * ((b->scales[ib / 2] >> (4 * (ib % 2))) & 0xF));
+        k->min[ib] = 0;
+    }
+    for (int g = 0; g < 32; g++) {
+        int k0 = 2 * g, k1 = 2 * g + 1;
+        uint32_t lo = es_iq3s_grid[b->qs[k0] | ((b->qh[k0 / 8] >> (k0 % 8)) & 1) << 8];
+        uint32_t hi = es_iq3s_grid[b->qs[k1] | ((b->qh[k1 / 8] >> (k1 % 8)) & 1) << 8];
+        signed_group(lo | (uint64_t)hi << 32, b->signs[g], k->q + 8 * g);
+    }
+}
+
+/* IQ1: 8 weights 8·(grid ± 1/8) */
+static void iq1_group(int idx, int neg_shift, int8_t *q) {
+    uint64_t grid = es_iq1s_grid[idx];
+    for (int j = 0; j < 8; j++) q[j] = (int8_t)(8 * (int8_t)(grid >> (8 * j) & 0xFF) + (neg_shift ? -1 : 1));
+}
+
+static void decode_iq1_s(const void *blk, kdec *k) {
+    const block_iq1_s *b = blk;
+    float d = es_fp16_to_f32(b->d);
+    k->sub = 32, k->has_min = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        unsigned qh = b->qh[ib];
+        k->scale[ib] = d * (float)(2 * ((qh >> 12) & 7) + 1) * 0.125f;
+        k->min[ib] = 0;
+        for (int l = 0; l < 4; l++)
+            iq1_group(b->qs[4 * ib + l] | ((qh >> (3 * l)) & 7) << 8, (qh >> 15) & 1, k->q + 32 * ib + 8 * l);
+    }
+}
+
+static void decode_iq1_m(const void *blk, kdec *k) {
+    const block_iq1_m *b = blk;
+    float d = es_fp16_to_f32(es_iq1m_d(b));
+    k->sub = 16, k->has_min = 0;
+    for (int j = 0; j < 16; j++) { /* uint16 j/4 holds four 3-bit scales */
+        unsigned sc = (unsigned)(b->scales[2 * (j / 4)] | b->scales[2 * (j / 4) + 1] << 8);
+        k->scale[j] = d * (float)(2 * ((sc >> (3 * (j % 4))) & 7) + 1) * 0.125f;
+        k->min[j] = 0;
+    }
+    for (int g = 0; g < 32; g++) {
+        unsigned h = b->qh[g / 2] >> (4 * (g % 2));
+        iq1_group(b->qs[g] | (h & 7) << 8, (h >> 3) & 1, k->q + 8 * g);
+    }
+}
+
+/* TQ1_0: t = ((uint8_t)(byte·3^n)·3) >> 8 */
+static int8_t ternary_digit(uint8_t byte, int n) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    uint8_t q = (uint8_t)(byte * pow3[n]);
+    return (int8_t)(((unsigned)q * 3 >> 8) - 1);
+}
+
+static void ternary_scale(es_fp16 d16, kdec *k) {
+    float d = es_fp16_to_f32(d16);
+    k->sub = 32, k->has_min = 0;
+    for (int j = 0; j < 8; j++) k->scale[j] = d, k->min[j] = 0;
+}
+
+static void decode_tq1_0(const void *blk, kdec *k) {
+    const block_tq1_0 *b = blk;
+    ternary_scale(b->d, k);
+    for (int n = 0; n < 5; n++) {
+        for (int m = 0; m < 32; m++) k->q[32 * n + m] = ternary_digit(b->qs[m], n);
+        for (int m = 0; m < 16; m++) k->q[160 + 16 * n + m] = ternary_digit(b->qs[32 + m], n);
+    }
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 4; j++) k->q[240 + 4 * n + j] = ternary_digit(b->qh[j], n);
+}
+
+static void decode_tq2_0(const void *blk, kdec *k) {
+    const block_tq2_0 *b = blk;
+    ternary_scale(b->d, k);
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 4; l++)
+            for (int m = 0; m < 32; m++) k->q[128 * h + 32 * l + m] = (int8_t)(((b->qs[32 * h + m] >> (2 * l)) & 3) - 1);
+}
+
 typedef void (*kdec_fn)(const void *blk, kdec *k);
 
 static void dequant_k(const void *src, size_t block_bytes, kdec_fn dec, float *dst, int64_t n) {
@@ -213,6 +373,24 @@ void es_dequant_iq4_xs(const void *src, float *dst, int64_t n) {
 void es_matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_iq4_xs), decode_iq4_xs);
 }
+
+#define IQ_ENTRY(name, blk)                                                                                    \
+    void es_dequant_##name(const void *src, float *dst, int64_t n) {                                           \
+        dequant_k(src, sizeof(blk), decode_##name, dst, n);                                                    \
+    }                                                                                                          \
+    void es_matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) { \
+        matvec_k(w, rb, n, act, y, r0, r1, sizeof(blk), decode_##name);                                        \
+    }
+IQ_ENTRY(iq2_xxs, block_iq2_xxs)
+IQ_ENTRY(iq2_xs, block_iq2_xs)
+IQ_ENTRY(iq2_s, block_iq2_s)
+IQ_ENTRY(iq3_xxs, block_iq3_xxs)
+IQ_ENTRY(iq3_s, block_iq3_s)
+IQ_ENTRY(iq1_s, block_iq1_s)
+IQ_ENTRY(iq1_m, block_iq1_m)
+IQ_ENTRY(tq1_0, block_tq1_0)
+IQ_ENTRY(tq2_0, block_tq2_0)
+#undef IQ_ENTRY
 
 void es_matvec_q2_K(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
     matvec_k(w, rb, n, act, y, r0, r1, sizeof(block_q2_K), decode_q2_K);

@@ -36,6 +36,21 @@ void es_dequant_iq4_xs(const void *src, float *dst, int64_t n);
 void es_quant_iq4_xs(const float *src, void *dst, int64_t n);
 void es_matvec_iq4_xs(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
 
+/* The codebook formats IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M
+ * and the ternary TQ1_0, TQ2_0: decoding and products (no quantiser: the
+ * IQ ones need an importance matrix) */
+#define ES_IQ_DECL(name)                                                                                            void es_dequant_##name(const void *src, float *dst, int64_t n);                                                void es_matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1);
+ES_IQ_DECL(iq2_xxs)
+ES_IQ_DECL(iq2_xs)
+ES_IQ_DECL(iq2_s)
+ES_IQ_DECL(iq3_xxs)
+ES_IQ_DECL(iq3_s)
+ES_IQ_DECL(iq1_s)
+ES_IQ_DECL(iq1_m)
+ES_IQ_DECL(tq1_0)
+ES_IQ_DECL(tq2_0)
+#undef ES_IQ_DECL
+
 /* The IQ4 table's scale fit (IQ4_NL blocks, IQ4_XS sub-blocks): the d of
  * x[n] (n <= 32) ≈ d · es_iq4nl_values[L] with least squared error, L the
  * indices; and the indices of x for a given d (nearest table value). */

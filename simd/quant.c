@@ -13,15 +13,15 @@ static const es_type_traits traits[ES_TYPE_COUNT] = {
     T(ES_TYPE_Q2_K, "Q2_K", 256, 84, 1),   T(ES_TYPE_Q3_K, "Q3_K", 256, 110, 1),
     T(ES_TYPE_Q4_K, "Q4_K", 256, 144, 1),  T(ES_TYPE_Q5_K, "Q5_K", 256, 176, 1),
     T(ES_TYPE_Q6_K, "Q6_K", 256, 210, 1),  T(ES_TYPE_Q8_K, "Q8_K", 256, 292, 0), /* activations only */
-    T(ES_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, 0), T(ES_TYPE_IQ2_XS, "IQ2_XS", 256, 74, 0),
-    T(ES_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, 0), T(ES_TYPE_IQ1_S, "IQ1_S", 256, 50, 0),
-    T(ES_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 1), T(ES_TYPE_IQ3_S, "IQ3_S", 256, 110, 0),
-    T(ES_TYPE_IQ2_S, "IQ2_S", 256, 82, 0), T(ES_TYPE_IQ4_XS, "IQ4_XS", 256, 136, 1),
+    T(ES_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, 1), T(ES_TYPE_IQ2_XS, "IQ2_XS", 256, 74, 1),
+    T(ES_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, 1), T(ES_TYPE_IQ1_S, "IQ1_S", 256, 50, 1),
+    T(ES_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 1), T(ES_TYPE_IQ3_S, "IQ3_S", 256, 110, 1),
+    T(ES_TYPE_IQ2_S, "IQ2_S", 256, 82, 1), T(ES_TYPE_IQ4_XS, "IQ4_XS", 256, 136, 1),
     T(ES_TYPE_I8, "I8", 1, 1, 0),          T(ES_TYPE_I16, "I16", 1, 2, 0),
     T(ES_TYPE_I32, "I32", 1, 4, 0),        T(ES_TYPE_I64, "I64", 1, 8, 0),
-    T(ES_TYPE_F64, "F64", 1, 8, 0),        T(ES_TYPE_IQ1_M, "IQ1_M", 256, 56, 0),
-    T(ES_TYPE_BF16, "BF16", 1, 2, 1),      T(ES_TYPE_TQ1_0, "TQ1_0", 256, 54, 0),
-    T(ES_TYPE_TQ2_0, "TQ2_0", 256, 66, 0), T(ES_TYPE_MXFP4, "MXFP4", 32, 17, 0),
+    T(ES_TYPE_F64, "F64", 1, 8, 0),        T(ES_TYPE_IQ1_M, "IQ1_M", 256, 56, 1),
+    T(ES_TYPE_BF16, "BF16", 1, 2, 1),      T(ES_TYPE_TQ1_0, "TQ1_0", 256, 54, 1),
+    T(ES_TYPE_TQ2_0, "TQ2_0", 256, 66, 1), T(ES_TYPE_MXFP4, "MXFP4", 32, 17, 0),
 };
 #undef T
 

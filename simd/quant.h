@@ -179,6 +179,119 @@ typedef struct {
 } block_iq4_xs;
 _Static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
 
+/* ---- the IQ codebook formats (super-blocks of 256; grids in iq_grids.h) ----
+ * Weights come in groups of 8 (IQ3: two grid entries of 4) whose values are
+ * a grid entry: unsigned magnitudes with 8 signs from a 7-bit code through
+ * es_iq2_signs (IQ2_XXS, IQ2_XS, IQ3_XXS) or 8 explicit sign bits (IQ2_S,
+ * IQ3_S), or signed -1/0/1 plus a shift of +-1/8 (IQ1_S, IQ1_M).  Every
+ * scale is an odd integer times d, so each weight is d times a small
+ * integer divided by a power of two, which is what the kernels multiply. */
+
+/* IQ2_XXS: per 32 weights (ib) the 8 bytes at qs[4ib]: bytes 0..3 grid
+ * indices of its 4 groups, then a uint32 (little-endian) of four 7-bit sign
+ * codes (bits 7l..7l+6) and a 4-bit scale s (bits 28..31);
+ * w = d·(0.5 + s)/4 · grid · sign.  (2 + 64) B / 256 = 2.0625 bpw */
+typedef struct {
+    es_fp16 d;
+    uint16_t qs[QK_K / 8];
+} block_iq2_xxs;
+_Static_assert(sizeof(block_iq2_xxs) == 66, "block_iq2_xxs size");
+
+/* IQ2_XS: group g's uint16 qs[g] = 9-bit grid index | 7-bit sign code << 9;
+ * scales[ib] two 4-bit scales (low: weights 0..15 of the 32, high: 16..31);
+ * w = d·(0.5 + s)/4 · grid · sign.  (2 + 64 + 8) B / 256 = 2.3125 bpw */
+typedef struct {
+    es_fp16 d;
+    uint16_t qs[QK_K / 8];
+    uint8_t scales[QK_K / 32];
+} block_iq2_xs;
+_Static_assert(sizeof(block_iq2_xs) == 74, "block_iq2_xs size");
+
+/* IQ2_S: group g's 10-bit index = qs[g] | bits 2(g%4)..+1 of qh[g/4] << 8;
+ * its 8 sign bits are qs[32 + g]; scales as IQ2_XS.
+ * (2 + 64 + 8 + 8) B / 256 = 2.5625 bpw */
+typedef struct {
+    es_fp16 d;
+    uint8_t qs[QK_K / 4]; /* 32 index bytes, then 32 sign bytes */
+    uint8_t qh[QK_K / 32];
+    uint8_t scales[QK_K / 32];
+} block_iq2_s;
+_Static_assert(sizeof(block_iq2_s) == 82, "block_iq2_s size");
+
+/* IQ3_XXS: qs[0..63] one es_iq3xxs_grid index per 4 weights; per 32 weights
+ * ib the uint32 at qs[64 + 4ib]: four 7-bit sign codes (8 weights each) and
+ * a 4-bit scale s in bits 28..31; w = d·(0.5 + s)/2 · grid · sign.
+ * (2 + 96) B / 256 = 3.0625 bpw */
+typedef struct {
+    es_fp16 d;
+    uint8_t qs[3 * QK_K / 8];
+} block_iq3_xxs;
+_Static_assert(sizeof(block_iq3_xxs) == 98, "block_iq3_xxs size");
+
+/* IQ3_S: per 4 weights (k = 0..63) the 9-bit index qs[k] | bit k%8 of
+ * qh[k/8] << 8; signs[0..31] one bit per weight; scales[i] two 4-bit
+ * scales (low: weights 64i..64i+31, high: the next 32); w = d·(1 + 2s) ·
+ * grid · sign.  (2 + 64 + 8 + 32 + 4) B / 256 = 3.4375 bpw */
+typedef struct {
+    es_fp16 d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t signs[QK_K / 8];
+    uint8_t scales[QK_K / 64];
+} block_iq3_s;
+_Static_assert(sizeof(block_iq3_s) == 110, "block_iq3_s size");
+
+/* IQ1_S: per 32 weights ib, qh[ib] holds three index bits per group (bits
+ * 3l..3l+2: the high bits of group l's 11-bit index, qs[4ib + l] the low 8),
+ * a 3-bit scale s (bits 12..14) and the shift's sign (bit 15);
+ * w = d·(2s + 1) · (grid + shift), shift = -1/8 if bit 15 else +1/8.
+ * (2 + 32 + 16) B / 256 = 1.5625 bpw */
+typedef struct {
+    es_fp16 d;
+    uint8_t qs[QK_K / 8];
+    uint16_t qh[QK_K / 32];
+} block_iq1_s;
+_Static_assert(sizeof(block_iq1_s) == 50, "block_iq1_s size");
+
+/* IQ1_M: group g's 11-bit index = qs[g] | (qh[g/2] >> 4(g%2) & 7) << 8, its
+ * shift -1/8 if bit 3 + 4(g%2) of qh[g/2] else +1/8; scales as four uint16
+ * (little-endian): 3-bit scales s of each 16 weights (uint16 i holds those
+ * of weights 64i.., 4 of them in bits 0..11) and in bits 12..15 of the four
+ * the fp16 d (its nibble k from uint16 k); w = d·(2s + 1) · (grid + shift).
+ * (32 + 16 + 8) B / 256 = 1.75 bpw */
+typedef struct {
+    uint8_t qs[QK_K / 8];
+    uint8_t qh[QK_K / 16];
+    uint8_t scales[QK_K / 32];
+} block_iq1_m;
+_Static_assert(sizeof(block_iq1_m) == 56, "block_iq1_m size");
+
+/* IQ1_M: the super-block's fp16 d from the top nibbles of the scales */
+static inline es_fp16 es_iq1m_d(const block_iq1_m *b) {
+    uint16_t sc[4];
+    for (int i = 0; i < 4; i++) sc[i] = (uint16_t)(b->scales[2 * i] | b->scales[2 * i + 1] << 8);
+    return (es_fp16)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+}
+
+/* TQ1_0: ternary, w = d·(t - 1), t in 0..2, five per byte in base 3 as a
+ * fixed-point fraction: t_n = ((uint8_t)(byte·3^n) · 3) >> 8.  qs[0..31]
+ * give weights 32n + m (n < 5), qs[32..47] weights 160 + 16n + m, qh[0..3]
+ * (four per byte) weights 240 + 4n + j.  (48 + 4 + 2) B / 256 = 1.6875 bpw */
+typedef struct {
+    uint8_t qs[48];
+    uint8_t qh[4];
+    es_fp16 d;
+} block_tq1_0;
+_Static_assert(sizeof(block_tq1_0) == 54, "block_tq1_0 size");
+
+/* TQ2_0: ternary, w = d·(q - 1), q 2 bits; weight 128h + 32l + m is bits
+ * 2l..2l+1 of qs[32h + m].  (64 + 2) B / 256 = 2.0625 bpw */
+typedef struct {
+    uint8_t qs[QK_K / 4];
+    es_fp16 d;
+} block_tq2_0;
+_Static_assert(sizeof(block_tq2_0) == 66, "block_tq2_0 size");
+
 /* IQ4_XS: the 6-bit scale code (0..63, bias 32) of sub-block j (0..7). */
 static inline int es_iq4xs_scale(int j, const block_iq4_xs *b) {
     return ((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | ((b->scales_h >> (2 * j)) & 3) << 4;

@@ -359,16 +359,18 @@ static const es_kernels table_vnni = {
     .matvec = {[ES_TYPE_Q8_0] = matvec_q8_0_vnni, [ES_TYPE_Q4_0] = matvec_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matvec_q2_K,
                [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
                [ES_TYPE_Q6_K] = kq_matvec_q6_K, [ES_TYPE_Q4_1] = lg_matvec_q4_1, [ES_TYPE_Q5_0] = lg_matvec_q5_0,
-               [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs},
+               [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs,
+               IQ_X86_MATVEC},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
-                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K},
+                 [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K,
+                 IQ_X86_ACT_TYPES},
     .matmul = {[ES_TYPE_Q8_0] = matmul_q8_0_vnni, [ES_TYPE_Q4_0] = matmul_q4_0_vnni, [ES_TYPE_Q2_K] = kq_matmul_q2_K,
                [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
                [ES_TYPE_Q6_K] = kq_matmul_q6_K, [ES_TYPE_Q5_0] = lg_matmul_q5_0,
                [ES_TYPE_IQ4_NL] = lg_matmul_iq4_nl,
-               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs},
+               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs, IQ_X86_MATMUL},
 };
 
 /* dst's slots overwritten by src's non-empty ones */

@@ -3,6 +3,8 @@
  * as static functions: in x86_avx2.c (AVX2: VPMADDWD then VPADDD) and in
  * x86_avx512.c (AVX512_VNNI with VL: VPDPWSSD, the two fused), whose tables
  * take the slots at the end of this file.  Include only from those two.
+ * The IQ codebook formats and TQ2_0 come in through x86_iquants.h (one
+ * super-block, iq_block) and share the rest.
  *
  * Per super-block of 256 weights, every format reduces to integers: the
  * quants q as unsigned bytes, VPMADDUBSW q·a into int16 pairs (no pair can
@@ -37,7 +39,7 @@
 #ifndef KPF
 #define KPF 2048
 #endif
-enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6, KIQ4XS };
+enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6, KIQ4XS, KIQ2XXS, KIQ2XS, KIQ2S, KIQ3XXS, KIQ3S, KIQ1S, KIQ1M, KTQ2 };
 
 static inline size_t kq_block_bytes(enum kfmt f) {
     switch (f) {
@@ -46,6 +48,14 @@ static inline size_t kq_block_bytes(enum kfmt f) {
     case KQ4: return sizeof(block_q4_K);
     case KQ5: return sizeof(block_q5_K);
     case KIQ4XS: return sizeof(block_iq4_xs);
+    case KIQ2XXS: return sizeof(block_iq2_xxs);
+    case KIQ2XS: return sizeof(block_iq2_xs);
+    case KIQ2S: return sizeof(block_iq2_s);
+    case KIQ3XXS: return sizeof(block_iq3_xxs);
+    case KIQ3S: return sizeof(block_iq3_s);
+    case KIQ1S: return sizeof(block_iq1_s);
+    case KIQ1M: return sizeof(block_iq1_m);
+    case KTQ2: return sizeof(block_tq2_0);
     default: return sizeof(block_q6_K);
     }
 }
@@ -123,11 +133,17 @@ static inline __attribute__((always_inline)) void kq_k4_chunk(enum kfmt f, const
     }
 }
 
+#include "x86_iquants.h"
+
 /* One super-block of one row against T tokens' super-blocks x[t]:
  * acc[t] += (its dot) in 8 lanes (Q2_K, Q3_K, Q6_K, IQ4_XS).  The body per format is specialised by
  * always_inline on (f, T). */
 static inline __attribute__((always_inline)) void kq_block(enum kfmt f, int T, const uint8_t *blk,
                                                            const block_q8_K *const *x, __m256 *acc) {
+    if (f >= KIQ2XXS) {
+        iq_block(f, T, blk, x, acc);
+        return;
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     /* VPDPWSSD's accumulator is a dependency chain (latency ~5): with few
      * tokens, spread the sums over C chains (added up at the end) */
@@ -493,5 +509,40 @@ static void kq_matmul_q6_K(const void *w, size_t rb, int64_t n, const void *act,
                            int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(kq_pass_q6_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
+
+/* the codebook formats and TQ2_0 (x86_iquants.h): matvec and prefill slots */
+#define IQ_X86_SLOTS(name, F)                                                                                     \
+    static void kq_pass_##name(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,  \
+                               int64_t ys, int64_t r0, int64_t r1) {                                              \
+        kq_pass(F, T, w, rb, n, act, as, y, ys, r0, r1);                                                          \
+    }                                                                                                             \
+    static void kq_matvec_##name(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0,      \
+                                 int64_t r1) {                                                                    \
+        kq_matvec(F, w, rb, n, act, y, r0, r1);                                                                   \
+    }                                                                                                             \
+    static void kq_matmul_##name(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt,     \
+                                 float *y, int64_t ys, int64_t r0, int64_t r1) {                                  \
+        matmul_blocked(kq_pass_##name, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);     \
+    }
+IQ_X86_SLOTS(iq2_xxs, KIQ2XXS)
+IQ_X86_SLOTS(iq2_xs, KIQ2XS)
+IQ_X86_SLOTS(iq2_s, KIQ2S)
+IQ_X86_SLOTS(iq3_xxs, KIQ3XXS)
+IQ_X86_SLOTS(iq3_s, KIQ3S)
+IQ_X86_SLOTS(iq1_s, KIQ1S)
+IQ_X86_SLOTS(iq1_m, KIQ1M)
+IQ_X86_SLOTS(tq2_0, KTQ2)
+#undef IQ_X86_SLOTS
+
+/* table entries for them, the same in the avx2 and the avx512 (VNNI) table */
+#define IQ_X86_ENTRIES(slot, F)                                                                                   \
+    [ES_TYPE_IQ2_XXS] = F(slot, iq2_xxs), [ES_TYPE_IQ2_XS] = F(slot, iq2_xs), [ES_TYPE_IQ2_S] = F(slot, iq2_s),     \
+    [ES_TYPE_IQ3_XXS] = F(slot, iq3_xxs), [ES_TYPE_IQ3_S] = F(slot, iq3_s), [ES_TYPE_IQ1_S] = F(slot, iq1_s),       \
+    [ES_TYPE_IQ1_M] = F(slot, iq1_m), [ES_TYPE_TQ2_0] = F(slot, tq2_0)
+#define IQ_X86_FN(slot, name) kq_##slot##_##name
+#define IQ_X86_ACT(slot, name) ES_TYPE_Q8_K
+#define IQ_X86_MATVEC IQ_X86_ENTRIES(matvec, IQ_X86_FN)
+#define IQ_X86_MATMUL IQ_X86_ENTRIES(matmul, IQ_X86_FN)
+#define IQ_X86_ACT_TYPES IQ_X86_ENTRIES(act, IQ_X86_ACT)
 
 #endif

@@ -234,7 +234,7 @@ static void test_all_paths(void) {
     printf("CPU features: %s\n", es_cpu_features());
 }
 
-/* ---- every x86 table's 8-bit/float products, matmul included ----------------
+/* ---- every table's 8-bit/float products, matmul included (x86, and the neon variants) --
  *
  * The tables a CPU can run, tested slot by slot (not es_kernels_for's, so
  * the AVX-512 table without VNNI is tested on a CPU with VNNI too).  Each
@@ -254,7 +254,7 @@ typedef struct test_table {
     const es_kernels *k;
 } test_table;
 
-static int x86_tables(test_table *out) {
+static int cpu_tables(test_table *out) {
     int n = 0;
     out[n++] = (test_table){"generic", &es_kernels_generic};
     if (es_simd_supported("avx2")) out[n++] = (test_table){"avx2", es_kernels_avx2};
@@ -265,6 +265,13 @@ static int x86_tables(test_table *out) {
         else SKIP("avx512 table with VNNI: this CPU lacks AVX512_VNNI");
     } else {
         SKIP("avx512 tables: not available on this CPU/build");
+    }
+    if (es_simd_supported("neon")) { /* the variants this CPU can run */
+        const char *f = es_cpu_features();
+        int dp = strstr(f, "dotprod") != NULL, mm = strstr(f, "i8mm") != NULL;
+        out[n++] = (test_table){"neon (armv8.0)", es_neon_for(0, 0)};
+        if (dp) out[n++] = (test_table){"neon (dotprod)", es_neon_for(1, 0)};
+        if (dp && mm) out[n++] = (test_table){"neon (i8mm)", es_neon_for(1, 1)};
     }
     return n;
 }
@@ -282,7 +289,8 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
     float *deq = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)(ys * nt));
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < n; i++) deq[i] = frand();
-        es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
+        if (!es_kernels_generic.quant_row[t]) test_fill_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
+        else es_kernels_generic.quant_row[t](deq, w + (size_t)r * rb, n);
     }
     for (int64_t k = 0; k < nt; k++) {
         float *xk = x + k * n;
@@ -321,14 +329,16 @@ static double products_case(const es_kernels *K, int use_matmul, uint32_t t, int
 static void test_table_products(void) {
     static const uint32_t all[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
                                    ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
-                                   ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
+                                   ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
+                                   ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
+                                   ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
     static const int64_t rows_list[] = {1, 2, 3, 7, 33, 50};
     /* every count up to two token groups of x86_vnni_gemm.h, and counts
      * either side of the activation chunks */
     static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 63, 65};
     static const int64_t cols_32[] = {32, 96, 1056}, cols_256[] = {256, 768};
-    test_table tabs[4];
-    int ntabs = x86_tables(tabs);
+    test_table tabs[6];
+    int ntabs = cpu_tables(tabs);
     for (int v = 0; v < ntabs; v++) {
         const es_kernels *K = tabs[v].k;
         for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
@@ -339,15 +349,19 @@ static void test_table_products(void) {
             for (int use_mm = 0; use_mm < 2; use_mm++) {
                 double worst = 0;
                 int empty = 0;
+                /* the neon tables (one row at a time, tokens 4 by 4 then 1 by
+                 * 1) on fewer shapes: they run under qemu in `make test-arm` */
+                const int lite = !strncmp(tabs[v].name, "neon", 4);
                 for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
                     for (size_t ci = 0; ci < ncols; ci++)
                         for (size_t ki = 0; ki < sizeof ntok_list / sizeof ntok_list[0]; ki++) {
+                            if (lite && (ri % 2 || (ntok_list[ki] != 1 && ntok_list[ki] != 5))) continue;
                             double e = products_case(K, use_mm, t, rows_list[ri], cols[ci], ntok_list[ki]);
                             if (e < 0) empty = 1;
                             else if (!(e <= worst)) worst = e;
                         }
                 /* activations spanning several token blocks (about 256 KiB each) */
-                if (!empty) {
+                if (!empty && !lite) {
                     double e = products_case(K, use_mm, t, 5, 16384, 17);
                     if (!(e <= worst)) worst = e;
                 }
@@ -376,8 +390,8 @@ static int close_to(float got, double want) {
 }
 
 static void test_activation_ops(void) {
-    test_table tabs[4];
-    int ntabs = x86_tables(tabs);
+    test_table tabs[6];
+    int ntabs = cpu_tables(tabs);
     for (int v = 0; v < ntabs; v++) {
         const es_kernels *K = tabs[v].k;
         if (!K->silu_mul || !K->softmax) continue;
@@ -425,8 +439,8 @@ static void test_activation_ops(void) {
  * scale 1), zero blocks, one huge value. */
 static void test_act_quant(void) {
     static const uint32_t acts[] = {ES_TYPE_Q8_0, ES_TYPE_Q8_K};
-    test_table tabs[4];
-    int ntabs = x86_tables(tabs);
+    test_table tabs[6];
+    int ntabs = cpu_tables(tabs);
     const int64_t n = 256 * 6;
     float *x = malloc(sizeof(float) * (size_t)n);
     uint8_t *q0 = malloc((size_t)n * 2), *q1 = malloc((size_t)n * 2);

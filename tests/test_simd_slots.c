@@ -41,7 +41,9 @@ static const uint32_t types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TY
                                  ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL};
 static const uint32_t mm_types[] = {ES_TYPE_F32,  ES_TYPE_F16,  ES_TYPE_BF16, ES_TYPE_Q8_0,   ES_TYPE_Q4_0,
                                     ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1, ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
-                                    ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K};
+                                    ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
+                                    ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
+                                    ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
 
 /* a table's slot, or generic's where it is empty (as dispatch.c merges) */
 static es_matvec_fn matvec_of(const es_kernels *K, uint32_t t, uint32_t *act_type) {
@@ -110,7 +112,8 @@ static void test_matmul(const es_kernels *const *tabs, int ntabs) {
                 float *x = malloc(sizeof(float) * (size_t)(n * MAX_TOK));
                 for (int64_t r = 0; r < rows; r++) {
                     for (int64_t i = 0; i < n; i++) src[i] = frand();
-                    es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
+                    if (!es_kernels_generic.quant_row[t]) test_fill_random_blocks(t, w + (size_t)r * rb, n, 0.01f, &rng);
+                    else es_kernels_generic.quant_row[t](src, w + (size_t)r * rb, n);
                 }
                 for (int64_t i = 0; i < n * MAX_TOK; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
                 int64_t ys = rows + 3; /* a Y stride wider than the rows */

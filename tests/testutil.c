@@ -4,6 +4,7 @@
 #include "kernels.h"
 #include "edgeseek.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -111,10 +112,15 @@ void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const
 }
 
 float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab) {
+    return test_logits_on(path, NULL, tok, n, n_vocab);
+}
+
+float *test_logits_on(const char *path, const char *simd, const int32_t *tok, int n, int *n_vocab) {
     char err[512];
     es_model *m = NULL;
     es_session *s = NULL;
     es_load_params lp = {0};
+    lp.simd = simd;
     float *lg = NULL;
     if (es_model_load(path, &lp, &m, err, sizeof err) != ES_OK) { printf("load %s: %s\n", path, err); return NULL; }
     *n_vocab = es_model_n_vocab(m);
@@ -129,4 +135,32 @@ float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab)
     es_session_free(s);
     es_model_free(m);
     return lg;
+}
+
+int test_fill_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng) {
+    const es_type_traits *tr = es_type_info(type);
+    size_t d_at; /* where the fp16 d lies in the block */
+    switch (type) {
+    case ES_TYPE_IQ2_XXS: case ES_TYPE_IQ2_XS: case ES_TYPE_IQ2_S: case ES_TYPE_IQ3_XXS: case ES_TYPE_IQ3_S:
+    case ES_TYPE_IQ1_S: d_at = 0; break;
+    case ES_TYPE_TQ1_0: d_at = offsetof(block_tq1_0, d); break;
+    case ES_TYPE_TQ2_0: d_at = offsetof(block_tq2_0, d); break;
+    case ES_TYPE_IQ1_M: d_at = SIZE_MAX; break; /* spread over the scales */
+    default: return 0;
+    }
+    uint8_t *p = row;
+    for (int64_t b = 0; b < n / 256; b++, p += tr->type_size) {
+        for (uint32_t i = 0; i < tr->type_size; i++) {
+            *rng ^= *rng << 13; *rng ^= *rng >> 7; *rng ^= *rng << 17;
+            p[i] = (uint8_t)(*rng >> 29);
+        }
+        es_fp16 d = es_f32_to_fp16(scale * (1.0f + (float)(p[1] & 0x7f) / 128.0f));
+        if (d_at != SIZE_MAX) {
+            memcpy(p + d_at, &d, 2);
+        } else {
+            block_iq1_m *m = (block_iq1_m *)p;
+            for (int k = 0; k < 4; k++) m->scales[2 * k + 1] = (uint8_t)((m->scales[2 * k + 1] & 0x0f) | ((d >> (4 * k)) & 0xf) << 4);
+        }
+    }
+    return 1;
 }

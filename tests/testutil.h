@@ -61,5 +61,14 @@ void test_each_gen_model(const char *const *args, int n, void (*fn)(int i, const
  * parameters): [n][vocab], malloc'd, *n_vocab set; NULL (with a line
  * printed) on error. */
 float *test_logits_of(const char *path, const int32_t *tok, int n, int *n_vocab);
+/* The same with the model's kernels on SIMD path simd (NULL: the default) */
+float *test_logits_on(const char *path, const char *simd, const int32_t *tok, int n, int *n_vocab);
+
+/* For the formats edgeseek reads but cannot write (the IQ codebook formats,
+ * TQ1_0, TQ2_0: es_kernels_generic.quant_row is empty): a row of n weights
+ * (n a multiple of 256) of random blocks, every index and sign code drawn
+ * from *rng and each super-block's fp16 d in [scale, 2 scale); any bit
+ * pattern is a valid block of these formats.  Returns 0 for other types. */
+int test_fill_random_blocks(uint32_t type, void *row, int64_t n, float scale, uint64_t *rng);
 
 #endif
