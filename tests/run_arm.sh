@@ -26,7 +26,7 @@ build=$1
 shift
 : "${QEMU:=qemu-aarch64}"
 : "${ARM_SYSROOT:=/usr/aarch64-linux-gnu}"
-: "${ARM_SIMD_TESTS:=test_golden,test_determinism,test_kernels,test_kquants,test_simd_slots,test_kvcache}"
+: "${ARM_SIMD_TESTS:=test_golden,test_determinism,test_kernels,test_kquants,test_simd_slots}"
 : "${ARM_RUNS:=cortex-a72:default max:default:simd max:generic:test_golden,test_determinism neoverse-n1:default:simd}"
 export QEMU QEMU_LD_PREFIX="$ARM_SYSROOT"
 # the tests skip their few timing and memory-growth checks under emulation
