@@ -621,6 +621,7 @@ int srv_main(const srv_opts *o) {
 
     int rc = 1;
     char err[768];
+    if (o->load_ms > 0) nanosleep(&(struct timespec){o->load_ms / 1000, (long)(o->load_ms % 1000) * 1000000L}, NULL);
     es_load_params lp = o->lp;
     lp.n_ctx = o->n_ctx;
     if (es_model_load(o->model_path, &lp, &S.m, err, sizeof err) != ES_OK) {

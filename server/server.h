@@ -34,6 +34,8 @@ typedef struct srv_opts {
     const char *alias;          /* the model's name in answers (default: the file name) */
     int step_ms;                /* each scheduler step takes at least this long (tests:
                                    EDGESEEK_SERVE_STEP_MS) */
+    int load_ms;                /* the model's load starts this late (tests: /health's 503
+                                   while loading; EDGESEEK_SERVE_LOAD_MS) */
 } srv_opts;
 
 /* Sets the defaults above. */

@@ -8,7 +8,8 @@
 # client, bad keys) answered while the server keeps serving; then a slowed server
 # (EDGESEEK_SERVE_STEP_MS): SSE keep-alive during a long prefill, a mid-stream
 # disconnect freeing the slot at once, a full queue's 503 with Retry-After, and
-# SIGTERM mid-stream (cancelled, [DONE], exit 0).  The client is
+# SIGTERM mid-stream (cancelled, [DONE], exit 0); /health 503 while the model loads
+# (EDGESEEK_SERVE_LOAD_MS), 200 when ready.  The client is
 # tests/server_client.cjs (node); the openai package is looked for in
 # tests/node_deps (.ci/run installs it; so does this script when npm is there).
 # Every wait is bounded.  Without server support in the build, or without node,
@@ -89,6 +90,34 @@ if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/b.log" -np 1 --queue 1 --keepalive
     rc=$?
     check "SIGTERM mid-stream: exit 0 (got $rc)" [ "$rc" -eq 0 ]
 fi
+
+# /health while the model loads (EDGESEEK_SERVE_LOAD_MS holds the load back 5 s): 503
+# with the error shape at once, then 200 when ready; no key needed for either
+health() { # URL: the status code of GET URL/health, 000 when no answer
+    timeout 10 node -e 'fetch(process.argv[1] + "/health").then(r => console.log(r.status), () => console.log("000"))' "$1"
+}
+EDGESEEK_SERVE_LOAD_MS=5000 $E serve -m "$M" --port 0 -t 1 --api-key k >"$T/c.log" 2>&1 &
+PID=$!
+URL=
+i=0
+while [ -z "$URL" ] && [ $i -lt 100 ] && kill -0 $PID 2>/dev/null; do
+    URL=$(sed -n 's|^edgeseek serve: listening on \(http://[^/]*\)/.*|\1|p' "$T/c.log")
+    [ -n "$URL" ] || sleep 0.1
+    i=$((i + 1))
+done
+if [ -n "$URL" ]; then
+    code=$(health "$URL")
+    check "/health while loading: 503 (got $code)" [ "$code" = 503 ]
+    i=0
+    while [ $i -lt 200 ] && ! grep -q "ready:" "$T/c.log"; do sleep 0.1; i=$((i + 1)); done
+    code=$(health "$URL")
+    check "/health when ready: 200 (got $code)" [ "$code" = 200 ]
+else
+    fail "the server did not listen: $(cat "$T/c.log")"
+fi
+kill -TERM $PID 2>/dev/null
+wait_exit $PID 20
+expect 2 "EDGESEEK_SERVE_LOAD_MS expects milliseconds" "env EDGESEEK_SERVE_LOAD_MS=soon $E serve -m $M --port 0"
 
 # usage errors need no network
 expect 2 "-m MODEL is required" "$E serve"
