@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,13 +133,35 @@ static int term_end(term *t) {
             kill(t->pid, SIGKILL);
             waitpid(t->pid, &st, 0);
             close(t->fd);
-            return -1;
+            return -2;
         }
         term_read(t, 50); /* drain, so the child never blocks on output */
     }
     close(t->fd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+/* Waits until the chat's line editor has the terminal in its raw mode
+ * (ICANON off: the master side reads the terminal's modes).  libedit may
+ * show its prompt before it leaves canonical mode; a Ctrl-D typed in that
+ * moment is taken by the canonical line discipline as an end of line and
+ * reaches the editor as a NUL byte, not as Ctrl-D (a person cannot type
+ * that fast; this test can).  1 when raw, 0 (with a failure) if not within
+ * WAIT_S. */
+static int term_wait_raw(term *t) {
+    double end = now_s() + WAIT_S;
+    struct termios tio;
+    while (tcgetattr(t->fd, &tio) == 0 && (tio.c_lflag & ICANON)) {
+        if (now_s() > end) break;
+        term_read(t, 10);
+    }
+    int raw = tcgetattr(t->fd, &tio) == 0 && !(tio.c_lflag & ICANON);
+    CHECK(raw, "the line editor's raw mode: the terminal stayed canonical for %.0f s", WAIT_S);
+    return raw;
+}
+
+/* The last 300 bytes the chat wrote, for a failure message. */
+static const char *term_tail(const term *t) { return t->buf + (t->n > 300 ? t->n - 300 : 0); }
 
 /* Sends a question and waits for the next prompt; the answer line (after
  * the dimmed thinking and its blank line) goes to ans, "" if none. */
@@ -283,8 +306,11 @@ static void session_one(es_model *m) {
     term_send(&t, "\003");
     term_wait(&t, "Ctrl-C again or Ctrl-D to quit", "Ctrl-C at the prompt");
     term_wait(&t, "\n> ", "the prompt after the hint");
+    term_wait_raw(&t);
     term_send(&t, "\004");
-    CHECK(term_end(&t) == 0, "Ctrl-D: the chat did not exit with status 0");
+    int rc = term_end(&t);
+    CHECK(rc == 0, "Ctrl-D: the chat did not exit with status 0 (%d; -2: still running after %.0f s); its end: '%s'",
+          rc, WAIT_S, term_tail(&t));
 }
 
 static void session_two(void) {
@@ -304,7 +330,9 @@ static void session_two(void) {
     term_send(&t, "\003");
     term_wait(&t, "Ctrl-C again", "the first Ctrl-C");
     term_send(&t, "\003");
-    CHECK(term_end(&t) == 0, "two Ctrl-C at the prompt: the chat did not exit with status 0");
+    int rc = term_end(&t);
+    CHECK(rc == 0, "two Ctrl-C at the prompt: the chat did not exit with status 0 (%d); its end: '%s'", rc,
+          term_tail(&t));
 }
 
 int main(void) {
