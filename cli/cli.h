@@ -24,6 +24,10 @@ int cli_parse_float(const char *opt, const char *s, double lo, double hi, double
 /* The same test as cli_parse_int, printing nothing (the caller words the
  * message). */
 int cli_to_long(const char *s, long lo, long hi, long *out);
+/* A test knob in milliseconds (0..10000) from the environment variable
+ * name: 0 (*out unchanged when unset), or -1 with a message when it is not
+ * a number in range. */
+int cli_env_ms(const char *name, int *out);
 /* --numa off|shard|replicate → ES_NUMA_*; prints a message, -1 if bad. */
 int cli_parse_numa(const char *v, int *out);
 /* -t n capped at the CPUs this process may run on (sched_getaffinity), with

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef ES_HAVE_LIBEDIT
 #include <histedit.h>
@@ -152,6 +153,7 @@ typedef struct chat {
     long max_answer;     /* -n; <= 0: no limit */
     int ansi;            /* stdout is a terminal that takes escape codes (dim) */
     int hide_thinking, verbose;
+    int step_ms;         /* EDGESEEK_CHAT_STEP_MS: each token takes at least this long (a test's slow machine) */
     char err[512];
 } chat;
 
@@ -374,6 +376,10 @@ static int generate(chat *c, shown *sh, long *produced) {
             break;
         }
         c->cache[c->n_cache++] = tok;
+        if (c->step_ms > 0) {
+            struct timespec ts = {c->step_ms / 1000, (long)(c->step_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL); /* a Ctrl-C ends it early: got_sigint is read next */
+        }
     }
     size_t w = es_detok_flush(&dt, small, sizeof small);
     if (show_text(c, sh, &rs, small, w) != 0 || show_text(c, sh, &rs, NULL, 0) != 0) return END_ERROR;
@@ -799,6 +805,7 @@ int cmd_chat(int argc, char **argv) {
 
     lp.n_ctx = (int)go.n_ctx;
     chat c = {0};
+    if (cli_env_ms("EDGESEEK_CHAT_STEP_MS", &c.step_ms) != 0) return 2;
     c.model_path = model;
     c.max_answer = max_answer;
     c.hide_thinking = hide_thinking;

@@ -60,19 +60,6 @@ static int read_key_file(const char *path, char *key, size_t cap) {
     return rc;
 }
 
-/* A test knob in milliseconds (0..10000) from the environment: 0, or -1
- * with a message when it is not a number in range. */
-static int env_ms(const char *name, int *out) {
-    const char *v = getenv(name);
-    long ms;
-    if (!v || !*v) return 0;
-    if (cli_to_long(v, 0, 10000, &ms) != 0) {
-        fprintf(stderr, "edgeseek: %s expects milliseconds from 0 to 10000, got '%s'\n", name, v);
-        return -1;
-    }
-    *out = (int)ms;
-    return 0;
-}
 #endif
 
 int cmd_serve(int argc, char **argv) {
@@ -136,7 +123,7 @@ int cmd_serve(int argc, char **argv) {
     if (key_file && read_key_file(key_file, o.api_key, sizeof o.api_key) != 0) return 1;
     /* the tests' slow machine: every scheduler step lasts at least this long,
      * the model's load starts this late */
-    if (env_ms("EDGESEEK_SERVE_STEP_MS", &o.step_ms) != 0 || env_ms("EDGESEEK_SERVE_LOAD_MS", &o.load_ms) != 0) return 2;
+    if (cli_env_ms("EDGESEEK_SERVE_STEP_MS", &o.step_ms) != 0 || cli_env_ms("EDGESEEK_SERVE_LOAD_MS", &o.load_ms) != 0) return 2;
     return srv_main(&o);
 #endif
 }

@@ -31,6 +31,18 @@ int cli_to_long(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
+int cli_env_ms(const char *name, int *out) {
+    const char *v = getenv(name);
+    long ms;
+    if (!v || !*v) return 0;
+    if (cli_to_long(v, 0, 10000, &ms) != 0) {
+        fprintf(stderr, "edgeseek: %s expects milliseconds from 0 to 10000, got '%s'\n", name, v);
+        return -1;
+    }
+    *out = (int)ms;
+    return 0;
+}
+
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
     if (cli_to_long(s, lo, hi, out) != 0) {
         fprintf(stderr, "edgeseek: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);

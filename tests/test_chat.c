@@ -52,8 +52,9 @@ static double now_s(void) {
 }
 
 /* Starts `edgeseek chat -m MODEL --temp 0 EXTRA...` on a new terminal of
- * 200 columns with TERM=xterm. */
-static int term_start(term *t, const char *const *extra) {
+ * 200 columns with TERM=xterm and, when step_ms > 0, EDGESEEK_CHAT_STEP_MS
+ * (each token takes at least that long). */
+static int term_start(term *t, const char *const *extra, int step_ms) {
     memset(t, 0, sizeof *t);
     const char *argv[16];
     int n = 0;
@@ -74,6 +75,10 @@ static int term_start(term *t, const char *const *extra) {
     if (t->pid == 0) {
         setenv("TERM", "xterm", 1);
         unsetenv("NO_COLOR");
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", step_ms);
+        if (step_ms > 0) setenv("EDGESEEK_CHAT_STEP_MS", ms, 1);
+        else unsetenv("EDGESEEK_CHAT_STEP_MS");
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -233,7 +238,7 @@ done:
 
 static void session_one(es_model *m) {
     term t;
-    if (term_start(&t, NULL) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
+    if (term_start(&t, NULL, 5) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
     if (!term_wait(&t, "Ctrl-D quits", "the banner") || !term_wait(&t, "> ", "the first prompt")) {
         term_end(&t);
         return;
@@ -251,9 +256,11 @@ static void session_one(es_model *m) {
           want);
 
     /* 2. /reset, then Ctrl-C in the middle of an answer; the answer runs
-     * to the end of the context (hundreds of tokens), so the Ctrl-C sent
-     * once its first digits show lands inside it; a retry covers a machine
-     * so loaded that it did not */
+     * to the end of the context (hundreds of tokens, at least 5 ms each by
+     * EDGESEEK_CHAT_STEP_MS: the default model alone writes them in a few
+     * ms, and on a busy machine this test was once descheduled through
+     * three such answers), so the Ctrl-C sent once its first digits show
+     * lands inside it; a retry covers a machine so loaded that it did not */
     term_send(&t, "/reset\r");
     term_wait(&t, "the conversation is reset", "/reset");
     term_wait(&t, "\n> ", "/reset's prompt");
@@ -316,7 +323,7 @@ static void session_one(es_model *m) {
 static void session_two(void) {
     term t;
     const char *extra[] = {"--hide-thinking", NULL};
-    if (term_start(&t, extra) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
+    if (term_start(&t, extra, 0) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
     if (!term_wait(&t, "Ctrl-D quits", "the banner") || !term_wait(&t, "> ", "the first prompt")) {
         term_end(&t);
         return;

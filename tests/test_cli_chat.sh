@@ -52,6 +52,7 @@ expect 2 "-m MODEL is required" "$E chat"
 expect 2 "unknown option" "$E chat -m $M --bogus"
 expect 2 "--temp expects" "$E chat -m $M --temp x"
 expect 1 "cannot open" "$E chat -m $T/missing.gguf < /dev/null"
+expect 2 "EDGESEEK_CHAT_STEP_MS expects milliseconds" "env EDGESEEK_CHAT_STEP_MS=soon $E chat -m $M < /dev/null"
 expect 0 "" "$E chat --help"
 check "--help lists /save" grep -q '/save FILE' "$T/out"
 summary
