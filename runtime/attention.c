@@ -285,18 +285,39 @@ static void attend_absorbed(const attn_job *j, int t, int h0, int n, int tid) {
     float *qt = a->t_qt + (size_t)tid * a->hg * R;   /* [n][R] */
     float *u = a->t_u + (size_t)tid * a->hg * R;     /* [n][R] */
     for (int g = 0; g < n; g++) absorb_query(j, h0 + g, qt0 + (size_t)g * (dn + dr), qt + (size_t)g * R, tid);
-    for (int i = 0; i <= p; i++) {
-        const uint8_t *row = es_kv_row(kv, i);
-        for (int g = 0; g < n; g++)
-            att[(size_t)g * S + i] = (kv_dot(K, kv->lat_type, qt + (size_t)g * R, row, R) +
-                                      kv_dot(K, kv->rope_type, qt0 + (size_t)g * (dn + dr) + dn, row + kv->rope_off, dr)) *
-                                     hp->attn_scale;
+    if (K->dot_kv_heads[kv->lat_type] && K->dot_kv_heads[kv->rope_type]) {
+        /* the same values, each row read once for the n heads: the latent
+         * parts of every position, then the rope parts a block at a time */
+        enum { RB = 64 };
+        float rope[16 * RB]; /* [n][RB]: n <= 16 (absorbed_group_size) */
+        K->dot_kv_heads[kv->lat_type](qt, R, n, es_kv_row(kv, 0), kv->row_bytes, p + 1, R, att, S);
+        for (int i0 = 0; i0 <= p; i0 += RB) {
+            const int nb = p + 1 - i0 < RB ? p + 1 - i0 : RB;
+            K->dot_kv_heads[kv->rope_type](qt0 + dn, dn + dr, n, es_kv_row(kv, i0) + kv->rope_off, kv->row_bytes, nb,
+                                           dr, rope, RB);
+            for (int g = 0; g < n; g++)
+                for (int i = 0; i < nb; i++)
+                    att[(size_t)g * S + i0 + i] = (att[(size_t)g * S + i0 + i] + rope[g * RB + i]) * hp->attn_scale;
+        }
+    } else {
+        for (int i = 0; i <= p; i++) {
+            const uint8_t *row = es_kv_row(kv, i);
+            for (int g = 0; g < n; g++)
+                att[(size_t)g * S + i] =
+                    (kv_dot(K, kv->lat_type, qt + (size_t)g * R, row, R) +
+                     kv_dot(K, kv->rope_type, qt0 + (size_t)g * (dn + dr) + dn, row + kv->rope_off, dr)) *
+                    hp->attn_scale;
+        }
     }
     for (int g = 0; g < n; g++) K->softmax(att + (size_t)g * S, p + 1);
     memset(u, 0, sizeof(float) * (size_t)n * R);
-    for (int i = 0; i <= p; i++) {
-        const uint8_t *row = es_kv_row(kv, i);
-        for (int g = 0; g < n; g++) kv_axpy(K, kv->lat_type, u + (size_t)g * R, att[(size_t)g * S + i], row, R);
+    if (K->axpy_kv_heads[kv->lat_type]) {
+        K->axpy_kv_heads[kv->lat_type](u, R, n, att, S, es_kv_row(kv, 0), kv->row_bytes, p + 1, R);
+    } else {
+        for (int i = 0; i <= p; i++) {
+            const uint8_t *row = es_kv_row(kv, i);
+            for (int g = 0; g < n; g++) kv_axpy(K, kv->lat_type, u + (size_t)g * R, att[(size_t)g * S + i], row, R);
+        }
     }
     for (int g = 0; g < n; g++) {
         const es_weight *w;

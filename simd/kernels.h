@@ -58,6 +58,18 @@ typedef struct es_kernels {
      * converted first (runtime/attention.c, absorbed form). */
     float (*dot_kv[ES_TYPE_COUNT])(const float *a, const void *x, int64_t n);
     void (*axpy_kv[ES_TYPE_COUNT])(float *y, float a, const void *x, int64_t n);
+    /* The same for G heads over nrows cache rows (row_bytes apart) of type
+     * t (F32 rows here as in dot_f32/axpy_f32), reading each row once for
+     * the heads: att[g * att_stride + r] = dot(q + g * q_stride, row r) and
+     * u + g * u_stride += p[g * p_stride + r] * row r (r in order), each
+     * value bit-identical to this table's one-head kernel (dot_f32/dot_kv,
+     * axpy_f32/axpy_kv).  NULL where a table has none: callers then loop
+     * over the one-head kernels (never filled from generic, whose
+     * one-head kernels are not this table's). */
+    void (*dot_kv_heads[ES_TYPE_COUNT])(const float *q, int64_t q_stride, int G, const void *rows, size_t row_bytes,
+                                        int64_t nrows, int64_t n, float *att, int64_t att_stride);
+    void (*axpy_kv_heads[ES_TYPE_COUNT])(float *u, int64_t u_stride, int G, const float *p, int64_t p_stride,
+                                         const void *rows, size_t row_bytes, int64_t nrows, int64_t n);
 } es_kernels;
 
 /* The tables; a table an ISA cannot provide on this build is NULL. */

@@ -5,6 +5,10 @@
  *    SIMD path this CPU runs, on awkward lengths and unaligned rows, against
  *    a float64 evaluation of the dequantised row and against the scalar
  *    twin (generic.c).
+ *    The several-heads kernels (dot_kv_heads, axpy_kv_heads) where a table
+ *    has them: bit-identical to the same table's one-head kernels looped
+ *    over heads and rows, on awkward head counts, lengths, strides and row
+ *    counts.
  * 2. Logits of every golden model (tests/data/golden, both MLA layouts
  *    where the case has two) and of the default model with each cache type
  *    against the F32 cache, in each attention form (absorbed, expanded) and
@@ -91,6 +95,72 @@ static void kernels_on(const es_kernels *K) {
         }
         CHECK(!bad, "%s: dot_kv/axpy_kv of type %u: %d values outside the bound", K->name, t, bad);
     }
+}
+
+/* one head's dot / axpy through table K's one-head kernels (F32 rows: the float ones) */
+static float one_dot(const es_kernels *K, uint32_t t, const float *a, const void *x, int64_t n) {
+    return t == ES_TYPE_F32 ? K->dot_f32(a, x, n) : K->dot_kv[t](a, x, n);
+}
+static void one_axpy(const es_kernels *K, uint32_t t, float *y, float p, const void *x, int64_t n) {
+    if (t == ES_TYPE_F32) K->axpy_f32(y, p, x, n);
+    else K->axpy_kv[t](y, p, x, n);
+}
+
+static void heads_on(const es_kernels *K) {
+    static const uint32_t ht[] = {ES_TYPE_F32, ES_TYPE_F16, ES_TYPE_BF16};
+    static const int Gs[] = {1, 3, 8, 9, 16}, ns[] = {1, 15, 16, 17, 33, 64, 100, 512, 576}, rs[] = {1, 5, 64, 65, 130};
+    enum { MAXG = 16, MAXN = 576, MAXR = 130 };
+    const size_t rb_max = MAXN * 4 + 8;
+    float *q = malloc(sizeof(float) * MAXG * (MAXN + 3)), *xf = malloc(sizeof(float) * MAXN);
+    float *att = malloc(sizeof(float) * MAXG * (MAXR + 1)), *want = malloc(sizeof(float) * MAXG * (MAXR + 1));
+    float *u = malloc(sizeof(float) * MAXG * (MAXN + 5)), *uw = malloc(sizeof(float) * MAXG * (MAXN + 5));
+    float *pr = malloc(sizeof(float) * MAXG * (MAXR + 2));
+    uint8_t *rows = malloc(rb_max * MAXR);
+    if (!q || !xf || !att || !want || !u || !uw || !pr || !rows) { CHECK(0, "out of memory"); goto out; }
+    for (size_t ti = 0; ti < sizeof ht / sizeof ht[0]; ti++) {
+        const uint32_t t = ht[ti];
+        if (!K->dot_kv_heads[t] && !K->axpy_kv_heads[t]) continue;
+        const size_t es = t == ES_TYPE_F32 ? 4 : 2;
+        int bad = 0, cases = 0;
+        for (size_t gi = 0; gi < sizeof Gs / sizeof Gs[0]; gi++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (size_t ri = 0; ri < sizeof rs / sizeof rs[0]; ri++) {
+                    const int G = Gs[gi], n = ns[ni], nr = rs[ri];
+                    const int64_t qs = n + 3, as = nr + 1, us = n + 5, ps = nr + 2;
+                    const size_t rb = (size_t)n * es + 8; /* rows not a multiple of 64 bytes apart */
+                    for (int r = 0; r < nr; r++) {
+                        for (int i = 0; i < n; i++) xf[i] = (float)(urand() * 3);
+                        es_kernels_generic.quant_row[t](xf, rows + (size_t)r * rb, n);
+                    }
+                    for (int i = 0; i < G * qs; i++) q[i] = (float)(urand() * 2);
+                    for (int i = 0; i < G * ps; i++) pr[i] = (float)urand();
+                    for (int i = 0; i < G * us; i++) u[i] = uw[i] = (float)urand();
+                    cases++;
+                    if (K->dot_kv_heads[t]) {
+                        for (int i = 0; i < G * as; i++) att[i] = want[i] = -7.0f;
+                        K->dot_kv_heads[t](q, qs, G, rows, rb, nr, n, att, as);
+                        for (int g = 0; g < G; g++)
+                            for (int r = 0; r < nr; r++)
+                                want[g * as + r] = one_dot(K, t, q + g * qs, rows + (size_t)r * rb, n);
+                        if (memcmp(att, want, sizeof(float) * (size_t)(G * as)) && bad++ < 3)
+                            CHECK(0, "%s dot_kv_heads[%u] G %d n %d rows %d: not the one-head values", K->name, t, G, n,
+                                  nr);
+                    }
+                    if (K->axpy_kv_heads[t]) {
+                        K->axpy_kv_heads[t](u, us, G, pr, ps, rows, rb, nr, n);
+                        for (int r = 0; r < nr; r++)
+                            for (int g = 0; g < G; g++)
+                                one_axpy(K, t, uw + g * us, pr[g * ps + r], rows + (size_t)r * rb, n);
+                        if (memcmp(u, uw, sizeof(float) * (size_t)(G * us)) && bad++ < 3)
+                            CHECK(0, "%s axpy_kv_heads[%u] G %d n %d rows %d: not the one-head values", K->name, t, G,
+                                  n, nr);
+                    }
+                }
+        CHECK(!bad, "%s: dot_kv_heads/axpy_kv_heads of type %u bit-identical to the one-head kernels (%d cases)",
+              K->name, t, cases);
+    }
+out:
+    free(q), free(xf), free(att), free(want), free(u), free(uw), free(pr), free(rows);
 }
 
 /* ---- 2. logits against the F32 cache ------------------------------------------------------ */
@@ -408,6 +478,7 @@ static void api(void) {
 int main(void) {
     api();
     test_each_simd_path(kernels_on);
+    test_each_simd_path(heads_on);
     golden_logits();
     part = 1;
     default_model();
