@@ -359,6 +359,65 @@ static float dot_kv_bf16_avx2(const float *a, const void *x, int64_t n) { return
 static void axpy_kv_f16_avx2(float *y, float a, const void *x, int64_t n) { axpy_kv16(0, y, a, x, n); }
 static void axpy_kv_bf16_avx2(float *y, float a, const void *x, int64_t n) { axpy_kv16(1, y, a, x, n); }
 
+/* ---- latent cache rows for several heads at once ------------------------------
+ *
+ * As in x86_avx512.c, with 4 heads a pass (16 registers): each value
+ * computed exactly as dot_avx2 / dot_kv16 (two accumulators over 16-value
+ * steps, an 8-value step, hsum8, a scalar tail) and axpy_avx2 / axpy_kv16
+ * (one fused multiply-add per row, a scalar tail) compute it for one head. */
+#define KVH_HB 4
+#define KVH_W 8
+
+static inline __attribute__((always_inline)) void kvh_dot_row(enum float_fmt f, int GN, const float *q, int64_t qs,
+                                                              const void *x, int64_t n, float *att, int64_t as) {
+    __m256 s0[KVH_HB], s1[KVH_HB];
+#pragma GCC unroll 4
+    for (int k = 0; k < GN; k++) s0[k] = s1[k] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 x0 = load8(f, x, i), x1 = load8(f, x, i + 8);
+#pragma GCC unroll 4
+        for (int k = 0; k < GN; k++) {
+            s0[k] = _mm256_fmadd_ps(_mm256_loadu_ps(q + k * qs + i), x0, s0[k]);
+            s1[k] = _mm256_fmadd_ps(_mm256_loadu_ps(q + k * qs + i + 8), x1, s1[k]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x0 = load8(f, x, i);
+#pragma GCC unroll 4
+        for (int k = 0; k < GN; k++) s0[k] = _mm256_fmadd_ps(_mm256_loadu_ps(q + k * qs + i), x0, s0[k]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < GN; k++) {
+        float s = hsum8(_mm256_add_ps(s0[k], s1[k]));
+        for (int64_t j = i; j < n; j++) s += q[k * qs + j] * load1(f, x, j);
+        att[k * as] = s;
+    }
+}
+
+static inline __attribute__((always_inline)) void kvh_axpy_strip(enum float_fmt f, int GN, float *u, int64_t us,
+                                                                 const float *p, int64_t ps, const uint8_t *rows,
+                                                                 size_t rb, int64_t r0, int64_t r1, int64_t i, int w) {
+    if (w < 8) { /* the ragged end: scalar, as the one-head kernels' tail */
+        for (int64_t r = r0; r < r1; r++)
+            for (int k = 0; k < GN; k++)
+                for (int j = 0; j < w; j++) u[k * us + i + j] += p[k * ps + r] * load1(f, rows + (size_t)r * rb, i + j);
+        return;
+    }
+    __m256 acc[KVH_HB];
+#pragma GCC unroll 4
+    for (int k = 0; k < GN; k++) acc[k] = _mm256_loadu_ps(u + k * us + i);
+    for (int64_t r = r0; r < r1; r++) {
+        const __m256 x = load8(f, rows + (size_t)r * rb, i);
+#pragma GCC unroll 4
+        for (int k = 0; k < GN; k++) acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(p[k * ps + r]), x, acc[k]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < GN; k++) _mm256_storeu_ps(u + k * us + i, acc[k]);
+}
+
+#include "x86_kv_heads.h"
+
 /* 8 weights of a Q8_0 block from qs[k] on, as floats */
 static inline __m256 q8x8(const int8_t *qs) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qs)));
@@ -413,6 +472,8 @@ static const es_kernels table = {
     .softmax = softmax_avx2,
     .dot_kv = {[ES_TYPE_F16] = dot_kv_f16_avx2, [ES_TYPE_BF16] = dot_kv_bf16_avx2, [ES_TYPE_Q8_0] = dot_kv_q8_0_avx2},
     .axpy_kv = {[ES_TYPE_F16] = axpy_kv_f16_avx2, [ES_TYPE_BF16] = axpy_kv_bf16_avx2, [ES_TYPE_Q8_0] = axpy_kv_q8_0_avx2},
+    .dot_kv_heads = {[ES_TYPE_F32] = dot_heads_f32, [ES_TYPE_F16] = dot_heads_f16, [ES_TYPE_BF16] = dot_heads_bf16},
+    .axpy_kv_heads = {[ES_TYPE_F32] = axpy_heads_f32, [ES_TYPE_F16] = axpy_heads_f16, [ES_TYPE_BF16] = axpy_heads_bf16},
 };
 const es_kernels *const es_kernels_avx2 = &table;
 #else

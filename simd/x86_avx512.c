@@ -341,26 +341,23 @@ static void axpy_kv_q8_0_512(float *y, float a, const void *x, int64_t n) {
 /* ---- latent cache rows for several heads at once ------------------------------
  *
  * The absorbed attention scores G heads against each cache row and adds
- * each row into G latent sums.  One head at a time (dot_kv/axpy_kv per head
- * and row) converts every row G times and pays a call per (head, row);
- * these read a row once for up to HB heads.  Each value is computed by
- * exactly the instructions, in the order, that dot_avx512 / dot_kv16_512
- * and axpy_avx512 / axpy_kv16_512 use for one head (two accumulators over
- * 32-value steps, a masked tail, the same reduction; one fused multiply-add
- * per row in row order), so the results are bit-identical to the one-head
- * kernels whatever G is. */
-#define HB 8
+ * each row into G latent sums; these steps read a row once for up to 8
+ * heads (x86_kv_heads.h runs them), each value computed exactly as
+ * dot_avx512 / dot_kv16_512 (two accumulators over 32-value steps, a masked
+ * tail, the same reduction) and axpy_avx512 / axpy_kv16_512 (one fused
+ * multiply-add per row, a masked tail) compute it for one head. */
+#define KVH_HB 8
+#define KVH_W 16
 
-/* att[g * as + r] = q_g . row r over n values, for g < GN (GN <= HB) */
-static inline __attribute__((always_inline)) void dot_heads_row(enum float_fmt f, int GN, const float *q, int64_t qs,
-                                                                const void *x, int64_t n, float *att, int64_t as) {
-    __m512 s0[HB], s1[HB];
-    #pragma GCC unroll 8
+static inline __attribute__((always_inline)) void kvh_dot_row(enum float_fmt f, int GN, const float *q, int64_t qs,
+                                                              const void *x, int64_t n, float *att, int64_t as) {
+    __m512 s0[KVH_HB], s1[KVH_HB];
+#pragma GCC unroll 8
     for (int k = 0; k < GN; k++) s0[k] = s1[k] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         const __m512 x0 = load16(f, x, i, 0xffff), x1 = load16(f, x, i + 16, 0xffff);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int k = 0; k < GN; k++) {
             s0[k] = _mm512_fmadd_ps(_mm512_loadu_ps(q + k * qs + i), x0, s0[k]);
             s1[k] = _mm512_fmadd_ps(_mm512_loadu_ps(q + k * qs + i + 16), x1, s1[k]);
@@ -369,93 +366,30 @@ static inline __attribute__((always_inline)) void dot_heads_row(enum float_fmt f
     for (; i < n; i += 16) {
         const __mmask16 m = mask_at(i, n);
         const __m512 x0 = load16(f, x, i, m);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int k = 0; k < GN; k++) s0[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + k * qs + i), x0, s0[k]);
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int k = 0; k < GN; k++) att[k * as] = _mm512_reduce_add_ps(_mm512_add_ps(s0[k], s1[k]));
 }
 
-static inline __attribute__((always_inline)) void dot_heads512(enum float_fmt f, const float *q, int64_t qs, int G,
-                                                               const void *rows, size_t rb, int64_t nrows, int64_t n,
-                                                               float *att, int64_t as) {
-    for (int64_t r = 0; r < nrows; r++) {
-        const void *x = (const uint8_t *)rows + (size_t)r * rb;
-        for (int g0 = 0; g0 < G; g0 += HB) {
-            const float *qg = q + g0 * qs;
-            float *ag = att + g0 * as + r;
-            switch (G - g0 < HB ? G - g0 : HB) {
-            case 1: dot_heads_row(f, 1, qg, qs, x, n, ag, as); break;
-            case 2: dot_heads_row(f, 2, qg, qs, x, n, ag, as); break;
-            case 3: dot_heads_row(f, 3, qg, qs, x, n, ag, as); break;
-            case 4: dot_heads_row(f, 4, qg, qs, x, n, ag, as); break;
-            case 5: dot_heads_row(f, 5, qg, qs, x, n, ag, as); break;
-            case 6: dot_heads_row(f, 6, qg, qs, x, n, ag, as); break;
-            case 7: dot_heads_row(f, 7, qg, qs, x, n, ag, as); break;
-            default: dot_heads_row(f, HB, qg, qs, x, n, ag, as); break;
-            }
-        }
-    }
-}
-
-/* u_g[i..i+16) += p[g * ps + r] * row r [i..i+16), rows r0..r1 in order, g < GN */
-static inline __attribute__((always_inline)) void axpy_heads_step(enum float_fmt f, int GN, float *u, int64_t us,
-                                                                  const float *p, int64_t ps, const uint8_t *rows,
-                                                                  size_t rb, int64_t r0, int64_t r1, int64_t i,
-                                                                  __mmask16 m) {
-    __m512 acc[HB];
-    #pragma GCC unroll 8
+static inline __attribute__((always_inline)) void kvh_axpy_strip(enum float_fmt f, int GN, float *u, int64_t us,
+                                                                 const float *p, int64_t ps, const uint8_t *rows,
+                                                                 size_t rb, int64_t r0, int64_t r1, int64_t i, int w) {
+    const __mmask16 m = (__mmask16)(w == 16 ? 0xffff : (1u << w) - 1);
+    __m512 acc[KVH_HB];
+#pragma GCC unroll 8
     for (int k = 0; k < GN; k++) acc[k] = _mm512_maskz_loadu_ps(m, u + k * us + i);
     for (int64_t r = r0; r < r1; r++) {
         const __m512 x = load16(f, rows + (size_t)r * rb, i, m);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int k = 0; k < GN; k++) acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(p[k * ps + r]), x, acc[k]);
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int k = 0; k < GN; k++) _mm512_mask_storeu_ps(u + k * us + i, m, acc[k]);
 }
 
-/* rows in blocks that stay in L2 while every 16-value strip of them is added */
-#define AXPY_HEADS_ROWS 64
-
-static inline __attribute__((always_inline)) void axpy_heads512(enum float_fmt f, float *u, int64_t us, int G,
-                                                                const float *p, int64_t ps, const void *rows,
-                                                                size_t rb, int64_t nrows, int64_t n) {
-    for (int64_t r0 = 0; r0 < nrows; r0 += AXPY_HEADS_ROWS) {
-        const int64_t r1 = nrows - r0 < AXPY_HEADS_ROWS ? nrows : r0 + AXPY_HEADS_ROWS;
-        for (int64_t i = 0; i < n; i += 16) {
-            const __mmask16 m = mask_at(i, n);
-            for (int g0 = 0; g0 < G; g0 += HB) {
-                float *ug = u + g0 * us;
-                const float *pg = p + g0 * ps;
-                switch (G - g0 < HB ? G - g0 : HB) {
-                case 1: axpy_heads_step(f, 1, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 2: axpy_heads_step(f, 2, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 3: axpy_heads_step(f, 3, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 4: axpy_heads_step(f, 4, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 5: axpy_heads_step(f, 5, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 6: axpy_heads_step(f, 6, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                case 7: axpy_heads_step(f, 7, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                default: axpy_heads_step(f, HB, ug, us, pg, ps, rows, rb, r0, r1, i, m); break;
-                }
-            }
-        }
-    }
-}
-
-#define KV_HEADS_FNS(name, fmt)                                                                                   \
-    static void dot_heads_##name(const float *q, int64_t qs, int G, const void *rows, size_t rb, int64_t nrows,  \
-                                 int64_t n, float *att, int64_t as) {                                            \
-        dot_heads512(fmt, q, qs, G, rows, rb, nrows, n, att, as);                                                \
-    }                                                                                                            \
-    static void axpy_heads_##name(float *u, int64_t us, int G, const float *p, int64_t ps, const void *rows,     \
-                                  size_t rb, int64_t nrows, int64_t n) {                                         \
-        axpy_heads512(fmt, u, us, G, p, ps, rows, rb, nrows, n);                                                 \
-    }
-KV_HEADS_FNS(f32, FMT_F32)
-KV_HEADS_FNS(f16, FMT_F16)
-KV_HEADS_FNS(bf16, FMT_BF16)
-#undef KV_HEADS_FNS
+#include "x86_kv_heads.h"
 
 /* ---- the tables ------------------------------------------------------------- */
 
