@@ -562,26 +562,27 @@ static int expanded(const attn_job *j) {
 
 /* The rule: estimated time of each form from its multiply-adds, each kind
  * weighted by its measured cost relative to one multiply-add of a matrix
- * product (bench/bench_attention on V2-Lite's shape, Q4_0, AVX-512, one
- * thread; README "Performance"):
- *   absorbed  scores and latent sums stream the cache once per (token,
- *             head) with vector kernels: 3.8 per multiply-add; the two
- *             matrix-vector products per (token, head) with W_UK and W_UV:
- *             1.35;
- *   expanded  up-projection and tiles are matrix products: 1; the split
- *             layout's W_UK dequantised and transposed once per call: 33
- *             per element.
- * For V2-Lite (H 16, R 512, dn = dv = 128, dr 64) this puts the crossover
- * at 32-48 tokens a batch for any context length (both forms grow with S),
- * and below that at short contexts (T = 16 at pos0 = 0 stays absorbed).
- * Only shapes enter, never the thread count, so the choice (and so the
- * result) is the same for every thread count. */
+ * product (bench/bench_attention on V2-Lite's shape, Q4_0, one thread,
+ * AVX-512 and AVX2 forced, f16 and f32 caches; README "Attention"):
+ *   absorbed  scores and latent sums over the cache, a head group's rows
+ *             read once (dot_kv_heads/axpy_kv_heads): 1.25 per
+ *             multiply-add; the two matrix-vector products per (token,
+ *             head) with W_UK and W_UV: 1.9;
+ *   expanded  up-projection: 1; the tiles (online softmax, transposes):
+ *             2; the split layout's W_UK dequantised and transposed once
+ *             per call: 49 per element.
+ * For V2-Lite (H 16, R 512, dn = dv = 128, dr 64) this runs a batch of 64
+ * expanded at the start of a prompt and absorbed from about 64 positions
+ * on (at 448 and 1984 the absorbed form took half the expanded one's time);
+ * batches of a few hundred tokens go expanded again at any depth.  Only
+ * shapes enter, never the thread count, so the choice (and so the result)
+ * is the same for every thread count. */
 enum es_attn_form es_attn_pick(const es_hparams *hp, int T, int pos0) {
     if (T <= 1) return ES_ATTN_ABSORBED;
     const double R = hp->kv_lora, dn = hp->nope, dr = hp->rope, dv = hp->vdim, S = (double)pos0 + T;
     const double seen = (double)T * pos0 + (double)T * (T + 1) / 2; /* Σ over the batch of visible positions */
-    const double absorbed = 3.8 * seen * (2 * R + dr) + 1.35 * T * R * (dn + dv);
-    const double expanded = S * (dn + dv) * R + seen * (dn + dr + dv) + 33 * dn * R;
+    const double absorbed = 1.25 * seen * (2 * R + dr) + 1.9 * T * R * (dn + dv);
+    const double expanded = S * (dn + dv) * R + 2 * seen * (dn + dr + dv) + 49 * dn * R;
     return expanded < absorbed ? ES_ATTN_EXPANDED : ES_ATTN_ABSORBED;
 }
 

@@ -334,14 +334,16 @@ static void pick_rule(void) {
     int decode_abs = 1;
     for (int p = 0; p < 100000; p += 997) decode_abs &= es_attn_pick(&hp, 1, p) == ES_ATTN_ABSORBED;
     CHECK(decode_abs, "decode (T = 1) always runs absorbed");
-    CHECK(es_attn_pick(&hp, 64, 0) == ES_ATTN_EXPANDED && es_attn_pick(&hp, 64, 448) == ES_ATTN_EXPANDED &&
-              es_attn_pick(&hp, 64, 4000) == ES_ATTN_EXPANDED,
-          "a full batch of 64 runs expanded at any depth");
+    CHECK(es_attn_pick(&hp, 64, 0) == ES_ATTN_EXPANDED && es_attn_pick(&hp, 128, 0) == ES_ATTN_EXPANDED,
+          "a prompt's first batch of 64 or 128 runs expanded");
+    CHECK(es_attn_pick(&hp, 64, 448) == ES_ATTN_ABSORBED && es_attn_pick(&hp, 64, 1984) == ES_ATTN_ABSORBED &&
+              es_attn_pick(&hp, 64, 4000) == ES_ATTN_ABSORBED,
+          "a batch of 64 deeper in the context runs absorbed (half the expanded time at 448 and 1984)");
     CHECK(es_attn_pick(&hp, 16, 0) == ES_ATTN_ABSORBED && es_attn_pick(&hp, 16, 448) == ES_ATTN_ABSORBED &&
               es_attn_pick(&hp, 24, 4000) == ES_ATTN_ABSORBED,
           "small batches (16, 24) stay absorbed");
-    CHECK(es_attn_pick(&hp, 48, 4000) == ES_ATTN_EXPANDED && es_attn_pick(&hp, 40, 448) == ES_ATTN_EXPANDED,
-          "the crossover lies below 40 tokens a batch at long contexts");
+    CHECK(es_attn_pick(&hp, 512, 4000) == ES_ATTN_EXPANDED && es_attn_pick(&hp, 512, 0) == ES_ATTN_EXPANDED,
+          "batches of hundreds of tokens run expanded at any depth");
 }
 
 /* ---- driver ------------------------------------------------------------------------------- */

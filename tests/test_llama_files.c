@@ -30,6 +30,15 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
+/* the largest value of x less the second largest */
+static double top_margin(const float *x, int n) {
+    const int b = argmax(x, n);
+    double second = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != b && x[i] > second) second = x[i];
+    return (double)x[b] - second;
+}
+
 static void run_path(const char *simd) {
     es_load_params lp = {0};
     lp.simd = simd;
@@ -58,12 +67,22 @@ static void run_path(const char *simd) {
             if (fabs(ref_now[i]) > maxref) maxref = fabs(ref_now[i]);
             if (fabs(ref_now[i] - got[i]) > maxd) maxd = fabs(ref_now[i] - got[i]);
         }
-        for (int t = 0; t < N_TOK; t++)
+        /* the top-1 token must agree wherever the reference's lead over its
+         * second token exceeds twice the largest difference seen (a random
+         * model has near ties, which any rounding may flip) */
+        int clear = 0;
+        for (int t = 0; t < N_TOK; t++) {
+            if (top_margin(ref_now + (size_t)t * V, V) <= 2 * maxd) continue;
+            clear++;
             agree += argmax(got + (size_t)t * V, V) == argmax(ref_now + (size_t)t * V, V);
+        }
+        printf("# %s: top-1 agrees at %d of %d clear positions\n", simd, agree, clear);
         const double bound = !strcmp(simd, "generic") ? 1e-5 : 5e-2;
         CHECK(maxd <= bound * maxref, "%s: max |dlogit| %.3g of max |logit| %.3g (bound %.0e relative)", simd, maxd,
               maxref, bound);
-        CHECK(agree == N_TOK, "%s: top-1 agrees at %d of %d positions", simd, agree, N_TOK);
+        CHECK(agree == clear && clear >= N_TOK / 2,
+              "%s: top-1 agrees at %d of the %d positions (of %d) whose lead exceeds twice the largest difference",
+              simd, agree, clear, N_TOK);
     } else {
         CHECK(0, "%s: eval: %s", simd, err);
     }
