@@ -20,13 +20,15 @@ from tokenizer import Tokenizer
 NP_TYPES = {0: np.float32, 1: np.float16}
 
 
-def load_gguf_model(path, dtype=torch.float64):
-    meta, infos, off, data = read_gguf(path)
+def gguf_config(meta):
+    """The model.Config of a deepseek2 GGUF's metadata; n_layers leaves out the next-n (MTP)
+    blocks, which block_count counts."""
     A = "deepseek2."
-    cfg = Config(
+    return Config(
         vocab_size=meta[A + "vocab_size"], dim=meta[A + "embedding_length"],
         inter_dim=meta[A + "feed_forward_length"], moe_inter_dim=meta[A + "expert_feed_forward_length"],
-        n_layers=meta[A + "block_count"], n_dense_layers=meta[A + "leading_dense_block_count"],
+        n_layers=meta[A + "block_count"] - meta.get(A + "nextn_predict_layers", 0),
+        n_dense_layers=meta[A + "leading_dense_block_count"],
         n_heads=meta[A + "attention.head_count"], q_lora_rank=meta[A + "attention.q_lora_rank"],
         kv_lora_rank=meta[A + "attention.kv_lora_rank"],
         qk_nope_head_dim=meta[A + "attention.key_length_mla"] - meta[A + "rope.dimension_count"],
@@ -36,49 +38,66 @@ def load_gguf_model(path, dtype=torch.float64):
         n_limited_groups=meta[A + "expert_group_used_count"], route_scale=meta[A + "expert_weights_scale"],
         rope_theta=meta[A + "rope.freq_base"], max_seq_len=meta[A + "context_length"],
         eps=meta[A + "attention.layer_norm_rms_epsilon"])
+
+
+def gguf_tensors(infos, off, data):
+    """name -> float64 torch tensor (outermost dimension first) of every F32/F16 tensor."""
     T = {}
     for name, ne, ty, o in infos:
         n = int(np.prod(ne))
         arr = np.frombuffer(data, dtype=NP_TYPES[ty], count=n, offset=off + o)
         T[name] = torch.tensor(arr.astype(np.float64)).view(*reversed(ne))
-    m = Transformer(cfg).to(dtype)
+    return T
+
+
+def load_block(l, T, p, cfg, dense):
+    """Copies block p ("blk.N.") of the GGUF's tensors T into the model.Block l."""
     H, dn, dv, R = cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    a = l.attn
+    l.attn_norm.weight.copy_(T[p + "attn_norm.weight"])
+    a.wq_a.weight.copy_(T[p + "attn_q_a.weight"])
+    a.q_norm.weight.copy_(T[p + "attn_q_a_norm.weight"])
+    a.wq_b.weight.copy_(T[p + "attn_q_b.weight"])
+    a.wkv_a.weight.copy_(T[p + "attn_kv_a_mqa.weight"])
+    a.kv_norm.weight.copy_(T[p + "attn_kv_a_norm.weight"])
+    kb = T[p + "attn_k_b.weight"].transpose(1, 2)  # [H, dn, R]
+    vb = T[p + "attn_v_b.weight"]                   # [H, dv, R]
+    a.wkv_b.weight.copy_(torch.cat([kb, vb], dim=1).reshape(H * (dn + dv), R))
+    a.wo.weight.copy_(T[p + "attn_output.weight"])
+    l.ffn_norm.weight.copy_(T[p + "ffn_norm.weight"])
+    f = l.ffn
+    if dense:
+        f.w1.weight.copy_(T[p + "ffn_gate.weight"])
+        f.w2.weight.copy_(T[p + "ffn_down.weight"])
+        f.w3.weight.copy_(T[p + "ffn_up.weight"])
+    else:
+        f.gate.weight.copy_(T[p + "ffn_gate_inp.weight"])
+        f.bias.copy_(T[p + "exp_probs_b.bias"])
+        for e, ex in enumerate(f.experts):
+            ex.w1.weight.copy_(T[p + "ffn_gate_exps.weight"][e])
+            ex.w2.weight.copy_(T[p + "ffn_down_exps.weight"][e])
+            ex.w3.weight.copy_(T[p + "ffn_up_exps.weight"][e])
+        f.shared.w1.weight.copy_(T[p + "ffn_gate_shexp.weight"])
+        f.shared.w2.weight.copy_(T[p + "ffn_down_shexp.weight"])
+        f.shared.w3.weight.copy_(T[p + "ffn_up_shexp.weight"])
+
+
+def load_gguf_model(path, dtype=torch.float64, with_tensors=False):
+    """The main model (next-n blocks left out) and tokenizer of a GGUF; with_tensors also
+    returns the name -> tensor map (float64)."""
+    meta, infos, off, data = read_gguf(path)
+    cfg = gguf_config(meta)
+    T = gguf_tensors(infos, off, data)
+    m = Transformer(cfg).to(dtype)
     with torch.no_grad():
         m.embed.weight.copy_(T["token_embd.weight"])
         m.norm.weight.copy_(T["output_norm.weight"])
         m.head.weight.copy_(T["output.weight"])
         for i, l in enumerate(m.layers):
-            p = f"blk.{i}."
-            a = l.attn
-            l.attn_norm.weight.copy_(T[p + "attn_norm.weight"])
-            a.wq_a.weight.copy_(T[p + "attn_q_a.weight"])
-            a.q_norm.weight.copy_(T[p + "attn_q_a_norm.weight"])
-            a.wq_b.weight.copy_(T[p + "attn_q_b.weight"])
-            a.wkv_a.weight.copy_(T[p + "attn_kv_a_mqa.weight"])
-            a.kv_norm.weight.copy_(T[p + "attn_kv_a_norm.weight"])
-            kb = T[p + "attn_k_b.weight"].transpose(1, 2)  # [H, dn, R]
-            vb = T[p + "attn_v_b.weight"]                   # [H, dv, R]
-            a.wkv_b.weight.copy_(torch.cat([kb, vb], dim=1).reshape(H * (dn + dv), R))
-            a.wo.weight.copy_(T[p + "attn_output.weight"])
-            l.ffn_norm.weight.copy_(T[p + "ffn_norm.weight"])
-            f = l.ffn
-            if i < cfg.n_dense_layers:
-                f.w1.weight.copy_(T[p + "ffn_gate.weight"])
-                f.w2.weight.copy_(T[p + "ffn_down.weight"])
-                f.w3.weight.copy_(T[p + "ffn_up.weight"])
-            else:
-                f.gate.weight.copy_(T[p + "ffn_gate_inp.weight"])
-                f.bias.copy_(T[p + "exp_probs_b.bias"])
-                for e, ex in enumerate(f.experts):
-                    ex.w1.weight.copy_(T[p + "ffn_gate_exps.weight"][e])
-                    ex.w2.weight.copy_(T[p + "ffn_down_exps.weight"][e])
-                    ex.w3.weight.copy_(T[p + "ffn_up_exps.weight"][e])
-                f.shared.w1.weight.copy_(T[p + "ffn_gate_shexp.weight"])
-                f.shared.w2.weight.copy_(T[p + "ffn_down_shexp.weight"])
-                f.shared.w3.weight.copy_(T[p + "ffn_up_shexp.weight"])
+            load_block(l, T, f"blk.{i}.", cfg, i < cfg.n_dense_layers)
     tok = Tokenizer(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.merges"],
                     meta["tokenizer.ggml.token_type"])
-    return m, tok
+    return (m, tok, T) if with_tensors else (m, tok)
 
 
 def routing_margin(model, x):
