@@ -29,6 +29,7 @@ Usage:
   mtp.py train MODEL.gguf OUT.pt [--minutes M] ...   train the module; writes a checkpoint
   mtp.py export MODEL.gguf OUT.pt OUT.gguf           MODEL plus the module's next-n block
   mtp.py accept MODEL_WITH_MTP.gguf [--n N]          acceptance, from the exported weights
+  mtp.py strip MODEL_WITH_MTP.gguf OUT.gguf          the main model alone (for llama.cpp)
 """
 import argparse
 import json
@@ -202,7 +203,10 @@ def train(a):
     use_shipped_data()
     main, tok, _ = load_main(a.model)
     mtp = MTP(main.cfg)
-    mtp.init_from(main)
+    if a.init:  # continue from an earlier run's module (a fresh optimizer and schedule)
+        mtp.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["state"])
+    else:
+        mtp.init_from(main)
     decay = [p for p in mtp.parameters() if p.dim() >= 2]
     nodecay = [p for p in mtp.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
@@ -317,6 +321,27 @@ def export(a):
           f"+{grow} bytes ({os.path.getsize(a.model)} -> {os.path.getsize(a.out)})")
 
 
+def strip(a):
+    """The main model alone: the next-n blocks and their metadata removed.  Of a file that
+    export() wrote, this gives back its input byte for byte."""
+    meta, infos, off, buf = read_gguf(a.model)
+    A = "deepseek2."
+    n_main = gguf_config(meta).n_layers
+    kvs = []
+    for key, entry in raw_kvs(buf)[0]:
+        if key == A + "block_count":
+            kvs.append(_kv(key, VT_U32, n_main))
+        elif key != A + "nextn_predict_layers":
+            kvs.append(entry)
+    tensors = []
+    for name, ne, ty, o in infos:
+        if name.startswith("blk.") and int(name.split(".")[1]) >= n_main:
+            continue
+        tensors.append((name, ne, ty, buf[off + o:off + o + GGML_SIZE[ty] * math.prod(ne)]))
+    write_gguf(a.out, kvs, tensors)
+    print(f"wrote {a.out}: {len(tensors)} tensors, {len(infos) - len(tensors)} next-n tensors left out")
+
+
 def accept_main(a):
     torch.set_num_threads(a.threads)
     use_shipped_data()
@@ -341,17 +366,21 @@ def main():
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--eval-n", type=int, default=100, help="held-out problems per type; 0 = none")
     t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--init", help="start from this checkpoint's module instead of the main model's last block")
     e = sub.add_parser("export")
     e.add_argument("model")
     e.add_argument("ckpt")
     e.add_argument("out")
+    s = sub.add_parser("strip")
+    s.add_argument("model")
+    s.add_argument("out")
     c = sub.add_parser("accept")
     c.add_argument("model")
     c.add_argument("--n", type=int, default=100, help="problems per type")
     c.add_argument("--seed", type=int, default=7777)
     c.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    {"train": train, "export": export, "accept": accept_main}[a.cmd](a)
+    {"train": train, "export": export, "strip": strip, "accept": accept_main}[a.cmd](a)
 
 
 if __name__ == "__main__":
