@@ -30,6 +30,7 @@ Usage:
   mtp.py export MODEL.gguf OUT.pt OUT.gguf           MODEL plus the module's next-n block
   mtp.py accept MODEL_WITH_MTP.gguf [--n N]          acceptance, from the exported weights
   mtp.py strip MODEL_WITH_MTP.gguf OUT.gguf          the main model alone (for llama.cpp)
+  mtp.py ref MODEL_WITH_MTP.gguf OUT.txt             float64 reference logits of the module
 """
 import argparse
 import json
@@ -48,7 +49,7 @@ import tasks
 from evaluate import EVAL_KINDS, eval_problems, generate
 from export_gguf import VT_U32, _kv, block_tensors, tensor_bytes, write_gguf
 from gguf_dump import Reader, read_gguf
-from make_ref import gguf_config, load_block, load_gguf_model
+from make_ref import gguf_config, load_block, load_gguf_model, routing_margin
 from model import Block, MoE, RMSNorm, rope_tables
 from sft import lr_at, update_bias
 
@@ -342,6 +343,49 @@ def strip(a):
     print(f"wrote {a.out}: {len(tensors)} tensors, {len(infos) - len(tensors)} next-n tensors left out")
 
 
+@torch.no_grad()
+def write_ref(a):
+    """Reference MTP logits in float64 from the exported weights, for a runtime's test: one
+    teacher-forced sequence (the example make_ref.py uses for the main model); at position i
+    the module reads the main model's h_i and token i+1 and predicts token i+2."""
+    use_shipped_data()
+    main, tok, mtp = load_mtp(a.model, torch.float64)
+
+    class Both(nn.Module):  # the main model and the module, for make_ref.routing_margin
+        def moe_layers(self):
+            return main.moe_layers() + mtp.moe_layers()
+
+        def forward(self, x):
+            h = main.hidden(x)
+            return mtp(main, h[:, :-1], x[:, 1:])
+
+    for seed in range(a.example_seed, a.example_seed + 50):  # the next seed if routing is near a tie
+        q, t, ans = tasks.make_problem(tasks.Rng(seed), "sub", hard=True)
+        ids = tok.encode(tasks.prompt_text(q) + tasks.completion_text(t, ans))
+        x = torch.tensor([ids])
+        margin = routing_margin(Both(), x)
+        if margin > 1e-4:
+            break
+    logits = Both()(x)[0]
+    pos = [int(p) % (len(ids) - 2) for p in a.positions.split(",")]
+    with open(a.out + ".tmp", "w") as f:
+        f.write("# edgeseek default model: reference MTP (next-n) logits of train/mtp.py (float64) on\n")
+        f.write("# the exported GGUF's weights; row POS: drafted from position POS's hidden state and\n")
+        f.write("# token POS+1, predicting token POS+2.  Written by train/mtp.py ref\n")
+        f.write(f"# text: {tasks.prompt_text(q) + tasks.completion_text(t, ans)!r}\n")
+        f.write(f"# smallest routing margin {margin:.3g} (main layers and the module)\n")
+        f.write("n_vocab %d\n" % main.cfg.vocab_size)
+        f.write("tokens " + ",".join(map(str, ids)) + "\n")
+        f.write("positions " + ",".join(map(str, pos)) + "\n")
+        for p in pos:
+            f.write(f"mtp_logits {p} " + " ".join("%.9g" % v for v in logits[p].tolist()) + "\n")
+    os.replace(a.out + ".tmp", a.out)
+    top = logits.argmax(-1)
+    agree = sum(int(top[i]) == ids[i + 2] for i in range(len(ids) - 2))
+    print(f"wrote {a.out}: {len(ids)} tokens, positions {pos}; the module's top-1 equals token i+2 "
+          f"at {agree} of {len(ids) - 2} positions")
+
+
 def accept_main(a):
     torch.set_num_threads(a.threads)
     use_shipped_data()
@@ -374,13 +418,18 @@ def main():
     s = sub.add_parser("strip")
     s.add_argument("model")
     s.add_argument("out")
+    r = sub.add_parser("ref")
+    r.add_argument("model")
+    r.add_argument("out")
+    r.add_argument("--positions", default="0,5,17,40,-1")
+    r.add_argument("--example-seed", type=int, default=11)
     c = sub.add_parser("accept")
     c.add_argument("model")
     c.add_argument("--n", type=int, default=100, help="problems per type")
     c.add_argument("--seed", type=int, default=7777)
     c.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    {"train": train, "export": export, "strip": strip, "accept": accept_main}[a.cmd](a)
+    {"train": train, "export": export, "strip": strip, "ref": write_ref, "accept": accept_main}[a.cmd](a)
 
 
 if __name__ == "__main__":
