@@ -8,6 +8,7 @@ Usage: make_ref.py MODEL.gguf OUT.txt
 Output (text): "tokens" line, "positions" line, then "logits POS v0 v1 ..." lines.
 """
 import argparse
+import os
 
 import numpy as np
 import torch
@@ -129,6 +130,33 @@ def routing_margin(model, x):
     return min(margins)
 
 
+def pick_example(model, tok, first_seed=11):
+    """A fixed example (the seed is arbitrary), retried with the next seed while routing is near
+    a tie -> (text, token ids, tensor [1,T], smallest routing margin)."""
+    for seed in range(first_seed, first_seed + 49):
+        q, t, ans = tasks.make_problem(tasks.Rng(seed), "sub", hard=True)
+        text = tasks.prompt_text(q) + tasks.completion_text(t, ans)
+        ids = tok.encode(text)
+        x = torch.tensor([ids])
+        margin = routing_margin(model, x)
+        if margin > 1e-4:
+            break
+    return text, ids, x, margin
+
+
+def write_ref(path, header, n_vocab, ids, pos, tag, logits):
+    """The reference file: comment lines, then n_vocab, tokens, positions, and "TAG POS v..."
+    rows; written whole, then renamed over path."""
+    with open(path + ".tmp", "w") as f:
+        f.write("".join("# " + h + "\n" for h in header))
+        f.write("n_vocab %d\n" % n_vocab)
+        f.write("tokens " + ",".join(map(str, ids)) + "\n")
+        f.write("positions " + ",".join(map(str, pos)) + "\n")
+        for p in pos:
+            f.write(f"{tag} {p} " + " ".join("%.9g" % v for v in logits[p].tolist()) + "\n")
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -137,27 +165,14 @@ def main():
     a = ap.parse_args()
     model, tok = load_gguf_model(a.model)
     model.eval()
-    # a fixed example (the seed is arbitrary); retried with the next seed if routing is near a tie
-    for seed in range(11, 60):
-        q, t, ans = tasks.make_problem(tasks.Rng(seed), "sub", hard=True)
-        ids = tok.encode(tasks.prompt_text(q) + tasks.completion_text(t, ans))
-        x = torch.tensor([ids])
-        margin = routing_margin(model, x)
-        if margin > 1e-4:
-            break
+    text, ids, x, margin = pick_example(model, tok)
     with torch.no_grad():
         logits = model(x)[0]
     pos = [int(p) % len(ids) for p in a.positions.split(",")]
-    with open(a.out, "w") as f:
-        f.write("# edgeseek default model: reference logits of train/model.py (float64) on the\n")
-        f.write("# exported GGUF's weights for one prefill of these tokens; written by train/make_ref.py\n")
-        f.write(f"# text: {tasks.prompt_text(q) + tasks.completion_text(t, ans)!r}\n")
-        f.write(f"# smallest routing margin {margin:.3g}\n")
-        f.write("n_vocab %d\n" % model.cfg.vocab_size)
-        f.write("tokens " + ",".join(map(str, ids)) + "\n")
-        f.write("positions " + ",".join(map(str, pos)) + "\n")
-        for p in pos:
-            f.write(f"logits {p} " + " ".join("%.9g" % v for v in logits[p].tolist()) + "\n")
+    write_ref(a.out, ["edgeseek default model: reference logits of train/model.py (float64) on the",
+                      "exported GGUF's weights for one prefill of these tokens; written by train/make_ref.py",
+                      f"text: {text!r}", f"smallest routing margin {margin:.3g}"],
+              model.cfg.vocab_size, ids, pos, "logits", logits)
     print(f"wrote {a.out}: {len(ids)} tokens, positions {pos}, routing margin {margin:.3g}")
 
 

@@ -49,7 +49,7 @@ import tasks
 from evaluate import EVAL_KINDS, eval_problems, generate
 from export_gguf import VT_U32, _kv, block_tensors, tensor_bytes, write_gguf
 from gguf_dump import Reader, read_gguf
-from make_ref import gguf_config, load_block, load_gguf_model, routing_margin
+from make_ref import gguf_config, load_block, load_gguf_model, pick_example, write_ref
 from model import Block, MoE, RMSNorm, rope_tables
 from sft import lr_at, update_bias
 
@@ -344,7 +344,7 @@ def strip(a):
 
 
 @torch.no_grad()
-def write_ref(a):
+def make_mtp_ref(a):
     """Reference MTP logits in float64 from the exported weights, for a runtime's test: one
     teacher-forced sequence (the example make_ref.py uses for the main model); at position i
     the module reads the main model's h_i and token i+1 and predicts token i+2."""
@@ -359,27 +359,14 @@ def write_ref(a):
             h = main.hidden(x)
             return mtp(main, h[:, :-1], x[:, 1:])
 
-    for seed in range(a.example_seed, a.example_seed + 50):  # the next seed if routing is near a tie
-        q, t, ans = tasks.make_problem(tasks.Rng(seed), "sub", hard=True)
-        ids = tok.encode(tasks.prompt_text(q) + tasks.completion_text(t, ans))
-        x = torch.tensor([ids])
-        margin = routing_margin(Both(), x)
-        if margin > 1e-4:
-            break
+    text, ids, x, margin = pick_example(Both(), tok, a.example_seed)
     logits = Both()(x)[0]
     pos = [int(p) % (len(ids) - 2) for p in a.positions.split(",")]
-    with open(a.out + ".tmp", "w") as f:
-        f.write("# edgeseek default model: reference MTP (next-n) logits of train/mtp.py (float64) on\n")
-        f.write("# the exported GGUF's weights; row POS: drafted from position POS's hidden state and\n")
-        f.write("# token POS+1, predicting token POS+2.  Written by train/mtp.py ref\n")
-        f.write(f"# text: {tasks.prompt_text(q) + tasks.completion_text(t, ans)!r}\n")
-        f.write(f"# smallest routing margin {margin:.3g} (main layers and the module)\n")
-        f.write("n_vocab %d\n" % main.cfg.vocab_size)
-        f.write("tokens " + ",".join(map(str, ids)) + "\n")
-        f.write("positions " + ",".join(map(str, pos)) + "\n")
-        for p in pos:
-            f.write(f"mtp_logits {p} " + " ".join("%.9g" % v for v in logits[p].tolist()) + "\n")
-    os.replace(a.out + ".tmp", a.out)
+    write_ref(a.out, ["edgeseek default model: reference MTP (next-n) logits of train/mtp.py (float64) on",
+                      "the exported GGUF's weights; row POS: drafted from position POS's hidden state and",
+                      "token POS+1, predicting token POS+2.  Written by train/mtp.py ref",
+                      f"text: {text!r}", f"smallest routing margin {margin:.3g} (main layers and the module)"],
+              main.cfg.vocab_size, ids, pos, "mtp_logits", logits)
     top = logits.argmax(-1)
     agree = sum(int(top[i]) == ids[i + 2] for i in range(len(ids) - 2))
     print(f"wrote {a.out}: {len(ids)} tokens, positions {pos}; the module's top-1 equals token i+2 "
@@ -429,7 +416,7 @@ def main():
     c.add_argument("--seed", type=int, default=7777)
     c.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    {"train": train, "export": export, "strip": strip, "ref": write_ref, "accept": accept_main}[a.cmd](a)
+    {"train": train, "export": export, "strip": strip, "ref": make_mtp_ref, "accept": accept_main}[a.cmd](a)
 
 
 if __name__ == "__main__":
