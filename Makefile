@@ -111,7 +111,7 @@ EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 # tests that are scripts: each prints "N passed, N failed" last, like the binaries
 SCRIPT_TESTS := tests/example_test.sh tests/install_test.sh
 
-.PHONY: all test run asan-test clean tools bench model shared install uninstall
+.PHONY: all test run asan-test clean tools bench model mtp-model shared install uninstall
 .SECONDARY:
 all: $(BUILD)/edgeseek $(BUILD)/libedgeseek.a $(TOOLS) $(EXAMPLES)
 
@@ -268,6 +268,12 @@ run: all
 # replaces models/edgeseek-default.gguf.  See train/README.md.
 model:
 	bash train/run_all.sh
+
+# `make mtp-model`: train the default model's MTP (next-n) module on the CPU
+# (about 30 minutes; BASE= the model to extend, INSTALL=1 writes the result
+# over models/edgeseek-default.gguf).  See train/README.md, "MTP module".
+mtp-model:
+	bash train/run_mtp.sh
 
 # ---- install ----------------------------------------------------------------
 # `make install PREFIX=/usr/local DESTDIR=`: the CLI, both libraries, the

@@ -27,9 +27,11 @@ def build_tokenizer(seed=1, n=4000):
     return Tokenizer.build(texts)
 
 
-def sample_problem(rng, hard_frac=HARD_FRAC):
-    """One training problem: a share hard_frac drawn at the held-out evaluation size (3-digit
-    operands), the rest from the 1-3 digit mix."""
+def sample_problem(rng, hard_frac=None):
+    """One training problem: a share hard_frac (HARD_FRAC unless given) drawn at the held-out
+    evaluation size (3-digit operands), the rest from the 1-3 digit mix."""
+    if hard_frac is None:
+        hard_frac = HARD_FRAC
     kind = MIX[rng.rand(len(MIX))]
     hard = rng.rand(1000) < int(hard_frac * 1000)
     return kind, tasks.make_problem(rng, kind, hard)

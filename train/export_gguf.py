@@ -13,6 +13,7 @@ Layout, as llama.cpp's converter writes DeepSeek-V3 (see tests/data/golden/*/mod
 Usage: export_gguf.py CKPT OUT.gguf [--f32]
 """
 import argparse
+import os
 import struct
 
 import numpy as np
@@ -60,41 +61,73 @@ def _kv(key, vt, val):
     return out
 
 
+def block_tensors(cfg, i, l):
+    """The tensors of block i (a model.Block): (name, tensor in llama.cpp's layout, keep-F32)."""
+    H, dn, dv, R = cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    p = f"blk.{i}."
+    a = l.attn
+    kvb = a.wkv_b.weight.view(H, dn + dv, R)
+    out = [(p + "attn_norm.weight", l.attn_norm.weight, True),
+           (p + "attn_q_a.weight", a.wq_a.weight, False),
+           (p + "attn_q_a_norm.weight", a.q_norm.weight, True),
+           (p + "attn_q_b.weight", a.wq_b.weight, False),
+           (p + "attn_kv_a_mqa.weight", a.wkv_a.weight, False),
+           (p + "attn_kv_a_norm.weight", a.kv_norm.weight, True),
+           (p + "attn_k_b.weight", kvb[:, :dn, :].transpose(1, 2), False),
+           (p + "attn_v_b.weight", kvb[:, dn:, :], False),
+           (p + "attn_output.weight", a.wo.weight, False),
+           (p + "ffn_norm.weight", l.ffn_norm.weight, True)]
+    f = l.ffn
+    if i < cfg.n_dense_layers:
+        out += [(p + "ffn_gate.weight", f.w1.weight, False),
+                (p + "ffn_down.weight", f.w2.weight, False),
+                (p + "ffn_up.weight", f.w3.weight, False)]
+    else:
+        out += [(p + "ffn_gate_inp.weight", f.gate.weight, True),
+                (p + "exp_probs_b.bias", f.bias, True),
+                (p + "ffn_gate_exps.weight", torch.stack([e.w1.weight for e in f.experts]), False),
+                (p + "ffn_down_exps.weight", torch.stack([e.w2.weight for e in f.experts]), False),
+                (p + "ffn_up_exps.weight", torch.stack([e.w3.weight for e in f.experts]), False),
+                (p + "ffn_gate_shexp.weight", f.shared.w1.weight, False),
+                (p + "ffn_down_shexp.weight", f.shared.w2.weight, False),
+                (p + "ffn_up_shexp.weight", f.shared.w3.weight, False)]
+    return out
+
+
 def gguf_tensors(model):
     """(name, torch tensor in llama.cpp's layout (outermost first), keep-F32 flag)."""
-    c = model.cfg
-    H, dn, dv, R = c.n_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank
     out = [("token_embd.weight", model.embed.weight, False)]
     for i, l in enumerate(model.layers):
-        p = f"blk.{i}."
-        a = l.attn
-        kvb = a.wkv_b.weight.view(H, dn + dv, R)
-        out += [(p + "attn_norm.weight", l.attn_norm.weight, True),
-                (p + "attn_q_a.weight", a.wq_a.weight, False),
-                (p + "attn_q_a_norm.weight", a.q_norm.weight, True),
-                (p + "attn_q_b.weight", a.wq_b.weight, False),
-                (p + "attn_kv_a_mqa.weight", a.wkv_a.weight, False),
-                (p + "attn_kv_a_norm.weight", a.kv_norm.weight, True),
-                (p + "attn_k_b.weight", kvb[:, :dn, :].transpose(1, 2), False),
-                (p + "attn_v_b.weight", kvb[:, dn:, :], False),
-                (p + "attn_output.weight", a.wo.weight, False),
-                (p + "ffn_norm.weight", l.ffn_norm.weight, True)]
-        f = l.ffn
-        if i < c.n_dense_layers:
-            out += [(p + "ffn_gate.weight", f.w1.weight, False),
-                    (p + "ffn_down.weight", f.w2.weight, False),
-                    (p + "ffn_up.weight", f.w3.weight, False)]
-        else:
-            out += [(p + "ffn_gate_inp.weight", f.gate.weight, True),
-                    (p + "exp_probs_b.bias", f.bias, True),
-                    (p + "ffn_gate_exps.weight", torch.stack([e.w1.weight for e in f.experts]), False),
-                    (p + "ffn_down_exps.weight", torch.stack([e.w2.weight for e in f.experts]), False),
-                    (p + "ffn_up_exps.weight", torch.stack([e.w3.weight for e in f.experts]), False),
-                    (p + "ffn_gate_shexp.weight", f.shared.w1.weight, False),
-                    (p + "ffn_down_shexp.weight", f.shared.w2.weight, False),
-                    (p + "ffn_up_shexp.weight", f.shared.w3.weight, False)]
+        out += block_tensors(model.cfg, i, l)
     out += [("output_norm.weight", model.norm.weight, True), ("output.weight", model.head.weight, False)]
     return out
+
+
+def tensor_bytes(t, keep32, f32=False):
+    """(ne list, GGUF type, data bytes) of one tensor as written."""
+    arr = t.detach().float().contiguous().numpy()
+    ty = T_F32 if (keep32 or f32) else T_F16
+    return list(reversed(arr.shape)), ty, arr.astype(np.float32 if ty == T_F32 else np.float16).tobytes()
+
+
+def write_gguf(path, kvs, tensors):
+    """kvs: serialised key/value entries; tensors: (name, ne, type, data bytes), in file order."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs)
+    infos, off = b"", 0
+    for name, ne, ty, data in tensors:
+        infos += _str(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne)
+        infos += struct.pack("<IQ", ty, off)
+        off = (off + len(data) + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:  # written whole, then renamed over the target
+        f.write(head + infos)
+        f.write(b"\0" * (-f.tell() % GGUF_ALIGN))
+        for _, _, _, data in tensors:
+            f.write(data)
+            f.write(b"\0" * (-len(data) % GGUF_ALIGN))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def metadata(model, tok, f32):
@@ -148,25 +181,8 @@ def metadata(model, tok, f32):
 
 
 def export(model, tok, path, f32=False):
-    tensors = []
-    for name, t, keep32 in gguf_tensors(model):
-        arr = t.detach().float().contiguous().numpy()
-        ty = T_F32 if (keep32 or f32) else T_F16
-        data = arr.astype(np.float32 if ty == T_F32 else np.float16).tobytes()
-        tensors.append((name, list(reversed(arr.shape)), ty, data))
-    kvs = metadata(model, tok, f32)
-    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs)
-    infos, off = b"", 0
-    for name, ne, ty, data in tensors:
-        infos += _str(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne)
-        infos += struct.pack("<IQ", ty, off)
-        off = (off + len(data) + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN
-    with open(path, "wb") as f:
-        f.write(head + infos)
-        f.write(b"\0" * (-f.tell() % GGUF_ALIGN))
-        for _, _, _, data in tensors:
-            f.write(data)
-            f.write(b"\0" * (-len(data) % GGUF_ALIGN))
+    tensors = [(name, *tensor_bytes(t, keep32, f32)) for name, t, keep32 in gguf_tensors(model)]
+    write_gguf(path, metadata(model, tok, f32), tensors)
 
 
 def main():

@@ -221,6 +221,11 @@ class Transformer(nn.Module):
 
     def forward(self, tokens):
         """tokens [B,T] from position 0 -> logits [B,T,V]."""
+        return self.head(self.norm(self.hidden(tokens)))
+
+    def hidden(self, tokens):
+        """tokens [B,T] from position 0 -> the last layer's output before the final norm
+        [B,T,dim] (what the MTP module of mtp.py reads)."""
         B, T = tokens.shape
         dtype = self.embed.weight.dtype
         dev = tokens.device
@@ -229,7 +234,7 @@ class Transformer(nn.Module):
         h = self.embed(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, mask)
-        return self.head(self.norm(h))
+        return h
 
     def new_cache(self):
         return [[None, None] for _ in self.layers]

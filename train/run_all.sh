@@ -37,19 +37,8 @@ if ! $PY -c 'import torch' 2>/dev/null; then
     echo "run_all.sh: $PY has no torch; apt-get install -y python3-torch libopenblas0-pthread" >&2
     exit 1
 fi
-# OpenBLAS picks its kernels from CPUID and, on virtual machines it does not recognise, falls
-# back to the generic SSE3 ones ("Prescott"): matrix products 3-4x slower.  Name the kernel
-# family from the CPU flags unless the caller chose one.
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
-    if grep -qw avx512f /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
-        export OPENBLAS_CORETYPE=SkylakeX
-    elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
-        export OPENBLAS_CORETYPE=Haswell
-    fi
-fi
-# one thread per training process: at this size two threads gain nothing even on idle cores,
-# and lose several-fold when other work shares them; the second core runs the ablation
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+# OpenBLAS kernel family and one thread per process (the second core runs the ablation)
+. ./blas_env.sh
 THREADS=${THREADS:-1}
 mkdir -p "$OUT" "$(dirname "$MODEL")" "$(dirname "$REF")"
 # model size (the CPU recipe): about 2.4M parameters, 1.0M active per token
