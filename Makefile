@@ -271,7 +271,7 @@ model:
 
 # `make mtp-model`: train the default model's MTP (next-n) module on the CPU
 # (about 30 minutes; BASE= the model to extend, INSTALL=1 writes the result
-# over models/edgeseek-default.gguf).  See train/README.md, "MTP module".
+# as models/edgeseek-default-mtp.gguf).  See train/README.md, "MTP module".
 mtp-model:
 	bash train/run_mtp.sh
 

@@ -6,8 +6,9 @@
 # copied byte for byte), and its acceptance measured from the exported weights on the held-out
 # problems (OUT/acceptance.json).  train/README.md ("MTP module") has the figures.
 #
-# Output goes to build/mtp/ (OUT) and leaves models/ alone; INSTALL=1 writes the result over
-# models/edgeseek-default.gguf.  BASE: the model to extend (models/edgeseek-default.gguf);
+# Output goes to build/mtp/ (OUT) and leaves models/ alone; INSTALL=1 writes the result as
+# models/edgeseek-default-mtp.gguf (the default model itself stays without the block: llama.cpp
+# refuses deepseek2 files with one).  BASE: the model to extend (models/edgeseek-default.gguf);
 # MTP_MIN: the training time cap in minutes (25); SEED (1); SMOKE=1: a few steps of every stage.
 # Needs Debian's PyTorch (apt-get install -y python3-torch libopenblas0-pthread); PY=... to
 # choose another python.
@@ -17,7 +18,7 @@ PY=${PY:-/usr/bin/python3}
 OUT=${OUT:-../build/mtp}
 BASE=${BASE:-../models/edgeseek-default.gguf}
 if [ "${INSTALL:-0}" = 1 ]; then
-    MODEL=${MODEL:-../models/edgeseek-default.gguf}
+    MODEL=${MODEL:-../models/edgeseek-default-mtp.gguf}
 fi
 MODEL=${MODEL:-$OUT/edgeseek-mtp.gguf}
 MTP_MIN=${MTP_MIN:-25} SEED=${SEED:-1}
