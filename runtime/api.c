@@ -20,6 +20,7 @@
 #include "kvcache.h"
 #include "model.h"
 #include "pager_desc.h"
+#include "mtp.h"
 #include "placement.h"
 #include "residency.h"
 #include "threadpool.h"
@@ -411,6 +412,7 @@ size_t es_detok_flush(es_detok *d, char *out, size_t cap) {
 
 void es_session_free(es_session *s) {
     if (!s) return;
+    es_mtp_free(s);
     free(s->kv);
     free(s->tokens);
     es_scratch_free(s->scratch);
@@ -494,13 +496,17 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
 
 int es_session_threads(const es_session *s) { return es_pool_threads(s->pool); }
 
-void es_session_reset(es_session *s) { s->pos = 0; }
+void es_session_reset(es_session *s) {
+    es_mtp_forget(s, 0, -1);
+    s->pos = 0;
+}
 
 es_status es_session_truncate(es_session *s, int pos, char *err, size_t errlen) {
     if (pos < 0 || pos > s->pos) {
         set_err(err, errlen, "cannot truncate to position %d: the session holds %d tokens", pos, s->pos);
         return ES_ERR_ARG;
     }
+    es_mtp_forget(s, pos, -1);
     s->pos = pos; /* positions >= pos are rewritten before they are read */
     return ES_OK;
 }
