@@ -386,7 +386,8 @@ es_sampler *es_sampler_new(const es_sampler_params *p);
 void es_sampler_free(es_sampler *s);
 int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab);
 /* The distribution es_sampler_sample draws from for these logits:
- * probs[n_vocab], summing to 1 (one-hot on the argmax when greedy). */
+ * probs[n_vocab] (not the logits' buffer), summing to 1 (one-hot on the
+ * argmax when greedy). */
 void es_sampler_dist(es_sampler *s, const float *logits, int n_vocab, float *probs);
 /* A draw in [0, 1) from the sampler's generator (advances it). */
 double es_sampler_uniform(es_sampler *s);

@@ -23,4 +23,18 @@ int es_mtp_after_batch(es_session *s, const int32_t *tokens, int call_pos, int b
                        size_t wlen);
 void es_mtp_free(es_session *s);
 
+/* spec.c's acceptance rule, for the tests: p, q the main model's and the
+ * draft's distributions [V], d the draft (drawn from q); kept with
+ * probability min(1, p(d)/q(d)) (u_keep uniform in [0, 1)), else the token
+ * is drawn from norm(max(0, p - q)) with u_rest (q is overwritten). */
+int32_t es_spec_decide(const float *p, float *q, int V, int32_t d, double u_keep, double u_rest, int *kept);
+/* A draw from probs[V] (summing to about 1) with the uniform u. */
+int32_t es_spec_draw(const float *probs, int V, double u);
+/* Test only: when set, es_spec_next takes its drafts' logits from the hook
+ * instead of the MTP block (arguments and result as es_session_mtp_draft's). */
+typedef es_status (*es_draft_hook_fn)(void *user, es_session *s, int32_t next, float *logits, char *err,
+                                      size_t errlen);
+extern es_draft_hook_fn es_spec_draft_hook;
+extern void *es_spec_draft_user;
+
 #endif

@@ -92,8 +92,10 @@ static int experts_paged(const es_model *m) {
     return c.evictions > 0 || (c.cap_units > 0 && c.cap_units < all);
 }
 
-/* A draw from probs[V] (summing to about 1) with the uniform u. */
-static int32_t draw(const float *probs, int V, double u) {
+es_draft_hook_fn es_spec_draft_hook;
+void *es_spec_draft_user;
+
+int32_t es_spec_draw(const float *probs, int V, double u) {
     double total = 0;
     for (int i = 0; i < V; i++) total += probs[i];
     double r = u * total, acc = 0;
@@ -150,17 +152,20 @@ es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
         return ES_OK;
     }
     /* d ~ q, then {t, d} in one pass */
-    st = es_session_mtp_draft(s, t, g->q, err, errlen);
+    st = es_spec_draft_hook ? es_spec_draft_hook(es_spec_draft_user, s, t, g->p, err, errlen)
+                            : es_session_mtp_draft(s, t, g->p, err, errlen);
     if (st != ES_OK) return st;
-    es_sampler_dist(g->smp, g->q, V, g->q);
-    const int32_t d = draw(g->q, V, es_sampler_uniform(g->smp));
+    es_sampler_dist(g->smp, g->p, V, g->q); /* the draft's logits in p for a moment */
+    const int32_t d = es_spec_draw(g->q, V, es_sampler_uniform(g->smp));
     const int32_t pair[2] = {t, d};
     st = es_session_eval(s, pair, 2, g->lg2, 1, err, errlen);
     if (st != ES_OK) return st;
     g->st.forwards++;
     g->st.drafted++;
     es_sampler_dist(g->smp, g->lg2, V, g->p);
-    const int kept = es_sampler_uniform(g->smp) * g->q[d] < g->p[d];
+    const double u_keep = es_sampler_uniform(g->smp), u_rest = es_sampler_uniform(g->smp);
+    int kept;
+    const int32_t next = es_spec_decide(g->p, g->q, V, d, u_keep, u_rest, &kept);
     gate_note(g, kept);
     g->st.tokens++;
     if (kept) {
@@ -172,11 +177,17 @@ es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
     }
     st = es_session_truncate(s, P + 1, err, errlen);
     if (st != ES_OK) return st;
+    *tok = g->pending = next;
+    return ES_OK;
+}
+
+int32_t es_spec_decide(const float *p, float *q, int V, int32_t d, double u_keep, double u_rest, int *kept) {
+    *kept = u_keep * q[d] < p[d]; /* probability min(1, p(d)/q(d)) */
+    if (*kept) return d;
     double rest = 0; /* q <- max(0, p - q); p itself if rounding left nothing */
     for (int i = 0; i < V; i++) {
-        g->q[i] = g->p[i] > g->q[i] ? g->p[i] - g->q[i] : 0.0f;
-        rest += g->q[i];
+        q[i] = p[i] > q[i] ? p[i] - q[i] : 0.0f;
+        rest += q[i];
     }
-    *tok = g->pending = draw(rest > 0 ? g->q : g->p, V, es_sampler_uniform(g->smp));
-    return ES_OK;
+    return es_spec_draw(rest > 0 ? q : p, V, u_rest);
 }
