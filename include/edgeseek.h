@@ -421,6 +421,9 @@ es_status es_spec_new(es_session *s, es_sampler *smp, int mtp, const float *logi
  * returned); other errors as es_session_eval's. */
 es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen);
 void es_spec_get_stats(const es_spec *g, es_spec_stats *st);
+/* Starts over from new logits (the session truncated or fed since),
+ * keeping the gate's state and the statistics. */
+void es_spec_restart(es_spec *g, const float *logits);
 void es_spec_free(es_spec *g);
 
 /* ---- conversion -------------------------------------------------------- */

@@ -82,6 +82,11 @@ es_status es_spec_new(es_session *s, es_sampler *smp, int mtp, const float *logi
 
 void es_spec_get_stats(const es_spec *g, es_spec_stats *st) { *st = g->st; }
 
+void es_spec_restart(es_spec *g, const float *logits) {
+    memcpy(g->lg, logits, sizeof(float) * (size_t)g->V);
+    g->have_logits = 1;
+}
+
 /* Whether routed experts are being paged: evicted, or under a budget that
  * cannot hold them all. */
 static int experts_paged(const es_model *m) {
