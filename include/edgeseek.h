@@ -401,9 +401,11 @@ double es_sampler_uniform(es_sampler *s);
  * <= 0): when it is the argmax, so the tokens are identical; sampling: with
  * probability min(1, p/q), else the token is drawn from norm(max(0, p-q)),
  * so the distribution is unchanged.  A gate stops drafting while it does
- * not pay: after fewer than 6 of 16 drafts were accepted it pauses for 64
- * tokens, doubling up to 4096 while drafts keep failing; and while routed
- * experts are being evicted and reloaded (paging under a budget).
+ * not pay: once more than 4 of a window of 8 drafts were rejected it pauses
+ * for 128 tokens, doubling up to 4096 while windows keep failing; and for
+ * good while routed experts are being evicted and reloaded (paging under a
+ * budget).  With sampling, a seed gives other tokens than without MTP (the
+ * drafts use the sampler's generator too). 
  * logits: the session's last-position logits after the prompt (copied).
  * The session (MTP on, es_session_set_mtp, when mtp is set) and sampler
  * stay the caller's and must outlive the generator. */

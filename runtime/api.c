@@ -307,8 +307,14 @@ void es_model_print_info(const es_model *m, FILE *f) {
     if (m->vocab_only) return;
     const es_hparams *hp = &m->hp;
     fprintf(f, "architecture: deepseek2\n");
-    fprintf(f, "  n_vocab %d  n_ctx_train %d  dim %d  n_layers %d  (MTP layers skipped: %d)\n",
-            hp->n_vocab, hp->n_ctx_train, hp->dim, hp->n_layers, hp->n_nextn);
+    fprintf(f, "  n_vocab %d  n_ctx_train %d  dim %d  n_layers %d  (MTP layers: %d)\n", hp->n_vocab, hp->n_ctx_train,
+            hp->dim, hp->n_layers, hp->n_nextn);
+    if (m->has_mtp)
+        fprintf(f, "  MTP block: blk.%d (--mtp), %s embedding, %s head%s\n", hp->n_layers,
+                m->nextn.own_embed ? "its own" : "the model's", m->nextn.own_head ? "its own" : "the model's",
+                hp->n_nextn > 1 ? "; the further next-n blocks are not used" : "");
+    else if (hp->n_nextn)
+        fprintf(f, "  MTP block: declared, but blk.%d.nextn.eh_proj is absent (not used)\n", hp->n_layers);
     fprintf(f, "  leading dense layers %d  dense ffn %d  expert ffn %d\n", hp->n_dense, hp->ffn_dim, hp->moe_ffn_dim);
     fprintf(f, "  heads %d  q_lora_rank %d%s  kv_lora_rank %d  nope %d  rope %d  v %d\n", hp->n_heads,
             hp->q_lora, hp->q_lora ? "" : " (no query compression)", hp->kv_lora, hp->nope, hp->rope, hp->vdim);

@@ -10,11 +10,17 @@
  * token comes from norm(max(0, p - q)) (greedy: the argmax) and d's cache
  * row is dropped.  A step without a draft evaluates t alone.
  *
- * The gate: drafting pauses after a window of 16 drafts with fewer than 6
- * kept (64 tokens, doubling up to 4096 while windows keep failing, back to
- * 64 after a good one), and stops for good when routed experts are being
- * evicted and reloaded (the MTP block's experts are not paged, and a draft
- * would add a second token's cold experts). */
+ * The gate: drafts are judged in windows of 8; a window fails as soon as
+ * more than 4 of its drafts were rejected (fewer than half can be kept),
+ * and drafting then pauses for 128 tokens, doubling up to 4096 while windows
+ * keep failing, back to 128 after a window that passes.  A step with a draft
+ * costs more than one without (on a memory-bound model the MTP block, the
+ * shared head read a second time and the second token's experts: measured
+ * about 1.75 passes on a V2-Lite shape), so low acceptance must not go on
+ * for long; a random block costs 5 drafts per pause.  Drafting stops for
+ * good when routed experts are being evicted and reloaded (the MTP block's
+ * experts are not paged, and a draft would add a second token's cold
+ * experts). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +29,7 @@
 #include "mtp.h"
 #include "residency.h"
 
-enum { WINDOW = 16, WINDOW_MIN_KEPT = 6, PAUSE_MIN = 64, PAUSE_MAX = 4096 };
+enum { WINDOW = 8, WINDOW_MIN_KEPT = 4, PAUSE_MIN = 128, PAUSE_MAX = 4096 };
 
 struct es_spec {
     es_session *s;
@@ -114,15 +120,16 @@ int32_t es_spec_draw(const float *probs, int V, double u) {
     return last;
 }
 
-/* The window's verdict after a draft. */
+/* The window's verdict after a draft: failed as soon as it can no longer
+ * keep WINDOW_MIN_KEPT, passed when it is full. */
 static void gate_note(es_spec *g, int kept) {
     g->win_n++;
     g->win_kept += kept;
-    if (g->win_n < WINDOW) return;
-    if (g->win_kept < WINDOW_MIN_KEPT) {
+    if (g->win_n - g->win_kept > WINDOW - WINDOW_MIN_KEPT) {
         g->pause = g->pause_next;
         g->pause_next = g->pause_next * 2 > PAUSE_MAX ? PAUSE_MAX : g->pause_next * 2;
-    } else g->pause_next = PAUSE_MIN;
+    } else if (g->win_n == WINDOW) g->pause_next = PAUSE_MIN;
+    else return;
     g->win_n = g->win_kept = 0;
 }
 
