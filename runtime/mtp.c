@@ -16,8 +16,10 @@
  * model's hidden rows for a window of recent positions (forward.c hands
  * them over after every batch).  Rows run lazily: when a draft is asked
  * for, or when the window fills.  A row whose hidden state was lost (a
- * batched evaluation, a loaded session) is recomputed by running the main
- * model over those tokens again, which rewrites the same cache values. */
+ * batched evaluation, a truncation, a loaded session) is recomputed by
+ * running the main model over those tokens again, with the main cache's
+ * rows put back after each batch: the main model's results never depend on
+ * drafting. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ typedef struct es_mtp_state {
     float *cat;         /* [B/2][2D] eh_proj's input */
     float *hrow;        /* [D] */
     int32_t *next;      /* [cap] tokens after the rows being run */
+    uint8_t *saved;     /* [n_layers][B][kv_row] main cache rows kept while recomputing */
 } es_mtp_state;
 
 static void set_err(char *err, size_t errlen, const char *msg) {
@@ -57,6 +60,7 @@ void es_mtp_free(es_session *s) {
     free(st->cat);
     free(st->hrow);
     free(st->next);
+    free(st->saved);
     free(st);
     s->mtp = NULL;
 }
@@ -87,10 +91,11 @@ es_status es_session_set_mtp(es_session *s, int on, char *err, size_t errlen) {
         st->cat = malloc(sizeof(float) * (B / 2) * 2 * D);
         st->hrow = malloc(sizeof(float) * D);
         st->next = malloc(sizeof(int32_t) * (size_t)st->cap);
+        st->saved = malloc(s->kv_row * B * (size_t)m->hp.n_layers);
         st->last_next = -1;
     }
     s->mtp = st;
-    if (!st || !st->kv || !st->hid || !st->cat || !st->hrow || !st->next) {
+    if (!st || !st->kv || !st->hid || !st->cat || !st->hrow || !st->next || !st->saved) {
         es_mtp_free(s);
         set_err(err, errlen, "out of memory for the MTP block's cache");
         return ES_ERR_NOMEM;
@@ -194,16 +199,29 @@ es_status es_session_mtp_draft(es_session *s, int32_t next, float *logits, char 
     char where[128] = "";
     int r = 0;
     if (st->pos < st->h0 || st->h0 + st->hn < P) {
-        /* hidden rows lost: run the main model over positions st->pos .. P-1 again */
-        const int q = st->pos, n = P - q;
+        /* hidden rows lost: run the main model over positions st->pos .. P-1
+         * again, B at a time, each time putting the main cache's rows back
+         * as they were (a batch of another size may change their low bits,
+         * and the main model's logits must not depend on drafting) */
+        const int q = st->pos, n = P - q, B = s->scratch->B, L = m->hp.n_layers;
         int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
         if (!toks) { set_err(err, errlen, "out of memory"); return ES_ERR_NOMEM; }
         memcpy(toks, s->tokens + q, sizeof(int32_t) * (size_t)n);
-        s->pos = q;
-        r = es_forward(s, toks, n, NULL, 0, where, sizeof where);
+        for (int a = q; a < P && r == 0; a += B) {
+            const int T = P - a < B ? P - a : B;
+            for (int il = 0; il < L; il++)
+                memcpy(st->saved + (size_t)il * B * s->kv_row, es_kv_layer(s, il).base + (size_t)a * s->kv_row,
+                       (size_t)T * s->kv_row);
+            s->pos = a;
+            r = es_forward(s, toks + (a - q), T, NULL, 0, where, sizeof where);
+            for (int il = 0; il < L; il++)
+                memcpy(es_kv_layer(s, il).base + (size_t)a * s->kv_row, st->saved + (size_t)il * B * s->kv_row,
+                       (size_t)T * s->kv_row);
+        }
+        s->pos = P; /* the rows and tokens are those it held */
         free(toks);
         if (r != 0) {
-            s->pos = q; /* positions q.. hold what they held, but the call failed: drop them */
+            es_mtp_forget(s, P, -1);
             if (err && errlen) snprintf(err, errlen, "rerunning %d tokens for the MTP block failed%s%s", n,
                                         r > 0 ? ": values stopped being finite in " : "", r > 0 ? where : "");
             return r > 0 ? ES_ERR_FORMAT : ES_ERR_IO;

@@ -8,8 +8,10 @@
  *     (rows recomputed);
  *   - speculative decoding at temperature 0 gives token for token what
  *     plain greedy decoding gives: with the MTP block's own drafts (a random
- *     block: nearly all rejected, and the gate's pauses), and with an oracle
- *     draft hook that is right two times in three (the accept path);
+ *     block: nearly all rejected, and the gate's pauses), after a truncation
+ *     (hidden states recomputed, the main cache left bit for bit), and with
+ *     an oracle draft hook that is right two times in three (the accept
+ *     path);
  *   - the acceptance rule keeps the distribution (statistical, fixed seed);
  *   - the gate: few drafts when they fail, none while experts are paged;
  *   - a model without the block refuses es_session_set_mtp with a message.
@@ -246,6 +248,74 @@ done:
     return got;
 }
 
+/* A session that generated with MTP, cut back to `cut` tokens after the
+ * prompt and continued from there (the MTP rows and hidden states of the
+ * cut are recomputed, the main cache left as it was): plain's tokens. */
+static void check_truncated(const char *label, es_model *m, const int32_t *prompt, int np, const int32_t *plain, int n,
+                            int cut) {
+    es_session *s = NULL;
+    es_sampler_params sp = es_sampler_defaults();
+    sp.temperature = 0;
+    es_sampler *smp = es_sampler_new(&sp);
+    float *lg = malloc(sizeof(float) * (size_t)es_model_n_vocab(m));
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)n);
+    es_spec *g = NULL;
+    es_spec_stats st = {0};
+    int ok = smp && lg && out && es_session_new(m, np + n + 4, &s, err, sizeof err) == ES_OK &&
+             es_session_set_mtp(s, 1, err, sizeof err) == ES_OK &&
+             es_session_eval(s, prompt, np, lg, 0, err, sizeof err) == ES_OK &&
+             es_spec_new(s, smp, 1, lg, &g, err, sizeof err) == ES_OK;
+    for (int i = 0; ok && i < n; i++) ok = es_spec_next(g, &out[i], err, sizeof err) == ES_OK;
+    es_spec_free(g);
+    g = NULL;
+    /* back to the prompt and cut-1 tokens, then the token at cut-1 again */
+    ok = ok && es_session_truncate(s, np + cut - 1, err, sizeof err) == ES_OK &&
+         es_session_eval(s, &plain[cut - 1], 1, lg, 0, err, sizeof err) == ES_OK &&
+         es_spec_new(s, smp, 1, lg, &g, err, sizeof err) == ES_OK;
+    int got = cut;
+    for (; ok && got < n; got++) ok = es_spec_next(g, &out[got], err, sizeof err) == ES_OK;
+    if (g) es_spec_get_stats(g, &st);
+    CHECK(ok && !memcmp(out + cut, plain + cut, sizeof(int32_t) * (size_t)(n - cut)) && st.drafted > 0,
+          "%s: after a truncation to %d tokens, MTP decode differs from plain decode (%s; %lld drafts)", label,
+          np + cut, ok ? "different tokens" : err, (long long)st.drafted);
+    es_spec_free(g);
+    es_session_free(s);
+    es_sampler_free(smp);
+    free(lg);
+    free(out);
+}
+
+/* A draft whose hidden states must be recomputed (after a truncation far
+ * back) leaves the main cache as it was: the logits that follow are bit for
+ * bit those of a session without MTP fed the same calls. */
+static void check_recompute_cache(const char *label, es_model *m) {
+    enum { NP = 150, K = 20 };
+    const int V = es_model_n_vocab(m);
+    int32_t tok[NP];
+    for (int i = 0; i < NP; i++) tok[i] = (int32_t)((i * 29 + 3) % V);
+    float *lx = malloc(sizeof(float) * (size_t)V * 2), *ly = lx ? lx + V : NULL;
+    es_session *x = NULL, *y = NULL;
+    int ok = lx && es_session_new(m, NP + 4, &x, err, sizeof err) == ES_OK &&
+             es_session_new(m, NP + 4, &y, err, sizeof err) == ES_OK &&
+             es_session_set_mtp(x, 1, err, sizeof err) == ES_OK;
+    es_session *both[2] = {x, y};
+    for (int i = 0; ok && i < 2; i++) {
+        es_session *s = both[i];
+        float *lg = i ? ly : lx;
+        ok = es_session_eval(s, tok, NP, NULL, 0, err, sizeof err) == ES_OK &&
+             es_session_truncate(s, K, err, sizeof err) == ES_OK &&
+             es_session_eval(s, &tok[K], 1, lg, 0, err, sizeof err) == ES_OK &&
+             (i || es_session_mtp_draft(s, tok[K + 1], lg, err, sizeof err) == ES_OK) &&
+             es_session_eval(s, tok + K + 1, NP - K - 1, lg, 0, err, sizeof err) == ES_OK;
+    }
+    CHECK(ok && !memcmp(lx, ly, sizeof(float) * (size_t)V),
+          "%s: the logits after a recomputing draft differ from a session without MTP (%s)", label,
+          ok ? "not bit for bit" : err);
+    es_session_free(x);
+    es_session_free(y);
+    free(lx);
+}
+
 static void check_identity(const char *label, es_model *m, int paged) {
     enum { NP = 9, N = 300 };
     int32_t prompt[NP], plain[N], spec[N];
@@ -269,6 +339,8 @@ static void check_identity(const char *label, es_model *m, int paged) {
         CHECK(st.drafted >= 5 && st.drafted <= 16 && st.gated > 0,
               "%s: %lld drafts, %lld gated steps in %d tokens of failing drafts", label, (long long)st.drafted,
               (long long)st.gated, N);
+        check_truncated(label, m, prompt, NP, plain, 200, 150);
+        check_recompute_cache(label, m);
         /* the oracle: right 2 of 3 times, so the accept path runs too */
         oracle o = {plain, NP, N, 0};
         es_spec_draft_hook = oracle_draft;
