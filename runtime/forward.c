@@ -30,6 +30,10 @@
  * Every output value is computed by exactly one unit in a fixed order, so
  * results do not depend on the thread count.
  *
+ * With MTP on (mtp.c), es_forward hands each batch's last hidden rows (x
+ * before output_norm) to the MTP block's window, and es_fwd_block runs one
+ * block (the MTP block, layers[n_layers]) over rows the caller prepared.
+ *
  * Values that stop being finite (NaN or infinity: corrupt weights) are
  * caught once per batch, on the residual stream after the last layer and on
  * the logits; the batch then runs again with a check after every block, to

@@ -2,7 +2,8 @@
  * (llama.cpp key names), every tensor by llama.cpp name with its shape
  * checked against those hyperparameters, both MLA up-projection layouts
  * (split attn_k_b/attn_v_b and the older combined attn_kv_b), the optional
- * gate bias, and the YaRN RoPE tables.  Weights stay in the read-only
+ * gate bias, the first MTP (next-n) block when the file has one (blk.N
+ * and blk.N.nextn.*), and the YaRN RoPE tables.  Weights stay in the read-only
  * mapping; only the small 1-D vectors (norms, gate bias) are copied to F32.
  */
 #include "model.h"

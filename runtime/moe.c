@@ -26,7 +26,9 @@
  * threads of the NUMA node holding it.  Every output value is computed by
  * exactly one unit, whose rows depend only on the matrix's shape, so the
  * result depends neither on the thread count nor on how residency groups
- * the experts.
+ * the experts.  The MTP block's experts (layers[n_layers]) bypass the
+ * residency manager, which knows only the main layers: they are read
+ * through the mapping.
  *
  * Notation as in forward.c: T tokens, D = dim, E = experts, k = experts
  * used, G = expert groups, F = expert ffn dim, S = shared ffn dim.
