@@ -40,8 +40,8 @@
 static const char *const models[] = {
     "--preset tiny --type f32 --seed 51 --mtp",
     "--preset tiny --type q8_0 --seed 52 --mtp --experts 16 --experts-used 4 --q-lora 32",
-    "--preset tiny --type f32 --seed 53 --mtp --mtp-shared --experts 16 --experts-used 4 --groups 4 "
-    "--groups-used 2 --gating sigmoid --gate-bias --expert-norm",
+    ("--preset tiny --type f32 --seed 53 --mtp --mtp-shared --experts 16 --experts-used 4 --groups 4 "
+     "--groups-used 2 --gating sigmoid --gate-bias --expert-norm"),
 };
 #define N_MODELS (int)(sizeof models / sizeof models[0])
 
