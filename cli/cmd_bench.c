@@ -311,7 +311,8 @@ static double run_greedy(es_session *s, es_spec *g, es_sampler *smp, int d, int 
         return -1;
     if (g) {
         es_spec_restart(g, logits);
-        if (cli_failed(es_session_mtp_draft(s, es_sampler_sample(smp, logits, nv), prime, err, sizeof err), err))
+        if (es_session_mtp(s) && /* the gate may have turned it off (paging) */
+            cli_failed(es_session_mtp_draft(s, es_sampler_sample(smp, logits, nv), prime, err, sizeof err), err))
             return -1;
     }
     double t0 = cli_now();
