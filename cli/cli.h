@@ -125,6 +125,9 @@ int cli_session_restore(es_session *s, const char *path, const int32_t *ids, int
  * unless the file held exactly them.  0, or -1 after a message. */
 int cli_session_keep(es_session *s, const char *path, int file_tokens, int n);
 
+/* The stats line's MTP part (stderr): drafts, acceptance, tokens per pass. */
+void cli_print_mtp_stats(const es_spec *g);
+
 /* The subcommands: argv[0] is the subcommand's name. */
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

@@ -53,6 +53,9 @@ static void usage_bench(FILE *f) {
             "  --bw-mb MB    bandwidth test buffer (default: 4x the last-level cache, >= 1024)\n"
             "  --no-bw       do not measure memory bandwidth\n"
             "  --no-warmup   skip the untimed warm-up run of each test\n"
+            "  --mtp         tgN runs as two interleaved tests of greedy decoding: \"tgN greedy\" (a\n"
+            "                pass a token) and \"tgN mtp\" (speculative with the MTP block), with the\n"
+            "                acceptance rate and tokens per pass\n"
             "  --json        print JSON instead of the table\n"
             "LIST is comma-separated, e.g. -p 64,512 -t 1,2.\n");
 }
@@ -260,6 +263,8 @@ typedef struct result {
     double mean, sd;
     double median;           /* of the samples */
     double vs_one;           /* tgN xS: median over rounds of its t/s over tgN x1's (0: no x1 ran) */
+    int mtp;                 /* --mtp: 1 "tgN greedy", 2 "tgN mtp"; 0 otherwise */
+    es_spec_stats spec;      /* tgN mtp: the generator's counts over the timed runs */
     es_decode_traffic tr;    /* generation: per token, KV at the middle position */
     double bw;               /* bytes/s for this thread count (0: not measured) */
     char name[64];           /* "pp64", "tg32 @ d512" */
@@ -288,6 +293,37 @@ static double run_once(es_session *s, int d, int n_prompt, int n_gen, int32_t *t
     double t0 = cli_now();
     for (int i = 0; i < n_gen; i++) {
         int32_t t = rand_token(nv);
+        if (cli_failed(es_session_eval(s, &t, 1, logits, 0, err, sizeof err), err)) return -1;
+    }
+    return cli_now() - t0;
+}
+
+/* One timed run of greedy decoding of n_gen tokens from depth d after an
+ * untimed random token there: plain, one pass a token (g NULL), or
+ * through the generator g (the first draft, which may rerun a token after
+ * the truncation, primed untimed into prime[nv]); seconds, < 0 on error. */
+static double run_greedy(es_session *s, es_spec *g, es_sampler *smp, int d, int n_gen, float *logits, float *prime,
+                         int nv) {
+    char err[512];
+    int32_t t = rand_token(nv);
+    if (cli_failed(es_session_truncate(s, d, err, sizeof err), err) ||
+        cli_failed(es_session_eval(s, &t, 1, logits, 0, err, sizeof err), err))
+        return -1;
+    if (g) {
+        es_spec_restart(g, logits);
+        if (es_session_mtp(s) && /* the gate may have turned it off (paging) */
+            cli_failed(es_session_mtp_draft(s, es_sampler_sample(smp, logits, nv), prime, err, sizeof err), err))
+            return -1;
+    }
+    double t0 = cli_now();
+    for (int i = 0; i < n_gen + (g != NULL); i++) { /* the generator's first token needs no pass */
+        if (g) {
+            es_status st = es_spec_next(g, &t, err, sizeof err);
+            if (st == ES_ERR_CONTEXT) break;
+            if (cli_failed(st, err)) return -1;
+            continue;
+        }
+        t = es_sampler_sample(smp, logits, nv);
         if (cli_failed(es_session_eval(s, &t, 1, logits, 0, err, sizeof err), err)) return -1;
     }
     return cli_now() - t0;
@@ -343,6 +379,7 @@ static void test_name(result *r) {
     if (r->n_prompt) snprintf(r->name, n, "pp%d", r->n_prompt);
     else snprintf(r->name, n, "tg%d", r->n_gen);
     if (r->n_streams) snprintf(r->name + strlen(r->name), n - strlen(r->name), " x%d", r->n_streams);
+    if (r->mtp) snprintf(r->name + strlen(r->name), n - strlen(r->name), r->mtp == 2 ? " mtp" : " greedy");
     if (r->n_depth) snprintf(r->name + strlen(r->name), n - strlen(r->name), " @ d%d", r->n_depth);
 }
 
@@ -383,13 +420,14 @@ int cmd_bench(int argc, char **argv) {
     long streams[MAX_LIST] = {0};
     int n_pp = 1, n_tg = 1, n_depth = 2, n_thr = 1, n_streams = 0;
     long reps = 5, bw_mb = 0;
-    int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT, kv_type = ES_KV_DEFAULT;
+    int json = 0, no_bw = 0, warmup = 1, numa = ES_NUMA_DEFAULT, kv_type = ES_KV_DEFAULT, mtp = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_bench(stdout); return 0; }
         if (!strcmp(a, "--json")) { json = 1; continue; }
         if (!strcmp(a, "--no-bw")) { no_bw = 1; continue; }
         if (!strcmp(a, "--no-warmup")) { warmup = 0; continue; }
+        if (!strcmp(a, "--mtp")) { mtp = 1; continue; }
         static const char *const valued[] = {"-m", "-p", "-n", "-d", "-t", "-r", "--bw-mb", "--numa", "--streams", "--kv-type"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
@@ -428,7 +466,7 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_pp; i++)
             if (pp[i]) { n_tests++; max_ctx = depth[d] + pp[i] > max_ctx ? depth[d] + pp[i] : max_ctx; }
         for (int i = 0; i < n_tg; i++)
-            if (tg[i]) { n_tests += 1 + n_streams; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
+            if (tg[i]) { n_tests += 1 + mtp + n_streams; max_ctx = depth[d] + tg[i] > max_ctx ? depth[d] + tg[i] : max_ctx; }
     }
     int max_streams = 1;
     for (int i = 0; i < n_streams; i++) max_streams = streams[i] > max_streams ? (int)streams[i] : max_streams;
@@ -442,6 +480,10 @@ int cmd_bench(int argc, char **argv) {
     char err[768];
     int rc = 1;
     es_session *s = NULL, *ss[MAX_STREAMS] = {0}; /* ss[0] is s */
+    es_session *sm = NULL; /* --mtp: the session with the MTP block on */
+    es_sampler *greedy = NULL;
+    es_spec *spec = NULL;
+    float *lg_prime = NULL;
     float *lgs[MAX_STREAMS] = {0};
     result *res = NULL;
     int n_res = 0;
@@ -457,6 +499,16 @@ int cmd_bench(int argc, char **argv) {
     }
     const es_session_params spar = {.n_ctx = (int)max_ctx + 1, .kv_type = kv_type};
     if (cli_failed(es_session_new_ext(m, &spar, &s, err, sizeof err), err)) goto done;
+    if (mtp) {
+        es_sampler_params gp = es_sampler_defaults();
+        gp.temperature = 0;
+        greedy = es_sampler_new(&gp);
+        lg_prime = malloc(sizeof(float) * (size_t)es_model_n_vocab(m));
+        if (!greedy || !lg_prime) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+        if (cli_failed(es_session_new_ext(m, &spar, &sm, err, sizeof err), err) ||
+            cli_failed(es_session_set_mtp(sm, 1, err, sizeof err), err))
+            goto done;
+    }
     const size_t kvb = es_session_kv_bytes_per_token(s); /* the traffic's KV part at this cache type */
     double t_load = cli_now() - t0;
     long max_tok = 0;
@@ -482,20 +534,67 @@ int cmd_bench(int argc, char **argv) {
 
     for (int ti = 0; ti < n_thr; ti++) {
         if (cli_failed(es_session_set_threads(s, (int)thr[ti], err, sizeof err), err)) goto done;
+        if (sm && cli_failed(es_session_set_threads(sm, (int)thr[ti], err, sizeof err), err)) goto done;
         const int T = t_of[ti] = es_session_threads(s);
         if (!no_bw) bw_of[ti] = measure_bw(bwb, T);
         for (int d = 0; d < n_depth; d++) {
             /* the context is prefilled once per depth; each run is cut back
              * to it (es_session_truncate), so only the test is timed */
+            if (sm) es_session_reset(sm);
             for (int i = 0; i < (n_streams ? max_streams : 1); i++) {
                 es_session_reset(ss[i]);
                 if (depth[d]) {
                     fill_tokens(tok, (int)depth[d], nv);
                     if (cli_failed(es_session_eval(ss[i], tok, (int)depth[d], NULL, 0, err, sizeof err), err)) goto done;
+                    if (!i && sm && cli_failed(es_session_eval(sm, tok, (int)depth[d], NULL, 0, err, sizeof err), err))
+                        goto done; /* the same context */
+                }
+            }
+            /* --mtp: tgN greedy and tgN mtp, interleaved round by round */
+            for (int i = 0; i < n_tg && sm; i++) {
+                if (!tg[i]) continue;
+                result *pair = &res[n_res];
+                for (int j = 0; j < 2; j++) {
+                    result *r = &res[n_res++];
+                    *r = (result){.threads = T, .n_gen = (int)tg[i], .n_depth = (int)depth[d], .reps = (int)reps,
+                                  .mtp = j + 1, .ts = calloc((size_t)reps, sizeof(double)), .bw = bw_of[ti]};
+                    test_name(r);
+                    if (!r->ts) { fprintf(stderr, "edgeseek: out of memory\n"); goto done; }
+                }
+                es_spec_free(spec); /* one generator for the test's runs: its gate carries over */
+                spec = NULL;
+                if (cli_failed(es_spec_new(sm, greedy, 1, logits, &spec, err, sizeof err), err)) goto done;
+                if (warmup && (run_greedy(s, NULL, greedy, (int)depth[d], 1, logits, NULL, nv) < 0 ||
+                               run_greedy(sm, spec, greedy, (int)depth[d], 1, logits, lg_prime, nv) < 0))
+                    goto done;
+                es_spec_stats before;
+                es_spec_get_stats(spec, &before);
+                for (int k = 0; k < reps; k++)
+                    for (int j = 0; j < 2; j++) {
+                        double dt = j ? run_greedy(sm, spec, greedy, (int)depth[d], (int)tg[i], logits, lg_prime, nv)
+                                      : run_greedy(s, NULL, greedy, (int)depth[d], (int)tg[i], logits, NULL, nv);
+                        if (dt < 0) goto done;
+                        pair[j].ts[k] = tg[i] / (dt > 0 ? dt : 1e-9);
+                    }
+                es_spec_stats after;
+                es_spec_get_stats(spec, &after);
+                pair[1].spec = (es_spec_stats){after.tokens - before.tokens, after.forwards - before.forwards,
+                                               after.drafted - before.drafted, after.accepted - before.accepted,
+                                               after.gated - before.gated};
+                double ratio[1000]; /* reps <= 1000 */
+                for (int k = 0; k < reps; k++) ratio[k] = pair[1].ts[k] / pair[0].ts[k];
+                pair[1].vs_one = median_of(ratio, (int)reps);
+                for (int j = 0; j < 2; j++) {
+                    stats(&pair[j]);
+                    es_model_decode_traffic(m, (int)depth[d] + (int)tg[i] / 2, &pair[j].tr);
+                    pair[j].tr.kv = (uint64_t)(depth[d] + tg[i] / 2 + 1) * kvb;
+                    if (!json)
+                        fprintf(stderr, "[bench] %d threads, %s: %.2f ± %.2f t/s\n", T, pair[j].name, pair[j].mean,
+                                pair[j].sd);
                 }
             }
             for (int kind = 0; kind < 2; kind++) {
-                const int cnt = kind ? n_tg : n_pp;
+                const int cnt = kind ? (sm ? 0 : n_tg) : n_pp; /* --mtp: the tg tests ran above */
                 for (int i = 0; i < cnt; i++) {
                     const int np = kind ? 0 : (int)pp[i], ng = kind ? (int)tg[i] : 0;
                     if (!np && !ng) continue;
@@ -580,6 +679,14 @@ int cmd_bench(int argc, char **argv) {
             for (int k = 0; k < r->reps; k++) printf("%s%.4f", k ? ", " : "", r->ts[k]);
             printf("], \"median_ts\": %.4f, \"bandwidth_bytes_per_s\": %.0f", r->median, r->bw);
             if (r->n_streams && r->vs_one > 0) printf(", \"vs_one_stream\": %.4f", r->vs_one);
+            if (r->mtp == 2) {
+                const es_spec_stats *g = &r->spec;
+                printf(", \"mtp\": true, \"vs_greedy\": %.4f, \"mtp_drafted\": %lld, \"mtp_accepted\": %lld, "
+                       "\"mtp_acceptance\": %.4f, \"mtp_tokens_per_pass\": %.4f, \"mtp_gated_passes\": %lld",
+                       r->vs_one, (long long)g->drafted, (long long)g->accepted,
+                       g->drafted ? (double)g->accepted / g->drafted : 0.0,
+                       g->forwards ? (double)g->tokens / g->forwards : 0.0, (long long)g->gated);
+            }
             if (r->n_gen && !r->n_streams) {
                 printf(", \"weight_bytes_per_token\": %llu, \"kv_bytes_per_token\": %llu, "
                        "\"bandwidth_fraction\": %.4f",
@@ -605,7 +712,12 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
             printf("| %d | %s | %.2f ± %.2f |", r->threads, r->name, r->mean, r->sd);
-            if (r->n_gen && !r->n_streams) {
+            if (r->mtp == 2) {
+                const es_spec_stats *g = &r->spec;
+                printf(" - | - | %.2fx greedy, %.1f%% of %lld drafts accepted, %.3f tokens/pass |\n", r->vs_one,
+                       g->drafted ? 100.0 * g->accepted / g->drafted : 0.0, (long long)g->drafted,
+                       g->forwards ? (double)g->tokens / g->forwards : 0.0);
+            } else if (r->n_gen && !r->n_streams) {
                 double gbs = r->tr.weights * r->mean / 1e9;
                 printf(" %.1f | %.1f |", r->tr.weights / 1e6, gbs);
                 if (r->bw > 0) printf(" %.0f%% |\n", 100.0 * gbs * 1e9 / r->bw);
@@ -636,6 +748,10 @@ done:
         if (i) es_session_free(ss[i]);
         free(lgs[i]);
     }
+    es_spec_free(spec);
+    es_sampler_free(greedy);
+    free(lg_prime);
+    es_session_free(sm);
     es_session_free(s);
     es_model_free(m);
     return rc;

@@ -59,6 +59,7 @@ static void usage_chat(FILE *f) {
             "                fold the model's thinking into one line (on a terminal) or leave it out\n"
             "  -n N          the most tokens an answer may have (default -1: until the context is full)\n"
             "  --verbose     a line per turn on stderr: prompt tokens, those reused from the cache, speed\n"
+            "  --mtp         speculative decoding with the model's MTP block (same text at --temp 0)\n"
             CLI_SAMPLING_USAGE CLI_PAGING_USAGE
             "commands at the prompt: /help, /reset, /system [TEXT], /save FILE (a line starting with //\n"
             "sends the text from its second slash). Ctrl-C stops an answer; Ctrl-C twice or Ctrl-D quits.\n");
@@ -154,6 +155,8 @@ typedef struct chat {
     int ansi;            /* stdout is a terminal that takes escape codes (dim) */
     int hide_thinking, verbose;
     int step_ms;         /* EDGESEEK_CHAT_STEP_MS: each token takes at least this long (a test's slow machine) */
+    int mtp;             /* --mtp: answers through es_spec (the session's MTP block on) */
+    es_spec_stats spec;  /* the last answer's counts with --mtp */
     char err[512];
 } chat;
 
@@ -350,9 +353,25 @@ static int generate(chat *c, shown *sh, long *produced) {
     char small[256];
     int end = END_EOS;
     *produced = 0;
+    es_spec *g = NULL; /* --mtp: the generator evaluates as it goes */
+    if (c->mtp && es_spec_new(c->s, c->smp, 1, c->logits, &g, c->err, sizeof c->err) != ES_OK) {
+        note(c, "%s", c->err);
+        return END_ERROR;
+    }
     for (;;) {
         if (got_sigint) { end = END_STOPPED; break; }
-        int32_t tok = es_sampler_sample(c->smp, c->logits, c->n_vocab);
+        int32_t tok;
+        if (g) {
+            es_status st = es_spec_next(g, &tok, c->err, sizeof c->err);
+            if (st == ES_ERR_CONTEXT) { end = END_FULL; break; }
+            if (st != ES_OK) {
+                note(c, "%s", c->err);
+                es_session_reset(c->s);
+                c->n_cache = 0;
+                end = END_ERROR;
+                break;
+            }
+        } else tok = es_sampler_sample(c->smp, c->logits, c->n_vocab);
         if (es_model_is_eog(c->m, tok)) break;
         ++*produced;
         if (es_reasoning_thinking(&rs)) sh->think_tokens++;
@@ -366,7 +385,12 @@ static int generate(chat *c, shown *sh, long *produced) {
         int rc = show_text(c, sh, &rs, piece, w);
         if (piece != small) free(piece);
         if (rc != 0) { end = END_ERROR; break; }
+        if (c->step_ms > 0) {
+            struct timespec ts = {c->step_ms / 1000, (long)(c->step_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL); /* a Ctrl-C ends it early: got_sigint is read next */
+        }
         if (c->max_answer > 0 && *produced >= c->max_answer) { end = END_LIMIT; break; }
+        if (g) continue;
         if (c->n_cache >= (size_t)c->n_ctx) { end = END_FULL; break; }
         if (es_session_eval(c->s, &tok, 1, c->logits, 0, c->err, sizeof c->err) != ES_OK) {
             note(c, "%s", c->err);
@@ -376,10 +400,14 @@ static int generate(chat *c, shown *sh, long *produced) {
             break;
         }
         c->cache[c->n_cache++] = tok;
-        if (c->step_ms > 0) {
-            struct timespec ts = {c->step_ms / 1000, (long)(c->step_ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL); /* a Ctrl-C ends it early: got_sigint is read next */
+    }
+    if (g) { /* the session holds what the generator evaluated: the cache follows it */
+        if (end != END_ERROR) {
+            c->n_cache = (size_t)es_session_pos(c->s);
+            memcpy(c->cache, es_session_tokens(c->s), c->n_cache * sizeof *c->cache);
         }
+        es_spec_get_stats(g, &c->spec);
+        es_spec_free(g);
     }
     size_t w = es_detok_flush(&dt, small, sizeof small);
     if (show_text(c, sh, &rs, small, w) != 0 || show_text(c, sh, &rs, NULL, 0) != 0) return END_ERROR;
@@ -449,6 +477,10 @@ static int answer(chat *c, const char *message) {
                         " generated %ld tokens, %.2f tokens/s | context %zu of %d\n",
                 n_ids, reused, n_ids - reused, t1 - t0, produced, t2 > t1 ? produced / (t2 - t1) : 0.0,
                 c->n_cache, c->n_ctx);
+    if (c->verbose && c->mtp)
+        fprintf(stderr, "[edgeseek chat] MTP: %lld drafted, %lld accepted, %.3f tokens per forward pass\n",
+                (long long)c->spec.drafted, (long long)c->spec.accepted,
+                c->spec.forwards ? (double)c->spec.tokens / c->spec.forwards : 0.0);
     return rc;
 }
 
@@ -777,7 +809,7 @@ static int chat_loop(chat *c, reader *r) {
 int cmd_chat(int argc, char **argv) {
     const char *model = NULL, *system_text = NULL;
     long max_answer = -1;
-    int hide_thinking = 0, verbose = 0;
+    int hide_thinking = 0, verbose = 0, mtp = 0;
     es_load_params lp = {0};
     cli_gen_opts go;
     cli_gen_defaults(&go);
@@ -789,6 +821,7 @@ int cmd_chat(int argc, char **argv) {
         if (po) continue;
         if (!strcmp(a, "--hide-thinking")) { hide_thinking = 1; continue; }
         if (!strcmp(a, "--verbose")) { verbose = 1; continue; }
+        if (!strcmp(a, "--mtp")) { mtp = 1; continue; }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int go_rc = cli_gen_opt(a, v, &go, &lp);
         if (go_rc < 0) return 2;
@@ -810,6 +843,7 @@ int cmd_chat(int argc, char **argv) {
     c.max_answer = max_answer;
     c.hide_thinking = hide_thinking;
     c.verbose = verbose;
+    c.mtp = mtp;
     const char *term = getenv("TERM"), *no_color = getenv("NO_COLOR");
     c.ansi = isatty(1) && term && *term && strcmp(term, "dumb") != 0 && !(no_color && *no_color);
     if (!(c.m = cli_load_model(model, &lp))) return 1;
@@ -818,6 +852,7 @@ int cmd_chat(int argc, char **argv) {
     int have_reader = 0;
     long n_ctx = cli_ctx_size(c.m, go.n_ctx);
     if (cli_failed(es_session_new(c.m, (int)n_ctx, &c.s, c.err, sizeof c.err), c.err)) goto done;
+    if (mtp && cli_failed(es_session_set_mtp(c.s, 1, c.err, sizeof c.err), c.err)) goto done;
     if (cli_failed(es_session_set_threads(c.s, (int)cli_cap_threads(go.threads), c.err, sizeof c.err), c.err))
         goto done;
     es_sampler_params sp = cli_sampler_params(&go);

@@ -21,6 +21,8 @@ static void usage_run(FILE *f) {
             "  --chat        render the prompt as one user turn of the DeepSeek chat format (its text,\n"
             "                and --system's, never makes control tokens)\n"
             "  --system TEXT system text for --chat\n"
+            "  --mtp         speculative decoding with the model's MTP block: same tokens at temperature 0,\n"
+            "                same distribution when sampling (a different draw for a seed)\n"
             "  --no-stats    do not print statistics to stderr\n"
             CLI_PAGING_USAGE);
 }
@@ -28,7 +30,7 @@ static void usage_run(FILE *f) {
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *file = NULL, *system_text = NULL;
     long n_gen = 128;
-    int chat = 0, stats = 1;
+    int chat = 0, stats = 1, mtp = 0;
     int kv_type = ES_KV_DEFAULT;
     const char *session_file = NULL;
     es_load_params lp = {0};
@@ -42,6 +44,7 @@ int cmd_run(int argc, char **argv) {
         if (po) continue;
         if (!strcmp(a, "--chat")) { chat = 1; continue; }
         if (!strcmp(a, "--no-stats")) { stats = 0; continue; }
+        if (!strcmp(a, "--mtp")) { mtp = 1; continue; }
         if (i + 1 >= argc) return cli_usage_error(usage_run, "edgeseek run: %s needs a value\n", a);
         const char *v = argv[++i];
         int bad = 0, go_rc = cli_gen_opt(a, v, &go, &lp);
@@ -77,6 +80,7 @@ int cmd_run(int argc, char **argv) {
     es_session *s = NULL;
     es_sampler *smp = NULL;
     float *logits = NULL;
+    es_spec *spec = NULL;
     if (chat) {
         /* the chat format carries its own BOS; the messages are text only:
          * special-token text in them is not read as control tokens */
@@ -106,6 +110,7 @@ int cmd_run(int argc, char **argv) {
     }
     const es_session_params spar = {.n_ctx = (int)n_ctx, .kv_type = kv_type, .n_threads = (int)cli_cap_threads(go.threads)};
     if (cli_failed(es_session_new_ext(m, &spar, &s, err, sizeof err), err)) goto done;
+    if (mtp && cli_failed(es_session_set_mtp(s, 1, err, sizeof err), err)) goto done;
     es_sampler_params sp = cli_sampler_params(&go);
     smp = es_sampler_new(&sp);
     int nv = es_model_n_vocab(m);
@@ -126,9 +131,21 @@ int cmd_run(int argc, char **argv) {
     es_detok dt = {0};
     char out[1024];
     long produced = 0;
+    if (mtp && cli_failed(es_spec_new(s, smp, 1, logits, &spec, err, sizeof err), err)) goto done;
     double t2 = cli_now();
     while (n_gen < 0 || produced < n_gen) {
-        int32_t tok = es_sampler_sample(smp, logits, nv);
+        int32_t tok;
+        if (spec) { /* the generator evaluates as it goes */
+            es_status st = es_spec_next(spec, &tok, err, sizeof err);
+            if (st == ES_ERR_CONTEXT) {
+                fprintf(stderr, "\nedgeseek: context full (%d tokens)\n", es_session_n_ctx(s));
+                break;
+            }
+            if (st != ES_OK) {
+                fprintf(stderr, "\nedgeseek: %s\n", err);
+                goto done;
+            }
+        } else tok = es_sampler_sample(smp, logits, nv);
         produced++;
         if (es_model_is_eog(m, tok)) break;
         size_t w = es_detok_push(&dt, m, tok, out, sizeof out);
@@ -143,6 +160,7 @@ int cmd_run(int argc, char **argv) {
         }
         fwrite(out, 1, w, stdout);
         if (cli_stdout_check() != 0) goto done;
+        if (spec) continue;
         if (es_session_pos(s) >= es_session_n_ctx(s)) {
             fprintf(stderr, "\nedgeseek: context full (%d tokens)\n", es_session_n_ctx(s));
             break;
@@ -166,10 +184,12 @@ int cmd_run(int argc, char **argv) {
                 t_load, n_ids, from_file, t_prompt > 0 ? (n_ids - reused) / t_prompt : 0.0, t_first, produced,
                 t_gen > 0 ? produced / t_gen : 0.0, es_kv_type_name(es_session_kv_type(s)), kvb,
                 kvb * (size_t)es_session_pos(s), es_session_threads(s), es_model_simd(m));
+        if (spec) cli_print_mtp_stats(spec);
     }
     if (lp.stats) es_model_print_paging_stats(m, stderr);
     rc = 0;
 done:
+    es_spec_free(spec);
     free(logits);
     es_sampler_free(smp);
     es_session_free(s);

@@ -299,3 +299,12 @@ int cli_text_arg(const char *text, const char *file, char **buf, const char **ou
     }
     return 0;
 }
+
+void cli_print_mtp_stats(const es_spec *g) {
+    es_spec_stats st;
+    es_spec_get_stats(g, &st);
+    fprintf(stderr, "[edgeseek] MTP: %lld drafted, %lld accepted (%.1f%%), %lld passes without a draft (gate), "
+                    "%.3f tokens per forward pass\n",
+            (long long)st.drafted, (long long)st.accepted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0,
+            (long long)st.gated, st.forwards ? (double)st.tokens / st.forwards : 0.0);
+}

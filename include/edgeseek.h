@@ -350,6 +350,27 @@ void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user);
 typedef int (*es_moe_reduce_fn)(void *user, int layer, float *slots, size_t n_floats);
 void es_session_set_moe_reduce(es_session *s, es_moe_reduce_fn fn, void *user);
 
+/* ---- multi-token prediction (MTP; README "MTP") ------------------------ */
+
+/* 1 when the model's file has a next-n (MTP) block this runtime runs:
+ * nextn_predict_layers >= 1 and blk.N.nextn.* present (N = the last block;
+ * llama.cpp's names).  Only the first such block is used. */
+int es_model_has_mtp(const es_model *m);
+/* Turns the session's MTP block on (a latent cache of its own, n_ctx rows,
+ * and a window of the main model's hidden states) or off.  Turn it on
+ * before evaluating for the drafts to cost nothing extra; turned on later,
+ * the first draft runs the main model over the session's tokens again.
+ * ES_ERR_UNSUPPORTED with a message when the model has no MTP block or
+ * holds a share of the experts. */
+es_status es_session_set_mtp(es_session *s, int on, char *err, size_t errlen);
+int es_session_mtp(const es_session *s);
+/* The MTP block's logits [n_vocab] for the token after `next`, where next
+ * is the token the session is about to evaluate at its position (which
+ * must be at least 1).  The session's position is unchanged.  To verify,
+ * evaluate {next, draft} with all_positions: row 0 decides the draft, and
+ * es_session_truncate drops the draft when it is rejected. */
+es_status es_session_mtp_draft(es_session *s, int32_t next, float *logits, char *err, size_t errlen);
+
 /* ---- sampling ---------------------------------------------------------- */
 
 typedef struct es_sampler_params {
@@ -364,6 +385,48 @@ es_sampler_params es_sampler_defaults(void);
 es_sampler *es_sampler_new(const es_sampler_params *p);
 void es_sampler_free(es_sampler *s);
 int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab);
+/* The distribution es_sampler_sample draws from for these logits:
+ * probs[n_vocab] (not the logits' buffer), summing to 1 (one-hot on the
+ * argmax when greedy). */
+void es_sampler_dist(es_sampler *s, const float *logits, int n_vocab, float *probs);
+/* A draw in [0, 1) from the sampler's generator (advances it). */
+double es_sampler_uniform(es_sampler *s);
+
+/* ---- speculative decoding with the MTP block ------------------------- */
+
+/* A generator that yields one token per call, decided as sampling one
+ * token per forward pass with smp would decide it: when drafting it lets
+ * the MTP block guess the token after the next, evaluates both in one pass,
+ * and keeps the guess when the main model agrees — greedy (temperature
+ * <= 0): when it is the argmax, so the tokens are identical; sampling: with
+ * probability min(1, p/q), else the token is drawn from norm(max(0, p-q)),
+ * so the distribution is unchanged.  A gate stops drafting while it does
+ * not pay: once more than 4 of a window of 8 drafts were rejected it pauses
+ * for 128 tokens, doubling up to 4096 while windows keep failing; and for
+ * good while routed experts are being evicted and reloaded (paging under a
+ * budget).  With sampling, a seed gives other tokens than without MTP (the
+ * drafts use the sampler's generator too). 
+ * logits: the session's last-position logits after the prompt (copied).
+ * The session (MTP on, es_session_set_mtp, when mtp is set) and sampler
+ * stay the caller's and must outlive the generator. */
+typedef struct es_spec es_spec;
+typedef struct es_spec_stats {
+    int64_t tokens;    /* tokens returned */
+    int64_t forwards;  /* main-model passes run (a verification counts once) */
+    int64_t drafted;   /* drafts verified */
+    int64_t accepted;  /* of which kept */
+    int64_t gated;     /* passes run without a draft while the gate was closed */
+} es_spec_stats;
+es_status es_spec_new(es_session *s, es_sampler *smp, int mtp, const float *logits, es_spec **out, char *err,
+                      size_t errlen);
+/* The next token.  ES_ERR_CONTEXT when the context is full (nothing is
+ * returned); other errors as es_session_eval's. */
+es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen);
+void es_spec_get_stats(const es_spec *g, es_spec_stats *st);
+/* Starts over from new logits (the session truncated or fed since),
+ * keeping the gate's state and the statistics. */
+void es_spec_restart(es_spec *g, const float *logits);
+void es_spec_free(es_spec *g);
 
 /* ---- conversion -------------------------------------------------------- */
 

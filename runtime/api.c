@@ -20,6 +20,7 @@
 #include "kvcache.h"
 #include "model.h"
 #include "pager_desc.h"
+#include "mtp.h"
 #include "placement.h"
 #include "residency.h"
 #include "threadpool.h"
@@ -306,8 +307,14 @@ void es_model_print_info(const es_model *m, FILE *f) {
     if (m->vocab_only) return;
     const es_hparams *hp = &m->hp;
     fprintf(f, "architecture: deepseek2\n");
-    fprintf(f, "  n_vocab %d  n_ctx_train %d  dim %d  n_layers %d  (MTP layers skipped: %d)\n",
-            hp->n_vocab, hp->n_ctx_train, hp->dim, hp->n_layers, hp->n_nextn);
+    fprintf(f, "  n_vocab %d  n_ctx_train %d  dim %d  n_layers %d  (MTP layers: %d)\n", hp->n_vocab, hp->n_ctx_train,
+            hp->dim, hp->n_layers, hp->n_nextn);
+    if (m->has_mtp)
+        fprintf(f, "  MTP block: blk.%d (--mtp), %s embedding, %s head%s\n", hp->n_layers,
+                m->nextn.own_embed ? "its own" : "the model's", m->nextn.own_head ? "its own" : "the model's",
+                hp->n_nextn > 1 ? "; the further next-n blocks are not used" : "");
+    else if (hp->n_nextn)
+        fprintf(f, "  MTP block: declared, but blk.%d.nextn.eh_proj is absent (not used)\n", hp->n_layers);
     fprintf(f, "  leading dense layers %d  dense ffn %d  expert ffn %d\n", hp->n_dense, hp->ffn_dim, hp->moe_ffn_dim);
     fprintf(f, "  heads %d  q_lora_rank %d%s  kv_lora_rank %d  nope %d  rope %d  v %d\n", hp->n_heads,
             hp->q_lora, hp->q_lora ? "" : " (no query compression)", hp->kv_lora, hp->nope, hp->rope, hp->vdim);
@@ -411,6 +418,7 @@ size_t es_detok_flush(es_detok *d, char *out, size_t cap) {
 
 void es_session_free(es_session *s) {
     if (!s) return;
+    es_mtp_free(s);
     free(s->kv);
     free(s->tokens);
     es_scratch_free(s->scratch);
@@ -494,13 +502,17 @@ es_status es_session_set_threads(es_session *s, int n_threads, char *err, size_t
 
 int es_session_threads(const es_session *s) { return es_pool_threads(s->pool); }
 
-void es_session_reset(es_session *s) { s->pos = 0; }
+void es_session_reset(es_session *s) {
+    es_mtp_forget(s, 0, -1);
+    s->pos = 0;
+}
 
 es_status es_session_truncate(es_session *s, int pos, char *err, size_t errlen) {
     if (pos < 0 || pos > s->pos) {
         set_err(err, errlen, "cannot truncate to position %d: the session holds %d tokens", pos, s->pos);
         return ES_ERR_ARG;
     }
+    es_mtp_forget(s, pos, -1);
     s->pos = pos; /* positions >= pos are rewritten before they are read */
     return ES_OK;
 }

@@ -30,6 +30,10 @@
  * Every output value is computed by exactly one unit in a fixed order, so
  * results do not depend on the thread count.
  *
+ * With MTP on (mtp.c), es_forward hands each batch's last hidden rows (x
+ * before output_norm) to the MTP block's window, and es_fwd_block runs one
+ * block (the MTP block, layers[n_layers]) over rows the caller prepared.
+ *
  * Values that stop being finite (NaN or infinity: corrupt weights) are
  * caught once per batch, on the residual stream after the last layer and on
  * the logits; the batch then runs again with a check after every block, to
@@ -51,6 +55,7 @@
 #include "residency.h"
 #include "session.h"
 #include "moe.h"
+#include "mtp.h"
 
 /* ---- rotary embedding -------------------------------------------------------- */
 
@@ -147,6 +152,60 @@ static int nonfinite_at(char *where, size_t wlen, const char *fmt, int il) {
     return BATCH_NONFINITE;
 }
 
+/* The batch's segments, and per row its segment, position and
+ * rope_cs[dr/2][2]. */
+static void setup_rows(es_session *s, const es_seg *segs, int n_seg, int T) {
+    const es_model *m = s->m;
+    es_scratch *sc = s->scratch;
+    sc->seg = segs;
+    sc->n_seg = n_seg;
+    for (int g = 0; g < n_seg; g++)
+        for (int i = 0; i < segs[g].n; i++) {
+            const int t = segs[g].row0 + i;
+            sc->row_seg[t] = g;
+            sc->row_pos[t] = segs[g].pos + i;
+        }
+    for (int t = 0; t < T; t++) rope_table(sc->rope_cs + (size_t)t * m->hp.rope, m->hp.rope, sc->row_pos[t], m->rope_freqs);
+}
+
+/* Block il over the T rows of x[T][D] (setup_rows done): x += MLA(RMSNorm(x));
+ * x += FFN(RMSNorm(x)).  where: as forward_batch's. */
+static int run_layer(es_session *s, int il, int T, char *where, size_t wlen) {
+    const es_model *m = s->m;
+    const es_hparams *hp = &m->hp;
+    const es_kernels *K = m->kern;
+    const es_layer *ly = &m->layers[il];
+    es_scratch *sc = s->scratch;
+    const int D = hp->dim;
+    const size_t TD = (size_t)T * D;
+    if (must_stop(m)) return BATCH_STOPPED;
+    /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the caches get the rows' latents */
+    for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
+    attention(s, il, T);
+    if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's attention (blk.%d.attn_*)", il);
+    for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
+    /* x += FFN(RMSNorm(x)): xn[T][D] -> xb[T][D], routed experts (moe.c) or dense */
+    for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
+    if (ly->is_moe) {
+        es_moe(s, il, T);
+        if (s->reduce_failed >= 0) return BATCH_STOPPED; /* the other shares' sum is missing */
+    } else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
+    if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's FFN (blk.%d.ffn_*)", il);
+    for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
+    return BATCH_OK;
+}
+
+int es_fwd_block(es_session *s, int il, int pos, int T) {
+    ES_ASSERT(T >= 1 && T <= s->scratch->B && pos + T <= s->n_ctx);
+    const es_seg seg = {s, 0, T, pos};
+    setup_rows(s, &seg, 1, T);
+    int r = run_layer(s, il, T, NULL, 0);
+    s->scratch->seg = NULL; /* seg lives on this stack */
+    if (r != BATCH_OK) return r;
+    if (must_stop(s->m)) return BATCH_STOPPED;
+    return all_finite(s->scratch->x, (size_t)T * s->m->hp.dim) ? BATCH_OK : BATCH_NONFINITE;
+}
+
 /* logits = Head · RMSNorm(x) for the rows that want them: every row of the
  * one segment (all), or the last row of each segment whose lg[g] is set.
  * One pass over the head for all of them; with several segments through
@@ -197,39 +256,16 @@ static int forward_batch(es_session *s, const es_seg *segs, int n_seg, const int
     const es_kernels *K = m->kern;
     es_scratch *sc = s->scratch;
     const int D = hp->dim;
-    sc->seg = segs;
-    sc->n_seg = n_seg;
-
-    /* x[T][D] = Embed[tokens]; per row its segment, position and rope_cs[dr/2][2] */
-    for (int g = 0; g < n_seg; g++)
-        for (int i = 0; i < segs[g].n; i++) {
-            const int t = segs[g].row0 + i;
-            sc->row_seg[t] = g;
-            sc->row_pos[t] = segs[g].pos + i;
-        }
-    for (int t = 0; t < T; t++) {
+    setup_rows(s, segs, n_seg, T);
+    /* x[T][D] = Embed[tokens] */
+    for (int t = 0; t < T; t++)
         es_dequant_row(K, m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        sc->x + (size_t)t * D, D);
-        rope_table(sc->rope_cs + (size_t)t * hp->rope, hp->rope, sc->row_pos[t], m->rope_freqs);
-    }
     const size_t TD = (size_t)T * D;
     if (where && !all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the token embedding (token_embd)", 0);
     for (int il = 0; il < hp->n_layers; il++) {
-        const es_layer *ly = &m->layers[il];
-        if (must_stop(m)) return BATCH_STOPPED;
-        /* x += MLA(RMSNorm(x)): xn[T][D] -> xb[T][D], the caches get the rows' latents */
-        for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->attn_norm, D, hp->eps);
-        attention(s, il, T);
-        if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's attention (blk.%d.attn_*)", il);
-        for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
-        /* x += FFN(RMSNorm(x)): xn[T][D] -> xb[T][D], routed experts (moe.c) or dense */
-        for (int t = 0; t < T; t++) K->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, ly->ffn_norm, D, hp->eps);
-        if (ly->is_moe) {
-            es_moe(s, il, T);
-            if (s->reduce_failed >= 0) return BATCH_STOPPED; /* the other shares' sum is missing */
-        } else es_fwd_mlp(s, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down, sc->xn, T, sc->xb);
-        if (where && !all_finite(sc->xb, TD)) return nonfinite_at(where, wlen, "layer %d's FFN (blk.%d.ffn_*)", il);
-        for (size_t i = 0; i < TD; i++) sc->x[i] += sc->xb[i];
+        int r = run_layer(s, il, T, where, wlen);
+        if (r != BATCH_OK) return r;
     }
     if (must_stop(m)) return BATCH_STOPPED;
     if (!all_finite(sc->x, TD)) return nonfinite_at(where, wlen, "the residual stream (the layers' sum overflowed)", 0);
@@ -256,6 +292,8 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
                size_t wlen) {
     const int B = s->scratch->B;
     ES_ASSERT(n >= 0 && s->pos >= 0 && s->pos + n <= s->n_ctx); /* the callers check (api.c) */
+    const int pos0 = s->pos;
+    if (s->mtp && n > 0) es_mtp_forget(s, pos0, tokens[0]);
     for (int i = 0; i < n; i += B) {
         int T = n - i < B ? n - i : B;
         float *lg = NULL;
@@ -263,6 +301,7 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
         else if (logits && i + T == n) lg = logits;
         const es_seg seg = {s, 0, T, s->pos};
         int r = run_batch(s, &seg, 1, tokens + i, T, &lg, all_positions, where, wlen);
+        if (r == BATCH_OK && s->mtp) r = es_mtp_after_batch(s, tokens, pos0, seg.pos, T, where, wlen);
         if (r != BATCH_OK) return r;
     }
     return 0;
@@ -277,6 +316,8 @@ int es_forward_multi(es_session *const *ss, int n_sess, const int32_t *const *to
                      float *const *logits, const int *pos0, char *where, size_t wlen) {
     es_session *s = ss[0];
     const int B = s->scratch->B;
+    for (int i = 0; i < n_sess; i++) /* MTP rows are not kept here: drafting recomputes them */
+        if (ss[i]->mtp && n_tokens[i] > 0) es_mtp_forget(ss[i], pos0[i], tokens[i][0]);
     for (;;) {
         es_seg segs[ES_BATCH];
         float *lg[ES_BATCH];

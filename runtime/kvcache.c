@@ -4,6 +4,7 @@
  * holds.  The reads are attention.c's, through the kernel table's dot_kv and
  * axpy_kv, on the stored rows. */
 #include "kvcache.h"
+#include "mtp.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,7 +67,9 @@ size_t es_model_kv_bytes_per_token_of(const es_model *m, int kv_type) {
 }
 
 es_kv_view es_kv_layer(const es_session *s, int il) {
-    es_kv_view v = {s->kv + (size_t)il * (size_t)s->n_ctx * s->kv_row, s->kv_row, s->kv_rope_off, s->kv_lat_type,
+    uint8_t *base = il < s->m->hp.n_layers ? s->kv + (size_t)il * (size_t)s->n_ctx * s->kv_row
+                                           : es_mtp_kv(s); /* the MTP block's own cache */
+    es_kv_view v = {base, s->kv_row, s->kv_rope_off, s->kv_lat_type,
                     s->kv_rope_type};
     return v;
 }

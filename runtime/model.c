@@ -2,7 +2,8 @@
  * (llama.cpp key names), every tensor by llama.cpp name with its shape
  * checked against those hyperparameters, both MLA up-projection layouts
  * (split attn_k_b/attn_v_b and the older combined attn_kv_b), the optional
- * gate bias, and the YaRN RoPE tables.  Weights stay in the read-only
+ * gate bias, the first MTP (next-n) block when the file has one (blk.N
+ * and blk.N.nextn.*), and the YaRN RoPE tables.  Weights stay in the read-only
  * mapping; only the small 1-D vectors (norms, gate bias) are copied to F32.
  */
 #include "model.h"
@@ -357,6 +358,36 @@ static int load_layer(loader *L, int il) {
     return L->failed ? -1 : 0;
 }
 
+/* The first next-n block: its attention and MoE as layers[n_layers] (an
+ * MoE block whatever leading_dense_block_count says, as in DeepSeek-V3),
+ * and its own tensors; embed_tokens and shared_head_head are optional (the
+ * model's token_embd and output serve then, as in llama.cpp). */
+static int load_nextn(loader *L) {
+    es_model *m = L->m;
+    const es_hparams *hp = &m->hp;
+    const int il = hp->n_layers;
+    es_nextn *nx = &m->nextn;
+    char nm[128];
+    if (hp->n_experts <= 0) {
+        set_err(L->err, L->errlen, "blk.%d.nextn.* is an MoE block but the model has no experts", il);
+        return -1;
+    }
+    if (load_layer(L, il) != 0) return -1;
+#define NAME(s) (snprintf(nm, sizeof nm, "blk.%d.nextn." s, il), nm)
+    get_weight(L, &nx->eh_proj, NAME("eh_proj.weight"), 2 * (int64_t)hp->dim, hp->dim, 1, 0);
+    nx->enorm = get_vec(L, NAME("enorm.weight"), hp->dim, 0);
+    nx->hnorm = get_vec(L, NAME("hnorm.weight"), hp->dim, 0);
+    nx->head_norm = get_vec(L, NAME("shared_head_norm.weight"), hp->dim, 0);
+    nx->own_embed = get_weight(L, &nx->embed, NAME("embed_tokens.weight"), hp->dim, hp->n_vocab, 1, 1);
+    nx->own_head = get_weight(L, &nx->head, NAME("shared_head_head.weight"), hp->dim, hp->n_vocab, 1, 1);
+#undef NAME
+    if (L->failed) return -1;
+    if (!nx->own_embed) nx->embed = m->tok_embd;
+    if (!nx->own_head) nx->head = m->out;
+    m->has_mtp = 1;
+    return 0;
+}
+
 es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *err, size_t errlen) {
     m->gguf = g;
     m->vocab_only = vocab_only;
@@ -387,9 +418,13 @@ es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *
         return ES_ERR_FORMAT;
     }
 
-    m->layers = calloc((size_t)hp->n_layers, sizeof(es_layer));
+    /* the first next-n block runs when the file has its eh_proj (else it is skipped, as before) */
+    char mtp_name[64];
+    snprintf(mtp_name, sizeof mtp_name, "blk.%d.nextn.eh_proj.weight", hp->n_layers);
+    const int mtp = hp->n_nextn > 0 && es_gguf_find_tensor(g, mtp_name) != NULL;
+    m->layers = calloc((size_t)hp->n_layers + 1, sizeof(es_layer));
     m->rope_freqs = malloc(sizeof(float) * (size_t)(hp->rope / 2));
-    size_t nvec = (size_t)hp->dim + (size_t)hp->n_layers *
+    size_t nvec = (size_t)hp->dim * 4 + ((size_t)hp->n_layers + 1) *
                   (2 * (size_t)hp->dim + (size_t)hp->q_lora + (size_t)hp->kv_lora + (size_t)hp->n_experts);
     m->f32_copies = malloc(sizeof(float) * nvec);
     if (!m->layers || !m->rope_freqs || !m->f32_copies) {
@@ -403,7 +438,8 @@ es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *
     if (L.failed) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;
     for (int il = 0; il < hp->n_layers; il++)
         if (load_layer(&L, il) != 0) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;
-    /* blk.<n_layers>... (MTP/next-n) tensors are present but deliberately unused */
+    if (mtp && load_nextn(&L) != 0) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;
+    /* further next-n blocks (blk.<n_layers+1>...) are present but unused */
     build_rope_freqs(m);
     return ES_OK;
 }

@@ -32,7 +32,8 @@ typedef struct es_hparams {
     int n_ctx_train;     /* context_length */
     int dim;             /* embedding_length */
     int n_layers;        /* block_count, without an MTP/next-n layer */
-    int n_nextn;         /* MTP layers present in the file and skipped */
+    int n_nextn;         /* MTP layers the file declares (nextn_predict_layers); the first one
+                            runs when its tensors are present (es_model.has_mtp), the rest are skipped */
     int n_dense;         /* leading_dense_block_count */
     int ffn_dim;         /* feed_forward_length (dense layers) */
     int moe_ffn_dim;     /* expert_feed_forward_length */
@@ -97,6 +98,16 @@ typedef struct es_layer {
     int has_shared;
 } es_layer;
 
+/* The MTP (next-n) module's own tensors, llama.cpp's blk.N.nextn.* (N =
+ * n_layers); its attention and MoE are layers[n_layers] (mtp.c). */
+typedef struct es_nextn {
+    es_weight eh_proj;          /* [2D -> D] over [enorm(embed); hnorm(h)] */
+    const float *enorm, *hnorm, *head_norm; /* F32 copies */
+    es_weight embed;            /* nextn.embed_tokens, or the model's token_embd */
+    es_weight head;             /* nextn.shared_head_head, or the model's output */
+    int own_embed, own_head;    /* whether the file has them */
+} es_nextn;
+
 struct es_model {
     es_gguf_ctx *gguf;
     es_tokenizer *tok;
@@ -105,7 +116,9 @@ struct es_model {
     es_weight tok_embd;  /* [vocab rows][dim] */
     es_weight out;       /* [vocab rows][dim] */
     const float *out_norm;
-    es_layer *layers;
+    es_layer *layers;    /* [n_layers + has_mtp]: the MTP block last */
+    int has_mtp;         /* the first next-n block is loaded (nextn below, layers[n_layers]) */
+    es_nextn nextn;
     float *rope_freqs;   /* [dr/2], YaRN applied */
     float *f32_copies;   /* one allocation behind every norm vector / bias */
     size_t weight_bytes;
@@ -157,6 +170,7 @@ struct es_session {
     es_moe_reduce_fn reduce_fn;
     void *reduce_user;
     int reduce_failed;
+    struct es_mtp_state *mtp; /* mtp.c: the MTP block's cache and hidden rows; NULL: MTP off */
 };
 
 /* forward.c: scratch for batches of tokens and n_threads workers */
@@ -176,6 +190,10 @@ int64_t es_forward_session_bytes(const es_model *m, int n_ctx, int n_threads);
  * block whose output was not. */
 int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int all_positions, char *where,
                size_t wlen);
+/* Block il (the MTP block: n_layers) over the T rows of the scratch's
+ * x[T][D], at positions pos.. of s's cache for that block; the result
+ * stays in x.  Returns as es_forward (1: values not finite). */
+int es_fwd_block(es_session *s, int il, int pos, int T);
 /* es_batch_eval's pass: the n_sess distinct sessions ss[] (one model; each
  * fits its tokens, n_tokens[i] >= 0) on ss[0]'s pool and scratch, which
  * es_scratch_reserve must have readied.  Session i runs tokens[i][0..

@@ -26,7 +26,9 @@
  * threads of the NUMA node holding it.  Every output value is computed by
  * exactly one unit, whose rows depend only on the matrix's shape, so the
  * result depends neither on the thread count nor on how residency groups
- * the experts.
+ * the experts.  The MTP block's experts (layers[n_layers]) bypass the
+ * residency manager, which knows only the main layers: they are read
+ * through the mapping.
  *
  * Notation as in forward.c: T tokens, D = dim, E = experts, k = experts
  * used, G = expert groups, F = expert ffn dim, S = shared ffn dim.
@@ -189,12 +191,17 @@ static void predict_layer(es_session *s, int il, int T) {
     es_res_prefetch(s->m->res, il, sc->pred_ids, n);
 }
 
+/* The residency manager of layer il: the model's, but none for the MTP
+ * block (layers[n_layers]), whose experts the pager does not know: they are
+ * read through the mapping. */
+static es_res *layer_res(const es_session *s, int il) { return il < s->m->hp.n_layers ? s->m->res : NULL; }
+
 /* Asks the residency manager (if any) for layer il's active[n_active]
  * experts first, so their loads start now, then predicts the next layer's
  * while they come in. */
 static void request_experts(es_session *s, int il, int n_active, int T) {
     es_scratch *sc = s->scratch;
-    es_res *res = s->m->res;
+    es_res *res = layer_res(s, il);
     if (res) es_res_begin(res, il, sc->active, n_active, sc->ex_start, T);
     if (es_res_wants_prediction(res) && il + 1 < s->m->hp.n_layers && s->m->layers[il + 1].is_moe)
         predict_layer(s, il + 1, T);
@@ -377,9 +384,9 @@ static void run_experts(es_session *s, int il, int n, const int32_t *order, cons
 /* The next group of resident experts into grp[n] and grp_ptr[n]; returns n,
  * or -1 when the layer's experts have all run.  Without a residency manager
  * every active expert, where the mapping has it, in one group. */
-static int next_group(es_session *s, const es_layer *ly, int n_active, int first) {
+static int next_group(es_session *s, int il, const es_layer *ly, int n_active, int first) {
     es_scratch *sc = s->scratch;
-    if (s->m->res) {
+    if (layer_res(s, il)) {
         int n = es_res_next(s->m->res, sc->grp, sc->grp_ptr);
         ES_ASSERT(n <= s->m->hp.n_experts);
         return n > 0 ? n : -1;
@@ -404,7 +411,7 @@ static int next_group(es_session *s, const es_layer *ly, int n_active, int first
 static int run_groups(es_session *s, int il, int n_active, int T, size_t in_stride, int mixed, int fuse_shared) {
     const es_layer *ly = &s->m->layers[il];
     es_scratch *sc = s->scratch;
-    es_res *res = s->m->res;
+    es_res *res = layer_res(s, il);
     const int D = s->m->hp.dim, F = s->m->hp.moe_ffn_dim;
     const int64_t S = ly->gate_sh.rows;
     const es_kernels *K = s->m->kern;
@@ -412,7 +419,7 @@ static int run_groups(es_session *s, int il, int n_active, int T, size_t in_stri
     size_t h_stride = pd.act_type == ES_TYPE_F32 ? sizeof(float) * (size_t)F : es_act_bytes(pd.act_type, F);
     int shared_pending = fuse_shared;
     for (int first = 1;; first = 0) {
-        int n = next_group(s, ly, n_active, first);
+        int n = next_group(s, il, ly, n_active, first);
         if (n < 0) break;
         /* ex_fill is free once the rows are gathered: the group's node order */
         int per_node[ES_MAX_NODES];

@@ -27,6 +27,7 @@
 #include "edgeseek.h"
 #include "kvcache.h"
 #include "model.h"
+#include "mtp.h"
 
 #define SESS_MAGIC ES_SESSION_MAGIC
 #define SESS_VERSION 1u
@@ -265,6 +266,7 @@ es_status es_session_load(es_session *s, const char *path, char *err, size_t err
     const int read_errno = errno;
     close(fd);
     s->pos = 0;
+    es_mtp_forget(s, 0, -1); /* the MTP block's rows are not saved: a draft recomputes them */
     if (rd) {
         serr(err, errlen, "cannot read session file %s: %s", path, read_errno ? strerror(read_errno) : "it shrank");
         return ES_ERR_IO;

@@ -71,6 +71,8 @@ void es_sampler_free(es_sampler *s) {
     free(s);
 }
 
+static int candidates(es_sampler *s, const float *logits, int n_vocab);
+
 static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -101,15 +103,46 @@ static void top_candidates(es_sampler *s, const float *logits, int n, int k) {
     }
 }
 
+double es_sampler_uniform(es_sampler *s) { return next_unit(s); }
+
+void es_sampler_dist(es_sampler *s, const float *logits, int n_vocab, float *probs) {
+    if (n_vocab <= 0) return;
+    memset(probs, 0, sizeof(float) * (size_t)n_vocab);
+    int n = s->p.temperature > 0.0f ? candidates(s, logits, n_vocab) : 0;
+    if (n <= 0) { /* greedy, or out of memory as es_sampler_sample degrades */
+        probs[argmax(logits, n_vocab)] = 1.0f;
+        return;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += s->prob[i];
+    for (int i = 0; i < n; i++) probs[s->cand[i].id] = (float)(s->prob[i] / total);
+}
+
 int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab) {
     if (n_vocab <= 0) return -1;
     if (s->p.temperature <= 0.0f) return argmax(logits, n_vocab);
+    int n = candidates(s, logits, n_vocab);
+    if (n <= 0) return argmax(logits, n_vocab); /* degrade, never crash */
+    double total = 0;
+    for (int i = 0; i < n; i++) total += s->prob[i];
+    double r = next_unit(s) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += s->prob[i];
+        if (r < acc) return s->cand[i].id;
+    }
+    return s->cand[n - 1].id;
+}
+
+/* The candidates es_sampler_sample draws from: cand[0..n) by descending
+ * logit with unnormalised prob[0..n) after top-k, temperature, top-p and
+ * min-p; returns n, or 0 out of memory. */
+static int candidates(es_sampler *s, const float *logits, int n_vocab) {
     if (s->cap < n_vocab) {
         es_cand *cand = realloc(s->cand, sizeof(es_cand) * (size_t)n_vocab);
         if (cand) s->cand = cand;
         float *prob = realloc(s->prob, sizeof(float) * (size_t)n_vocab);
         if (prob) s->prob = prob;
-        if (!cand || !prob) return argmax(logits, n_vocab); /* degrade, never crash */
+        if (!cand || !prob) return 0;
         s->cap = n_vocab;
     }
     int k = s->p.top_k > 0 && s->p.top_k < n_vocab ? s->p.top_k : n_vocab;
@@ -137,12 +170,5 @@ int32_t es_sampler_sample(es_sampler *s, const float *logits, int n_vocab) {
         while (m < n && s->prob[m] >= floor_p) m++;
         n = m;
     }
-    double total = 0;
-    for (int i = 0; i < n; i++) total += s->prob[i];
-    double r = next_unit(s) * total, acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += s->prob[i];
-        if (r < acc) return s->cand[i].id;
-    }
-    return s->cand[n - 1].id;
+    return n;
 }

@@ -50,7 +50,7 @@ typedef struct cfg {
     int64_t vocab, ctx, dim, layers, ffn, expert_ffn, dense, heads, head_count_kv;
     int64_t q_lora, kv_lora, nope, rope_dim, v_dim, key_length, value_length;
     int64_t yarn_orig_ctx, experts, used, shared, gating, groups, groups_used;
-    int64_t expert_norm, gate_bias, legacy_kv, mtp;
+    int64_t expert_norm, gate_bias, legacy_kv, mtp, mtp_shared;
     double rope_base, yarn_factor, beta_fast, beta_slow, yarn_log_mul, eps, expert_scale;
     double weight_scale, router_scale, bias_scale, norm_jitter, embed_scale;
     const char *set[MAX_LIST], *drop[MAX_LIST], *drop_tensor[MAX_LIST];
@@ -175,6 +175,7 @@ static const opt opts[] = {
     {"gate-bias", "exp_probs_b", O_FLAG, F(gate_bias), "write blk.N.exp_probs_b.bias"},
     {"legacy-kv", "attn_kv_b", O_FLAG, F(legacy_kv), "combined attn_kv_b instead of attn_k_b/attn_v_b"},
     {"mtp", "nextn_predict_layers", O_INT, F(mtp), "MTP/next-n blocks appended (--mtp alone: 1)"},
+    {"mtp-shared", NULL, O_FLAG, F(mtp_shared), "MTP blocks use token_embd and output (no own embed/head)"},
     {"weight-scale", NULL, O_FLOAT, F(weight_scale), "matrix std = weight-scale / sqrt(fan_in)"},
     {"router-scale", NULL, O_FLOAT, F(router_scale), "router std = router-scale / sqrt(dim)"},
     {"bias-scale", NULL, O_FLOAT, F(bias_scale), "gate bias uniform in +-bias-scale"},
@@ -606,11 +607,13 @@ static void add_nextn(plan *P, int il) {
     const cfg *c = P->c;
     char nb[GGUF_W_MAX_NAME];
     add_mat(P, bname(nb, il, "nextn.eh_proj.weight"), 2, 2 * c->dim, c->dim, 1, "--dim");
-    tplan *e = add_mat(P, bname(nb, il, "nextn.embed_tokens.weight"), 2, c->dim, c->vocab, 1, "--dim");
-    if (e) e->amp = (float)(c->embed_scale * sqrt(3.0));
+    if (!c->mtp_shared) {
+        tplan *e = add_mat(P, bname(nb, il, "nextn.embed_tokens.weight"), 2, c->dim, c->vocab, 1, "--dim");
+        if (e) e->amp = (float)(c->embed_scale * sqrt(3.0));
+    }
     add_norm(P, bname(nb, il, "nextn.enorm.weight"), c->dim);
     add_norm(P, bname(nb, il, "nextn.hnorm.weight"), c->dim);
-    add_mat(P, bname(nb, il, "nextn.shared_head_head.weight"), 2, c->dim, c->vocab, 1, "--dim");
+    if (!c->mtp_shared) add_mat(P, bname(nb, il, "nextn.shared_head_head.weight"), 2, c->dim, c->vocab, 1, "--dim");
     add_norm(P, bname(nb, il, "nextn.shared_head_norm.weight"), c->dim);
 }
 

@@ -1,0 +1,39 @@
+#!/bin/sh
+# test_cli_mtp.sh — `--mtp` on run, chat and bench, on a model that build/gen_model writes
+# with a random MTP block: at temperature 0 the text is the text without --mtp (run, and
+# chat over two turns), the stats line and bench --json report the drafts; sampling with
+# --mtp runs; a model without the block refuses --mtp with a message.
+. "$(dirname "$0")/cli_lib.sh"
+G=$B/gen_model
+if [ ! -x "$G" ]; then
+    skip "$G not built"
+    summary
+    exit $?
+fi
+X=$T/mtp.gguf
+check "gen_model --mtp" sh -c "'$G' --preset tiny --type q8_0 --seed 61 --mtp --experts 16 --experts-used 4 --quiet --threads 1 -o '$X' >/dev/null 2>&1"
+
+# run: the same text, and the stats
+expect 0 "" "$E run -m $X -p 'one two three' -n 48 --temp 0 -t 2"
+cp "$T/out" "$T/plain"
+expect 0 "MTP:" "$E run -m $X -p 'one two three' -n 48 --temp 0 -t 2 --mtp"
+check "run --mtp: the text of plain decoding" cmp -s "$T/out" "$T/plain"
+check "run --mtp: tokens per forward pass" grep -q 'tokens per forward pass' "$T/err"
+expect 0 "MTP:" "$E run -m $X -p 'one two three' -n 48 --temp 0.8 --seed 3 -t 2 --mtp"
+
+# chat: two turns
+printf 'hello there\nand then?\n' > "$T/in"
+expect 0 "" "$E chat -m $X --temp 0 -n 24 -t 2 < '$T/in'"
+cp "$T/out" "$T/chat_plain"
+expect 0 "MTP:" "$E chat -m $X --temp 0 -n 24 -t 2 --mtp --verbose < '$T/in'"
+check "chat --mtp: the answers of plain decoding" cmp -s "$T/out" "$T/chat_plain"
+
+# bench --mtp --json
+expect 0 "" "$E bench -m $X -p 0 -n 16 -d 0 -r 2 -t 2 --no-bw --mtp --json"
+check "bench --mtp: tgN greedy" grep -q '"test": "tg16 greedy"' "$T/out"
+check "bench --mtp: acceptance and tokens per pass" grep -q '"mtp_acceptance": .*"mtp_tokens_per_pass"' "$T/out"
+
+# a model without the block
+expect 1 "no MTP (next-n) block" "$E run -m $M -p hi -n 4 --mtp"
+expect 1 "no MTP (next-n) block" "$E chat -m $M --mtp < /dev/null"
+summary
