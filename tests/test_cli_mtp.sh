@@ -33,6 +33,23 @@ expect 0 "" "$E bench -m $X -p 0 -n 16 -d 0 -r 2 -t 2 --no-bw --mtp --json"
 check "bench --mtp: tgN greedy" grep -q '"test": "tg16 greedy"' "$T/out"
 check "bench --mtp: acceptance and tokens per pass" grep -q '"mtp_acceptance": .*"mtp_tokens_per_pass"' "$T/out"
 
+# the trained module of the default model (models/edgeseek-default-mtp.gguf): the same
+# answers with and without --mtp, and at least the 70% of the drafts accepted
+# (temperature 0: the count is a property of the file, not of the machine)
+D=models/edgeseek-default-mtp.gguf
+if [ -f "$D" ]; then
+    for q in "What is 613 - 278?" "What is 487 + 356?" "What is 7 * 86?"; do
+        expect 0 "" "$E run -m $D --chat -p '$q' --temp 0 -t 2"
+        cp "$T/out" "$T/dplain"
+        expect 0 "MTP:" "$E run -m $D --chat -p '$q' --temp 0 -t 2 --mtp"
+        check "default model, '$q': --mtp gives the same answer" cmp -s "$T/out" "$T/dplain"
+        pct=$(sed -n 's/.*accepted (\([0-9]*\)\.[0-9]*%).*/\1/p' "$T/err")
+        check "default model, '$q': at least 70% of the drafts accepted (${pct:-?}%)" test "${pct:-0}" -ge 70
+    done
+else
+    skip "$D missing"
+fi
+
 # a model without the block
 expect 1 "no MTP (next-n) block" "$E run -m $M -p hi -n 4 --mtp"
 expect 1 "no MTP (next-n) block" "$E chat -m $M --mtp < /dev/null"
