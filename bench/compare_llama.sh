@@ -74,7 +74,8 @@ run_engine() { # ENGINE MODEL OUT [--no-bw]
     case "$1" in
     llama) "$LB" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 -fa "$FA" -o json > "$3" 2> "$3.err" ;;
     # shellcheck disable=SC2086 # IK_FLAGS is a list of flags
-    ik) "$IK" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 $IK_FLAGS -o json > "$3" 2> "$3.err" ;;
+    # its llama-bench has no -d: ik_llama.cpp runs the depth-0 tests only
+    ik) "$IK" -m "$2" -t "$threads" -p "$pp" -n "$tg" -r 1 $IK_FLAGS -o json > "$3" 2> "$3.err" ;;
     # the bandwidth probe once, in the first round
     edgeseek) "$ES" bench -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 --json ${4:-} > "$3" 2> "$3.err" ;;
     esac || { echo "$1 failed on $2:"; tail -20 "$3.err"; exit 1; }
@@ -107,7 +108,7 @@ for model in "$@"; do
     python3 - "$tmp" "$rounds" "$engines" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, os, statistics, sys
 tmp, rounds, engines, load = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
-def key(r): return (r["n_prompt"], r["n_gen"], r["n_depth"])
+def key(r): return (r["n_prompt"], r["n_gen"], r.get("n_depth", 0))
 def name(k):
     p, g, d = k
     return ("pp%d" % p if p else "tg%d" % g) + (" @ d%d" % d if d else "")
