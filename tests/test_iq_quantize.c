@@ -13,19 +13,31 @@
  *     the legacy .dat form, a model file, mismatched shapes and types, a
  *     missing .counts, negative and non-finite values, every truncation and
  *     a few hundred random byte changes: an error message each, never a
- *     crash (run it under `make asan-test` too).
- * Whole models in these types are test_iq_quantize_models.c's.
+ *     crash (run it under `make asan-test` too);
+ *   - whole models: a generated model (rows of 256 and 512; attn_k_b's 32
+ *     fall back to IQ4_NL) and an importance matrix written for it, quantised
+ *     to every new target and the iq2_m mix: each tensor in its planned type,
+ *     each quantised tensor within its type's error of the source, an expert
+ *     tensor's rows fitted with their own expert's importances, and the
+ *     model runs with logits within a bound of the F32 model's (argued at
+ *     logit_bound); the targets are refused without an imatrix (library,
+ *     CLI, `edgeseek convert`), and with one that lacks a tensor or has the
+ *     wrong sizes.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "edgeseek.h"
+#include "gguf.h"
 #include "gguf_writer.h"
 #include "imatrix.h"
 #include "iq_quant.h"
 #include "kernels.h"
+#include "quantize.h"
 #include "testutil.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -279,8 +291,212 @@ static void test_imatrix(void) {
     CHECK(system(cmd) == 0, "clean up");
 }
 
+/* ---- whole models --------------------------------------------------------------- */
+
+static char mdir[64];
+static const char *mpath(const char *name) {
+    static char buf[4][160];
+    static int i;
+    i = (i + 1) & 3;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", mdir, name);
+    return buf[i];
+}
+
+/* the importance of column k of matrix m of tensor i: varied, positive */
+static float model_imp(uint64_t i, int64_t m, int64_t k) {
+    uint64_t h = (i * 1000003u + (uint64_t)m * 7919u + (uint64_t)k) * 0x9E3779B97F4A7C15ull;
+    return 0.2f + (float)((h >> 40) % 1000) / 100.0f;
+}
+
+/* An imatrix for every matrix of the model at `model` (as llama-imatrix
+ * writes one: per expert for the 3-D tensors), except `skip`; `short_name`
+ * gets rows one column short. */
+static int write_model_imatrix(const char *model, const char *out, const char *skip, const char *short_name) {
+    es_gguf_ctx *g;
+    char err[256];
+    if (es_gguf_open_file(model, &g, err, sizeof err)) return -1;
+    es_gguf_writer *w = es_gguf_writer_new();
+    es_gguf_w_str(w, "general.type", "imatrix");
+    char name[160];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) es_gguf_w_open(w, out);
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            const es_gguf_tensor *t = &g->tensors[i];
+            if (t->n_dims < 2 || !strcmp(t->name, "token_embd.weight") || (skip && !strcmp(t->name, skip))) continue;
+            int64_t ne_s[2] = {t->ne[0] - (short_name && !strcmp(t->name, short_name)), t->ne[2]}, ne_c[2] = {1, t->ne[2]};
+            if (!pass) {
+                snprintf(name, sizeof name, "%s.in_sum2", t->name);
+                es_gguf_w_add_tensor(w, name, 2, ne_s, ES_TYPE_F32);
+                snprintf(name, sizeof name, "%s.counts", t->name);
+                es_gguf_w_add_tensor(w, name, 2, ne_c, ES_TYPE_F32);
+                continue;
+            }
+            for (int64_t m = 0; m < ne_s[1]; m++)
+                for (int64_t k = 0; k < ne_s[0]; k++) {
+                    float v = model_imp(i, m, k) * 5.0f; /* count 5 */
+                    es_gguf_w_write(w, &v, 4);
+                }
+            for (int64_t m = 0; m < ne_c[1]; m++) {
+                float c = 5;
+                es_gguf_w_write(w, &c, 4);
+            }
+        }
+    }
+    int rc = es_gguf_w_finish(w, err, sizeof err);
+    es_gguf_writer_free(w);
+    es_gguf_close(g);
+    return rc;
+}
+
+/* Bound on RMS(logit error) / RMS(logit), 8 tokens.  The generated
+ * model's random weights carry a weight error to the logits amplified
+ * (test_quantize measures on this shape 0.55 of the logits for Q2_K's 0.23
+ * weight error, 2.4x; 2.4-3.1x here), so the bound is 3x the type's bound on
+ * Gaussian rows (test_rows), capped at 1.0: logits unrelated to the reference's, of
+ * the same size, give sqrt(2) = 1.41, so even the cap catches a model
+ * that no longer computes its function (a wrong layout, a wrong expert's
+ * importances are checked bit for bit above).  The iq2_m mix: 0.45,
+ * twice its measured 0.21 (its routed experts are one of the two FFN
+ * terms of the MoE layers; every other weight is at 4-6 bits). */
+static double logit_bound(const char *target, uint32_t t) {
+    if (!strcmp(target, "iq2_m")) return 0.45;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        if (cases[c].type == t) return fmin(1.0, 3 * cases[c].bound);
+    return 0;
+}
+
+static void check_tensors(const char *src, const char *out, const char *target) {
+    es_gguf_ctx *a, *b;
+    char err[256];
+    if (es_gguf_open_file(src, &a, err, sizeof err)) { CHECK(0, "%s", err); return; }
+    if (es_gguf_open_file(out, &b, err, sizeof err)) { CHECK(0, "%s", err); es_gguf_close(a); return; }
+    CHECK(a->n_tensors == b->n_tensors, "%s: tensor count", target);
+    int n_iq = 0, bad = 0, imp_checked = 0;
+    for (uint64_t i = 0; i < a->n_tensors && i < b->n_tensors; i++) {
+        const es_gguf_tensor *x = &a->tensors[i], *y = &b->tensors[i];
+        uint32_t want = es_quantize_tensor_type(target, x->name, x->n_dims, x->ne, 3, NULL);
+        if (y->type != want) { bad++; CHECK(0, "%s %s: %s, planned %s", target, x->name, es_type_info(y->type)->name,
+                                            es_type_info(want)->name); }
+        if (!es_iq_quant_handles(y->type) || x->type != ES_TYPE_F32) continue;
+        n_iq++;
+        int64_t n = x->ne[0], rows = x->ne[1] * x->ne[2];
+        float *f = malloc(sizeof(float) * (size_t)n);
+        double e = 0, s2 = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            es_kernels_generic.dequant_row[y->type](y->data + (size_t)r * es_row_bytes(y->type, n), f, n);
+            const float *xr = (const float *)x->data + r * n;
+            for (int64_t k = 0; k < n; k++) e += (xr[k] - f[k]) * (xr[k] - f[k]), s2 += (double)xr[k] * xr[k];
+        }
+        double rel = sqrt(e / s2), lim = 0;
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            if (cases[c].type == y->type) lim = cases[c].bound * 1.3;
+        CHECK(rel < lim, "%s %s: relative RMSE %.4f >= %.3f", target, x->name, rel, lim);
+        /* an expert's row is fitted with its own expert's importances */
+        if (x->ne[2] > 1 && es_iq_quant_needs_imatrix(y->type)) {
+            int64_t m = x->ne[2] - 1, r = m * x->ne[1] + 1;
+            float *imp = malloc(sizeof(float) * (size_t)n);
+            uint8_t *q = malloc(es_row_bytes(y->type, n));
+            for (int64_t k = 0; k < n; k++) imp[k] = model_imp(i, m, k);
+            es_iq_quant_row(y->type, (const float *)x->data + r * n, q, n, imp);
+            CHECK(!memcmp(q, y->data + (size_t)r * es_row_bytes(y->type, n), es_row_bytes(y->type, n)),
+                  "%s %s: row %lld quantised with expert %lld's importances", target, x->name, (long long)r,
+                  (long long)m);
+            imp_checked++;
+            free(imp), free(q);
+        }
+        free(f);
+    }
+    CHECK(n_iq >= 5 && !bad, "%s: %d tensors in the IQ types", target, n_iq);
+    if (strcmp(target, "tq1_0") && strcmp(target, "tq2_0")) CHECK(imp_checked > 0, "%s: expert importances", target);
+    es_gguf_close(a);
+    es_gguf_close(b);
+}
+
+static int run_cmd(const char *cmd) {
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_models(void) {
+    snprintf(mdir, sizeof mdir, "/tmp/es_iqq_XXXXXX");
+    if (!mkdtemp(mdir)) { CHECK(0, "mkdtemp"); return; }
+    char cmd[1024], model[160], imx[160];
+    snprintf(model, sizeof model, "%s", mpath("m.gguf"));
+    snprintf(cmd, sizeof cmd, "%s -o %s --dim 256 --layers 3 --dense-layers 1 --ffn 512 --expert-ffn 256 --heads 4 "
+             "--q-lora 256 --kv-lora 256 --nope-dim 32 --rope-dim 32 --v-dim 64 --experts 4 --experts-used 2 "
+             "--shared-experts 1 --seed 7 --quiet", test_build_path("gen_model"), model);
+    CHECK(run_cmd(cmd) == 0, "gen_model");
+    snprintf(imx, sizeof imx, "%s", mpath("im.gguf"));
+    CHECK(write_model_imatrix(model, imx, NULL, NULL) == 0, "write the model's imatrix");
+    const int32_t tok[8] = {1, 17, 42, 5, 99, 3, 250, 7};
+    int nv = 0;
+    float *ref = test_logits_of(model, tok, 8, &nv);
+    CHECK(ref != NULL, "F32 model runs");
+    static const struct { const char *target; uint32_t type; } tg[] = {
+        {"iq2_xxs", ES_TYPE_IQ2_XXS}, {"iq2_xs", ES_TYPE_IQ2_XS}, {"iq2_s", ES_TYPE_IQ2_S},
+        {"iq3_xxs", ES_TYPE_IQ3_XXS}, {"iq3_s", ES_TYPE_IQ3_S},   {"iq1_s", ES_TYPE_IQ1_S},
+        {"iq1_m", ES_TYPE_IQ1_M},     {"tq1_0", ES_TYPE_TQ1_0},   {"tq2_0", ES_TYPE_TQ2_0},
+        {"iq2_m", ES_TYPE_IQ2_XXS},
+    };
+    char err[768];
+    for (size_t i = 0; ref && i < sizeof tg / sizeof tg[0]; i++) {
+        char out[160];
+        snprintf(out, sizeof out, "%s", mpath("q.gguf"));
+        es_quantize_params qp = {.n_threads = 2, .chunk_bytes = 60000};
+        es_status st = es_quantize_file_imatrix(model, out, tg[i].target, imx, &qp, err, sizeof err);
+        CHECK(st == ES_OK, "quantize %s: %s", tg[i].target, err);
+        if (st != ES_OK) continue;
+        check_tensors(model, out, tg[i].target);
+        int nv2 = 0;
+        float *lg = test_logits_of(out, tok, 8, &nv2);
+        CHECK(lg && nv2 == nv, "%s model runs", tg[i].target);
+        if (!lg) continue;
+        double e = 0, s2 = 0;
+        for (int k = 0; k < 8 * nv; k++) e += (lg[k] - ref[k]) * (lg[k] - ref[k]), s2 += (double)ref[k] * ref[k];
+        double rel = sqrt(e / s2), bound = logit_bound(tg[i].target, tg[i].type);
+        printf("%-8s 8-token logits: RMS error %.4f of RMS (bound %.3f)\n", tg[i].target, rel, bound);
+        CHECK(rel <= bound, "%s logits error %.4f > %.3f", tg[i].target, rel, bound);
+        free(lg);
+        if (!es_quantize_target_needs_imatrix(tg[i].target)) continue;
+        /* the same target without an imatrix: refused, naming the reason */
+        st = es_quantize_file(model, out, tg[i].target, &qp, err, sizeof err);
+        CHECK(st == ES_ERR_ARG && strstr(err, "importance matrix"), "%s without an imatrix: %s", tg[i].target, err);
+    }
+    free(ref);
+    es_quantize_params qp = {.n_threads = 1};
+    char out[160];
+    snprintf(out, sizeof out, "%s", mpath("x.gguf"));
+    CHECK(write_model_imatrix(model, mpath("skip.gguf"), "blk.1.ffn_up_exps.weight", NULL) == 0, "imatrix w/o entry");
+    CHECK(es_quantize_file_imatrix(model, out, "iq2_xs", mpath("skip.gguf"), &qp, err, sizeof err) == ES_ERR_ARG &&
+          strstr(err, "blk.1.ffn_up_exps.weight"), "an imatrix without a tensor: %s", err);
+    CHECK(write_model_imatrix(model, mpath("short.gguf"), NULL, "blk.0.attn_q_a.weight") == 0, "short imatrix");
+    CHECK(es_quantize_file_imatrix(model, out, "iq3_s", mpath("short.gguf"), &qp, err, sizeof err) == ES_ERR_ARG &&
+          strstr(err, "blk.0.attn_q_a.weight"), "an imatrix of the wrong size: %s", err);
+    CHECK(es_quantize_file_imatrix(model, out, "iq1_m", model, &qp, err, sizeof err) == ES_ERR_ARG &&
+          strstr(err, "in_sum2"), "a model given as the imatrix: %s", err);
+    CHECK(es_quantize_file_imatrix(model, out, "q8_0", imx, &qp, err, sizeof err) == ES_OK,
+          "an imatrix with a target that does not use it: %s", err);
+    const char *es = test_build_path("edgeseek");
+    snprintf(cmd, sizeof cmd, "%s quantize %s %s iq2_m >/dev/null 2>%s", es, model, out, mpath("e.log"));
+    CHECK(run_cmd(cmd) == 2, "CLI: iq2_m without --imatrix exits 2");
+    size_t len = 0;
+    char *log = test_read_file(mpath("e.log"), &len);
+    CHECK(log && strstr(log, "--imatrix"), "CLI: the message names --imatrix: %s", log ? log : "");
+    free(log);
+    snprintf(cmd, sizeof cmd, "%s quantize --quiet --imatrix %s %s %s iq2_m", es, imx, model, out);
+    CHECK(run_cmd(cmd) == 0, "CLI: iq2_m with --imatrix");
+    snprintf(cmd, sizeof cmd, "%s quantize --quiet --imatrix %s %s %s iq1_s 2>/dev/null", es, mpath("none"), model,
+             out);
+    CHECK(run_cmd(cmd) == 1, "CLI: a missing imatrix file exits 1");
+    snprintf(cmd, sizeof cmd, "%s quantize --imatrix 2>/dev/null", es);
+    CHECK(run_cmd(cmd) == 2, "CLI: --imatrix without a file exits 2");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", mdir);
+    CHECK(run_cmd(cmd) == 0, "clean up");
+}
+
 int main(void) {
     test_rows();
     test_imatrix();
+    test_models();
     return test_summary();
 }
