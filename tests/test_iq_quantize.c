@@ -1,14 +1,15 @@
 /* test_iq_quantize.c — quantising to the IQ codebook and ternary types
  * (format/iq_quant.c) and reading llama.cpp's importance matrix
  * (format/imatrix.c):
- *   - rows: Gaussian rows and a heavy-tailed "real-ish" row (Student-t like,
- *     a few outlier columns) quantised to each type, with and without an
- *     importance vector, decode through the existing decoders (the generic
- *     ones, which test_ggml_vectors holds bit-exact to ggml) within a bound
- *     per type of relative RMSE; with a strongly varying importance, the
- *     importance-weighted error is below the unweighted fit's; zero,
- *     constant and tiny rows give finite, exact-where-possible blocks; the
- *     table of RMSE (README's figures) is printed;
+ *   - rows: Gaussian rows, and a trained weight (the default model's
+ *     blk.0.ffn_down) with the importance matrix llama.cpp's llama-imatrix
+ *     made for that model (tests/data/llama), quantised to each type with
+ *     and without importances, decode through the existing decoders (the
+ *     generic ones, which test_ggml_vectors holds bit-exact to ggml) within
+ *     10% of ggml's own error on the same data; the imatrix cuts the
+ *     weighted error of the trained weight by 10% or more; zero, constant,
+ *     tiny and spiky rows give finite blocks; the table (README's figures)
+ *     is printed;
  *   - the imatrix reader: a good file (per-expert entries, zero counts),
  *     the legacy .dat form, a model file, mismatched shapes and types, a
  *     missing .counts, negative and non-finite values, every truncation and
@@ -49,15 +50,27 @@ static float gauss(void) { return (float)(sqrt(-2 * log(urand())) * cos(6.283185
 
 typedef struct tcase {
     uint32_t type;
-    double bound; /* relative RMSE of a Gaussian row, unweighted fit */
+    double bound;     /* relative RMSE of a Gaussian row, unweighted fit */
+    double ggml[4];   /* ggml's figures on the same data (README): Gaussian, Gaussian with
+                         importances (weighted error), the default model's blk.0.ffn_down
+                         without, and with the llama.cpp imatrix (weighted error) */
 } tcase;
 
-/* Bounds: ggml's own figures for these types on Gaussian data (README
- * table) plus about 25% headroom. */
+/* Bounds: 1.25x ggml's figure on Gaussian rows.  ggml's figures: its
+ * quantize_* and to_float at ggml commit d99724f2b14 on the same inputs
+ * (a program outside this repository).  The ternary types are meant for
+ * ternary-trained weights: ggml takes d = amax, edgeseek a least-squares d,
+ * hence the gap on Gaussian data. */
 static const tcase cases[] = {
-    {ES_TYPE_IQ1_S, 0.62}, {ES_TYPE_IQ1_M, 0.55},  {ES_TYPE_IQ2_XXS, 0.40}, {ES_TYPE_IQ2_XS, 0.36},
-    {ES_TYPE_IQ2_S, 0.33}, {ES_TYPE_IQ3_XXS, 0.23}, {ES_TYPE_IQ3_S, 0.20},  {ES_TYPE_TQ1_0, 0.55},
-    {ES_TYPE_TQ2_0, 0.55},
+    {ES_TYPE_IQ1_S, 0.61, {0.4855, 0.3089, 0.4899, 0.3704}},
+    {ES_TYPE_IQ1_M, 0.57, {0.4519, 0.2584, 0.4545, 0.3090}},
+    {ES_TYPE_IQ2_XXS, 0.43, {0.3412, 0.2005, 0.3450, 0.2335}},
+    {ES_TYPE_IQ2_XS, 0.38, {0.3011, 0.1735, 0.3018, 0.2024}},
+    {ES_TYPE_IQ2_S, 0.31, {0.2468, 0.1541, 0.2512, 0.1845}},
+    {ES_TYPE_IQ3_XXS, 0.23, {0.1824, 0.1019, 0.1822, 0.1137}},
+    {ES_TYPE_IQ3_S, 0.17, {0.1364, 0.0822, 0.1380, 0.0946}},
+    {ES_TYPE_TQ1_0, 0.55, {0.8008, 0.8419, 0.8103, 0.7628}},
+    {ES_TYPE_TQ2_0, 0.55, {0.8008, 0.8419, 0.8103, 0.7628}},
 };
 
 enum { N = 4096, ROWS = 4 };
@@ -87,48 +100,91 @@ static int round_trip(uint32_t t, const float *x, float *y, int n, const float *
     return 0;
 }
 
-static void test_rows(void) {
-    float *x = malloc(sizeof(float) * N * ROWS), *real = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
-    float *imp = malloc(sizeof(float) * N), *flat = malloc(sizeof(float) * N);
-    for (int i = 0; i < N * ROWS; i++) x[i] = gauss();
-    /* heavy tails (a scaled ratio of Gaussians, clipped) and a few columns
-     * with large values, as trained weights have; the importance of a
-     * column log-normal, with a few columns 100x the rest */
-    for (int i = 0; i < N; i++) {
-        float g = gauss(), h = 0.7f + 0.3f * fabsf(gauss());
-        real[i] = 0.02f * g / h * (i % 509 == 7 ? 6.0f : 1.0f);
-        imp[i] = expf(1.5f * gauss()) * (i % 97 == 3 ? 100.0f : 1.0f);
-        flat[i] = 1;
+/* The default model's blk.0.ffn_down.weight (trained; 192 rows of 512) as
+ * floats, and its importances from tests/data/llama/default-arith.imatrix.gguf
+ * (llama.cpp's llama-imatrix on arithmetic prompts).  0 on success. */
+static int real_weight(float **w, int64_t *n, int64_t *rows, float *imp) {
+    es_gguf_ctx *g;
+    char err[512];
+    if (es_gguf_open_file("models/edgeseek-default.gguf", &g, err, sizeof err)) { CHECK(0, "%s", err); return -1; }
+    const es_gguf_tensor *t = es_gguf_find_tensor(g, "blk.0.ffn_down.weight");
+    es_imatrix *im = NULL;
+    int rc = -1;
+    if (!t || t->ne[0] != 512) { CHECK(0, "default model: blk.0.ffn_down.weight [512, ...]"); goto done; }
+    *n = t->ne[0], *rows = t->ne[1];
+    *w = malloc(sizeof(float) * (size_t)(*n * *rows));
+    for (int64_t r = 0; r < *rows; r++)
+        es_kernels_generic.dequant_row[t->type](t->data + (size_t)r * es_row_bytes(t->type, *n), *w + r * *n, *n);
+    CHECK(es_imatrix_load(test_data_path("llama/default-arith.imatrix.gguf"), &im, err, sizeof err) == 0,
+          "llama.cpp's imatrix loads: %s", err);
+    int64_t npr = 0, nmat = 0;
+    const float *v = im ? es_imatrix_find(im, "blk.0.ffn_down.weight", &npr, &nmat) : NULL;
+    CHECK(v && npr == 512 && nmat == 1, "its blk.0.ffn_down.weight: 512 x 1");
+    CHECK(im && es_imatrix_count(im) >= 20 && es_imatrix_find(im, "blk.3.ffn_up_exps.weight", &npr, &nmat) &&
+              npr == 192 && nmat == 16, "per-expert entries: blk.3.ffn_up_exps.weight 192 x 16 (%lld x %lld)",
+          (long long)npr, (long long)nmat);
+    if (!v) goto done;
+    memcpy(imp, v, sizeof(float) * 512);
+    rc = 0;
+done:
+    es_imatrix_free(im);
+    es_gguf_close(g);
+    return rc;
+}
+
+/* rel_err over rows of n, importance imp[k] for column k of every row */
+static double rel_err_rows(const float *x, const float *y, const float *imp, int64_t n, int64_t rows) {
+    double e = 0, s2 = 0;
+    for (int64_t i = 0; i < n * rows; i++) {
+        double wi = imp ? imp[i % n] : 1;
+        e += wi * (x[i] - y[i]) * (x[i] - y[i]);
+        s2 += wi * (double)x[i] * x[i];
     }
-    printf("type      gauss  gauss+imp  real  real+imp  (relative RMSE; +imp: importance-weighted)\n");
+    return sqrt(e / s2);
+}
+
+static double quant_rows(uint32_t t, const float *x, float *y, int64_t n, int64_t rows, const float *imp,
+                         const float *measure) {
+    int ok = 1;
+    for (int64_t r = 0; r < rows; r++) ok &= round_trip(t, x + r * n, y + r * n, (int)n, imp) == 0;
+    CHECK(ok, "%s: decoded values finite", es_type_info(t)->name);
+    return rel_err_rows(x, y, measure, n, rows);
+}
+
+static void test_rows(void) {
+    float *x = malloc(sizeof(float) * N * ROWS), *y = malloc(sizeof(float) * N * ROWS);
+    float *imp = malloc(sizeof(float) * N), *flat = malloc(sizeof(float) * N), rimp[512];
+    /* the importance of a column log-normal, a few columns 100x the rest */
+    for (int i = 0; i < N * ROWS; i++) x[i] = gauss();
+    for (int i = 0; i < N; i++) imp[i] = expf(1.5f * gauss()) * (i % 97 == 3 ? 100.0f : 1.0f), flat[i] = 1;
+    float *real = NULL;
+    int64_t rn = 0, rrows = 0;
+    int have_real = real_weight(&real, &rn, &rrows, rimp) == 0;
+    float *ry = have_real ? malloc(sizeof(float) * (size_t)(rn * rrows)) : NULL;
+    printf("relative RMSE, edgeseek (ggml): Gaussian rows of 4096 | with importances, weighted error |\n"
+           "the default model's blk.0.ffn_down | with llama.cpp's imatrix, weighted error\n");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        uint32_t t = cases[c].type;
+        const tcase *tc = &cases[c];
+        uint32_t t = tc->type;
         const char *name = es_type_info(t)->name;
-        double e_plain = 0, e_imp = 0, e_imp_plain = 0;
-        int ok = 1;
-        for (int r = 0; r < ROWS; r++) {
-            ok &= round_trip(t, x + r * N, y, N, NULL) == 0;
-            e_plain += rel_err(x + r * N, y, NULL, N) / ROWS;
-            ok &= round_trip(t, x + r * N, y, N, imp) == 0;
-            e_imp += rel_err(x + r * N, y, imp, N) / ROWS;
-            ok &= round_trip(t, x + r * N, y, N, flat) == 0;
-            e_imp_plain += rel_err(x + r * N, y, imp, N) / ROWS;
+        double e[4] = {0, 0, 0, 0}, e_real_w_plain = 0;
+        for (int r = 0; r < ROWS; r++) e[0] += quant_rows(t, x + r * N, y, N, 1, NULL, NULL) / ROWS;
+        for (int r = 0; r < ROWS; r++) e[1] += quant_rows(t, x + r * N, y, N, 1, imp, imp) / ROWS;
+        if (have_real) {
+            e[2] = quant_rows(t, real, ry, rn, rrows, NULL, NULL);
+            e_real_w_plain = rel_err_rows(real, ry, rimp, rn, rrows);
+            e[3] = quant_rows(t, real, ry, rn, rrows, rimp, rimp);
         }
-        (void)e_imp_plain;
-        double er, er_imp;
-        ok &= round_trip(t, real, y, N, NULL) == 0;
-        er = rel_err(real, y, NULL, N);
-        double er_w_plain = rel_err(real, y, imp, N);
-        ok &= round_trip(t, real, y, N, imp) == 0;
-        er_imp = rel_err(real, y, imp, N);
-        printf("%-8s  %.4f  %.4f     %.4f  %.4f\n", name, e_plain, e_imp, er, er_imp);
-        CHECK(ok, "%s: decoded values finite", name);
-        CHECK(e_plain < cases[c].bound, "%s: Gaussian RMSE %.4f >= %.2f", name, e_plain, cases[c].bound);
-        CHECK(er < cases[c].bound * 1.3, "%s: real-ish RMSE %.4f", name, er);
-        int weighted = es_iq_quant_needs_imatrix(t);
-        if (weighted) /* the importance must move the error to where it is cheap */
-            CHECK(er_imp < er_w_plain, "%s: weighted error with importances %.4f, without %.4f", name, er_imp,
-                  er_w_plain);
+        printf("%-8s", name);
+        for (int k = 0; k < 4; k++) printf("  %.4f (%.4f)", e[k], tc->ggml[k]);
+        printf("\n");
+        CHECK(e[0] < tc->bound, "%s: Gaussian RMSE %.4f >= %.2f", name, e[0], tc->bound);
+        for (int k = 0; k < 4; k++)
+            if (k < 2 || have_real)
+                CHECK(e[k] < 1.1 * tc->ggml[k], "%s: figure %d %.4f, ggml's %.4f", name, k, e[k], tc->ggml[k]);
+        if (have_real && es_iq_quant_needs_imatrix(t)) /* the importance must move the error to where it is cheap */
+            CHECK(e[3] < 0.9 * e_real_w_plain, "%s: weighted error with the imatrix %.4f, without %.4f", name, e[3],
+                  e_real_w_plain);
         /* NULL and all-ones importances are the same fit */
         size_t rb = es_row_bytes(t, N);
         uint8_t *qa = malloc(rb), *qb = malloc(rb);
@@ -153,7 +209,7 @@ static void test_rows(void) {
         free(qa);
         free(qb);
     }
-    free(x), free(real), free(y), free(imp), free(flat);
+    free(x), free(y), free(imp), free(flat), free(real), free(ry);
 }
 
 /* ---- imatrix files ------------------------------------------------------------ */
