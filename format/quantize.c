@@ -209,7 +209,6 @@ typedef struct qctx {
     es_pool *pool;
     uint32_t *types;
     const float **imps; /* per tensor: its importances (imatrix), or NULL */
-    uint8_t *imp_one;   /* per tensor: the importances are one vector for all its matrices */
     es_imatrix *im;
     float **scratch;
     uint8_t *chunk;
@@ -263,8 +262,7 @@ static es_status write_tensor(qctx *q, uint64_t i) {
     for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
         int64_t k = rows - r0 < per_chunk ? rows - r0 : per_chunk;
         const uint8_t *src = t->data + (size_t)r0 * src_rb;
-        es_quantize_rows_imp(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch, q->imps[i], r0,
-                             q->imp_one[i] ? rows : t->ne[1]);
+        es_quantize_rows_imp(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch, q->imps[i], r0, t->ne[1]);
         if (es_gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
         release(src, (size_t)k * src_rb);
     }
@@ -299,16 +297,20 @@ static es_status importances(qctx *q, const target *tg, uint64_t i) {
     const float *v = es_imatrix_find(q->im, t->name, &npr, &nmat);
     int optional = !strncmp(t->name, "token_embd.", 11) || !strncmp(t->name, "output.", 7);
     if (!v) {
-        if (optional || !es_iq_quant_needs_imatrix(type)) return ES_OK;
+        if (optional) return ES_OK;
         return fail(q, ES_ERR_ARG, "the importance matrix has no entry for %s, which %s makes %s (was it computed "
                     "on this model?)", t->name, tg->name, es_type_info(type)->name);
     }
-    if (npr != t->ne[0] || (nmat != 1 && nmat != t->ne[2]))
-        return fail(q, ES_ERR_ARG, "the importance matrix's %s has %lld values for %lld matrices; the tensor has rows "
-                    "of %lld in %lld matrices (computed on another model?)", t->name, (long long)npr,
-                    (long long)nmat, (long long)t->ne[0], (long long)t->ne[2]);
+    /* llama.cpp's rule: ne[0] values per matrix, matrix after matrix, however
+     * the file splits them (attn_k_b/attn_v_b, used per head, come as one
+     * vector of ne[0] * heads) */
+    if (npr * nmat != t->ne[0] * t->ne[2]) {
+        if (optional) return ES_OK; /* llama.cpp ignores token_embd's mismatch; output's is ours to forgive */
+        return fail(q, ES_ERR_ARG, "the importance matrix's %s has %lld values; the tensor needs %lld (rows of %lld "
+                    "in %lld matrices; computed on another model?)", t->name, (long long)(npr * nmat),
+                    (long long)(t->ne[0] * t->ne[2]), (long long)t->ne[0], (long long)t->ne[2]);
+    }
     q->imps[i] = v;
-    q->imp_one[i] = nmat == 1; /* one vector for every expert (older files): applies to every row */
     return ES_OK;
 }
 
@@ -412,8 +414,10 @@ es_status es_quantize_file_imatrix(const char *in, const char *out, const char *
 
     if (imatrix) {
         if (es_imatrix_load(imatrix, &q.im, err, errlen)) { st = ES_ERR_ARG; goto done; }
-        if (!(q.imps = calloc(q.g->n_tensors + 1, sizeof *q.imps)) ||
-            !(q.imp_one = calloc(q.g->n_tensors + 1, 1))) { fail(&q, ES_ERR_NOMEM, "out of memory"); goto done; }
+        if (!(q.imps = calloc(q.g->n_tensors + 1, sizeof *q.imps))) {
+            st = fail(&q, ES_ERR_NOMEM, "out of memory");
+            goto done;
+        }
         if (p->log)
             fprintf(p->log, "quantize: importance matrix %s: %lld entries%s\n", imatrix,
                     (long long)es_imatrix_count(q.im), es_quantize_target_needs_imatrix(tg->name) ? "" :
@@ -448,7 +452,6 @@ done:
     free(q.scratch);
     free(q.types);
     free(q.imps);
-    free(q.imp_one);
     es_imatrix_free(q.im);
     free(q.chunk);
     es_pool_free(q.pool);

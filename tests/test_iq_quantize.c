@@ -532,6 +532,19 @@ static void test_models(void) {
           strstr(err, "in_sum2"), "a model given as the imatrix: %s", err);
     CHECK(es_quantize_file_imatrix(model, out, "q8_0", imx, &qp, err, sizeof err) == ES_OK,
           "an imatrix with a target that does not use it: %s", err);
+    /* the importance matrix llama.cpp made for the default model, on that model */
+    for (int k = 0; k < 2; k++) {
+        const char *tgt = k ? "iq2_m" : "iq3_xxs";
+        es_status st = es_quantize_file_imatrix("models/edgeseek-default.gguf", out, tgt,
+                                                test_data_path("llama/default-arith.imatrix.gguf"), &qp, err, sizeof err);
+        CHECK(st == ES_OK, "the default model to %s with llama.cpp's imatrix: %s", tgt, err);
+        int nv3 = 0;
+        float *lg = st == ES_OK ? test_logits_of(out, tok, 8, &nv3) : NULL;
+        int finite = lg != NULL;
+        for (int j = 0; lg && j < 8 * nv3; j++) finite &= isfinite(lg[j]);
+        CHECK(finite && nv3 == 377, "the default model in %s runs", tgt);
+        free(lg);
+    }
     const char *es = test_build_path("edgeseek");
     snprintf(cmd, sizeof cmd, "%s quantize %s %s iq2_m >/dev/null 2>%s", es, model, out, mpath("e.log"));
     CHECK(run_cmd(cmd) == 2, "CLI: iq2_m without --imatrix exits 2");
