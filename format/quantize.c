@@ -262,7 +262,8 @@ static es_status write_tensor(qctx *q, uint64_t i) {
     for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
         int64_t k = rows - r0 < per_chunk ? rows - r0 : per_chunk;
         const uint8_t *src = t->data + (size_t)r0 * src_rb;
-        es_quantize_rows_imp(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch, q->imps[i], r0, t->ne[1]);
+        es_quantize_rows_imp(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch,
+                             q->imps ? q->imps[i] : NULL, r0, t->ne[1]);
         if (es_gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
         release(src, (size_t)k * src_rb);
     }
