@@ -243,7 +243,7 @@ static float fit(const sub *s, const float *a, const float *w, uint16_t *idx, ui
         float id = top * (1 + 0.035f * (float)is) / amax;
         assign(s, a, w, id, ti, tn);
         float v = score(s, a, w, ti, tn, &sc);
-        if (v > best) {
+        if (v > best || is == -12) { /* the first always: valid entries even for NaN input */
             best = v, best_scale = sc;
             memcpy(idx, ti, sizeof ti[0] * (size_t)s->ng);
             memcpy(neg, tn, (size_t)s->ng);

@@ -204,6 +204,14 @@ static void test_rows(void) {
               rel_err(z, s, NULL, 256));
         for (int i = 0; i < 256; i++) z[i] = 1e-30f * gauss();
         CHECK(round_trip(t, z, s, 256, NULL) == 0, "%s: tiny row finite", name);
+        for (int i = 0; i < 256; i++) z[i] = i == 5 ? NAN : i == 9 ? INFINITY : i == 11 ? -3e38f : gauss();
+        /* garbage in: no crash (ASan: no read outside the grids), and every
+         * byte of the block written, the same each time */
+        memset(qa, 0xA5, es_row_bytes(t, 256));
+        memset(qb, 0x5A, es_row_bytes(t, 256));
+        es_iq_quant_row(t, z, qa, 256, NULL);
+        es_iq_quant_row(t, z, qb, 256, NULL);
+        CHECK(!memcmp(qa, qb, es_row_bytes(t, 256)), "%s: NaN and Inf in a row: a block, fully written", name);
         for (int i = 0; i < 256; i++) z[i] = i == 77 ? 3.0f : 0;
         CHECK(round_trip(t, z, s, 256, NULL) == 0 && fabsf(s[77] - 3.0f) < 1.2f, "%s: spike row (%.3f)", name, s[77]);
         free(qa);
