@@ -233,7 +233,7 @@ static void *make_imatrix(const char *path, int bad, size_t *size) {
     es_gguf_w_arr_str(w, "imatrix.datasets", ds, 1);
     es_gguf_w_u32(w, "imatrix.chunk_count", 10);
     es_gguf_w_u32(w, "imatrix.chunk_size", 512);
-    int64_t ne_s[2] = {256, 1}, ne_c[2] = {1, 1}, ne_es[3] = {512, 4, 1}, ne_ec[2] = {1, 4};
+    int64_t ne_s[3] = {256, 1, 1}, ne_c[2] = {1, 1}, ne_es[3] = {512, 4, 1}, ne_ec[2] = {1, 4};
     es_gguf_w_add_tensor(w, "blk.0.attn_q_a.weight.in_sum2", bad == BAD_3D ? 3 : 2, ne_s,
                          bad == BAD_TYPE ? ES_TYPE_F16 : ES_TYPE_F32);
     if (bad != BAD_NO_COUNTS) es_gguf_w_add_tensor(w, "blk.0.attn_q_a.weight.counts", 2, ne_c, ES_TYPE_F32);
