@@ -748,6 +748,9 @@ int es_convert_hf(const char *dir, const char *out, const char *type, const es_c
     int rc = -1;
     if (type && !es_quantize_target_valid(type))
         return fail(err, errlen, "unknown type '%s' (%s)", type, ES_QUANTIZE_TARGETS);
+    if (type && es_quantize_target_needs_imatrix(type))
+        return fail(err, errlen, "%s needs an importance matrix: convert to f16 or bf16, then `edgeseek quantize "
+                    "--imatrix FILE`", type);
     fp8_init();
     v.t0 = v.last = now();
     if (!(v.w = es_gguf_writer_new())) return fail(err, errlen, "out of memory");

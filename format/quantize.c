@@ -1,7 +1,9 @@
 /* quantize.c — `edgeseek quantize`: reads a GGUF model, chooses a type per
  * tensor (the target's rules, quantize.h), and writes a new GGUF with every
  * metadata key copied, streaming the tensors through dequantise→quantise
- * row-chunk by row-chunk on the thread pool.
+ * row-chunk by row-chunk on the thread pool.  The IQ1/IQ2/IQ3 targets and
+ * the low-bit mix take llama.cpp's importance matrix (imatrix.h) and are
+ * quantised by iq_quant.c.
  *
  * Memory: the input is mapped read-only and each consumed range is dropped
  * from the process again (madvise), the output goes through the streaming
@@ -24,6 +26,8 @@
 
 #include "gguf.h"
 #include "gguf_writer.h"
+#include "imatrix.h"
+#include "iq_quant.h"
 #include "kernels.h"
 #include "fault.h"
 #include "threadpool.h"
@@ -41,8 +45,10 @@ typedef struct target {
     uint32_t type; /* every matrix; for the mix, its base type */
     int ftype;     /* llama.cpp's LLAMA_FTYPE: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7,
                       Q5_0 8, Q5_1 9, Q2_K 10, Q3_K_S 11, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16,
-                      Q6_K 18, IQ4_NL 25, IQ4_XS 30, BF16 32 */
-    int mix;       /* 1: the Q4_K_M rules */
+                      Q6_K 18, IQ2_XXS 19, IQ2_XS 20, IQ3_XXS 23, IQ1_S 24, IQ4_NL 25,
+                      IQ3_S 26, IQ2_S 28, IQ2_M 29, IQ4_XS 30, IQ1_M 31, BF16 32, TQ1_0 36,
+                      TQ2_0 37 */
+    int mix;       /* 1: the Q4_K_M rules, 2: the low-bit DeepSeek mix (iq2_m) */
 } target;
 
 static const target targets[] = {
@@ -51,7 +57,10 @@ static const target targets[] = {
     {"q3_k", ES_TYPE_Q3_K, 11, 0}, {"q4_k", ES_TYPE_Q4_K, 14, 0}, {"q5_k", ES_TYPE_Q5_K, 16, 0},
     {"q6_k", ES_TYPE_Q6_K, 18, 0}, {"q4_k_m", ES_TYPE_Q4_K, 15, 1}, {"q4_1", ES_TYPE_Q4_1, 3, 0},
     {"q5_0", ES_TYPE_Q5_0, 8, 0}, {"q5_1", ES_TYPE_Q5_1, 9, 0}, {"iq4_nl", ES_TYPE_IQ4_NL, 25, 0},
-    {"iq4_xs", ES_TYPE_IQ4_XS, 30, 0},
+    {"iq4_xs", ES_TYPE_IQ4_XS, 30, 0}, {"iq2_xxs", ES_TYPE_IQ2_XXS, 19, 0},
+    {"iq2_xs", ES_TYPE_IQ2_XS, 20, 0}, {"iq2_s", ES_TYPE_IQ2_S, 28, 0}, {"iq3_xxs", ES_TYPE_IQ3_XXS, 23, 0},
+    {"iq3_s", ES_TYPE_IQ3_S, 26, 0}, {"iq1_s", ES_TYPE_IQ1_S, 24, 0}, {"iq1_m", ES_TYPE_IQ1_M, 31, 0},
+    {"tq1_0", ES_TYPE_TQ1_0, 36, 0}, {"tq2_0", ES_TYPE_TQ2_0, 37, 0}, {"iq2_m", ES_TYPE_IQ2_XXS, 29, 2},
 };
 
 static const target *find_target(const char *name) {
@@ -90,6 +99,22 @@ static uint32_t mix_type(const char *name, int n_layers) {
     return ES_TYPE_Q4_K;
 }
 
+/* The low-bit DeepSeek mix (iq2_m), after the community's "dynamic" R1
+ * files: the routed experts, nearly all the bytes, at 2-3 bits (gate and up
+ * IQ2_XXS; down IQ2_S, IQ3_XXS on the use_more_bits layers); what every
+ * token reads at 4-6 bits: attention and shared experts Q5_K, the dense
+ * FFN layers and token_embd Q4_K, output Q6_K. */
+static uint32_t lowbit_type(const char *name, int n_layers) {
+    if (strstr(name, "_exps.")) {
+        int il = -1;
+        if (!strstr(name, "ffn_down_exps")) return ES_TYPE_IQ2_XXS;
+        return sscanf(name, "blk.%d.", &il) == 1 && use_more_bits(il, n_layers) ? ES_TYPE_IQ3_XXS : ES_TYPE_IQ2_S;
+    }
+    if (strstr(name, "attn_") || strstr(name, "_shexp.")) return ES_TYPE_Q5_K;
+    if (!strncmp(name, "output.", 7)) return ES_TYPE_Q6_K;
+    return ES_TYPE_Q4_K;
+}
+
 uint32_t es_quantize_tensor_type(const char *target_name, const char *name, uint32_t n_dims,
                                  const int64_t *ne, int n_layers, const char **note) {
     const target *tg = find_target(target_name);
@@ -98,9 +123,9 @@ uint32_t es_quantize_tensor_type(const char *target_name, const char *name, uint
     /* vectors, the router and its bias stay exact: they are tiny and the
      * expert choice is sensitive to them */
     if (n_dims < 2 || strstr(name, "ffn_gate_inp") || strstr(name, "exp_probs_b")) return ES_TYPE_F32;
-    uint32_t type = tg->mix ? mix_type(name, n_layers) : tg->type;
+    uint32_t type = tg->mix == 1 ? mix_type(name, n_layers) : tg->mix == 2 ? lowbit_type(name, n_layers) : tg->type;
     if (ne[0] % es_type_info(type)->block_size == 0) return type;
-    if (type == ES_TYPE_IQ4_XS && ne[0] % QK4_NL == 0) { /* llama.cpp's fallback too */
+    if ((type == ES_TYPE_IQ4_XS || es_iq_quant_handles(type)) && ne[0] % QK4_NL == 0) { /* llama.cpp's fallback too */
         if (note) *note = "row length not a multiple of 256: IQ4_NL instead";
         return ES_TYPE_IQ4_NL;
     }
@@ -122,6 +147,8 @@ typedef struct job {
     int64_t n;
     float **scratch; /* one row of n floats per thread */
     const es_kernels *K; /* the converters (output the same on every path) */
+    const float *imp;    /* importances: n per matrix, or NULL */
+    int64_t row0, rows_per_mat; /* the chunk's first row in the tensor; rows of one matrix */
 } job;
 
 /* Rows [i0, i1) of the chunk: to fp32 (unless already), then to dst_type. */
@@ -130,7 +157,15 @@ static void convert_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
     for (int64_t r = i0; r < i1; r++) {
         const uint8_t *s = j->src + (size_t)r * j->src_rb;
         uint8_t *d = j->dst + (size_t)r * j->dst_rb;
-        if (j->dst_type == ES_TYPE_F32) {
+        if (es_iq_quant_handles(j->dst_type)) { /* the weighted quantisers (iq_quant.h) */
+            const float *x = (const float *)s;
+            if (j->src_type != ES_TYPE_F32 || ((uintptr_t)s & 3)) {
+                es_dequant_row(j->K, j->src_type, s, j->scratch[tid], j->n);
+                x = j->scratch[tid];
+            }
+            const float *imp = j->imp ? j->imp + (size_t)((j->row0 + r) / j->rows_per_mat) * (size_t)j->n : NULL;
+            es_iq_quant_row(j->dst_type, x, d, j->n, imp);
+        } else if (j->dst_type == ES_TYPE_F32) {
             es_dequant_row(j->K, j->src_type, s, (float *)d, j->n);
         } else if (j->src_type == ES_TYPE_F32 && ((uintptr_t)s & 3) == 0) {
             es_quant_row(j->K, j->dst_type, (const float *)s, d, j->n);
@@ -143,9 +178,15 @@ static void convert_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 void es_quantize_rows(es_pool *pool, const void *src, uint32_t src_type, void *dst, uint32_t dst_type, int64_t n,
                       int64_t n_rows, float **scratch) {
+    es_quantize_rows_imp(pool, src, src_type, dst, dst_type, n, n_rows, scratch, NULL, 0, 1);
+}
+
+void es_quantize_rows_imp(es_pool *pool, const void *src, uint32_t src_type, void *dst, uint32_t dst_type, int64_t n,
+                          int64_t n_rows, float **scratch, const float *imp, int64_t row0, int64_t rows_per_mat) {
     job j = {.src = src, .dst = dst, .src_type = src_type, .dst_type = dst_type,
              .src_rb = es_row_bytes(src_type, n), .dst_rb = es_row_bytes(dst_type, n), .n = n,
-             .scratch = scratch, .K = es_kernels_best()};
+             .scratch = scratch, .K = es_kernels_best(), .imp = imp, .row0 = row0,
+             .rows_per_mat = rows_per_mat > 0 ? rows_per_mat : 1};
     /* about four claims per thread keep the threads evenly busy */
     int64_t grain = n_rows / (4 * (int64_t)es_pool_threads(pool));
     es_pool_run(pool, convert_rows, &j, n_rows, grain > 0 ? grain : 1);
@@ -167,6 +208,8 @@ typedef struct qctx {
     es_gguf_writer *w;
     es_pool *pool;
     uint32_t *types;
+    const float **imps; /* per tensor: its importances (imatrix), or NULL */
+    es_imatrix *im;
     float **scratch;
     uint8_t *chunk;
     size_t chunk_cap;
@@ -219,7 +262,8 @@ static es_status write_tensor(qctx *q, uint64_t i) {
     for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
         int64_t k = rows - r0 < per_chunk ? rows - r0 : per_chunk;
         const uint8_t *src = t->data + (size_t)r0 * src_rb;
-        es_quantize_rows(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch);
+        es_quantize_rows_imp(q->pool, src, t->type, q->chunk, dst_type, n, k, q->scratch,
+                             q->imps ? q->imps[i] : NULL, r0, t->ne[1]);
         if (es_gguf_w_write(q->w, q->chunk, (size_t)k * dst_rb)) return fail(q, ES_ERR_IO, "%s", es_gguf_w_error(q->w));
         release(src, (size_t)k * src_rb);
     }
@@ -242,6 +286,35 @@ static int model_layers(const es_gguf_ctx *g) {
     return n;
 }
 
+/* Finds tensor i's importances when its type uses them.  The codebook
+ * types need them, except in token_embd (the imatrix never has it: it is
+ * looked up, not multiplied) and output, which are then fitted unweighted
+ * as llama.cpp does. */
+static es_status importances(qctx *q, const target *tg, uint64_t i) {
+    const es_gguf_tensor *t = &q->g->tensors[i];
+    uint32_t type = q->types[i];
+    if (!es_iq_quant_handles(type) || !q->im || !es_iq_quant_needs_imatrix(type)) return ES_OK;
+    int64_t npr, nmat;
+    const float *v = es_imatrix_find(q->im, t->name, &npr, &nmat);
+    int optional = !strncmp(t->name, "token_embd.", 11) || !strncmp(t->name, "output.", 7);
+    if (!v) {
+        if (optional) return ES_OK;
+        return fail(q, ES_ERR_ARG, "the importance matrix has no entry for %s, which %s makes %s (was it computed "
+                    "on this model?)", t->name, tg->name, es_type_info(type)->name);
+    }
+    /* llama.cpp's rule: ne[0] values per matrix, matrix after matrix, however
+     * the file splits them (attn_k_b/attn_v_b, used per head, come as one
+     * vector of ne[0] * heads) */
+    if (npr * nmat != t->ne[0] * t->ne[2]) {
+        if (optional) return ES_OK; /* llama.cpp ignores token_embd's mismatch; output's is ours to forgive */
+        return fail(q, ES_ERR_ARG, "the importance matrix's %s has %lld values; the tensor needs %lld (rows of %lld "
+                    "in %lld matrices; computed on another model?)", t->name, (long long)(npr * nmat),
+                    (long long)(t->ne[0] * t->ne[2]), (long long)t->ne[0], (long long)t->ne[2]);
+    }
+    q->imps[i] = v;
+    return ES_OK;
+}
+
 /* Chooses every tensor's type and declares the output's metadata and
  * tensor directory. */
 static es_status plan(qctx *q, const target *tg) {
@@ -257,6 +330,8 @@ static es_status plan(qctx *q, const target *tg) {
         const es_type_traits *src = es_type_info(t->type);
         uint32_t type = es_quantize_tensor_type(tg->name, t->name, t->n_dims, t->ne, n_layers, NULL);
         q->types[i] = type;
+        es_status st = importances(q, tg, i);
+        if (st != ES_OK) return st;
         if (type != t->type && (!src || !src->supported || !es_kernels_best()->dequant_row[t->type]))
             return fail(q, ES_ERR_UNSUPPORTED, "tensor %s has type %s, which edgeseek cannot convert",
                         t->name, src ? src->name : "unknown");
@@ -289,11 +364,25 @@ static void log_tensor(FILE *f, uint64_t i, uint64_t n, const es_gguf_tensor *t,
 
 es_status es_quantize_file(const char *in, const char *out, const char *target_name,
                            const es_quantize_params *params, char *err, size_t errlen) {
+    return es_quantize_file_imatrix(in, out, target_name, NULL, params, err, errlen);
+}
+
+int es_quantize_target_needs_imatrix(const char *name) {
+    const target *tg = find_target(name);
+    return tg && (tg->mix == 2 || es_iq_quant_needs_imatrix(tg->type));
+}
+
+es_status es_quantize_file_imatrix(const char *in, const char *out, const char *target_name, const char *imatrix,
+                                   const es_quantize_params *params, char *err, size_t errlen) {
     static const es_quantize_params defaults = {0, NULL, 0};
     const es_quantize_params *p = params ? params : &defaults;
     qctx q = {.err = err, .errlen = errlen};
     const target *tg = find_target(target_name);
     if (!tg) return fail(&q, ES_ERR_ARG, "unknown type '%s' (%s)", target_name ? target_name : "", ES_QUANTIZE_TARGETS);
+    if (!imatrix && es_quantize_target_needs_imatrix(tg->name))
+        return fail(&q, ES_ERR_ARG, "%s needs an importance matrix (--imatrix FILE, made by llama.cpp's "
+                    "llama-imatrix): at 1-3 bits per weight a fit that does not know which columns the "
+                    "activations use loses too much (llama.cpp refuses it too)", tg->name);
     struct stat si, so;
     if (stat(in, &si) != 0) return fail(&q, ES_ERR_IO, "cannot open '%s': %s", in, strerror(errno));
     if (stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
@@ -324,6 +413,17 @@ es_status es_quantize_file(const char *in, const char *out, const char *target_n
     for (int k = 0; k < q.n_threads; k++)
         if (!(q.scratch[k] = malloc(sizeof(float) * (size_t)max_row))) { fail(&q, st, "out of memory"); goto done; }
 
+    if (imatrix) {
+        if (es_imatrix_load(imatrix, &q.im, err, errlen)) { st = ES_ERR_ARG; goto done; }
+        if (!(q.imps = calloc(q.g->n_tensors + 1, sizeof *q.imps))) {
+            st = fail(&q, ES_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (p->log)
+            fprintf(p->log, "quantize: importance matrix %s: %lld entries%s\n", imatrix,
+                    (long long)es_imatrix_count(q.im), es_quantize_target_needs_imatrix(tg->name) ? "" :
+                    " (unused: only the IQ1/IQ2/IQ3 types are weighted)");
+    }
     if ((st = plan(&q, tg)) != ES_OK) goto done;
     if (es_gguf_w_open(q.w, out)) { st = fail(&q, ES_ERR_IO, "%s", es_gguf_w_error(q.w)); goto done; }
     int n_layers = model_layers(q.g);
@@ -352,6 +452,8 @@ done:
         for (int k = 0; k < q.n_threads; k++) free(q.scratch[k]);
     free(q.scratch);
     free(q.types);
+    free(q.imps);
+    es_imatrix_free(q.im);
     free(q.chunk);
     es_pool_free(q.pool);
     es_gguf_writer_free(q.w); /* removes the output unless it was finished */

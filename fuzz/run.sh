@@ -15,6 +15,8 @@
 #              (fuzz_numbers.c)
 #   request    the server's request parser (fuzz_request.c; needs cJSON):
 #              seeds are chat and completion bodies, good and bad
+#   imatrix    llama.cpp's importance matrix reader (fuzz_imatrix.c); seed:
+#              the first 20000 bytes of tests/data/llama/*.imatrix.gguf
 # The text targets' seeds are the strings of tests/data/golden/tokenizer/
 # texts.json (and, for numbers, the sizes and numbers the tests use).
 # For compatibility, a first argument that is a number is the time of the
@@ -26,9 +28,9 @@ set -eu
 cd "$(dirname "$0")/.."
 TARGET=gguf
 case "${1:-}" in
-    gguf|tokenizer|chat|numbers|request) TARGET=$1; shift ;;
+    gguf|tokenizer|chat|numbers|request|imatrix) TARGET=$1; shift ;;
     ''|[0-9]*) ;;
-    *) echo "fuzz/run.sh: unknown target '$1' (gguf, tokenizer, chat, numbers, request)" >&2; exit 2 ;;
+    *) echo "fuzz/run.sh: unknown target '$1' (gguf, tokenizer, chat, numbers, request, imatrix)" >&2; exit 2 ;;
 esac
 SECS=${1:-60}
 [ $# -gt 0 ] && shift
@@ -112,6 +114,13 @@ request)
         k=$((k + 1))
     done
     LEN=8192 ;;
+imatrix)
+    "$CC" $FLAGS -Iformat -Isimd -Iplatform fuzz/fuzz_imatrix.c format/imatrix.c format/gguf.c platform/fault.c simd/quant.c \
+        -o "$OUT/fuzz_imatrix"
+    for m in tests/data/llama/*.imatrix.gguf; do
+        [ -f "$m" ] && head -c 20000 "$m" > "$DIR/seeds/$(basename "$m" .gguf)"
+    done
+    LEN=20000 ;;
 esac
 exec "$OUT/fuzz_$TARGET" -max_total_time="$SECS" -max_len=$LEN -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$DIR/" -print_final_stats=1 "$@" "$DIR/corpus" "$DIR/seeds"

@@ -432,7 +432,8 @@ void es_spec_free(es_spec *g);
 
 /* The target names, for usage messages. */
 #define ES_QUANTIZE_TARGETS \
-    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m"
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, " \
+    "tq1_0, tq2_0; with an importance matrix: iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, iq2_m"
 
 typedef struct es_quantize_params {
     int n_threads;      /* 0: one per physical core */
@@ -453,6 +454,17 @@ int es_quantize_target_valid(const char *name);
  * old content and no temporary is left behind. */
 es_status es_quantize_file(const char *in, const char *out, const char *target,
                            const es_quantize_params *params, char *err, size_t errlen);
+
+/* 1 if target needs an importance matrix (the IQ1/IQ2/IQ3 types, iq2_m). */
+int es_quantize_target_needs_imatrix(const char *target);
+
+/* es_quantize_file with llama.cpp's importance matrix (its GGUF form, as
+ * llama-imatrix writes it; NULL for none), which weights the fit of the
+ * IQ1/IQ2/IQ3 types; those targets are refused (ES_ERR_ARG) without one.
+ * ES_ERR_ARG too for an unreadable or malformed imatrix, or one without an
+ * entry of the right size for a tensor that needs it. */
+es_status es_quantize_file_imatrix(const char *in, const char *out, const char *target, const char *imatrix,
+                                   const es_quantize_params *params, char *err, size_t errlen);
 
 /* ---- files --------------------------------------------------------------- */
 
