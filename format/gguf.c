@@ -335,6 +335,10 @@ static int read_tensor_infos(cursor *c, es_gguf_ctx *ctx) {
             fail(c, "tensor '%s' has unknown type %u", t->name, t->type);
             return -1;
         }
+        if (t->type == ES_TYPE_FP8_B128) { /* edgeseek's in-memory view of a checkpoint, never a file's */
+            fail(c, "tensor '%s' has type %u, which GGUF does not define", t->name, t->type);
+            return -1;
+        }
         if (t->ne[0] % tr->block_size) {
             fail(c, "tensor '%s': row length %lld is not a multiple of %s's block size %u",
                  t->name, (long long)t->ne[0], tr->name, tr->block_size);

@@ -25,6 +25,7 @@
 #include <math.h>
 
 #include "x86_avx2_common.h"
+#include "fp8.h"
 #include "x86_avx2_gemm.h"
 #include "x86_kquants.h"
 #include "x86_legacy.h"
@@ -393,7 +394,7 @@ static const es_kernels table = {
                [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
                [ES_TYPE_Q6_K] = kq_matvec_q6_K, [ES_TYPE_Q4_1] = lg_matvec_q4_1, [ES_TYPE_Q5_0] = lg_matvec_q5_0,
                [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs,
-               IQ_X86_MATVEC},
+               IQ_X86_MATVEC, [ES_TYPE_FP8_B128] = es_fp8_matvec_avx2},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
@@ -404,7 +405,7 @@ static const es_kernels table = {
                [ES_TYPE_Q3_K] = kq_matmul_q3_K, [ES_TYPE_Q4_K] = kq_matmul_q4_K, [ES_TYPE_Q5_K] = kq_matmul_q5_K,
                [ES_TYPE_Q6_K] = kq_matmul_q6_K, [ES_TYPE_Q5_0] = lg_matmul_q5_0,
                [ES_TYPE_IQ4_NL] = lg_matmul_iq4_nl,
-               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs, IQ_X86_MATMUL},
+               [ES_TYPE_IQ4_XS] = kq_matmul_iq4_xs, IQ_X86_MATMUL, [ES_TYPE_FP8_B128] = es_fp8_matmul_avx2},
     .quant_row = {[ES_TYPE_Q8_0] = quant_q8_0_avx2, [ES_TYPE_Q8_K] = quant_q8_k_avx2},
     .rmsnorm = rmsnorm_avx2,
     .dot_f32 = dot_avx2,

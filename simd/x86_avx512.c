@@ -26,6 +26,7 @@
 #include <pthread.h>
 
 #include "x86_avx2_common.h"
+#include "fp8.h"
 #include "x86_kquants.h"
 #include "x86_legacy.h"
 #include "x86_vnni_gemm.h"
@@ -343,8 +344,10 @@ static void axpy_kv_q8_0_512(float *y, float a, const void *x, int64_t n) {
 /* What this file adds to any AVX-512 CPU: float products and vector ops. */
 static const es_kernels table = {
     .name = "avx512",
-    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16},
-    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16},
+    .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
+               [ES_TYPE_FP8_B128] = es_fp8_matvec_avx512},
+    .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
+               [ES_TYPE_FP8_B128] = es_fp8_matmul_avx512},
     .rmsnorm = rmsnorm_avx512,
     .dot_f32 = dot_avx512,
     .axpy_f32 = axpy_avx512,

@@ -1,0 +1,75 @@
+/* fp8.h — the FP8_B128 kernels (the layout is in quant.h: es_fp8_mat) of
+ * every path: the generic reference (generic_fp8.c) and the AVX2, AVX-512
+ * and NEON ones (x86_avx2_fp8.c, x86_avx512_fp8.c, arm_neon_fp8.c), which
+ * the tables of kernels.h name in their FP8_B128 slots.  All take fp32
+ * activations (act_type 0).  w points to an es_fp8_mat; row r is row r of
+ * the description.  Each path's matmul gives every (row, token) exactly its
+ * matvec's value for that token (the determinism rule). */
+#ifndef ES_FP8_H
+#define ES_FP8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant.h"
+
+/* The fp32 value of an e4m3 byte (NaN's pattern reads as +-480, as on
+ * every path). */
+float es_fp8_value(uint8_t b);
+/* Row r of the described matrix (n weights), scales applied, into dst. */
+void es_fp8_dequant(const es_fp8_mat *w, int64_t n, int64_t r, float *dst);
+
+void es_fp8_matvec_generic(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
+                           int64_t r1);
+void es_fp8_matvec_avx2(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
+                        int64_t r1);
+void es_fp8_matmul_avx2(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
+                        int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
+                          int64_t r1);
+void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
+                          int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+void es_fp8_matvec_neon(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
+                        int64_t r1);
+void es_fp8_matmul_neon(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
+                        int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* The SIMD files share one shape: a row is done block by block (128
+ * columns, the last one possibly shorter); each block is first decoded to
+ * fp32 (exactly; the 1/256 of the fp16 trick still in), then dotted with
+ * the activations by the path's block dot, whose result times the block's
+ * scale * 256 is added to the row's sum.  The matmul decodes a block once
+ * for every token, so both give the same bits. */
+#define ES_FP8_ROWS_TEMPLATE(SUFFIX, DECODE, BLOCKDOT)                                                             \
+    void es_fp8_matvec_##SUFFIX(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0, \
+                                int64_t r1) {                                                                     \
+        es_fp8_matmul_##SUFFIX(w, row_bytes, n, act, 0, 1, y, 0, r0, r1);                                         \
+    }                                                                                                             \
+    void es_fp8_matmul_##SUFFIX(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,   \
+                                int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {              \
+        (void)row_bytes;                                                                                          \
+        const es_fp8_mat *m = w;                                                                                  \
+        float dec[ES_FP8_BLOCK] __attribute__((aligned(64)));                                                     \
+        enum { TB = 16 };                                                                                         \
+        float sum[TB];                                                                                            \
+        for (int64_t t0 = 0; t0 < n_tok; t0 += TB) {                                                              \
+            int64_t nt = n_tok - t0 < TB ? n_tok - t0 : TB;                                                       \
+            for (int64_t r = r0; r < r1; r++) {                                                                   \
+                const uint8_t *q = m->q + (size_t)r * (size_t)n;                                                  \
+                const float *sc = m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;                  \
+                for (int64_t t = 0; t < nt; t++) sum[t] = 0;                                                      \
+                for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {                                    \
+                    int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);                               \
+                    DECODE(q + c0, dec, len);                                                                     \
+                    const float s = sc[b] * 256.0f;                                                               \
+                    for (int64_t t = 0; t < nt; t++) {                                                            \
+                        const float *x = (const float *)((const uint8_t *)act + (size_t)(t0 + t) * act_stride) + c0; \
+                        sum[t] += BLOCKDOT(dec, x, len) * s;                                                      \
+                    }                                                                                             \
+                }                                                                                                 \
+                for (int64_t t = 0; t < nt; t++) y[(t0 + t) * y_stride + r] = sum[t];                             \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+
+#endif

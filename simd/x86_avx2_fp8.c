@@ -1,0 +1,42 @@
+/* x86_avx2_fp8.c — FP8_B128 matvec and matmul with AVX2, FMA and F16C
+ * (fp8.h says the shape): eight e4m3 bytes at a time widened to 16 bits,
+ * moved into fp16's fields, converted with vcvtph2ps; fp32 activations. */
+#include "fp8.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+static inline void decode_avx2(const uint8_t *q, float *dst, int len) {
+    const __m128i sign = _mm_set1_epi16(0x80), mag = _mm_set1_epi16(0x7f);
+    int j = 0;
+    for (; j + 8 <= len; j += 8) {
+        __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(q + j)));
+        __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, sign), 8), _mm_slli_epi16(_mm_and_si128(b, mag), 7));
+        _mm256_store_ps(dst + j, _mm256_cvtph_ps(h));
+    }
+    for (; j < len; j++) dst[j] = _cvtsh_ss(es_fp8_to_fp16_scaled(q[j]));
+}
+
+static inline float blockdot_avx2(const float *d, const float *x, int len) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= len; j += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_load_ps(d + j), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_load_ps(d + j + 8), _mm256_loadu_ps(x + j + 8), a1);
+    }
+    if (j + 8 <= len) {
+        a0 = _mm256_fmadd_ps(_mm256_load_ps(d + j), _mm256_loadu_ps(x + j), a0);
+        j += 8;
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    float r = _mm_cvtss_f32(s);
+    for (; j < len; j++) r += d[j] * x[j];
+    return r;
+}
+
+ES_FP8_ROWS_TEMPLATE(avx2, decode_avx2, blockdot_avx2)
+
+#endif
