@@ -229,6 +229,7 @@ void es_gguf_close(es_gguf_ctx *ctx) {
     }
     es_fault_unwatch(ctx->fault); /* before the mapping goes */
     if (ctx->map) munmap(ctx->map, ctx->map_size);
+    if (ctx->release) ctx->release(ctx->owner);
     free(ctx);
 }
 
@@ -456,6 +457,7 @@ bad:
 }
 
 void (*es_gguf_after_map_hook)(const char *path);
+int (*es_gguf_open_dir_hook)(const char *path, es_gguf_ctx **out, char *err, size_t errlen);
 
 int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen) {
     *out = NULL;
@@ -467,6 +469,13 @@ int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t err
         return -1;
     }
     struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        if (es_gguf_open_dir_hook) return es_gguf_open_dir_hook(path, out, err, errlen);
+        snprintf(err, errlen, "'%s' is a directory (a Hugging Face checkpoint runs through the edgeseek command; "
+                              "this program reads GGUF files)", path);
+        return -1;
+    }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "'%s' is not a regular file (a model must be a GGUF file on disk)", path);
         close(fd);

@@ -438,6 +438,25 @@ static int out_zeros(es_gguf_writer *w, uint64_t n) {
     return 0;
 }
 
+int es_gguf_w_meta_buffer(es_gguf_writer *w, uint8_t **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    if (w->failed) return -1;
+    bytes b = {0};
+    put(&b, "GGUF", 4);
+    put_u32(&b, GGUF_W_VERSION);
+    put_u64(&b, 0);
+    put_u64(&b, w->n_kv);
+    for (size_t i = 0; i < w->n_kv; i++) {
+        put_str(&b, w->kv[i].key, strlen(w->kv[i].key));
+        put(&b, w->kv[i].blob, w->kv[i].len);
+    }
+    if (b.oom) { free(b.p); return fail(w, "out of memory"); }
+    *buf = b.p;
+    *len = b.len;
+    return 0;
+}
+
 int es_gguf_w_open(es_gguf_writer *w, const char *path) {
     if (w->failed) return -1;
     if (w->opened) return fail(w, "es_gguf_w_open called twice");
