@@ -34,7 +34,8 @@ void es_fp8_matvec_neon(const void *w, size_t row_bytes, int64_t n, const void *
 void es_fp8_matmul_neon(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                         int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
 
-/* The SIMD files share one shape: a row is done block by block (128
+/* The AVX2 and NEON files share one shape (x86_avx512_fp8.c keeps a
+ * vector sum per row instead, and decodes in registers in its matvec): a row is done block by block (128
  * columns, the last one possibly shorter); each block is first decoded to
  * fp32 (exactly; the 1/256 of the fp16 trick still in), then dotted with
  * the activations by the path's block dot, whose result times the block's
