@@ -13,6 +13,14 @@
 
 #include "quant.h"
 
+/* Row r's bytes (rows of n) and its row of block scales. */
+static inline const uint8_t *es_fp8_row(const es_fp8_mat *m, int64_t n, int64_t r) {
+    return m->q + (size_t)r * (size_t)n;
+}
+static inline const float *es_fp8_row_scales(const es_fp8_mat *m, int64_t r) {
+    return m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;
+}
+
 /* The fp32 value of an e4m3 byte (NaN's pattern reads as +-480, as on
  * every path). */
 float es_fp8_value(uint8_t b);
@@ -56,8 +64,8 @@ void es_fp8_matmul_neon(const void *w, size_t row_bytes, int64_t n, const void *
         for (int64_t t0 = 0; t0 < n_tok; t0 += TB) {                                                              \
             int64_t nt = n_tok - t0 < TB ? n_tok - t0 : TB;                                                       \
             for (int64_t r = r0; r < r1; r++) {                                                                   \
-                const uint8_t *q = m->q + (size_t)r * (size_t)n;                                                  \
-                const float *sc = m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;                  \
+                const uint8_t *q = es_fp8_row(m, n, r);                                                           \
+                const float *sc = es_fp8_row_scales(m, r);                                                        \
                 for (int64_t t = 0; t < nt; t++) sum[t] = 0;                                                      \
                 for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {                                    \
                     int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);                               \

@@ -8,8 +8,8 @@
 float es_fp8_value(uint8_t b) { return es_fp16_to_f32(es_fp8_to_fp16_scaled(b)) * 256.0f; }
 
 void es_fp8_dequant(const es_fp8_mat *w, int64_t n, int64_t r, float *dst) {
-    const uint8_t *q = w->q + (size_t)r * (size_t)n;
-    const float *sc = w->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)w->scale_cols;
+    const uint8_t *q = es_fp8_row(w, n, r);
+    const float *sc = es_fp8_row_scales(w, r);
     for (int64_t c = 0; c < n; c++) dst[c] = es_fp8_value(q[c]) * sc[c / ES_FP8_BLOCK];
 }
 
@@ -20,8 +20,8 @@ void es_fp8_matvec_generic(const void *w, size_t row_bytes, int64_t n, const voi
     const es_fp8_mat *m = w;
     const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *q = m->q + (size_t)r * (size_t)n;
-        const float *sc = m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
         float sum = 0;
         for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
             int64_t c1 = c0 + ES_FP8_BLOCK < n ? c0 + ES_FP8_BLOCK : n;

@@ -57,8 +57,8 @@ void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void
     const es_fp8_mat *m = w;
     const float *x = act;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *q = m->q + (size_t)r * (size_t)n;
-        const float *sc = m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
         __m512 acc = _mm512_setzero_ps();
         for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
             const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
@@ -82,8 +82,8 @@ void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void
     for (int64_t t0 = 0; t0 < n_tok; t0 += TB) {
         const int nt = (int)(n_tok - t0 < TB ? n_tok - t0 : TB);
         for (int64_t r = r0; r < r1; r++) {
-            const uint8_t *q = m->q + (size_t)r * (size_t)n;
-            const float *sc = m->scale + (size_t)(r / ES_FP8_BLOCK) * (size_t)m->scale_cols;
+            const uint8_t *q = es_fp8_row(m, n, r);
+            const float *sc = es_fp8_row_scales(m, r);
             __m512 acc[TB];
             for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
             for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
