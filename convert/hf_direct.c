@@ -211,6 +211,13 @@ static int open_dir(const char *dir, es_gguf_ctx **out, char *err, size_t errlen
     *out = NULL;
     if (!o) return fail(err, errlen, "out of memory");
     if (!(v.w = es_gguf_writer_new())) { fail(err, errlen, "out of memory"); goto done; }
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (access(cfg, F_OK) != 0) {
+        fail(err, errlen, "'%s' is a directory without config.json (a model is a GGUF file or a Hugging Face "
+                          "checkpoint directory)", dir);
+        goto done;
+    }
     if (es_hf_read_json(dir, "config.json", &cj, err, errlen) || es_hf_read_config(&v.c, cj, err, errlen)) goto done;
     if (v.c.fp8 && (v.c.blk_r != ES_FP8_BLOCK || v.c.blk_c != ES_FP8_BLOCK)) {
         fail(err, errlen, "config.json: FP8 blocks of %lldx%lld; run as it is, a checkpoint needs 128x128 "

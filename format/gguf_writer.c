@@ -346,7 +346,9 @@ int es_gguf_w_add_tensor(es_gguf_writer *w, const char *name, uint32_t n_dims, c
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !ne)
         return fail(w, "tensor '%s': %u dimensions (1..%d allowed)", name, n_dims, GGUF_MAX_DIMS);
     const es_type_traits *tr = es_type_info(type);
-    if (!tr || type == ES_TYPE_FP8_B128) return fail(w, "tensor '%s': type %u is not a GGUF type", name, type);
+    if (!tr) return fail(w, "tensor '%s': unknown type %u", name, type);
+    if (type == ES_TYPE_FP8_B128) /* edgeseek's in-memory view of a checkpoint (quant.h) */
+        return fail(w, "tensor '%s': type %s is not a GGUF type", name, tr->name);
     uint64_t nelem = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] < 1 || (uint64_t)ne[d] > (uint64_t)INT64_MAX / nelem)

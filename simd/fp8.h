@@ -37,12 +37,18 @@ void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void
                           int64_t r1);
 void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                           int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+/* Rows [r0, r1) dequantised (e4m3 * scale, each product rounded to fp32
+ * once, as es_fp8_dequant) into dst, n floats a row. */
+void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst);
 void es_fp8_matvec_neon(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
                         int64_t r1);
 void es_fp8_matmul_neon(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                         int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
 
-/* The AVX2 and NEON files share one shape (x86_avx512_fp8.c keeps a
+/* The AVX-512 table multiplies through its F32 products, rows dequantised
+ * into a tile first (x86_avx512.c; es_fp8_dequant_rows_avx512); the direct
+ * kernels of x86_avx512_fp8.c take rows longer than the tile.
+ * The AVX2 and NEON files share one shape (x86_avx512_fp8.c keeps a
  * vector sum per row instead, and decodes in registers in its matvec): a row is done block by block (128
  * columns, the last one possibly shorter); each block is first decoded to
  * fp32 (exactly; the 1/256 of the fp16 trick still in), then dotted with

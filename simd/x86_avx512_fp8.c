@@ -73,6 +73,28 @@ void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void
     }
 }
 
+void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst) {
+    for (int64_t r = r0; r < r1; r++, dst += n) {
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
+        for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
+            const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
+            const __m512 s = _mm512_set1_ps(sc[b] * 256.0f);
+            int j = 0;
+            for (; j + 32 <= len; j += 32) {
+                __m512 w0, w1;
+                dec32(q + c0 + j, &w0, &w1);
+                _mm512_storeu_ps(dst + c0 + j, _mm512_mul_ps(w0, s));
+                _mm512_storeu_ps(dst + c0 + j + 16, _mm512_mul_ps(w1, s));
+            }
+            for (; j < len; j += 16) {
+                const int k = len - j < 16 ? len - j : 16;
+                _mm512_mask_storeu_ps(dst + c0 + j, (__mmask16)((1u << k) - 1), _mm512_mul_ps(dec16(q + c0 + j, k), s));
+            }
+        }
+    }
+}
+
 void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                           int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     (void)row_bytes;

@@ -73,7 +73,7 @@ static void test_dequant(void) {
 }
 
 static void test_path(const es_kernels *K) {
-    static const int64_t shapes[][2] = {{1, 128}, {130, 7}, {129, 200}, {300, 333}, {64, 1408}, {257, 2048}};
+    static const int64_t shapes[][2] = {{1, 128}, {130, 7}, {129, 200}, {300, 333}, {64, 1408}, {257, 2048}, {3, 33000}}; /* the last: rows longer than avx512's tile */
     es_matvec_plan plan = es_plan_matvec(K, ES_TYPE_FP8_B128);
     CHECK(plan.fn && plan.act_type == 0, "%s: FP8_B128 matvec with fp32 activations", K->name);
     if (!plan.fn) return;
