@@ -39,4 +39,21 @@ static inline float blockdot_avx2(const float *d, const float *x, int len) {
 
 ES_FP8_ROWS_TEMPLATE(avx2, decode_avx2, blockdot_avx2)
 
+void es_fp8_dequant_rows_avx2(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst) {
+    float dec[ES_FP8_BLOCK] __attribute__((aligned(32)));
+    for (int64_t r = r0; r < r1; r++, dst += n) {
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
+        for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
+            const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
+            const float s1 = sc[b] * 256.0f;
+            const __m256 s = _mm256_set1_ps(s1);
+            decode_avx2(q + c0, dec, len);
+            int j = 0;
+            for (; j + 8 <= len; j += 8) _mm256_storeu_ps(dst + c0 + j, _mm256_mul_ps(_mm256_load_ps(dec + j), s));
+            for (; j < len; j++) dst[c0 + j] = dec[j] * s1;
+        }
+    }
+}
+
 #endif

@@ -145,38 +145,16 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
     matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
-/* ---- FP8_B128 (fp8.h) ----------------------------------------------------------
- *
- * Rows are dequantised into a tile on the stack, each weight e4m3 * scale
- * rounded to fp32 once (the weights a float reference of the checkpoint
- * holds), and multiplied by the F32 products above, whose matmul gives each
- * (row, token) its matvec's value whatever the row range: so do these.
- * Rows longer than the tile (none in DeepSeek's shapes) take the direct
- * kernels of x86_avx512_fp8.c, in both. */
-#define FP8_TILE_FLOATS 32768 /* 128 KB */
-
-/* nt == 0: the matvec (act one vector), else the matmul of nt tokens */
-static void fp8_tiles(const void *w, int64_t n, const void *act, size_t as, int64_t nt, float *y, int64_t ys,
-                      int64_t r0, int64_t r1) {
-    float tile[FP8_TILE_FLOATS] __attribute__((aligned(64)));
-    const int64_t k = FP8_TILE_FLOATS / n;
-    for (int64_t r = r0; r < r1; r += k) {
-        const int64_t e = r + k < r1 ? r + k : r1;
-        es_fp8_dequant_rows_avx512(w, n, r, e, tile);
-        if (nt) matmul_f32(tile, (size_t)n * sizeof(float), n, act, as, nt, y + r, ys, 0, e - r);
-        else matvec_f32(tile, (size_t)n * sizeof(float), n, act, y + r, 0, e - r);
-    }
-}
+/* ---- FP8_B128 (fp8.h): rows dequantised into a tile, the F32 products -------- */
 
 static void matvec_fp8(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    if (n > FP8_TILE_FLOATS) es_fp8_matvec_avx512(w, rb, n, act, y, r0, r1);
-    else fp8_tiles(w, n, act, 0, 0, y, 0, r0, r1);
+    es_fp8_tiled(es_fp8_dequant_rows_avx512, matvec_f32, matmul_f32, es_fp8_matvec_avx512, es_fp8_matmul_avx512, w,
+                 rb, n, act, 0, 0, y, 0, r0, r1);
 }
-
 static void matmul_fp8(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                        int64_t ys, int64_t r0, int64_t r1) {
-    if (n > FP8_TILE_FLOATS) es_fp8_matmul_avx512(w, rb, n, act, as, nt, y, ys, r0, r1);
-    else fp8_tiles(w, n, act, as, nt, y, ys, r0, r1);
+    es_fp8_tiled(es_fp8_dequant_rows_avx512, matvec_f32, matmul_f32, es_fp8_matvec_avx512, es_fp8_matmul_avx512, w,
+                 rb, n, act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- Q8_0 / Q4_0 against Q8_0 activations with VNNI -------------------------
