@@ -69,6 +69,8 @@ INC_examples := -Iinclude
 TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine)
 ifneq (,$(findstring x86_64,$(TARGET_ARCH_NAME)))
 $(BUILD)/obj/simd/x86_avx2.o $(BUILD)/pic/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
+$(BUILD)/obj/simd/x86_avx2_fp8.o $(BUILD)/pic/simd/x86_avx2_fp8.o: ISA_FLAGS = -mavx2 -mfma -mf16c
+$(BUILD)/obj/simd/x86_avx512_fp8.o $(BUILD)/pic/simd/x86_avx512_fp8.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mfma -mf16c
 $(BUILD)/obj/simd/x86_avx512.o $(BUILD)/pic/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
 endif
 

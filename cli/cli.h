@@ -137,6 +137,9 @@ int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+/* cmd_convert.c: lets -m name a Hugging Face checkpoint directory (a no-op
+ * without libcjson); main() calls it first */
+void cli_enable_checkpoints(void);
 int cmd_chat(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

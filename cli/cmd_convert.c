@@ -1,6 +1,8 @@
 /* cmd_convert.c — `edgeseek convert HF_DIR OUT.gguf [TYPE]`: the
  * command-line face of convert/ (a Hugging Face DeepSeek checkpoint to a
- * deepseek2 GGUF).  Built without libcjson, the command says so. */
+ * deepseek2 GGUF), and the switch that lets every command's -m name a
+ * checkpoint directory (convert/hf_direct.c).  Built without libcjson,
+ * the command says so, and -m takes GGUF files alone. */
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +22,12 @@ static void usage_convert(FILE *f) {
                "  The MTP (next-n) layers are kept (--no-mtp drops them); --vocab-only writes\n"
                "  the tokenizer alone.  Progress (bytes, rate, ETA) goes to stderr.\n",
             ES_QUANTIZE_TARGETS);
+}
+
+void cli_enable_checkpoints(void) {
+#ifdef ES_HAVE_CJSON
+    es_hf_direct_enable();
+#endif
 }
 
 int cmd_convert(int argc, char **argv) {

@@ -50,5 +50,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "edgeseek: cannot open /dev/null\n");
         return 1;
     }
+    cli_enable_checkpoints(); /* -m HF_DIR runs a checkpoint as it is */
     return cli_close_stdout(dispatch(argc, argv));
 }

@@ -29,4 +29,8 @@ typedef struct es_convert_params {
 int es_convert_hf(const char *dir, const char *out, const char *type, const es_convert_params *p, char *err,
                   size_t errlen);
 
+/* Lets every model path name a checkpoint directory too (hf_direct.c):
+ * sets format/'s directory opener.  Call once, before loading models. */
+void es_hf_direct_enable(void);
+
 #endif

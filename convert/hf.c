@@ -36,6 +36,7 @@
  * split reads across, is the one tensor held whole (a few tens of MB for V3).
  */
 #include "convert.h"
+#include "hf_plan.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -62,17 +63,6 @@
 
 /* ---- config.json ----------------------------------------------------------- */
 
-typedef struct hf_cfg {
-    int64_t vocab, dim, layers, ffn, moe_ffn, heads, q_lora, kv_lora, nope, rope, vdim;
-    int64_t experts, used, shared, dense, moe_freq, groups, topk_groups, ctx, nextn;
-    double eps, rope_theta, route_scale;
-    int norm_topk, gating, gate_bias;
-    int yarn;
-    double yarn_factor, beta_fast, beta_slow, mscale_all_dim;
-    int64_t yarn_orig;
-    int fp8;
-    int64_t blk_r, blk_c;
-} hf_cfg;
 
 typedef struct cfg_reader {
     const cJSON *j;
@@ -122,7 +112,7 @@ static const char *cfg_str(const cJSON *obj, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int read_config(hf_cfg *c, const cJSON *j, char *err, size_t errlen) {
+int es_hf_read_config(hf_cfg *c, const cJSON *j, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(j, "architectures");
     const char *a = cJSON_IsArray(arch) && cJSON_IsString(arch->child) ? arch->child->valuestring : NULL;
@@ -222,21 +212,6 @@ static int read_config(hf_cfg *c, const cJSON *j, char *err, size_t errlen) {
 
 /* ---- the plan ------------------------------------------------------------------------ */
 
-enum op { OP_WHOLE, OP_KB, OP_VB };
-
-typedef struct otensor {
-    char name[GGUF_W_MAX_NAME];
-    uint32_t n_dims;
-    int64_t ne[4];
-    uint32_t type;
-    enum op op;
-    int n_src;               /* pieces: 1, or the expert count when stacked */
-    es_st_tensor **src;      /* each piece's checkpoint tensor */
-    es_st_tensor **scale;    /* its FP8 scale_inv, or NULL */
-    int64_t src_rows, src_cols; /* a piece's shape (rows 1 for vectors) */
-    int optional;
-    char hf[200]; /* the checkpoint name; a format with %d for stacked experts */
-} otensor;
 
 static const char *piece_name(const otensor *t, int e, char *buf, size_t n) {
     if (t->n_src > 1) snprintf(buf, n, t->hf, e);
@@ -244,25 +219,6 @@ static const char *piece_name(const otensor *t, int e, char *buf, size_t n) {
     return buf;
 }
 
-typedef struct conv {
-    hf_cfg c;
-    es_st_set st;
-    otensor *t;
-    size_t n, cap;
-    int n_blocks; /* block_count: layers and the next-n layers kept */
-    es_gguf_writer *w;
-    es_pool *pool;
-    int n_threads;
-    float **scratch;
-    uint8_t *raw, *out;
-    float *f32;
-    size_t raw_cap, out_cap, f32_cap;
-    uint64_t done_bytes, total_bytes;
-    double t0, last;
-    FILE *log;
-    char *err;
-    size_t errlen;
-} conv;
 
 /* Adds output tensor name, its pieces named by src_fmt (with %d for the
  * expert when n_src > 1), each of shape [rows, cols] in the checkpoint. */
@@ -434,7 +390,7 @@ static int check_piece(conv *v, otensor *t, int e) {
 static int is_ignored(const char *name) { return strstr(name, "rotary_emb.inv_freq") != NULL; }
 
 /* Builds the plan, checks the checkpoint against it, and chooses types. */
-static int make_plan(conv *v, const char *type, int no_mtp) {
+int es_hf_make_plan(conv *v, const char *type, int no_mtp) {
     hf_cfg *c = &v->c;
     int n_mtp = no_mtp ? 0 : (int)c->nextn;
     v->n_blocks = (int)c->layers + n_mtp;
@@ -495,7 +451,7 @@ static int make_plan(conv *v, const char *type, int no_mtp) {
 
 /* ---- metadata ------------------------------------------------------------------------ */
 
-static const char *dir_base(const char *dir, char *buf, size_t n) {
+const char *es_hf_dir_base(const char *dir, char *buf, size_t n) {
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/') len--;
     size_t b = len;
@@ -504,7 +460,7 @@ static const char *dir_base(const char *dir, char *buf, size_t n) {
     return buf;
 }
 
-static void write_hparams(conv *v, int n_mtp) {
+void es_hf_write_hparams(conv *v, int n_mtp) {
     const hf_cfg *c = &v->c;
     es_gguf_writer *w = v->w;
     int moe = c->experts > 0;
@@ -723,7 +679,7 @@ static int write_split(conv *v, otensor *t) {
 
 /* ---- the whole conversion ------------------------------------------------------------ */
 
-static int read_json(const char *dir, const char *file, cJSON **out, char *err, size_t errlen) {
+int es_hf_read_json(const char *dir, const char *file, cJSON **out, char *err, size_t errlen) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     char *txt = es_st_slurp(path, MAX_CONFIG, NULL, err, errlen);
@@ -754,23 +710,23 @@ int es_convert_hf(const char *dir, const char *out, const char *type, const es_c
     fp8_init();
     v.t0 = v.last = now();
     if (!(v.w = es_gguf_writer_new())) return fail(err, errlen, "out of memory");
-    if (!p->vocab_only && (read_json(dir, "config.json", &cj, err, errlen) || read_config(&v.c, cj, err, errlen)))
+    if (!p->vocab_only && (es_hf_read_json(dir, "config.json", &cj, err, errlen) || es_hf_read_config(&v.c, cj, err, errlen)))
         goto done;
     if (p->vocab_only) { /* the model's vocabulary size when config.json gives it */
         char ignored[256];
         cfg_reader r = {.j = cj, .err = ignored, .errlen = sizeof ignored};
-        if (read_json(dir, "config.json", &cj, ignored, sizeof ignored) == 0) r.j = cj, v.c.vocab = cfg_int(&r, "vocab_size", 0, 0, 1 << 24);
+        if (es_hf_read_json(dir, "config.json", &cj, ignored, sizeof ignored) == 0) r.j = cj, v.c.vocab = cfg_int(&r, "vocab_size", 0, 0, 1 << 24);
     }
     es_gguf_w_str(v.w, "general.architecture", "deepseek2");
-    es_gguf_w_str(v.w, "general.name", dir_base(dir, name, sizeof name));
+    es_gguf_w_str(v.w, "general.name", es_hf_dir_base(dir, name, sizeof name));
     if (p->vocab_only) {
         if (es_hf_tokenizer(v.w, dir, cj ? v.c.vocab : 0, err, errlen)) goto done;
     } else {
-        if (es_st_open(&v.st, dir, err, errlen) || make_plan(&v, type, p->no_mtp)) goto done;
+        if (es_st_open(&v.st, dir, err, errlen) || es_hf_make_plan(&v, type, p->no_mtp)) goto done;
         const char *tg = type ? type : v.c.fp8 ? "q8_0" : "bf16";
         es_gguf_w_u32(v.w, "general.file_type", (uint32_t)es_quantize_ftype(tg));
         es_gguf_w_u32(v.w, "general.quantization_version", QNT_VERSION);
-        write_hparams(&v, v.n_blocks - (int)v.c.layers);
+        es_hf_write_hparams(&v, v.n_blocks - (int)v.c.layers);
         if (es_hf_tokenizer(v.w, dir, v.c.vocab, err, errlen)) goto done;
         for (size_t i = 0; i < v.n; i++) {
             otensor *t = &v.t[i];

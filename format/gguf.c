@@ -229,6 +229,7 @@ void es_gguf_close(es_gguf_ctx *ctx) {
     }
     es_fault_unwatch(ctx->fault); /* before the mapping goes */
     if (ctx->map) munmap(ctx->map, ctx->map_size);
+    if (ctx->release) ctx->release(ctx->owner);
     free(ctx);
 }
 
@@ -333,6 +334,10 @@ static int read_tensor_infos(cursor *c, es_gguf_ctx *ctx) {
         const es_type_traits *tr = es_type_info(t->type);
         if (!tr) {
             fail(c, "tensor '%s' has unknown type %u", t->name, t->type);
+            return -1;
+        }
+        if (t->type == ES_TYPE_FP8_B128) { /* edgeseek's in-memory view of a checkpoint, never a file's */
+            fail(c, "tensor '%s' has type %u, which GGUF does not define", t->name, t->type);
             return -1;
         }
         if (t->ne[0] % tr->block_size) {
@@ -452,6 +457,7 @@ bad:
 }
 
 void (*es_gguf_after_map_hook)(const char *path);
+int (*es_gguf_open_dir_hook)(const char *path, es_gguf_ctx **out, char *err, size_t errlen);
 
 int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t errlen) {
     *out = NULL;
@@ -463,6 +469,13 @@ int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t err
         return -1;
     }
     struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        if (es_gguf_open_dir_hook) return es_gguf_open_dir_hook(path, out, err, errlen);
+        snprintf(err, errlen, "'%s' is a directory (a Hugging Face checkpoint runs through the edgeseek command; "
+                              "this program reads GGUF files)", path);
+        return -1;
+    }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "'%s' is not a regular file (a model must be a GGUF file on disk)", path);
         close(fd);

@@ -59,6 +59,11 @@ typedef struct es_gguf_tensor {
     uint64_t offset;        /* relative to data_offset */
     uint64_t nbytes;
     const uint8_t *data;    /* base + data_offset + offset */
+    /* NULL in a GGUF file.  A table made by a directory opener (below) may
+     * give one pointer per matrix (ne[2] of them) for a tensor whose
+     * matrices lie apart, as a checkpoint's experts do; data is then
+     * mats[0] and nbytes their sum */
+    const uint8_t *const *mats;
 } es_gguf_tensor;
 
 typedef struct es_gguf_ctx {
@@ -78,6 +83,10 @@ typedef struct es_gguf_ctx {
      * header is parsed so a file that shrinks while it is read ends with a
      * message; users of the mapping ask es_fault_hit(ctx->fault, ...) */
     struct es_fault_watch *fault;
+    /* set by a directory opener: called with owner by es_gguf_close, after
+     * the tables are freed (it unmaps what the tensors point into) */
+    void (*release)(void *owner);
+    void *owner;
 } es_gguf_ctx;
 
 /* 0 on success; otherwise -1 and a message in err. */
@@ -87,6 +96,14 @@ int es_gguf_open_file(const char *path, es_gguf_ctx **out, char *err, size_t err
  * shrink the file there). */
 extern void (*es_gguf_after_map_hook)(const char *path);
 void es_gguf_close(es_gguf_ctx *ctx);
+/* A model given as a directory (a Hugging Face checkpoint) is opened by
+ * this hook when one is set; es_gguf_open_file calls it for a directory.
+ * The library sets none (it stays free of JSON): the CLI sets the convert
+ * room's (convert/hf_direct.c) at start-up.  The ctx it makes holds the
+ * metadata a converter would write and a tensor table pointing into the
+ * directory's files, mapped read-only; base and map are NULL (there is no
+ * one file).  0, or -1 with a message naming the file and the tensor. */
+extern int (*es_gguf_open_dir_hook)(const char *path, es_gguf_ctx **out, char *err, size_t errlen);
 
 const es_gguf_kv *es_gguf_find_kv(const es_gguf_ctx *ctx, const char *key);
 const es_gguf_tensor *es_gguf_find_tensor(const es_gguf_ctx *ctx, const char *name);

@@ -347,6 +347,8 @@ int es_gguf_w_add_tensor(es_gguf_writer *w, const char *name, uint32_t n_dims, c
         return fail(w, "tensor '%s': %u dimensions (1..%d allowed)", name, n_dims, GGUF_MAX_DIMS);
     const es_type_traits *tr = es_type_info(type);
     if (!tr) return fail(w, "tensor '%s': unknown type %u", name, type);
+    if (type == ES_TYPE_FP8_B128) /* edgeseek's in-memory view of a checkpoint (quant.h) */
+        return fail(w, "tensor '%s': type %s is not a GGUF type", name, tr->name);
     uint64_t nelem = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] < 1 || (uint64_t)ne[d] > (uint64_t)INT64_MAX / nelem)
@@ -435,6 +437,25 @@ static int out_zeros(es_gguf_writer *w, uint64_t n) {
         if (out(w, zeros, k)) return -1;
         n -= k;
     }
+    return 0;
+}
+
+int es_gguf_w_meta_buffer(es_gguf_writer *w, uint8_t **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    if (w->failed) return -1;
+    bytes b = {0};
+    put(&b, "GGUF", 4);
+    put_u32(&b, GGUF_W_VERSION);
+    put_u64(&b, 0);
+    put_u64(&b, w->n_kv);
+    for (size_t i = 0; i < w->n_kv; i++) {
+        put_str(&b, w->kv[i].key, strlen(w->kv[i].key));
+        put(&b, w->kv[i].blob, w->kv[i].len);
+    }
+    if (b.oom) { free(b.p); return fail(w, "out of memory"); }
+    *buf = b.p;
+    *len = b.len;
     return 0;
 }
 

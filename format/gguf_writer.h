@@ -74,6 +74,10 @@ int es_gguf_w_arr_str(es_gguf_writer *w, const char *key, const char *const *str
 /* Any value, in the reader's representation (gguf.h), including arrays of
  * strings and nested arrays: copies a key from a parsed file verbatim. */
 int es_gguf_w_value(es_gguf_writer *w, const char *key, const es_gguf_value *v);
+/* The metadata alone as a GGUF image in memory (no tensors, whatever was
+ * added), for es_gguf_parse_buffer: *buf is malloc'd.  0, or -1 (sticky
+ * error). */
+int es_gguf_w_meta_buffer(es_gguf_writer *w, uint8_t **buf, size_t *len);
 /* Removes a key if present (0 either way). */
 int es_gguf_w_remove(es_gguf_writer *w, const char *key);
 

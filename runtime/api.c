@@ -97,6 +97,7 @@ static es_status load_params(const es_load_params *params, es_load_params *lp, c
 static int watch_file(es_model *m, const es_gguf_ctx *g, const char *path) {
     m->path = strdup(path);
     m->fault = g->fault; /* the GGUF context's, watching since the file was mapped */
+    if (!g->map) return 0; /* a checkpoint directory: its opener checked every shard's size */
     m->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (m->fd < 0 || fstat(m->fd, &st) != 0) {
@@ -195,7 +196,14 @@ es_status es_model_load_share(const char *path, const es_load_params *params, in
             es_model_free(m);
             return st;
         }
-        st = es_pager_new(m, path, &lp, &m->res, inner, sizeof inner);
+        if (!g->map && (lp.mem_budget > 0 || (lp.experts != ES_EXPERTS_DEFAULT && lp.experts != ES_EXPERTS_MMAP_PLAIN))) {
+            set_err(err, errlen, "%s: paging routed experts (--experts, --mem-budget) works on GGUF files; "
+                                 "a checkpoint directory is mapped whole (convert it to page it)", path);
+            es_model_free(m);
+            return ES_ERR_UNSUPPORTED;
+        }
+        /* a checkpoint directory's experts stay mapped as they are (no pager) */
+        st = g->map ? es_pager_new(m, path, &lp, &m->res, inner, sizeof inner) : ES_OK;
         if (st != ES_OK) {
             set_err(err, errlen, "%s: %s", path, inner);
             es_model_free(m);

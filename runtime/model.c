@@ -266,7 +266,10 @@ static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int6
         return 0;
     }
     const es_type_traits *tr = es_type_info(t->type);
-    if (!tr || !tr->supported || !L->m->kern->dequant_row[t->type]) {
+    /* FP8_B128 (a checkpoint's, in place) has only products */
+    int computable = t->type == ES_TYPE_FP8_B128 ? L->m->kern->matvec[t->type] != NULL
+                                                 : L->m->kern->dequant_row[t->type] != NULL;
+    if (!tr || !tr->supported || !computable) {
         set_err(L->err, L->errlen, "tensor %s has type %s, which edgeseek cannot compute with yet "
                                    "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, "
                                    "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, "
@@ -284,14 +287,24 @@ static int get_weight(loader *L, es_weight *w, const char *name, int64_t n, int6
     w->row_bytes = es_row_bytes(t->type, n);
     w->mat_bytes = w->row_bytes * (size_t)rows;
     w->name = t->name;
+    w->mats = t->mats;
     L->m->weight_bytes += t->nbytes;
     return 1;
+}
+
+/* Fails unless w is read by rows as well as by products (not FP8_B128). */
+static int need_rows(loader *L, const es_weight *w) {
+    if (L->failed || !w->data || w->type != ES_TYPE_FP8_B128) return 0;
+    set_err(L->err, L->errlen, "tensor %s: FP8 with block scales is supported for matrix products only, "
+                               "not here (edgeseek reads this tensor by rows)", w->name);
+    L->failed = 1;
+    return -1;
 }
 
 /* A 1-D vector of length n, converted to F32 (norm weights, gate bias). */
 static const float *get_vec(loader *L, const char *name, int64_t n, int optional) {
     es_weight w;
-    if (!get_weight(L, &w, name, n, 1, 1, optional)) return NULL;
+    if (!get_weight(L, &w, name, n, 1, 1, optional) || need_rows(L, &w)) return NULL;
     float *dst = L->vec_next;
     L->vec_next += n;
     es_dequant_row(L->m->kern, w.type, w.data, dst, n);
@@ -333,6 +346,7 @@ static int load_layer(loader *L, int il) {
         ly->legacy_kv_b = 1;
         get_weight(L, &ly->wkv_b, NAME("attn_kv_b.weight"), R, (int64_t)H * (dn + dv), 1, 0);
     }
+    need_rows(L, &ly->wk_b), need_rows(L, &ly->wv_b), need_rows(L, &ly->wkv_b); /* read head by head */
     get_weight(L, &ly->wo, NAME("attn_output.weight"), (int64_t)H * dv, hp->dim, 1, 0);
     ly->is_moe = il >= hp->n_dense;
     if (!ly->is_moe) {
@@ -433,6 +447,7 @@ es_status es_model_load_gguf(es_model *m, es_gguf_ctx *g, int vocab_only, char *
     }
     loader L = {.m = m, .err = err, .errlen = errlen, .vec_next = m->f32_copies};
     get_weight(&L, &m->tok_embd, "token_embd.weight", hp->dim, hp->n_vocab, 1, 0);
+    need_rows(&L, &m->tok_embd);
     m->out_norm = get_vec(&L, "output_norm.weight", hp->dim, 0);
     get_weight(&L, &m->out, "output.weight", hp->dim, hp->n_vocab, 1, 0);
     if (L.failed) return L.unsupported ? ES_ERR_UNSUPPORTED : ES_ERR_FORMAT;

@@ -77,7 +77,17 @@ typedef struct es_weight {
     size_t row_bytes;
     size_t mat_bytes;
     const char *name;
+    /* NULL: matrix i at data + i * mat_bytes.  Else matrix i at mats[i]
+     * (a checkpoint's experts, each a tensor of its own; gguf.h).  An
+     * FP8_B128 weight's data and mats point to es_fp8_mat descriptions
+     * (quant.h), never to bytes: it is read by its matvec/matmul alone. */
+    const uint8_t *const *mats;
 } es_weight;
+
+/* Where matrix i of w starts (what its kernels take). */
+static inline const uint8_t *es_weight_mat(const es_weight *w, int64_t i) {
+    return w->mats ? w->mats[i] : w->data + (size_t)i * w->mat_bytes;
+}
 
 typedef struct es_layer {
     const float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm; /* F32 copies */

@@ -395,9 +395,9 @@ static int next_group(es_session *s, int il, const es_layer *ly, int n_active, i
     for (int i = 0; i < n_active; i++) {
         int e = sc->active[i];
         sc->grp[i] = e;
-        sc->grp_ptr[i][0] = ly->gate_exps.data + (size_t)e * ly->gate_exps.mat_bytes;
-        sc->grp_ptr[i][1] = ly->up_exps.data + (size_t)e * ly->up_exps.mat_bytes;
-        sc->grp_ptr[i][2] = ly->down_exps.data + (size_t)e * ly->down_exps.mat_bytes;
+        sc->grp_ptr[i][0] = es_weight_mat(&ly->gate_exps, e);
+        sc->grp_ptr[i][1] = es_weight_mat(&ly->up_exps, e);
+        sc->grp_ptr[i][2] = es_weight_mat(&ly->down_exps, e);
     }
     return n_active;
 }

@@ -326,7 +326,7 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
     char topo_desc[96];
     snprintf(topo_desc, sizeof topo_desc, "%d node%s (%s%s)", N, N == 1 ? "" : "s",
              p->topo.fake ? "fake, over " : "", p->topo.source);
-    if (policy == ES_NUMA_OFF || N == 1 || !m->layers) {
+    if (policy == ES_NUMA_OFF || N == 1 || !m->layers || !m->gguf->map) { /* !map: a checkpoint directory */
         snprintf(p->summary, sizeof p->summary, "numa: %s, %s: nothing placed", policy_name(policy), topo_desc);
         *out = p;
         return ES_OK;
@@ -347,7 +347,7 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
             if (!es_model_owns(m, il, e)) continue; /* another process's: never touched here */
             int node = es_numa_expert_node(p, il, e);
             for (int w = 0; w < 3; w++) {
-                oom |= add_assign(p, ws[w]->data + (size_t)e * ws[w]->mat_bytes, ws[w]->mat_bytes, node, -1);
+                oom |= add_assign(p, es_weight_mat(ws[w], e), ws[w]->mat_bytes, node, -1);
                 p->st.expert_bytes[node] += ws[w]->mat_bytes;
             }
         }

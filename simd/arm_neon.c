@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "iq_grids.h"
+#include "fp8.h"
 
 #define AI __attribute__((always_inline))
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
@@ -1109,7 +1110,8 @@ static const es_kernels table_base = {
                [ES_TYPE_Q5_0] = matvec_q5_0, [ES_TYPE_Q5_1] = matvec_q5_1, [ES_TYPE_IQ4_NL] = matvec_iq4_nl,
                [ES_TYPE_IQ4_XS] = matvec_iq4_xs, [ES_TYPE_IQ2_XXS] = matvec_iq2_xxs, [ES_TYPE_IQ2_XS] = matvec_iq2_xs,
                [ES_TYPE_IQ2_S] = matvec_iq2_s, [ES_TYPE_IQ3_XXS] = matvec_iq3_xxs, [ES_TYPE_IQ3_S] = matvec_iq3_s,
-               [ES_TYPE_IQ1_S] = matvec_iq1_s, [ES_TYPE_IQ1_M] = matvec_iq1_m, [ES_TYPE_TQ2_0] = matvec_tq2_0},
+               [ES_TYPE_IQ1_S] = matvec_iq1_s, [ES_TYPE_IQ1_M] = matvec_iq1_m, [ES_TYPE_TQ2_0] = matvec_tq2_0,
+               [ES_TYPE_FP8_B128] = es_fp8_matvec_neon},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
@@ -1124,7 +1126,8 @@ static const es_kernels table_base = {
                [ES_TYPE_Q5_1] = matmul_q5_1, [ES_TYPE_IQ4_NL] = matmul_iq4_nl, [ES_TYPE_IQ4_XS] = matmul_iq4_xs,
                [ES_TYPE_IQ2_XXS] = matmul_iq2_xxs, [ES_TYPE_IQ2_XS] = matmul_iq2_xs, [ES_TYPE_IQ2_S] = matmul_iq2_s,
                [ES_TYPE_IQ3_XXS] = matmul_iq3_xxs, [ES_TYPE_IQ3_S] = matmul_iq3_s, [ES_TYPE_IQ1_S] = matmul_iq1_s,
-               [ES_TYPE_IQ1_M] = matmul_iq1_m, [ES_TYPE_TQ2_0] = matmul_tq2_0},
+               [ES_TYPE_IQ1_M] = matmul_iq1_m, [ES_TYPE_TQ2_0] = matmul_tq2_0,
+               [ES_TYPE_FP8_B128] = es_fp8_matmul_neon},
     .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
                     [ES_TYPE_Q4_0] = dequant_q4_0, [ES_TYPE_Q4_1] = dequant_q4_1, [ES_TYPE_Q5_0] = dequant_q5_0,
                     [ES_TYPE_Q5_1] = dequant_q5_1, [ES_TYPE_IQ4_NL] = dequant_iq4_nl},

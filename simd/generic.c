@@ -5,6 +5,7 @@
  * defined; the block layouts are in quant.h. */
 #include "kernels.h"
 #include "generic_kquants.h"
+#include "fp8.h"
 
 #include <math.h>
 #include <string.h>
@@ -420,7 +421,8 @@ const es_kernels es_kernels_generic = {
                [ES_TYPE_IQ1_S] = es_matvec_iq1_s, [ES_TYPE_IQ1_M] = es_matvec_iq1_m,
                [ES_TYPE_TQ1_0] = es_matvec_tq1_0, [ES_TYPE_TQ2_0] = es_matvec_tq2_0,
                [ES_TYPE_Q2_K] = es_matvec_q2_K, [ES_TYPE_Q3_K] = es_matvec_q3_K, [ES_TYPE_Q4_K] = es_matvec_q4_K,
-               [ES_TYPE_Q5_K] = es_matvec_q5_K, [ES_TYPE_Q6_K] = es_matvec_q6_K},
+               [ES_TYPE_Q5_K] = es_matvec_q5_K, [ES_TYPE_Q6_K] = es_matvec_q6_K,
+               [ES_TYPE_FP8_B128] = es_fp8_matvec_generic},
     .dequant_row = {[ES_TYPE_F32] = dequant_f32, [ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16,
                     [ES_TYPE_Q8_0] = dequant_q8_0, [ES_TYPE_Q4_0] = dequant_q4_0,
                     [ES_TYPE_Q4_1] = dequant_q4_1, [ES_TYPE_Q5_0] = dequant_q5_0, [ES_TYPE_Q5_1] = dequant_q5_1,

@@ -22,6 +22,7 @@ static const es_type_traits traits[ES_TYPE_COUNT] = {
     T(ES_TYPE_F64, "F64", 1, 8, 0),        T(ES_TYPE_IQ1_M, "IQ1_M", 256, 56, 1),
     T(ES_TYPE_BF16, "BF16", 1, 2, 1),      T(ES_TYPE_TQ1_0, "TQ1_0", 256, 54, 1),
     T(ES_TYPE_TQ2_0, "TQ2_0", 256, 66, 1), T(ES_TYPE_MXFP4, "MXFP4", 32, 17, 0),
+    T(ES_TYPE_FP8_B128, "FP8_B128", 1, 1, 1), /* in memory only: quant.h */
 };
 #undef T
 

@@ -19,7 +19,11 @@ enum es_type {
     ES_TYPE_IQ2_S = 22, ES_TYPE_IQ4_XS = 23, ES_TYPE_I8 = 24, ES_TYPE_I16 = 25,
     ES_TYPE_I32 = 26, ES_TYPE_I64 = 27, ES_TYPE_F64 = 28, ES_TYPE_IQ1_M = 29,
     ES_TYPE_BF16 = 30, ES_TYPE_TQ1_0 = 34, ES_TYPE_TQ2_0 = 35, ES_TYPE_MXFP4 = 39,
-    ES_TYPE_COUNT = 40
+    /* edgeseek's own, never in a GGUF file (the reader and writer refuse
+     * it): FP8 e4m3 weights with 128x128 block scales read in place from a
+     * Hugging Face checkpoint (es_fp8_mat below) */
+    ES_TYPE_FP8_B128 = 40,
+    ES_TYPE_COUNT = 41
 };
 
 typedef uint16_t es_fp16; /* IEEE half, raw bits */
@@ -315,6 +319,34 @@ static inline int es_k3_scale(int j, const uint8_t *s) {
     int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
     int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
     return lo | hi << 4;
+}
+
+/* FP8_B128: DeepSeek's FP8 checkpoint layout, read where the checkpoint's
+ * shards are mapped.  A matrix of `rows` rows of n weights is two tensors of
+ * the checkpoint: q, rows x n e4m3 bytes row-major (1 sign, 4 exponent bits
+ * with bias 7, 3 mantissa bits; exponent 0 is subnormal, m/8 * 2^-6), and
+ * scale, the float32 `weight_scale_inv` grid of ceil(rows/128) x
+ * ceil(n/128) blocks:  w[r][c] = e4m3(q[r*n + c]) * scale[(r/128) *
+ * scale_cols + c/128].  8 bpw plus 32 bits per 16384 weights.  The two lie
+ * apart, so a weight of this type is not its bytes but this description of
+ * them: the kernels take a pointer to an es_fp8_mat where other types take
+ * the first row (es_weight.data / a matrix pointer), rows are counted from
+ * row 0 of the description, and row_bytes is n.  The bit pattern S.1111.111
+ * (NaN in e4m3fn; DeepSeek's checkpoints hold none) reads as +-480 on every
+ * path. */
+#define ES_FP8_BLOCK 128
+typedef struct es_fp8_mat {
+    const uint8_t *q;     /* rows x n bytes */
+    const float *scale;   /* [ceil(rows/128)][scale_cols] */
+    int64_t scale_cols;   /* ceil(n/128) */
+} es_fp8_mat;
+
+/* e4m3 -> fp16 bit pattern whose value is the e4m3 value / 256 (exact for
+ * every byte: the 4-bit exponent and 3-bit mantissa slide into fp16's
+ * fields, subnormals included).  The kernels convert with their fp16
+ * instructions and fold the 256 into the block scale. */
+static inline uint16_t es_fp8_to_fp16_scaled(uint8_t b) {
+    return (uint16_t)(((b & 0x80u) << 8) | ((b & 0x7fu) << 7));
 }
 
 /* Traits of every type ggml knows, so the reader can size any tensor. */

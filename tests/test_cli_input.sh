@@ -11,7 +11,7 @@ for c in "info -m $T/fifo" "tokenize -m $T/fifo -p hi" "run -m $T/fifo -p hi" \
     expect 1 "not a regular file" "$E $c"
 done
 expect 1 "not a regular file" "$E info -m /dev/null"
-expect 1 "not a regular file" "$E info -m $T"
+expect 1 "directory without config.json" "$E info -m $T"
 
 # prompt files: a FIFO, a device, a directory are refused at once
 expect 1 "is a FIFO" "$E tokenize -m $M -f $T/fifo"

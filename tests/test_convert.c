@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "edgeseek.h"
+#include "hfutil.h"
 #include "testutil.h"
 
 static char tmp[256];
@@ -45,15 +46,7 @@ static const int32_t toks[] = {1, 5, 77, 300, 12, 260, 3, 99, 401, 42, 7, 300};
 static double max_diff(const char *a, const char *b) {
     int va = 0, vb = 0;
     float *la = test_logits_of(a, toks, NT, &va), *lb = test_logits_of(b, toks, NT, &vb);
-    double d = -1;
-    if (la && lb && va == vb) {
-        d = 0;
-        for (size_t i = 0; i < (size_t)va * NT; i++) {
-            double x = (double)la[i] - (double)lb[i];
-            if (x < 0) x = -x;
-            if (!(x <= d)) d = x; /* NaN propagates */
-        }
-    }
+    double d = la && lb && va == vb ? hf_max_diff(la, lb, (size_t)va * NT) : -1;
     free(la);
     free(lb);
     return d;
@@ -87,33 +80,14 @@ static void same_tokens(const char *what, const char *a, const char *b) {
     es_model_free(mb);
 }
 
-typedef struct good_case {
-    const char *what, *gen_model, *gen_hf;
-    int fp8;
-} good_case;
-
-static const good_case good[] = {
-    {"v3 fp8 128x128, 3 shards, MTP", "--preset v3 --mtp=1", "--fp8 --shards 3", 1},
-    {"v3 fp8 32x64 blocks, one file", "--preset v3", "--fp8 --block 32 64 --shards 1", 1},
-    {"v2-lite bf16, 2 shards", "--preset tiny --yarn-factor 40 --yarn-log-mul 0.0707", "--shards 2", 0},
-    {"v2 groups bf16, 4 shards, MTP", "--preset tiny --groups 2 --groups-used 1 --mtp=1", "--shards 4", 0},
-};
 
 static void run_good(int i) {
-    const good_case *g = &good[i];
+    const hf_case *g = &hf_cases[i];
     char src[300], hf[300], ref[300], o[300], o2[300];
     snprintf(src, sizeof src, "%s/g%d.gguf", tmp, i);
     snprintf(hf, sizeof hf, "%s/hf%d", tmp, i);
     snprintf(ref, sizeof ref, "%s/ref%d.gguf", tmp, i);
-    if (sh("%s --quiet %s -o %s", test_build_path("gen_model"), g->gen_model, src)) {
-        CHECK(0, "%s: gen_model failed: %s", g->what, out);
-        return;
-    }
-    snprintf(cmd, sizeof cmd, "%s %s %s %s --ref %s 2>&1", test_build_path("gen_hf"), src, hf, g->gen_hf, ref);
-    if (test_run_cmd(cmd, out, sizeof out)) {
-        CHECK(0, "%s: gen_hf failed: %s", g->what, out);
-        return;
-    }
+    if (hf_make_case(g, src, hf, ref, out, sizeof out)) return;
     /* F32: the reference's weights exactly, so the same logits bit for bit */
     snprintf(o, sizeof o, "%s/out%d-f32.gguf", tmp, i);
     int rc = sh("%s convert --quiet %s %s f32 2>&1", test_build_path("edgeseek"), hf, o);
@@ -163,92 +137,25 @@ static void run_good(int i) {
     unlink(src);
 }
 
-typedef struct bad_case {
-    const char *what;
-    const char *gen_hf; /* extra gen_hf options */
-    const char *edit;   /* shell command run in the checkpoint's directory, or NULL */
-    const char *want1, *want2; /* the message must contain both */
-} bad_case;
-
-#define O_PROJ "model.layers.1.self_attn.o_proj.weight"
-#define Q_A "model.layers.1.self_attn.q_a_proj.weight"
-static const bad_case bad[] = {
-    {"missing shard", "", "rm model-00002-of-00003.safetensors", "model-00002-of-00003.safetensors", "cannot open"},
-    {"tensor missing", "--mutate drop:" O_PROJ, NULL, "model.safetensors.index.json", O_PROJ " is missing"},
-    {"tensor twice", "--mutate dup:" O_PROJ, NULL, O_PROJ, "appears twice"},
-    {"listed twice", "",
-     "sed -i 's|^  \"model.norm.weight\": \\(.*\\)$|  \"model.norm.weight\": \\1\\n  \"model.norm.weight\": \\1|' "
-     "model.safetensors.index.json",
-     "model.safetensors.index.json", "model.norm.weight is listed twice"},
-    {"fp8 without quantization_config", "--mutate nofp8cfg", NULL, "model-00001-of-00003.safetensors: tensor model.",
-     "F8_E4M3, but config.json has no fp8 quantization_config"},
-    {"shape", "--mutate shape:" Q_A, NULL, Q_A, "config.json implies"},
-    {"missing scale", "--mutate noscale:" O_PROJ, NULL, O_PROJ, "without its"},
-    {"truncated shard", "", "truncate -s -100 model-00003-of-00003.safetensors", "model-00003-of-00003.safetensors",
-     "truncated"},
-    {"malformed header", "", "printf 'x' | dd of=model-00001-of-00003.safetensors bs=1 seek=8 conv=notrunc 2>/dev/null",
-     "model-00001-of-00003.safetensors", "malformed JSON header"},
-    {"oversized header", "",
-     "printf '\\000\\000\\000\\000\\001' | dd of=model-00002-of-00003.safetensors bs=1 seek=0 conv=notrunc 2>/dev/null",
-     "model-00002-of-00003.safetensors", "exceeds"},
-    {"unknown architecture", "--arch LlamaForCausalLM", NULL, "config.json", "LlamaForCausalLM' (model_type"},
-    {"config disagrees", "", "sed -i 's/\"hidden_size\": 256/\"hidden_size\": 128/' config.json", "config.json implies",
-     "model.embed_tokens.weight"},
-};
 
 static void run_bad(const char *src, int i) {
-    const bad_case *b = &bad[i];
-    char hf[300], o[300];
+    const hf_bad_case *b = &hf_bad_cases[i];
+    char hf[300], o[300], opts[512], fmt[1024];
     snprintf(hf, sizeof hf, "%s/bad%d", tmp, i);
     snprintf(o, sizeof o, "%s/bad%d.gguf", tmp, i);
-    snprintf(cmd, sizeof cmd, "%s %s %s --fp8 --shards 3 %s 2>&1", test_build_path("gen_hf"), src, hf, b->gen_hf);
-    if (test_run_cmd(cmd, out, sizeof out)) {
-        CHECK(0, "%s: gen_hf failed: %s", b->what, out);
-        return;
-    }
-    if (b->edit) {
-        snprintf(cmd, sizeof cmd, "cd %s && %s", hf, b->edit);
-        CHECK(test_run_cmd(cmd, out, sizeof out) == 0, "%s: edit failed: %s", b->what, out);
-    }
-    int rc = sh("%s convert --quiet %s %s 2>&1", test_build_path("edgeseek"), hf, o);
-    size_t len = strlen(out);
-    while (len && out[len - 1] == '\n') out[--len] = 0;
-    CHECK(rc == 1, "%s: exit status %d, want 1 (%s)", b->what, rc, out);
-    CHECK(strstr(out, b->want1) && strstr(out, b->want2), "%s: message '%s' lacks '%s' / '%s'", b->what, out,
-          b->want1, b->want2);
-    CHECK(!strchr(out, '\n'), "%s: message is more than one line: %s", b->what, out);
+    snprintf(opts, sizeof opts, "--fp8 --shards 3 %s", b->gen_hf);
+    snprintf(fmt, sizeof fmt, "%s convert --quiet %%s %s", test_build_path("edgeseek"), o);
+    hf_check_bad(b->what, src, hf, opts, b->edit, fmt, b->want1, b->want2, out, sizeof out);
     CHECK(!exists(o), "%s: an output file was left behind", b->what);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", hf);
-    test_run_cmd(cmd, out, sizeof out);
 }
 
 int main(void) {
-    if (test_run_cmd("true", out, sizeof out) != 0) {
-        SKIP("no shell to run the tools");
-        return test_summary();
-    }
-    snprintf(cmd, sizeof cmd, "%s convert --help 2>&1", test_build_path("edgeseek"));
-    int rc = test_run_cmd(cmd, out, sizeof out);
-    if (rc != 0 || !exists(test_build_path("gen_hf")) || !exists(test_build_path("gen_model"))) {
-        SKIP("edgeseek convert, gen_hf or gen_model not built (rc %d)", rc);
-        return test_summary();
-    }
-    snprintf(cmd, sizeof cmd, "%s convert x y 2>&1", test_build_path("edgeseek"));
-    test_run_cmd(cmd, out, sizeof out);
-    if (strstr(out, "without libcjson")) {
-        SKIP("edgeseek was built without libcjson: convert untested");
-        return test_summary();
-    }
-    snprintf(tmp, sizeof tmp, "/tmp/es_convert_XXXXXX");
-    if (!mkdtemp(tmp)) {
-        CHECK(0, "mkdtemp failed");
-        return test_summary();
-    }
-    for (int i = 0; i < (int)(sizeof good / sizeof good[0]); i++) run_good(i);
+    if (!hf_setup(tmp, sizeof tmp, "es_convert")) return test_summary();
+    for (int i = 0; i < hf_n_cases; i++) run_good(i);
     char src[300];
     snprintf(src, sizeof src, "%s/bad.gguf", tmp);
     if (sh("%s --quiet --preset v3 -o %s%s", test_build_path("gen_model"), src, "") == 0)
-        for (int i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) run_bad(src, i);
+        for (int i = 0; i < hf_n_bad_cases; i++) run_bad(src, i);
     else
         CHECK(0, "gen_model failed: %s", out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
