@@ -448,9 +448,10 @@ static int answer(chat *c, const char *message) {
     free(sh.reasoning.p);
     if (c->verbose)
         fprintf(stderr, "[edgeseek chat] prompt %zu tokens: %zu reused from the cache, %zu evaluated in %.3f s |"
-                        " generated %ld tokens, %.2f tokens/s | context %zu of %d\n",
+                        " generated %ld tokens, %.2f tokens/s | context %zu of %d | KV cache %s, %zu bytes\n",
                 n_ids, reused, n_ids - reused, t1 - t0, produced, t2 > t1 ? produced / (t2 - t1) : 0.0,
-                c->n_cache, c->n_ctx);
+                c->n_cache, c->n_ctx, es_kv_type_name(es_session_kv_type(c->s)),
+                c->n_cache * es_session_kv_bytes_per_token(c->s));
     return rc;
 }
 

@@ -240,6 +240,14 @@ static int h_metrics(srv *S, struct mg_connection *c) {
                       "# HELP edgeseek_expert_cache_hit_ratio Routed-expert accesses served from memory.\n"
                       "# TYPE edgeseek_expert_cache_hit_ratio gauge\nedgeseek_expert_cache_hit_ratio %.4f\n",
                       st.expert_hit);
+    size_t kvb = es_model_kv_bytes_per_token_of(S->m, S->o->kv_type);
+    if (n > 0 && (size_t)n < sizeof b)
+        n += snprintf(b + n, sizeof b - (size_t)n,
+                      "# HELP edgeseek_kv_cache_bytes Bytes the slots' KV caches hold, at their type (%s).\n"
+                      "# TYPE edgeseek_kv_cache_bytes gauge\nedgeseek_kv_cache_bytes %llu\n"
+                      "# HELP edgeseek_kv_cache_bytes_per_token Bytes of KV cache per token, all layers.\n"
+                      "# TYPE edgeseek_kv_cache_bytes_per_token gauge\nedgeseek_kv_cache_bytes_per_token %zu\n",
+                      es_kv_type_name(S->o->kv_type), (unsigned long long)(st.kv_tokens * kvb), kvb);
     if (n < 0 || (size_t)n >= sizeof b) n = 0;
     return send_body(c, 200, "text/plain; version=0.0.4", b, (size_t)n, NULL);
 }

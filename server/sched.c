@@ -673,7 +673,11 @@ void srv_sched_stats(srv_sched *S, srv_stats *st) {
     pthread_mutex_lock(&S->mu);
     *st = S->st;
     st->busy = 0;
-    for (int i = 0; i < S->n_slots; i++) st->busy += S->slots[i].job != NULL;
+    st->kv_tokens = 0;
+    for (int i = 0; i < S->n_slots; i++) {
+        st->busy += S->slots[i].job != NULL;
+        st->kv_tokens += (uint64_t)S->slots[i].n_toks;
+    }
     st->queued = S->n_queue;
     st->n_slots = S->n_slots;
     pthread_mutex_unlock(&S->mu);

@@ -89,6 +89,7 @@ typedef struct srv_stats {
     uint64_t prompt_tokens, gen_tokens, requests, cached_tokens;
     double gen_seconds, prompt_seconds; /* busy time of decode and prefill steps */
     int busy, queued, n_slots;
+    uint64_t kv_tokens;                 /* tokens the slots' caches hold together */
     double expert_hit;                  /* -1: no routed-expert paging figures */
 } srv_stats;
 

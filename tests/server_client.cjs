@@ -420,6 +420,9 @@ async function slotTests(dir) {
   await until(async () => { busy = (await slots()).find((x) => x.is_processing); return !!busy; }, 20000);
   check(!!busy, "a streaming request shows as a busy slot");
   if (busy) errorShape(await action(busy.id, "save", "busy.bin"), 503, "save of a busy slot");
+  const mt = await http("GET", "/metrics");
+  check(/^edgeseek_kv_cache_bytes_per_token 400$/m.test(mt.text) && /^edgeseek_kv_cache_bytes [1-9]\d*$/m.test(mt.text),
+        "/metrics: the caches at their type (q8_0): " + mt.text.slice(-400));
   // --max-conn 3: with three connections open (the stream and two sockets
   // that sent half a request), the next one gets 503 at once
   const socks = [0, 1].map(() => {

@@ -57,6 +57,7 @@ B="Be brief."
 printf 'What is 487 + 356?\n' | { expect 0 "" "$C --system '$B' --verbose --session $S"; }
 check "--session: saved at exit" [ -s "$S" ]
 check "--session: nothing to restore at first" grep -q 'tokens: 0 reused' "$T/err"
+check "--verbose: the cache's type and bytes" grep -q 'KV cache f16, [1-9][0-9]* bytes' "$T/err"
 printf 'What is 487 + 356?\n' | { expect 0 "tokens of cache restored from" "$C --system '$B' --verbose --session $S"; }
 cp "$T/out" "$T/restored"
 check "--session: all but the last prompt token from the file" \
