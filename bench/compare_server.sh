@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --kv-type) KV=$2; shift 2 ;;
         --llama-server) LS=$2; shift 2 ;;
         --llama-args) LA=$2; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "compare_server.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
