@@ -7,14 +7,17 @@
 # time, so they never share the memory); the table gives medians.
 #
 #   bench/compare_server.sh [-t THREADS] [-r ROUNDS] [-n TOKENS] [-c CTX] [-L LONG]
-#                           [--llama-server PATH] MODEL...
+#                           [-s STREAMS] [--kv-type T] [--llama-server PATH] MODEL...
 #
 #   -t      threads of both servers (default 2)
 #   -r      rounds (default 3)
 #   -n      tokens each aggregate stream generates (default 32)
 #   -c      context per slot (default 1280; llama-server gets 8 times it, its -c
 #           being the total that its 8 slots share)
-#   -L      tokens of the long prompt (default 1000; cut to fit the context)
+#   -L      tokens of the long prompt (default 1000; cut to fit the context; 0: none)
+#   -s      the concurrent stream counts, a comma list (default 1,2,4,8)
+#   --kv-type T  edgeseek's cache type (default its own, f16); llama-server gets
+#           -ctk/-ctv of the same name (f32, f16, bf16, q8_0) when it is given
 #   --llama-server PATH (or LLAMA_SERVER): llama.cpp's server binary, built
 #           separately (never in this tree); without it edgeseek runs alone.
 #   --llama-args ARGS (or LLAMA_ARGS): more options for llama-server (the
@@ -25,7 +28,7 @@
 # lines go to build/compare_server.jsonl.
 set -eu
 cd "$(dirname "$0")/.."
-T=2 R=3 N=32 C=1280 L=1000
+T=2 R=3 N=32 C=1280 L=1000 S=1,2,4,8 KV=
 LS=${LLAMA_SERVER:-}
 LA=${LLAMA_ARGS:-}
 while [ $# -gt 0 ]; do
@@ -35,9 +38,11 @@ while [ $# -gt 0 ]; do
         -n) N=$2; shift 2 ;;
         -c) C=$2; shift 2 ;;
         -L) L=$2; shift 2 ;;
+        -s) S=$2; shift 2 ;;
+        --kv-type) KV=$2; shift 2 ;;
         --llama-server) LS=$2; shift 2 ;;
         --llama-args) LA=$2; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "compare_server.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -75,15 +80,16 @@ one() {
     engine=$1 model=$2 round=$3 ctx=$4 long=$5
     port=$(free_port)
     if [ "$engine" = edgeseek ]; then
-        $E serve -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c "$ctx" -t "$T" >"$LOG" 2>&1 &
+        $E serve -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c "$ctx" -t "$T" ${KV:+--kv-type "$KV"} >"$LOG" 2>&1 &
     else
         # shellcheck disable=SC2086 # LA is a list of options
-        "$LS" -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c $((ctx * 8)) -t "$T" $LA >"$LOG" 2>&1 &
+        "$LS" -m "$model" --host 127.0.0.1 --port "$port" -np 8 -c $((ctx * 8)) -t "$T" ${KV:+-ctk "$KV" -ctv "$KV"} $LA \
+            >"$LOG" 2>&1 &
     fi
     PID=$!
     url=http://127.0.0.1:$port
     if wait_ready "$url"; then
-        node bench/server_load.cjs run "$url" "$engine" 1,2,4,8 "$N" "$long" |
+        node bench/server_load.cjs run "$url" "$engine" "$S" "$N" "$long" |
             sed "s|^{|{\"engine\":\"$engine\",\"model\":\"$(basename "$model")\",\"round\":$round,|" | tee -a "$OUT"
     fi
     kill -INT $PID 2>/dev/null || true
@@ -98,7 +104,8 @@ for model in "$@"; do
     [ -n "$train" ] && [ "$train" -lt "$ctx" ] && ctx=$train
     long=$L
     [ "$long" -gt $((ctx - 16)) ] && long=$((ctx - 16))
-    echo "== $(basename "$model"): -np 8, -c $ctx per slot, $N tokens per stream, long prompt $long tokens, -t $T"
+    echo "== $(basename "$model"): -np 8, -c $ctx per slot, $N tokens per stream, long prompt $long tokens, -t $T," \
+         "streams $S, KV cache ${KV:-default}"
     r=1
     while [ $r -le "$R" ]; do
         # alternate who goes first

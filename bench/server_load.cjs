@@ -154,8 +154,8 @@ function table(file) {
     }
     for (const e of engines) {
       const one = val[e + "aggregate t/s, 1 streams"];
-      const parts = [2, 4, 8].map((c) => val[e + `aggregate t/s, ${c} streams`]).filter(isFinite)
-        .map((v, i) => `${[2, 4, 8][i]}: ${(v / one).toFixed(2)}x`);
+      const parts = [2, 4, 8].filter((c) => isFinite(val[e + `aggregate t/s, ${c} streams`]))
+        .map((c) => `${c}: ${(val[e + `aggregate t/s, ${c} streams`] / one).toFixed(2)}x`);
       const ti = val[e + "ttft_idle"], tb = val[e + "ttft_busy"];
       console.log(`${e}: aggregate over its own single stream ${parts.join(", ")}` +
                   (isFinite(ti) && isFinite(tb) ? `; long prompt's first token busy/idle ${(tb / ti).toFixed(2)}x` : ""));

@@ -120,6 +120,13 @@ int cli_parse_kv_type(const char *v, int *out);
  * message when the file cannot be read or is not a session file (never
  * overwritten).  *file_tokens: the tokens the file held when it held
  * exactly the prompt, else something else. */
+/* --session FILE at the start (session.c): loads FILE into s when it holds a
+ * session of this model and cache type that fits s's context.  1 when
+ * loaded; 0 when there is no file, or it is a session file that does not
+ * fit (said, with `what` the caller does instead, and s left empty: the
+ * caller may replace the file); -1 after a message when the file cannot be
+ * read or is not a session file (never to be overwritten). */
+int cli_session_open(es_session *s, const char *path, const char *what);
 int cli_session_restore(es_session *s, const char *path, const int32_t *ids, int n, int *file_tokens);
 /* After the prompt's prefill: saves s (the prompt's n tokens) to path
  * unless the file held exactly them.  0, or -1 after a message. */

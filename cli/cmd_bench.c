@@ -475,7 +475,7 @@ int cmd_bench(int argc, char **argv) {
     struct stat sb;
     long long file_bytes = stat(model, &sb) == 0 ? (long long)sb.st_size : 0;
     double t0 = cli_now();
-    es_model *m = cli_load_model(model, &(es_load_params){.numa = numa});
+    es_model *m = cli_load_model(model, &(es_load_params){.numa = numa, .kv_type = kv_type, .n_sessions = max_streams});
     if (!m) return 1;
     char err[768];
     int rc = 1;

@@ -10,7 +10,9 @@
  * then holds the thoughts, the rendering does not, and the next turn
  * re-evaluates from the assistant marker on, not the whole conversation.
  * When the context cannot hold the conversation and room for an answer, the
- * oldest turns are dropped, with a note.
+ * oldest turns are dropped, with a note.  --session FILE starts the cache
+ * from a saved session (cli/session.c) and saves it at exit; its tokens
+ * serve only as a prefix the first rendering may share.
  *
  * Generated text is split into thinking and answer (es_reasoning_*): on a
  * terminal the thinking is shown dimmed, or folded to one line with
@@ -60,6 +62,10 @@ static void usage_chat(FILE *f) {
             "  -n N          the most tokens an answer may have (default -1: until the context is full)\n"
             "  --verbose     a line per turn on stderr: prompt tokens, those reused from the cache, speed\n"
             "  --mtp         speculative decoding with the model's MTP block (same text at --temp 0)\n"
+            "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of the latent KV cache (default f16)\n"
+            "  --session FILE  start from the cache FILE holds (when it was saved with this model and\n"
+            "                cache type: a long --system text is then evaluated once) and save the\n"
+            "                conversation's cache to it at exit (the turns' text is not kept)\n"
             CLI_SAMPLING_USAGE CLI_PAGING_USAGE
             "commands at the prompt: /help, /reset, /system [TEXT], /save FILE (a line starting with //\n"
             "sends the text from its second slash). Ctrl-C stops an answer; Ctrl-C twice or Ctrl-D quits.\n");
@@ -157,6 +163,7 @@ typedef struct chat {
     int step_ms;         /* EDGESEEK_CHAT_STEP_MS: each token takes at least this long (a test's slow machine) */
     int mtp;             /* --mtp: answers through es_spec (the session's MTP block on) */
     es_spec_stats spec;  /* the last answer's counts with --mtp */
+    int changed;         /* the session moved since it started or was loaded (--session) */
     char err[512];
 } chat;
 
@@ -254,6 +261,7 @@ static int fit_context(chat *c, int32_t **ids, size_t *n_ids) {
  * error (message printed). */
 static int prefill(chat *c, const int32_t *ids, size_t n, size_t *reused) {
     size_t keep = 0;
+    c->changed = 1;
     while (keep < c->n_cache && keep < n && c->cache[keep] == ids[keep]) keep++;
     if (keep == n) keep = n - 1;
     if (es_session_truncate(c->s, (int)keep, c->err, sizeof c->err) != ES_OK) {
@@ -474,9 +482,10 @@ static int answer(chat *c, const char *message) {
     free(sh.reasoning.p);
     if (c->verbose)
         fprintf(stderr, "[edgeseek chat] prompt %zu tokens: %zu reused from the cache, %zu evaluated in %.3f s |"
-                        " generated %ld tokens, %.2f tokens/s | context %zu of %d\n",
+                        " generated %ld tokens, %.2f tokens/s | context %zu of %d | KV cache %s, %zu bytes\n",
                 n_ids, reused, n_ids - reused, t1 - t0, produced, t2 > t1 ? produced / (t2 - t1) : 0.0,
-                c->n_cache, c->n_ctx);
+                c->n_cache, c->n_ctx, es_kv_type_name(es_session_kv_type(c->s)),
+                c->n_cache * es_session_kv_bytes_per_token(c->s));
     if (c->verbose && c->mtp)
         fprintf(stderr, "[edgeseek chat] MTP: %lld drafted, %lld accepted, %.3f tokens per forward pass\n",
                 (long long)c->spec.drafted, (long long)c->spec.accepted,
@@ -809,7 +818,8 @@ static int chat_loop(chat *c, reader *r) {
 int cmd_chat(int argc, char **argv) {
     const char *model = NULL, *system_text = NULL;
     long max_answer = -1;
-    int hide_thinking = 0, verbose = 0, mtp = 0;
+    int hide_thinking = 0, verbose = 0, mtp = 0, kv_type = ES_KV_DEFAULT;
+    const char *session_file = NULL;
     es_load_params lp = {0};
     cli_gen_opts go;
     cli_gen_defaults(&go);
@@ -826,17 +836,21 @@ int cmd_chat(int argc, char **argv) {
         int go_rc = cli_gen_opt(a, v, &go, &lp);
         if (go_rc < 0) return 2;
         if (go_rc) { i++; continue; }
-        if (strcmp(a, "-m") && strcmp(a, "--system") && strcmp(a, "-n"))
+        if (strcmp(a, "-m") && strcmp(a, "--system") && strcmp(a, "-n") && strcmp(a, "--kv-type") &&
+            strcmp(a, "--session"))
             return cli_usage_error(usage_chat, "edgeseek chat: unknown option %s\n", a);
         if (!v) return cli_usage_error(usage_chat, "edgeseek chat: %s needs a value\n", a);
         i++;
         if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--system")) system_text = v;
+        else if (!strcmp(a, "--session")) session_file = v;
+        else if (!strcmp(a, "--kv-type")) { if (cli_parse_kv_type(v, &kv_type)) return 2; }
         else if (cli_parse_int(a, v, -1, 1L << 30, &max_answer)) return 2;
     }
     if (!model) return cli_usage_error(usage_chat, "edgeseek chat: -m MODEL is required\n");
 
     lp.n_ctx = (int)go.n_ctx;
+    lp.kv_type = kv_type;
     chat c = {0};
     if (cli_env_ms("EDGESEEK_CHAT_STEP_MS", &c.step_ms) != 0) return 2;
     c.model_path = model;
@@ -851,10 +865,9 @@ int cmd_chat(int argc, char **argv) {
     reader r;
     int have_reader = 0;
     long n_ctx = cli_ctx_size(c.m, go.n_ctx);
-    if (cli_failed(es_session_new(c.m, (int)n_ctx, &c.s, c.err, sizeof c.err), c.err)) goto done;
+    const es_session_params spar = {.n_ctx = (int)n_ctx, .kv_type = kv_type, .n_threads = (int)cli_cap_threads(go.threads)};
+    if (cli_failed(es_session_new_ext(c.m, &spar, &c.s, c.err, sizeof c.err), c.err)) goto done;
     if (mtp && cli_failed(es_session_set_mtp(c.s, 1, c.err, sizeof c.err), c.err)) goto done;
-    if (cli_failed(es_session_set_threads(c.s, (int)cli_cap_threads(go.threads), c.err, sizeof c.err), c.err))
-        goto done;
     es_sampler_params sp = cli_sampler_params(&go);
     c.n_ctx = (int)n_ctx;
     c.n_vocab = es_model_n_vocab(c.m);
@@ -865,6 +878,13 @@ int cmd_chat(int argc, char **argv) {
     if (!c.smp || !c.logits || !c.cache || (system_text && *system_text && !c.system)) {
         fprintf(stderr, "edgeseek: out of memory\n");
         goto done;
+    }
+    if (session_file) {
+        int got = cli_session_open(c.s, session_file, "starting afresh");
+        if (got < 0) goto done;
+        c.n_cache = (size_t)es_session_pos(c.s);
+        memcpy(c.cache, es_session_tokens(c.s), c.n_cache * sizeof *c.cache);
+        if (got) note(&c, "%zu tokens of cache restored from %s", c.n_cache, session_file);
     }
 
     struct sigaction sa, old_sa;
@@ -886,6 +906,10 @@ int cmd_chat(int argc, char **argv) {
         if (sig_pipe[k] >= 0) close(sig_pipe[k]);
     sig_pipe[0] = sig_pipe[1] = -1;
     if (lp.stats) es_model_print_paging_stats(c.m, stderr);
+    /* the cache as the conversation left it, unless it is the file's own */
+    if (session_file && c.changed && es_session_pos(c.s) > 0 &&
+        cli_failed(es_session_save(c.s, session_file, c.err, sizeof c.err), c.err))
+        rc = 1;
 done:
     if (have_reader) reader_close(&r);
     for (size_t i = 0; i < c.n_turns; i++) turn_free(&c.turns[i]);

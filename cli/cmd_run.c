@@ -69,6 +69,7 @@ int cmd_run(int argc, char **argv) {
 
     double t0 = cli_now();
     lp.n_ctx = (int)go.n_ctx;
+    lp.kv_type = kv_type; /* the automatic budget counts the cache at its type */
     es_model *m = cli_load_model(model, &lp);
     if (!m) { free(filebuf); return 1; }
     double t_load = cli_now() - t0;

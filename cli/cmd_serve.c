@@ -2,9 +2,11 @@
  * HTTP server and hands them to server/ (srv_main), which the build links
  * only when civetweb and cJSON are present (ES_HAVE_SERVER); without them
  * the command says which packages the build lacks. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "edgeseek.h"
@@ -28,10 +30,13 @@ static void usage_serve(FILE *f) {
             "  --reasoning-format deepseek|none  deepseek (default): the text up to </think> is\n"
             "                message.reasoning_content; none: all of it is content\n"
             "  --alias NAME  the model's name in answers (default: the file's name)\n"
+            "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of every slot's latent KV cache (default f16)\n"
+            "  --slot-save-path DIR  allow POST /slots/ID?action=save|restore {\"filename\": NAME}: a slot's\n"
+            "                cache to or from DIR/NAME (a session file, as run --session writes)\n"
             "limits:\n"
             "  --max-body BYTES    largest request body, K/M suffixes (default 8M; 413 beyond)\n"
             "  --max-header BYTES  largest request header block (default 16384)\n"
-            "  --max-conn N        connections served at once (default 64; more wait)\n"
+            "  --max-conn N        connections served at once (default 64; 503 with Retry-After beyond)\n"
             "  --idle-timeout S    drop a client silent this long (default 30)\n"
             "  --request-timeout S most time one request may generate (default 600)\n"
             "  --queue N           requests waiting for a slot (default 64; 503 with Retry-After beyond)\n"
@@ -85,6 +90,8 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "-m")) o.model_path = v;
         else if (!strcmp(a, "--host")) o.host = v;
         else if (!strcmp(a, "--alias")) o.alias = v;
+        else if (!strcmp(a, "--kv-type")) bad = cli_parse_kv_type(v, &o.kv_type);
+        else if (!strcmp(a, "--slot-save-path")) o.slot_save_path = v;
         else if (!strcmp(a, "--api-key")) key = v;
         else if (!strcmp(a, "--api-key-file")) key_file = v;
         else if (!strcmp(a, "--port")) { bad = cli_parse_int(a, v, 0, 65535, &l); o.port = (int)l; }
@@ -114,6 +121,14 @@ int cmd_serve(int argc, char **argv) {
         if (bad) return 2;
     }
     if (!o.model_path) return cli_usage_error(usage_serve, "edgeseek serve: -m MODEL is required\n");
+    struct stat sb;
+    if (o.slot_save_path) {
+        const char *why = stat(o.slot_save_path, &sb) != 0 ? strerror(errno) : !S_ISDIR(sb.st_mode) ? "not a directory" : NULL;
+        if (why) {
+            fprintf(stderr, "edgeseek: --slot-save-path %s: %s\n", o.slot_save_path, why);
+            return 1;
+        }
+    }
     if (key && key_file) return cli_usage_error(NULL, "edgeseek serve: give --api-key or --api-key-file, not both\n");
     if (key) {
         if (!key[0] || strlen(key) >= sizeof o.api_key)

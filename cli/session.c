@@ -1,7 +1,8 @@
 /* session.c — the CLI's KV cache options: --kv-type's parsing and --session
- * FILE (a saved prompt, as llama.cpp's --prompt-cache): restore the longest
- * prefix of the prompt the file holds, and save the prompt's state when the
- * file did not hold exactly that prompt. */
+ * FILE (a saved prompt, as llama.cpp's --prompt-cache): load a file when it
+ * fits (run and chat), restore the longest prefix of the prompt the file
+ * holds, and save the prompt's state when the file did not hold exactly
+ * that prompt. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,21 +27,26 @@ static int is_session_file(const char *path) {
     return n == sizeof magic && !memcmp(magic, ES_SESSION_MAGIC, sizeof magic);
 }
 
-int cli_session_restore(es_session *s, const char *path, const int32_t *ids, int n, int *file_tokens) {
+int cli_session_open(es_session *s, const char *path, const char *what) {
     char err[512];
     struct stat sb;
-    *file_tokens = -1;
     if (stat(path, &sb) != 0 && errno == ENOENT) return 0; /* nothing saved yet */
     es_status st = es_session_load(s, path, err, sizeof err);
-    if (st != ES_OK) {
-        if (st == ES_ERR_IO || !is_session_file(path)) {
-            fprintf(stderr, "edgeseek: --session: %s (not replaced)\n", err);
-            return -1;
-        }
-        fprintf(stderr, "edgeseek: --session: %s; prefilling the prompt and replacing it\n", err);
-        es_session_reset(s);
-        return 0;
+    if (st == ES_OK) return 1;
+    if (st == ES_ERR_IO || !is_session_file(path)) {
+        fprintf(stderr, "edgeseek: --session: %s (not replaced)\n", err);
+        return -1;
     }
+    fprintf(stderr, "edgeseek: --session: %s; %s and replacing it\n", err, what);
+    es_session_reset(s);
+    return 0;
+}
+
+int cli_session_restore(es_session *s, const char *path, const int32_t *ids, int n, int *file_tokens) {
+    char err[512];
+    *file_tokens = -1;
+    int got = cli_session_open(s, path, "prefilling the prompt");
+    if (got <= 0) return got;
     const int held = es_session_pos(s);
     const int32_t *t = es_session_tokens(s);
     int match = 0;

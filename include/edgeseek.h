@@ -84,6 +84,8 @@ typedef struct es_load_params {
     int mlock;           /* mlock the always-hot weights and resident experts when permitted */
     int no_direct;       /* pread mode: buffered reads instead of O_DIRECT */
     int n_ctx;           /* context the derived budget leaves KV room for (0: min(training, 4096)) */
+    int kv_type;         /* es_kv_type the sessions' caches will use, for that room (0: ES_KV_DEFAULT) */
+    int n_sessions;      /* sessions the derived budget leaves room for (0: 1; a server's slots) */
     int stats;           /* also measure residency in mmap-plain mode (mincore) */
     const char *simd;    /* the model's kernels: "generic", "avx2", "avx512" or "neon"; NULL:
                             EDGESEEK_SIMD, else es_simd_name().  Fixed for the model's life; a path

@@ -2,7 +2,7 @@
  * (es_res_layout, mmap/residency.h): file and mapping, the byte ranges of
  * each MoE layer's expert tensors, the always-hot bytes, the tensors to
  * advise, which experts this process computes (a share of them, or all),
- * and one session's memory for the automatic budget. */
+ * and the sessions' memory (their count, cache type) for the automatic budget. */
 #include "pager_desc.h"
 
 #include "placement.h"
@@ -10,12 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One session's memory: forward.c's scratch for the default thread count
- * (threads are set after the load), the latent KV cache of n_ctx
- * positions, and 8 MiB for the thread pool, stacks and allocator slack. */
-static int64_t session_bytes(const es_model *m, int n_ctx) {
-    int64_t kv = (int64_t)es_hp_kv_bytes_per_token(&m->hp) * n_ctx;
-    return es_forward_session_bytes(m, n_ctx, 0) + kv + ((int64_t)8 << 20);
+/* The sessions' memory: per session, forward.c's scratch for the default
+ * thread count (threads are set after the load), the latent KV cache of
+ * n_ctx positions at the cache type they will use (F32 when the type cannot
+ * hold the model's rows: the session would then fail, not use less), and
+ * 8 MiB for the thread pool, stacks and allocator slack. */
+static int64_t session_bytes(const es_model *m, int n_ctx, int kv_type, int n_sessions) {
+    size_t per_token = es_model_kv_bytes_per_token_of(m, kv_type);
+    if (!per_token) per_token = es_hp_kv_bytes_per_token(&m->hp);
+    int64_t one = es_forward_session_bytes(m, n_ctx, 0) + (int64_t)per_token * n_ctx + ((int64_t)8 << 20);
+    return one * (n_sessions > 0 ? n_sessions : 1);
 }
 
 static int is_expert_tensor(const char *name) {
@@ -44,7 +48,7 @@ es_status es_pager_new(const es_model *m, const char *path, const es_load_params
     *out = NULL;
     if (!lay.n_moe) return ES_OK; /* no routed experts */
     int n_ctx = p && p->n_ctx ? p->n_ctx : (hp->n_ctx_train < ES_DEFAULT_CTX ? hp->n_ctx_train : ES_DEFAULT_CTX);
-    lay.session_bytes = session_bytes(m, n_ctx);
+    lay.session_bytes = session_bytes(m, n_ctx, p ? p->kv_type : 0, p ? p->n_sessions : 1);
 
     es_res_range *ranges = calloc((size_t)lay.n_moe * 3, sizeof *ranges);
     es_res_region *regions = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof *regions);

@@ -1,7 +1,8 @@
 /* http.c — owns the HTTP side of `edgeseek serve`: civetweb's options and
  * the request handlers (the OpenAI endpoints /v1/chat/completions,
  * /v1/completions and /v1/models, and /health, /metrics, /tokenize,
- * /detokenize, the page at /), the API key, the body limit, the answers
+ * /detokenize, llama-server's /slots and POST /slots/{id}?action=, the page
+ * at /), the API key, the body and connection limits, the answers
  * (JSON, or server-sent events when streamed, with keep-alive comments
  * while a prompt is prefilled), and srv_main: listen, load the model, serve
  * until SIGINT/SIGTERM, then cancel what runs and exit 0. */
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <civetweb.h>
@@ -20,12 +22,16 @@
 #include "request.h"
 #include "server.h"
 
+/* Workers beyond --max-conn: they answer 503 to the connections over it. */
+#define SPARE_WORKERS 4
+
 typedef struct srv {
     const srv_opts *o;
     es_model *m;
     srv_sched *sched;
     atomic_int ready, stopping;
     atomic_int in_flight; /* handlers inside a generation request */
+    atomic_int conns;     /* connections open on a worker thread (--max-conn) */
     atomic_ullong next_id;
     char model_name[256];
     long created;
@@ -56,6 +62,7 @@ static const char *status_text(int st) {
     case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 501: return "Not Implemented";
     case 413: return "Payload Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
@@ -86,6 +93,7 @@ static const char *error_type(int st) {
     switch (st) {
     case 401: return "authentication_error";
     case 404: return "not_found_error";
+    case 501: return "not_supported_error";
     case 500: return "server_error";
     case 503: return "unavailable_error";
     default: return "invalid_request_error";
@@ -232,6 +240,14 @@ static int h_metrics(srv *S, struct mg_connection *c) {
                       "# HELP edgeseek_expert_cache_hit_ratio Routed-expert accesses served from memory.\n"
                       "# TYPE edgeseek_expert_cache_hit_ratio gauge\nedgeseek_expert_cache_hit_ratio %.4f\n",
                       st.expert_hit);
+    size_t kvb = es_model_kv_bytes_per_token_of(S->m, S->o->kv_type);
+    if (n > 0 && (size_t)n < sizeof b)
+        n += snprintf(b + n, sizeof b - (size_t)n,
+                      "# HELP edgeseek_kv_cache_bytes Bytes the slots' KV caches hold, at their type (%s).\n"
+                      "# TYPE edgeseek_kv_cache_bytes gauge\nedgeseek_kv_cache_bytes %llu\n"
+                      "# HELP edgeseek_kv_cache_bytes_per_token Bytes of KV cache per token, all layers.\n"
+                      "# TYPE edgeseek_kv_cache_bytes_per_token gauge\nedgeseek_kv_cache_bytes_per_token %zu\n",
+                      es_kv_type_name(S->o->kv_type), (unsigned long long)(st.kv_tokens * kvb), kvb);
     if (n < 0 || (size_t)n >= sizeof b) n = 0;
     return send_body(c, 200, "text/plain; version=0.0.4", b, (size_t)n, NULL);
 }
@@ -518,11 +534,111 @@ done:
     return rc;
 }
 
+/* ---- slots ------------------------------------------------------------------------ */
+
+/* GET /slots: each slot's id, context, whether it generates, and the
+ * tokens its cache holds. */
+static int h_slots(srv *S, struct mg_connection *c) {
+    cJSON *a = cJSON_CreateArray();
+    int busy, n;
+    for (int i = 0; srv_sched_slot_info(S->sched, i, &busy, &n) == 0; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", i);
+        cJSON_AddNumberToObject(o, "n_ctx", srv_sched_n_ctx(S->sched));
+        cJSON_AddBoolToObject(o, "is_processing", busy);
+        cJSON_AddNumberToObject(o, "n_tokens", n);
+        cJSON_AddItemToArray(a, o);
+    }
+    return send_json(c, 200, a, NULL);
+}
+
+/* A file name a client may give: 1 to 200 of [A-Za-z0-9._-], not
+ * beginning with a dot, so that it names a file in --slot-save-path and
+ * nothing outside it (no separator, no "..", no hidden file). */
+static int slot_name_ok(const char *f) {
+    size_t n = strlen(f);
+    if (n == 0 || n > 200 || f[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = f[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* POST /slots/{id}?action=save|restore|erase (llama-server's), the file
+ * named by the body's "filename" in --slot-save-path. */
+static int h_slot_action(srv *S, struct mg_connection *c, const char *id_text, const char *body, size_t len) {
+    const struct mg_request_info *ri = mg_get_request_info(c);
+    char act[16] = "", err[512];
+    const char *q = ri->query_string ? ri->query_string : "";
+    if (mg_get_var(q, strlen(q), "action", act, sizeof act) < 0) act[0] = 0;
+    int action = !strcmp(act, "save") ? SRV_SLOT_SAVE : !strcmp(act, "restore") ? SRV_SLOT_RESTORE
+                 : !strcmp(act, "erase") ? SRV_SLOT_ERASE : -1;
+    if (action < 0) return send_error(c, 400, "action", "?action= must be save, restore or erase");
+    char *end = NULL;
+    long id = strtol(id_text, &end, 10);
+    if (!*id_text || *end || id < 0 || id > 100000) return send_error(c, 400, "id_slot", "'%.40s' is not a slot number", id_text);
+    char path[4096] = "", fname[256] = "";
+    if (action != SRV_SLOT_ERASE) {
+        if (!S->o->slot_save_path)
+            return send_error(c, 501, NULL, "saving and restoring slots is off: start the server with --slot-save-path DIR");
+        cJSON *j = cJSON_ParseWithLength(body, len);
+        const cJSON *f = j ? cJSON_GetObjectItemCaseSensitive(j, "filename") : NULL;
+        int ok = cJSON_IsString(f) && slot_name_ok(f->valuestring);
+        if (ok) snprintf(fname, sizeof fname, "%s", f->valuestring);
+        cJSON_Delete(j);
+        if (!ok)
+            return send_error(c, 400, "filename", "the body must be {\"filename\": NAME}, NAME of 1 to 200 letters, digits,"
+                                                  " '.', '_' or '-', not beginning with '.'");
+        snprintf(path, sizeof path, "%s/%s", S->o->slot_save_path, fname);
+        struct stat sb;
+        if (action == SRV_SLOT_RESTORE && lstat(path, &sb) != 0)
+            return send_error(c, 404, "filename", "no file '%s' in the slot save directory", fname);
+        if (action == SRV_SLOT_RESTORE && !S_ISREG(sb.st_mode))
+            return send_error(c, 400, "filename", "'%s' is not a regular file", fname);
+    }
+    int n = 0;
+    double t0 = srv_now();
+    int st = srv_sched_slot_action(S->sched, (int)id, action, path, &n, err, sizeof err);
+    double ms = (srv_now() - t0) * 1000.0;
+    if (st != 200) {
+        /* the library's messages name the path; the client knows the file by its name */
+        char *at = path[0] ? strstr(err, path) : NULL;
+        if (at) {
+            size_t lp = strlen(path);
+            memmove(at + strlen(fname), at + lp, strlen(at + lp) + 1);
+            memcpy(at, fname, strlen(fname));
+        }
+        return send_error(c, st, st == 404 ? "id_slot" : NULL, "%s", err);
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "id_slot", (double)id);
+    if (action == SRV_SLOT_ERASE) {
+        cJSON_AddNumberToObject(r, "n_erased", n);
+        return send_json(c, 200, r, NULL);
+    }
+    struct stat sb;
+    double bytes = stat(path, &sb) == 0 ? (double)sb.st_size : 0;
+    cJSON_AddStringToObject(r, "filename", fname);
+    cJSON_AddNumberToObject(r, action == SRV_SLOT_SAVE ? "n_saved" : "n_restored", n);
+    cJSON_AddNumberToObject(r, action == SRV_SLOT_SAVE ? "n_written" : "n_read", bytes);
+    cJSON *t = cJSON_AddObjectToObject(r, "timings");
+    cJSON_AddNumberToObject(t, action == SRV_SLOT_SAVE ? "save_ms" : "restore_ms", ms);
+    return send_json(c, 200, r, NULL);
+}
+
 /* ---- dispatch ------------------------------------------------------------------- */
 
 static int handler(struct mg_connection *c, void *cbdata) {
     srv *S = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(c);
+    /* the spare workers answer at once beyond --max-conn, so that a client
+     * learns the server is full instead of waiting for a worker */
+    if (atomic_load(&S->conns) > S->o->max_conn)
+        return send_error(c, 503, NULL, "the server is serving its most connections at once (--max-conn %d); retry later",
+                          S->o->max_conn);
     const char *u = ri->local_uri ? ri->local_uri : "";
     int get = !strcmp(ri->request_method, "GET"), post = !strcmp(ri->request_method, "POST");
     if (!strcmp(u, "/health")) {
@@ -560,9 +676,32 @@ static int handler(struct mg_connection *c, void *cbdata) {
         free(body);
         return rc;
     }
+    if (!strncmp(u, "/slots/", 7)) {
+        if (!post) return send_error(c, 405, NULL, "use POST");
+        char *body;
+        size_t len;
+        if (read_body(S, c, &body, &len) != 0) return 400;
+        int rc = h_slot_action(S, c, u + 7, body, len);
+        free(body);
+        return rc;
+    }
+    if (!strcmp(u, "/slots")) return get ? h_slots(S, c) : send_error(c, 405, NULL, "use GET");
     if (!strcmp(u, "/v1/models") || !strcmp(u, "/models")) return get ? h_models(S, c) : send_error(c, 405, NULL, "use GET");
     if (!strcmp(u, "/metrics")) return get ? h_metrics(S, c) : send_error(c, 405, NULL, "use GET");
     return send_error(c, 404, NULL, "no such endpoint: %.200s", u);
+}
+
+/* Connections on a worker, counted from civetweb's callbacks. */
+static int conn_open(const struct mg_connection *c, void **data) {
+    srv *S = mg_get_user_data(mg_get_context(c));
+    atomic_fetch_add(&S->conns, 1);
+    *data = S;
+    return 0;
+}
+
+static void conn_close(const struct mg_connection *c) {
+    srv *S = mg_get_user_data(mg_get_context(c));
+    atomic_fetch_sub(&S->conns, 1);
 }
 
 static int log_message(const struct mg_connection *c, const char *msg) {
@@ -581,6 +720,7 @@ int srv_main(const srv_opts *o) {
     atomic_init(&S.stopping, 0);
     atomic_init(&S.next_id, 1);
     atomic_init(&S.in_flight, 0);
+    atomic_init(&S.conns, 0);
     const char *base = o->alias ? o->alias : strrchr(o->model_path, '/');
     base = o->alias ? o->alias : base ? base + 1 : o->model_path;
     snprintf(S.model_name, sizeof S.model_name, "%s", base);
@@ -597,7 +737,7 @@ int srv_main(const srv_opts *o) {
     char port[300], threads[32], hdr[32], idle[32];
     int v6 = strchr(o->host, ':') != NULL;
     snprintf(port, sizeof port, v6 ? "[%s]:%d" : "%s:%d", o->host, o->port);
-    snprintf(threads, sizeof threads, "%d", o->max_conn);
+    snprintf(threads, sizeof threads, "%d", o->max_conn + SPARE_WORKERS);
     snprintf(hdr, sizeof hdr, "%d", o->max_header);
     snprintf(idle, sizeof idle, "%d", o->idle_timeout_ms);
     const char *copts[] = {"listening_ports", port, "num_threads", threads, "max_request_size", hdr,
@@ -607,6 +747,8 @@ int srv_main(const srv_opts *o) {
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
+    cb.init_connection = conn_open;
+    cb.connection_close = conn_close;
     struct mg_context *ctx = mg_start(&cb, &S, copts);
     if (!ctx) {
         fprintf(stderr, "edgeseek: cannot listen on %s (in use, or not an address of this machine)\n", port);
@@ -624,6 +766,8 @@ int srv_main(const srv_opts *o) {
     if (o->load_ms > 0) nanosleep(&(struct timespec){o->load_ms / 1000, (long)(o->load_ms % 1000) * 1000000L}, NULL);
     es_load_params lp = o->lp;
     lp.n_ctx = o->n_ctx;
+    lp.kv_type = o->kv_type;   /* the automatic budget leaves room for every slot's cache */
+    lp.n_sessions = o->n_slots;
     if (es_model_load(o->model_path, &lp, &S.m, err, sizeof err) != ES_OK) {
         fprintf(stderr, "edgeseek: %s\n", err);
         goto out;
@@ -634,7 +778,8 @@ int srv_main(const srv_opts *o) {
         goto out;
     }
     atomic_store(&S.ready, 1);
-    fprintf(stderr, "edgeseek serve: ready: %d slots of %d tokens, model '%s'%s\n", eff.n_slots, eff.n_ctx,
+    fprintf(stderr, "edgeseek serve: ready: %d slots of %d tokens, KV cache %s (%zu bytes/token), model '%s'%s\n",
+            eff.n_slots, eff.n_ctx, es_kv_type_name(eff.kv_type), es_model_kv_bytes_per_token_of(S.m, eff.kv_type),
             S.model_name, eff.api_key[0] ? ", API key required" : "");
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {

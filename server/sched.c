@@ -8,7 +8,9 @@
  * it (es_session_truncate); after a chat turn the slot's cache is rewritten
  * in idle steps to what the conversation's next request will begin with.
  * Generated tokens are detokenised, cut at stop strings and split into
- * reasoning and content here, into the job's buffers, under one lock. */
+ * reasoning and content here, into the job's buffers, under one lock.
+ * Between two steps the thread also runs the slot actions (save to a
+ * session file, restore from one, erase) that the HTTP side asks for. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +63,16 @@ typedef struct slot {
     int n_rewrite;
 } slot;
 
+/* A slot action (save, restore, erase) waiting for the scheduler's thread,
+ * which runs it between two steps. */
+typedef struct slot_op {
+    int slot, action;
+    const char *path;
+    int done, status, n;
+    char *err;
+    size_t errlen;
+} slot_op;
+
 struct srv_sched {
     es_model *m;
     int n_slots, n_ctx, chunk, queue_max, nv, step_ms;
@@ -75,6 +87,8 @@ struct srv_sched {
     int prefill_rr; /* round robin over prefilling slots */
     srv_stats st;
     double next_paging;
+    slot_op *op;          /* the slot action to run before the next step */
+    pthread_cond_t op_cv; /* an action ended, or the place for one is free */
 };
 
 static const int32_t *const *cast_tokens(int32_t **t) { return (const int32_t *const *)t; }
@@ -351,6 +365,48 @@ static double paging_hit(es_model *m) {
     return v;
 }
 
+/* The slot's token record follows its session (after a load, or a load
+ * that failed and left it empty); a pending rewrite or an old job's rewrite
+ * no longer applies. */
+static void resync(slot *sl) {
+    sl->n_toks = es_session_pos(sl->s);
+    memcpy(sl->toks, es_session_tokens(sl->s), sizeof *sl->toks * (size_t)sl->n_toks);
+    free(sl->rewrite);
+    sl->rewrite = NULL;
+    sl->n_rewrite = 0;
+    sl->gen++;
+}
+
+/* Under the lock, on the scheduler's thread (no step runs): the action on
+ * an idle slot, through the library's saved sessions. */
+static void run_op(srv_sched *S, slot_op *op) {
+    slot *sl = op->slot >= 0 && op->slot < S->n_slots ? &S->slots[op->slot] : NULL;
+    op->status = 200;
+    if (!sl) {
+        op->status = 404;
+        snprintf(op->err, op->errlen, "no slot %d (this server has %d, from 0)", op->slot, S->n_slots);
+        return;
+    }
+    if (sl->job) {
+        op->status = 503;
+        snprintf(op->err, op->errlen, "slot %d is generating; retry when it is idle", op->slot);
+        return;
+    }
+    op->n = es_session_pos(sl->s);
+    es_status st = ES_OK;
+    if (op->action == SRV_SLOT_SAVE) {
+        st = es_session_save(sl->s, op->path, op->err, op->errlen);
+    } else if (op->action == SRV_SLOT_RESTORE) {
+        st = es_session_load(sl->s, op->path, op->err, op->errlen);
+        resync(sl);
+        op->n = sl->n_toks;
+    } else {
+        es_session_reset(sl->s);
+        resync(sl);
+    }
+    if (st != ES_OK) op->status = st == ES_ERR_IO || st == ES_ERR_NOMEM ? 500 : 400;
+}
+
 static void *sched_main(void *arg) {
     srv_sched *S = arg;
     step *w = malloc(sizeof *w);
@@ -363,6 +419,13 @@ static void *sched_main(void *arg) {
         S->quit = 1;
     }
     while (!S->quit) {
+        if (S->op) {
+            run_op(S, S->op);
+            S->op->done = 1;
+            S->op = NULL;
+            pthread_cond_broadcast(&S->op_cv);
+            continue;
+        }
         if (plan(S, w) == 0) {
             double now = srv_now();
             if (now >= S->next_paging) {
@@ -434,6 +497,14 @@ static void *sched_main(void *arg) {
         pthread_cond_broadcast(&S->queue[i]->cv);
     }
     S->n_queue = 0;
+    if (S->op) {
+        S->op->status = 503;
+        snprintf(S->op->err, S->op->errlen, "the server is shutting down");
+        S->op->done = 1;
+        S->op = NULL;
+    }
+    S->quit = 1; /* an action asked for from now on is refused */
+    pthread_cond_broadcast(&S->op_cv);
     pthread_mutex_unlock(&S->mu);
     free(w);
     free(ss);
@@ -455,14 +526,17 @@ es_status srv_sched_new(es_model *m, const srv_opts *o, srv_sched **out, char *e
     S->st.expert_hit = -1;
     pthread_mutex_init(&S->mu, NULL);
     pthread_cond_init(&S->wake, NULL);
+    pthread_cond_init(&S->op_cv, NULL);
     S->slots = calloc((size_t)S->n_slots, sizeof *S->slots);
     S->queue = calloc((size_t)(S->queue_max > 0 ? S->queue_max : 1), sizeof *S->queue);
     es_status st = ES_ERR_NOMEM;
     if (!S->slots || !S->queue) { snprintf(err, errlen, "out of memory"); goto fail; }
     for (int i = 0; i < S->n_slots; i++) {
         slot *sl = &S->slots[i];
-        if ((st = es_session_new(m, S->n_ctx, &sl->s, err, errlen)) != ES_OK) goto fail;
-        if ((st = es_session_set_threads(sl->s, i == 0 ? o->n_threads : 1, err, errlen)) != ES_OK) goto fail;
+        /* slot 0's session runs every step, with the worker threads; the
+         * others' sessions have none of their own */
+        const es_session_params sp = {.n_ctx = S->n_ctx, .kv_type = o->kv_type, .n_threads = i == 0 ? o->n_threads : 1};
+        if ((st = es_session_new_ext(m, &sp, &sl->s, err, errlen)) != ES_OK) goto fail;
         sl->logits = malloc(sizeof(float) * (size_t)S->nv);
         sl->toks = malloc(sizeof(int32_t) * (size_t)(S->n_ctx + 1));
         st = ES_ERR_NOMEM;
@@ -510,6 +584,7 @@ void srv_sched_free(srv_sched *S) {
     free(S->slots);
     free(S->queue);
     pthread_cond_destroy(&S->wake);
+    pthread_cond_destroy(&S->op_cv);
     pthread_mutex_destroy(&S->mu);
     free(S);
 }
@@ -598,8 +673,38 @@ void srv_sched_stats(srv_sched *S, srv_stats *st) {
     pthread_mutex_lock(&S->mu);
     *st = S->st;
     st->busy = 0;
-    for (int i = 0; i < S->n_slots; i++) st->busy += S->slots[i].job != NULL;
+    st->kv_tokens = 0;
+    for (int i = 0; i < S->n_slots; i++) {
+        st->busy += S->slots[i].job != NULL;
+        st->kv_tokens += (uint64_t)S->slots[i].n_toks;
+    }
     st->queued = S->n_queue;
     st->n_slots = S->n_slots;
     pthread_mutex_unlock(&S->mu);
+}
+
+int srv_sched_slot_action(srv_sched *S, int slot, int action, const char *path, int *n, char *err, size_t errlen) {
+    slot_op op = {.slot = slot, .action = action, .path = path, .err = err, .errlen = errlen};
+    pthread_mutex_lock(&S->mu);
+    while (S->op && !S->quit) pthread_cond_wait(&S->op_cv, &S->mu); /* one at a time */
+    if (S->quit || S->stopping) {
+        op.status = 503;
+        snprintf(err, errlen, "the server is shutting down");
+    } else {
+        S->op = &op;
+        pthread_cond_broadcast(&S->wake);
+        while (!op.done) pthread_cond_wait(&S->op_cv, &S->mu);
+    }
+    pthread_mutex_unlock(&S->mu);
+    *n = op.n;
+    return op.status;
+}
+
+int srv_sched_slot_info(srv_sched *S, int slot, int *busy, int *n_tokens) {
+    if (slot < 0 || slot >= S->n_slots) return -1;
+    pthread_mutex_lock(&S->mu);
+    *busy = S->slots[slot].job != NULL;
+    *n_tokens = S->slots[slot].n_toks;
+    pthread_mutex_unlock(&S->mu);
+    return 0;
 }

@@ -36,6 +36,9 @@ typedef struct srv_opts {
                                    EDGESEEK_SERVE_STEP_MS) */
     int load_ms;                /* the model's load starts this late (tests: /health's 503
                                    while loading; EDGESEEK_SERVE_LOAD_MS) */
+    int kv_type;                /* es_kv_type of every slot's cache (0: the default) */
+    const char *slot_save_path; /* the directory of POST /slots/{id}?action=save|restore files;
+                                   NULL: those actions are off */
 } srv_opts;
 
 /* Sets the defaults above. */
@@ -86,6 +89,7 @@ typedef struct srv_stats {
     uint64_t prompt_tokens, gen_tokens, requests, cached_tokens;
     double gen_seconds, prompt_seconds; /* busy time of decode and prefill steps */
     int busy, queued, n_slots;
+    uint64_t kv_tokens;                 /* tokens the slots' caches hold together */
     double expert_hit;                  /* -1: no routed-expert paging figures */
 } srv_stats;
 
@@ -108,6 +112,18 @@ void srv_sched_rewrite(srv_sched *s, const srv_job *job, int32_t *tokens, int n)
 /* Cancels every job, refuses new ones. */
 void srv_sched_stop(srv_sched *s);
 void srv_sched_stats(srv_sched *s, srv_stats *st);
+/* A slot action, run by the scheduler's thread between two steps (waits for
+ * it): SRV_SLOT_SAVE writes the slot's session to path (es_session_save),
+ * SRV_SLOT_RESTORE loads it from path (es_session_load: a file of another
+ * model or cache type is refused), SRV_SLOT_ERASE empties the slot.
+ * Returns the HTTP status: 200, 404 (no such slot), 503 (the slot is
+ * generating, or the server stops), 400 (a refused file), 500 (I/O); err
+ * says why.  *n: the tokens saved, restored or erased. */
+enum { SRV_SLOT_SAVE = 0, SRV_SLOT_RESTORE, SRV_SLOT_ERASE };
+int srv_sched_slot_action(srv_sched *s, int slot, int action, const char *path, int *n, char *err, size_t errlen);
+/* Whether the slot is generating and the tokens its cache holds; -1 when
+ * there is no such slot. */
+int srv_sched_slot_info(srv_sched *s, int slot, int *busy, int *n_tokens);
 int srv_sched_n_ctx(const srv_sched *s);
 double srv_now(void);
 

@@ -8,7 +8,11 @@
 //   node tests/server_client.cjs slow URL PID   the slowed server (-np 1 --queue 1, --request-timeout 4,
 //                                               EDGESEEK_SERVE_STEP_MS): keep-alive,
 //                                               disconnect, queue, SIGTERM mid-stream
+//   node tests/server_client.cjs slots URL DIR  the server with --slot-save-path DIR (-np 2,
+//                                               --max-conn 3, slowed): slot save, restore,
+//                                               erase, bad names, a busy slot; --max-conn's 503
 "use strict";
+const fs = require("fs");
 const net = require("net");
 const path = require("path");
 
@@ -253,6 +257,10 @@ async function mainTests(key) {
   const ln = await chat(auth, [{ role: "user", content: "What is 487 + 356?" }], { max_tokens: 3 });
   check(ln.status === 200 && ln.json.choices[0].finish_reason === "length" && ln.json.usage.completion_tokens === 3,
         "max_tokens 3: " + ln.text.slice(0, 300));
+  // slot files need --slot-save-path; erasing does not
+  errorShape(await http("POST", "/slots/0?action=save", { filename: "a.bin" }, auth), 501, "save without --slot-save-path");
+  const er = await http("POST", "/slots/0?action=erase", undefined, auth);
+  check(er.status === 200 && er.json.id_slot === 0 && typeof er.json.n_erased === "number", "erase: " + er.text);
 }
 
 function sseRaw(body, onEvent, ms) {
@@ -339,9 +347,114 @@ async function slowTests(pid) {
         "the queued request at SIGTERM: " + q.status + " " + q.text.slice(0, 200));
 }
 
+async function slots() {
+  const r = await http("GET", "/slots");
+  return r.status === 200 && Array.isArray(r.json) ? r.json : [];
+}
+
+// Waits (at most ms of wall time, however loaded the machine) until f() is true.
+async function until(f, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await f()) return true;
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function slotTests(dir) {
+  const action = (id, act, filename) =>
+    http("POST", `/slots/${id}?action=${act}`, filename === undefined ? undefined : { filename });
+  const P = { prompt: "What is 487 + 356?", max_tokens: 8, temperature: 0, ignore_eos: true };
+  for (const sl of await slots()) await action(sl.id, "erase");
+  const a1 = await http("POST", "/v1/completions", P);
+  check(a1.status === 200 && a1.json.usage.prompt_tokens_details.cached_tokens === 0, "a first completion: " + a1.text);
+  let list = await slots();
+  const held = list.find((x) => x.n_tokens > 0);
+  check(list.length === 2 && held && !held.is_processing, "GET /slots: " + JSON.stringify(list));
+  if (!held) return;
+  const k = held.id;
+  const sv = await action(k, "save", "a.bin");
+  const size = fs.existsSync(dir + "/a.bin") ? fs.statSync(dir + "/a.bin").size : -1;
+  check(sv.status === 200 && sv.json.id_slot === k && sv.json.filename === "a.bin" && sv.json.n_saved === held.n_tokens &&
+        sv.json.n_written === size && sv.json.timings && typeof sv.json.timings.save_ms === "number",
+        `save: ${sv.text}, the file ${size} bytes`);
+  const er = await action(k, "erase");
+  check(er.status === 200 && er.json.n_erased === held.n_tokens, "erase: " + er.text);
+  list = await slots();
+  check(list.every((x) => x.n_tokens === 0), "after erase the slots hold nothing: " + JSON.stringify(list));
+  // restored into the other slot, the file's cache serves the same prompt:
+  // all but its last token come from it, with the same text
+  const rs = await action(1 - k, "restore", "a.bin");
+  check(rs.status === 200 && rs.json.id_slot === 1 - k && rs.json.n_restored === held.n_tokens && rs.json.n_read === size,
+        "restore: " + rs.text);
+  const a2 = await http("POST", "/v1/completions", P);
+  check(a2.status === 200 && a2.json.usage.prompt_tokens_details.cached_tokens === a2.json.usage.prompt_tokens - 1 &&
+        a2.json.choices[0].text === a1.json.choices[0].text,
+        `after restore: ${a2.text}; before: ${a1.text}`);
+  // names that would leave the directory, or are not files, are refused
+  for (const bad of ["../evil.bin", "a/b.bin", ".hidden", "", "x".repeat(201)])
+    errorShape(await action(k, "save", bad), 400, `save as '${bad.slice(0, 20)}'`);
+  check(!fs.existsSync(dir + "/../evil.bin"), "no file was written outside the directory");
+  errorShape(await http("POST", `/slots/${k}?action=save`, { file: "a.bin" }), 400, "no filename");
+  errorShape(await http("POST", `/slots/${k}?action=save`, "{"), 400, "a malformed body");
+  errorShape(await action(k, "restore", "missing.bin"), 404, "restore of a missing file");
+  fs.writeFileSync(dir + "/junk.bin", "not a session\n");
+  const junk = await action(k, "restore", "junk.bin");
+  errorShape(junk, 400, "restore of a file that is not a session");
+  check(junk.json && /not an edgeseek session file/.test(junk.json.error.message) && !junk.text.includes(dir),
+        "the refusal says why, naming the file alone: " + junk.text);
+  fs.writeFileSync(dir + "/../outside.bin", "x");
+  fs.symlinkSync("../outside.bin", dir + "/link.bin");
+  errorShape(await action(k, "restore", "link.bin"), 400, "restore through a symbolic link");
+  errorShape(await action(7, "erase"), 404, "no slot 7");
+  errorShape(await action("x", "erase"), 400, "slot 'x'");
+  errorShape(await action(k, "frob"), 400, "an unknown action");
+  errorShape(await http("GET", `/slots/${k}?action=erase`), 405, "GET on a slot action");
+  // a slot that is generating is not saved
+  const body = { messages: [{ role: "user", content: "What is 487 + 356?" }], max_tokens: 2000, ignore_eos: true,
+                 temperature: 0, stream: true };
+  let stopNow = false;
+  const holder = sseRaw(body, () => (stopNow ? "stop" : ""), 60000);
+  let busy = null;
+  await until(async () => { busy = (await slots()).find((x) => x.is_processing); return !!busy; }, 20000);
+  check(!!busy, "a streaming request shows as a busy slot");
+  if (busy) errorShape(await action(busy.id, "save", "busy.bin"), 503, "save of a busy slot");
+  const mt = await http("GET", "/metrics");
+  check(/^edgeseek_kv_cache_bytes_per_token 400$/m.test(mt.text) && /^edgeseek_kv_cache_bytes [1-9]\d*$/m.test(mt.text),
+        "/metrics: the caches at their type (q8_0): " + mt.text.slice(-400));
+  // --max-conn 3: with three connections open (the stream and two sockets
+  // that sent half a request), the next one gets 503 at once
+  const socks = [0, 1].map(() => {
+    const so = net.connect(Number(url.port), url.hostname);
+    so.on("error", () => {});
+    so.write("GET /health HTTP/1.1\r\n");
+    return so;
+  });
+  let full = null;
+  await until(async () => {
+    full = await http("GET", "/v1/models", undefined, {}, 10000).catch(() => null);
+    return full && full.status === 503;
+  }, 20000);
+  if (full) errorShape(full, 503, "a connection over --max-conn");
+  check(full && /max-conn/.test(full.text) && full.headers.get("retry-after") !== null,
+        "the 503 names --max-conn and carries Retry-After: " + (full && full.text.slice(0, 200)));
+  // when they close, the server serves again
+  socks.forEach((so) => so.destroy());
+  stopNow = true;
+  const h = await holder;
+  check(h.why === "stopped", "the held stream ended: " + h.why);
+  const back = await until(async () => {
+    const r = await http("GET", "/v1/models", undefined, {}, 10000).catch(() => null);
+    return r && r.status === 200;
+  }, 20000);
+  check(back, "served again once the connections closed");
+}
+
 (async () => {
   try {
     if (mode === "main") await mainTests(arg);
+    else if (mode === "slots") await slotTests(arg);
     else await slowTests(arg);
   } catch (e) {
     fail("client error: " + (e && e.stack ? e.stack : e));

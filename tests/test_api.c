@@ -5,7 +5,8 @@
  * across tokens, the EDGESEEK_* variables (read once per load, a set
  * es_load_params field winning, bad values reported), vocabulary-only loading, and the `run` and `tokenize`
  * subcommands end to end (same seed, same text; exit codes); and the
- * size of a session's scratch (es_forward_session_bytes, internal). */
+ * size of a session's scratch (es_forward_session_bytes, internal) and the
+ * sessions' room in the automatic memory budget (their count, cache type). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "edgeseek.h"
 #include "env.h"
 #include "model.h"
+#include "residency_impl.h"
 #include "testutil.h"
 #include "threadpool.h"
 
@@ -256,6 +258,25 @@ static void test_session_bytes(void) {
     CHECK(es_forward_session_bytes(m, 16, 0) == es_forward_session_bytes(m, 16, es_default_threads()),
           "n_threads 0 is the default thread count");
     es_model_free(m);
+
+    /* the automatic budget leaves room for the sessions' caches at their
+     * type, times the sessions (a server's slots) */
+    const struct { int kv_type, n_sessions; } cases[] = {{ES_KV_F32, 1}, {ES_KV_F16, 1}, {ES_KV_Q8_0, 1},
+                                                          {ES_KV_DEFAULT, 0}, {ES_KV_BF16, 3}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        es_load_params lp = {.experts = ES_EXPERTS_MMAP, .n_ctx = 4096, .kv_type = cases[i].kv_type,
+                             .n_sessions = cases[i].n_sessions};
+        m = NULL;
+        st = es_model_load(test_data_path("golden/v3-tiny/model.gguf"), &lp, &m, err, sizeof err);
+        CHECK(st == ES_OK && m->res, "load v3-tiny paged: %s", err);
+        if (st != ES_OK || !m->res) { es_model_free(m); continue; }
+        int n = cases[i].n_sessions > 0 ? cases[i].n_sessions : 1;
+        int64_t want = n * (es_forward_session_bytes(m, 4096, 0) +
+                            (int64_t)es_model_kv_bytes_per_token_of(m, cases[i].kv_type) * 4096 + ((int64_t)8 << 20));
+        CHECK(m->res->session_bytes == want, "budget: %d sessions of a %s cache: %lld bytes, want %lld", n,
+              es_kv_type_name(cases[i].kv_type), (long long)m->res->session_bytes, (long long)want);
+        es_model_free(m);
+    }
 }
 
 static void test_cli(void) {

@@ -10,7 +10,10 @@
  *     unknown command;
  *  4. Ctrl-C at the prompt (a hint), then Ctrl-D: exit status 0;
  *  5. a second run: --hide-thinking folds the thinking into one line, and
- *     two Ctrl-C at the prompt leave with status 0.
+ *     two Ctrl-C at the prompt leave with status 0, saving the cache to its
+ *     --session file (with --kv-type q8_0);
+ *  6. a third run with that file: a dimmed note says the cache was restored,
+ *     the same question is answered right, Ctrl-D leaves with status 0.
  * The default model was trained on single-turn problems only: with an
  * earlier turn in its context it seldom answers a new question right (1 of
  * 150 random addition pairs measured), so the pair of step 1 is one it does
@@ -320,9 +323,10 @@ static void session_one(es_model *m) {
           rc, WAIT_S, term_tail(&t));
 }
 
-static void session_two(void) {
+static void session_two(const char *session_path) {
     term t;
-    const char *extra[] = {"--hide-thinking", NULL};
+    unlink(session_path);
+    const char *extra[] = {"--hide-thinking", "--kv-type", "q8_0", "--session", session_path, NULL};
     if (term_start(&t, extra, 0) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
     if (!term_wait(&t, "Ctrl-D quits", "the banner") || !term_wait(&t, "> ", "the first prompt")) {
         term_end(&t);
@@ -340,6 +344,27 @@ static void session_two(void) {
     int rc = term_end(&t);
     CHECK(rc == 0, "two Ctrl-C at the prompt: the chat did not exit with status 0 (%d); its end: '%s'", rc,
           term_tail(&t));
+    CHECK(access(session_path, R_OK) == 0, "--session: no file saved at exit");
+}
+
+static void session_three(const char *session_path) {
+    term t;
+    const char *extra[] = {"--kv-type", "q8_0", "--session", session_path, NULL};
+    if (term_start(&t, extra, 0) != 0) { CHECK(0, "forkpty: %s", strerror(errno)); return; }
+    if (!term_wait(&t, "\033[2m[", "a dimmed note") ||
+        !term_wait(&t, "tokens of cache restored from", "--session's note") || !term_wait(&t, "> ", "the first prompt")) {
+        term_end(&t);
+        return;
+    }
+    term_send(&t, "What is 487 + 356?\r");
+    term_wait(&t, "843", "the answer after the restored cache");
+    term_wait(&t, "\n> ", "the prompt");
+    term_wait_raw(&t);
+    term_send(&t, "\004");
+    int rc = term_end(&t);
+    CHECK(rc == 0, "Ctrl-D after a restored session: the chat did not exit with status 0 (%d); its end: '%s'", rc,
+          term_tail(&t));
+    unlink(session_path);
 }
 
 int main(void) {
@@ -353,7 +378,9 @@ int main(void) {
     }
     signal(SIGPIPE, SIG_IGN);
     session_one(m);
-    session_two();
+    const char *session_path = test_build_path("test_chat.session");
+    session_two(session_path);
+    session_three(session_path);
     es_model_free(m);
     return test_summary();
 }

@@ -3,7 +3,8 @@
 # pipe), the default model at temperature 0: answers line by line, no escape codes,
 # thinking between <think> tags (left out with --hide-thinking), the second turn
 # reusing the cache (--verbose), commands, the oldest turns dropped when the context
-# is full, a line with a NUL byte skipped, end of input exits 0, bad options exit 2.
+# is full, a line with a NUL byte skipped, end of input exits 0, bad options exit 2;
+# --session FILE and --kv-type.
 . "$(dirname "$0")/cli_lib.sh"
 C="$E chat -m $M --temp 0 -t 2"
 esc=$(printf '\033')
@@ -46,6 +47,32 @@ check "no input: nothing written" test ! -s "$T/out"
 # /save into a directory that does not exist: a message, the chat goes on
 printf '/save %s\nWhat is 487 + 356?\n' "$T/no/such/dir/x.json" | { expect 0 "$T/no/such/dir" "$C"; }
 check "after a failed /save" grep -qx 843 "$T/out"
+
+# --session FILE: the cache saved at exit and restored at the next start, where the
+# prompt but its last token comes from it, with the answer of a chat without the file;
+# another cache type is refused (and replaced at exit), a file that is not a session is
+# never loaded nor overwritten, --kv-type picks the cache's type
+S="$T/chat.session"
+B="Be brief."
+printf 'What is 487 + 356?\n' | { expect 0 "" "$C --system '$B' --verbose --session $S"; }
+check "--session: saved at exit" [ -s "$S" ]
+check "--session: nothing to restore at first" grep -q 'tokens: 0 reused' "$T/err"
+check "--verbose: the cache's type and bytes" grep -q 'KV cache f16, [1-9][0-9]* bytes' "$T/err"
+printf 'What is 487 + 356?\n' | { expect 0 "tokens of cache restored from" "$C --system '$B' --verbose --session $S"; }
+cp "$T/out" "$T/restored"
+check "--session: all but the last prompt token from the file" \
+    sh -c "sed -n 's/.*prompt \([0-9]*\) tokens: \([0-9]*\) reused.*/\1 \2/p' '$T/err' | awk '{ exit !(\$2 > 0 && \$2 == \$1 - 1) }'"
+printf 'What is 487 + 356?\n' | { expect 0 "" "$C --system '$B'"; }
+check "--session: the same answer as without the file" cmp -s "$T/out" "$T/restored"
+printf 'What is 487 + 356?\n' | { expect 0 "holds a f16 KV cache; this session's is q8_0" "$C --system '$B' --kv-type q8_0 --verbose --session $S"; }
+check "--session: a refused file is not loaded" grep -q 'tokens: 0 reused' "$T/err"
+printf 'What is 487 + 356?\n' | { expect 0 "tokens of cache restored from" "$C --system '$B' --kv-type q8_0 --session $S"; }
+printf 'my notes\n' >"$T/notes.txt"
+printf 'What is 487 + 356?\n' | { expect 1 "not an edgeseek session file" "$C --session $T/notes.txt"; }
+check "--session: a file that is not a session is left alone" [ "$(cat "$T/notes.txt")" = "my notes" ]
+printf 'What is 487 + 356?\n' | { expect 1 "$T/no/such" "$C --session $T/no/such/s.session"; }
+check "--session: the answer before the failed save" grep -qx 843 "$T/out"
+expect 2 "unknown KV cache type 'q4_0'" "$C --kv-type q4_0 < /dev/null"
 
 # usage
 expect 2 "-m MODEL is required" "$E chat"

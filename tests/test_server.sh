@@ -9,7 +9,9 @@
 # (EDGESEEK_SERVE_STEP_MS): SSE keep-alive during a long prefill, a mid-stream
 # disconnect freeing the slot at once, a full queue's 503 with Retry-After, and
 # SIGTERM mid-stream (cancelled, [DONE], exit 0); /health 503 while the model loads
-# (EDGESEEK_SERVE_LOAD_MS), 200 when ready.  The client is
+# (EDGESEEK_SERVE_LOAD_MS), 200 when ready; a server with --kv-type q8_0 and
+# --slot-save-path: slot save, erase, restore (the restored cache reused), names
+# confined to the directory, a busy slot's 503, and --max-conn's 503.  The client is
 # tests/server_client.cjs (node); the openai package is looked for in
 # tests/node_deps (.ci/run installs it; so does this script when npm is there).
 # Every wait is bounded.  Without server support in the build, or without node,
@@ -90,6 +92,20 @@ if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/b.log" -np 1 --queue 1 --keepalive
     rc=$?
     check "SIGTERM mid-stream: exit 0 (got $rc)" [ "$rc" -eq 0 ]
 fi
+
+# slot files and --max-conn: two slots, a q8_0 cache, a save directory, three
+# connections at most, a slowed step (a stream lasts while the checks run)
+mkdir "$T/slots"
+if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/d.log" -np 2 --kv-type q8_0 --slot-save-path "$T/slots" --max-conn 3; then
+    check "the ready line names the cache type" grep -q "KV cache q8_0 (400 bytes/token)" "$T/d.log"
+    run_client slots "$URL" "$T/slots"
+    kill -TERM $PID
+    wait_exit $PID 20
+    rc=$?
+    check "the slots server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+fi
+expect 1 "--slot-save-path $T/nowhere" "$E serve -m $M --slot-save-path $T/nowhere"
+expect 2 "unknown KV cache type" "$E serve -m $M --kv-type f8"
 
 # /health while the model loads (EDGESEEK_SERVE_LOAD_MS holds the load back 5 s): 503
 # with the error shape at once, then 200 when ready; no key needed for either
