@@ -9,9 +9,9 @@
  * bytes, or 8 x 4 for the IQ3 grids) as unsigned magnitudes m: the four
  * each by a broadcast from memory (a load, no shuffle) blended into place,
  * so the shuffle port is left to the signs and scales; the eight by one
- * VPGATHERDD.  The signs apply to
- * the activations: with AVX-512 a 32-bit mask read straight from memory
- * and one masked subtraction; with AVX2 the 4 sign bytes broadcast, spread
+ * VPGATHERDD.  The signs apply to the activations: with AVX-512 a 32-bit
+ * mask (4 sign bytes, from the block or from the register of signs decoded
+ * for the super-block) and one masked subtraction; with AVX2 the 4 sign bytes broadcast, spread
  * by a shuffle and compared into +-1 bytes for VPSIGNB.  VPMADDUBSW
  * multiplies m by the signed activations into int16 pairs (m <= 62,
  * |a| <= 127: no saturation), then the sub-block's odd integer scale 2s + 1
