@@ -296,9 +296,8 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
     for (int j = 0; j < 8; j++) {
         __m256i m;
         if (f == KIQ2XXS) {
-            uint32_t u; /* the 4 indices by one load */
-            memcpy(&u, (const uint8_t *)((const block_iq2_xxs *)blk)->qs + 8 * j, 4);
-            m = iq_grid4(es_iq2xxs_grid, u & 255, u >> 8 & 255, u >> 16 & 255, u >> 24);
+            const uint8_t *q = (const uint8_t *)((const block_iq2_xxs *)blk)->qs + 8 * j;
+            m = iq_grid4(es_iq2xxs_grid, q[0], q[1], q[2], q[3]);
         } else if (f == KIQ2XS) {
             uint64_t u;
             memcpy(&u, ((const block_iq2_xs *)blk)->qs + 4 * j, 8);
