@@ -11,7 +11,7 @@
  * Slots: matvec and matmul of F32, F16, BF16 (widened to fp32, FMA against
  * fp32 activations), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (against
  * activations quantised to Q8_0 once per product, the act_type) and
- * Q2_K..Q6_K, IQ4_XS, the IQ codebook formats IQ1_S..IQ3_S and TQ2_0
+ * Q2_K..Q6_K, IQ4_XS, the IQ codebook formats IQ1_S..IQ3_S, TQ1_0 and TQ2_0
  * (against Q8_K), in 8-bit integer arithmetic as
  * x86_avx2.c does; the Q8_0 quantiser and the dequantisers of the 32-weight
  * formats, bit-identical to generic.c; rmsnorm,
@@ -476,13 +476,13 @@ typedef struct kblock {
 
 static inline AI int kq_has_min(uint32_t f) { return f == ES_TYPE_Q2_K || f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K; }
 
-/* The IQ codebook formats and TQ2_0 in kblock's form: signed weights (the
- * grid magnitude with its sign, 8·(grid + shift) for IQ1, t - 1 for TQ2_0),
+/* The IQ codebook formats, TQ1_0 and TQ2_0 in kblock's form: signed weights (the
+ * grid magnitude with its sign, 8·(grid + shift) for IQ1, t - 1 for the ternary types),
  * the odd integer scale 2s + 1 per piece, and d times the format's power of
  * two (x86_iquants.h does the same on x86). */
 static inline AI int iq_format(uint32_t f) {
     return f == ES_TYPE_IQ2_XXS || f == ES_TYPE_IQ2_XS || f == ES_TYPE_IQ2_S || f == ES_TYPE_IQ3_XXS ||
-           f == ES_TYPE_IQ3_S || f == ES_TYPE_IQ1_S || f == ES_TYPE_IQ1_M || f == ES_TYPE_TQ2_0;
+           f == ES_TYPE_IQ3_S || f == ES_TYPE_IQ1_S || f == ES_TYPE_IQ1_M || f == ES_TYPE_TQ1_0 || f == ES_TYPE_TQ2_0;
 }
 /* 16 magnitudes from two grid entries, negated where the 16 sign bits are set */
 static inline AI int8x16_t iq_signed(uint64_t g0, uint64_t g1, uint8_t s0, uint8_t s1) {
@@ -496,6 +496,13 @@ static inline AI uint64_t iq3_pair(const uint32_t *grid, int i0, int i1) { retur
 static inline AI int8x16_t iq1_signed(int i0, int i1, int sh0, int sh1) {
     int8x16_t g = vreinterpretq_s8_u8(vcombine_u8(vcreate_u8(es_iq1s_grid[i0]), vcreate_u8(es_iq1s_grid[i1])));
     return vaddq_s8(vshlq_n_s8(g, 3), vcombine_s8(vdup_n_s8((int8_t)sh0), vdup_n_s8((int8_t)sh1)));
+}
+
+/* TQ1_0: t - 1 for the digits t = (q·3) >> 8 of bytes q: t = [q >= 86] +
+ * [q >= 171], and t - 1 = ~(-t) */
+static inline AI int8x16_t tq1_digits(uint8x16_t q) {
+    uint8x16_t c = vaddq_u8(vcgeq_u8(q, vdupq_n_u8(86)), vcgeq_u8(q, vdupq_n_u8(171)));
+    return vreinterpretq_s8_u8(vmvnq_u8(c));
 }
 
 static inline AI void iq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
@@ -583,6 +590,24 @@ static inline AI void iq_decode(uint32_t f, const uint8_t *blk, kblock *k) {
             k->q[p] = iq1_signed(b->qs[2 * p] | (h & 7) << 8, b->qs[2 * p + 1] | (h & 0x70) << 4, h & 0x08 ? -1 : 1,
                                  h & 0x80 ? -1 : 1);
         }
+    } else if (f == ES_TYPE_TQ1_0) { /* quant.h: five base-3 digits a byte */
+        const block_tq1_0 *b = (const block_tq1_0 *)blk;
+        k->d = h2f(b->d);
+        uint8x16_t q0 = vld1q_u8(b->qs), q1 = vld1q_u8(b->qs + 16), q2 = vld1q_u8(b->qs + 32);
+        const uint8x16_t three = vdupq_n_u8(3);
+#pragma GCC unroll 5
+        for (int n = 0; n < 5; n++) { /* weights 32n + m, then 160 + 16n + m */
+            k->q[2 * n] = tq1_digits(q0);
+            k->q[2 * n + 1] = tq1_digits(q1);
+            k->q[10 + n] = tq1_digits(q2);
+            q0 = vmulq_u8(q0, three), q1 = vmulq_u8(q1, three), q2 = vmulq_u8(q2, three);
+        }
+        /* weights 240 + 4n + j: digit n of qh[j] */
+        static const uint8_t pw[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
+        uint32_t h;
+        memcpy(&h, b->qh, 4);
+        k->q[15] = tq1_digits(vmulq_u8(vreinterpretq_u8_u32(vdupq_n_u32(h)), vld1q_u8(pw)));
+        for (int p = 0; p < 16; p++) k->sc[p] = 1;
     } else { /* TQ2_0: weight 128h + 32l + m is bits 2l.. of qs[32h + m] */
         const block_tq2_0 *b = (const block_tq2_0 *)blk;
         k->d = h2f(b->d);
@@ -711,7 +736,7 @@ static inline AI void kq_block(uint32_t f, dot_acc_fn dot, int nt, const uint8_t
         for (int k = 0; k < nt; k++) {
             const int8_t *x = a[k]->qs + 16 * p;
             if (f == ES_TYPE_Q4_K || f == ES_TYPE_Q5_K || f == ES_TYPE_IQ4_XS || f == ES_TYPE_IQ2_XXS ||
-                f == ES_TYPE_IQ3_XXS || f == ES_TYPE_IQ1_S || f == ES_TYPE_TQ2_0) { /* one scale for both pieces of a 32-weight sub-block */
+                f == ES_TYPE_IQ3_XXS || f == ES_TYPE_IQ1_S || f == ES_TYPE_TQ1_0 || f == ES_TYPE_TQ2_0) { /* one scale for both pieces of a 32-weight sub-block */
                 s[k] = vmlaq_n_s32(s[k], dot(dot(vdupq_n_s32(0), kb.q[p], vld1q_s8(x)), kb.q[p + 1], vld1q_s8(x + 16)),
                                    kb.sc[p]);
             } else {
@@ -766,6 +791,7 @@ NEON_8BIT_SLOTS(iq3_s, KQ_CALL, ES_TYPE_IQ3_S)
 NEON_8BIT_SLOTS(iq1_s, KQ_CALL, ES_TYPE_IQ1_S)
 NEON_8BIT_SLOTS(iq1_m, KQ_CALL, ES_TYPE_IQ1_M)
 NEON_8BIT_SLOTS(tq2_0, KQ_CALL, ES_TYPE_TQ2_0)
+NEON_8BIT_SLOTS(tq1_0, KQ_CALL, ES_TYPE_TQ1_0)
 #undef KQ_CALL
 #undef NEON_8BIT_SLOTS
 
@@ -1111,14 +1137,15 @@ static const es_kernels table_base = {
                [ES_TYPE_IQ4_XS] = matvec_iq4_xs, [ES_TYPE_IQ2_XXS] = matvec_iq2_xxs, [ES_TYPE_IQ2_XS] = matvec_iq2_xs,
                [ES_TYPE_IQ2_S] = matvec_iq2_s, [ES_TYPE_IQ3_XXS] = matvec_iq3_xxs, [ES_TYPE_IQ3_S] = matvec_iq3_s,
                [ES_TYPE_IQ1_S] = matvec_iq1_s, [ES_TYPE_IQ1_M] = matvec_iq1_m, [ES_TYPE_TQ2_0] = matvec_tq2_0,
-               [ES_TYPE_FP8_B128] = es_fp8_matvec_neon},
+               [ES_TYPE_FP8_B128] = es_fp8_matvec_neon, [ES_TYPE_TQ1_0] = matvec_tq1_0},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,
                  [ES_TYPE_Q5_1] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_NL] = ES_TYPE_Q8_0, [ES_TYPE_IQ4_XS] = ES_TYPE_Q8_K,
                  [ES_TYPE_IQ2_XXS] = ES_TYPE_Q8_K, [ES_TYPE_IQ2_XS] = ES_TYPE_Q8_K, [ES_TYPE_IQ2_S] = ES_TYPE_Q8_K,
                  [ES_TYPE_IQ3_XXS] = ES_TYPE_Q8_K, [ES_TYPE_IQ3_S] = ES_TYPE_Q8_K, [ES_TYPE_IQ1_S] = ES_TYPE_Q8_K,
-                 [ES_TYPE_IQ1_M] = ES_TYPE_Q8_K, [ES_TYPE_TQ2_0] = ES_TYPE_Q8_K},
+                 [ES_TYPE_IQ1_M] = ES_TYPE_Q8_K, [ES_TYPE_TQ2_0] = ES_TYPE_Q8_K,
+                 [ES_TYPE_TQ1_0] = ES_TYPE_Q8_K},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
                [ES_TYPE_Q8_0] = matmul_q8_0, [ES_TYPE_Q4_0] = matmul_q4_0, [ES_TYPE_Q2_K] = matmul_q2_K,
                [ES_TYPE_Q3_K] = matmul_q3_K, [ES_TYPE_Q4_K] = matmul_q4_K, [ES_TYPE_Q5_K] = matmul_q5_K,
@@ -1127,7 +1154,7 @@ static const es_kernels table_base = {
                [ES_TYPE_IQ2_XXS] = matmul_iq2_xxs, [ES_TYPE_IQ2_XS] = matmul_iq2_xs, [ES_TYPE_IQ2_S] = matmul_iq2_s,
                [ES_TYPE_IQ3_XXS] = matmul_iq3_xxs, [ES_TYPE_IQ3_S] = matmul_iq3_s, [ES_TYPE_IQ1_S] = matmul_iq1_s,
                [ES_TYPE_IQ1_M] = matmul_iq1_m, [ES_TYPE_TQ2_0] = matmul_tq2_0,
-               [ES_TYPE_FP8_B128] = es_fp8_matmul_neon},
+               [ES_TYPE_FP8_B128] = es_fp8_matmul_neon, [ES_TYPE_TQ1_0] = matmul_tq1_0},
     .dequant_row = {[ES_TYPE_F16] = dequant_f16, [ES_TYPE_BF16] = dequant_bf16, [ES_TYPE_Q8_0] = dequant_q8_0,
                     [ES_TYPE_Q4_0] = dequant_q4_0, [ES_TYPE_Q4_1] = dequant_q4_1, [ES_TYPE_Q5_0] = dequant_q5_0,
                     [ES_TYPE_Q5_1] = dequant_q5_1, [ES_TYPE_IQ4_NL] = dequant_iq4_nl},
@@ -1161,7 +1188,8 @@ static void build_tables(void) {
         {ES_TYPE_IQ2_XXS, matvec_iq2_xxs_dp, matmul_iq2_xxs_dp}, {ES_TYPE_IQ2_XS, matvec_iq2_xs_dp, matmul_iq2_xs_dp},
         {ES_TYPE_IQ2_S, matvec_iq2_s_dp, matmul_iq2_s_dp}, {ES_TYPE_IQ3_XXS, matvec_iq3_xxs_dp, matmul_iq3_xxs_dp},
         {ES_TYPE_IQ3_S, matvec_iq3_s_dp, matmul_iq3_s_dp}, {ES_TYPE_IQ1_S, matvec_iq1_s_dp, matmul_iq1_s_dp},
-        {ES_TYPE_IQ1_M, matvec_iq1_m_dp, matmul_iq1_m_dp}, {ES_TYPE_TQ2_0, matvec_tq2_0_dp, matmul_tq2_0_dp}};
+        {ES_TYPE_IQ1_M, matvec_iq1_m_dp, matmul_iq1_m_dp}, {ES_TYPE_TQ2_0, matvec_tq2_0_dp, matmul_tq2_0_dp},
+        {ES_TYPE_TQ1_0, matvec_tq1_0_dp, matmul_tq1_0_dp}};
     for (size_t i = 0; i < sizeof kq / sizeof kq[0]; i++) {
         table_dp.matvec[kq[i].type] = kq[i].mv;
         table_dp.matmul[kq[i].type] = kq[i].mm;

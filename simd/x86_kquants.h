@@ -3,7 +3,7 @@
  * as static functions: in x86_avx2.c (AVX2: VPMADDWD then VPADDD) and in
  * x86_avx512.c (AVX512_VNNI with VL: VPDPWSSD, the two fused), whose tables
  * take the slots at the end of this file.  Include only from those two.
- * The IQ codebook formats and TQ2_0 come in through x86_iquants.h (one
+ * The IQ codebook formats, TQ1_0 and TQ2_0 come in through x86_iquants.h (one
  * super-block, iq_block) and share the rest.
  *
  * Per super-block of 256 weights, every format reduces to integers: the
@@ -39,7 +39,7 @@
 #ifndef KPF
 #define KPF 2048
 #endif
-enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6, KIQ4XS, KIQ2XXS, KIQ2XS, KIQ2S, KIQ3XXS, KIQ3S, KIQ1S, KIQ1M, KTQ2 };
+enum kfmt { KQ2, KQ3, KQ4, KQ5, KQ6, KIQ4XS, KIQ2XXS, KIQ2XS, KIQ2S, KIQ3XXS, KIQ3S, KIQ1S, KIQ1M, KTQ2, KTQ1 };
 
 static inline size_t kq_block_bytes(enum kfmt f) {
     switch (f) {
@@ -56,6 +56,7 @@ static inline size_t kq_block_bytes(enum kfmt f) {
     case KIQ1S: return sizeof(block_iq1_s);
     case KIQ1M: return sizeof(block_iq1_m);
     case KTQ2: return sizeof(block_tq2_0);
+    case KTQ1: return sizeof(block_tq1_0);
     default: return sizeof(block_q6_K);
     }
 }
@@ -510,7 +511,7 @@ static void kq_matmul_q6_K(const void *w, size_t rb, int64_t n, const void *act,
     matmul_blocked(kq_pass_q6_K, es_row_bytes(ES_TYPE_Q8_K, n), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
-/* the codebook formats and TQ2_0 (x86_iquants.h): matvec and prefill slots */
+/* the codebook formats, TQ1_0 and TQ2_0 (x86_iquants.h): matvec and prefill slots */
 #define IQ_X86_SLOTS(name, F)                                                                                     \
     static void kq_pass_##name(int T, const void *w, size_t rb, int64_t n, const void *act, size_t as, float *y,  \
                                int64_t ys, int64_t r0, int64_t r1) {                                              \
@@ -532,13 +533,15 @@ IQ_X86_SLOTS(iq3_s, KIQ3S)
 IQ_X86_SLOTS(iq1_s, KIQ1S)
 IQ_X86_SLOTS(iq1_m, KIQ1M)
 IQ_X86_SLOTS(tq2_0, KTQ2)
+IQ_X86_SLOTS(tq1_0, KTQ1)
 #undef IQ_X86_SLOTS
 
 /* table entries for them, the same in the avx2 and the avx512 (VNNI) table */
 #define IQ_X86_ENTRIES(slot, F)                                                                                   \
     [ES_TYPE_IQ2_XXS] = F(slot, iq2_xxs), [ES_TYPE_IQ2_XS] = F(slot, iq2_xs), [ES_TYPE_IQ2_S] = F(slot, iq2_s),     \
     [ES_TYPE_IQ3_XXS] = F(slot, iq3_xxs), [ES_TYPE_IQ3_S] = F(slot, iq3_s), [ES_TYPE_IQ1_S] = F(slot, iq1_s),       \
-    [ES_TYPE_IQ1_M] = F(slot, iq1_m), [ES_TYPE_TQ2_0] = F(slot, tq2_0)
+    [ES_TYPE_IQ1_M] = F(slot, iq1_m), [ES_TYPE_TQ2_0] = F(slot, tq2_0),                                    \
+    [ES_TYPE_TQ1_0] = F(slot, tq1_0)
 #define IQ_X86_FN(slot, name) kq_##slot##_##name
 #define IQ_X86_ACT(slot, name) ES_TYPE_Q8_K
 #define IQ_X86_MATVEC IQ_X86_ENTRIES(matvec, IQ_X86_FN)
