@@ -234,6 +234,10 @@ static int open_dir(const char *dir, es_gguf_ctx **out, char *err, size_t errlen
         goto done;
     }
     if (map_shards(o, &v.st, err, errlen)) goto done;
+    /* the metadata buffer holds no tensors: its (empty) table gives way to the shards' */
+    for (uint64_t i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
+    free(g->tensors);
+    g->n_tensors = 0;
     g->tensors = calloc(v.n ? v.n : 1, sizeof *g->tensors);
     if (!g->tensors) { fail(err, errlen, "out of memory"); goto done; }
     for (size_t i = 0; i < v.n; i++) {
