@@ -46,6 +46,7 @@ typedef struct term {
     char buf[1 << 18];
     size_t n;    /* bytes received */
     size_t mark; /* where the next wait starts looking */
+    int editor;  /* the chat reads through a line editor (term_probe_editor) */
 } term;
 
 static double now_s(void) {
@@ -157,6 +158,7 @@ static int term_end(term *t) {
  * that fast; this test can).  1 when raw, 0 (with a failure) if not within
  * WAIT_S. */
 static int term_wait_raw(term *t) {
+    if (!t->editor) return 1; /* the plain reader: the terminal stays canonical, where Ctrl-D ends input */
     double end = now_s() + WAIT_S;
     struct termios tio;
     while (tcgetattr(t->fd, &tio) == 0 && (tio.c_lflag & ICANON)) {
@@ -166,6 +168,15 @@ static int term_wait_raw(term *t) {
     int raw = tcgetattr(t->fd, &tio) == 0 && !(tio.c_lflag & ICANON);
     CHECK(raw, "the line editor's raw mode: the terminal stayed canonical for %.0f s", WAIT_S);
     return raw;
+}
+
+/* Whether the chat reads through a line editor: libedit has the terminal in
+ * raw mode by the time its prompt shows; a build without it (EDIT=0, the
+ * aarch64 cross-build) reads plain lines and leaves the terminal canonical.
+ * Called once the first prompt has shown. */
+static void term_probe_editor(term *t) {
+    struct termios tio;
+    t->editor = tcgetattr(t->fd, &tio) == 0 && !(tio.c_lflag & ICANON);
 }
 
 /* The last 300 bytes the chat wrote, for a failure message. */
@@ -246,6 +257,7 @@ static void session_one(es_model *m) {
         term_end(&t);
         return;
     }
+    term_probe_editor(&t);
     /* 1. two turns */
     char a1[256], a2[256], want[256];
     ask(&t, "What is 339 + 589?", a1, sizeof a1);
@@ -332,6 +344,7 @@ static void session_two(const char *session_path) {
         term_end(&t);
         return;
     }
+    term_probe_editor(&t);
     size_t from = t.mark;
     term_send(&t, "What is 487 + 356?\r");
     term_wait(&t, "[thought for ", "--hide-thinking's line");
@@ -356,6 +369,7 @@ static void session_three(const char *session_path) {
         term_end(&t);
         return;
     }
+    term_probe_editor(&t);
     term_send(&t, "What is 487 + 356?\r");
     term_wait(&t, "843", "the answer after the restored cache");
     term_wait(&t, "\n> ", "the prompt");
