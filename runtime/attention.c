@@ -290,6 +290,7 @@ static void attend_absorbed(const attn_job *j, int t, int h0, int n, int tid) {
          * parts of every position, then the rope parts a block at a time */
         enum { RB = 64 };
         float rope[16 * RB]; /* [n][RB]: n <= 16 (absorbed_group_size) */
+        ES_ASSERT(n <= 16);
         K->dot_kv_heads[kv->lat_type](qt, R, n, es_kv_row(kv, 0), kv->row_bytes, p + 1, R, att, S);
         for (int i0 = 0; i0 <= p; i0 += RB) {
             const int nb = p + 1 - i0 < RB ? p + 1 - i0 : RB;
