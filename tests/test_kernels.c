@@ -375,6 +375,58 @@ static void test_table_products(void) {
     }
 }
 
+/* Q8_0 and Q4_0 promise one arithmetic for every product (x86_q8act.h): a
+ * row gives the same bits through the matvec (decode) as through any
+ * matmul (prefill, a batch of sessions), whatever the token count and the
+ * row range; es_batch_eval relies on it.  Checked slot against slot on
+ * awkward shapes, the neon tables included (same promise there). */
+static void test_matvec_matmul_bits(void) {
+    static const uint32_t types[] = {ES_TYPE_Q8_0, ES_TYPE_Q4_0};
+    static const int64_t shapes[][3] = {{50, 1056, 9}, {7, 96, 5}, {33, 16384, 17}, {66, 4160, 65}, {5, 32, 2}};
+    test_table tabs[6];
+    int ntabs = cpu_tables(tabs);
+    for (int v = 0; v < ntabs; v++) {
+        const es_kernels *K = tabs[v].k;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            const uint32_t t = types[ti];
+            if (!K->matvec[t] || !K->matmul[t]) continue;
+            int differ = 0;
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                const int64_t rows = shapes[si][0], n = shapes[si][1], nt = shapes[si][2];
+                const uint32_t at = K->act_type[t];
+                const size_t rb = es_row_bytes(t, n), ab = es_act_bytes(at, n);
+                uint8_t *w = malloc(rb * (size_t)rows), *act = malloc(ab * (size_t)nt);
+                float *x = malloc(sizeof(float) * (size_t)n), *ymv = malloc(sizeof(float) * (size_t)(rows * nt)),
+                      *ymm = malloc(sizeof(float) * (size_t)(rows * nt));
+                for (int64_t r = 0; r < rows; r++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 7 == 0 ? 3.0f : 1.0f);
+                    es_kernels_generic.quant_row[t](x, w + (size_t)r * rb, n);
+                }
+                for (int64_t k = 0; k < nt; k++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 11 == 0 ? 5.0f : 1.0f);
+                    es_kernels_generic.quant_row[at](x, act + (size_t)k * ab, n);
+                }
+                /* matvec over uneven row ranges, matmul over others */
+                const int64_t a = rows / 3, b = rows - rows / 5;
+                for (int64_t k = 0; k < nt; k++) {
+                    K->matvec[t](w, rb, n, act + (size_t)k * ab, ymv + k * rows, 0, a);
+                    K->matvec[t](w, rb, n, act + (size_t)k * ab, ymv + k * rows, a, rows);
+                }
+                K->matmul[t](w, rb, n, act, ab, nt, ymm, rows, 0, b);
+                K->matmul[t](w, rb, n, act, ab, nt, ymm, rows, b, rows);
+                if (memcmp(ymv, ymm, sizeof(float) * (size_t)(rows * nt)) != 0) {
+                    differ++;
+                    printf("%s %s: matvec and matmul differ at %lld rows x %lld cols x %lld tokens\n", tabs[v].name,
+                           es_type_info(t)->name, (long long)rows, (long long)n, (long long)nt);
+                }
+                free(w); free(act); free(x); free(ymv); free(ymm);
+            }
+            CHECK(differ == 0, "%s %s: matvec and matmul give different bits (%d shapes)", tabs[v].name,
+                  es_type_info(t)->name, differ);
+        }
+    }
+}
+
 /* silu_mul and softmax of every table against double, with values that
  * overflow and underflow e^x, and NaN.  Bound: 1e-6 relative (of the
  * smallest normal for denormal results): the vector expf (Cephes'
@@ -471,6 +523,7 @@ int main(void) {
     test_all_paths();
     test_pool();
     test_table_products();
+    test_matvec_matmul_bits();
     test_activation_ops();
     test_act_quant();
     return test_summary();
