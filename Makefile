@@ -72,6 +72,7 @@ $(BUILD)/obj/simd/x86_avx2.o $(BUILD)/pic/simd/x86_avx2.o: ISA_FLAGS = -mavx2 -m
 $(BUILD)/obj/simd/x86_avx2_fp8.o $(BUILD)/pic/simd/x86_avx2_fp8.o: ISA_FLAGS = -mavx2 -mfma -mf16c
 $(BUILD)/obj/simd/x86_avx512_fp8.o $(BUILD)/pic/simd/x86_avx512_fp8.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mfma -mf16c
 $(BUILD)/obj/simd/x86_avx512.o $(BUILD)/pic/simd/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+$(BUILD)/obj/simd/x86_amx.o $(BUILD)/pic/simd/x86_amx.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c -mamx-tile -mamx-int8
 endif
 
 LIB_DIRS := runtime format text mmap platform simd

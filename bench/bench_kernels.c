@@ -183,7 +183,7 @@ static int in_list(const char *list, const char *name) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_kernels [--mb N] [--n COLS] [--rounds N] [--reps N] [--threads N]\n"
-                    "                     [--formats F32,Q4_0,...] [--paths generic,avx2,avx512,neon]\n"
+                    "                     [--formats F32,Q4_0,...] [--paths generic,avx2,avx512,amx,neon]\n"
                     "                     [--mm-mb N] [--mm-tok N] [--no-sweep]\n");
     exit(2);
 }
@@ -364,7 +364,7 @@ int main(int argc, char **argv) {
     opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
     snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,"
              "IQ2_XXS,IQ2_XS,IQ2_S,IQ3_XXS,IQ3_S,IQ1_S,IQ1_M,TQ1_0,TQ2_0");
-    snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,neon");
+    snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,amx,neon");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-sweep")) { o.sweep = 0; continue; }
@@ -441,7 +441,7 @@ int main(int argc, char **argv) {
                                      ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
                                      ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
                                      ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
-    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    static const char *paths[] = {"generic", "avx2", "avx512", "amx", "neon"};
     float *x = malloc(sizeof(float) * (size_t)o.n);
     for (int64_t i = 0; i < o.n; i++) x[i] = frand();
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {

@@ -36,6 +36,7 @@
 typedef struct cpu_features {
     int avx2, fma, f16c;
     int avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16;
+    int amx; /* AMX-TILE and AMX-INT8, their state enabled in XCR0 and granted by Linux */
     int neon, dotprod, i8mm;
 } cpu_features;
 
@@ -68,8 +69,13 @@ static void detect(void) {
         cpu.avx512bw = cpu.avx512f && ((b >> 30) & 1);
         cpu.avx512vl = cpu.avx512f && ((b >> 31) & 1);
         cpu.avx512vnni = cpu.avx512f && ((c >> 11) & 1);
+        /* AMX: tiles and int8 products (EDX 24, 25), XTILECFG and XTILEDATA
+         * in XCR0 (bits 17, 18), and Linux's permission for the process */
+        int amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000;
         __cpuid_count(7, 1, a, b, c, d);
         cpu.avx512bf16 = cpu.avx512f && ((a >> 5) & 1);
+        cpu.amx = amx && cpu.avx512vnni && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq && es_amx_table() &&
+                  es_amx_enable();
     }
     if (!os_avx) cpu.fma = cpu.f16c = 0;
 #elif defined(__aarch64__)
@@ -78,11 +84,11 @@ static void detect(void) {
     cpu.dotprod = (hw & HWCAP_ASIMDDP) != 0;
     cpu.i8mm = (hw2 & HWCAP2_I8MM) != 0;
 #endif
-    snprintf(features_line, sizeof features_line, "%s%s%s%s%s%s%s%s%s%s%s%s",
+    snprintf(features_line, sizeof features_line, "%s%s%s%s%s%s%s%s%s%s%s%s%s",
              cpu.avx2 ? "avx2 " : "", cpu.fma ? "fma " : "", cpu.f16c ? "f16c " : "",
              cpu.avx512f ? "avx512f " : "", cpu.avx512bw ? "avx512bw " : "", cpu.avx512vl ? "avx512vl " : "",
              cpu.avx512dq ? "avx512dq " : "", cpu.avx512vnni ? "avx512vnni " : "",
-             cpu.avx512bf16 ? "avx512bf16 " : "", cpu.neon ? "neon " : "", cpu.dotprod ? "dotprod " : "",
+             cpu.avx512bf16 ? "avx512bf16 " : "", cpu.amx ? "amx " : "", cpu.neon ? "neon " : "", cpu.dotprod ? "dotprod " : "",
              cpu.i8mm ? "i8mm " : "");
     size_t l = strlen(features_line);
     if (l) features_line[l - 1] = 0;
@@ -97,6 +103,7 @@ int es_simd_supported(const char *name) {
     if (!strcmp(name, "avx512"))
         return es_kernels_avx512 && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq &&
                cpu.fma && cpu.f16c;
+    if (!strcmp(name, "amx")) return es_simd_supported("avx512") && cpu.amx;
     if (!strcmp(name, "neon")) return es_kernels_neon && cpu.neon;
     return 0;
 }
@@ -106,6 +113,7 @@ static const es_kernels *table_by_name(const char *name) {
     if (!strcmp(name, "avx2")) return es_kernels_avx2;
     /* with VNNI, the variant that uses it (every caller has run detect()) */
     if (!strcmp(name, "avx512")) return es_kernels_avx512 ? es_avx512_for(cpu.avx512vnni) : NULL;
+    if (!strcmp(name, "amx")) return es_amx_table();
     /* the neon variant for this CPU's dotprod and i8mm (likewise) */
     if (!strcmp(name, "neon")) return es_kernels_neon ? es_neon_for(cpu.dotprod, cpu.i8mm) : NULL;
     return NULL;
@@ -114,7 +122,7 @@ static const es_kernels *table_by_name(const char *name) {
 /* The complete table of each path: an ISA table with its empty slots filled
  * from generic, so callers never see a NULL slot the generic table has.
  * Built once, read-only after. */
-static const char *const path_names[] = {"generic", "avx2", "avx512", "neon"};
+static const char *const path_names[] = {"generic", "avx2", "avx512", "neon", "amx"};
 enum { N_PATHS = sizeof path_names / sizeof path_names[0] };
 static es_kernels merged[N_PATHS];
 static const es_kernels *best;
@@ -144,7 +152,7 @@ static void build_tables(void) {
         const es_kernels *t = table_by_name(path_names[i]);
         if (t) fill_table(&merged[i], t);
     }
-    static const int order[] = {2, 1, 3}; /* avx512, avx2, neon */
+    static const int order[] = {4, 2, 1, 3}; /* amx, avx512, avx2, neon */
     best = &merged[0];
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (es_simd_supported(path_names[order[i]])) {
@@ -165,7 +173,7 @@ const es_kernels *es_kernels_for(const char *name, char *err, size_t errlen) {
                                          : "not built for this architecture");
         return NULL;
     }
-    if (err && errlen) snprintf(err, errlen, "unknown SIMD path '%s' (generic, avx2, avx512, neon)", name ? name : "");
+    if (err && errlen) snprintf(err, errlen, "unknown SIMD path '%s' (generic, avx2, avx512, amx, neon)", name ? name : "");
     return NULL;
 }
 

@@ -80,12 +80,18 @@ extern const es_kernels *const es_kernels_avx512;
  * AVX512_VNNI (es_kernels_avx512 holds only the slots that need AVX-512
  * itself).  NULL off x86-64. */
 const es_kernels *es_avx512_for(int vnni);
+/* x86_amx.c: the avx512 VNNI table with the Q4_0/Q8_0 prefill products on
+ * the AMX tile unit ("amx"), and the process's request for the tile state
+ * (1 when Linux granted it).  NULL / 0 off x86-64 or without AMX in the
+ * compiler. */
+const es_kernels *es_amx_table(void);
+int es_amx_enable(void);
 extern const es_kernels *const es_kernels_neon;
 /* arm_neon.c: the neon table for a CPU with or without SDOT (dotprod) and
  * SMMLA (i8mm); es_kernels_neon is the armv8.0 one.  NULL off aarch64. */
 const es_kernels *es_neon_for(int dotprod, int i8mm);
 
-/* The complete table of a SIMD path (generic|avx2|avx512|neon): every slot
+/* The complete table of a SIMD path (generic|avx2|avx512|amx|neon): every slot
  * the generic table has is filled (an ISA's empty slots are generic's).
  * Tables are built once and never change, so any thread may hold one.
  * NULL with a message when the name is unknown or this CPU (or its OS, or

@@ -199,7 +199,7 @@ static void identity_on(const char *label, const char *path, const char *simd, u
     es_model_free(m);
 }
 
-static const char *const simd_paths[] = {"generic", "avx2", "avx512", "neon"};
+static const char *const simd_paths[] = {"generic", "avx2", "avx512", "amx", "neon"};
 static uint64_t seed_base = 1; /* each (model, path) its own compositions */
 
 static void identity_all_paths(const char *label, const char *path) {

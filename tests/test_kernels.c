@@ -263,6 +263,8 @@ static int cpu_tables(test_table *out) {
         out[n++] = (test_table){"avx512 (no VNNI)", es_avx512_for(0)};
         if (strstr(es_cpu_features(), "avx512vnni")) out[n++] = (test_table){"avx512 (VNNI)", es_avx512_for(1)};
         else SKIP("avx512 table with VNNI: this CPU lacks AVX512_VNNI");
+        if (es_simd_supported("amx")) out[n++] = (test_table){"amx", es_amx_table()};
+        else SKIP("amx table: this CPU (or its OS, or this build) lacks AMX-INT8");
     } else {
         SKIP("avx512 tables: not available on this CPU/build");
     }
@@ -337,7 +339,7 @@ static void test_table_products(void) {
      * either side of the activation chunks */
     static const int64_t ntok_list[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 63, 65};
     static const int64_t cols_32[] = {32, 96, 1056}, cols_256[] = {256, 768};
-    test_table tabs[6];
+    test_table tabs[8];
     int ntabs = cpu_tables(tabs);
     for (int v = 0; v < ntabs; v++) {
         const es_kernels *K = tabs[v].k;
@@ -383,7 +385,7 @@ static void test_table_products(void) {
 static void test_matvec_matmul_bits(void) {
     static const uint32_t types[] = {ES_TYPE_Q8_0, ES_TYPE_Q4_0};
     static const int64_t shapes[][3] = {{50, 1056, 9}, {7, 96, 5}, {33, 16384, 17}, {66, 4160, 65}, {5, 32, 2}};
-    test_table tabs[6];
+    test_table tabs[8];
     int ntabs = cpu_tables(tabs);
     for (int v = 0; v < ntabs; v++) {
         const es_kernels *K = tabs[v].k;
@@ -442,7 +444,7 @@ static int close_to(float got, double want) {
 }
 
 static void test_activation_ops(void) {
-    test_table tabs[6];
+    test_table tabs[8];
     int ntabs = cpu_tables(tabs);
     for (int v = 0; v < ntabs; v++) {
         const es_kernels *K = tabs[v].k;
@@ -491,7 +493,7 @@ static void test_activation_ops(void) {
  * scale 1), zero blocks, one huge value. */
 static void test_act_quant(void) {
     static const uint32_t acts[] = {ES_TYPE_Q8_0, ES_TYPE_Q8_K};
-    test_table tabs[6];
+    test_table tabs[8];
     int ntabs = cpu_tables(tabs);
     const int64_t n = 256 * 6;
     float *x = malloc(sizeof(float) * (size_t)n);

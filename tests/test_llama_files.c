@@ -101,7 +101,7 @@ int main(void) {
     CHECK(ref && len == sizeof(float) * N_TOK * 512, "reference logits: %zu bytes", len);
     if (ref && len == sizeof(float) * N_TOK * 512) {
         ref_now = ref;
-        static const char *const paths[] = {"generic", "avx2", "avx512", "neon"};
+        static const char *const paths[] = {"generic", "avx2", "avx512", "amx", "neon"};
         for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) run_path(paths[i]);
     }
     free(ref);

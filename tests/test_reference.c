@@ -305,7 +305,7 @@ out:
  * kernel path this CPU can run (generic first: the plain float32 reading of
  * the spec), the model loaded with each path's kernels. */
 static void check_model(const char *label, const char *path, const int32_t *tok, int T, const golden *gd) {
-    static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
+    static const char *paths[] = {"generic", "avx2", "avx512", "amx", "neon"};
     char err[512] = "";
     rmodel rm;
     if (rmodel_load(&rm, path) != 0) { /* the reference dequantises with the scalar code */
