@@ -21,7 +21,7 @@ enum es_gating { ES_GATING_SOFTMAX = 1, ES_GATING_SIGMOID = 2 };
 
 /* Tokens per batch: prefill runs in batches of this many, and a session's
  * scratch holds one batch (forward.c). */
-#define ES_BATCH 64
+#define ES_BATCH 256
 
 /* A session's context when none is asked for (capped at the training
  * context). */
