@@ -105,7 +105,7 @@ ts_of() { # ts_of TEST FILE: avg_ts of that test in the JSON
 median() { sort -g | awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2); else print "-"}'; }
 range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {if (NR) printf "%s-%s", lo, hi; else print "-"}'; }
 
-echo "model $model ($(stat -c %s "$model") bytes); pp$np, tg$ng, -t $thr per rank; cap $cap bytes;${io:+ reads throttled to $io B/s per process, cold page cache;} CPU: $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1), $(nproc) CPUs"
+echo "model $model ($(stat -c %s "$model") bytes); pp$np, tg$ng, -t $thr per rank; cap $cap bytes;${io:+ reads throttled to $io bytes/s per process, cold page cache;} CPU: $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1), $(nproc) CPUs"
 for r in $(seq 1 "$rounds"); do
     echo "round $r, load average $(cut -d' ' -f1-3 /proc/loadavg)"
     for c in "$@"; do
@@ -118,11 +118,11 @@ for r in $(seq 1 "$rounds"); do
         fi
     done
 done
-printf '%-6s %10s %16s %10s %16s  %s\n' config "pp$np t/s" range "tg$ng t/s" range "reduce payload per rank"
+printf '%-12s %10s %16s %10s %16s  %s\n' config "pp$np t/s" range "tg$ng t/s" range "rank 0's exchange payload"
 for c in "$@"; do
     [ -f "$tmp/$c.pp" ] || continue
     tr=$(sed -n 's/.*decode [0-9]* tokens, [0-9]* bytes in [0-9]* [a-z]* (\([0-9]*\) bytes per token).*prefill [0-9]* tokens, [0-9]* bytes in [0-9]* [a-z]* (\([0-9]*\) bytes per token).*/\1 B per generated token, \2 B per prompt token/p' "$tmp/$c.traffic" 2>/dev/null)
-    printf '%-6s %10s %16s %10s %16s  %s\n' "$c" "$(median < "$tmp/$c.pp")" "$(range < "$tmp/$c.pp")" \
+    printf '%-12s %10s %16s %10s %16s  %s\n' "$c" "$(median < "$tmp/$c.pp")" "$(range < "$tmp/$c.pp")" \
         "$(median < "$tmp/$c.tg")" "$(range < "$tmp/$c.tg")" "${tr:--}"
 done
 echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
