@@ -1,7 +1,7 @@
 #!/bin/sh
 # mpi_bench.sh — prompt and generation speed of edgeseek-mpi (make MPI=1)
 # against the single process, configurations interleaved round by round,
-# medians printed, with the bytes each rank reduced per token.
+# medians printed, with the bytes rank 0 sent into the exchanges per token.
 #
 # usage: sh bench/mpi_bench.sh -m MODEL [-r ROUNDS] [-p N] [-n N] [-t T]
 #                              [--cap BYTES] [--io RATE] [CONFIG ...]
@@ -29,7 +29,7 @@
 #              --exchange (e.g. ns2:reduce ns2:gather); plain: its default
 # Each run is `bench -p N -n N -d 0 -r 1 -t T --no-bw` (its untimed warm-up
 # first).  Prints a row per configuration: median pp and tg tokens/s, their
-# range, and the reduce payload per rank per generated and per prompt token.
+# range, and rank 0's exchange payload per generated and per prompt token.
 set -u
 BUILD=${ES_BUILD:-build}
 model= rounds=3 np=64 ng=32 thr=1 cap=60% io=
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     -t) thr=$2; shift 2 ;;
     --cap) cap=$2; shift 2 ;;
     --io) io=$2; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mpi_bench.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -87,8 +87,8 @@ run() {
     # a cold start: the model's pages that no process maps leave the cache
     [ -z "$io" ] || dd if="$model" iflag=nocache count=0 2> /dev/null
     ES1="$IOW $BUILD/edgeseek" ESM="$IOW $BUILD/edgeseek-mpi --traffic $X"
-    # shellcheck disable=SC2086 # the commands are word lists
     c0=${1%%:*}
+    # shellcheck disable=SC2086 # the commands are word lists
     case $c0 in
     1) $ES1 $B ;;
     cap1) "$here/tests/memlimit" "$cap" $ES1 $B ;;
