@@ -114,7 +114,9 @@ for r in $(seq 1 "$rounds"); do
             ts_of "tg$ng" "$tmp/out.json" >> "$tmp/$c.tg"
             grep '^\[mpi\]' "$tmp/err" | tail -1 > "$tmp/$c.traffic"
         else
-            echo "  $c failed: $(tail -2 "$tmp/err" | tr '\n' ' ')"
+            # the ranks' own messages first (the launcher's banner ends the output)
+            why=$(grep -m3 -E 'edgeseek|rank|signal|exit' "$tmp/err" | tr '\n' ' ')
+            echo "  $c failed: ${why:-$(tail -2 "$tmp/err" | tr '\n' ' ')}"
         fi
     done
 done
