@@ -212,26 +212,32 @@ bench: $(BENCHES)
 # (-Wl,--wrap) so that rank 0 mirrors them to the other ranks.  Nothing else
 # sees MPI: the default build never needs it.  `make test-mpi` builds it
 # when mpicc is there and runs tests/mpi_test.sh (a skip without MPI).
+# Another MPI beside the default one: `make MPI=1 MPICC=mpicc.mpich` builds
+# $(BUILD)/edgeseek-mpi-mpich (its own objects), `make test-mpi
+# MPICC=mpicc.mpich MPIRUN=mpirun.mpich` tests it.
 MPICC ?= mpicc
+MPIRUN ?= mpirun
+MPI_TAG := $(if $(filter mpicc,$(notdir $(MPICC))),,-$(subst mpicc.,,$(notdir $(MPICC))))
+MPI_BIN := $(BUILD)/edgeseek-mpi$(MPI_TAG)
 INC_dist := -Idist -Iinclude -Icli
-DIST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard dist/*.c))
+DIST_OBJ := $(patsubst dist/%.c,$(BUILD)/obj/dist$(MPI_TAG)/%.o,$(wildcard dist/*.c))
 DIST_CLI_OBJ := $(addprefix $(BUILD)/obj/cli/,cmd_run.o cmd_logits.o cmd_bench.o cmd_eval.o arith.o common.o session.o)
 DIST_WRAP := es_model_load es_model_free es_session_new es_session_new_ext es_session_free es_session_set_threads \
              es_session_reset es_session_truncate es_session_eval es_session_load
-$(BUILD)/obj/dist/%.o: dist/%.c
+$(BUILD)/obj/dist$(MPI_TAG)/%.o: dist/%.c
 	@mkdir -p $(dir $@)
 	$(MPICC) $(ES_CFLAGS) $(INC_dist) $(CFLAGS) -c $< -o $@
-$(BUILD)/edgeseek-mpi: $(DIST_OBJ) $(DIST_CLI_OBJ) $(BUILD)/libedgeseek.a
+$(MPI_BIN): $(DIST_OBJ) $(DIST_CLI_OBJ) $(BUILD)/libedgeseek.a
 	$(MPICC) $(CFLAGS) -o $@ $(DIST_OBJ) $(DIST_CLI_OBJ) $(BUILD)/libedgeseek.a \
 	  $(addprefix -Wl$(comma)--wrap=,$(DIST_WRAP)) $(LDFLAGS) $(LDLIBS)
 comma := ,
 ifeq ($(MPI),1)
-all: $(BUILD)/edgeseek-mpi
+all: $(MPI_BIN)
 endif
 .PHONY: test-mpi
 test-mpi: all
-	@if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 $(BUILD)/edgeseek-mpi; fi
-	@sh tests/mpi_test.sh $(BUILD)
+	@if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 $(MPI_BIN); fi
+	@ES_MPI_BIN=$(MPI_BIN) ES_MPIRUN=$(MPIRUN) sh tests/mpi_test.sh $(BUILD)
 
 # Runs every test binary, the command-line test scripts (tests/test_*.sh)
 # and the script tests; the last line is "N passed, N failed, N skipped".

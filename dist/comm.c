@@ -12,10 +12,16 @@
  * (mpirun ending the job after a rank died) is reported with this rank's
  * name too.  Only the main thread calls MPI (MPI_THREAD_FUNNELED).
  *
+ * The exchange of the experts' outputs: one MPI_Allreduce of every slot
+ * (dist_moe_reduce) or one MPI_Allgatherv of each rank's own slots
+ * (dist_moe_exchange, half the bytes on 2 ranks); main.c picks one.
+ *
  * Waiting.  Collectives are started non-blocking and waited for by
  * wait_polite: as MPI waits when this rank is alone on its machine, without
  * spinning when other ranks share its CPUs. */
 #include "comm.h"
+
+#include "edgeseek.h"
 
 #include <limits.h>
 #include <mpi.h>
@@ -204,6 +210,85 @@ void dist_traffic_eval(int n_tokens) {
 
 const dist_traffic *dist_traffic_get(void) { return &g_traffic; }
 
+/* Counts one exchange of `bytes` payload in the evaluation now running. */
+static void count_exchange(uint64_t bytes) {
+    if (g_eval_tokens == 1) {
+        g_traffic.decode_reduces++;
+        g_traffic.decode_bytes += bytes;
+    } else {
+        g_traffic.prefill_reduces++;
+        g_traffic.prefill_bytes += bytes;
+    }
+}
+
+/* The owned-slots exchange: every rank packs the rows of its own experts,
+ * in expert order, into its block of one buffer (the blocks in rank
+ * order), MPI_Allgatherv fills the other blocks, and each rank copies
+ * every other rank's rows back to their places, walking the experts in
+ * the same order.  Every rank computes the same counts from the same
+ * routing, so nothing but the rows travels. */
+static float *g_xbuf;
+static size_t g_xcap;
+static MPI_Datatype g_row = MPI_DATATYPE_NULL;
+static int g_row_dim;
+static int *g_counts, *g_displs, *g_cursor;
+
+int dist_moe_exchange(void *user, int layer, float *slots, int dim, int n_experts, const int32_t *start) {
+    (void)user;
+    const int N = g_size;
+    const size_t rows = (size_t)start[n_experts], row_bytes = sizeof(float) * (size_t)dim;
+    if (!g_counts) {
+        g_counts = calloc((size_t)N * 3, sizeof(int));
+        if (!g_counts) dist_fail("out of memory for the exchange of layer %d", layer);
+        g_displs = g_counts + N;
+        g_cursor = g_displs + N;
+    }
+    if (g_row_dim != dim) {
+        if (g_row != MPI_DATATYPE_NULL) MPI_Type_free(&g_row);
+        check(MPI_Type_contiguous(dim, MPI_FLOAT, &g_row), "MPI_Type_contiguous", "the exchange's row type");
+        check(MPI_Type_commit(&g_row), "MPI_Type_commit", "the exchange's row type");
+        g_row_dim = dim;
+    }
+    if (rows * (size_t)dim > g_xcap) {
+        free(g_xbuf);
+        g_xcap = rows * (size_t)dim;
+        g_xbuf = malloc(g_xcap * sizeof(float));
+        if (!g_xbuf) dist_fail("out of memory for the exchange of layer %d (%zu rows)", layer, rows);
+    }
+    memset(g_counts, 0, sizeof(int) * (size_t)N);
+    for (int e = 0; e < n_experts; e++) g_counts[es_expert_owner(N, layer, e)] += start[e + 1] - start[e];
+    for (int r = 0, d = 0; r < N; r++) {
+        g_displs[r] = g_cursor[r] = d;
+        d += g_counts[r];
+    }
+    for (int e = 0; e < n_experts; e++) {
+        int r = es_expert_owner(N, layer, e), n = start[e + 1] - start[e];
+        if (r == g_rank && n > 0)
+            memcpy(g_xbuf + (size_t)g_cursor[r] * dim, slots + (size_t)start[e] * dim, row_bytes * (size_t)n);
+        g_cursor[r] += n;
+    }
+    arm(1, "the exchange of the experts' outputs (MPI_Allgatherv)", layer);
+    MPI_Request req;
+    int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, g_row, g_xbuf, g_counts, g_displs, g_row, MPI_COMM_WORLD,
+                             &req);
+    if (rc == MPI_SUCCESS) rc = wait_polite(&req);
+    disarm();
+    if (rc != MPI_SUCCESS) {
+        char what[64];
+        snprintf(what, sizeof what, "the exchange of layer %d", layer);
+        check(rc, "MPI_Allgatherv", what);
+    }
+    for (int r = 0; r < N; r++) g_cursor[r] = g_displs[r];
+    for (int e = 0; e < n_experts; e++) {
+        int r = es_expert_owner(N, layer, e), n = start[e + 1] - start[e];
+        if (r != g_rank && n > 0)
+            memcpy(slots + (size_t)start[e] * dim, g_xbuf + (size_t)g_cursor[r] * dim, row_bytes * (size_t)n);
+        g_cursor[r] += n;
+    }
+    count_exchange((uint64_t)g_counts[g_rank] * row_bytes);
+    return 0;
+}
+
 int dist_moe_reduce(void *user, int layer, float *slots, size_t n_floats) {
     (void)user;
     arm(1, "the reduce of the experts' outputs (MPI_Allreduce)", layer);
@@ -220,12 +305,6 @@ int dist_moe_reduce(void *user, int layer, float *slots, size_t n_floats) {
         off += (size_t)c;
     }
     disarm();
-    if (g_eval_tokens == 1) {
-        g_traffic.decode_reduces++;
-        g_traffic.decode_bytes += n_floats * sizeof(float);
-    } else {
-        g_traffic.prefill_reduces++;
-        g_traffic.prefill_bytes += n_floats * sizeof(float);
-    }
+    count_exchange(n_floats * sizeof(float));
     return 0;
 }

@@ -1,9 +1,9 @@
 /* comm.h — what edgeseek-mpi asks of MPI (comm.c owns every MPI call but
  * MPI_Init and MPI_Finalize): the world's size and this rank, the
  * broadcast of rank 0's operations, the gathering of the ranks' results,
- * the per-layer reduce of the experts' slots, the watchdog that ends a run
- * whose collective waits too long, and the traffic counters.  Nothing here
- * knows the CLI. */
+ * the per-layer exchange of the experts' slots (reduce or gather), the
+ * watchdog that ends a run whose collective waits too long, and the
+ * traffic counters.  Nothing here knows the CLI. */
 #ifndef ES_DIST_COMM_H
 #define ES_DIST_COMM_H
 
@@ -36,6 +36,10 @@ void dist_gather(const void *mine, void *all, size_t n, const char *what);
 /* The es_moe_reduce_fn dist/ installs on every session: MPI_Allreduce of
  * the slots, in place, under the watchdog. */
 int dist_moe_reduce(void *user, int layer, float *slots, size_t n_floats);
+/* The es_moe_exchange_fn of the owned-slots form: MPI_Allgatherv of each
+ * rank's own rows (those of es_expert_owner(size, layer, e) == rank), the
+ * others copied to their places, under the watchdog. */
+int dist_moe_exchange(void *user, int layer, float *slots, int dim, int n_experts, const int32_t *expert_start);
 
 /* Traffic: the reduce payloads of evaluations of one token (decode) and of
  * more (prefill), and the tokens and MoE-layer reduces they count. */

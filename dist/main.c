@@ -73,6 +73,16 @@ WRAPPED(es_status, es_session_eval, (es_session *s, const int32_t *tokens, int n
                                      char *err, size_t errlen))
 #undef WRAPPED
 
+/* How each MoE layer's slots travel (--exchange; every rank parses it
+ * alike): 1, MPI_Allgatherv of each rank's own slots; 0, MPI_Allreduce of
+ * them all. */
+static int g_gather = 1;
+
+static void set_exchange(es_session *s) {
+    if (g_gather) es_session_set_moe_exchange(s, dist_moe_exchange, NULL);
+    else es_session_set_moe_reduce(s, dist_moe_reduce, NULL);
+}
+
 static int find_model(const es_model *m) {
     for (int i = 0; i < MAX_MODELS; i++)
         if (m && models[i] == m) return i;
@@ -172,7 +182,7 @@ es_status __wrap_es_session_new_ext(es_model *m, const es_session_params *p, es_
         return ES_ERR_ARG;
     }
     sessions[id] = *out;
-    es_session_set_moe_reduce(*out, dist_moe_reduce, NULL);
+    set_exchange(*out);
     const es_session_params none = {0};
     send_op(OP_SESSION_NEW, mid, id, 0, p ? p : &none, sizeof none);
     result mine = {ES_OK, ""};
@@ -301,7 +311,7 @@ static void follower_loop(void) {
                 snprintf(res.msg, sizeof res.msg, "no model loaded");
             } else {
                 res.status = __real_es_session_new_ext(m, &p, &s, res.msg, sizeof res.msg);
-                if (s) es_session_set_moe_reduce(s, dist_moe_reduce, NULL);
+                if (s) set_exchange(s);
             }
             sessions[o.session] = s;
             dist_gather(&res, NULL, sizeof res, "the gathering of the ranks' results");
@@ -353,10 +363,14 @@ static const struct {
 
 static void usage(FILE *f) {
     fputs("edgeseek-mpi — edgeseek over MPI ranks, each holding a share of the routed experts\n\n"
-          "usage: mpirun -np N edgeseek-mpi [--timeout SECONDS] [--traffic] COMMAND [options]\n\n"
+          "usage: mpirun -np N edgeseek-mpi [--timeout SECONDS] [--traffic] [--exchange gather|reduce]\n"
+          "                                COMMAND [options]\n\n"
           "  --timeout S  end the run when one collective waits longer than S seconds\n"
           "               (default: EDGESEEK_MPI_TIMEOUT, else 120)\n"
-          "  --traffic    print the bytes reduced per token at the end (stderr)\n\n"
+          "  --traffic    print the bytes each rank sent per token at the end (stderr)\n"
+          "  --exchange gather|reduce\n"
+          "               how each MoE layer's expert outputs travel: MPI_Allgatherv of\n"
+          "               each rank's own (default), or MPI_Allreduce of all of them\n\n"
           "COMMAND is run, logits, bench or eval, with the options of edgeseek's command of that\n"
           "name (edgeseek-mpi COMMAND --help); rank 0 reads the input and writes the output.\n",
           f);
@@ -364,15 +378,17 @@ static void usage(FILE *f) {
 
 static void print_traffic(void) {
     const dist_traffic *t = dist_traffic_get();
-    fprintf(stderr, "[mpi] %d ranks; reduce payload per rank:", dist_size());
+    const char *x = g_gather ? "gathers" : "reduces";
+    fprintf(stderr, "[mpi] %d ranks, %s; rank 0's payload:", dist_size(),
+            g_gather ? "MPI_Allgatherv of each rank's own slots" : "MPI_Allreduce of the slots");
     if (t->decode_tokens)
-        fprintf(stderr, " decode %llu tokens, %llu bytes in %llu reduces (%.0f bytes per token)",
+        fprintf(stderr, " decode %llu tokens, %llu bytes in %llu %s (%.0f bytes per token)",
                 (unsigned long long)t->decode_tokens, (unsigned long long)t->decode_bytes,
-                (unsigned long long)t->decode_reduces, (double)t->decode_bytes / (double)t->decode_tokens);
+                (unsigned long long)t->decode_reduces, x, (double)t->decode_bytes / (double)t->decode_tokens);
     if (t->prefill_tokens)
-        fprintf(stderr, "%s prefill %llu tokens, %llu bytes in %llu reduces (%.0f bytes per token)",
+        fprintf(stderr, "%s prefill %llu tokens, %llu bytes in %llu %s (%.0f bytes per token)",
                 t->decode_tokens ? ";" : "", (unsigned long long)t->prefill_tokens,
-                (unsigned long long)t->prefill_bytes, (unsigned long long)t->prefill_reduces,
+                (unsigned long long)t->prefill_bytes, (unsigned long long)t->prefill_reduces, x,
                 (double)t->prefill_bytes / (double)t->prefill_tokens);
     if (!t->decode_tokens && !t->prefill_tokens) fprintf(stderr, " nothing evaluated");
     fprintf(stderr, "\n");
@@ -409,7 +425,15 @@ int main(int argc, char **argv) {
     if (env && *env && cli_parse_float("EDGESEEK_MPI_TIMEOUT", env, 0.1, 1e6, &timeout) != 0) rc = 2;
     for (; a < argc && !rc; a++) {
         if (!strcmp(argv[a], "--traffic")) traffic = 1;
-        else if (!strcmp(argv[a], "--timeout") && a + 1 < argc) {
+        else if (!strcmp(argv[a], "--exchange") && a + 1 < argc) {
+            const char *x = argv[++a];
+            if (!strcmp(x, "gather")) g_gather = 1;
+            else if (!strcmp(x, "reduce")) g_gather = 0;
+            else {
+                fprintf(stderr, "edgeseek-mpi: --exchange takes gather or reduce, not '%s'\n", x);
+                rc = 2;
+            }
+        } else if (!strcmp(argv[a], "--timeout") && a + 1 < argc) {
             if (cli_parse_float("--timeout", argv[++a], 0.1, 1e6, &timeout) != 0) rc = 2;
         } else break;
     }

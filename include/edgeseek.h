@@ -351,6 +351,18 @@ void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user);
  * count is the same in every share for the same tokens. */
 typedef int (*es_moe_reduce_fn)(void *user, int layer, float *slots, size_t n_floats);
 void es_session_set_moe_reduce(es_session *s, es_moe_reduce_fn fn, void *user);
+/* The owned-slots form of the same exchange: when set, called instead of the
+ * reduce hook with the same slots (T·k rows of dim floats) and their layout:
+ * rows expert_start[e] .. expert_start[e+1]-1 (e = 0 .. n_experts-1;
+ * expert_start[n_experts] = T·k) hold expert e's outputs, computed by share
+ * es_expert_owner(n_shares, layer, e).  Only the rows of this process's
+ * experts hold values; the others hold whatever they held before.  The hook
+ * must leave every row's value on every share (MPI_Allgatherv of each
+ * share's own rows: a copy, so the session's combine, in its own order,
+ * gives the single-process values).  Same return as the reduce hook. */
+typedef int (*es_moe_exchange_fn)(void *user, int layer, float *slots, int dim, int n_experts,
+                                  const int32_t *expert_start);
+void es_session_set_moe_exchange(es_session *s, es_moe_exchange_fn fn, void *user);
 
 /* ---- multi-token prediction (MTP; README "MTP") ------------------------ */
 

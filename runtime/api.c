@@ -532,6 +532,11 @@ void es_session_set_moe_reduce(es_session *s, es_moe_reduce_fn fn, void *user) {
     s->reduce_user = user;
 }
 
+void es_session_set_moe_exchange(es_session *s, es_moe_exchange_fn fn, void *user) {
+    s->exchange_fn = fn;
+    s->exchange_user = user;
+}
+
 void es_session_set_route_hook(es_session *s, es_route_fn fn, void *user) {
     s->route_fn = fn;
     s->route_user = user;
@@ -570,9 +575,9 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n, float *lo
                     hp->n_vocab - 1);
             return ES_ERR_ARG;
         }
-    if (s->m->n_shares > 1 && !s->reduce_fn) {
+    if (s->m->n_shares > 1 && !s->reduce_fn && !s->exchange_fn) {
         set_err(err, errlen, "the model holds share %d of %d of the experts: its sessions need a reduce hook "
-                             "(es_session_set_moe_reduce)", s->m->share, s->m->n_shares);
+                             "(es_session_set_moe_reduce or _exchange)", s->m->share, s->m->n_shares);
         return ES_ERR_ARG;
     }
     es_status st = file_check(s->m, err, errlen);
@@ -644,9 +649,9 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
     }
     if (!n_run) return ES_OK;
     es_session *runner = sessions[0]; /* its threads, buffers and reduce hook run every session's rows */
-    if (runner->m->n_shares > 1 && !runner->reduce_fn) {
+    if (runner->m->n_shares > 1 && !runner->reduce_fn && !runner->exchange_fn) {
         set_err(err, errlen, "the model holds share %d of %d of the experts: session 0 needs a reduce hook "
-                             "(es_session_set_moe_reduce)", runner->m->share, runner->m->n_shares);
+                             "(es_session_set_moe_reduce or _exchange)", runner->m->share, runner->m->n_shares);
         return ES_ERR_ARG;
     }
     runner->reduce_failed = -1;

@@ -179,6 +179,8 @@ struct es_session {
      * failed (-1: none), which stops the evaluation */
     es_moe_reduce_fn reduce_fn;
     void *reduce_user;
+    es_moe_exchange_fn exchange_fn; /* the owned-slots form: used instead of reduce_fn when set */
+    void *exchange_user;
     int reduce_failed;
     struct es_mtp_state *mtp; /* mtp.c: the MTP block's cache and hidden rows; NULL: MTP off */
 };

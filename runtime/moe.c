@@ -463,13 +463,20 @@ static int own_experts(es_session *s, int il, int n_active) {
     return n;
 }
 
-/* With a share of the experts: ex_out's rows of the other shares' experts
- * to +0.0, then the reduce hook sums the T·k rows over the shares.  A
- * failed reduce marks the session (forward.c stops). */
+/* With a share of the experts: the exchange hook, given the rows' layout,
+ * fills the other shares' rows of ex_out; or, without one, those rows to
+ * +0.0 and the reduce hook sums the T·k rows over the shares.  A failed
+ * exchange marks the session (forward.c stops). */
 static void reduce_slots(es_session *s, int il, int T) {
     es_scratch *sc = s->scratch;
     const int E = s->m->hp.n_experts, D = s->m->hp.dim, k = s->m->hp.n_used;
     if (s->m->n_shares <= 1) return;
+    if (s->exchange_fn) {
+        ES_ASSERT(sc->ex_start[E] == T * k);
+        if (s->exchange_fn(s->exchange_user, il, sc->ex_out, D, E, sc->ex_start) != 0 && s->reduce_failed < 0)
+            s->reduce_failed = il;
+        return;
+    }
     for (int e = 0; e < E; e++)
         if (sc->ex_start[e + 1] > sc->ex_start[e] && !es_model_owns(s->m, il, e))
             memset(sc->ex_out + (size_t)sc->ex_start[e] * D, 0,

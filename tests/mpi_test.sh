@@ -3,11 +3,14 @@
 # process, over real MPI ranks on this machine:
 #   - logits of the golden cases (tests/data/golden), the default model and
 #     a generated V3-shaped model (256 experts, 8 used, groups) bit-identical
-#     to `edgeseek logits` for 1, 2, 3 and 4 ranks;
+#     to `edgeseek logits` for 1, 2, 3 and 4 ranks, with either exchange
+#     (--exchange gather, the default, and reduce);
 #   - greedy and seeded sampled text identical to `edgeseek run`, also with
 #     every rank paging its share under a small budget;
-#   - a rank that cannot load is named by rank 0; a rank killed mid-run (SIGKILL) ends every rank with a non-zero status
-#     and a message naming it, within a bounded time; a rank that stops
+#   - a rank that cannot load is named by rank 0; a rank killed mid-run
+#     (SIGKILL) ends every rank with a non-zero status and a message (Open
+#     MPI's names the rank; MPICH's hydra only says a process was killed)
+#     within a bounded time, no rank left running; a rank that stops
 #     answering (SIGSTOP) ends the run through the others' timeout;
 #   - as root, where network namespaces can be made: two namespaces joined
 #     by a veth pair with a shaped link (tc netem rate 1gbit delay 0.2ms, or
@@ -21,9 +24,13 @@
 #
 # usage: tests/mpi_test.sh [BUILD]   (default $ES_BUILD, else build)
 #   ES_MPI_NPS   rank counts (default "1 2 3 4")
+#   ES_MPI_BIN   the program (default BUILD/edgeseek-mpi; MPICH's build:
+#                BUILD/edgeseek-mpi-mpich)
+#   ES_MPIRUN    its launcher (default mpirun; MPICH's: mpirun.mpich)
 set -u
 BUILD=${1:-${ES_BUILD:-build}}
-MPI=$BUILD/edgeseek-mpi
+MPI=${ES_MPI_BIN:-$BUILD/edgeseek-mpi}
+MPIRUN=${ES_MPIRUN:-mpirun}
 ES=$BUILD/edgeseek
 NPS=${ES_MPI_NPS:-1 2 3 4}
 pass=0 fail=0 skip=0
@@ -34,11 +41,11 @@ skp() { skip=$((skip + 1)); echo "SKIP $*"; }
 summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; }
 
 if [ ! -x "$MPI" ]; then skp "mpi_test: $MPI is not built (make MPI=1; Debian: libopenmpi-dev)"; summary; exit 0; fi
-if ! command -v mpirun >/dev/null 2>&1; then skp "mpi_test: no mpirun"; summary; exit 0; fi
+if ! command -v "$MPIRUN" >/dev/null 2>&1; then skp "mpi_test: no $MPIRUN"; summary; exit 0; fi
 # Open MPI wants --oversubscribe for more ranks than cores, and
-# --allow-run-as-root as root; MPICH's mpirun takes neither
+# --allow-run-as-root as root; MPICH's mpirun (hydra) takes neither
 OPTS=
-if mpirun --version 2>&1 | grep -q "Open MPI"; then
+if "$MPIRUN" --version 2>&1 | grep -q "Open MPI"; then
     OPTS="--oversubscribe"
     [ "$(id -u)" = 0 ] && OPTS="$OPTS --allow-run-as-root"
 fi
@@ -57,7 +64,7 @@ mpi() {
     np=$1
     shift
     # shellcheck disable=SC2086
-    timeout 120 mpirun $OPTS -np "$np" "$MPI" --timeout 60 "$@"
+    timeout 120 "$MPIRUN" $OPTS -np "$np" "$MPI" --timeout 60 "$@"
 }
 
 V3_ARGS="--preset v3 --layers 4 --dense-layers 1 --dim 128 --ffn 256 --expert-ffn 32 --experts 256 --experts-used 8
@@ -87,7 +94,11 @@ logits_case() {
         bad "$name: edgeseek logits: $(tail -1 "$tmp/log")"
         return
     fi
-    for np in $NPS; do logits_same "$name, $np ranks" "$model" "$toks" "$tmp/ref.f32" mpi "$np"; done
+    for np in $NPS; do
+        logits_same "$name, $np ranks" "$model" "$toks" "$tmp/ref.f32" mpi "$np"
+        [ "$np" -gt 1 ] &&
+            logits_same "$name, $np ranks, --exchange reduce" "$model" "$toks" "$tmp/ref.f32" mpi "$np" --exchange reduce
+    done
 }
 
 for c in tests/data/golden/*/; do
@@ -128,7 +139,7 @@ if [ "$(id -u)" = 0 ] && [ -f "$v3" ] && [ -d /sys/fs/cgroup/memory -o -f /sys/f
     # shellcheck disable=SC2086
     "$BUILD/gen_model" --preset v2lite --layers 2 --vocab 32000 --type q4_0 --seed 3 --quiet -o "$big"
     # shellcheck disable=SC2086
-    timeout 120 mpirun $OPTS -np 1 "$MPI" run -m "$big" -p hi -n 2 -t 1 : \
+    timeout 120 "$MPIRUN" $OPTS -np 1 "$MPI" run -m "$big" -p hi -n 2 -t 1 : \
         -np 1 tests/memlimit 64M "$MPI" run -m "$big" -p hi -n 2 -t 1 > /dev/null 2> "$tmp/log"
     rc=$?
     [ "$rc" -ne 0 ] && grep -q "rank 1: .*available" "$tmp/log" && ok ||
@@ -139,8 +150,8 @@ else
 fi
 # rank_pid R: the pid of rank R of the edgeseek-mpi run on $fmodel
 rank_pid() {
-    for p in $(pgrep -f "edgeseek-mpi .*$fmodel" 2>/dev/null); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qE "^(OMPI_COMM_WORLD_RANK|PMI_RANK)=$1\$"; then
+    for p in $(pgrep -f "edgeseek-mpi[-a-z]* .*$fmodel" 2>/dev/null); do
+        if { tr '\0' '\n' < "/proc/$p/environ"; } 2>/dev/null | grep -qE "^(OMPI_COMM_WORLD_RANK|PMI_RANK)=$1\$"; then
             echo "$p"
             return
         fi
@@ -151,7 +162,7 @@ fmodel=$tmp/fail-$$.gguf
 [ -f "$v3" ] && cp "$v3" "$fmodel"
 long_run() { # long_run NP TIMEOUT: in the background, output in $tmp/fail.*
     (
-        mpirun $OPTS -np "$1" "$MPI" --timeout "$2" bench -m "$fmodel" -p 16 -n 128 -r 1000 -t 1 \
+        "$MPIRUN" $OPTS -np "$1" "$MPI" --timeout "$2" bench -m "$fmodel" -p 16 -n 128 -r 1000 -t 1 \
             --no-bw > "$tmp/fail.out" 2> "$tmp/fail.err"
         echo $? > "$tmp/fail.rc"
     ) &
@@ -190,18 +201,32 @@ fault() {
         fi
         kill -9 "$victim" 2>/dev/null
     fi
+    # ranks still running once the launcher returned (none should be)
+    left=
+    for r in 0 2; do left=$left$(rank_pid $r); done
     for r in 0 1 2; do p=$(rank_pid $r); [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
     wait
     [ -n "$rc" ]
 }
 if [ -f "$fmodel" ] && fault KILL 60; then
     [ "$rc" -ne 0 ] && ok || bad "rank 1 killed: mpirun exited 0"
-    grep -q "rank 1" "$tmp/fail.err" && ok || bad "rank 1 killed: no message names rank 1: $(tr '\n' ' ' < "$tmp/fail.err")"
-    # the survivors say so (the launcher may end one before its message is
-    # forwarded), and none is left running
-    grep -qE "rank [02] of 3: stopped" "$tmp/fail.err" && ok ||
-        bad "rank 1 killed: no survivor said it stopped: $(tr '\n' ' ' < "$tmp/fail.err")"
-    [ -z "$(rank_pid 0)$(rank_pid 2)" ] && ok || bad "rank 1 killed: ranks 0 or 2 still running"
+    if [ -n "$OPTS" ]; then
+        # Open MPI's mpirun names the rank; the survivors, ended by its
+        # SIGTERM, say so (it may end one before its message is forwarded)
+        grep -q "rank 1" "$tmp/fail.err" && ok ||
+            bad "rank 1 killed: no message names rank 1: $(tr '\n' ' ' < "$tmp/fail.err")"
+        grep -qE "rank [02] of 3: stopped" "$tmp/fail.err" && ok ||
+            bad "rank 1 killed: no survivor said it stopped: $(tr '\n' ' ' < "$tmp/fail.err")"
+    else
+        # MPICH's hydra says (on stdout) that a process ended by signal 9,
+        # naming a pid of the job but not the rank (here not even the
+        # killed one's), and ends the survivors with SIGKILL, which leaves
+        # them nothing to say
+        cat "$tmp/fail.out" "$tmp/fail.err" > "$tmp/fail.all"
+        grep -q "BAD TERMINATION" "$tmp/fail.all" && grep -q "EXIT CODE: 9" "$tmp/fail.all" && ok ||
+            bad "rank 1 killed: no message from the launcher: $(tail -c 600 "$tmp/fail.all" | tr '\n' ' ')"
+    fi
+    [ -z "$left" ] && ok || bad "rank 1 killed: ranks 0 or 2 still running after the launcher returned"
     echo "rank 1 killed: every rank ended in $dt s (exit status $rc)"
 fi
 if [ -f "$fmodel" ] && fault STOP 3; then
@@ -235,15 +260,18 @@ netns_tests() {
     logits_same "namespaces, golden v3-stress" "$here/$c/model.gguf" "$(tr -d ' \n' < "$c/tokens.txt")" \
         "$tmp/ref.f32" nsmpi
     "$ES" run -m "$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1 > "$tmp/ref.txt" 2> /dev/null
-    tx0=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
-    if nsmpi --traffic run -m "$here/$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1 \
-        > "$tmp/out.txt" 2> "$tmp/log" && cmp -s "$tmp/ref.txt" "$tmp/out.txt"; then
-        ok
-    else
-        bad "namespaces: greedy text differs or the run failed: $(tail -3 "$tmp/log" | tr '\n' ' ')"
-    fi
-    tx1=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
-    echo "namespaces: greedy run sent $((tx1 - tx0)) bytes from rank 0's namespace; $(grep '^\[mpi\]' "$tmp/log")"
+    for x in gather reduce; do
+        tx0=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
+        if nsmpi --traffic --exchange $x run -m "$here/$DEFAULT" --chat --temp 0 -p "What is 487 + 356?" -n 64 -t 1 \
+            > "$tmp/out.txt" 2> "$tmp/log" && cmp -s "$tmp/ref.txt" "$tmp/out.txt"; then
+            ok
+        else
+            bad "namespaces, --exchange $x: greedy text differs or the run failed: $(tail -3 "$tmp/log" | tr '\n' ' ')"
+        fi
+        tx1=$(ip netns exec "$NS_A" cat "/sys/class/net/$NS_VA/statistics/tx_bytes")
+        echo "namespaces, --exchange $x: greedy run sent $((tx1 - tx0)) bytes from rank 0's namespace;" \
+            "$(grep '^\[mpi\]' "$tmp/log")"
+    done
 
     # the link goes down mid-run: both ranks stop within their timeout
     # (mpirun itself may wait longer for its daemon behind the link: the

@@ -5,9 +5,10 @@
  * bit-identical to the whole model's for R = 1..4, on the golden cases, the
  * default model and a generated V3-shaped model (256 experts, 8 used,
  * groups), also under the pager (pread, a small budget) and fake NUMA
- * nodes; each share runs only its own experts; a share without a reduce
- * hook, or whose hook fails, is refused with a message; bad shares are
- * refused.  tests/mpi_test.sh does the same over real MPI ranks. */
+ * nodes, and with the owned-slots exchange (es_session_set_moe_exchange)
+ * in place of the reduce; each share runs only its own experts; a share
+ * without a reduce hook, or whose hook fails, is refused with a message;
+ * bad shares are refused.  tests/mpi_test.sh does the same over real MPI ranks. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 
 typedef struct group {
     int R;
+    int gather; /* the owned-slots exchange (es_session_set_moe_exchange) instead of the reduce */
     pthread_barrier_t bar;
     float *buf[MAX_R];
     size_t cap;
@@ -58,6 +60,31 @@ static int reduce(void *user, int layer, float *slots, size_t n) {
     return 0;
 }
 
+/* The owned-slots exchange through shared memory (what dist/'s
+ * MPI_Allgatherv does): each share publishes its own experts' rows, then
+ * copies every other expert's rows from the share that owns it.  The rows
+ * of other shares' experts hold stale values when the hook is called, so a
+ * wrong layout shows in the logits. */
+static int exchange(void *user, int layer, float *slots, int dim, int n_experts, const int32_t *start) {
+    share_run *sr = user;
+    group *g = sr->g;
+    const size_t rows = (size_t)start[n_experts], D = (size_t)dim;
+    if (rows * D > g->cap) return -1;
+    for (int e = 0; e < n_experts; e++) {
+        size_t at = (size_t)start[e] * D, bytes = sizeof(float) * D * (size_t)(start[e + 1] - start[e]);
+        if (es_expert_owner(g->R, layer, e) == sr->r) memcpy(g->buf[sr->r] + at, slots + at, bytes);
+    }
+    pthread_barrier_wait(&g->bar);
+    for (int e = 0; e < n_experts; e++) {
+        size_t at = (size_t)start[e] * D, bytes = sizeof(float) * D * (size_t)(start[e + 1] - start[e]);
+        int o = es_expert_owner(g->R, layer, e);
+        if (o != sr->r) memcpy(slots + at, g->buf[o] + at, bytes);
+    }
+    pthread_barrier_wait(&g->bar);
+    sr->reduces++;
+    return 0;
+}
+
 static void on_unit(void *user, int layer, int expert, int phase, int node) {
     share_run *sr = user;
     (void)phase;
@@ -82,7 +109,8 @@ static void *share_main(void *arg) {
         sr->n_vocab = es_model_n_vocab(m);
         sr->logits = malloc(sizeof(float) * (size_t)sr->n * (size_t)sr->n_vocab);
         if (sr->g) {
-            es_session_set_moe_reduce(s, reduce, sr);
+            if (sr->g->gather) es_session_set_moe_exchange(s, exchange, sr);
+            else es_session_set_moe_reduce(s, reduce, sr);
             s->unit_fn = on_unit;
             s->unit_user = sr;
         }
@@ -101,8 +129,8 @@ static void *share_main(void *arg) {
 
 /* Logits of tok[n] over R shares equal ref[n][vocab] bit for bit. */
 static void check_shares(const char *label, const char *path, const es_load_params *lp, const int32_t *tok, int n,
-                         const float *ref, int n_vocab, int R) {
-    group g = {.R = R, .cap = (size_t)ES_BATCH * 16 * 8192};
+                         const float *ref, int n_vocab, int R, int gather) {
+    group g = {.R = R, .gather = gather, .cap = (size_t)ES_BATCH * 16 * 8192};
     pthread_barrier_init(&g.bar, NULL, (unsigned)R);
     share_run sr[MAX_R];
     pthread_t th[MAX_R];
@@ -114,12 +142,13 @@ static void check_shares(const char *label, const char *path, const es_load_para
     }
     for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
     for (int r = 0; r < R; r++) {
-        CHECK(sr[r].st == ES_OK, "%s, share %d of %d: %s", label, r, R, sr[r].err);
+        CHECK(sr[r].st == ES_OK, "%s, share %d of %d%s: %s", label, r, R, gather ? " (gather)" : "", sr[r].err);
         CHECK(sr[r].foreign_units == 0, "%s, share %d of %d ran %d units of other shares' experts", label, r, R,
               sr[r].foreign_units);
         if (sr[r].st == ES_OK && sr[r].n_vocab == n_vocab)
             CHECK(memcmp(sr[r].logits, ref, sizeof(float) * (size_t)n * (size_t)n_vocab) == 0,
-                  "%s, share %d of %d: logits differ from the whole model's", label, r, R);
+                  "%s, share %d of %d%s: logits differ from the whole model's", label, r, R,
+                  gather ? " (owned slots gathered)" : "");
         if (R > 1) CHECK(sr[r].reduces > 0, "%s, share %d of %d: no reduce", label, r, R);
         free(sr[r].logits);
         free(g.buf[r]);
@@ -154,15 +183,17 @@ static void check_model(const char *label, const char *path, int paging) {
     char lab[256];
     for (int R = 1; R <= MAX_R; R++) {
         snprintf(lab, sizeof lab, "%s", label);
-        check_shares(lab, path, NULL, tok, N_TOK, ref, n_vocab, R);
+        check_shares(lab, path, NULL, tok, N_TOK, ref, n_vocab, R, 0);
+        check_shares(lab, path, NULL, tok, N_TOK, ref, n_vocab, R, 1);
         if (!paging) continue;
         /* each share pages its own experts under a budget too small for them */
         es_load_params lp = {.experts = ES_EXPERTS_PREAD, .mem_budget = 1 << 20, .io_threads = 1};
         snprintf(lab, sizeof lab, "%s, pread under 1 MiB", label);
-        check_shares(lab, path, &lp, tok, N_TOK, ref, n_vocab, R);
+        check_shares(lab, path, &lp, tok, N_TOK, ref, n_vocab, R, 0);
+        check_shares(lab, path, &lp, tok, N_TOK, ref, n_vocab, R, 1);
         es_load_params ln = {.fake_numa = 2};
         snprintf(lab, sizeof lab, "%s, 2 fake NUMA nodes", label);
-        check_shares(lab, path, &ln, tok, N_TOK, ref, n_vocab, R);
+        check_shares(lab, path, &ln, tok, N_TOK, ref, n_vocab, R, 0);
     }
     free(ref);
 }
