@@ -496,6 +496,7 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
     job.stop = (const char *const *)rq.stop;
     job.n_stop = rq.n_stop;
     job.split_reasoning = chat && S->o->reasoning;
+    job.progress = rq.stream;
     job.ignore_eos = rq.ignore_eos;
     job.deadline = srv_now() + S->o->request_timeout_s;
     if (srv_sched_submit(S->sched, &job) != 0) {

@@ -198,7 +198,10 @@ static void take_token(srv_sched *S, slot *sl, int32_t tok) {
     } else {
         sl->next = tok;
         sl->have_next = 1;
-        pthread_cond_broadcast(&j->cv);
+        /* a waiter for the whole answer is not woken for each token: with
+         * several slots those wakes (a thread each, taking the lock the
+         * scheduler needs next) cost more than a step of the default model */
+        if (j->progress) pthread_cond_broadcast(&j->cv);
     }
 }
 

@@ -71,6 +71,8 @@ typedef struct srv_job {
     const char *const *stop;
     int n_stop;
     int split_reasoning, think_open, ignore_eos;
+    int progress;                /* the submitter takes the text as it comes (a stream): its cv is
+                                    signalled at every token; else at the prompt's chunks and the end */
     double deadline;             /* monotonic seconds; generation ends there */
     /* outputs, under the lock */
     pthread_cond_t cv;

@@ -44,40 +44,99 @@ static inline __attribute__((always_inline)) __m512 load16(enum float_fmt f, con
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* Rows r..r+R-1 times tokens 0..T-1 (see x86_avx2.c's tile_float); the
- * ragged end of a row is one masked step. */
+/* The sums of m <= 16 vectors v[0..m) into out[0..m), each by the tree of
+ * _mm512_reduce_add_ps (lane j plus lane j+8, then j+4, j+2, j+1), so a
+ * sum has the bits that reducing its vector alone would give; but the m
+ * reductions share their shuffles: pairs of vectors are folded into one at
+ * each level (45 shuffles and adds for 16 sums instead of about 130).  An
+ * odd vector at a level is folded with itself; m is padded with zeros to a
+ * power of two.  After the four levels lane 4k+j holds the sum of vector
+ * 4j+k (modulo the padded count). */
+static inline __attribute__((always_inline)) void reduce_many(int m, __m512 *v, float *out) {
+    if (m == 1) {
+        out[0] = _mm512_reduce_add_ps(v[0]);
+        return;
+    }
+    int M = 2;
+    while (M < m) M *= 2;
+#pragma GCC unroll 16
+    for (int i = m; i < M && i < 16; i++) v[i] = _mm512_setzero_ps();
+    __m512 a[8], b[4], c[2], d;
+    /* halves: lane j + lane j+8; two vectors' 8 sums in one */
+#pragma GCC unroll 8
+    for (int i = 0; i < M / 2; i++)
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    /* quarters: j + j+4; four vectors' 4 sums, one per 128-bit lane */
+    const int na = M / 2, nb = na > 1 ? na / 2 : 1;
+#pragma GCC unroll 4
+    for (int i = 0; i < nb; i++) {
+        __m512 x = a[2 * i < na ? 2 * i : 0], y = a[2 * i + 1 < na ? 2 * i + 1 : 0];
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+    }
+    /* j + j+2 within each 128-bit lane, two vectors of sums a lane */
+    const int nc = nb > 1 ? nb / 2 : 1;
+#pragma GCC unroll 2
+    for (int i = 0; i < nc; i++) {
+        __m512d x = _mm512_castps_pd(b[2 * i < nb ? 2 * i : 0]), y = _mm512_castps_pd(b[2 * i + 1 < nb ? 2 * i + 1 : 0]);
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    /* j + j+1 */
+    const __m512 x = c[0], y = c[nc > 1 ? 1 : 0];
+    d = _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x88), _mm512_shuffle_ps(x, y, 0xDD));
+    float lanes[16];
+    _mm512_storeu_ps(lanes, d);
+#pragma GCC unroll 16
+    for (int i = 0; i < m; i++) out[i] = lanes[4 * (i % 4) + i / 4];
+}
+
+/* Rows r..r+R-1 times tokens 0..T-1 (see x86_avx2.c's tile_float), R·T <=
+ * 16 accumulators; the ragged end of a row is one masked step.  Each
+ * output's accumulator sees the same steps in the same order whatever R
+ * and T are, and reduce_many sums it as its own reduction would, so a row
+ * has the same bits in any tile. */
 static inline __attribute__((always_inline)) void tile_f512(enum float_fmt f, int R, int T, const void *w, size_t rb,
                                                             int64_t n, const void *act, size_t as, float *y,
                                                             int64_t ys, int64_t r) {
-    const char *row[4];
+    const char *row[8];
     const float *x[4];
-    __m512 acc[4][4];
+    __m512 acc[8][4];
     const size_t es = f == FMT_F32 ? 4 : 2;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int k = 0; k < R; k++) row[k] = (const char *)w + (size_t)(r + k) * rb;
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) x[t] = (const float *)((const char *)act + (size_t)t * as);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = i + 16 <= n ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 wv[4];
-        if (T == 1 && R == 4) matvec_prefetch(row[0], rb, (size_t)i * es, 16 * es);
-#pragma GCC unroll 4
+        __m512 wv[8];
+        if (R >= 4) {
+            matvec_prefetch(row[0], rb, (size_t)i * es, 16 * es);
+            if (R == 8) matvec_prefetch(row[4], rb, (size_t)i * es, 16 * es);
+        }
+#pragma GCC unroll 8
         for (int k = 0; k < R; k++) wv[k] = load16(f, row[k], i, m);
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             __m512 a = _mm512_maskz_loadu_ps(m, x[t] + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(wv[k], a, acc[k][t]);
         }
     }
-#pragma GCC unroll 4
+    __m512 v[16];
+    float sum[16];
+#pragma GCC unroll 8
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) y[t * ys + r + k] = _mm512_reduce_add_ps(acc[k][t]);
+        for (int t = 0; t < T; t++) v[k * T + t] = acc[k][t];
+    reduce_many(R * T, v, sum);
+#pragma GCC unroll 8
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) y[t * ys + r + k] = sum[k * T + t];
 }
 
 static inline __attribute__((always_inline)) void matvec_f512(enum float_fmt f, const void *w, size_t rb, int64_t n,
@@ -87,11 +146,15 @@ static inline __attribute__((always_inline)) void matvec_f512(enum float_fmt f, 
     for (; r < r1; r++) tile_f512(f, 1, 1, w, rb, n, x, 0, y, 0, r);
 }
 
-/* a pass of T tokens (1..4) over rows [r0, r1) in 4-row tiles, then 2 and 1 */
+/* a pass of T tokens (1..4) over rows [r0, r1): 8-row tiles for 2 tokens
+ * (16 accumulators), else 4-row tiles (one token keeps 4: its 8-row tiles
+ * measured slower on the default model), then 2 and 1 */
 static inline __attribute__((always_inline)) void rows_f512(enum float_fmt f, int T, const void *w, size_t rb,
                                                             int64_t n, const void *act, size_t as, float *y,
                                                             int64_t ys, int64_t r0, int64_t r1) {
     int64_t r = r0;
+    if (T <= 2)
+        for (; r + 8 <= r1; r += 8) tile_f512(f, 8, T, w, rb, n, act, as, y, ys, r);
     for (; r + 4 <= r1; r += 4) tile_f512(f, 4, T, w, rb, n, act, as, y, ys, r);
     if (r + 2 <= r1) {
         tile_f512(f, 2, T, w, rb, n, act, as, y, ys, r);
