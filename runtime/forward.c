@@ -301,7 +301,10 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
         else if (logits && i + T == n) lg = logits;
         const es_seg seg = {s, 0, T, s->pos};
         int r = run_batch(s, &seg, 1, tokens + i, T, &lg, all_positions, where, wlen);
-        if (r == BATCH_OK && s->mtp) r = es_mtp_after_batch(s, tokens, pos0, seg.pos, T, where, wlen);
+        if (r == BATCH_OK && s->mtp) {
+            es_mtp_keep_hidden(s, s->scratch->x, seg.pos, T);
+            r = es_mtp_after_batch(s, tokens, pos0, seg.pos, T, where, wlen);
+        }
         if (r != BATCH_OK) return r;
     }
     return 0;
