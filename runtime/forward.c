@@ -238,7 +238,8 @@ static int output_head(es_session *s, float *const *lg, int all, char *where, si
     if (must_stop(m)) return BATCH_STOPPED;
     if (!all_finite(sc->seg_logits, (size_t)n * V)) return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
     for (int g = 0, i = 0; g < sc->n_seg; g++) {
-        const int rows = !lg[g] ? 0 : sc->seg[g].all ? sc->seg[g].n : 1;
+        if (!lg[g]) continue;
+        const int rows = sc->seg[g].all ? sc->seg[g].n : 1;
         memcpy(lg[g], sc->seg_logits + (size_t)i * V, sizeof(float) * V * (size_t)rows);
         i += rows;
     }
