@@ -5,7 +5,9 @@
 # interleaved round by round because these machines are noisy.
 #
 # usage: LLAMA_CPP_DIR=DIR [IK_LLAMA_CPP_DIR=DIR] bench/compare_llama.sh
-#            [-t THREADS] [-p LIST] [-n LIST] [-d LIST] [-r ROUNDS] MODEL.gguf...
+#            [-t THREADS] [-p LIST] [-n LIST] [-d LIST] [-r ROUNDS] [-k TYPE] MODEL.gguf...
+#   -k TYPE           the KV cache type of every engine: edgeseek --kv-type TYPE, llama-bench
+#                     -ctk TYPE (f32, f16, bf16, q8_0; default: each engine's own, f16 for both)
 #   LLAMA_CPP_DIR     a llama.cpp build directory with llama-bench in it or in
 #                     its bin/ (built separately, never in this tree)
 #   IK_LLAMA_CPP_DIR  an ik_llama.cpp build, run with its recommended
@@ -26,7 +28,7 @@
 # llama.cpp commit(s) and the load average before and after.  Needs python3.
 set -eu
 
-threads=2 pp=64 tg=32 depth=0,512 rounds=5
+threads=2 pp=64 tg=32 depth=0,512 rounds=5 ctk=
 while [ $# -gt 0 ]; do
     case "$1" in
     -t) threads=$2; shift 2 ;;
@@ -34,7 +36,8 @@ while [ $# -gt 0 ]; do
     -n) tg=$2; shift 2 ;;
     -d) depth=$2; shift 2 ;;
     -r) rounds=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -k) ctk=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     -*) echo "compare_llama.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -69,22 +72,27 @@ engines="llama edgeseek"
 [ -n "$IK" ] && engines="llama ik edgeseek"
 n_eng=$(echo $engines | wc -w)
 
+# the cache type, as each engine spells it
+es_kv="" ll_kv=""
+[ -n "$ctk" ] && es_kv="--kv-type $ctk" ll_kv="-ctk $ctk"
+
 run_engine() { # ENGINE MODEL OUT [--no-bw]
     cat "$2" > /dev/null
+    # shellcheck disable=SC2086 # es_kv, ll_kv: an option and its value, or nothing
     case "$1" in
-    llama) "$LB" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 -fa "$FA" -o json > "$3" 2> "$3.err" ;;
+    llama) "$LB" -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 -fa "$FA" $ll_kv -o json > "$3" 2> "$3.err" ;;
     # shellcheck disable=SC2086 # IK_FLAGS is a list of flags
     # its llama-bench has no -d: ik_llama.cpp runs the depth-0 tests only
-    ik) "$IK" -m "$2" -t "$threads" -p "$pp" -n "$tg" -r 1 $IK_FLAGS -o json > "$3" 2> "$3.err" ;;
+    ik) "$IK" -m "$2" -t "$threads" -p "$pp" -n "$tg" -r 1 $IK_FLAGS $ll_kv -o json > "$3" 2> "$3.err" ;;
     # the bandwidth probe once, in the first round
-    edgeseek) "$ES" bench -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 --json ${4:-} > "$3" 2> "$3.err" ;;
+    edgeseek) "$ES" bench -m "$2" -t "$threads" -p "$pp" -n "$tg" -d "$depth" -r 1 $es_kv --json ${4:-} > "$3" 2> "$3.err" ;;
     esac || { echo "$1 failed on $2:"; tail -20 "$3.err"; exit 1; }
 }
 
 for model in "$@"; do
     [ -r "$model" ] || { echo "compare_llama.sh: cannot read $model" >&2; exit 1; }
     echo
-    echo "== $model ($(du -h "$model" | cut -f1)), $threads threads, $rounds rounds"
+    echo "== $model ($(du -h "$model" | cut -f1)), $threads threads, $rounds rounds, KV cache ${ctk:-each engine's default}"
     r=0
     while [ "$r" -lt "$rounds" ]; do
         # rotate the order: round r starts with engine r mod n

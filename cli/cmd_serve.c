@@ -31,6 +31,8 @@ static void usage_serve(FILE *f) {
             "                message.reasoning_content; none: all of it is content\n"
             "  --alias NAME  the model's name in answers (default: the file's name)\n"
             "  --kv-type T   f32 | f16 | bf16 | q8_0: storage of every slot's latent KV cache (default f16)\n"
+            "  --mtp         speculative decoding with the model's MTP block, every slot's drafts verified\n"
+            "                in the slots' one pass: the same text at temperature 0\n"
             "  --slot-save-path DIR  allow POST /slots/ID?action=save|restore {\"filename\": NAME}: a slot's\n"
             "                cache to or from DIR/NAME (a session file, as run --session writes)\n"
             "limits:\n"
@@ -83,6 +85,7 @@ int cmd_serve(int argc, char **argv) {
         int po = cli_paging_opt("serve", argc, argv, &i, &o.lp);
         if (po < 0) return 2;
         if (po) continue;
+        if (!strcmp(a, "--mtp")) { o.mtp = 1; continue; }
         if (i + 1 >= argc) return cli_usage_error(usage_serve, "edgeseek serve: %s needs a value\n", a);
         const char *v = argv[++i];
         long l = 0;

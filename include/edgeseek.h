@@ -331,6 +331,14 @@ es_status es_session_eval(es_session *s, const int32_t *tokens, int n,
  * session's route hook sees its own tokens. */
 es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
                         const int *n_tokens, float *const *logits, char *err, size_t errlen);
+/* es_batch_eval where session i with all_positions[i] set (all_positions
+ * may be NULL) gets the logits of every one of its tokens in logits[i]
+ * ([n_tokens[i]][n_vocab], as es_session_eval's all_positions), each row
+ * bit-identical to that session alone: the verification of several
+ * sessions' MTP drafts in one pass (es_spec_plan). */
+es_status es_batch_eval_ext(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                            const int *n_tokens, float *const *logits, const int *all_positions, char *err,
+                            size_t errlen);
 
 /* Called for every MoE layer and token with the selected experts (sorted
  * ascending). */
@@ -436,6 +444,18 @@ es_status es_spec_new(es_session *s, es_sampler *smp, int mtp, const float *logi
 /* The next token.  ES_ERR_CONTEXT when the context is full (nothing is
  * returned); other errors as es_session_eval's. */
 es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen);
+/* es_spec_next in two halves, for a caller that runs the evaluation itself
+ * (a server putting several generators' verifications in one
+ * es_batch_eval_ext).  es_spec_plan: *n_eval 0 gives the next token in
+ * *tok (decided without a pass); else tokens[0..*n_eval) (the pending
+ * token, and the draft when there is one: 1 or 2) must be evaluated in
+ * the generator's session from its position, with the logits of every one
+ * of them ([*n_eval][n_vocab]), and handed to es_spec_commit, which gives
+ * the token.  After a failed evaluation, plan again.  es_spec_ready: 1 when
+ * the next plan gives a token without a pass (a kept draft's successor). */
+es_status es_spec_plan(es_spec *g, int32_t tokens[2], int *n_eval, int32_t *tok, char *err, size_t errlen);
+es_status es_spec_commit(es_spec *g, const float *logits, int32_t *tok, char *err, size_t errlen);
+int es_spec_ready(const es_spec *g);
 void es_spec_get_stats(const es_spec *g, es_spec_stats *st);
 /* Starts over from new logits (the session truncated or fed since),
  * keeping the gate's state and the statistics. */

@@ -640,12 +640,19 @@ static es_status batch_check(es_session *const *sessions, int n_sessions, const 
 
 es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
                         const int *n_tokens, float *const *logits, char *err, size_t errlen) {
+    return es_batch_eval_ext(sessions, n_sessions, tokens, n_tokens, logits, NULL, err, errlen);
+}
+
+es_status es_batch_eval_ext(es_session *const *sessions, int n_sessions, const int32_t *const *tokens,
+                            const int *n_tokens, float *const *logits, const int *all_positions, char *err,
+                            size_t errlen) {
     es_status st = batch_check(sessions, n_sessions, tokens, n_tokens, err, errlen);
     if (st != ES_OK) return st;
-    int n_ctx = 0, n_run = 0;
+    int n_ctx = 0, n_run = 0, n_rows = 0; /* rows of logits a step may want */
     for (int i = 0; i < n_sessions; i++) {
         if (sessions[i]->n_ctx > n_ctx) n_ctx = sessions[i]->n_ctx;
         n_run += n_tokens[i] > 0;
+        n_rows += all_positions && all_positions[i] ? n_tokens[i] : n_tokens[i] > 0;
     }
     if (!n_run) return ES_OK;
     es_session *runner = sessions[0]; /* its threads, buffers and reduce hook run every session's rows */
@@ -656,7 +663,7 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
     }
     runner->reduce_failed = -1;
     int *pos0 = malloc(sizeof(int) * (size_t)n_sessions);
-    if (!pos0 || es_scratch_reserve(runner, n_ctx, n_run) != 0) {
+    if (!pos0 || es_scratch_reserve(runner, n_ctx, n_rows) != 0) {
         free(pos0);
         set_err(err, errlen, "out of memory for the buffers of %d sessions", n_sessions);
         return ES_ERR_NOMEM;
@@ -668,7 +675,7 @@ es_status es_batch_eval(es_session *const *sessions, int n_sessions, const int32
     }
     for (int i = 0; i < n_sessions; i++) pos0[i] = sessions[i]->pos;
     char where[128];
-    int r = es_forward_multi(sessions, n_sessions, tokens, n_tokens, logits, pos0, where, sizeof where);
+    int r = es_forward_multi(sessions, n_sessions, tokens, n_tokens, logits, all_positions, pos0, where, sizeof where);
     for (int i = 0; i < n_sessions; i++) {
         if (r != 0) sessions[i]->pos = pos0[i]; /* nothing to keep */
         else if (n_tokens[i] > 0) es_session_note_tokens(sessions[i], pos0[i], tokens[i], n_tokens[i]);

@@ -197,7 +197,7 @@ static int run_layer(es_session *s, int il, int T, char *where, size_t wlen) {
 
 int es_fwd_block(es_session *s, int il, int pos, int T) {
     ES_ASSERT(T >= 1 && T <= s->scratch->B && pos + T <= s->n_ctx);
-    const es_seg seg = {s, 0, T, pos};
+    const es_seg seg = {s, 0, T, pos, 0};
     setup_rows(s, &seg, 1, T);
     int r = run_layer(s, il, T, NULL, 0);
     s->scratch->seg = NULL; /* seg lives on this stack */
@@ -207,7 +207,8 @@ int es_fwd_block(es_session *s, int il, int pos, int T) {
 }
 
 /* logits = Head · RMSNorm(x) for the rows that want them: every row of the
- * one segment (all), or the last row of each segment whose lg[g] is set.
+ * one segment (all), or of each segment whose lg[g] is set the last row
+ * (every row when the segment says all).
  * One pass over the head for all of them; with several segments through
  * seg_logits, then copied out. */
 static int output_head(es_session *s, float *const *lg, int all, char *where, size_t wlen) {
@@ -219,7 +220,7 @@ static int output_head(es_session *s, float *const *lg, int all, char *where, si
     if (all || sc->n_seg == 1) { /* one session: rows first..n-1 straight into its buffer */
         const es_seg *sg = &sc->seg[0];
         if (!lg[0]) return BATCH_OK;
-        const int first = all ? 0 : sg->n - 1, n = sg->n - first;
+        const int first = all || sg->all ? 0 : sg->n - 1, n = sg->n - first;
         for (int t = first; t < sg->n; t++)
             m->kern->rmsnorm(sc->xn + (size_t)t * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
         es_fwd_matmul(s, &m->out, 0, sc->xn + (size_t)first * D, D, n, lg[0], hp->n_vocab);
@@ -227,18 +228,21 @@ static int output_head(es_session *s, float *const *lg, int all, char *where, si
         if (!all_finite(lg[0], (size_t)n * V)) return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
         return BATCH_OK;
     }
-    int n = 0; /* xn[n][D]: the wanted last rows, in segment order */
+    int n = 0; /* xn[n][D]: the wanted rows, in segment order */
     for (int g = 0; g < sc->n_seg; g++)
-        if (lg[g]) {
-            const int t = sc->seg[g].row0 + sc->seg[g].n - 1;
-            m->kern->rmsnorm(sc->xn + (size_t)n++ * D, sc->x + (size_t)t * D, m->out_norm, D, hp->eps);
-        }
+        for (int t = sc->seg[g].all ? 0 : sc->seg[g].n - 1; lg[g] && t < sc->seg[g].n; t++)
+            m->kern->rmsnorm(sc->xn + (size_t)n++ * D, sc->x + (size_t)(sc->seg[g].row0 + t) * D, m->out_norm, D,
+                             hp->eps);
     if (!n) return BATCH_OK;
     es_fwd_matmul(s, &m->out, 0, sc->xn, D, n, sc->seg_logits, hp->n_vocab);
     if (must_stop(m)) return BATCH_STOPPED;
     if (!all_finite(sc->seg_logits, (size_t)n * V)) return nonfinite_at(where, wlen, "the output head (output_norm, output)", 0);
-    for (int g = 0, i = 0; g < sc->n_seg; g++)
-        if (lg[g]) memcpy(lg[g], sc->seg_logits + (size_t)i++ * V, sizeof(float) * V);
+    for (int g = 0, i = 0; g < sc->n_seg; g++) {
+        if (!lg[g]) continue;
+        const int rows = sc->seg[g].all ? sc->seg[g].n : 1;
+        memcpy(lg[g], sc->seg_logits + (size_t)i * V, sizeof(float) * V * (size_t)rows);
+        i += rows;
+    }
     return BATCH_OK;
 }
 
@@ -299,9 +303,12 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
         float *lg = NULL;
         if (logits && all_positions) lg = logits + (size_t)i * (size_t)s->m->hp.n_vocab;
         else if (logits && i + T == n) lg = logits;
-        const es_seg seg = {s, 0, T, s->pos};
+        const es_seg seg = {s, 0, T, s->pos, all_positions};
         int r = run_batch(s, &seg, 1, tokens + i, T, &lg, all_positions, where, wlen);
-        if (r == BATCH_OK && s->mtp) r = es_mtp_after_batch(s, tokens, pos0, seg.pos, T, where, wlen);
+        if (r == BATCH_OK && s->mtp) {
+            es_mtp_keep_hidden(s, s->scratch->x, seg.pos, T);
+            r = es_mtp_after_batch(s, tokens, pos0, seg.pos, T, where, wlen);
+        }
         if (r != BATCH_OK) return r;
     }
     return 0;
@@ -313,29 +320,46 @@ int es_forward(es_session *s, const int32_t *tokens, int n, float *logits, int a
  * of every session that still fits in the B rows of the step (the first
  * always does); a piece that does not waits for the next step. */
 int es_forward_multi(es_session *const *ss, int n_sess, const int32_t *const *tokens, const int *n_tokens,
-                     float *const *logits, const int *pos0, char *where, size_t wlen) {
+                     float *const *logits, const int *all, const int *pos0, char *where, size_t wlen) {
     es_session *s = ss[0];
     const int B = s->scratch->B;
-    for (int i = 0; i < n_sess; i++) /* MTP rows are not kept here: drafting recomputes them */
+    for (int i = 0; i < n_sess; i++)
         if (ss[i]->mtp && n_tokens[i] > 0) es_mtp_forget(ss[i], pos0[i], tokens[i][0]);
     for (;;) {
         es_seg segs[ES_BATCH];
         float *lg[ES_BATCH];
         int32_t rows[ES_BATCH];
+        int seg_sess[ES_BATCH];
         int n_seg = 0, T = 0;
         for (int i = 0; i < n_sess && T < B; i++) {
             const int done = ss[i]->pos - pos0[i], left = n_tokens[i] - done;
             const int piece = left < B ? left : B;
             if (left <= 0 || T + piece > B) continue;
-            segs[n_seg] = (es_seg){ss[i], T, piece, ss[i]->pos};
-            lg[n_seg] = logits && piece == left ? logits[i] : NULL;
+            const int every = all && all[i];
+            seg_sess[n_seg] = i;
+            segs[n_seg] = (es_seg){ss[i], T, piece, ss[i]->pos, every};
+            lg[n_seg] = !logits || !logits[i] ? NULL
+                        : every ? logits[i] + (size_t)done * (size_t)s->m->hp.n_vocab
+                        : piece == left ? logits[i] : NULL;
             memcpy(rows + T, tokens[i] + done, sizeof(int32_t) * (size_t)piece);
             T += piece;
             n_seg++;
         }
         if (!n_seg) return 0;
-        ES_ASSERT(s->scratch->seg_logits_cap >= n_seg); /* es_scratch_reserve */
+        int want = 0; /* rows of logits */
+        for (int g = 0; g < n_seg; g++) want += !lg[g] ? 0 : segs[g].all ? segs[g].n : 1;
+        ES_ASSERT(n_seg == 1 || s->scratch->seg_logits_cap >= want); /* es_scratch_reserve */
         int r = run_batch(s, segs, n_seg, rows, T, lg, 0, where, wlen);
+        /* the MTP windows take their hidden rows from this scratch before
+         * any block runs over one of them (on its session's scratch) */
+        for (int g = 0; g < n_seg && r == BATCH_OK; g++)
+            if (segs[g].s->mtp)
+                es_mtp_keep_hidden(segs[g].s, s->scratch->x + (size_t)segs[g].row0 * s->m->hp.dim, segs[g].pos,
+                                   segs[g].n);
+        for (int g = 0; g < n_seg && r == BATCH_OK; g++) {
+            const int i = seg_sess[g];
+            if (ss[i]->mtp) r = es_mtp_after_batch(ss[i], tokens[i], pos0[i], segs[g].pos, segs[g].n, where, wlen);
+        }
         if (r != BATCH_OK) return r;
     }
 }

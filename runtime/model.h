@@ -211,12 +211,14 @@ int es_fwd_block(es_session *s, int il, int pos, int T);
  * es_scratch_reserve must have readied.  Session i runs tokens[i][0..
  * n_tokens[i]) from pos0[i] (its position when the call began) and
  * logits[i] (logits or logits[i] may be NULL) gets its last row's
- * logits.  Rows of several sessions share each step (forward.c says how).
+ * logits, or every row's ([n_tokens[i]][V]) when all (may be NULL) has
+ * all[i] set.  Rows of several sessions share each step (forward.c says
+ * how); sessions with MTP on keep their hidden rows, as with es_forward.
  * Returns as es_forward; the sessions that ran steps have advanced. */
 int es_forward_multi(es_session *const *ss, int n_sess, const int32_t *const *tokens, const int *n_tokens,
-                     float *const *logits, const int *pos0, char *where, size_t wlen);
+                     float *const *logits, const int *all, const int *pos0, char *where, size_t wlen);
 /* Readies s's scratch to run rows of sessions with contexts up to n_ctx and
- * the last-row logits of n_rows sessions at once; 0, or -1 out of memory. */
+ * n_rows rows of logits at once; 0, or -1 out of memory. */
 int es_scratch_reserve(es_session *s, int n_ctx, int n_rows);
 
 #endif

@@ -113,14 +113,21 @@ static void keep_from(es_mtp_state *st, int keep, int D) {
     st->h0 += drop;
 }
 
+/* Drops MTP rows from `to` on; row to-1 ran with the token at `to`. */
+static void rows_to(es_session *s, int to) {
+    es_mtp_state *st = s->mtp;
+    st->pos = to > 0 ? to : 0;
+    st->last_next = st->pos > 0 ? s->tokens[st->pos] : -1;
+}
+
 void es_mtp_forget(es_session *s, int pos, int32_t first) {
     es_mtp_state *st = s->mtp;
     if (!st) return;
     if (st->h0 + st->hn > pos) st->hn = pos > st->h0 ? pos - st->h0 : 0;
-    if (st->pos > pos - 1 && !(st->pos == pos && first >= 0 && first == st->last_next)) {
-        st->pos = pos > 0 ? pos - 1 : 0; /* row pos-1 ran with the token at pos */
-        st->last_next = st->pos > 0 ? s->tokens[st->pos] : -1;
-    }
+    /* rows at pos and above ran with the hidden states of tokens that go;
+     * row pos-1 ran with the token at pos, kept until another one comes */
+    if (st->pos > pos) rows_to(s, pos);
+    if (st->pos == pos && first >= 0 && first != st->last_next) rows_to(s, pos - 1);
 }
 
 /* MTP rows r0 .. r1-1 (r0 == st->pos, their hidden rows in the window),
@@ -165,14 +172,19 @@ static int mtp_rows(es_session *s, int r0, int r1, const int32_t *next, float *l
     return 0;
 }
 
+void es_mtp_keep_hidden(es_session *s, const float *x, int batch_pos, int T) {
+    es_mtp_state *st = s->mtp;
+    const int D = s->m->hp.dim;
+    if (st->h0 + st->hn != batch_pos) st->h0 = batch_pos, st->hn = 0; /* a gap: the older rows are no use */
+    ES_ASSERT(st->hn + T <= st->cap);
+    memcpy(st->hid + (size_t)st->hn * D, x, sizeof(float) * (size_t)T * D);
+    st->hn += T;
+}
+
 int es_mtp_after_batch(es_session *s, const int32_t *tokens, int call_pos, int batch_pos, int T, char *where,
                        size_t wlen) {
     es_mtp_state *st = s->mtp;
     const int D = s->m->hp.dim, limit = s->scratch->B + 2;
-    if (st->h0 + st->hn != batch_pos) st->h0 = batch_pos, st->hn = 0; /* a gap: the older rows are no use */
-    ES_ASSERT(st->hn + T <= st->cap);
-    memcpy(st->hid + (size_t)st->hn * D, s->scratch->x, sizeof(float) * (size_t)T * D);
-    st->hn += T;
     if (st->hn <= limit) return 0;
     const int end = batch_pos + T - 1; /* rows below it know their next token */
     if (st->pos >= st->h0 && st->pos < end) {
@@ -196,6 +208,7 @@ es_status es_session_mtp_draft(es_session *s, int32_t next, float *logits, char 
     const int P = s->pos;
     if (P == 0) { set_err(err, errlen, "nothing evaluated yet: a draft needs the main model's last hidden state"); return ES_ERR_ARG; }
     es_mtp_forget(s, P, -1);
+    if (st->pos == P) rows_to(s, P - 1); /* the draft is row P-1's output: run it again */
     char where[128] = "";
     int r = 0;
     if (st->pos < st->h0 || st->h0 + st->hn < P) {
@@ -239,4 +252,31 @@ es_status es_session_mtp_draft(es_session *s, int32_t next, float *logits, char 
         return r > 0 ? ES_ERR_FORMAT : ES_ERR_IO;
     }
     return ES_OK;
+}
+
+/* ---- what a session file keeps (session_file.c) ---------------------------- */
+
+void es_mtp_extent(const es_session *s, int *rows, int *h0, int *hn) {
+    const es_mtp_state *st = s->mtp;
+    *rows = *h0 = *hn = 0;
+    if (!st) return;
+    /* row pos-1 ran ahead (a draft's) with a token the session does not
+     * hold: it is not kept */
+    *rows = st->pos < s->pos ? st->pos : s->pos - 1;
+    if (*rows < 0) *rows = 0;
+    if (st->hn > 0 && st->h0 + st->hn <= s->pos) *h0 = st->h0, *hn = st->hn;
+}
+
+float *es_mtp_hidden(const es_session *s, int *cap) {
+    *cap = s->mtp ? s->mtp->cap : 0;
+    return s->mtp ? s->mtp->hid : NULL;
+}
+
+void es_mtp_set_extent(es_session *s, int rows, int h0, int hn) {
+    es_mtp_state *st = s->mtp;
+    if (!st) return;
+    ES_ASSERT(rows >= 0 && rows <= s->pos && h0 >= 0 && hn >= 0 && hn <= st->cap && h0 + hn <= s->pos);
+    rows_to(s, rows < s->pos ? rows : s->pos - 1);
+    st->h0 = h0;
+    st->hn = hn;
 }

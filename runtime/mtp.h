@@ -15,13 +15,25 @@ uint8_t *es_mtp_kv(const es_session *s);
  * none, a truncation): drops the MTP rows and hidden rows those tokens
  * change. */
 void es_mtp_forget(es_session *s, int pos, int32_t first);
-/* After es_forward ran a batch of T rows at positions batch_pos.. (the
- * call's tokens[] start at call_pos): keeps the rows' hidden states (the
- * scratch's x, before the final norm), running the MTP block over older
- * ones when they no longer fit.  Returns as es_forward. */
+/* After a batch ran T rows of s at positions batch_pos..: keeps their
+ * hidden states x[T][D] (before the final norm) in the window. */
+void es_mtp_keep_hidden(es_session *s, const float *x, int batch_pos, int T);
+/* Then (es_mtp_keep_hidden done for the batch; the call's tokens[] start at
+ * call_pos): runs the MTP block over older rows when the window is full.
+ * Returns as es_forward. */
 int es_mtp_after_batch(es_session *s, const int32_t *tokens, int call_pos, int batch_pos, int T, char *where,
                        size_t wlen);
 void es_mtp_free(es_session *s);
+
+/* Saved sessions (session_file.c): the MTP rows a file keeps ([0, rows),
+ * each ran with the token after it, which the session holds) and the
+ * window of hidden rows [h0, h0 + hn); all 0 when MTP is off. */
+void es_mtp_extent(const es_session *s, int *rows, int *h0, int *hn);
+/* The hidden rows' buffer ([cap][dim] floats; NULL when MTP is off). */
+float *es_mtp_hidden(const es_session *s, int *cap);
+/* After a load put the rows in place (the MTP cache's and the hidden
+ * buffer's first hn rows), with the session's tokens and position set. */
+void es_mtp_set_extent(es_session *s, int rows, int h0, int hn);
 
 /* spec.c's acceptance rule, for the tests: p, q the main model's and the
  * draft's distributions [V], d the draft (drawn from q); kept with

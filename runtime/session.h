@@ -24,6 +24,7 @@
 typedef struct es_seg {
     es_session *s;
     int row0, n, pos;
+    int all; /* the logits of every row, not only the last (es_batch_eval_ext) */
 } es_seg;
 
 /* Every buffer lives in one arena (forward.c: scratch_layout names each

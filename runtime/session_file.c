@@ -6,11 +6,21 @@
  *
  *   header   64 bytes: magic "EDGESESS", version, cache type (es_kv_type),
  *            the model's identity, layers, row bytes, kv_lora_rank, rope
- *            dims, tokens n (the context a loader needs), bytes that follow
+ *            dims, tokens n (the context a loader needs), MTP rows r, bytes
+ *            that follow, the hidden window's first position h0 and rows hn
  *   tokens   n int32, padded with zeros to a multiple of 8 bytes
  *   rows     per layer, the n cache rows of that layer (row bytes each), in
  *            the cache type's layout (kvcache.h)
+ *   mtp      (version 2, when r + hn > 0) the MTP block's r cache rows (row
+ *            bytes each), then the main model's hn hidden rows of
+ *            positions h0.. (dim floats each) that the block has not run
+ *            yet: a loaded session drafts without running the main model
+ *            over its tokens again (mtp.c)
  *   checksum 8 bytes: file_hash of everything before it
+ *
+ * Version 1 (no MTP part; r, h0, hn were zeros) still loads.  A session
+ * without MTP skips a file's MTP part; a file without one leaves the MTP
+ * block to recompute its rows at the first draft.
  *
  * The model's identity is file_hash of the GGUF's bytes before its tensor
  * data: the header, every metadata key and value and the tensor table
@@ -30,7 +40,7 @@
 #include "mtp.h"
 
 #define SESS_MAGIC ES_SESSION_MAGIC
-#define SESS_VERSION 1u
+#define SESS_VERSION 2u /* reads 1 too */
 #define HEADER_BYTES 64
 
 typedef struct sess_header {
@@ -38,9 +48,9 @@ typedef struct sess_header {
     uint32_t version, kv_type;
     uint64_t model_id;
     uint32_t n_layers, row_bytes, kv_lora, rope;
-    uint32_t n_tokens, reserved;
+    uint32_t n_tokens, mtp_rows;
     uint64_t payload; /* bytes after the header, the checksum excluded */
-    uint8_t pad[HEADER_BYTES - 56];
+    uint32_t mtp_h0, mtp_hn;
 } sess_header;
 _Static_assert(sizeof(sess_header) == HEADER_BYTES, "session header is 64 bytes");
 
@@ -110,6 +120,12 @@ static uint64_t model_identity(const es_model *m) {
 
 static size_t tokens_bytes(uint32_t n) { return ((size_t)n * sizeof(int32_t) + 7) / 8 * 8; }
 
+/* The bytes after header h (its counts), the checksum excluded. */
+static uint64_t payload_bytes(const sess_header *h, uint32_t dim) {
+    return tokens_bytes(h->n_tokens) + ((uint64_t)h->n_layers * h->n_tokens + h->mtp_rows) * h->row_bytes +
+           (uint64_t)h->mtp_hn * dim * sizeof(float);
+}
+
 static void make_header(const es_session *s, sess_header *h) {
     const es_hparams *hp = &s->m->hp;
     memset(h, 0, sizeof *h);
@@ -122,7 +138,10 @@ static void make_header(const es_session *s, sess_header *h) {
     h->kv_lora = (uint32_t)hp->kv_lora;
     h->rope = (uint32_t)hp->rope;
     h->n_tokens = (uint32_t)s->pos;
-    h->payload = tokens_bytes(h->n_tokens) + (uint64_t)h->n_layers * h->n_tokens * h->row_bytes;
+    int rows, h0, hn;
+    es_mtp_extent(s, &rows, &h0, &hn);
+    h->mtp_rows = (uint32_t)rows, h->mtp_h0 = (uint32_t)h0, h->mtp_hn = (uint32_t)hn;
+    h->payload = payload_bytes(h, (uint32_t)hp->dim);
 }
 
 /* ---- save ------------------------------------------------------------------- */
@@ -152,6 +171,10 @@ es_status es_session_save(const es_session *s, const char *path, char *err, size
         const es_kv_view v = es_kv_layer(s, (int)il);
         st = put(f, &fh, v.base, (size_t)h.n_tokens * h.row_bytes, err, errlen);
     }
+    if (st == ES_OK && h.mtp_rows) st = put(f, &fh, es_kv_layer(s, s->m->hp.n_layers).base, (size_t)h.mtp_rows * h.row_bytes, err, errlen);
+    int cap;
+    const float *hid = es_mtp_hidden(s, &cap);
+    if (st == ES_OK && h.mtp_hn) st = put(f, &fh, hid, sizeof(float) * h.mtp_hn * (size_t)s->m->hp.dim, err, errlen);
     uint64_t sum = hash_end(&fh);
     if (st == ES_OK) st = es_outfile_write(f, &sum, sizeof sum, err, errlen);
     if (st != ES_OK) {
@@ -188,8 +211,8 @@ static es_status check_header(const es_session *s, const sess_header *h, int64_t
         serr(err, errlen, "%s is not an edgeseek session file", path);
         return ES_ERR_FORMAT;
     }
-    if (h->version != SESS_VERSION) {
-        serr(err, errlen, "%s: session file version %u, this edgeseek reads version %u", path, h->version,
+    if (h->version != SESS_VERSION && h->version != 1) {
+        serr(err, errlen, "%s: session file version %u, this edgeseek reads versions 1 and %u", path, h->version,
              SESS_VERSION);
         return ES_ERR_UNSUPPORTED;
     }
@@ -210,7 +233,15 @@ static es_status check_header(const es_session *s, const sess_header *h, int64_t
              s->n_ctx);
         return ES_ERR_UNSUPPORTED;
     }
-    const uint64_t payload = tokens_bytes(h->n_tokens) + (uint64_t)h->n_layers * h->n_tokens * h->row_bytes;
+    int cap = 0;
+    es_mtp_hidden(s, &cap);
+    if ((h->version == 1 && (h->mtp_rows || h->mtp_h0 || h->mtp_hn)) ||
+        (h->mtp_rows && h->mtp_rows >= h->n_tokens) || (uint64_t)h->mtp_h0 + h->mtp_hn > h->n_tokens ||
+        h->mtp_hn > 2u * ES_BATCH + 4 || (s->mtp && h->mtp_hn > (uint32_t)cap)) {
+        serr(err, errlen, "%s is damaged (its MTP part does not fit its %u tokens)", path, h->n_tokens);
+        return ES_ERR_FORMAT;
+    }
+    const uint64_t payload = payload_bytes(h, (uint32_t)s->m->hp.dim);
     const uint64_t size = HEADER_BYTES + payload + 8;
     if (h->payload != payload || (uint64_t)file_size != size) {
         serr(err, errlen, "%s is %s: %lld bytes where %u tokens need %llu", path,
@@ -261,12 +292,32 @@ es_status es_session_load(es_session *s, const char *path, char *err, size_t err
         rd = read_all(fd, v.base, n);
         hash_add(&fh, v.base, n);
     }
+    /* the MTP part: into the block's cache and window, or skipped (hashed)
+     * when the session's MTP is off */
+    int cap;
+    float *hid = es_mtp_hidden(s, &cap);
+    uint8_t *mtp_kv = s->mtp ? es_kv_layer(s, s->m->hp.n_layers).base : NULL;
+    const size_t part[2] = {(size_t)h.mtp_rows * h.row_bytes, sizeof(float) * h.mtp_hn * (size_t)s->m->hp.dim};
+    uint8_t *dst[2] = {mtp_kv, (uint8_t *)hid};
+    for (int k = 0; k < 2 && !rd; k++) {
+        if (dst[k]) {
+            rd = read_all(fd, dst[k], part[k]);
+            hash_add(&fh, dst[k], part[k]);
+            continue;
+        }
+        uint8_t buf[4096];
+        for (size_t left = part[k]; left && !rd; left -= left < sizeof buf ? left : sizeof buf) {
+            const size_t n = left < sizeof buf ? left : sizeof buf;
+            rd = read_all(fd, buf, n);
+            hash_add(&fh, buf, n);
+        }
+    }
     uint64_t sum = 0;
     if (!rd) rd = read_all(fd, &sum, sizeof sum);
     const int read_errno = errno;
     close(fd);
     s->pos = 0;
-    es_mtp_forget(s, 0, -1); /* the MTP block's rows are not saved: a draft recomputes them */
+    es_mtp_forget(s, 0, -1); /* until the file is known good */
     if (rd) {
         serr(err, errlen, "cannot read session file %s: %s", path, read_errno ? strerror(read_errno) : "it shrank");
         return ES_ERR_IO;
@@ -281,5 +332,6 @@ es_status es_session_load(es_session *s, const char *path, char *err, size_t err
             return ES_ERR_FORMAT;
         }
     s->pos = (int)h.n_tokens;
+    es_mtp_set_extent(s, (int)h.mtp_rows, (int)h.mtp_h0, (int)h.mtp_hn);
     return ES_OK;
 }

@@ -42,6 +42,8 @@ struct es_spec {
     float *p, *q;       /* [V] distributions */
     es_spec_stats st;
     int win_n, win_kept, pause, pause_next;
+    int at, drafting;   /* es_spec_plan's: the position of pending; whether `draft` follows it */
+    int32_t draft;
 };
 
 static void set_err(char *err, size_t errlen, const char *msg) {
@@ -133,10 +135,13 @@ static void gate_note(es_spec *g, int kept) {
     g->win_n = g->win_kept = 0;
 }
 
-es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
+int es_spec_ready(const es_spec *g) { return g->have_logits; }
+
+es_status es_spec_plan(es_spec *g, int32_t tokens[2], int *n_eval, int32_t *tok, char *err, size_t errlen) {
     es_session *s = g->s;
     const int V = g->V;
     es_status st;
+    *n_eval = 0;
     if (g->have_logits) { /* the token after the last evaluated position */
         *tok = g->pending = es_sampler_sample(g->smp, g->lg, V);
         g->have_logits = 0;
@@ -154,13 +159,12 @@ es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
         es_session_set_mtp(s, 0, NULL, 0);
     }
     const int draft = g->mtp && g->pause == 0 && P + 2 <= s->n_ctx;
+    tokens[0] = t;
+    g->at = P;
+    g->drafting = 0;
     if (!draft) {
         if (g->mtp && g->pause > 0) g->pause--, g->st.gated++;
-        st = es_session_eval(s, &t, 1, g->lg, 0, err, errlen);
-        if (st != ES_OK) return st;
-        g->st.forwards++;
-        *tok = g->pending = es_sampler_sample(g->smp, g->lg, V);
-        g->st.tokens++;
+        *n_eval = 1;
         return ES_OK;
     }
     /* d ~ q, then {t, d} in one pass */
@@ -168,29 +172,49 @@ es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
                             : es_session_mtp_draft(s, t, g->p, err, errlen);
     if (st != ES_OK) return st;
     es_sampler_dist(g->smp, g->p, V, g->q); /* the draft's logits in p for a moment */
-    const int32_t d = es_spec_draw(g->q, V, es_sampler_uniform(g->smp));
-    const int32_t pair[2] = {t, d};
-    st = es_session_eval(s, pair, 2, g->lg2, 1, err, errlen);
-    if (st != ES_OK) return st;
+    tokens[1] = g->draft = es_spec_draw(g->q, V, es_sampler_uniform(g->smp));
+    g->drafting = 1;
+    *n_eval = 2;
+    return ES_OK;
+}
+
+es_status es_spec_commit(es_spec *g, const float *logits, int32_t *tok, char *err, size_t errlen) {
+    es_session *s = g->s;
+    const int V = g->V;
     g->st.forwards++;
+    g->st.tokens++;
+    if (!g->drafting) {
+        *tok = g->pending = es_sampler_sample(g->smp, logits, V);
+        return ES_OK;
+    }
+    g->drafting = 0;
     g->st.drafted++;
-    es_sampler_dist(g->smp, g->lg2, V, g->p);
+    es_sampler_dist(g->smp, logits, V, g->p);
     const double u_keep = es_sampler_uniform(g->smp), u_rest = es_sampler_uniform(g->smp);
     int kept;
-    const int32_t next = es_spec_decide(g->p, g->q, V, d, u_keep, u_rest, &kept);
+    const int32_t d = g->draft, next = es_spec_decide(g->p, g->q, V, d, u_keep, u_rest, &kept);
     gate_note(g, kept);
-    g->st.tokens++;
     if (kept) {
         g->st.accepted++;
-        memcpy(g->lg, g->lg2 + V, sizeof(float) * (size_t)V);
+        memcpy(g->lg, logits + V, sizeof(float) * (size_t)V);
         g->have_logits = 1;
         *tok = d;
         return ES_OK;
     }
-    st = es_session_truncate(s, P + 1, err, errlen);
+    es_status st = es_session_truncate(s, g->at + 1, err, errlen);
     if (st != ES_OK) return st;
     *tok = g->pending = next;
     return ES_OK;
+}
+
+es_status es_spec_next(es_spec *g, int32_t *tok, char *err, size_t errlen) {
+    int32_t toks[2];
+    int n;
+    es_status st = es_spec_plan(g, toks, &n, tok, err, errlen);
+    if (st != ES_OK || n == 0) return st;
+    st = es_session_eval(g->s, toks, n, g->lg2, n == 2, err, errlen);
+    if (st != ES_OK) return st;
+    return es_spec_commit(g, g->lg2, tok, err, errlen);
 }
 
 int32_t es_spec_decide(const float *p, float *q, int V, int32_t d, double u_keep, double u_rest, int *kept) {

@@ -248,6 +248,16 @@ static int h_metrics(srv *S, struct mg_connection *c) {
                       "# HELP edgeseek_kv_cache_bytes_per_token Bytes of KV cache per token, all layers.\n"
                       "# TYPE edgeseek_kv_cache_bytes_per_token gauge\nedgeseek_kv_cache_bytes_per_token %zu\n",
                       es_kv_type_name(S->o->kv_type), (unsigned long long)(st.kv_tokens * kvb), kvb);
+    if (st.mtp && n > 0 && (size_t)n < sizeof b)
+        n += snprintf(b + n, sizeof b - (size_t)n,
+                      "# HELP edgeseek_mtp_drafts_total MTP drafts verified (--mtp), over finished requests.\n"
+                      "# TYPE edgeseek_mtp_drafts_total counter\nedgeseek_mtp_drafts_total %llu\n"
+                      "# HELP edgeseek_mtp_drafts_accepted_total MTP drafts the main model kept.\n"
+                      "# TYPE edgeseek_mtp_drafts_accepted_total counter\nedgeseek_mtp_drafts_accepted_total %llu\n"
+                      "# HELP edgeseek_mtp_acceptance_ratio Drafts kept over drafts verified.\n"
+                      "# TYPE edgeseek_mtp_acceptance_ratio gauge\nedgeseek_mtp_acceptance_ratio %.4f\n",
+                      (unsigned long long)st.mtp_drafted, (unsigned long long)st.mtp_accepted,
+                      st.mtp_drafted ? (double)st.mtp_accepted / (double)st.mtp_drafted : 0.0);
     if (n < 0 || (size_t)n >= sizeof b) n = 0;
     return send_body(c, 200, "text/plain; version=0.0.4", b, (size_t)n, NULL);
 }
@@ -313,13 +323,19 @@ static const char *finish_name(int f) {
     }
 }
 
-static cJSON *usage_obj(const srv_job *j) {
+static cJSON *usage_obj(const srv *S, const srv_job *j) {
     cJSON *u = cJSON_CreateObject(), *d = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", j->n_gen);
     cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + j->n_gen);
     cJSON_AddNumberToObject(d, "cached_tokens", j->n_cached);
     cJSON_AddItemToObject(u, "prompt_tokens_details", d);
+    if (S->o->mtp) { /* --mtp: the drafts kept and dropped, in OpenAI's fields for predicted tokens */
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "accepted_prediction_tokens", j->n_accepted);
+        cJSON_AddNumberToObject(c, "rejected_prediction_tokens", j->n_drafted - j->n_accepted);
+        cJSON_AddItemToObject(u, "completion_tokens_details", c);
+    }
     return u;
 }
 
@@ -437,7 +453,7 @@ static int stream_job(srv *S, struct mg_connection *c, srv_job *j, int chat, uns
         if (include_usage) {
             cJSON *e = envelope(S, chat, 1, id);
             cJSON_AddArrayToObject(e, "choices");
-            cJSON_AddItemToObject(e, "usage", usage_obj(j));
+            cJSON_AddItemToObject(e, "usage", usage_obj(S, j));
             if (sse(c, e) != 0) return -1;
         }
     }
@@ -523,7 +539,7 @@ static int h_generate(srv *S, struct mg_connection *c, const char *body, size_t 
             cJSON *e = envelope(S, chat, 0, id), *a = cJSON_AddArrayToObject(e, "choices");
             cJSON_AddItemToArray(a, choice(chat, 0, job.split_reasoning && job.reasoning.n ? job.reasoning.p : NULL,
                                            job.content.p ? job.content.p : "", finish_name(job.finish), 1));
-            cJSON_AddItemToObject(e, "usage", usage_obj(&job));
+            cJSON_AddItemToObject(e, "usage", usage_obj(S, &job));
             rc = send_json(c, 200, e, NULL);
         }
     }
@@ -779,9 +795,9 @@ int srv_main(const srv_opts *o) {
         goto out;
     }
     atomic_store(&S.ready, 1);
-    fprintf(stderr, "edgeseek serve: ready: %d slots of %d tokens, KV cache %s (%zu bytes/token), model '%s'%s\n",
+    fprintf(stderr, "edgeseek serve: ready: %d slots of %d tokens, KV cache %s (%zu bytes/token), model '%s'%s%s\n",
             eff.n_slots, eff.n_ctx, es_kv_type_name(eff.kv_type), es_model_kv_bytes_per_token_of(S.m, eff.kv_type),
-            S.model_name, eff.api_key[0] ? ", API key required" : "");
+            S.model_name, eff.mtp ? ", MTP drafts" : "", eff.api_key[0] ? ", API key required" : "");
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }

@@ -10,7 +10,14 @@
  * Generated tokens are detokenised, cut at stop strings and split into
  * reasoning and content here, into the job's buffers, under one lock.
  * Between two steps the thread also runs the slot actions (save to a
- * session file, restore from one, erase) that the HTTP side asks for. */
+ * session file, restore from one, erase) that the HTTP side asks for.
+ *
+ * With --mtp every slot's session has its MTP block on and a decoding slot
+ * is an es_spec generator: before a step each one drafts (es_spec_plan, on
+ * its own session, outside the lock) and puts its pending token and the
+ * draft into the step's pass (es_batch_eval_ext, every row's logits), then
+ * es_spec_commit keeps the draft or not, exactly as `run --mtp` decides it,
+ * the gate per slot; a kept draft gives a second token in the same step. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +68,8 @@ typedef struct slot {
     size_t emitted;
     int32_t *rewrite; /* idle: tokens to hold for the next turn */
     int n_rewrite;
+    es_spec *spec;    /* --mtp: the job's generator (from the prompt's logits on) */
+    int32_t ver[2];   /* --mtp: the step's tokens, the pending one and the draft */
 } slot;
 
 /* A slot action (save, restore, erase) waiting for the scheduler's thread,
@@ -75,7 +84,7 @@ typedef struct slot_op {
 
 struct srv_sched {
     es_model *m;
-    int n_slots, n_ctx, chunk, queue_max, nv, step_ms;
+    int n_slots, n_ctx, chunk, queue_max, nv, step_ms, mtp;
     slot *slots;
     pthread_t thread;
     int thread_started;
@@ -98,18 +107,27 @@ static const int32_t *const *cast_tokens(int32_t **t) { return (const int32_t *c
  * all in one forward pass (each routed expert read once for every row that
  * chose it), bit-identical to each session alone. */
 static es_status eval_batch(es_session **ss, int n, const int32_t *const *toks, const int *nt, float **logits,
-                            char *err, size_t errlen) {
-    return es_batch_eval(ss, n, toks, nt, logits, err, errlen);
+                            const int *all, char *err, size_t errlen) {
+    return es_batch_eval_ext(ss, n, toks, nt, logits, all, err, errlen);
 }
 
 static void job_done(srv_sched *S, slot *sl, int finish) {
     srv_job *j = sl->job;
+    if (sl->spec) { /* --mtp: the job's drafts */
+        es_spec_stats st;
+        es_spec_get_stats(sl->spec, &st);
+        j->n_drafted = (int)st.drafted;
+        j->n_accepted = (int)st.accepted;
+        S->st.mtp_drafted += (uint64_t)st.drafted;
+        S->st.mtp_accepted += (uint64_t)st.accepted;
+        es_spec_free(sl->spec);
+        sl->spec = NULL;
+    }
     j->finish = finish;
     j->state = SRV_JOB_DONE;
     pthread_cond_broadcast(&j->cv);
     sl->job = NULL;
     sl->have_next = 0;
-    (void)S;
 }
 
 /* Decided text of the slot's job: reasoning and content, or all content. */
@@ -439,6 +457,7 @@ static void *sched_main(void *arg) {
             continue;
         }
         int any_prefill = 0, n_dec = 0;
+        int all[1024], perr[1024];
         for (int i = 0; i < w->n; i++) {
             ss[i] = w->sl[i]->s;
             lg[i] = w->sl[i]->logits;
@@ -447,13 +466,37 @@ static void *sched_main(void *arg) {
                 lg[i] = NULL;
             any_prefill |= w->kind[i] == 1 || w->kind[i] == 2;
             n_dec += w->kind[i] == 0;
+            all[i] = perr[i] = 0;
         }
         pthread_mutex_unlock(&S->mu);
         double t0 = srv_now();
-        es_status st = eval_batch(ss, w->n, cast_tokens(w->tok), w->nt, lg, err, sizeof err);
+        char perr_msg[sizeof err] = "";
         int32_t sampled[1024];
-        for (int i = 0; i < w->n && st == ES_OK; i++)
-            sampled[i] = lg[i] ? es_sampler_sample(w->sl[i]->smp, lg[i], S->nv) : -1;
+        for (int i = 0; i < w->n; i++) /* --mtp: each decoding slot drafts, then verifies in the pass */
+            if (w->kind[i] == 0 && w->sl[i]->spec) {
+                slot *sl = w->sl[i];
+                int n = 0;
+                perr[i] = es_spec_plan(sl->spec, sl->ver, &n, &sampled[i], perr_msg, sizeof perr_msg) != ES_OK;
+                w->tok[i] = sl->ver;
+                w->nt[i] = perr[i] ? 0 : n; /* 0: a token decided without a pass (not expected here) */
+                all[i] = 1;
+            }
+        es_status st = eval_batch(ss, w->n, cast_tokens(w->tok), w->nt, lg, all, err, sizeof err);
+        for (int i = 0; i < w->n && st == ES_OK; i++) {
+            slot *sl = w->sl[i];
+            if (perr[i] || (sl->spec && w->kind[i] == 0 && w->nt[i] == 0)) continue;
+            if (!lg[i]) sampled[i] = -1;
+            else if (sl->spec && w->kind[i] == 0)
+                perr[i] = es_spec_commit(sl->spec, lg[i], &sampled[i], perr_msg, sizeof perr_msg) != ES_OK;
+            else if (S->mtp && w->kind[i] == 1) { /* the prompt is in: the job's generator starts */
+                int n;
+                es_spec_free(sl->spec);
+                sl->spec = NULL;
+                perr[i] = es_spec_new(sl->s, sl->smp, es_session_mtp(sl->s), lg[i], &sl->spec, perr_msg,
+                                      sizeof perr_msg) != ES_OK ||
+                          es_spec_plan(sl->spec, sl->ver, &n, &sampled[i], perr_msg, sizeof perr_msg) != ES_OK;
+            } else sampled[i] = es_sampler_sample(sl->smp, lg[i], S->nv);
+        }
         if (S->step_ms > 0) { /* a test's slow machine */
             double left = S->step_ms / 1000.0 - (srv_now() - t0);
             if (left > 0) {
@@ -468,18 +511,19 @@ static void *sched_main(void *arg) {
         for (int i = 0; i < w->n; i++) {
             slot *sl = w->sl[i];
             if (w->kind[i] == 3) continue; /* the idle runner */
-            if (st != ES_OK) { /* the engine failed: the slots involved start over */
+            if (st != ES_OK || perr[i]) { /* the engine failed: the slots involved start over */
                 es_session_reset(sl->s);
                 sl->n_toks = 0;
                 free(sl->rewrite);
                 sl->rewrite = NULL;
                 if (sl->job) {
-                    snprintf(sl->job->err, sizeof sl->job->err, "%s", err);
+                    snprintf(sl->job->err, sizeof sl->job->err, "%s", st != ES_OK ? err : perr_msg);
                     job_done(S, sl, SRV_FIN_ERROR);
                 }
                 continue;
             }
             record(sl, w->tok[i], w->nt[i]);
+            if (sl->n_toks > es_session_pos(sl->s)) sl->n_toks = es_session_pos(sl->s); /* a draft dropped */
             if (w->kind[i] == 2) continue;
             if (w->kind[i] == 1) {
                 sl->job->prefilled += w->nt[i];
@@ -488,6 +532,13 @@ static void *sched_main(void *arg) {
                 if (sl->job->prefilled < sl->job->n_prompt) continue;
             }
             if (sl->job) take_token(S, sl, sampled[i]);
+            /* a kept draft: the token after it is decided too, in this step */
+            while (sl->job && sl->spec && es_spec_ready(sl->spec)) {
+                int n;
+                int32_t tok;
+                if (es_spec_plan(sl->spec, sl->ver, &n, &tok, NULL, 0) != ES_OK || n) break;
+                take_token(S, sl, tok);
+            }
         }
         (void)n_dec;
     }
@@ -525,6 +576,8 @@ es_status srv_sched_new(es_model *m, const srv_opts *o, srv_sched **out, char *e
     S->chunk = o->chunk;
     S->queue_max = o->queue;
     S->step_ms = o->step_ms;
+    S->mtp = o->mtp;
+    S->st.mtp = o->mtp;
     S->nv = es_model_n_vocab(m);
     S->st.expert_hit = -1;
     pthread_mutex_init(&S->mu, NULL);
@@ -540,7 +593,9 @@ es_status srv_sched_new(es_model *m, const srv_opts *o, srv_sched **out, char *e
          * others' sessions have none of their own */
         const es_session_params sp = {.n_ctx = S->n_ctx, .kv_type = o->kv_type, .n_threads = i == 0 ? o->n_threads : 1};
         if ((st = es_session_new_ext(m, &sp, &sl->s, err, errlen)) != ES_OK) goto fail;
-        sl->logits = malloc(sizeof(float) * (size_t)S->nv);
+        if (o->mtp && (st = es_session_set_mtp(sl->s, 1, err, errlen)) != ES_OK) goto fail;
+        /* --mtp: a verification's two rows */
+        sl->logits = malloc(sizeof(float) * (size_t)S->nv * (o->mtp ? 2 : 1));
         sl->toks = malloc(sizeof(int32_t) * (size_t)(S->n_ctx + 1));
         st = ES_ERR_NOMEM;
         if (!sl->logits || !sl->toks) { snprintf(err, errlen, "out of memory"); goto fail; }
@@ -577,6 +632,7 @@ void srv_sched_free(srv_sched *S) {
     }
     for (int i = 0; S->slots && i < S->n_slots; i++) {
         slot *sl = &S->slots[i];
+        es_spec_free(sl->spec);
         es_session_free(sl->s);
         es_sampler_free(sl->smp);
         free(sl->logits);

@@ -39,6 +39,7 @@ typedef struct srv_opts {
     int kv_type;                /* es_kv_type of every slot's cache (0: the default) */
     const char *slot_save_path; /* the directory of POST /slots/{id}?action=save|restore files;
                                    NULL: those actions are off */
+    int mtp;                    /* --mtp: speculative decoding with the model's MTP block */
 } srv_opts;
 
 /* Sets the defaults above. */
@@ -82,6 +83,7 @@ typedef struct srv_job {
     int n_gen, n_cached, slot;
     uint64_t slot_gen;           /* which use of the slot (for srv_sched_rewrite) */
     int prefilled;               /* prompt tokens evaluated so far */
+    int n_drafted, n_accepted;   /* --mtp: drafts verified, and kept */
     char err[256];
 } srv_job;
 
@@ -93,6 +95,8 @@ typedef struct srv_stats {
     int busy, queued, n_slots;
     uint64_t kv_tokens;                 /* tokens the slots' caches hold together */
     double expert_hit;                  /* -1: no routed-expert paging figures */
+    int mtp;                            /* the slots decode with --mtp */
+    uint64_t mtp_drafted, mtp_accepted; /* drafts verified and kept, over the finished requests */
 } srv_stats;
 
 es_status srv_sched_new(es_model *m, const srv_opts *o, srv_sched **out, char *err, size_t errlen);

@@ -11,6 +11,9 @@
 //   node tests/server_client.cjs slots URL DIR  the server with --slot-save-path DIR (-np 2,
 //                                               --max-conn 3, slowed): slot save, restore,
 //                                               erase, bad names, a busy slot; --max-conn's 503
+//   node tests/server_client.cjs mtp URL PLAIN  the MTP model with --mtp (-np 4) at URL against the same
+//                                               model without it at PLAIN: the same text at temperature 0,
+//                                               alone and among concurrent requests; acceptance reported
 "use strict";
 const fs = require("fs");
 const net = require("net");
@@ -451,9 +454,99 @@ async function slotTests(dir) {
   check(back, "served again once the connections closed");
 }
 
+// --mtp: the text of every request at temperature 0 equals the server without
+// it, one request at a time and 8 at once (streamed and not); the drafts kept
+// show in usage and /metrics
+async function mtpTests(plain) {
+  const msg = (r) => r.status === 200 ? JSON.stringify(r.json.choices[0].message) : "error " + r.status + " " + r.text.slice(0, 200);
+  const at = async (b, q, extra = {}) => {
+    const r = await fetch(b + "/v1/chat/completions", {
+      method: "POST", headers: { "Content-Type": "application/json" }, signal: AbortSignal.timeout(60000),
+      body: JSON.stringify({ model: "edgeseek", messages: [{ role: "user", content: q }], temperature: 0, max_tokens: 96, ...extra }) });
+    const text = await r.text();
+    let json = null;
+    try { json = JSON.parse(text); } catch (e) { json = null; }
+    return { status: r.status, text, json };
+  };
+  const want = [];
+  for (const [q] of QUESTIONS) want.push(msg(await at(plain, q)));
+  let right = 0;
+  QUESTIONS.forEach(([, a], i) => { if (want[i].includes(`"content":"${a}"`)) right++; });
+  check(right >= 6, `the plain server's answers: ${right} of 8 right: ${want.join(" | ")}`);
+  // one at a time, through the openai client when it is there
+  const alone = [];
+  let accepted = 0, rejected = 0;
+  if (OpenAI) {
+    const client = new OpenAI({ apiKey: "none", baseURL: base + "/v1", timeout: 60000, maxRetries: 0 });
+    for (const [q] of QUESTIONS) {
+      const r = await client.chat.completions.create({
+        model: "edgeseek", messages: [{ role: "user", content: q }], temperature: 0, max_tokens: 96 });
+      alone.push(JSON.stringify(r.choices[0].message));
+      const d = r.usage && r.usage.completion_tokens_details;
+      if (d) { accepted += d.accepted_prediction_tokens; rejected += d.rejected_prediction_tokens; }
+    }
+  } else {
+    skip("the openai npm client is not installed in tests/node_deps: plain HTTP instead");
+    for (const [q] of QUESTIONS) {
+      const r = await at(base, q);
+      alone.push(msg(r));
+      const d = r.json && r.json.usage.completion_tokens_details;
+      if (d) { accepted += d.accepted_prediction_tokens; rejected += d.rejected_prediction_tokens; }
+    }
+  }
+  const diff = alone.map((m, i) => m === want[i] ? null : `q${i}: ${m} vs ${want[i]}`).filter((x) => x);
+  check(diff.length === 0, "--mtp, one request at a time, differs from the plain server: " + diff.join(" | "));
+  check(accepted > 0 && accepted >= 2 * rejected,
+        `usage.completion_tokens_details: ${accepted} drafts kept, ${rejected} dropped (the trained block keeps most)`);
+  // 8 at once, twice each, non-streamed then streamed
+  const same = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(async (k) => {
+    const out = [];
+    for (const i of [k, (k + 3) % 8]) {
+      const m = msg(await at(base, QUESTIONS[i][0]));
+      out.push(m === want[i] ? "ok" : `q${i}: ${m}`);
+    }
+    return out;
+  }));
+  const d8 = same.flat().filter((x) => x !== "ok");
+  check(d8.length === 0, "--mtp, 8 concurrent clients, differs from the plain server: " + d8.join(" | "));
+  const streamed = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(async (k) => {
+    const r = await at(base, QUESTIONS[k][0], { stream: true, stream_options: { include_usage: true } });
+    let c = "", rs = "", usage = null;
+    for (const ev of r.text.split("\n\n")) {
+      if (!ev.startsWith("data: {")) continue;
+      const e = JSON.parse(ev.slice(6));
+      if (e.usage) usage = e.usage;
+      const d = e.choices[0];
+      if (d && d.delta.content) c += d.delta.content;
+      if (d && d.delta.reasoning_content) rs += d.delta.reasoning_content;
+    }
+    const w = JSON.parse(want[k]);
+    return c === w.content && rs === w.reasoning_content && usage && usage.completion_tokens_details ? "ok" : `q${k}: ${c}`;
+  }));
+  check(streamed.every((x) => x === "ok"), "--mtp, 8 concurrent streams, differ from the plain server: " + streamed.join(","));
+  // a length limit met in the middle of a kept draft's two tokens
+  for (const n of [1, 2, 3, 7]) {
+    const r = await http("POST", "/v1/completions", { model: "edgeseek", prompt: "What is", max_tokens: n, temperature: 0, ignore_eos: true });
+    const p = await fetch(plain + "/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "edgeseek", prompt: "What is", max_tokens: n, temperature: 0, ignore_eos: true }),
+      signal: AbortSignal.timeout(30000) }).then((x) => x.json()).catch(() => null);
+    check(r.status === 200 && r.json.usage.completion_tokens === n && p && r.json.choices[0].text === p.choices[0].text,
+          `completions max_tokens ${n} with --mtp: ${r.text.slice(0, 200)} vs ${p && p.choices[0].text}`);
+  }
+  // sampling: the acceptance rule, a text comes back
+  const smp = await at(base, QUESTIONS[0][0], { temperature: 0.8, seed: 3 });
+  check(smp.status === 200 && typeof smp.json.choices[0].message.content === "string", "--mtp sampling: " + smp.text.slice(0, 200));
+  const drafts = await metric("edgeseek_mtp_drafts_total"), kept = await metric("edgeseek_mtp_drafts_accepted_total");
+  const ratio = await metric("edgeseek_mtp_acceptance_ratio");
+  check(drafts > 0 && kept > 0 && kept <= drafts && Math.abs(ratio - kept / drafts) < 1e-3,
+        `/metrics: ${drafts} drafts, ${kept} kept, ratio ${ratio}`);
+  console.log(`(--mtp acceptance over these requests: ${kept} of ${drafts})`);
+}
+
 (async () => {
   try {
     if (mode === "main") await mainTests(arg);
+    else if (mode === "mtp") await mtpTests(process.argv[4]);
     else if (mode === "slots") await slotTests(arg);
     else await slowTests(arg);
   } catch (e) {

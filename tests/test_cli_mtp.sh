@@ -2,7 +2,8 @@
 # test_cli_mtp.sh — `--mtp` on run, chat and bench, on a model that build/gen_model writes
 # with a random MTP block: at temperature 0 the text is the text without --mtp (run, and
 # chat over two turns), the stats line and bench --json report the drafts; sampling with
-# --mtp runs; a model without the block refuses --mtp with a message.
+# --mtp runs; a model without the block refuses --mtp with a message; --session with --mtp
+# on the default MTP model: the run that loads the file repeats the run that wrote it.
 . "$(dirname "$0")/cli_lib.sh"
 G=$B/gen_model
 if [ ! -x "$G" ]; then
@@ -45,6 +46,22 @@ if [ -f "$D" ]; then
         check "default model, '$q': --mtp gives the same answer" cmp -s "$T/out" "$T/dplain"
         pct=$(sed -n 's/.*accepted (\([0-9]*\)\.[0-9]*%).*/\1/p' "$T/err")
         check "default model, '$q': at least 70% of the drafts accepted (${pct:-?}%)" test "${pct:-0}" -ge 70
+    done
+    # --session with --mtp: the file keeps the MTP block's rows; the run that loads it
+    # gives the text of the run that wrote it (sampling too: the drafts' distributions
+    # decide tokens, so they must be the same bit for bit)
+    S=$T/mtp.session
+    for temp in "0" "0.7 --seed 5"; do
+        rm -f "$S"
+        expect 0 "MTP:" "$E run -m $D --chat -p 'What is 487 + 356?' --temp $temp -t 2 --mtp --session $S"
+        cp "$T/out" "$T/first"
+        sed -n 's/.*MTP: \([0-9]* drafted, [0-9]* accepted\).*/\1/p' "$T/err" > "$T/first_mtp"
+        expect 0 "MTP:" "$E run -m $D --chat -p 'What is 487 + 356?' --temp $temp -t 2 --mtp --session $S"
+        check "--mtp --session (temp $temp): the run from the file gives the text of the run that wrote it" cmp -s "$T/out" "$T/first"
+        check "--mtp --session (temp $temp): the prompt came from the file" grep -q "from the session file" "$T/err"
+        sed -n 's/.*MTP: \([0-9]* drafted, [0-9]* accepted\).*/\1/p' "$T/err" > "$T/second_mtp"
+        check "--mtp --session (temp $temp): the same drafts kept ($(cat "$T/first_mtp") / $(cat "$T/second_mtp"))" \
+            sh -c "test -s '$T/first_mtp' && cmp -s '$T/first_mtp' '$T/second_mtp'"
     done
 else
     skip "$D missing"

@@ -11,7 +11,8 @@
 # SIGTERM mid-stream (cancelled, [DONE], exit 0); /health 503 while the model loads
 # (EDGESEEK_SERVE_LOAD_MS), 200 when ready; a server with --kv-type q8_0 and
 # --slot-save-path: slot save, erase, restore (the restored cache reused), names
-# confined to the directory, a busy slot's 503, and --max-conn's 503.  The client is
+# confined to the directory, a busy slot's 503, and --max-conn's 503; --mtp on the
+# MTP model: the text of the server without it, alone and 8 at once.  The client is
 # tests/server_client.cjs (node); the openai package is looked for in
 # tests/node_deps (.ci/run installs it; so does this script when npm is there).
 # Every wait is bounded.  Without server support in the build, or without node,
@@ -104,6 +105,23 @@ if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/d.log" -np 2 --kv-type q8_0 --slot
     rc=$?
     check "the slots server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
 fi
+# --mtp on the model with a trained MTP block, beside the same model without it:
+# the same text at temperature 0, alone and among concurrent requests
+MTP_M=models/edgeseek-default-mtp.gguf
+if start_server "$T/p.log" -np 4 -m $MTP_M; then
+    PLAIN_URL=$URL PLAIN_PID=$PID
+    if start_server "$T/q.log" -np 4 -m $MTP_M --mtp; then
+        check "the ready line says MTP" grep -q "MTP drafts" "$T/q.log"
+        run_client mtp "$URL" "$PLAIN_URL"
+        kill -TERM $PID
+        wait_exit $PID 20
+        rc=$?
+        check "the --mtp server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+    fi
+    kill -TERM $PLAIN_PID
+    wait_exit $PLAIN_PID 20
+fi
+expect 1 "no MTP (next-n) block" "$E serve -m $M --mtp --port 0"
 expect 1 "--slot-save-path $T/nowhere" "$E serve -m $M --slot-save-path $T/nowhere"
 expect 2 "unknown KV cache type" "$E serve -m $M --kv-type f8"
 

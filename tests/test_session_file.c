@@ -46,27 +46,9 @@ static es_session *session(es_model *m, int n_ctx, int kv) {
     return s;
 }
 
-static int write_bytes(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(p, 1, n, f);
-    return fclose(f) == 0 && w == n ? 0 : -1;
-}
-
 enum { N_PROMPT = 40, N_CONT = 12, CTX = 64 };
 
 /* ---- 1. save, load, continue ------------------------------------------------------- */
-
-/* Logits of cont[N_CONT] decoded one at a time after the prompt, in s. */
-static int continue_run(es_session *s, const int32_t *cont, float *lg, int V) {
-    char err[256];
-    for (int i = 0; i < N_CONT; i++)
-        if (es_session_eval(s, cont + i, 1, lg + (size_t)i * V, 0, err, sizeof err) != ES_OK) {
-            CHECK(0, "eval: %s", err);
-            return -1;
-        }
-    return 0;
-}
 
 static void roundtrip(es_model *m, const int32_t *prompt, const int32_t *cont) {
     static const int kvs[] = {ES_KV_F32, ES_KV_F16, ES_KV_BF16, ES_KV_Q8_0};
@@ -78,11 +60,11 @@ static void roundtrip(es_model *m, const int32_t *prompt, const int32_t *cont) {
         if (!a || !b || !la || !lb) break;
         CHECK(es_session_eval(a, prompt, N_PROMPT, NULL, 0, err, sizeof err) == ES_OK, "prefill: %s", err);
         CHECK(es_session_save(a, path_a, err, sizeof err) == ES_OK, "save: %s", err);
-        CHECK(continue_run(a, cont, la, V) == 0, "uninterrupted run");
+        CHECK(test_decode_each(a, cont, N_CONT, la, V) == 0, "uninterrupted run");
         CHECK(es_session_load(b, path_a, err, sizeof err) == ES_OK, "load (%s): %s", es_kv_type_name(kvs[k]), err);
         CHECK(es_session_pos(b) == N_PROMPT && !memcmp(es_session_tokens(b), prompt, sizeof(int32_t) * N_PROMPT),
               "the loaded session holds the prompt's %d tokens", N_PROMPT);
-        CHECK(continue_run(b, cont, lb, V) == 0 && !memcmp(la, lb, sizeof(float) * (size_t)V * N_CONT),
+        CHECK(test_decode_each(b, cont, N_CONT, lb, V) == 0 && !memcmp(la, lb, sizeof(float) * (size_t)V * N_CONT),
               "cache %s: save, load, continue equals the uninterrupted run bit for bit", es_kv_type_name(kvs[k]));
         /* a session that already held something is replaced */
         CHECK(es_session_load(a, path_a, err, sizeof err) == ES_OK && es_session_pos(a) == N_PROMPT,
@@ -137,12 +119,12 @@ static void refusals(es_model *m, es_model *other, const int32_t *prompt) {
     uint8_t *copy = malloc(len);
     memcpy(copy, file, len);
     copy[8] ^= 0x7f;
-    CHECK(write_bytes(path_b, copy, len) == 0, "write");
+    CHECK(test_write_file(path_b, copy, len) == 0, "write");
     refused(t, path_b, ES_ERR_UNSUPPORTED, "version", 3, "another version");
     /* truncated: at several lengths, the header's and the payload's */
     const size_t cuts[] = {0, 7, 63, 64, 71, len / 2, len - 8, len - 1};
     for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
-        CHECK(write_bytes(path_b, file, cuts[c]) == 0, "write");
+        CHECK(test_write_file(path_b, file, cuts[c]) == 0, "write");
         refused(t, path_b, ES_ERR_FORMAT, cuts[c] < 72 ? "too short" : "truncated", 3, "truncated");
     }
     /* a byte too many */
@@ -155,7 +137,7 @@ static void refusals(es_model *m, es_model *other, const int32_t *prompt) {
     for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
         memcpy(copy, file, len);
         copy[spots[k]] ^= 0x10;
-        CHECK(write_bytes(path_b, copy, len) == 0, "write");
+        CHECK(test_write_file(path_b, copy, len) == 0, "write");
         refused(t, path_b, ES_ERR_FORMAT, "checksum", 0, "corrupted");
         CHECK(es_session_eval(t, prompt, 3, NULL, 0, err, sizeof err) == ES_OK, "a refused session runs again");
     }
@@ -186,7 +168,7 @@ static void mutations(es_model *m, const int32_t *prompt) {
             for (uint32_t b = 0, nb = 1 + rnd() % 4; b < nb && n_out; b++) copy[rnd() % n_out] ^= (uint8_t)(1u << (rnd() % 8));
         }
         if (n_out == len && !memcmp(copy, file, len)) continue;
-        if (write_bytes(path_b, copy, n_out) != 0) break;
+        if (test_write_file(path_b, copy, n_out) != 0) break;
         loaded += es_session_load(s, path_b, err, sizeof err) == ES_OK;
         n++;
     }

@@ -71,6 +71,23 @@ void *test_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+int test_write_file(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(p, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+int test_decode_each(es_session *s, const int32_t *tok, int n, float *logits, int n_vocab) {
+    char err[256];
+    for (int i = 0; i < n; i++)
+        if (es_session_eval(s, tok + i, 1, logits + (size_t)i * (size_t)n_vocab, 0, err, sizeof err) != ES_OK) {
+            CHECK(0, "eval: %s", err);
+            return -1;
+        }
+    return 0;
+}
+
 void test_each_simd_path(void (*fn)(const es_kernels *K)) {
     static const char *paths[] = {"generic", "avx2", "avx512", "neon"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {

@@ -45,6 +45,12 @@ int test_need_file(const char *path);
 const char *test_build_path(const char *rel);
 /* Reads a whole file; malloc'd, *len set; NULL if unreadable. */
 void *test_read_file(const char *path, size_t *len);
+/* Writes n bytes to path; 0, or -1 when it cannot. */
+int test_write_file(const char *path, const void *p, size_t n);
+struct es_session;
+/* Evaluates tok[0..n) one at a time in s, each one's logits into
+ * logits[i][n_vocab]; 0, or -1 with a failure recorded. */
+int test_decode_each(struct es_session *s, const int32_t *tok, int n, float *logits, int n_vocab);
 /* Runs a shell command, its stdout into out (NUL-terminated, truncated to
  * cap); returns the exit status, -1 if it did not exit normally. */
 int test_run_cmd(const char *cmd, char *out, size_t cap);
