@@ -59,9 +59,11 @@ static inline __attribute__((always_inline)) __m256i iq_aux_codes(__m256i aux) {
 #ifdef __AVX512BW__
 typedef __mmask32 iq_sgn;
 static inline __attribute__((always_inline)) iq_sgn iq_signs(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return _cvtu32_mask32(v);
+    /* KMOVD straight from memory: a load, where a GPR or a vector lane
+     * moved into k costs two of the ALU ports' uops */
+    iq_sgn k;
+    __asm__("kmovd %1, %0" : "=k"(k) : "m"(*(const uint32_t *)p));
+    return k;
 }
 static inline __attribute__((always_inline)) __m256i iq_apply(__m256i a, iq_sgn s) {
     return _mm256_mask_sub_epi8(a, s, _mm256_setzero_si256(), a);
@@ -209,28 +211,17 @@ static inline __attribute__((always_inline)) void tq_block(enum kfmt f, int T, c
     }
 }
 
-/* kq_block for these formats: acc[t] += the super-block's dot with x[t] */
-static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, const uint8_t *blk,
-                                                           const block_q8_K *const *x, __m256 *acc) {
-    if (f == KTQ1 || f == KTQ2) {
-        tq_block(f, T, blk, x, acc);
-        return;
-    }
-#ifdef __AVX512VNNI__
-    const int C = T == 1 ? 2 : 1; /* VPDPWSSD chains (see kq_block) */
-#else
-    const int C = 1;
-#endif
-    __m256i sumi[4][2];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; t++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) sumi[t][c] = _mm256_setzero_si256();
-    /* per super-block: the sign bits (4 bytes a sub-block), the scales
-     * (iq_sel's layout) and, for IQ1, the int16 weights of the bsums */
-    uint8_t sgb[32] __attribute__((aligned(32)));
-    const uint8_t *sg = sgb;
-    __m256i sc = _mm256_setzero_si256(), coef = _mm256_setzero_si256();
+/* What a super-block's dots need before its grid entries: the sign bits
+ * (4 bytes a sub-block; sgv for the formats that compute them from codes,
+ * IQ2_XXS, IQ2_XS, IQ3_XXS), the scales (iq_sel's layout) and, for IQ1,
+ * the int16 weights of the bsums.  Apart from the dots so that the matvec
+ * can prepare the next super-block's before this one's dots (iq_mv4) */
+typedef struct {
+    __m256i sgv, sc, coef;
+} iq_prep_t;
+static inline int iq_signs_computed(enum kfmt f) { return f == KIQ2XXS || f == KIQ2XS || f == KIQ3XXS; }
+static inline __attribute__((always_inline)) iq_prep_t iq_prep(enum kfmt f, const uint8_t *blk) {
+    __m256i sgv = _mm256_setzero_si256(), sc = _mm256_setzero_si256(), coef = _mm256_setzero_si256();
     if (f == KIQ2XXS || f == KIQ3XXS) {
         __m256i aux;
         if (f == KIQ2XXS) { /* the odd dwords of qs */
@@ -242,7 +233,7 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
         } else {
             aux = _mm256_loadu_si256((const __m256i *)(((const block_iq3_xxs *)blk)->qs + 64));
         }
-        _mm256_store_si256((__m256i *)sgb, iq_code_signs(iq_aux_codes(aux)));
+        sgv = iq_code_signs(iq_aux_codes(aux));
         __m256i s = _mm256_srli_epi32(aux, 28);
         sc = iq_odd(_mm256_permute4x64_epi64(_mm256_packs_epi32(s, s), 0x88));
     } else if (f == KIQ2XS || f == KIQ2S) {
@@ -251,17 +242,15 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
             const block_iq2_xs *b = (const block_iq2_xs *)blk;
             __m256i a = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)b->qs), 9);
             __m256i c = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b->qs + 16)), 9);
-            _mm256_store_si256((__m256i *)sgb, iq_code_signs(_mm256_permute4x64_epi64(_mm256_packus_epi16(a, c), 0xD8)));
+            sgv = iq_code_signs(_mm256_permute4x64_epi64(_mm256_packus_epi16(a, c), 0xD8));
             scales = b->scales;
         } else {
-            sg = ((const block_iq2_s *)blk)->qs + 32;
             scales = ((const block_iq2_s *)blk)->scales;
         }
         __m128i v = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)scales));
         sc = iq_odd(_mm256_set_m128i(_mm_srli_epi16(v, 4), _mm_and_si128(v, _mm_set1_epi16(15))));
     } else if (f == KIQ3S) {
         const block_iq3_s *b = (const block_iq3_s *)blk;
-        sg = b->signs;
         uint32_t s4;
         memcpy(&s4, b->scales, 4);
         __m128i v = _mm_cvtepu8_epi16(_mm_cvtsi32_si128((int)s4));
@@ -292,6 +281,28 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
         __m256i c = _mm256_set_m128i(_mm_unpackhi_epi16(lo, hi), _mm_unpacklo_epi16(lo, hi));
         coef = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_add_epi16(_mm256_slli_epi16(c, 3), c));
     }
+    return (iq_prep_t){sgv, sc, coef};
+}
+
+/* acc[t] += the super-block's dot with x[t], from its iq_prep; sgb: where
+ * its sgv was stored, for the formats that compute their signs */
+static inline __attribute__((always_inline)) void iq_dots(enum kfmt f, int T, const uint8_t *blk, iq_prep_t pr,
+                                                          const uint8_t *sgb, const block_q8_K *const *x,
+                                                          __m256 *acc) {
+#ifdef __AVX512VNNI__
+    const int C = T == 1 ? 2 : 1; /* VPDPWSSD chains (see kq_block) */
+#else
+    const int C = 1;
+#endif
+    __m256i sumi[4][2];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) sumi[t][c] = _mm256_setzero_si256();
+    const __m256i sc = pr.sc, coef = pr.coef;
+    const uint8_t *sg = f == KIQ2S   ? ((const block_iq2_s *)blk)->qs + 32
+                        : f == KIQ3S ? ((const block_iq3_s *)blk)->signs
+                                     : sgb;
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
         __m256i m;
@@ -361,6 +372,53 @@ static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, c
         if (C == 2) sumi[t][0] = _mm256_add_epi32(sumi[t][0], sumi[t][1]);
         acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t][0]), acc[t]);
     }
+}
+
+/* kq_block for these formats: acc[t] += the super-block's dot with x[t] */
+static inline __attribute__((always_inline)) void iq_block(enum kfmt f, int T, const uint8_t *blk,
+                                                           const block_q8_K *const *x, __m256 *acc) {
+    if (f == KTQ1 || f == KTQ2) {
+        tq_block(f, T, blk, x, acc);
+        return;
+    }
+    uint8_t sgb[32] __attribute__((aligned(32)));
+    const iq_prep_t pr = iq_prep(f, blk);
+    if (iq_signs_computed(f)) _mm256_store_si256((__m256i *)sgb, pr.sgv);
+    iq_dots(f, T, blk, pr, sgb, x, acc);
+}
+
+/* The matvec of the codebook formats: rows r, r+q, r+2q, r+3q (as kq_mv4)
+ * against one token, each super-block's signs and scales prepared one
+ * super-block ahead, so that their chain of shifts and shuffles overlaps
+ * the previous super-block's dots instead of holding up its own.  Each
+ * row's integers and their order into acc are kq_mv4's: the same results. */
+static inline __attribute__((always_inline)) void iq_mv4(enum kfmt f, const void *w, size_t rb, int64_t nb,
+                                                         const block_q8_K *x, float *y, int64_t r, int64_t q) {
+    const char *row = (const char *)w + (size_t)r * rb;
+    const size_t bs = kq_block_bytes(f), rs = (size_t)q * rb;
+    __m256 acc[4];
+    iq_prep_t pr[4];
+    uint8_t sgb[4][32] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        acc[k] = _mm256_setzero_ps();
+        pr[k] = iq_prep(f, (const uint8_t *)row + (size_t)k * rs);
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        matvec_prefetch_streams(row, rs, (size_t)i * bs, bs);
+        const block_q8_K *xi = x + i;
+        const int64_t in = i + 1 < nb ? i + 1 : i; /* the last block prepares itself again, unused */
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const uint8_t *blk = (const uint8_t *)row + (size_t)k * rs + (size_t)i * bs;
+            if (iq_signs_computed(f)) _mm256_store_si256((__m256i *)sgb[k], pr[k].sgv);
+            const iq_prep_t cur = pr[k];
+            pr[k] = iq_prep(f, (const uint8_t *)row + (size_t)k * rs + (size_t)in * bs);
+            iq_dots(f, 1, blk, cur, sgb[k], &xi, &acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) y[r + k * q] = hsum8(acc[k]);
 }
 
 #endif

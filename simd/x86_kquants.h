@@ -414,7 +414,10 @@ static inline __attribute__((always_inline)) void kq_matvec(enum kfmt f, const v
         return;
     }
     int64_t q = (r1 - r0) / 4;
-    for (int64_t j = 0; j < q; j++) kq_mv4(f, w, rb, n / QK_K, act, y, r0 + j, q);
+    if (f == KIQ2XXS) /* measured: 1.1x for IQ2_XXS, none for the other IQ formats */
+        for (int64_t j = 0; j < q; j++) iq_mv4(f, w, rb, n / QK_K, act, y, r0 + j, q);
+    else
+        for (int64_t j = 0; j < q; j++) kq_mv4(f, w, rb, n / QK_K, act, y, r0 + j, q);
     for (r = r0 + 4 * q; r < r1; r++) kq_row(f, 1, w, rb, n / QK_K, act, 0, y, 0, r);
 }
 
