@@ -256,20 +256,23 @@ static void e4m3_init(void) {
     }
 }
 
-/* Nearest code (ties to the even code), saturating at 448. */
+/* Nearest code (ties to the even code), saturating at 448: in the
+ * subnormal range the multiple of 2^-9, above it the mantissa of a's binade
+ * rounded to 3 bits (rintf: ties to even, and a code's parity is its
+ * mantissa's); a mantissa that rounds up to 16 is the next binade's 8. */
 static uint8_t to_e4m3(float x) {
     uint8_t s = x < 0 ? 0x80 : 0;
     float a = fabsf(x);
-    int lo = 0, hi = 126;
-    while (lo < hi) { /* first code >= a */
-        int mid = (lo + hi) / 2;
-        if (e4m3[mid] < a) lo = mid + 1;
-        else hi = mid;
-    }
-    int c = lo;
-    if (c > 0) {
-        float dl = a - e4m3[c - 1], dh = e4m3[c] - a;
-        if (dl < dh || (dl == dh && ((c - 1) & 1) == 0)) c--;
+    int c;
+    if (!(a < 448.0f)) {
+        c = 126;
+    } else if (a < 0.015625f) {
+        c = (int)rintf(a * 512.0f);
+    } else {
+        int E;
+        frexpf(a, &E); /* a = f * 2^E, f in [0.5, 1): binade 2^(E-1) */
+        c = ((E - 1 + 7) << 3) + (int)rintf(ldexpf(a, 4 - E)) - 8;
+        if (c > 126) c = 126;
     }
     return (uint8_t)(s | c);
 }
