@@ -40,10 +40,42 @@ void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void
                           int64_t r1);
 void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                           int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+/* Rows [r0, r1) dequantised (e4m3 * scale, each product rounded to fp32
+ * once, as es_fp8_dequant) into dst, n floats a row. */
+void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst);
+void es_fp8_dequant_rows_avx2(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst);
 void es_fp8_matvec_neon(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
                         int64_t r1);
 void es_fp8_matmul_neon(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                         int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* A path's FP8_B128 product through its F32 kernels (mv, mm): rows
+ * dequantised by deq into a tile on the stack (each weight e4m3 * scale
+ * rounded to fp32 once, the weights a float reference of the checkpoint
+ * holds), then multiplied; nt == 0: the matvec (act one vector), else the
+ * matmul of nt tokens.  The F32 matmul gives each (row, token) its matvec's
+ * value whatever the row range, so this does too.  Rows longer than the
+ * tile (none in DeepSeek's shapes) take the path's direct kernels dmv/dmm,
+ * in both. */
+#define ES_FP8_TILE_FLOATS 32768 /* 128 KB */
+typedef void (*es_fp8_deq_fn)(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst);
+static inline void es_fp8_tiled(es_fp8_deq_fn deq, es_matvec_fn mv, es_matmul_fn mm, es_matvec_fn dmv,
+                                es_matmul_fn dmm, const void *w, size_t rb, int64_t n, const void *act, size_t as,
+                                int64_t nt, float *y, int64_t ys, int64_t r0, int64_t r1) {
+    if (n > ES_FP8_TILE_FLOATS) {
+        if (nt) dmm(w, rb, n, act, as, nt, y, ys, r0, r1);
+        else dmv(w, rb, n, act, y, r0, r1);
+        return;
+    }
+    float tile[ES_FP8_TILE_FLOATS] __attribute__((aligned(64)));
+    const int64_t k = ES_FP8_TILE_FLOATS / n;
+    for (int64_t r = r0; r < r1; r += k) {
+        const int64_t e = r + k < r1 ? r + k : r1;
+        deq(w, n, r, e, tile);
+        if (nt) mm(tile, (size_t)n * sizeof(float), n, act, as, nt, y + r, ys, 0, e - r);
+        else mv(tile, (size_t)n * sizeof(float), n, act, y + r, 0, e - r);
+    }
+}
 
 /* What the SIMD files share around their register tile, a static inline
  *   tile(R, T, pf, q[R], sc[R], n, x[T], y, ys, yi[R])

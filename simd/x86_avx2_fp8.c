@@ -1,16 +1,18 @@
 /* x86_avx2_fp8.c — FP8_B128 matvec and matmul with AVX2, FMA and F16C
- * (fp8.h), fused as the AVX-512 ones (x86_avx512_fp8.c says the
- * arithmetic): 16 e4m3 bytes at a time widened to 16 bits, moved into
- * fp16's fields, converted with vcvtph2ps in registers and multiplied into
- * the fp32 activations; a block's products summed in one vector, added into
- * the row's sum times the block's scale * 256.  The matvec takes 4 rows a
- * pass from the quarters of its range, the matmul a row for 4 tokens over
- * rows blocked to stay in L2 (16 registers); both give the same bits. */
+ * (fp8.h), fused as the AVX-512 ones (x86_avx512_fp8.c): 16 e4m3 bytes at
+ * a time widened to 16 bits, moved into fp16's fields, converted with
+ * vcvtph2ps in registers, times the block's scale, and multiplied into the
+ * fp32 activations with the F32 matvec's arithmetic (tile below); the
+ * prefill multiplies dequantised rows with the F32 GEMM (x86_avx2.c,
+ * es_fp8_tiled), which gives the same bits.  The matvec takes 4 rows a
+ * pass from the quarters of its range; the matmul of rows longer than the
+ * tile a row for 4 tokens over rows blocked to stay in L2. */
 #include "fp8.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
-#include <string.h>
+
+#include "x86_avx2_common.h"
 
 /* 16 weights / 256 from 16 bytes, as two vectors of 8 */
 static inline void dec16(const uint8_t *q, __m256 *w0, __m256 *w1) {
@@ -20,88 +22,94 @@ static inline void dec16(const uint8_t *q, __m256 *w0, __m256 *w1) {
     *w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
-/* the last k < 16 columns of a block: bytes and activations copied out
- * (zeros past them), so the same two vectors of 8 */
-static inline void dec_tail(const uint8_t *q, int k, __m256 *w0, __m256 *w1) {
-    uint8_t b[16] = {0};
-    memcpy(b, q, (size_t)k);
-    dec16(b, w0, w1);
-}
-static inline void ld_tail(const float *x, int k, __m256 *x0, __m256 *x1) {
-    float v[16] __attribute__((aligned(32))) = {0};
-    memcpy(v, x, sizeof(float) * (size_t)k);
-    *x0 = _mm256_load_ps(v), *x1 = _mm256_load_ps(v + 8);
+/* 8 weights / 256 from 8 bytes */
+static inline __m256 dec8(const uint8_t *q) {
+    __m128i x = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)q)), 8);
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_srai_epi16(x, 1), _mm_set1_epi16((short)0xBF80)));
 }
 
-static inline float hsum(__m256 a) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+/* one weight, dequantised as es_fp8_dequant_rows_avx2 does (s1 = scale * 256) */
+static inline float dec1(uint8_t b, float s1) { return _cvtsh_ss(es_fp8_to_fp16_scaled(b)) * s1; }
 
 #define PF_AHEAD_FP8 1024
 
-/* a block's last k < 16 columns, from c, into ba as the full steps add */
-static __attribute__((noinline)) void tail(int R, int T, const uint8_t *const *q, const float *const *x, int64_t c,
-                                           int k, __m256 ba[4][4]) {
-    for (int t = 0; t < T; t++) {
-        __m256 x0, x1;
-        ld_tail(x[t] + c, k, &x0, &x1);
-        for (int r = 0; r < R; r++) {
-            __m256 w0, w1;
-            dec_tail(q[r] + c, k, &w0, &w1);
-            ba[r][t] = _mm256_fmadd_ps(w1, x1, _mm256_fmadd_ps(w0, x0, ba[r][t]));
-        }
-    }
-}
-
-/* R rows against T tokens (R * T <= 4: 16 registers): (row k, token t) into y[t * ys + yi[k]] */
+/* R rows against T tokens (R * T <= 4: 16 registers): (row k, token t)
+ * into y[t * ys + yi[k]], with the arithmetic of x86_avx2.c's tile_float
+ * on the dequantised weights: 8 at a time into one vector sum, its sum,
+ * then the last n % 8 one by one. */
 static inline __attribute__((always_inline)) void tile(int R, int T, int pf, const uint8_t *const *q,
                                                        const float *const *sc, int64_t n, const float *const *x,
                                                        float *y, int64_t ys, const int64_t *yi) {
-    __m256 acc[4][4], ba[4][4];
+    __m256 acc[4][4];
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
     for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
         const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
-        if (pf) {
+        __m256 s[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < R; k++) {
+        for (int k = 0; k < R; k++) {
+            s[k] = _mm256_set1_ps(sc[k][b] * 256.0f);
+            if (pf) {
                 _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8, _MM_HINT_T0);
                 _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8 + 64, _MM_HINT_T0);
             }
         }
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) ba[k][t] = _mm256_setzero_ps();
         int j = 0;
         for (; j + 16 <= len; j += 16) {
             __m256 w[4][2];
 #pragma GCC unroll 4
-            for (int k = 0; k < R; k++) dec16(q[k] + c0 + j, &w[k][0], &w[k][1]);
+            for (int k = 0; k < R; k++) {
+                dec16(q[k] + c0 + j, &w[k][0], &w[k][1]);
+                w[k][0] = _mm256_mul_ps(w[k][0], s[k]), w[k][1] = _mm256_mul_ps(w[k][1], s[k]);
+            }
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const __m256 x0 = _mm256_loadu_ps(x[t] + c0 + j), x1 = _mm256_loadu_ps(x[t] + c0 + j + 8);
 #pragma GCC unroll 4
-                for (int k = 0; k < R; k++) ba[k][t] = _mm256_fmadd_ps(w[k][1], x1, _mm256_fmadd_ps(w[k][0], x0, ba[k][t]));
+                for (int k = 0; k < R; k++) acc[k][t] = _mm256_fmadd_ps(w[k][1], x1, _mm256_fmadd_ps(w[k][0], x0, acc[k][t]));
             }
         }
-        if (j < len) tail(R, T, q, x, c0 + j, len - j, ba);
+        if (j + 8 <= len) {
+            __m256 w[4];
 #pragma GCC unroll 4
-        for (int k = 0; k < R; k++) {
-            const __m256 s = _mm256_set1_ps(sc[k][b] * 256.0f);
+            for (int k = 0; k < R; k++) w[k] = _mm256_mul_ps(dec8(q[k] + c0 + j), s[k]);
 #pragma GCC unroll 4
-            for (int t = 0; t < T; t++) acc[k][t] = _mm256_fmadd_ps(ba[k][t], s, acc[k][t]);
+            for (int t = 0; t < T; t++) {
+                const __m256 x0 = _mm256_loadu_ps(x[t] + c0 + j);
+#pragma GCC unroll 4
+                for (int k = 0; k < R; k++) acc[k][t] = _mm256_fmadd_ps(w[k], x0, acc[k][t]);
+            }
         }
     }
+    const int64_t tail = n - n % 8, bt = tail / ES_FP8_BLOCK;
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) y[t * ys + yi[k]] = hsum(acc[k][t]);
+        for (int t = 0; t < T; t++) {
+            float v = hsum8(acc[k][t]);
+            for (int64_t c = tail; c < n; c++) {
+                const float wv = dec1(q[k][c], sc[k][bt] * 256.0f);
+                v += wv * x[t][c];
+            }
+            y[t * ys + yi[k]] = v;
+        }
+}
+
+void es_fp8_dequant_rows_avx2(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst) {
+    for (int64_t r = r0; r < r1; r++, dst += n) {
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
+        for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
+            const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
+            const float s1 = sc[b] * 256.0f;
+            const __m256 s = _mm256_set1_ps(s1);
+            int j = 0;
+            for (; j + 8 <= len; j += 8) _mm256_storeu_ps(dst + c0 + j, _mm256_mul_ps(dec8(q + c0 + j), s));
+            for (; j < len; j++) dst[c0 + j] = dec1(q[c0 + j], s1);
+        }
+    }
 }
 
 ES_FP8_DRIVERS(avx2)

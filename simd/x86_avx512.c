@@ -145,6 +145,15 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
     matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
+/* ---- FP8_B128 (fp8.h): the prefill through the F32 GEMM on dequantised rows ---
+ * (the fused matvec, x86_avx512_fp8.c, runs matvec_f32's arithmetic on the
+ * same values, so a prefill row equals its decode) */
+static void matmul_fp8(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    es_fp8_tiled(es_fp8_dequant_rows_avx512, matvec_f32, matmul_f32, es_fp8_matvec_avx512, es_fp8_matmul_avx512, w,
+                 rb, n, act, as, nt, y, ys, r0, r1);
+}
+
 /* ---- Q8_0 / Q4_0 against Q8_0 activations with VNNI -------------------------
  *
  * VPDPBUSD multiplies unsigned by signed bytes, adding groups of four into
@@ -400,7 +409,7 @@ static const es_kernels table = {
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
                [ES_TYPE_FP8_B128] = es_fp8_matvec_avx512},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
-               [ES_TYPE_FP8_B128] = es_fp8_matmul_avx512},
+               [ES_TYPE_FP8_B128] = matmul_fp8},
     .rmsnorm = rmsnorm_avx512,
     .dot_f32 = dot_avx512,
     .axpy_f32 = axpy_avx512,

@@ -1,20 +1,22 @@
 /* x86_avx512_fp8.c — FP8_B128 matvec and matmul with AVX-512F/BW (fp8.h),
  * fused: the weights are decoded in registers from their e4m3 bytes (one
  * byte a weight, so the matvec runs near the memory's speed, as Q8_0's), never
- * stored as floats.  32 (at a block's end 16, then fewer, masked) bytes at a
+ * stored as floats; and the rows dequantised into a tile for the prefill
+ * through the F32 GEMM (x86_avx512.c, es_fp8_tiled), which gives the
+ * same bits.  32 (at a block's end 16, then fewer, masked) bytes at a
  * time are widened to 16 bits, moved into fp16's fields (b << 8, shifted
  * right arithmetically by one, the copy of the sign masked off: the value /
  * 256, exact for every byte, subnormals included) and converted with
  * vcvtph2ps.
  *
- * The arithmetic of one (row, token), whatever the tile: a block's products
- * (128 columns, 16 at a time in column order) are summed into one vector,
- * which is added into the row's vector sum times the block's scale * 256;
- * the value is that vector's sum.  The matvec takes 4 rows a pass, one
+ * The arithmetic of one (row, token) is the F32 matvec's on the dequantised
+ * weights: each weight (e4m3 / 256) * (scale * 256), rounded to fp32 once,
+ * 16 at a time in column order multiplied into one vector sum (the last 16
+ * masked), whose sum is the value.  The matvec takes 4 rows a pass, one
  * from each quarter of its range (x86_avx2_common.h says why), with a
- * prefetch ahead in each; the matmul decodes 2 rows once for 4 tokens, over
- * rows blocked to stay in L2.  Both run the same additions on the same
- * values, so they give the same bits, on any row range. */
+ * prefetch ahead in each.  The matmul of rows longer than the tile decodes
+ * 2 rows once for 4 tokens, over rows blocked to stay in L2, with the same
+ * additions, so every product gives the same bits on any row range. */
 #include "fp8.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -47,59 +49,76 @@ static inline __m512 ld16(const float *x, int n) {
 static inline __attribute__((always_inline)) void tile(int R, int T, int pf, const uint8_t *const *q,
                                                        const float *const *sc, int64_t n, const float *const *x,
                                                        float *y, int64_t ys, const int64_t *yi) {
-    __m512 acc[4][4], ba[4][4];
+    __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
     for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
         const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
-        if (pf) {
+        __m512 s[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < R; k++) {
+        for (int k = 0; k < R; k++) {
+            s[k] = _mm512_set1_ps(sc[k][b] * 256.0f);
+            if (pf) {
                 _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8, _MM_HINT_T0);
                 _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8 + 64, _MM_HINT_T0);
             }
         }
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k++)
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) ba[k][t] = _mm512_setzero_ps();
         int j = 0;
         for (; j + 32 <= len; j += 32) {
             __m512 w[4][2];
 #pragma GCC unroll 4
-            for (int k = 0; k < R; k++) dec32(q[k] + c0 + j, &w[k][0], &w[k][1]);
+            for (int k = 0; k < R; k++) {
+                dec32(q[k] + c0 + j, &w[k][0], &w[k][1]);
+                w[k][0] = _mm512_mul_ps(w[k][0], s[k]), w[k][1] = _mm512_mul_ps(w[k][1], s[k]);
+            }
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const __m512 x0 = _mm512_loadu_ps(x[t] + c0 + j), x1 = _mm512_loadu_ps(x[t] + c0 + j + 16);
 #pragma GCC unroll 4
-                for (int k = 0; k < R; k++) ba[k][t] = _mm512_fmadd_ps(w[k][1], x1, _mm512_fmadd_ps(w[k][0], x0, ba[k][t]));
+                for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(w[k][1], x1, _mm512_fmadd_ps(w[k][0], x0, acc[k][t]));
             }
         }
         for (; j < len; j += 16) {
             const int m = len - j < 16 ? len - j : 16;
             __m512 w[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < R; k++) w[k] = dec16(q[k] + c0 + j, m);
+            for (int k = 0; k < R; k++) w[k] = _mm512_mul_ps(dec16(q[k] + c0 + j, m), s[k]);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const __m512 x0 = ld16(x[t] + c0 + j, m);
 #pragma GCC unroll 4
-                for (int k = 0; k < R; k++) ba[k][t] = _mm512_fmadd_ps(w[k], x0, ba[k][t]);
+                for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(w[k], x0, acc[k][t]);
             }
-        }
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k++) {
-            const __m512 s = _mm512_set1_ps(sc[k][b] * 256.0f);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) acc[k][t] = _mm512_fmadd_ps(ba[k][t], s, acc[k][t]);
         }
     }
 #pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) y[t * ys + yi[k]] = _mm512_reduce_add_ps(acc[k][t]);
+}
+
+void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst) {
+    for (int64_t r = r0; r < r1; r++, dst += n) {
+        const uint8_t *q = es_fp8_row(m, n, r);
+        const float *sc = es_fp8_row_scales(m, r);
+        for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
+            const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
+            const __m512 s = _mm512_set1_ps(sc[b] * 256.0f);
+            int j = 0;
+            for (; j + 32 <= len; j += 32) {
+                __m512 w0, w1;
+                dec32(q + c0 + j, &w0, &w1);
+                _mm512_storeu_ps(dst + c0 + j, _mm512_mul_ps(w0, s));
+                _mm512_storeu_ps(dst + c0 + j + 16, _mm512_mul_ps(w1, s));
+            }
+            for (; j < len; j += 16) {
+                const int k = len - j < 16 ? len - j : 16;
+                _mm512_mask_storeu_ps(dst + c0 + j, (__mmask16)((1u << k) - 1), _mm512_mul_ps(dec16(q + c0 + j, k), s));
+            }
+        }
+    }
 }
 
 ES_FP8_DRIVERS(avx512)
