@@ -1,5 +1,5 @@
-/* arm_neon_fp8.c — FP8_B128 matvec and matmul with NEON (fp8.h), fused as
- * the x86 ones (x86_avx512_fp8.c says the arithmetic): eight e4m3 bytes at
+/* arm_neon_fp8.c — FP8_B128 matvec and matmul with NEON (fp8.h), fused
+ * (the weights decoded in registers, never stored as floats): eight e4m3 bytes at
  * a time widened to 16 bits, moved into fp16's fields, converted with fcvtl
  * in registers and multiplied into the fp32 activations; a block's products
  * summed in one vector, added into the row's sum times the block's scale *

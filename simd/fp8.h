@@ -4,9 +4,10 @@
  * the tables of kernels.h name in their FP8_B128 slots.  All take fp32
  * activations (act_type 0).  w points to an es_fp8_mat; row r is row r of
  * the description.  Each path's matmul gives every (row, token) exactly its
- * matvec's value for that token (the determinism rule).  The SIMD paths are
- * fused: they decode the e4m3 bytes in registers (x86_avx512_fp8.c says the
- * arithmetic they share) and never store the weights as floats. */
+ * matvec's value for that token (the determinism rule).  The SIMD matvecs
+ * are fused: they decode the e4m3 bytes in registers and never store the
+ * weights as floats; on x86 the prefill goes through es_fp8_tiled below,
+ * whose arithmetic the fused matvec repeats (x86_avx512_fp8.c). */
 #ifndef ES_FP8_H
 #define ES_FP8_H
 
