@@ -38,6 +38,7 @@
 
 #include "edgeseek.h"
 #include "kernels.h"
+#include "quant.h"
 
 static double now(void) {
     struct timespec ts;
@@ -227,6 +228,23 @@ static int64_t fill_rows(uint8_t *buf, size_t bytes, uint32_t t, int64_t n) {
     return rows;
 }
 
+/* FP8_B128 (quant.h): random e4m3 bytes (every code, as a checkpoint's
+ * weights of mixed magnitude), a block scale per 128 x 128; the rows written,
+ * a multiple of 128, or 0 when the scales cannot be allocated. */
+static int64_t fill_fp8(es_fp8_mat *m, uint8_t *buf, size_t bytes, int64_t n) {
+    int64_t rows = (int64_t)(bytes / (size_t)n) / ES_FP8_BLOCK * ES_FP8_BLOCK;
+    int64_t cols = (n + ES_FP8_BLOCK - 1) / ES_FP8_BLOCK, nsc = rows / ES_FP8_BLOCK * cols;
+    float *sc = malloc(sizeof(float) * (size_t)(nsc ? nsc : 1));
+    if (!sc) return 0;
+    for (int64_t i = 0; i < nsc; i++) sc[i] = (1.5f + frand()) / 448.0f;
+    for (size_t i = 0; i + 8 <= (size_t)rows * (size_t)n; i += 8) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        memcpy(buf + i, &rng, 8);
+    }
+    m->q = buf, m->scale = sc, m->scale_cols = cols;
+    return rows;
+}
+
 typedef struct result {
     double mm, mm_mv;   /* matmul GMAC/s; one matvec per token, GMAC/s */
 } result;
@@ -363,7 +381,7 @@ int main(int argc, char **argv) {
     if (es_std_fds_guard() != 0) return 1; /* before anything is opened */
     opts o = {.mb = 1024, .n = 4096, .reps = 3, .rounds = 5, .threads = 0, .sweep = 1, .mm_mb = 16, .mm_tok = 16};
     snprintf(o.formats, sizeof o.formats, "F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,IQ4_XS,Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,"
-             "IQ2_XXS,IQ2_XS,IQ2_S,IQ3_XXS,IQ3_S,IQ1_S,IQ1_M,TQ1_0,TQ2_0");
+             "IQ2_XXS,IQ2_XS,IQ2_S,IQ3_XXS,IQ3_S,IQ1_S,IQ1_M,TQ1_0,TQ2_0,FP8_B128");
     snprintf(o.paths, sizeof o.paths, "generic,avx2,avx512,amx,neon");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -440,7 +458,7 @@ int main(int argc, char **argv) {
                                      ES_TYPE_Q4_1, ES_TYPE_Q5_0, ES_TYPE_Q5_1,   ES_TYPE_IQ4_NL, ES_TYPE_IQ4_XS,
                                      ES_TYPE_Q2_K, ES_TYPE_Q3_K, ES_TYPE_Q4_K, ES_TYPE_Q5_K,   ES_TYPE_Q6_K,
                                      ES_TYPE_IQ2_XXS, ES_TYPE_IQ2_XS, ES_TYPE_IQ2_S, ES_TYPE_IQ3_XXS, ES_TYPE_IQ3_S,
-                                     ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0};
+                                     ES_TYPE_IQ1_S, ES_TYPE_IQ1_M, ES_TYPE_TQ1_0, ES_TYPE_TQ2_0, ES_TYPE_FP8_B128};
     static const char *paths[] = {"generic", "avx2", "avx512", "amx", "neon"};
     float *x = malloc(sizeof(float) * (size_t)o.n);
     for (int64_t i = 0; i < o.n; i++) x[i] = frand();
@@ -449,15 +467,19 @@ int main(int argc, char **argv) {
         const es_type_traits *tr = es_type_info(t);
         if (!in_list(o.formats, tr->name)) continue;
         if (!es_kernels_generic.matvec[t] || o.n % tr->block_size) continue;
-        int64_t rows = fill_rows(buf, bytes, t, o.n);
+        es_fp8_mat fp8 = {0};
+        int64_t rows = t == ES_TYPE_FP8_B128 ? fill_fp8(&fp8, buf, bytes, o.n) : fill_rows(buf, bytes, t, o.n);
+        if (rows < 1) continue;
         size_t rb = es_row_bytes(t, o.n);
+        /* FP8_B128's kernels take the description of the bytes (quant.h) */
+        uint8_t *w = t == ES_TYPE_FP8_B128 ? (uint8_t *)&fp8 : buf;
         mv_path mp[MAX_PATHS];
         int np = 0, gi = -1;
         for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
             if (!in_list(o.paths, paths[pi]) || !es_simd_supported(paths[pi])) continue;
             if (!mv_path_init(&mp[np], paths[pi], t, o.n, rows, x)) continue;
             if (mp[np].is_generic) {
-                mp[np].rows = generic_rows(&mp[np], buf, rb, o.n, rows);
+                mp[np].rows = generic_rows(&mp[np], w, rb, o.n, rows);
                 gi = np;
             }
             np++;
@@ -466,7 +488,7 @@ int main(int argc, char **argv) {
         double bw[MAX_ROUNDS];
         for (int k = 0; k < o.rounds; k++) {
             if (k % 2 == 0) bw[k] = bw_round(buf, bytes);
-            for (int j = 0; j < np; j++) mv_round(&mp[k % 2 ? np - 1 - j : j], buf, rb, o.n, o.threads, k);
+            for (int j = 0; j < np; j++) mv_round(&mp[k % 2 ? np - 1 - j : j], w, rb, o.n, o.threads, k);
             if (k % 2 == 1) bw[k] = bw_round(buf, bytes);
         }
         stat3 sb = stats(bw, o.rounds);
@@ -488,7 +510,7 @@ int main(int argc, char **argv) {
             } else {
                 snprintf(speed, sizeof speed, "-");
             }
-            result r = bench_type(&o, p->K, t, buf, mm_rows, p->is_generic);
+            result r = bench_type(&o, p->K, t, w, mm_rows, p->is_generic);
             if (p->is_generic || mm_rows < 1) snprintf(mm, sizeof mm, "-");
             else snprintf(mm, sizeof mm, "%7.2f (%4.1fx)", r.mm, r.mm / r.mm_mv);
             printf("%-6s %-8s %-5s %7.2f %17s %21s %7.2f %17s\n", tr->name, p->name,
@@ -497,6 +519,7 @@ int main(int argc, char **argv) {
             free(p->act);
             free(p->y);
         }
+        free((void *)fp8.scale);
     }
     free(x);
     munmap(buf, bytes);

@@ -196,6 +196,7 @@ static int read_shard(es_st_set *s, int k, size_t *cap, char *err, size_t errlen
     struct stat st;
     if (fstat(sh->fd, &st) != 0 || !S_ISREG(st.st_mode)) return fail(err, errlen, "%s: not a regular file", sh->file);
     sh->size = (uint64_t)st.st_size;
+    posix_fadvise(sh->fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a larger readahead window */
     uint8_t lenb[8];
     if (sh->size < 8 || read_full(sh->fd, lenb, 8, 0))
         return fail(err, errlen, "%s: truncated shard (no 8-byte header length)", sh->file);
@@ -332,13 +333,26 @@ void es_st_close(es_st_set *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Readahead of es_st_read: the next ST_AHEAD bytes of the shard are asked
+ * for (POSIX_FADV_WILLNEED) whenever less than half of that is left ahead of
+ * the read, so the disk reads on while the caller converts what it has (a
+ * checkpoint is read mostly in the order it is stored). */
+#define ST_AHEAD ((uint64_t)64 << 20)
+static void read_ahead(es_st_shard *sh, uint64_t end) {
+    if (sh->ahead >= end + ST_AHEAD / 2 || end >= sh->size) return;
+    uint64_t from = sh->ahead > end ? sh->ahead : end, to = end + ST_AHEAD < sh->size ? end + ST_AHEAD : sh->size;
+    posix_fadvise(sh->fd, (off_t)from, (off_t)(to - from), POSIX_FADV_WILLNEED);
+    sh->ahead = to;
+}
+
 int es_st_read(const es_st_set *s, const es_st_tensor *t, uint64_t off, void *buf, size_t len, char *err,
                size_t errlen) {
-    const es_st_shard *sh = &s->shards[t->shard];
+    es_st_shard *sh = &s->shards[t->shard];
     if (off > t->nbytes || len > t->nbytes - off)
         return fail(err, errlen, "%s: tensor %s: read past its end", sh->file, t->name);
     if (read_full(sh->fd, buf, len, t->offset + off))
         return fail(err, errlen, "%s: tensor %s: read failed (%s)", sh->file, t->name,
                     errno ? strerror(errno) : "file shrank");
+    read_ahead(sh, t->offset + off + len);
     return 0;
 }

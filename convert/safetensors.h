@@ -38,6 +38,7 @@ typedef struct es_st_shard {
     char *file; /* file name as the index gives it */
     int fd;
     uint64_t size;
+    uint64_t ahead; /* es_st_read has asked the kernel to read up to here */
 } es_st_shard;
 
 typedef struct es_st_set {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "quant.h"
 
 #ifndef MPOL_PREFERRED
 #define MPOL_PREFERRED 1
@@ -217,6 +218,13 @@ static int is_expert_tensor(const es_model *m, const uint8_t *data) {
     return 0;
 }
 
+/* The bytes a weight's matrix lies in: an FP8_B128 matrix (a checkpoint
+ * directory's) is a description (quant.h) of e4m3 bytes lying elsewhere,
+ * whose scale grid (a few KB) stays where it is. */
+static const uint8_t *mat_bytes_at(uint32_t type, const uint8_t *data) {
+    return type == ES_TYPE_FP8_B128 ? ((const es_fp8_mat *)(const void *)data)->q : data;
+}
+
 static int cmp_rep(const void *a, const void *b) {
     const replica *x = a, *y = b;
     return x->orig < y->orig ? -1 : x->orig > y->orig;
@@ -326,14 +334,17 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
     char topo_desc[96];
     snprintf(topo_desc, sizeof topo_desc, "%d node%s (%s%s)", N, N == 1 ? "" : "s",
              p->topo.fake ? "fake, over " : "", p->topo.source);
-    if (policy == ES_NUMA_OFF || N == 1 || !m->layers || !m->gguf->map) { /* !map: a checkpoint directory */
+    if (policy == ES_NUMA_OFF || N == 1 || !m->layers) {
         snprintf(p->summary, sizeof p->summary, "numa: %s, %s: nothing placed", policy_name(policy), topo_desc);
         *out = p;
         return ES_OK;
     }
 
     int replicated = 0;
-    if (policy == ES_NUMA_REPLICATE) {
+    /* a checkpoint directory (no one mapping) is not replicated: its FP8
+     * weights are descriptions the copies would have to follow */
+    const int is_dir = !m->gguf->map;
+    if (policy == ES_NUMA_REPLICATE && !is_dir) {
         replicated = make_replicas(p, m);
         if (replicated < 0) { free_replicas(p); replicated = 0; }
     }
@@ -347,7 +358,7 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
             if (!es_model_owns(m, il, e)) continue; /* another process's: never touched here */
             int node = es_numa_expert_node(p, il, e);
             for (int w = 0; w < 3; w++) {
-                oom |= add_assign(p, es_weight_mat(ws[w], e), ws[w]->mat_bytes, node, -1);
+                oom |= add_assign(p, mat_bytes_at(ws[w]->type, es_weight_mat(ws[w], e)), ws[w]->mat_bytes, node, -1);
                 p->st.expert_bytes[node] += ws[w]->mat_bytes;
             }
         }
@@ -359,9 +370,12 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
         const es_gguf_tensor *t = &g->tensors[i];
         if (!t->nbytes || is_expert_tensor(m, t->data)) continue;
         if (replicated && t->data != m->tok_embd.data) continue;
-        for (uint64_t off = 0; off < t->nbytes && !oom; off += STRIPE_BYTES) {
-            uint64_t len = t->nbytes - off < STRIPE_BYTES ? t->nbytes - off : STRIPE_BYTES;
-            oom |= add_assign(p, t->data + off, (size_t)len, (int)(stripe++ % (uint64_t)N), -1);
+        const uint8_t *at = mat_bytes_at(t->type, t->data);
+        /* FP8: the e4m3 bytes alone (nbytes counts the scale grid too) */
+        const uint64_t nb = t->type == ES_TYPE_FP8_B128 ? (uint64_t)(t->ne[0] * t->ne[1]) : t->nbytes;
+        for (uint64_t off = 0; off < nb && !oom; off += STRIPE_BYTES) {
+            uint64_t len = nb - off < STRIPE_BYTES ? nb - off : STRIPE_BYTES;
+            oom |= add_assign(p, at + off, (size_t)len, (int)(stripe++ % (uint64_t)N), -1);
             p->st.interleaved_bytes += len;
         }
     }
@@ -383,7 +397,9 @@ es_status es_numa_place(const es_model *m, int policy, int fake_nodes, es_numa_p
              "on their node%s",
              policy_name(policy), topo_desc, a, b,
              replicated ? "copied to every node" : "interleaved",
-             policy == ES_NUMA_REPLICATE && !replicated ? " (not enough memory to replicate)" : "",
+             policy == ES_NUMA_REPLICATE && !replicated
+                 ? (is_dir ? " (a checkpoint directory is not replicated)" : " (not enough memory to replicate)")
+                 : "",
              (unsigned long long)p->st.pages_on_target, (unsigned long long)p->st.sampled_pages,
              p->st.mbind_fail || p->st.move_fail ? "; the kernel refused some migrations" : "");
     *out = p;

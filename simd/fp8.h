@@ -4,7 +4,10 @@
  * the tables of kernels.h name in their FP8_B128 slots.  All take fp32
  * activations (act_type 0).  w points to an es_fp8_mat; row r is row r of
  * the description.  Each path's matmul gives every (row, token) exactly its
- * matvec's value for that token (the determinism rule). */
+ * matvec's value for that token (the determinism rule).  The SIMD matvecs
+ * are fused: they decode the e4m3 bytes in registers and never store the
+ * weights as floats; on x86 the prefill goes through es_fp8_tiled below,
+ * whose arithmetic the fused matvec repeats (x86_avx512_fp8.c). */
 #ifndef ES_FP8_H
 #define ES_FP8_H
 
@@ -75,45 +78,54 @@ static inline void es_fp8_tiled(es_fp8_deq_fn deq, es_matvec_fn mv, es_matmul_fn
     }
 }
 
-/* The AVX2 and AVX-512 tables multiply through es_fp8_tiled (x86_avx2.c,
- * x86_avx512.c); the direct kernels take rows longer than the tile.
- * The AVX2 and NEON files share one shape (x86_avx512_fp8.c keeps a
- * vector sum per row instead, and decodes in registers in its matvec): a row is done block by block (128
- * columns, the last one possibly shorter); each block is first decoded to
- * fp32 (exactly; the 1/256 of the fp16 trick still in), then dotted with
- * the activations by the path's block dot, whose result times the block's
- * scale * 256 is added to the row's sum.  The matmul decodes a block once
- * for every token, so both give the same bits. */
-#define ES_FP8_ROWS_TEMPLATE(SUFFIX, DECODE, BLOCKDOT)                                                             \
+/* What the SIMD files share around their register tile, a static inline
+ *   tile(R, T, pf, q[R], sc[R], n, x[T], y, ys, yi[R])
+ * that writes row q[k]'s value against token x[t] to y[t * ys + yi[k]]
+ * (pf: prefetch ahead in each row): the matvec, 4 rows a pass from the
+ * four quarters of [r0, r1) (x86_avx2_common.h says why), the last
+ * (r1 - r0) % 4 rows one at a time; and mm_tile, rows r.. r+R-1 against
+ * the T tokens from t0. */
+#define ES_FP8_DRIVERS(SUFFIX)                                                                                     \
     void es_fp8_matvec_##SUFFIX(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0, \
                                 int64_t r1) {                                                                     \
-        es_fp8_matmul_##SUFFIX(w, row_bytes, n, act, 0, 1, y, 0, r0, r1);                                         \
-    }                                                                                                             \
-    void es_fp8_matmul_##SUFFIX(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,   \
-                                int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {              \
         (void)row_bytes;                                                                                          \
         const es_fp8_mat *m = w;                                                                                  \
-        float dec[ES_FP8_BLOCK] __attribute__((aligned(64)));                                                     \
-        enum { TB = 16 };                                                                                         \
-        float sum[TB];                                                                                            \
-        for (int64_t t0 = 0; t0 < n_tok; t0 += TB) {                                                              \
-            int64_t nt = n_tok - t0 < TB ? n_tok - t0 : TB;                                                       \
-            for (int64_t r = r0; r < r1; r++) {                                                                   \
-                const uint8_t *q = es_fp8_row(m, n, r);                                                           \
-                const float *sc = es_fp8_row_scales(m, r);                                                        \
-                for (int64_t t = 0; t < nt; t++) sum[t] = 0;                                                      \
-                for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {                                    \
-                    int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);                               \
-                    DECODE(q + c0, dec, len);                                                                     \
-                    const float s = sc[b] * 256.0f;                                                               \
-                    for (int64_t t = 0; t < nt; t++) {                                                            \
-                        const float *x = (const float *)((const uint8_t *)act + (size_t)(t0 + t) * act_stride) + c0; \
-                        sum[t] += BLOCKDOT(dec, x, len) * s;                                                      \
-                    }                                                                                             \
-                }                                                                                                 \
-                for (int64_t t = 0; t < nt; t++) y[(t0 + t) * y_stride + r] = sum[t];                             \
+        const float *x[1] = {act};                                                                                \
+        const int64_t qr = (r1 - r0) / 4;                                                                         \
+        for (int64_t j = 0; j < qr; j++) {                                                                        \
+            const uint8_t *q[4];                                                                                  \
+            const float *sc[4];                                                                                   \
+            int64_t yi[4];                                                                                        \
+            for (int k = 0; k < 4; k++) {                                                                         \
+                yi[k] = r0 + k * qr + j;                                                                          \
+                q[k] = es_fp8_row(m, n, yi[k]);                                                                   \
+                sc[k] = es_fp8_row_scales(m, yi[k]);                                                              \
             }                                                                                                     \
+            tile(4, 1, 1, q, sc, n, x, y, 0, yi);                                                                 \
         }                                                                                                         \
+        for (int64_t r = r0 + 4 * qr; r < r1; r++) {                                                              \
+            const uint8_t *q[1] = {es_fp8_row(m, n, r)};                                                          \
+            const float *sc[1] = {es_fp8_row_scales(m, r)};                                                       \
+            tile(1, 1, 0, q, sc, n, x, y, 0, &r);                                                                 \
+        }                                                                                                         \
+    }                                                                                                             \
+    static inline __attribute__((always_inline)) void mm_tile(int R, int T, const es_fp8_mat *m, int64_t n,      \
+                                                              const void *act, size_t as, int64_t t0, float *y,   \
+                                                              int64_t ys, int64_t r) {                            \
+        const uint8_t *q[4];                                                                                      \
+        const float *sc[4], *x[4];                                                                                \
+        int64_t yi[4];                                                                                            \
+        for (int k = 0; k < R; k++)                                                                               \
+            yi[k] = r + k, q[k] = es_fp8_row(m, n, r + k), sc[k] = es_fp8_row_scales(m, r + k);                   \
+        for (int t = 0; t < T; t++) x[t] = (const float *)((const uint8_t *)act + (size_t)(t0 + t) * as);        \
+        tile(R, T, 0, q, sc, n, x, y + t0 * ys, ys, yi);                                                          \
     }
+
+/* Rows a block of the matmuls: about 64 KiB of weights, which stay in L2
+ * while every token group passes over them (even, at least 2). */
+static inline int64_t es_fp8_row_block(int64_t n) {
+    int64_t rb = (64 << 10) / (n > 0 ? n : 1);
+    return rb < 2 ? 2 : rb / 2 * 2;
+}
 
 #endif

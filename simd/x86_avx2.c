@@ -141,6 +141,15 @@ static void matmul_f32(const void *w, size_t rb, int64_t n, const void *act, siz
                        int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(pass_f32, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
+
+/* FP8_B128 (fp8.h): the prefill through the F32 GEMM on dequantised rows
+ * (the fused matvec, x86_avx2_fp8.c, runs matvec_f32's arithmetic on the
+ * same values, so a prefill row equals its decode) */
+static void matmul_fp8(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
+                       int64_t ys, int64_t r0, int64_t r1) {
+    es_fp8_tiled(es_fp8_dequant_rows_avx2, matvec_f32, matmul_f32, es_fp8_matvec_avx2, es_fp8_matmul_avx2, w, rb, n,
+                 act, as, nt, y, ys, r0, r1);
+}
 static void matmul_f16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                        int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(pass_f16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
@@ -148,18 +157,6 @@ static void matmul_f16(const void *w, size_t rb, int64_t n, const void *act, siz
 static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                         int64_t ys, int64_t r0, int64_t r1) {
     matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
-}
-
-/* ---- FP8_B128 (fp8.h): rows dequantised into a tile, the F32 products -------- */
-
-static void matvec_fp8(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    es_fp8_tiled(es_fp8_dequant_rows_avx2, matvec_f32, matmul_f32, es_fp8_matvec_avx2, es_fp8_matmul_avx2, w, rb, n,
-                 act, 0, 0, y, 0, r0, r1);
-}
-static void matmul_fp8(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
-                       int64_t ys, int64_t r0, int64_t r1) {
-    es_fp8_tiled(es_fp8_dequant_rows_avx2, matvec_f32, matmul_f32, es_fp8_matvec_avx2, es_fp8_matmul_avx2, w, rb, n,
-                 act, as, nt, y, ys, r0, r1);
 }
 
 /* ---- 8-bit block formats against Q8_0 activations ------------------------- */
@@ -465,7 +462,7 @@ static const es_kernels table = {
                [ES_TYPE_Q3_K] = kq_matvec_q3_K, [ES_TYPE_Q4_K] = kq_matvec_q4_K, [ES_TYPE_Q5_K] = kq_matvec_q5_K,
                [ES_TYPE_Q6_K] = kq_matvec_q6_K, [ES_TYPE_Q4_1] = lg_matvec_q4_1, [ES_TYPE_Q5_0] = lg_matvec_q5_0,
                [ES_TYPE_Q5_1] = lg_matvec_q5_1, [ES_TYPE_IQ4_NL] = lg_matvec_iq4_nl, [ES_TYPE_IQ4_XS] = kq_matvec_iq4_xs,
-               IQ_X86_MATVEC, [ES_TYPE_FP8_B128] = matvec_fp8},
+               IQ_X86_MATVEC, [ES_TYPE_FP8_B128] = es_fp8_matvec_avx2},
     .act_type = {[ES_TYPE_Q8_0] = ES_TYPE_Q8_0, [ES_TYPE_Q4_0] = ES_TYPE_Q8_0, [ES_TYPE_Q2_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q3_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_K] = ES_TYPE_Q8_K, [ES_TYPE_Q5_K] = ES_TYPE_Q8_K,
                  [ES_TYPE_Q6_K] = ES_TYPE_Q8_K, [ES_TYPE_Q4_1] = ES_TYPE_Q8_0, [ES_TYPE_Q5_0] = ES_TYPE_Q8_0,

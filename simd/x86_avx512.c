@@ -208,12 +208,9 @@ static void matmul_bf16(const void *w, size_t rb, int64_t n, const void *act, si
     matmul_blocked(pass_bf16, (size_t)n * sizeof(float), w, rb, n, act, as, nt, y, ys, r0, r1);
 }
 
-/* ---- FP8_B128 (fp8.h): rows dequantised into a tile, the F32 products -------- */
-
-static void matvec_fp8(const void *w, size_t rb, int64_t n, const void *act, float *y, int64_t r0, int64_t r1) {
-    es_fp8_tiled(es_fp8_dequant_rows_avx512, matvec_f32, matmul_f32, es_fp8_matvec_avx512, es_fp8_matmul_avx512, w,
-                 rb, n, act, 0, 0, y, 0, r0, r1);
-}
+/* ---- FP8_B128 (fp8.h): the prefill through the F32 GEMM on dequantised rows ---
+ * (the fused matvec, x86_avx512_fp8.c, runs matvec_f32's arithmetic on the
+ * same values, so a prefill row equals its decode) */
 static void matmul_fp8(const void *w, size_t rb, int64_t n, const void *act, size_t as, int64_t nt, float *y,
                        int64_t ys, int64_t r0, int64_t r1) {
     es_fp8_tiled(es_fp8_dequant_rows_avx512, matvec_f32, matmul_f32, es_fp8_matvec_avx512, es_fp8_matmul_avx512, w,
@@ -473,7 +470,7 @@ static inline __attribute__((always_inline)) void kvh_axpy_strip(enum float_fmt 
 static const es_kernels table = {
     .name = "avx512",
     .matvec = {[ES_TYPE_F32] = matvec_f32, [ES_TYPE_F16] = matvec_f16, [ES_TYPE_BF16] = matvec_bf16,
-               [ES_TYPE_FP8_B128] = matvec_fp8},
+               [ES_TYPE_FP8_B128] = es_fp8_matvec_avx512},
     .matmul = {[ES_TYPE_F32] = matmul_f32, [ES_TYPE_F16] = matmul_f16, [ES_TYPE_BF16] = matmul_bf16,
                [ES_TYPE_FP8_B128] = matmul_fp8},
     .rmsnorm = rmsnorm_avx512,

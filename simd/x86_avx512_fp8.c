@@ -1,19 +1,26 @@
-/* x86_avx512_fp8.c — FP8_B128 matvec and matmul with AVX-512F/BW (fp8.h):
- * 32 (at a block's end 16, then fewer, masked) e4m3 bytes at a time
- * widened to 16 bits, moved into fp16's
- * fields (b << 8, shifted right arithmetically by one, the copy of the
- * sign masked off), converted with vcvtph2ps and multiplied into the fp32
- * activations.  A row keeps one vector sum: each 128-column block's
- * products, summed in two accumulators, are added in times the block's
- * scale (* 256); the row's value is that vector's sum.  The matvec decodes
- * in registers; the matmul decodes a block once into a buffer for every
- * token, and runs the same additions on the same values, so both give the
- * same bits. */
+/* x86_avx512_fp8.c — FP8_B128 matvec and matmul with AVX-512F/BW (fp8.h),
+ * fused: the weights are decoded in registers from their e4m3 bytes (one
+ * byte a weight, so the matvec runs near the memory's speed, as Q8_0's), never
+ * stored as floats; and the rows dequantised into a tile for the prefill
+ * through the F32 GEMM (x86_avx512.c, es_fp8_tiled), which gives the
+ * same bits.  32 (at a block's end 16, then fewer, masked) bytes at a
+ * time are widened to 16 bits, moved into fp16's fields (b << 8, shifted
+ * right arithmetically by one, the copy of the sign masked off: the value /
+ * 256, exact for every byte, subnormals included) and converted with
+ * vcvtph2ps.
+ *
+ * The arithmetic of one (row, token) is the F32 matvec's on the dequantised
+ * weights: each weight (e4m3 / 256) * (scale * 256), rounded to fp32 once,
+ * 16 at a time in column order multiplied into one vector sum (the last 16
+ * masked), whose sum is the value.  The matvec takes 4 rows a pass, one
+ * from each quarter of its range (x86_avx2_common.h says why), with a
+ * prefetch ahead in each.  The matmul of rows longer than the tile decodes
+ * 2 rows once for 4 tokens, over rows blocked to stay in L2, with the same
+ * additions, so every product gives the same bits on any row range. */
 #include "fp8.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
-#include <string.h>
 
 /* 16 weights / 256 from 16 bytes; n < 16: the first n, the rest 0 */
 static inline __m512 dec16(const uint8_t *q, int n) {
@@ -35,42 +42,61 @@ static inline __m512 ld16(const float *x, int n) {
     return n >= 16 ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x);
 }
 
-/* The products of one block (len columns) into acc, scaled: W(j) gives the
- * weights of columns j..j+15 (j + 16 > len: the first len - j) */
-#define BLOCK(acc, len, x, s, W)                                                       \
-    do {                                                                               \
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                     \
-        int j = 0;                                                                     \
-        for (; j + 32 <= (len); j += 32) {                                             \
-            __m512 w0, w1;                                                             \
-            W2(j, w0, w1);                                                             \
-            a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps((x) + j), a0);                    \
-            a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps((x) + j + 16), a1);               \
-        }                                                                              \
-        for (; j < (len); j += 16) a0 = _mm512_fmadd_ps(W(j, (len) - j), ld16((x) + j, (len) - j), a0); \
-        acc = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(s), acc);          \
-    } while (0)
+#define PF_AHEAD_FP8 1024 /* bytes ahead in each row's stream */
 
-void es_fp8_matvec_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, float *y, int64_t r0,
-                          int64_t r1) {
-    (void)row_bytes;
-    const es_fp8_mat *m = w;
-    const float *x = act;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *q = es_fp8_row(m, n, r);
-        const float *sc = es_fp8_row_scales(m, r);
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
-            const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
-            const uint8_t *qb = q + c0;
-#define W(j, k) dec16(qb + (j), (k))
-#define W2(j, w0, w1) dec32(qb + (j), &(w0), &(w1))
-            BLOCK(acc, len, x + c0, sc[b] * 256.0f, W);
-#undef W
-#undef W2
+/* R rows (bytes q[k], scale rows sc[k]) against T tokens x[t]: the value of
+ * (row k, token t) into y[t * ys + yi[k]]. */
+static inline __attribute__((always_inline)) void tile(int R, int T, int pf, const uint8_t *const *q,
+                                                       const float *const *sc, int64_t n, const float *const *x,
+                                                       float *y, int64_t ys, const int64_t *yi) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[k][t] = _mm512_setzero_ps();
+    for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
+        const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
+        __m512 s[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) {
+            s[k] = _mm512_set1_ps(sc[k][b] * 256.0f);
+            if (pf) {
+                _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8, _MM_HINT_T0);
+                _mm_prefetch((const char *)q[k] + c0 + PF_AHEAD_FP8 + 64, _MM_HINT_T0);
+            }
         }
-        y[r] = _mm512_reduce_add_ps(acc);
+        int j = 0;
+        for (; j + 32 <= len; j += 32) {
+            __m512 w[4][2];
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) {
+                dec32(q[k] + c0 + j, &w[k][0], &w[k][1]);
+                w[k][0] = _mm512_mul_ps(w[k][0], s[k]), w[k][1] = _mm512_mul_ps(w[k][1], s[k]);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const __m512 x0 = _mm512_loadu_ps(x[t] + c0 + j), x1 = _mm512_loadu_ps(x[t] + c0 + j + 16);
+#pragma GCC unroll 4
+                for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(w[k][1], x1, _mm512_fmadd_ps(w[k][0], x0, acc[k][t]));
+            }
+        }
+        for (; j < len; j += 16) {
+            const int m = len - j < 16 ? len - j : 16;
+            __m512 w[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < R; k++) w[k] = _mm512_mul_ps(dec16(q[k] + c0 + j, m), s[k]);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const __m512 x0 = ld16(x[t] + c0 + j, m);
+#pragma GCC unroll 4
+                for (int k = 0; k < R; k++) acc[k][t] = _mm512_fmadd_ps(w[k], x0, acc[k][t]);
+            }
+        }
     }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) y[t * ys + yi[k]] = _mm512_reduce_add_ps(acc[k][t]);
 }
 
 void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int64_t r1, float *dst) {
@@ -95,40 +121,33 @@ void es_fp8_dequant_rows_avx512(const es_fp8_mat *m, int64_t n, int64_t r0, int6
     }
 }
 
+ES_FP8_DRIVERS(avx512)
+
+/* rows [r0, r1) against the T tokens from t0, 2 rows a tile */
+static inline __attribute__((always_inline)) void mm_rows(int T, const es_fp8_mat *m, int64_t n, const void *act,
+                                                          size_t as, int64_t t0, float *y, int64_t ys, int64_t r0,
+                                                          int64_t r1) {
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) mm_tile(2, T, m, n, act, as, t0, y, ys, r);
+    if (r < r1) mm_tile(1, T, m, n, act, as, t0, y, ys, r);
+}
+
 void es_fp8_matmul_avx512(const void *w, size_t row_bytes, int64_t n, const void *act, size_t act_stride,
                           int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     (void)row_bytes;
     const es_fp8_mat *m = w;
-    enum { TB = 8 };
-    float dec[ES_FP8_BLOCK] __attribute__((aligned(64)));
-    for (int64_t t0 = 0; t0 < n_tok; t0 += TB) {
-        const int nt = (int)(n_tok - t0 < TB ? n_tok - t0 : TB);
-        for (int64_t r = r0; r < r1; r++) {
-            const uint8_t *q = es_fp8_row(m, n, r);
-            const float *sc = es_fp8_row_scales(m, r);
-            __m512 acc[TB];
-            for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t c0 = 0, b = 0; c0 < n; c0 += ES_FP8_BLOCK, b++) {
-                const int len = (int)(n - c0 < ES_FP8_BLOCK ? n - c0 : ES_FP8_BLOCK);
-                int j = 0;
-                for (; j + 32 <= len; j += 32) {
-                    __m512 w0, w1;
-                    dec32(q + c0 + j, &w0, &w1);
-                    _mm512_store_ps(dec + j, w0);
-                    _mm512_store_ps(dec + j + 16, w1);
-                }
-                for (; j < len; j += 16) _mm512_store_ps(dec + j, dec16(q + c0 + j, len - j));
-                const float s = sc[b] * 256.0f;
-                for (int t = 0; t < nt; t++) {
-                    const float *x = (const float *)((const uint8_t *)act + (size_t)(t0 + t) * act_stride) + c0;
-#define W(j, k) _mm512_load_ps(dec + (j))
-#define W2(j, w0, w1) ((w0) = _mm512_load_ps(dec + (j)), (w1) = _mm512_load_ps(dec + (j) + 16))
-                    BLOCK(acc[t], len, x, s, W);
-#undef W
-#undef W2
-                }
-            }
-            for (int t = 0; t < nt; t++) y[(t0 + t) * y_stride + r] = _mm512_reduce_add_ps(acc[t]);
+    /* rows a block: about 64 KiB of weights, which stay in L2 while every
+     * 4 tokens pass over them */
+    const int64_t rb = es_fp8_row_block(n);
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = b0 + rb < r1 ? b0 + rb : r1;
+        int64_t t0 = 0;
+        for (; t0 + 4 <= n_tok; t0 += 4) mm_rows(4, m, n, act, act_stride, t0, y, y_stride, b0, b1);
+        switch (n_tok - t0) {
+        case 3: mm_rows(3, m, n, act, act_stride, t0, y, y_stride, b0, b1); break;
+        case 2: mm_rows(2, m, n, act, act_stride, t0, y, y_stride, b0, b1); break;
+        case 1: mm_rows(1, m, n, act, act_stride, t0, y, y_stride, b0, b1); break;
+        default: break;
         }
     }
 }

@@ -73,7 +73,11 @@ static void test_dequant(void) {
 }
 
 static void test_path(const es_kernels *K) {
-    static const int64_t shapes[][2] = {{1, 128}, {130, 7}, {129, 200}, {300, 333}, {64, 1408}, {257, 2048}, {3, 33000}}; /* the last: rows longer than avx512's tile */
+    /* awkward sizes: row counts that leave 1-3 rows past the 4-row passes, a
+     * block's partial 16/32-column steps, row blocks of the matmul (64 KiB
+     * of weights) cut mid-range, V2-Lite's widest row, rows over 32768 */
+    static const int64_t shapes[][2] = {{1, 128}, {130, 7},  {129, 200},  {300, 333},  {64, 1408}, {257, 2048},
+                                        {3, 33000}, {7, 160}, {9, 48}, {33, 10944}, {6, 5}, {131, 4095}};
     es_matvec_plan plan = es_plan_matvec(K, ES_TYPE_FP8_B128);
     CHECK(plan.fn && plan.act_type == 0, "%s: FP8_B128 matvec with fp32 activations", K->name);
     if (!plan.fn) return;

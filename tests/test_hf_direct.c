@@ -115,6 +115,16 @@ static void run_good(int i) {
                 CHECK(d <= 5e-5, "%s on %s: logits differ from the converted GGUF's by %g", g->what, paths[p], d);
             }
         }
+        /* NUMA placement of the directory's tensors (2 fake nodes): the
+         * same logits bit for bit (the determinism rule) */
+        if (ld) {
+            char sim[64];
+            snprintf(sim, sizeof sim, "%s EDGESEEK_FAKE_NUMA=2", paths[p]);
+            float *ln = cli_logits(hf, sim, n);
+            CHECK(ln && !memcmp(ln, ld, n * sizeof *ln), "%s on %s: logits with 2 fake NUMA nodes differ", g->what,
+                  paths[p]);
+            free(ln);
+        }
         free(lr), free(ld), free(lc);
     }
     same_tokens(g->what, hf, ref);
@@ -123,6 +133,11 @@ static void run_good(int i) {
         int rc = test_run_cmd(cmd, out, sizeof out);
         /* the checkpoint's MTP layer is left out in direct mode: no MTP block */
         CHECK(rc == 0 && strstr(out, "FP8_B128") && !strstr(out, "MTP block"), "info on the directory: %s", out);
+        /* its tensors placed on (fake) NUMA nodes as a GGUF's are */
+        snprintf(cmd, sizeof cmd, "EDGESEEK_FAKE_NUMA=2 %s bench -m %s -p 4 -n 2 -r 1 -t 2 2>&1", test_build_path("edgeseek"), hf);
+        rc = test_run_cmd(cmd, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "dealt round-robin") && !strstr(out, "nothing placed"),
+              "NUMA placement of the directory: %s", out);
         snprintf(cmd, sizeof cmd, "%s run -m %s -p 'hello there' -n 6 --temp 0 2>&1", test_build_path("edgeseek"), hf);
         rc = test_run_cmd(cmd, out, sizeof out);
         CHECK(rc == 0 && strstr(out, "generated 6 tokens"), "run on the directory: %s", out);

@@ -16,6 +16,10 @@
  * bias F32.  kv_b_proj is rebuilt from attn_k_b / attn_v_b, experts are
  * split out of the stacked ffn_*_exps.
  *
+ * Without --ref or --mutate the tensors are streamed: each is read from the
+ * GGUF, encoded and written in turn, so memory holds one tensor whatever the
+ * model's size (V2-Lite's shape: about 16 GB of FP8 from its Q4_0 GGUF).
+ *
  * --ref writes the GGUF again with every tensor replaced by the weights the
  * checkpoint actually holds, dequantised to F32: what a correct converter
  * must reproduce.
@@ -53,6 +57,10 @@ typedef struct hft {
     float *scale; /* FP8: grid of block scales */
     int64_t gr, gc;
     int shard;
+    /* where w comes from when it is filled late (streaming: no --ref): the
+     * GGUF tensor, the expert (-1: none); kv_b_proj: src2 = attn_v_b */
+    const es_gguf_tensor *src, *src2;
+    int64_t expert;
 } hft;
 
 typedef struct gen {
@@ -64,6 +72,7 @@ typedef struct gen {
     const char *mut[MAX_MUT];
     int n_mut;
     int64_t H, R, dn, dv;
+    int stream; /* no --ref: each tensor is built, written and freed in turn */
 } gen;
 
 static int die(const char *fmt, ...) {
@@ -108,19 +117,23 @@ static hft *add(gen *G, const char *name, int nd, int64_t rows, int64_t cols) {
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->nd = nd, t->rows = rows, t->cols = cols;
-    if (!(t->w = malloc(sizeof(float) * (size_t)(rows * cols)))) die("out of memory");
+    t->expert = -1;
+    if (!G->stream && !(t->w = malloc(sizeof(float) * (size_t)(rows * cols)))) die("out of memory");
     return t;
 }
 
-static float *gguf_f32(const es_gguf_tensor *t) {
-    int64_t n = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+/* Rows [r0, r0 + rows) of a GGUF tensor (rows counted over all its
+ * dimensions past the first), dequantised to float32. */
+static float *gguf_rows(const es_gguf_tensor *t, int64_t r0, int64_t rows) {
+    int64_t n = t->ne[0];
     float *f = malloc(sizeof(float) * (size_t)(n * rows));
     if (!f) die("out of memory");
     size_t rb = es_row_bytes(t->type, n);
     for (int64_t r = 0; r < rows; r++)
-        if (es_dequant_row(es_kernels_best(), t->type, t->data + r * rb, f + r * n, n)) die("%s: type not readable", t->name);
+        if (es_dequant_row(es_kernels_best(), t->type, t->data + (r0 + r) * rb, f + r * n, n)) die("%s: type not readable", t->name);
     return f;
 }
+static float *gguf_f32(const es_gguf_tensor *t) { return gguf_rows(t, 0, t->ne[1] * t->ne[2] * t->ne[3]); }
 
 /* GGUF name (past "blk.N.") -> the Hugging Face name within model.layers.N. */
 static const char *const names[][2] = {
@@ -173,37 +186,61 @@ static hft *find(gen *G, const char *name) {
     return NULL;
 }
 
-/* The checkpoint's tensors from the GGUF's. */
+/* kv_b_proj's rows from attn_k_b or attn_v_b (t, its values f) */
+static void fill_kvb(const gen *G, hft *h, const es_gguf_tensor *t, const float *f) {
+    const int64_t H = G->H, R = G->R, dn = G->dn, dv = G->dv;
+    int kb = strstr(t->name, "attn_k_b") != NULL;
+    for (int64_t hd = 0; hd < H; hd++)
+        if (kb)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t d = 0; d < dn; d++) h->w[(hd * (dn + dv) + d) * R + r] = f[(hd * R + r) * dn + d];
+        else
+            for (int64_t j = 0; j < dv; j++)
+                memcpy(h->w + (hd * (dn + dv) + dn + j) * R, f + (hd * dv + j) * R, sizeof(float) * (size_t)R);
+}
+
+/* A streamed tensor's values, read from the GGUF when it is written. */
+static void materialise(const gen *G, hft *h) {
+    if (h->w) return;
+    if (h->src2) {
+        if (!(h->w = malloc(sizeof(float) * (size_t)(h->rows * h->cols)))) die("out of memory");
+        const es_gguf_tensor *s[2] = {h->src, h->src2};
+        for (int i = 0; i < 2; i++) {
+            float *f = gguf_f32(s[i]);
+            fill_kvb(G, h, s[i], f);
+            free(f);
+        }
+    } else {
+        h->w = gguf_rows(h->src, h->expert < 0 ? 0 : h->expert * h->rows, h->rows);
+    }
+}
+
+/* The checkpoint's tensors from the GGUF's (streaming: where each comes from). */
 static void collect(gen *G) {
     es_gguf_ctx *g = G->g;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const es_gguf_tensor *t = &g->tensors[i];
         char hn[160];
         if (hf_name(t->name, hn, sizeof hn)) die("%s: no Hugging Face name known", t->name);
-        float *f = gguf_f32(t);
+        float *f = G->stream ? NULL : gguf_f32(t);
         int64_t n = t->ne[0], rows = t->ne[1];
         if (strstr(t->name, "_exps.")) {
             for (int64_t e = 0; e < t->ne[2]; e++) {
                 char en[160];
                 snprintf(en, sizeof en, hn, (int)e);
                 hft *h = add(G, en, 2, rows, n);
-                memcpy(h->w, f + e * rows * n, sizeof(float) * (size_t)(rows * n));
+                h->src = t, h->expert = e;
+                if (f) memcpy(h->w, f + e * rows * n, sizeof(float) * (size_t)(rows * n));
             }
         } else if (strstr(t->name, "attn_k_b") || strstr(t->name, "attn_v_b")) {
             hft *h = find(G, hn);
-            const int64_t H = G->H, R = G->R, dn = G->dn, dv = G->dv;
-            if (!h) h = add(G, hn, 2, H * (dn + dv), R);
-            int kb = strstr(t->name, "attn_k_b") != NULL;
-            for (int64_t hd = 0; hd < H; hd++)
-                if (kb)
-                    for (int64_t r = 0; r < R; r++)
-                        for (int64_t d = 0; d < dn; d++) h->w[(hd * (dn + dv) + d) * R + r] = f[(hd * R + r) * dn + d];
-                else
-                    for (int64_t j = 0; j < dv; j++)
-                        memcpy(h->w + (hd * (dn + dv) + dn + j) * R, f + (hd * dv + j) * R, sizeof(float) * (size_t)R);
+            if (!h) h = add(G, hn, 2, G->H * (G->dn + G->dv), G->R), h->src = t;
+            else h->src2 = t;
+            if (f) fill_kvb(G, h, t, f);
         } else {
             hft *h = add(G, hn, t->n_dims == 1 ? 1 : 2, t->n_dims == 1 ? 1 : rows, n);
-            memcpy(h->w, f, sizeof(float) * (size_t)(rows * n));
+            h->src = t;
+            if (f) memcpy(h->w, f, sizeof(float) * (size_t)(rows * n));
         }
         free(f);
     }
@@ -219,20 +256,23 @@ static void e4m3_init(void) {
     }
 }
 
-/* Nearest code (ties to the even code), saturating at 448. */
+/* Nearest code (ties to the even code), saturating at 448: in the
+ * subnormal range the multiple of 2^-9, above it the mantissa of a's binade
+ * rounded to 3 bits (rintf: ties to even, and a code's parity is its
+ * mantissa's); a mantissa that rounds up to 16 is the next binade's 8. */
 static uint8_t to_e4m3(float x) {
     uint8_t s = x < 0 ? 0x80 : 0;
     float a = fabsf(x);
-    int lo = 0, hi = 126;
-    while (lo < hi) { /* first code >= a */
-        int mid = (lo + hi) / 2;
-        if (e4m3[mid] < a) lo = mid + 1;
-        else hi = mid;
-    }
-    int c = lo;
-    if (c > 0) {
-        float dl = a - e4m3[c - 1], dh = e4m3[c] - a;
-        if (dl < dh || (dl == dh && ((c - 1) & 1) == 0)) c--;
+    int c;
+    if (!(a < 448.0f)) {
+        c = 126;
+    } else if (a < 0.015625f) {
+        c = (int)rintf(a * 512.0f);
+    } else {
+        int E;
+        frexpf(a, &E); /* a = f * 2^E, f in [0.5, 1): binade 2^(E-1) */
+        c = ((E - 1 + 7) << 3) + (int)rintf(ldexpf(a, 4 - E)) - 8;
+        if (c > 126) c = 126;
     }
     return (uint8_t)(s | c);
 }
@@ -243,18 +283,26 @@ static int is_fp8(const gen *G, const hft *t) {
            !strstr(t->name, "shared_head.head");
 }
 
-/* The stored form, and w replaced by what it decodes to. */
-static void encode(gen *G, hft *t) {
+/* The stored form's dtype and size. */
+static void plan(const gen *G, hft *t) {
     size_t n = (size_t)(t->rows * t->cols);
     if (strstr(t->name, "e_score_correction_bias")) {
-        t->dt = DT_F32;
-        t->nbytes = 4 * n;
+        t->dt = DT_F32, t->nbytes = 4 * n;
+    } else if (is_fp8(G, t)) {
+        t->dt = DT_FP8, t->nbytes = n;
+        t->gr = (t->rows + G->br - 1) / G->br, t->gc = (t->cols + G->bc - 1) / G->bc;
+    } else {
+        t->dt = DT_BF16, t->nbytes = 2 * n;
+    }
+}
+
+/* The stored form, and w replaced by what it decodes to. */
+static void encode(const gen *G, hft *t) {
+    size_t n = (size_t)(t->rows * t->cols);
+    if (t->dt == DT_F32) {
         if (!(t->bytes = malloc(t->nbytes))) die("out of memory");
         memcpy(t->bytes, t->w, t->nbytes);
-    } else if (is_fp8(G, t)) {
-        t->dt = DT_FP8;
-        t->gr = (t->rows + G->br - 1) / G->br, t->gc = (t->cols + G->bc - 1) / G->bc;
-        t->nbytes = n;
+    } else if (t->dt == DT_FP8) {
         t->bytes = malloc(n);
         t->scale = malloc(sizeof(float) * (size_t)(t->gr * t->gc));
         if (!t->bytes || !t->scale) die("out of memory");
@@ -276,8 +324,6 @@ static void encode(gen *G, hft *t) {
                     }
             }
     } else {
-        t->dt = DT_BF16;
-        t->nbytes = 2 * n;
         uint16_t *b = malloc(t->nbytes);
         if (!b) die("out of memory");
         for (size_t i = 0; i < n; i++) {
@@ -521,8 +567,13 @@ static void write_shards(gen *G, const char *dir) {
             hft *t = &G->t[i];
             int here = t->shard == k || (mutated(G, "dup", t->name) && (t->shard + 1) % G->shards == k);
             if (!here || mutated(G, "drop", t->name)) continue;
+            if (!t->bytes) materialise(G, t), encode(G, t);
             fwrite(t->bytes, 1, t->nbytes, f);
             if (t->dt == DT_FP8 && !mutated(G, "noscale", t->name)) fwrite(t->scale, 4, (size_t)(t->gr * t->gc), f);
+            if (G->stream) {
+                free(t->w), free(t->bytes), free(t->scale);
+                t->w = NULL, t->bytes = NULL, t->scale = NULL;
+            }
         }
         if (fclose(f)) die("write error in %s", fn);
         free(hdr);
@@ -612,10 +663,12 @@ int main(int argc, char **argv) {
     G.dn = kl - meta_int(&G, "attention.rope.dimension_count", meta_int(&G, "rope.dimension_count", 0));
     G.dv = meta_int(&G, "attention.value_length_mla", meta_int(&G, "attention.value_length", 0));
     e4m3_init();
+    G.stream = !ref && !G.n_mut; /* a large model: one tensor in memory at a time */
     collect(&G);
     if ((size_t)G.shards > G.n) G.shards = (int)G.n;
     for (size_t i = 0; i < G.n; i++) {
-        encode(&G, &G.t[i]);
+        plan(&G, &G.t[i]);
+        if (!G.stream) materialise(&G, &G.t[i]), encode(&G, &G.t[i]);
         G.t[i].shard = (int)(i * (size_t)G.shards / G.n);
     }
     mkdir(dir, 0755);
