@@ -131,13 +131,20 @@ typedef struct node_worker {
 /* Puts the pages of [ptr, ptr+len) on kernel node `real`. */
 static void place_range(node_worker *w, const uint8_t *ptr, size_t len, int real) {
     const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    uint8_t *a = (uint8_t *)((uintptr_t)ptr & ~(uintptr_t)(pg - 1));
-    size_t n = (size_t)(ptr + len - a + pg - 1) & ~(pg - 1);
-    /* first touch from this (pinned) thread: read-ahead and fault in */
-    madvise(a, n, MADV_WILLNEED);
+    if (!len) return;
+    /* the pages wholly inside the range: the only ones advised and moved (a
+     * checkpoint directory's tensors may live in the heap, where the rest
+     * of a page is someone else's) */
+    uint8_t *a = (uint8_t *)(((uintptr_t)ptr + pg - 1) & ~(uintptr_t)(pg - 1));
+    const uintptr_t end = ((uintptr_t)ptr + len) & ~(uintptr_t)(pg - 1);
+    const size_t n = (uintptr_t)a < end ? (size_t)(end - (uintptr_t)a) : 0;
+    if (n) madvise(a, n, MADV_WILLNEED);
+    /* first touch from this (pinned) thread, never a byte outside the range */
     volatile uint8_t sink = 0;
-    for (size_t off = 0; off < n; off += pg) sink ^= a[off];
+    for (size_t off = 0; off < len; off += pg) sink ^= ptr[off];
+    sink ^= ptr[len - 1];
     (void)sink;
+    if (!n) return;
     /* migrate whatever was resident elsewhere */
     unsigned long mask[(ES_MAX_NODES * 4 + 63) / 64 + 1];
     memset(mask, 0, sizeof mask);
