@@ -180,11 +180,11 @@ static inline __attribute__((always_inline)) void q8a_tile(int is_q4, int R, int
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-/* The same pass (rows r, r+q, r+2q, r+3q against x[nb]) four blocks a step,
+/* Q4_0's pass (rows r, r+q, r+2q, r+3q against x[nb]) four blocks a step,
  * for the AVX-512 table: the arithmetic above value for value, with less
  * work around the dot products.  Per step each row's four fp16 scales come
- * out of one window of the row by one masked VPERMT2W (one 64-byte window
- * for Q4_0's 18-byte blocks, two for Q8_0's 34), merged into
+ * out of its 64-byte window (4 blocks of 18 bytes) by one masked VPERMT2W,
+ * merged into
  * [block i: rows 0..3 | block i+1: ...] and converted eight at a time; the
  * activations' scales come converted from `da4` (each block's, four times,
  * made once per call); the prefetch is a line per 64 bytes of the step
@@ -193,9 +193,9 @@ static inline __attribute__((always_inline)) void q8a_tile(int is_q4, int R, int
  * the three VPHADDD).  Everything stays in 256-bit registers: a 512-bit
  * uop in flight takes port 1's vector unit away from the rest of the loop
  * on Intel (a first version with 512-bit scale vectors ran 25% slower). */
-static inline __attribute__((always_inline)) __m256i q8a_scale_words(int is_q4, const char *p, size_t rs) {
-    /* row k's word j·bs/2 (of a 64-byte window) to lane 4j + k, j = 0, 1 (Q8_0) or 0..3 (Q4_0) */
-    const short hw = is_q4 ? 9 : 17;
+static inline __attribute__((always_inline)) __m256i q4a_scale_words(const char *p, size_t rs) {
+    /* row k's word 9j (block j's scale, of a 64-byte window) to lane 4j + k */
+    const short hw = sizeof(block_q4_0) / 2;
     const __m256i idx = _mm256_setr_epi16(0, 0, 0, 0, hw, hw, hw, hw, 2 * hw, 2 * hw, 2 * hw, 2 * hw, 3 * hw, 3 * hw,
                                           3 * hw, 3 * hw);
     __m256i sw = _mm256_setzero_si256();
@@ -209,10 +209,11 @@ static inline __attribute__((always_inline)) __m256i q8a_scale_words(int is_q4, 
     return sw;
 }
 
-static inline __attribute__((always_inline)) void q8a_mv4_x4(int is_q4, const void *w, size_t rb, int64_t nb,
+static inline __attribute__((always_inline)) void q4a_mv4_x4(const void *w, size_t rb, int64_t nb,
                                                              const block_q8_0 *x, const float *da4, float *y,
                                                              int64_t r, int64_t q) {
-    const size_t bs = is_q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    enum { is_q4 = 1 }; /* the shared helpers' Q4_0 forms */
+    const size_t bs = sizeof(block_q4_0);
     const size_t rs = (size_t)q * rb;
     const char *row = (const char *)w + (size_t)r * rb;
     __m128 acc = _mm_setzero_ps();
@@ -221,8 +222,8 @@ static inline __attribute__((always_inline)) void q8a_mv4_x4(int is_q4, const vo
         const char *b0 = row + (size_t)i * bs;
         matvec_prefetch_streams(row, rs, (size_t)i * bs, 4 * bs);
         /* dw·da for blocks i, i+1 (dd01) and i+2, i+3 (dd23), rows 0..3 each */
-        __m256i sw = q8a_scale_words(is_q4, b0, rs);
-        __m128i w23 = is_q4 ? _mm256_extracti128_si256(sw, 1) : _mm256_castsi256_si128(q8a_scale_words(0, b0 + 2 * bs, rs));
+        const __m256i sw = q4a_scale_words(b0, rs);
+        const __m128i w23 = _mm256_extracti128_si256(sw, 1);
         const __m256 dd01 = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(sw)), _mm256_loadu_ps(da4 + 4 * i));
         const __m256 dd23 = _mm256_mul_ps(_mm256_cvtph_ps(w23), _mm256_loadu_ps(da4 + 4 * i + 8));
         __m128i s[4];
@@ -255,7 +256,7 @@ static inline __attribute__((always_inline)) void q8a_matvec(int is_q4, const vo
         float da4[4 * DA_MAX];
         const block_q8_0 *xb = (const block_q8_0 *)x;
         for (int64_t i = 0; i < n / 32; i++) _mm_storeu_ps(da4 + 4 * i, _mm_set1_ps(_cvtsh_ss(xb[i].d)));
-        for (int64_t j = 0; j < q; j++) q8a_mv4_x4(is_q4, w, rb, n / 32, xb, da4, y, r0 + j, q);
+        for (int64_t j = 0; j < q; j++) q4a_mv4_x4(w, rb, n / 32, xb, da4, y, r0 + j, q);
         q = 0, r0 = r1 - (r1 - r0) % 4;
     }
 #endif
