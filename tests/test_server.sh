@@ -61,6 +61,14 @@ wait_exit() {
     wait "$1"
 }
 
+# stop_server WHAT: SIGTERM to the server in $PID, which must exit 0 within 20 s
+stop_server() {
+    kill -TERM $PID
+    wait_exit $PID 20
+    rc=$?
+    check "$1: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+}
+
 # count the client's PASS/FAIL/SKIP lines
 run_client() {
     timeout 300 node tests/server_client.cjs "$@" >"$T/client.out" 2>&1
@@ -77,10 +85,7 @@ KEY=$(head -n 1 "$T/key")
 if start_server "$T/a.log" -np 4 --api-key-file "$T/key" --max-body 64K --max-header 8192 --idle-timeout 2; then
     # /health answers without the key; the rest wants it
     run_client main "$URL" "$KEY"
-    kill -TERM $PID
-    wait_exit $PID 20
-    rc=$?
-    check "SIGTERM on an idle server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+    stop_server "SIGTERM on an idle server"
     check "the server said it stopped" grep -q "SIGTERM: stopping" "$T/a.log"
 fi
 
@@ -100,10 +105,7 @@ mkdir "$T/slots"
 if EDGESEEK_SERVE_STEP_MS=20 start_server "$T/d.log" -np 2 --kv-type q8_0 --slot-save-path "$T/slots" --max-conn 3; then
     check "the ready line names the cache type" grep -q "KV cache q8_0 (400 bytes/token)" "$T/d.log"
     run_client slots "$URL" "$T/slots"
-    kill -TERM $PID
-    wait_exit $PID 20
-    rc=$?
-    check "the slots server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+    stop_server "the slots server"
 fi
 # --mtp on the model with a trained MTP block, beside the same model without it:
 # the same text at temperature 0, alone and among concurrent requests
@@ -113,10 +115,7 @@ if start_server "$T/p.log" -np 4 -m $MTP_M; then
     if start_server "$T/q.log" -np 4 -m $MTP_M --mtp; then
         check "the ready line says MTP" grep -q "MTP drafts" "$T/q.log"
         run_client mtp "$URL" "$PLAIN_URL"
-        kill -TERM $PID
-        wait_exit $PID 20
-        rc=$?
-        check "the --mtp server: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+        stop_server "the --mtp server"
     fi
     kill -TERM $PLAIN_PID
     wait_exit $PLAIN_PID 20
